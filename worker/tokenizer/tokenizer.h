@@ -1,0 +1,88 @@
+// Tokenizers built from a model's vocabulary: SentencePiece-style BPE with
+// scores and byte fallback (GGUF `tokenizer.ggml.model` = "llama") and
+// byte-level BPE with merges and a named pre-tokenizer ("gpt2").
+#ifndef LLORCH_WORKER_TOKENIZER_TOKENIZER_H_
+#define LLORCH_WORKER_TOKENIZER_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace llorch {
+
+class GgufFile;
+
+// Token attribute as in GGUF `tokenizer.ggml.token_type`.
+enum class TokenType : int32_t {
+  kUndefined = 0, kNormal = 1, kUnknown = 2, kControl = 3,
+  kUserDefined = 4, kUnused = 5, kByte = 6,
+};
+
+// Everything a tokenizer needs, independent of the file format it came from.
+struct VocabData {
+  std::string model;  // "llama" (SentencePiece BPE) or "gpt2" (byte-level BPE)
+  std::string pre;    // pre-tokenizer name for gpt2: "default", "gpt-2", "llama-bpe", "qwen2", "smollm", ...
+  std::vector<std::string> tokens;
+  std::vector<float> scores;           // may be empty for gpt2
+  std::vector<TokenType> token_types;  // may be empty: all kNormal
+  std::vector<std::string> merges;     // gpt2: "a b" pairs in rank order
+  int32_t bos_id = -1;
+  int32_t eos_id = -1;
+  int32_t unk_id = -1;
+  int32_t pad_id = -1;
+  std::vector<int32_t> eog_ids;  // every end-of-generation id (eos, eot, <|im_end|>, ...)
+  bool add_bos = false;
+  bool add_eos = false;
+  bool add_space_prefix = true;  // SentencePiece: prepend "▁" to the text
+};
+
+// Reads tokenizer.ggml.* keys. Errors name the file and the missing/bad key.
+absl::StatusOr<VocabData> VocabFromGguf(const GgufFile& gguf);
+
+class Tokenizer {
+ public:
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(VocabData vocab);
+  virtual ~Tokenizer() = default;
+
+  // add_special: add BOS (and EOS) per the vocabulary's add_bos/add_eos.
+  // parse_special: text matching control/user-defined token texts becomes
+  // those tokens (as llama.cpp's llama_tokenize with parse_special=true).
+  virtual std::vector<int32_t> Encode(absl::string_view text, bool add_special,
+                                      bool parse_special) const = 0;
+  // The raw bytes a token stands for ("▁" -> " ", byte tokens -> the byte,
+  // byte-level BPE unmapped). Control tokens give "" unless render_special.
+  virtual std::string TokenToPiece(int32_t id, bool render_special) const = 0;
+  std::string Decode(const std::vector<int32_t>& ids, bool render_special) const;
+
+  const VocabData& vocab() const { return vocab_; }
+  int32_t vocab_size() const { return static_cast<int32_t>(vocab_.tokens.size()); }
+  bool IsEog(int32_t id) const;
+
+ protected:
+  explicit Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {}
+  VocabData vocab_;
+};
+
+// Turns a stream of token ids into text without ever emitting half a UTF-8
+// character: bytes of an incomplete sequence are held until completed.
+class IncrementalDetokenizer {
+ public:
+  explicit IncrementalDetokenizer(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
+  // Returns the newly completed text (possibly empty).
+  std::string Push(int32_t id);
+  // Returns held bytes at the end of generation (invalid UTF-8 replaced by U+FFFD).
+  std::string Flush();
+
+ private:
+  const Tokenizer* tokenizer_;
+  std::string pending_;
+  bool first_ = true;
+};
+
+}  // namespace llorch
+
+#endif  // LLORCH_WORKER_TOKENIZER_TOKENIZER_H_
