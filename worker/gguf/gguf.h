@@ -60,6 +60,10 @@ class GgufFile {
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }
   size_t alignment() const { return alignment_; }
+  // Size of the file and the byte offset where the (aligned) data section
+  // starts; a tensor's data lies at data_offset() + offset.
+  size_t file_size() const { return map_size_; }
+  size_t data_offset() const { return data_offset_; }
 
   const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
   const GgufValue* Find(absl::string_view key) const;  // nullptr if absent
@@ -87,6 +91,7 @@ class GgufFile {
   size_t map_size_ = 0;
   uint32_t version_ = 0;
   size_t alignment_ = 32;
+  size_t data_offset_ = 0;
   std::map<std::string, GgufValue> metadata_;
   std::vector<GgufTensorInfo> tensors_;
   std::map<std::string, size_t, std::less<>> tensor_index_;

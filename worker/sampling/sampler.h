@@ -21,7 +21,8 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
-// InvalidArgument naming the field for out-of-range values.
+// InvalidArgument naming the field for out-of-range values. Sampler assumes
+// validated params.
 absl::Status ValidateSamplingParams(const SamplingParams& params);
 
 class Sampler {
@@ -30,15 +31,30 @@ class Sampler {
 
   // logits: raw model output for one position, `vocab_size` values.
   // history: prompt + generated ids so far (for the repetition penalty).
+  // Order: repetition penalty; temperature 0 -> argmax (ties: lowest id);
+  // otherwise top-k, top-p, min-p on the untempered logits, then temperature,
+  // then a draw (llama.cpp's default chain; see sampler.cc).
   int32_t Sample(const float* logits, int32_t vocab_size,
                  const std::vector<int32_t>& history);
 
   const SamplingParams& params() const { return params_; }
 
  private:
+  // Returns `logits` itself when no penalty applies, else penalized_.data().
+  const float* ApplyRepetitionPenalty(const float* logits, int32_t vocab_size,
+                                      const std::vector<int32_t>& history);
+
+  // Number of candidates top-p keeps; reorders scratch_ so that they come
+  // first. max_logit: the largest logit in scratch_.
+  size_t NucleusSize(double max_logit);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> scratch_;
+  // Per-call buffers kept to avoid reallocating 150k-entry vectors per token.
+  std::vector<float> penalized_;
+  std::vector<int32_t> distinct_history_;
+  std::vector<double> weights_;
 };
 
 // log-softmax of raw logits: the logprob of `id`, and the top `k` (id, logprob)

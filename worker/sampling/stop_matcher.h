@@ -1,6 +1,10 @@
 // Stop strings matched on decoded text across token boundaries. Text that
 // could still be the start of a stop string is held back; the stop string
-// itself is never emitted.
+// itself is never emitted. Matching is on bytes: with valid UTF-8 text and
+// stop strings, the held-back suffix always starts on a character boundary.
+// Empty stop strings are ignored (they would match everywhere). With
+// overlapping stop strings the first one to complete wins (as if text came
+// byte by byte): {"abcd", "bc"} on "xabcd" stops at "bc" and emits "xa".
 #ifndef LLORCH_WORKER_SAMPLING_STOP_MATCHER_H_
 #define LLORCH_WORKER_SAMPLING_STOP_MATCHER_H_
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -38,6 +39,11 @@ struct VocabData {
   bool add_bos = false;
   bool add_eos = false;
   bool add_space_prefix = true;  // SentencePiece: prepend "▁" to the text
+  int32_t eot_id = -1;  // end of turn (<|eot_id|>, <|im_end|>, ...), -1 if none
+  int32_t eom_id = -1;  // end of message (<|eom_id|>), -1 if none
+  // Special tokens that swallow the whitespace after them when matched in
+  // text (llama.cpp's RSTRIP attribute, which it sets for Phi-3 vocabularies).
+  std::vector<int32_t> rstrip_ids;
 };
 
 // Reads tokenizer.ggml.* keys. Errors name the file and the missing/bad key.
@@ -61,10 +67,15 @@ class Tokenizer {
   const VocabData& vocab() const { return vocab_; }
   int32_t vocab_size() const { return static_cast<int32_t>(vocab_.tokens.size()); }
   bool IsEog(int32_t id) const;
+  // The token's type (kNormal when the vocabulary has no types).
+  TokenType token_type(int32_t id) const;
+  // Control and unknown tokens: rendered as "" unless render_special.
+  bool IsControl(int32_t id) const;
 
  protected:
-  explicit Tokenizer(VocabData vocab) : vocab_(std::move(vocab)) {}
+  explicit Tokenizer(VocabData vocab);
   VocabData vocab_;
+  std::vector<bool> is_eog_;  // indexed by id
 };
 
 // Turns a stream of token ids into text without ever emitting half a UTF-8

@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""Conformance of llorch against llama.cpp (node-llama-cpp, tests/peer/llama_peer.mjs).
+
+For every (model, prompt) case:
+  1. tokenisation: the peer's ids for the raw-text prompt == `llorch tokenize`;
+  2. the peer's greedy continuation (N tokens) with the full distribution at each step;
+  3. teacher-forced: `llorch score` over prompt + continuation; at every generated
+     position where the peer's top-1/top-2 log-prob margin exceeds --margin our
+     top-1 must be the peer's token, and the mean |our - peer| log-prob of the
+     peer's token must stay within the tolerance of the weights' type
+     (F32 1e-4, F16 1e-3, quantised 0.02);
+  4. free-running: `llorch run --temperature 0`; the tokens must match the peer's
+     up to the first step where the peer's margin is <= --margin (a near tie
+     that rounding may flip), and the mean |Δlogprob| over the matched tokens
+     must stay within the same tolerance.
+
+Models: SmolLM2-135M ($LLORCH_DEFAULT_MODEL) on every prompt in prompts/, and the
+random-weight models from tests/make_test_models.sh (tiny-*.gguf) on a few prompts.
+The peer's outputs are cached per (model hash, peer script, prompts) in the work dir.
+
+Usage: llamacpp_conformance.py PATH/TO/llorch [--work-dir DIR] [--random-models-dir DIR] ...
+Exit status: 0 all cases pass, 1 some case failed, 2 setup error.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import gguf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PEER_SCRIPT = os.path.join(ROOT, "tests", "peer", "llama_peer.mjs")
+PEER_LOCK = os.path.join(ROOT, "tests", "peer", "package-lock.json")
+MAKE_TEST_MODELS = os.path.join(ROOT, "tests", "make_test_models.sh")
+
+# Mean |Δlogprob| tolerance by the least precise matrix type in the file.
+TOLERANCE_F32 = 1e-4
+TOLERANCE_F16 = 1e-3
+TOLERANCE_QUANTIZED = 0.02
+
+
+class SetupError(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weight_tolerance(model_path):
+    """Tolerance and the weight types (of tensors with >= 2 dims) found in the GGUF."""
+    reader = gguf.GGUFReader(model_path)
+    types = sorted({t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2})
+    if not types:
+        raise SetupError(f"{model_path}: no weight matrices found")
+    tol = 0.0
+    for name in types:
+        if name == "F32":
+            tol = max(tol, TOLERANCE_F32)
+        elif name in ("F16", "BF16"):
+            tol = max(tol, TOLERANCE_F16)
+        else:
+            tol = max(tol, TOLERANCE_QUANTIZED)
+    return tol, types
+
+
+def run_cmd(cmd, timeout):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    if proc.returncode != 0:
+        shown = " ".join(a if len(a) < 80 else a[:77] + "..." for a in cmd)
+        raise RuntimeError(f"`{shown}` exited {proc.returncode}: "
+                           f"{proc.stderr.decode('utf-8', 'replace').strip()[-2000:]}")
+    return proc.stdout.decode("utf-8")
+
+
+# ---------------------------------------------------------------- the peer
+
+
+def peer_batch(args, model_path, jobs):
+    """Runs the peer's tokenize + greedy generate on every job; cached by content."""
+    key_src = json.dumps({
+        "model": file_sha256(model_path),
+        "peer": file_sha256(PEER_SCRIPT),
+        "lock": file_sha256(PEER_LOCK) if os.path.exists(PEER_LOCK) else "",
+        "n": args.n,
+        "jobs": jobs,
+    }, sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
+    cache_dir = os.path.join(args.work_dir, "peer-cache")
+    os.makedirs(cache_dir, exist_ok=True)
+    cache_file = os.path.join(cache_dir, f"{key}.json")
+    if not args.no_cache and os.path.exists(cache_file):
+        with open(cache_file, encoding="utf-8") as f:
+            return json.load(f), True
+    jobs_file = os.path.join(args.work_dir, f"jobs-{key}.json")
+    with open(jobs_file, "w", encoding="utf-8") as f:
+        json.dump(jobs, f, ensure_ascii=False)
+    out = run_cmd([args.node, PEER_SCRIPT, "batch", "--model", model_path, "--jobs", jobs_file,
+                   "--n", str(args.n), "--top", "10"], timeout=args.peer_timeout)
+    result = json.loads(out)
+    tmp = cache_file + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False)
+    os.replace(tmp, cache_file)
+    return result, False
+
+
+# ---------------------------------------------------------------- our engine
+
+
+def ours_tokenize(args, model_path, text):
+    return json.loads(run_cmd([args.llorch, "tokenize", "--model", model_path, "--text", text],
+                              timeout=args.engine_timeout))
+
+
+def ours_score(args, model_path, ids):
+    out = run_cmd([args.llorch, "score", "--model", model_path,
+                   "--prompt-ids", ",".join(map(str, ids)), "--logprobs", "5",
+                   "--threads", str(args.threads)], timeout=args.engine_timeout)
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    if len(rows) != len(ids):
+        raise RuntimeError(f"llorch score printed {len(rows)} positions for {len(ids)} ids")
+    for i, row in enumerate(rows):
+        if row.get("pos") != i or row.get("id") != ids[i]:
+            raise RuntimeError(f"llorch score row {i} is {row.get('pos')}/{row.get('id')}, "
+                               f"expected {i}/{ids[i]}")
+    return rows
+
+
+def ours_run(args, model_path, prompt_ids):
+    out = run_cmd([args.llorch, "run", "--model", model_path,
+                   "--prompt-ids", ",".join(map(str, prompt_ids)),
+                   "--temperature", "0", "--max-tokens", str(args.n), "--format", "jsonl",
+                   "--logprobs", "2", "--threads", str(args.threads)],
+                  timeout=args.engine_timeout)
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    tokens = [e for e in events if e.get("event") == "token"]
+    finished = [e for e in events if e.get("event") == "finished"]
+    if len(finished) != 1:
+        raise RuntimeError(f"llorch run printed {len(finished)} 'finished' events")
+    return tokens, finished[0]
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def fmt_tok(text):
+    return json.dumps(text, ensure_ascii=False)
+
+
+def compare_case(args, model_path, tol, name, job, peer_result):
+    """Returns a row dict for the table; row['failures'] lists what went wrong."""
+    gen = peer_result["generate"]
+    prompt_ids = gen["prompt_ids"]
+    steps = gen["steps"]
+    row = {"model": os.path.basename(model_path), "prompt": name, "prompt_tokens": len(prompt_ids),
+           "positions": len(steps), "tol": tol, "failures": [], "notes": []}
+    fail = row["failures"].append
+
+    if args.min_prompt_tokens.get(name) and len(prompt_ids) < args.min_prompt_tokens[name]:
+        fail(f"prompt has {len(prompt_ids)} tokens, the case needs >= {args.min_prompt_tokens[name]}")
+
+    # 1. Tokenisation of the raw text.
+    row["tokenize"] = "-"
+    if "text" in job:
+        try:
+            ours = ours_tokenize(args, model_path, job["text"])
+            if ours == prompt_ids:
+                row["tokenize"] = "ok"
+            else:
+                row["tokenize"] = "DIFF"
+                first = next((i for i, (a, b) in enumerate(zip(ours, prompt_ids)) if a != b),
+                             min(len(ours), len(prompt_ids)))
+                fail(f"tokenize: ours has {len(ours)} ids, peer {len(prompt_ids)}; first difference "
+                     f"at {first}: ours {ours[first:first + 5]} vs peer {prompt_ids[first:first + 5]}")
+        except Exception as e:  # noqa: BLE001 - reported as a failure of this case
+            row["tokenize"] = "ERR"
+            fail(f"tokenize: {e}")
+
+    # 2./3. Teacher-forced scoring over prompt + the peer's continuation.
+    full = prompt_ids + gen["generated_ids"]
+    p = len(prompt_ids)
+    row.update(decided=0, agree_decided=0, agree_all=0, mean_abs=None, max_abs=None)
+    try:
+        scored = ours_score(args, model_path, full)
+        deltas = []
+        worst = None
+        for k, step in enumerate(steps):
+            ours_row = scored[p + k - 1]  # distribution after consuming full[0..p+k-1]
+            ours_top1 = ours_row["top_logprobs"][0][0]
+            ours_lp = ours_row["next_logprob"]
+            if ours_top1 == step["id"]:
+                row["agree_all"] += 1
+            if step["margin"] is None or step["margin"] > args.margin:
+                row["decided"] += 1
+                if ours_top1 == step["id"]:
+                    row["agree_decided"] += 1
+                else:
+                    fail(f"step {k} (position {p + k - 1}): peer top-1 {step['id']} "
+                         f"{fmt_tok(step['text'])} lp {step['logprob']:.5f} margin "
+                         f"{step['margin']:.4f}; ours top-1 {ours_top1} lp "
+                         f"{ours_row['top_logprobs'][0][1]:.5f}, ours lp of peer token "
+                         f"{ours_lp if ours_lp is None else round(ours_lp, 5)}")
+            if ours_lp is None or step["logprob"] is None:
+                fail(f"step {k}: missing log-prob (ours {ours_lp}, peer {step['logprob']})")
+                continue
+            d = abs(ours_lp - step["logprob"])
+            deltas.append(d)
+            if worst is None or d > worst[0]:
+                worst = (d, k, ours_lp, step["logprob"])
+        if deltas:
+            row["mean_abs"] = sum(deltas) / len(deltas)
+            row["max_abs"] = max(deltas)
+            if not row["mean_abs"] <= tol:
+                fail(f"mean |Δlogprob| {row['mean_abs']:.3g} > tolerance {tol:g} (worst at step "
+                     f"{worst[1]}: ours {worst[2]:.6f} peer {worst[3]:.6f})")
+    except Exception as e:  # noqa: BLE001
+        fail(f"score: {e}")
+
+    # 4. Free-running greedy generation.
+    row.update(free_match=None, free_mean_abs=None)
+    try:
+        tokens, finished = ours_run(args, model_path, prompt_ids)
+        ours_ids = [t["id"] for t in tokens]
+        peer_ids = gen["generated_ids"]
+        match = 0
+        while match < min(len(ours_ids), len(peer_ids)) and ours_ids[match] == peer_ids[match]:
+            match += 1
+        # Our engine may end on EOS without printing the EOS token itself.
+        if (match == len(ours_ids) and finished.get("reason") == "eos"
+                and gen["finish_reason"] == "eog" and match == len(peer_ids) - 1):
+            match += 1
+        row["free_match"] = match
+        row["free_total"] = len(peer_ids)
+        if match < len(peer_ids):
+            step = steps[match]
+            ours_tok = ours_ids[match] if match < len(ours_ids) else f"end ({finished.get('reason')})"
+            what = (f"free-running diverges at step {match}: peer {step['id']} "
+                    f"{fmt_tok(step['text'])} margin {step['margin']:.4f}, ours {ours_tok}")
+            if step["margin"] is None or step["margin"] > args.margin:
+                fail(what)
+            else:
+                row["notes"].append(what + " (near tie: allowed)")
+        elif len(ours_ids) > len(peer_ids) and gen["finish_reason"] == "eog":
+            fail(f"free-running: peer ended with EOG after {len(peer_ids)} tokens, ours went on "
+                 f"to {len(ours_ids)}")
+        deltas = [abs(tokens[k]["logprob"] - steps[k]["logprob"])
+                  for k in range(min(match, len(tokens)))
+                  if tokens[k].get("logprob") is not None and steps[k]["logprob"] is not None]
+        if deltas:
+            row["free_mean_abs"] = sum(deltas) / len(deltas)
+            if not row["free_mean_abs"] <= tol:
+                fail(f"free-running mean |Δlogprob| {row['free_mean_abs']:.3g} > tolerance {tol:g}")
+    except Exception as e:  # noqa: BLE001
+        fail(f"run: {e}")
+    return row
+
+
+def print_table(rows):
+    headers = ["model", "prompt", "ptok", "pos", "tokenize", "argmax(m>thr)", "argmax(all)",
+               "mean|Δlp|", "max|Δlp|", "tol", "free-run", "free|Δlp|", "status"]
+
+    def g(x):
+        return "-" if x is None else f"{x:.2e}"
+
+    lines = []
+    for r in rows:
+        free = "-" if r.get("free_match") is None else f"{r['free_match']}/{r['free_total']}"
+        lines.append([r["model"], r["prompt"], str(r["prompt_tokens"]), str(r["positions"]),
+                      r.get("tokenize", "-"), f"{r.get('agree_decided', 0)}/{r.get('decided', 0)}",
+                      f"{r.get('agree_all', 0)}/{r['positions']}", g(r.get("mean_abs")),
+                      g(r.get("max_abs")), f"{r['tol']:g}", free, g(r.get("free_mean_abs")),
+                      "FAIL" if r["failures"] else "ok"])
+    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
+              for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for l in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(l, widths)))
+    for r in rows:
+        for n in r["notes"]:
+            print(f"note {r['model']}/{r['prompt']}: {n}")
+        for f in r["failures"]:
+            print(f"FAIL {r['model']}/{r['prompt']}: {f}")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------- cases
+
+
+def load_prompts(prompts_dir):
+    prompts = {}
+    for fname in sorted(os.listdir(prompts_dir)):
+        if fname.endswith(".txt"):
+            with open(os.path.join(prompts_dir, fname), encoding="utf-8") as f:
+                prompts[fname[:-4]] = f.read()
+    if not prompts:
+        raise SetupError(f"no prompts (*.txt) in {prompts_dir}")
+    return prompts
+
+
+def random_models(args):
+    if args.random_models_dir is None:
+        args.random_models_dir = os.path.join(args.work_dir, "models")
+    pattern = re.compile(r"^tiny-.*\.gguf$")
+
+    def listed():
+        if not os.path.isdir(args.random_models_dir):
+            return []
+        return sorted(os.path.join(args.random_models_dir, f)
+                      for f in os.listdir(args.random_models_dir) if pattern.match(f))
+
+    models = listed()
+    if not models:
+        log(f"generating random-weight models into {args.random_models_dir}")
+        run_cmd(["bash", MAKE_TEST_MODELS, args.random_models_dir], timeout=900)
+        models = listed()
+    if not models:
+        raise SetupError(f"no tiny-*.gguf random-weight models in {args.random_models_dir}")
+    return models
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("llorch", help="path to the llorch binary")
+    ap.add_argument("--model", default=os.environ.get("LLORCH_DEFAULT_MODEL"),
+                    help="the real model, run on every prompt (default $LLORCH_DEFAULT_MODEL)")
+    ap.add_argument("--prompts-dir", default=os.path.join(HERE, "prompts"))
+    ap.add_argument("--random-models-dir", default=None,
+                    help="folder with tiny-*.gguf (made with tests/make_test_models.sh if empty; "
+                         "default WORK_DIR/models)")
+    ap.add_argument("--random-prompts", default="english_prose,chat_template,python_code",
+                    help="prompts run on the random-weight models (comma-separated names)")
+    ap.add_argument("--skip-random", action="store_true", help="only the real model")
+    ap.add_argument("--skip-real", action="store_true", help="only the random-weight models")
+    ap.add_argument("--only", default=None, help="regex on 'model/prompt' selecting cases")
+    ap.add_argument("--work-dir", default=None, help="peer cache and models (default: a temp dir)")
+    ap.add_argument("--no-cache", action="store_true", help="ignore cached peer outputs")
+    ap.add_argument("--n", type=int, default=64, help="tokens to generate per case")
+    ap.add_argument("--margin", type=float, default=0.1,
+                    help="peer top-1/top-2 log-prob margin above which argmax must agree")
+    ap.add_argument("--long-prompt", default="long_essay",
+                    help="prompt that must have more than --long-min-tokens tokens")
+    ap.add_argument("--long-min-tokens", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--node", default=shutil.which("node") or "node")
+    ap.add_argument("--peer-timeout", type=int, default=900)
+    ap.add_argument("--engine-timeout", type=int, default=300)
+    ap.add_argument("--json-out", default=None, help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    args.min_prompt_tokens = {args.long_prompt: args.long_min_tokens + 1}
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+    if not os.access(args.llorch, os.X_OK):
+        raise SetupError(f"llorch binary not executable: {args.llorch}")
+    if not os.path.exists(PEER_SCRIPT) or not os.path.isdir(os.path.join(ROOT, "tests", "peer", "node_modules")):
+        raise SetupError("tests/peer/node_modules missing: run tools/setup.sh")
+    temp_dir = None
+    if args.work_dir is None:
+        temp_dir = tempfile.mkdtemp(prefix="llamacpp_conformance.")
+        args.work_dir = temp_dir
+    os.makedirs(args.work_dir, exist_ok=True)
+    prompts = load_prompts(args.prompts_dir)
+    only = re.compile(args.only) if args.only else None
+
+    plan = []  # (model path, [prompt names])
+    if not args.skip_real:
+        if not args.model or not os.path.exists(args.model):
+            raise SetupError(f"real model not found: {args.model!r} (set LLORCH_DEFAULT_MODEL)")
+        plan.append((args.model, list(prompts)))
+    if not args.skip_random:
+        wanted = [p for p in args.random_prompts.split(",") if p]
+        for p in wanted:
+            if p not in prompts:
+                raise SetupError(f"--random-prompts: no prompt named {p} in {args.prompts_dir}")
+        for m in random_models(args):
+            plan.append((m, wanted))
+
+    rows = []
+    started = time.time()
+    for model_path, names in plan:
+        base = os.path.basename(model_path)
+        names = [n for n in names if only is None or only.search(f"{base}/{n}")]
+        if not names:
+            continue
+        tol, types = weight_tolerance(model_path)
+        jobs = [{"name": n, "text": prompts[n]} for n in names]
+        t0 = time.time()
+        peer, cached = peer_batch(args, model_path, jobs)
+        log(f"{base} ({'/'.join(types)}, tol {tol:g}): peer {'cached' if cached else 'ran'} "
+            f"in {time.time() - t0:.1f}s")
+        by_name = {r["name"]: r for r in peer["results"]}
+        for job in jobs:
+            t1 = time.time()
+            row = compare_case(args, model_path, tol, job["name"], job, by_name[job["name"]])
+            rows.append(row)
+            log(f"  {job['name']}: {'FAIL' if row['failures'] else 'ok'} ({time.time() - t1:.1f}s)")
+    if not rows:
+        raise SetupError("no case selected")
+    print_table(rows)
+    failed = sum(1 for r in rows if r["failures"])
+    print(f"{len(rows) - failed}/{len(rows)} cases passed in {time.time() - started:.0f}s")
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=1, ensure_ascii=False)
+    if temp_dir is not None:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except SetupError as e:
+        log(f"llamacpp_conformance: {e}")
+        sys.exit(2)

@@ -1,0 +1,255 @@
+#!/usr/bin/env node
+// Reference peer: llama.cpp (through node-llama-cpp) as the independent
+// implementation our engine is compared with. Prints JSON on stdout.
+//
+//   tokenize --model F (--text T | --text-file P)
+//       -> {"ids":[...],"add_bos":b,"add_eos":b}
+//       The ids llama.cpp evaluates for a raw-text prompt: special tokens in
+//       the text are parsed and BOS/EOS added per the model's add_bos/add_eos
+//       flags (common_tokenize(vocab, text, add_special=true, parse_special=true)).
+//   generate --model F (--prompt-ids IDS | --prompt T | --prompt-file P) [--n 64] [--top 10]
+//       Greedy continuation; per generated step the log-prob of the chosen
+//       token, the top-1/top-2 log-prob margin and the top-N list.
+//   batch --model F --jobs JOBS.json [--n 64] [--top 10]
+//       JOBS.json: [{"name":..,"prompt_ids":[..]} | {"name":..,"text":..}, ...]
+//       Runs tokenize (for text jobs) + generate for each job with one loaded
+//       model; prints {"model":..,"results":[{"name":..,"tokenize":..,"generate":..}]}.
+//   score --model F --prompt-ids IDS [--top 10]
+//       Teacher-forced: for each position i the distribution after ids[0..i]
+//       (top-N) and the log-prob of ids[i+1].
+//
+// Determinism: CPU only, 2 threads, F32 KV cache, no flash attention, so that
+// differences against our engine come from the model math, not the cache.
+import fs from "node:fs";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+import {createRequire} from "node:module";
+
+const peerDir = path.dirname(fileURLToPath(import.meta.url));
+// Resolve node-llama-cpp from tests/peer/node_modules regardless of the cwd.
+const require = createRequire(path.join(peerDir, "package.json"));
+const {getLlama, LlamaLogLevel} = await import(require.resolve("node-llama-cpp"));
+
+const kThreads = 2;
+
+function parseArgs(argv) {
+  const args = {_: []};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a.startsWith("--")) {
+      const key = a.slice(2);
+      if (i + 1 >= argv.length) throw new Error(`option --${key} needs a value`);
+      args[key] = argv[++i];
+    } else {
+      args._.push(a);
+    }
+  }
+  return args;
+}
+
+function parseIds(text) {
+  const ids = text.split(",").map((s) => s.trim()).filter((s) => s.length > 0).map(Number);
+  for (const id of ids) {
+    if (!Number.isInteger(id) || id < 0) throw new Error(`bad token id in --prompt-ids: ${text}`);
+  }
+  return ids;
+}
+
+function readText(args, inlineKey, fileKey) {
+  if (args[inlineKey] != null) return args[inlineKey];
+  if (args[fileKey] != null) return fs.readFileSync(args[fileKey], "utf8");
+  return null;
+}
+
+async function loadModel(modelPath) {
+  if (!fs.existsSync(modelPath)) throw new Error(`model file not found: ${modelPath}`);
+  const llama = await getLlama({
+    gpu: false,
+    build: "never",
+    maxThreads: kThreads,
+    logLevel: LlamaLogLevel.error,
+    progressLogs: false,
+  });
+  const model = await llama.loadModel({modelPath, gpuLayers: 0});
+  return {llama, model};
+}
+
+async function createContext(model, contextSize) {
+  return model.createContext({
+    contextSize,
+    batchSize: Math.min(contextSize, 512),
+    sequences: 1,
+    threads: kThreads,
+    flashAttention: false,
+    experimentalKvCacheKeyType: "F32",
+    experimentalKvCacheValueType: "F32",
+  });
+}
+
+// Same ids llama.cpp's common_tokenize(..., add_special=true, parse_special=true) gives.
+function tokenizeLikeLlamaCpp(model, text) {
+  const ids = Array.from(model.tokenize(text, true));
+  const addBos = model.tokens.shouldPrependBosToken;
+  const addEos = model.tokens.shouldAppendEosToken;
+  if (addBos) ids.unshift(model.tokens.bos);
+  if (addEos) ids.push(model.tokens.eos);
+  return {ids, add_bos: addBos, add_eos: addEos};
+}
+
+// probabilities: Map<id, p> sorted by p descending (as node-llama-cpp returns it).
+function summarize(probabilities, chosen, topN) {
+  const top = [];
+  let second = null;
+  let i = 0;
+  for (const [id, p] of probabilities) {
+    if (i < topN) top.push([id, Math.log(p)]);
+    if (i === 1) second = Math.log(p);
+    if (i >= Math.max(topN, 2)) break;
+    i++;
+  }
+  const chosenP = probabilities.get(chosen);
+  const logprob = chosenP == null ? null : Math.log(chosenP);
+  return {
+    logprob,
+    // Margin between the best and the second-best token: where it is tiny the
+    // argmax is decided by rounding, so a mismatch there is not a bug.
+    margin: second == null ? null : top[0][1] - second,
+    top,
+  };
+}
+
+function finiteOrNull(x) {
+  return Number.isFinite(x) ? x : null;
+}
+
+function cleanTop(top) {
+  return top.map(([id, lp]) => [id, finiteOrNull(lp)]);
+}
+
+async function generateGreedy(ctx, model, promptIds, n, topN) {
+  const seq = ctx.getSequence();
+  try {
+    const generated = [];
+    let reason = "length";
+    const iter = seq.evaluateWithMetadata(promptIds, {probabilities: true},
+                                          {temperature: 0, yieldEogToken: true});
+    for await (const out of iter) {
+      const s = summarize(out.probabilities, out.token, topN);
+      generated.push({
+        id: out.token,
+        text: model.detokenize([out.token], true),
+        logprob: finiteOrNull(s.logprob),
+        margin: finiteOrNull(s.margin),
+        top: cleanTop(s.top),
+      });
+      if (model.isEogToken(out.token)) {
+        reason = "eog";
+        break;
+      }
+      if (generated.length >= n) break;
+    }
+    return {
+      prompt_ids: promptIds,
+      generated_ids: generated.map((g) => g.id),
+      text: model.detokenize(generated.map((g) => g.id), false),
+      finish_reason: reason,
+      steps: generated,
+    };
+  } finally {
+    seq.dispose();
+  }
+}
+
+async function scoreSequence(ctx, ids, topN) {
+  const seq = ctx.getSequence();
+  try {
+    const input = ids.map((id) => [id, {generateNext: {probabilities: true}}]);
+    const outs = await seq.controlledEvaluate(input);
+    const positions = [];
+    for (let i = 0; i < ids.length; i++) {
+      const probs = outs[i]?.next?.probabilities;
+      if (probs == null) throw new Error(`no probabilities at position ${i}`);
+      const nextId = i + 1 < ids.length ? ids[i + 1] : null;
+      const s = summarize(probs, nextId ?? -1, topN);
+      positions.push({
+        pos: i,
+        id: ids[i],
+        top_logprobs: cleanTop(s.top),
+        next_logprob: nextId == null ? null : finiteOrNull(s.logprob),
+        margin: finiteOrNull(s.margin),
+      });
+    }
+    return {ids, positions};
+  } finally {
+    seq.dispose();
+  }
+}
+
+function contextSizeFor(promptLength, n) {
+  // Room for the prompt and the continuation so no context shift ever happens.
+  return Math.max(256, Math.ceil((promptLength + n + 16) / 256) * 256);
+}
+
+async function main() {
+  const [command, ...rest] = process.argv.slice(2);
+  const args = parseArgs(rest);
+  if (!args.model) throw new Error("--model is required");
+  const n = Number(args.n ?? 64);
+  const topN = Number(args.top ?? 10);
+  const {llama, model} = await loadModel(args.model);
+  let result;
+  try {
+    if (command === "tokenize") {
+      const text = readText(args, "text", "text-file");
+      if (text == null) throw new Error("tokenize needs --text or --text-file");
+      result = tokenizeLikeLlamaCpp(model, text);
+    } else if (command === "generate") {
+      let promptIds;
+      if (args["prompt-ids"] != null) {
+        promptIds = parseIds(args["prompt-ids"]);
+      } else {
+        const text = readText(args, "prompt", "prompt-file");
+        if (text == null) throw new Error("generate needs --prompt-ids, --prompt or --prompt-file");
+        promptIds = tokenizeLikeLlamaCpp(model, text).ids;
+      }
+      const ctx = await createContext(model, contextSizeFor(promptIds.length, n));
+      result = await generateGreedy(ctx, model, promptIds, n, topN);
+      await ctx.dispose();
+    } else if (command === "batch") {
+      if (!args.jobs) throw new Error("batch needs --jobs FILE");
+      const jobs = JSON.parse(fs.readFileSync(args.jobs, "utf8"));
+      const prepared = jobs.map((job) => {
+        if (job.prompt_ids != null) return {job, tokenize: null, ids: job.prompt_ids};
+        if (job.text == null) throw new Error(`job ${job.name} has neither prompt_ids nor text`);
+        const tok = tokenizeLikeLlamaCpp(model, job.text);
+        return {job, tokenize: tok, ids: tok.ids};
+      });
+      const longest = Math.max(1, ...prepared.map((p) => p.ids.length));
+      const ctx = await createContext(model, contextSizeFor(longest, n));
+      const results = [];
+      for (const p of prepared) {
+        const generate = await generateGreedy(ctx, model, p.ids, n, topN);
+        results.push({name: p.job.name, tokenize: p.tokenize, generate});
+      }
+      await ctx.dispose();
+      result = {model: args.model, results};
+    } else if (command === "score") {
+      if (args["prompt-ids"] == null) throw new Error("score needs --prompt-ids");
+      const ids = parseIds(args["prompt-ids"]);
+      const ctx = await createContext(model, contextSizeFor(ids.length, 0));
+      result = await scoreSequence(ctx, ids, topN);
+      await ctx.dispose();
+    } else {
+      throw new Error(`unknown command '${command}' (tokenize | generate | batch | score)`);
+    }
+  } finally {
+    await model.dispose();
+    await llama.dispose();
+  }
+  process.stdout.write(JSON.stringify(result) + "\n");
+}
+
+main().catch((err) => {
+  process.stderr.write(`llama_peer: ${err?.stack ?? err}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,383 @@
+// llorch: the local command line. Subcommands:
+//   run       generate from a prompt (text or ids), streaming tokens
+//   score     teacher-forced log-probs at every position of a token sequence
+//   inspect   model metadata as JSON
+//   tokenize  prompt text to ids as JSON
+// Errors: one line on stderr, exit code 2.
+#include <ATen/Parallel.h>
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "worker/engine/job.h"
+#include "worker/gguf/gguf.h"
+#include "worker/model/llama_model.h"
+#include "worker/model/model_config.h"
+#include "worker/sampling/sampler.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace llorch {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kUsage[] =
+    "usage: llorch run --model PATH (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N]\n"
+    "          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R]\n"
+    "          [--seed S] [--stop STR]... [--stop-id ID]... [--ignore-eos] [--logprobs K]\n"
+    "          [--threads N] [--device cpu|cuda|mps] [--format text|jsonl]\n"
+    "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--threads N]\n"
+    "       llorch inspect --model PATH\n"
+    "       llorch tokenize --model PATH --text TEXT [--no-bos]\n";
+
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// Parsed command line: repeated flags keep every value.
+struct Args {
+  std::string command;
+  std::map<std::string, std::vector<std::string>> values;
+  bool Has(const std::string& flag) const { return values.count(flag) > 0; }
+  std::string Get(const std::string& flag, const std::string& fallback = "") const {
+    auto it = values.find(flag);
+    return it == values.end() ? fallback : it->second.back();
+  }
+};
+
+absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
+  static const std::map<std::string, bool> kFlags = {
+      // flag -> takes a value
+      {"--model", true},       {"--prompt", true},        {"--prompt-ids", true},
+      {"--max-tokens", true},  {"--temperature", true},   {"--top-k", true},
+      {"--top-p", true},       {"--min-p", true},         {"--repetition-penalty", true},
+      {"--seed", true},        {"--stop", true},          {"--stop-id", true},
+      {"--logprobs", true},    {"--threads", true},       {"--device", true},
+      {"--format", true},      {"--text", true},          {"--no-bos", false},
+      {"--ignore-eos", false}, {"--prefill-chunk", true},
+  };
+  if (argc < 2) return absl::InvalidArgumentError("missing command");
+  Args args;
+  args.command = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    const std::string flag = argv[i];
+    auto it = kFlags.find(flag);
+    if (it == kFlags.end()) return absl::InvalidArgumentError(absl::StrCat("unknown flag ", flag));
+    if (!it->second) {
+      args.values[flag].push_back("1");
+      continue;
+    }
+    if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat(flag, " needs a value"));
+    args.values[flag].push_back(argv[++i]);
+  }
+  return args;
+}
+
+template <typename T>
+absl::Status ParseNumber(const Args& args, const std::string& flag, T* out) {
+  if (!args.Has(flag)) return absl::OkStatus();
+  const std::string text = args.Get(flag);
+  bool ok;
+  if constexpr (std::is_floating_point_v<T>) {
+    double v;
+    ok = absl::SimpleAtod(text, &v);
+    *out = static_cast<T>(v);
+  } else {
+    int64_t v;
+    ok = absl::SimpleAtoi(text, &v);
+    *out = static_cast<T>(v);
+  }
+  if (!ok) return absl::InvalidArgumentError(absl::StrCat(flag, ": not a number: '", text, "'"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const std::string& flag) {
+  std::vector<int32_t> ids;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(part, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": not a token id: '", part, "'"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+// Everything loaded from one model file.
+struct Loaded {
+  std::unique_ptr<GgufFile> gguf;
+  ModelConfig config;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<LlamaModel> model;  // null unless weights were requested
+};
+
+absl::StatusOr<Loaded> Load(const Args& args, bool weights) {
+  if (!args.Has("--model")) return absl::InvalidArgumentError("--model is required");
+  Loaded loaded;
+  absl::StatusOr<std::unique_ptr<GgufFile>> gguf = GgufFile::Open(args.Get("--model"));
+  if (!gguf.ok()) return gguf.status();
+  loaded.gguf = std::move(*gguf);
+  absl::StatusOr<ModelConfig> config = ModelConfigFromGguf(*loaded.gguf);
+  if (!config.ok()) return config.status();
+  loaded.config = *config;
+  absl::StatusOr<VocabData> vocab = VocabFromGguf(*loaded.gguf);
+  if (!vocab.ok()) return vocab.status();
+  if (static_cast<int64_t>(vocab->tokens.size()) != loaded.config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        loaded.gguf->path(), ": the tokenizer has ", vocab->tokens.size(),
+        " tokens but the embedding has ", loaded.config.vocab_size, " rows"));
+  }
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Create(std::move(*vocab));
+  if (!tokenizer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(loaded.gguf->path(), ": ", tokenizer.status().message()));
+  }
+  loaded.tokenizer = std::move(*tokenizer);
+  if (weights) {
+    int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (absl::Status s = ParseNumber(args, "--threads", &threads); !s.ok()) return s;
+    if (threads < 1) return absl::InvalidArgumentError("--threads must be at least 1");
+    at::set_num_threads(threads);
+    LoadOptions options;
+    options.device = args.Get("--device", "cpu");
+    absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(*loaded.gguf, options);
+    if (!model.ok()) return model.status();
+    loaded.model = std::move(*model);
+  }
+  return loaded;
+}
+
+absl::StatusOr<std::vector<int32_t>> PromptIds(const Args& args, const Tokenizer& tokenizer) {
+  if (args.Has("--prompt") == args.Has("--prompt-ids")) {
+    return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
+  }
+  if (args.Has("--prompt-ids")) return ParseIds(args.Get("--prompt-ids"), "--prompt-ids");
+  return tokenizer.Encode(args.Get("--prompt"), /*add_special=*/true, /*parse_special=*/true);
+}
+
+json TopLogProbsJson(const std::vector<std::pair<int32_t, float>>& top) {
+  json out = json::array();
+  for (const auto& [id, lp] : top) out.push_back({id, lp});
+  return out;
+}
+
+absl::Status Run(const Args& args) {
+  GenerationParams params;
+  // Defaults as llama.cpp's: a sensible demo out of the box.
+  params.sampling.temperature = 0.8f;
+  params.sampling.top_k = 40;
+  params.sampling.top_p = 0.95f;
+  params.sampling.min_p = 0.05f;
+  params.sampling.seed = std::random_device{}();
+  for (absl::Status s : {ParseNumber(args, "--max-tokens", &params.max_tokens),
+                         ParseNumber(args, "--temperature", &params.sampling.temperature),
+                         ParseNumber(args, "--top-k", &params.sampling.top_k),
+                         ParseNumber(args, "--top-p", &params.sampling.top_p),
+                         ParseNumber(args, "--min-p", &params.sampling.min_p),
+                         ParseNumber(args, "--repetition-penalty",
+                                     &params.sampling.repetition_penalty),
+                         ParseNumber(args, "--seed", &params.sampling.seed),
+                         ParseNumber(args, "--logprobs", &params.top_logprobs)}) {
+    if (!s.ok()) return s;
+  }
+  if (args.Has("--stop")) params.stop_strings = args.values.at("--stop");
+  if (args.Has("--stop-id")) {
+    for (const std::string& v : args.values.at("--stop-id")) {
+      absl::StatusOr<std::vector<int32_t>> ids = ParseIds(v, "--stop-id");
+      if (!ids.ok()) return ids.status();
+      params.stop_ids.insert(params.stop_ids.end(), ids->begin(), ids->end());
+    }
+  }
+  params.ignore_eos = args.Has("--ignore-eos");
+  const std::string format = args.Get("--format", "text");
+  if (format != "text" && format != "jsonl") {
+    return absl::InvalidArgumentError(absl::StrCat("--format must be text or jsonl, got ", format));
+  }
+  int64_t prefill_chunk = 512;
+  if (absl::Status s = ParseNumber(args, "--prefill-chunk", &prefill_chunk); !s.ok()) return s;
+  if (prefill_chunk < 1) return absl::InvalidArgumentError("--prefill-chunk must be at least 1");
+
+  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/true);
+  if (!loaded.ok()) return loaded.status();
+  absl::StatusOr<std::vector<int32_t>> prompt = PromptIds(args, *loaded->tokenizer);
+  if (!prompt.ok()) return prompt.status();
+  if (absl::Status s = WarmUp(*loaded->model); !s.ok()) return s;
+
+  absl::StatusOr<std::unique_ptr<Job>> job =
+      Job::Create("cli", *prompt, params, loaded->model.get(), loaded->tokenizer.get());
+  if (!job.ok()) return job.status();
+  const bool jsonl = format == "jsonl";
+  absl::Status status = RunJob(*loaded->model, **job, prefill_chunk, [&](const TokenEvent& e) {
+    if (jsonl) {
+      json line = {{"event", "token"}, {"index", e.index}, {"id", e.id},
+                   {"text", e.text},   {"logprob", e.logprob}};
+      if (params.top_logprobs > 0) line["top_logprobs"] = TopLogProbsJson(e.top_logprobs);
+      std::cout << Dump(line) << "\n" << std::flush;
+    } else {
+      std::cout << e.text << std::flush;
+    }
+  });
+  if (!status.ok()) return status;
+  if (jsonl) {
+    json done = {{"event", "finished"},
+                 {"reason", FinishReasonName((*job)->finish_reason())},
+                 {"prompt_tokens", (*job)->prompt_tokens()},
+                 {"completion_tokens", (*job)->completion_tokens()},
+                 {"ttft_ms", (*job)->ttft_ms()},
+                 {"decode_tokens_per_s", (*job)->decode_tokens_per_s()}};
+    std::cout << Dump(done) << "\n";
+  } else {
+    std::cout << "\n";
+    std::cerr << absl::StrCat("[", (*job)->prompt_tokens(), " prompt tokens, ",
+                              (*job)->completion_tokens(), " generated, finished: ",
+                              FinishReasonName((*job)->finish_reason()), ", ttft ",
+                              static_cast<int>((*job)->ttft_ms()), " ms, ",
+                              static_cast<int>((*job)->decode_tokens_per_s() * 10) / 10.0,
+                              " tok/s]")
+              << std::endl;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Score(const Args& args) {
+  int32_t top = 5;
+  if (absl::Status s = ParseNumber(args, "--logprobs", &top); !s.ok()) return s;
+  if (!args.Has("--prompt-ids")) return absl::InvalidArgumentError("--prompt-ids is required");
+  absl::StatusOr<std::vector<int32_t>> ids = ParseIds(args.Get("--prompt-ids"), "--prompt-ids");
+  if (!ids.ok()) return ids.status();
+  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/true);
+  if (!loaded.ok()) return loaded.status();
+  const LlamaModel& model = *loaded->model;
+  const int64_t n = static_cast<int64_t>(ids->size());
+  if (n == 0) return absl::InvalidArgumentError("--prompt-ids is empty");
+  if (n > loaded->config.context_length) {
+    return absl::InvalidArgumentError(absl::StrCat("--prompt-ids: ", n,
+                                                   " tokens exceed the context length ",
+                                                   loaded->config.context_length));
+  }
+  std::unique_ptr<KvCache> cache = model.NewCache(n);
+  const int32_t vocab = static_cast<int32_t>(loaded->config.vocab_size);
+  constexpr int64_t kChunk = 256;
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t count = std::min(kChunk, n - begin);
+    absl::StatusOr<at::Tensor> logits =
+        model.Forward(absl::MakeConstSpan(*ids).subspan(begin, count), begin, cache.get(), true);
+    if (!logits.ok()) return logits.status();
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t pos = begin + r;
+      const float* row = logits->data_ptr<float>() + r * vocab;
+      json line = {{"pos", pos}, {"id", (*ids)[pos]},
+                   {"top_logprobs", TopLogProbsJson(TopLogProbs(row, vocab, top))}};
+      line["next_logprob"] = pos + 1 < n ? json(LogProbOf(row, vocab, (*ids)[pos + 1])) : json();
+      std::cout << Dump(line) << "\n";
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Inspect(const Args& args) {
+  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/false);
+  if (!loaded.ok()) return loaded.status();
+  const ModelConfig& c = loaded->config;
+  int64_t num_parameters = 0;
+  std::map<std::string, int> tensor_types;
+  for (const GgufTensorInfo& t : loaded->gguf->tensors()) {
+    num_parameters += t.num_elements();
+    tensor_types[GgmlTypeName(t.type)] += 1;
+  }
+  const VocabData& vocab = loaded->tokenizer->vocab();
+  json out = {{"file", loaded->gguf->path()},
+              {"gguf_version", loaded->gguf->version()},
+              {"architecture", c.architecture},
+              {"name", c.name},
+              {"parameters", num_parameters},
+              {"layers", c.num_layers},
+              {"hidden_size", c.hidden_size},
+              {"heads", c.num_heads},
+              {"kv_heads", c.num_kv_heads},
+              {"head_dim", c.head_dim},
+              {"ffn_size", c.ffn_size},
+              {"vocab_size", c.vocab_size},
+              {"context_length", c.context_length},
+              {"rope_freq_base", c.rope_freq_base},
+              {"rope_dim", c.rope_dim},
+              {"rms_norm_eps", c.rms_norm_eps},
+              {"tied_embeddings", c.tied_embeddings},
+              {"tokenizer", vocab.model == "llama" ? "sentencepiece-bpe" : "byte-level-bpe"},
+              {"tokenizer_pre", vocab.pre},
+              {"tensor_types", tensor_types},
+              {"bos_id", vocab.bos_id},
+              {"eos_id", vocab.eos_id},
+              {"eog_ids", vocab.eog_ids},
+              {"add_bos", vocab.add_bos}};
+  std::cout << out.dump(2) << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status Tokenize(const Args& args) {
+  if (!args.Has("--text")) return absl::InvalidArgumentError("--text is required");
+  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/false);
+  if (!loaded.ok()) return loaded.status();
+  std::vector<int32_t> ids = loaded->tokenizer->Encode(
+      args.Get("--text"), /*add_special=*/!args.Has("--no-bos"), /*parse_special=*/true);
+  std::cout << json(ids).dump() << "\n";
+  return absl::OkStatus();
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Args> args = ParseArgs(argc, argv);
+  absl::Status status;
+  if (!args.ok()) {
+    status = args.status();
+  } else if (args->command == "run") {
+    status = Run(*args);
+  } else if (args->command == "score") {
+    status = Score(*args);
+  } else if (args->command == "inspect") {
+    status = Inspect(*args);
+  } else if (args->command == "tokenize") {
+    status = Tokenize(*args);
+  } else if (args->command == "-h" || args->command == "--help" || args->command == "help") {
+    std::cout << kUsage;
+    return 0;
+  } else {
+    status = absl::InvalidArgumentError(absl::StrCat("unknown command '", args->command, "'"));
+  }
+  if (!status.ok()) {
+    std::string message(status.message());
+    for (char& ch : message) if (ch == '\n') ch = ' ';
+    if (!args.ok()) message += " (see llorch --help)";
+    std::cerr << "llorch: " << message << "\n";
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace llorch
+
+int main(int argc, char** argv) {
+  try {
+    return llorch::Main(argc, argv);
+  } catch (const std::exception& e) {
+    // libtorch reports allocation failures and the like by exception.
+    std::string message = e.what();
+    message = message.substr(0, message.find('\n'));
+    std::cerr << "llorch: internal error: " << message << "\n";
+    return 2;
+  }
+}

@@ -1,0 +1,76 @@
+// The Llama decoder: immutable weights shared by every job, and an explicit
+// forward(tokens, pos, cache) over a job's own KV cache (gpt-fast style).
+#ifndef LLORCH_WORKER_MODEL_LLAMA_MODEL_H_
+#define LLORCH_WORKER_MODEL_LLAMA_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "worker/model/kv_cache.h"
+#include "worker/model/model_config.h"
+
+namespace llorch {
+
+class GgufFile;
+
+struct LoadOptions {
+  std::string device = "cpu";  // cpu | cuda | mps
+};
+
+class LlamaModel {
+ public:
+  // Dequantises every weight to F32 on `options.device`. The GgufFile may be
+  // closed afterwards.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const GgufFile& gguf,
+                                                          const LoadOptions& options);
+
+  const ModelConfig& config() const { return config_; }
+  c10::Device device() const { return device_; }
+  int64_t num_parameters() const { return num_parameters_; }
+
+  // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose
+  // positions [0, pos) must already hold this sequence's keys and values.
+  // Writes the new keys/values and sets cache->num_tokens() to pos + n.
+  // Returns float32 logits on the CPU: [n, vocab] if all_logits, else
+  // [1, vocab] for the last token. Const: the model holds no request state.
+  absl::StatusOr<at::Tensor> Forward(absl::Span<const int32_t> tokens, int64_t pos,
+                                     KvCache* cache, bool all_logits) const;
+
+  // A fresh cache for one job.
+  std::unique_ptr<KvCache> NewCache(int64_t capacity) const;
+
+ private:
+  struct Layer {
+    at::Tensor attn_norm;  // [hidden]
+    at::Tensor wqkv;       // [hidden + 2 * kv_dim, hidden]: q, k, v rows stacked
+    at::Tensor wo;         // [hidden, hidden]
+    at::Tensor ffn_norm;   // [hidden]
+    at::Tensor w_gate_up;  // [2 * ffn, hidden]: gate rows then up rows
+    at::Tensor w_down;     // [hidden, ffn]
+  };
+
+  LlamaModel() : device_(c10::kCPU) {}
+  at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+  at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight) const;
+  at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
+
+  ModelConfig config_;
+  c10::Device device_;
+  int64_t num_parameters_ = 0;
+  at::Tensor token_embd_;   // [vocab, hidden]
+  at::Tensor output_norm_;  // [hidden]
+  at::Tensor output_;       // [vocab, hidden]; the same storage as token_embd_ when tied
+  std::vector<Layer> layers_;
+  at::Tensor rope_cos_;     // [context, rope_dim / 2]
+  at::Tensor rope_sin_;     // [context, rope_dim / 2]
+};
+
+}  // namespace llorch
+
+#endif  // LLORCH_WORKER_MODEL_LLAMA_MODEL_H_
