@@ -25,11 +25,11 @@ float Sanitize(float logit) {
 
 int32_t Argmax(const float* logits, int32_t vocab_size) {
   int32_t best = 0;
-  float best_logit = Sanitize(logits[0]);
-  for (int32_t i = 1; i < vocab_size; ++i) {
-    const float logit = Sanitize(logits[i]);
-    if (logit > best_logit) {  // strict: ties keep the lowest id
-      best_logit = logit;
+  float best_logit = -std::numeric_limits<float>::infinity();
+  for (int32_t i = 0; i < vocab_size; ++i) {
+    // Strict: ties keep the lowest id, and NaN never wins.
+    if (logits[i] > best_logit) {
+      best_logit = logits[i];
       best = i;
     }
   }
@@ -55,6 +55,13 @@ void SortBestPrefix(std::vector<Candidate>& candidates, size_t begin,
   }
   std::nth_element(first, first + count, candidates.end(), Better);
   std::sort(first, first + count, Better);
+}
+
+// exp((logit - max_logit) / T) in float: ~3x faster than double exp over a
+// 150k vocabulary, and 1e-7 relative error is far below sampling noise. Sums
+// of these are accumulated in double.
+double RelativeProb(float logit, double max_logit, double inv_temperature = 1.0) {
+  return std::exp(static_cast<float>((logit - max_logit) * inv_temperature));
 }
 
 absl::Status InvalidField(const char* field, const char* requirement,
@@ -109,9 +116,27 @@ const float* Sampler::ApplyRepetitionPenalty(
   return penalized_.data();
 }
 
+void Sampler::SelectTopK(const float* logits, int32_t vocab_size,
+                         int32_t k) {
+  // Heap of the best k so far with the worst on top. Ids arrive in increasing
+  // order, so a newcomer beats the top only with a strictly larger logit
+  // (an equal logit with a higher id ranks lower). For random-order logits
+  // only O(k log(V/k)) elements enter the heap.
+  scratch_.clear();
+  for (int32_t i = 0; i < k; ++i) scratch_.emplace_back(Sanitize(logits[i]), i);
+  std::make_heap(scratch_.begin(), scratch_.end(), Better);
+  for (int32_t i = k; i < vocab_size; ++i) {
+    if (logits[i] > scratch_.front().first) {  // false for NaN
+      std::pop_heap(scratch_.begin(), scratch_.end(), Better);
+      scratch_.back() = {logits[i], i};
+      std::push_heap(scratch_.begin(), scratch_.end(), Better);
+    }
+  }
+}
+
 size_t Sampler::NucleusSize(double max_logit) {
   double total = 0.0;
-  for (const Candidate& c : scratch_) total += std::exp(c.first - max_logit);
+  for (const Candidate& c : scratch_) total += RelativeProb(c.first, max_logit);
   const double target = static_cast<double>(params_.top_p) * total;
   // The nucleus is the shortest prefix of the ranking whose mass reaches
   // target. Find its end by selection on mass instead of sorting:
@@ -129,7 +154,7 @@ size_t Sampler::NucleusSize(double max_logit) {
     std::nth_element(at(lo), at(lo + size), at(hi), Better);
     double mass = 0.0;
     for (size_t i = lo; i < lo + size; ++i) {
-      mass += std::exp(scratch_[i].first - max_logit);
+      mass += RelativeProb(scratch_[i].first, max_logit);
     }
     if (cumulative + mass < target) {
       cumulative += mass;
@@ -142,7 +167,7 @@ size_t Sampler::NucleusSize(double max_logit) {
   }
   std::sort(at(lo), at(hi), Better);
   for (size_t i = lo; i < hi; ++i) {
-    cumulative += std::exp(scratch_[i].first - max_logit);
+    cumulative += RelativeProb(scratch_[i].first, max_logit);
     if (cumulative >= target) return i + 1;
   }
   return hi;  // rounding: everything up to hi
@@ -159,17 +184,35 @@ int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
   // changes only the shape of the final distribution, never which tokens
   // survive the filters (Hugging Face instead scales first, so its top-p/min-p
   // sets depend on the temperature).
-  scratch_.resize(vocab_size);
-  for (int32_t i = 0; i < vocab_size; ++i) {
-    scratch_[i] = {Sanitize(logits[i]), i};
-  }
-  // No filter needs the survivors in order: top-k and top-p only partition
-  // scratch_ (nth_element), so a 150k vocabulary is never fully sorted.
-  if (params_.top_k > 0 &&
-      static_cast<size_t>(params_.top_k) < scratch_.size()) {
-    std::nth_element(scratch_.begin(), scratch_.begin() + params_.top_k,
-                     scratch_.end(), Better);
-    scratch_.resize(params_.top_k);
+  // No filter needs the survivors in order: they are selected by heap or
+  // nth_element, never by sorting the whole vocabulary.
+  const bool top_k_active =
+      params_.top_k > 0 && params_.top_k < vocab_size;
+  if (top_k_active && params_.top_k <= vocab_size / 8) {
+    SelectTopK(logits, vocab_size, params_.top_k);
+  } else if (!top_k_active && params_.top_p == 1.0f && params_.min_p > 0.0f) {
+    // min-p alone is a logit threshold relative to the maximum: apply it
+    // while collecting, so the draw sees only the survivors.
+    float max_logit = -std::numeric_limits<float>::infinity();
+    for (int32_t i = 0; i < vocab_size; ++i) {
+      max_logit = std::max(max_logit, Sanitize(logits[i]));
+    }
+    const double threshold = max_logit + std::log(double{params_.min_p});
+    scratch_.clear();
+    for (int32_t i = 0; i < vocab_size; ++i) {
+      if (logits[i] >= threshold) scratch_.emplace_back(logits[i], i);
+    }
+    if (scratch_.empty()) return Argmax(logits, vocab_size);  // max is +-inf
+  } else {
+    scratch_.resize(vocab_size);
+    for (int32_t i = 0; i < vocab_size; ++i) {
+      scratch_[i] = {Sanitize(logits[i]), i};
+    }
+    if (top_k_active) {
+      std::nth_element(scratch_.begin(), scratch_.begin() + params_.top_k,
+                       scratch_.end(), Better);
+      scratch_.resize(params_.top_k);
+    }
   }
 
   double max_logit = -std::numeric_limits<double>::infinity();
@@ -187,12 +230,10 @@ int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
   }
 
   if (params_.min_p > 0.0f) {
-    // prob / max_prob = exp(logit - max_logit): no normalisation needed, and
-    // the max candidate always survives since min_p <= 1.
-    const double min_ratio = params_.min_p;
-    auto below = [&](const Candidate& c) {
-      return std::exp(c.first - max_logit) < min_ratio;
-    };
+    // prob / max_prob = exp(logit - max_logit) >= min_p, in logit space; the
+    // max candidate always survives since min_p <= 1.
+    const double threshold = max_logit + std::log(double{params_.min_p});
+    auto below = [&](const Candidate& c) { return c.first < threshold; };
     scratch_.erase(std::remove_if(scratch_.begin(), scratch_.end(), below),
                    scratch_.end());
   }
@@ -202,7 +243,7 @@ int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
   double total = 0.0;
   weights_.resize(scratch_.size());
   for (size_t i = 0; i < scratch_.size(); ++i) {
-    weights_[i] = std::exp((scratch_[i].first - max_logit) * inv_temperature);
+    weights_[i] = RelativeProb(scratch_[i].first, max_logit, inv_temperature);
     total += weights_[i];
   }
   const double threshold = UniformUnit(rng_) * total;

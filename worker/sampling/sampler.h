@@ -44,6 +44,8 @@ class Sampler {
   const float* ApplyRepetitionPenalty(const float* logits, int32_t vocab_size,
                                       const std::vector<int32_t>& history);
 
+  // Fills scratch_ with the k best (logit, id), unordered.
+  void SelectTopK(const float* logits, int32_t vocab_size, int32_t k);
   // Number of candidates top-p keeps; reorders scratch_ so that they come
   // first. max_logit: the largest logit in scratch_.
   size_t NucleusSize(double max_logit);
