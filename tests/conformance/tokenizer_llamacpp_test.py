@@ -44,6 +44,10 @@ def main():
     parser.add_argument("--peer", default=os.path.join(HERE, "..", "peer", "tokenize.mjs"))
     parser.add_argument("--seed", type=int, default=20241105)
     parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--skip-decoded", action="store_true",
+                        help="do not compare decoded text: for vocabularies where llama.cpp "
+                             "applies clean_up_tokenization_spaces (\" !\" -> \"!\"), which "
+                             "our Decode deliberately does not (it must stay lossless)")
     args = parser.parse_args()
     if not args.model or not os.path.exists(args.model):
         sys.exit(f"model not found: {args.model!r} (set LLORCH_DEFAULT_MODEL)")
@@ -76,6 +80,8 @@ def main():
                     print(f"[{mode}] ids differ for {text!r}\n  ours:     {a}\n  llama.cpp: {b}")
             text_matches = 0
             for text, a, b in zip(strings, ours["decoded"], peer["decoded"]):
+                if args.skip_decoded:
+                    break
                 if a == b:
                     text_matches += 1
                 elif failures < 15:
@@ -83,7 +89,11 @@ def main():
                     print(f"[{mode}] decoded text differs for {text!r}\n  ours:     {a!r}\n"
                           f"  llama.cpp: {b!r}")
             print(f"[{mode}] token ids match llama.cpp: {id_matches}/{len(strings)}")
-            print(f"[{mode}] decoded text matches llama.cpp: {text_matches}/{len(strings)}")
+            if args.skip_decoded:
+                print(f"[{mode}] decoded text: not compared (--skip-decoded)")
+                text_matches = len(strings)
+            else:
+                print(f"[{mode}] decoded text matches llama.cpp: {text_matches}/{len(strings)}")
             if id_matches != len(strings) or text_matches != len(strings):
                 failures += 1
             if special:

@@ -13,10 +13,11 @@
 //   batch --model F --jobs JOBS.json [--n 64] [--top 10]
 //       JOBS.json: [{"name":..,"prompt_ids":[..]} | {"name":..,"text":..}, ...]
 //       Runs tokenize (for text jobs) + generate for each job with one loaded
-//       model; prints {"model":..,"results":[{"name":..,"tokenize":..,"generate":..}]}.
-//   score --model F --prompt-ids IDS [--top 10]
-//       Teacher-forced: for each position i the distribution after ids[0..i]
-//       (top-N) and the log-prob of ids[i+1].
+//       model; prints {"model":..,"results":[{"name":..,"tokenize":..,"generate":..,
+//       "teacher_forced":[positions from prompt_len-1 on, as `score` prints them]}]}.
+//   score --model F --prompt-ids IDS [--top 10] [--from 0]
+//       Teacher-forced (one batch): for each position i >= from the distribution
+//       after ids[0..i] (top-N), the log-prob of ids[i+1] and the top-1/top-2 margin.
 //
 // Determinism: CPU only, 2 threads, F32 KV cache, no flash attention, so that
 // differences against our engine come from the model math, not the cache.
@@ -126,63 +127,56 @@ function cleanTop(top) {
   return top.map(([id, lp]) => [id, finiteOrNull(lp)]);
 }
 
-async function generateGreedy(ctx, model, promptIds, n, topN) {
-  const seq = ctx.getSequence();
-  try {
-    const generated = [];
-    let reason = "length";
-    const iter = seq.evaluateWithMetadata(promptIds, {probabilities: true},
-                                          {temperature: 0, yieldEogToken: true});
-    for await (const out of iter) {
-      const s = summarize(out.probabilities, out.token, topN);
-      generated.push({
-        id: out.token,
-        text: model.detokenize([out.token], true),
-        logprob: finiteOrNull(s.logprob),
-        margin: finiteOrNull(s.margin),
-        top: cleanTop(s.top),
-      });
-      if (model.isEogToken(out.token)) {
-        reason = "eog";
-        break;
-      }
-      if (generated.length >= n) break;
+async function generateGreedy(seq, model, promptIds, n, topN) {
+  await seq.clearHistory();
+  const generated = [];
+  let reason = "length";
+  const iter = seq.evaluateWithMetadata(promptIds, {probabilities: true},
+                                        {temperature: 0, yieldEogToken: true});
+  for await (const out of iter) {
+    const s = summarize(out.probabilities, out.token, topN);
+    generated.push({
+      id: out.token,
+      text: model.detokenize([out.token], true),
+      logprob: finiteOrNull(s.logprob),
+      margin: finiteOrNull(s.margin),
+      top: cleanTop(s.top),
+    });
+    if (model.isEogToken(out.token)) {
+      reason = "eog";
+      break;
     }
-    return {
-      prompt_ids: promptIds,
-      generated_ids: generated.map((g) => g.id),
-      text: model.detokenize(generated.map((g) => g.id), false),
-      finish_reason: reason,
-      steps: generated,
-    };
-  } finally {
-    seq.dispose();
+    if (generated.length >= n) break;
   }
+  return {
+    prompt_ids: promptIds,
+    generated_ids: generated.map((g) => g.id),
+    text: model.detokenize(generated.map((g) => g.id), false),
+    finish_reason: reason,
+    steps: generated,
+  };
 }
 
-async function scoreSequence(ctx, ids, topN) {
-  const seq = ctx.getSequence();
-  try {
-    const input = ids.map((id) => [id, {generateNext: {probabilities: true}}]);
-    const outs = await seq.controlledEvaluate(input);
-    const positions = [];
-    for (let i = 0; i < ids.length; i++) {
-      const probs = outs[i]?.next?.probabilities;
-      if (probs == null) throw new Error(`no probabilities at position ${i}`);
-      const nextId = i + 1 < ids.length ? ids[i + 1] : null;
-      const s = summarize(probs, nextId ?? -1, topN);
-      positions.push({
-        pos: i,
-        id: ids[i],
-        top_logprobs: cleanTop(s.top),
-        next_logprob: nextId == null ? null : finiteOrNull(s.logprob),
-        margin: finiteOrNull(s.margin),
-      });
-    }
-    return {ids, positions};
-  } finally {
-    seq.dispose();
+// Distributions at positions fromPos..n-1, all evaluated as one teacher-forced batch.
+async function scoreSequence(seq, ids, topN, fromPos = 0) {
+  await seq.clearHistory();
+  const input = ids.map((id, i) => (i >= fromPos ? [id, {generateNext: {probabilities: true}}] : id));
+  const outs = await seq.controlledEvaluate(input);
+  const positions = [];
+  for (let i = fromPos; i < ids.length; i++) {
+    const probs = outs[i]?.next?.probabilities;
+    if (probs == null) throw new Error(`no probabilities at position ${i}`);
+    const nextId = i + 1 < ids.length ? ids[i + 1] : null;
+    const s = summarize(probs, nextId ?? -1, topN);
+    positions.push({
+      pos: i,
+      id: ids[i],
+      top_logprobs: cleanTop(s.top),
+      next_logprob: nextId == null ? null : finiteOrNull(s.logprob),
+      margin: finiteOrNull(s.margin),
+    });
   }
+  return {ids, from_pos: fromPos, positions};
 }
 
 function contextSizeFor(promptLength, n) {
@@ -213,7 +207,7 @@ async function main() {
         promptIds = tokenizeLikeLlamaCpp(model, text).ids;
       }
       const ctx = await createContext(model, contextSizeFor(promptIds.length, n));
-      result = await generateGreedy(ctx, model, promptIds, n, topN);
+      result = await generateGreedy(ctx.getSequence(), model, promptIds, n, topN);
       await ctx.dispose();
     } else if (command === "batch") {
       if (!args.jobs) throw new Error("batch needs --jobs FILE");
@@ -226,10 +220,17 @@ async function main() {
       });
       const longest = Math.max(1, ...prepared.map((p) => p.ids.length));
       const ctx = await createContext(model, contextSizeFor(longest, n));
+      const seq = ctx.getSequence();
       const results = [];
       for (const p of prepared) {
-        const generate = await generateGreedy(ctx, model, p.ids, n, topN);
-        results.push({name: p.job.name, tokenize: p.tokenize, generate});
+        const generate = await generateGreedy(seq, model, p.ids, n, topN);
+        // The same continuation scored teacher-forced in one batch, as `llorch score`
+        // does: llama.cpp's batched and one-token-at-a-time paths round differently
+        // (quantised activations), and the gap between them is its own noise floor.
+        const full = generate.prompt_ids.concat(generate.generated_ids);
+        const teacherForced = await scoreSequence(seq, full, topN, Math.max(0, p.ids.length - 1));
+        results.push({name: p.job.name, tokenize: p.tokenize, generate,
+                      teacher_forced: teacherForced.positions});
       }
       await ctx.dispose();
       result = {model: args.model, results};
@@ -237,7 +238,7 @@ async function main() {
       if (args["prompt-ids"] == null) throw new Error("score needs --prompt-ids");
       const ids = parseIds(args["prompt-ids"]);
       const ctx = await createContext(model, contextSizeFor(ids.length, 0));
-      result = await scoreSequence(ctx, ids, topN);
+      result = await scoreSequence(ctx.getSequence(), ids, topN, Number(args.from ?? 0));
       await ctx.dispose();
     } else {
       throw new Error(`unknown command '${command}' (tokenize | generate | batch | score)`);

@@ -145,7 +145,7 @@ class Cursor {
 
   template <typename T>
   absl::Status Scalar(absl::string_view what, T* out) {
-    const uint8_t* p;
+    const uint8_t* p = nullptr;
     absl::Status status = Bytes(what, sizeof(T), &p);
     if (!status.ok()) return status;
     std::memcpy(out, p, sizeof(T));  // little-endian host
@@ -165,12 +165,12 @@ class Cursor {
   }
 
   absl::Status String(absl::string_view what, std::string* out) {
-    uint64_t length;
+    uint64_t length{};
     absl::Status status = Scalar(absl::StrCat(what, " length"), &length);
     if (!status.ok()) return status;
     status = CheckCount(absl::StrCat(what, " length"), length, 1);
     if (!status.ok()) return status;
-    const uint8_t* p;
+    const uint8_t* p = nullptr;
     status = Bytes(what, static_cast<size_t>(length), &p);
     if (!status.ok()) return status;
     out->assign(reinterpret_cast<const char*>(p), static_cast<size_t>(length));
@@ -189,7 +189,7 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, absl::string_view key
 
 template <typename T>
 absl::Status ReadInteger(Cursor& cursor, absl::string_view key, GgufValue* value) {
-  T raw;
+  T raw{};
   absl::Status status = cursor.Scalar(absl::StrCat("value of '", key, "'"), &raw);
   if (!status.ok()) return status;
   if (std::numeric_limits<T>::is_signed) {
@@ -217,7 +217,7 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, absl::string_view key
     case GgufValueType::kUint64: return ReadInteger<uint64_t>(cursor, key, value);
     case GgufValueType::kInt64: return ReadInteger<int64_t>(cursor, key, value);
     case GgufValueType::kBool: {
-      uint8_t raw;
+      uint8_t raw{};
       absl::Status status = cursor.Scalar(absl::StrCat("value of '", key, "'"), &raw);
       if (!status.ok()) return status;
       if (raw > 1) {
@@ -229,7 +229,7 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, absl::string_view key
       return absl::OkStatus();
     }
     case GgufValueType::kFloat32: {
-      float raw;
+      float raw{};
       absl::Status status = cursor.Scalar(absl::StrCat("value of '", key, "'"), &raw);
       value->f = raw;
       return status;
@@ -243,7 +243,7 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, absl::string_view key
         return cursor.Corrupt(absl::StrCat("arrays nested deeper than ",
                                            kMaxArrayNesting, " in '", key, "'"));
       }
-      uint32_t element_type;
+      uint32_t element_type{};
       absl::Status status = cursor.Scalar(
           absl::StrCat("array element type of '", key, "'"), &element_type);
       if (!status.ok()) return status;
@@ -252,7 +252,7 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, absl::string_view key
                                            "' has unknown element type ", element_type));
       }
       value->array_type = static_cast<GgufValueType>(element_type);
-      uint64_t count;
+      uint64_t count{};
       status = cursor.Scalar(absl::StrCat("array length of '", key, "'"), &count);
       if (!status.ok()) return status;
       status = cursor.CheckCount(absl::StrCat("array length of '", key, "'"), count,
@@ -319,7 +319,7 @@ GgufFile::~GgufFile() {
 
 absl::Status GgufFile::Parse() {
   Cursor cursor(path_, map_, map_size_);
-  uint32_t magic;
+  uint32_t magic{};
   absl::Status status = cursor.Scalar("magic", &magic);
   if (!status.ok()) return status;
   if (magic != kGgufMagic) {
@@ -340,7 +340,7 @@ absl::Status GgufFile::Parse() {
         path_, ": unsupported GGUF version ", version_,
         big_endian ? " (a big-endian GGUF file?)" : "", "; only 2 and 3 are supported"));
   }
-  uint64_t tensor_count, kv_count;
+  uint64_t tensor_count = 0, kv_count = 0;
   status = cursor.Scalar("tensor count", &tensor_count);
   if (!status.ok()) return status;
   status = cursor.Scalar("metadata count", &kv_count);
@@ -353,7 +353,7 @@ absl::Status GgufFile::Parse() {
     std::string key;
     status = cursor.String(absl::StrCat("key of metadata entry ", k), &key);
     if (!status.ok()) return status;
-    uint32_t type;
+    uint32_t type{};
     status = cursor.Scalar(absl::StrCat("value type of ", Quoted(key)), &type);
     if (!status.ok()) return status;
     if (!IsKnownValueType(type)) {
@@ -389,7 +389,7 @@ absl::Status GgufFile::Parse() {
     status = cursor.String(absl::StrCat("name of tensor ", t), &info.name);
     if (!status.ok()) return status;
     const std::string what = absl::StrCat("tensor ", Quoted(info.name));
-    uint32_t n_dims;
+    uint32_t n_dims{};
     status = cursor.Scalar(absl::StrCat("dimension count of ", what), &n_dims);
     if (!status.ok()) return status;
     if (n_dims > kMaxDims) {
@@ -399,7 +399,7 @@ absl::Status GgufFile::Parse() {
     info.shape.resize(n_dims);
     int64_t num_elements = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
-      uint64_t dim;
+      uint64_t dim{};
       status = cursor.Scalar(absl::StrCat("shape of ", what), &dim);
       if (!status.ok()) return status;
       if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
@@ -410,7 +410,7 @@ absl::Status GgufFile::Parse() {
       info.shape[d] = static_cast<int64_t>(dim);
       num_elements *= static_cast<int64_t>(dim);
     }
-    uint32_t type;
+    uint32_t type{};
     status = cursor.Scalar(absl::StrCat("type of ", what), &type);
     if (!status.ok()) return status;
     info.type = static_cast<GgmlType>(type);

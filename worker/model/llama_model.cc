@@ -19,7 +19,7 @@ absl::StatusOr<at::Tensor> LoadTensor(const GgufFile& gguf, const std::string& n
   if (info == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(gguf.path(), ": missing tensor ", name));
   }
-  std::vector<int64_t> shape(info->shape.rbegin(), info->shape.rend());
+  std::vector<int64_t> shape(info->shape.rbegin(), info->shape.rend());  // [out, in]
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
   absl::Status status =
       DequantizeToF32(info->type, info->data, info->num_elements(), out.data_ptr<float>());
@@ -28,6 +28,45 @@ absl::StatusOr<at::Tensor> LoadTensor(const GgufFile& gguf, const std::string& n
         absl::StrCat(gguf.path(), ": tensor ", name, ": ", status.message()));
   }
   return out;
+}
+
+ActivationQuant ActivationQuantFor(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ8_0:
+      return ActivationQuant::kQ8_0;
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_1:
+      return ActivationQuant::kQ8_1;
+    default:
+      return ActivationQuant::kNone;
+  }
+}
+
+// Rounds x [n, in] (in a multiple of 32) in place to ggml's Q8_0/Q8_1 grid:
+// per block of 32, d = amax / 127, q = round(x / d), x' = q * f16(d).
+void QuantizeActivationsInPlace(at::Tensor& x) {
+  constexpr int64_t kBlock = 32;
+  if (x.device().is_cpu()) {
+    float* data = x.data_ptr<float>();
+    const int64_t count = x.numel();
+    for (int64_t b = 0; b < count; b += kBlock) {
+      float* block = data + b;
+      float amax = 0.0f;
+      for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(block[j]));
+      const float d = amax / 127.0f;
+      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      const float d16 = static_cast<float>(c10::Half(d));
+      for (int64_t j = 0; j < kBlock; ++j) block[j] = std::round(block[j] * id) * d16;
+    }
+    return;
+  }
+  at::Tensor blocks = x.view({-1, kBlock});
+  at::Tensor d = blocks.abs().amax(-1, /*keepdim=*/true) / 127.0f;
+  at::Tensor id = at::where(d > 0, 1.0f / d, at::zeros_like(d));
+  at::Tensor q = at::sign(blocks * id) * at::floor((blocks * id).abs() + 0.5f);  // roundf
+  blocks.copy_(q * d.to(at::kHalf).to(at::kFloat));
 }
 
 absl::StatusOr<c10::Device> ParseDevice(const std::string& device) {
@@ -76,12 +115,17 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     if (!_result.ok()) return _result.status(); \
     lhs = std::move(*_result).to(model->device_); \
   }
+  auto quant_of = [&](const std::string& name) {
+    return options.quantize_activations ? ActivationQuantFor(gguf.FindTensor(name)->type)
+                                        : ActivationQuant::kNone;
+  };
   LLORCH_ASSIGN_OR_RETURN(model->token_embd_, load("token_embd.weight"));
   LLORCH_ASSIGN_OR_RETURN(model->output_norm_, load("output_norm.weight"));
   if (c.tied_embeddings) {
-    model->output_ = model->token_embd_;
+    model->output_ = {model->token_embd_, quant_of("token_embd.weight")};
   } else {
-    LLORCH_ASSIGN_OR_RETURN(model->output_, load("output.weight"));
+    LLORCH_ASSIGN_OR_RETURN(model->output_.weight, load("output.weight"));
+    model->output_.quant = quant_of("output.weight");
   }
   model->layers_.resize(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -92,15 +136,28 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     LLORCH_ASSIGN_OR_RETURN(wq, load(b + "attn_q.weight"));
     LLORCH_ASSIGN_OR_RETURN(wk, load(b + "attn_k.weight"));
     LLORCH_ASSIGN_OR_RETURN(wv, load(b + "attn_v.weight"));
-    LLORCH_ASSIGN_OR_RETURN(layer.wo, load(b + "attn_output.weight"));
+    LLORCH_ASSIGN_OR_RETURN(layer.wo.weight, load(b + "attn_output.weight"));
     LLORCH_ASSIGN_OR_RETURN(layer.ffn_norm, load(b + "ffn_norm.weight"));
     LLORCH_ASSIGN_OR_RETURN(w_gate, load(b + "ffn_gate.weight"));
     LLORCH_ASSIGN_OR_RETURN(w_up, load(b + "ffn_up.weight"));
-    LLORCH_ASSIGN_OR_RETURN(layer.w_down, load(b + "ffn_down.weight"));
+    LLORCH_ASSIGN_OR_RETURN(layer.w_down.weight, load(b + "ffn_down.weight"));
     // One matrix-vector product instead of three (two) per step: for small
     // models the per-call overhead is a large part of decode time.
-    layer.wqkv = at::cat({wq, wk, wv}, 0).contiguous();
-    layer.w_gate_up = at::cat({w_gate, w_up}, 0).contiguous();
+    layer.wqkv.weight = at::cat({wq, wk, wv}, 0).contiguous();
+    layer.w_gate_up.weight = at::cat({w_gate, w_up}, 0).contiguous();
+    layer.wo.quant = quant_of(b + "attn_output.weight");
+    layer.w_down.quant = quant_of(b + "ffn_down.weight");
+    layer.wqkv.quant = quant_of(b + "attn_q.weight");
+    layer.w_gate_up.quant = quant_of(b + "ffn_gate.weight");
+    // Fused matrices whose parts come from different quantisation families
+    // keep F32 activations (rare mixes; the difference is within rounding).
+    if (quant_of(b + "attn_k.weight") != layer.wqkv.quant ||
+        quant_of(b + "attn_v.weight") != layer.wqkv.quant) {
+      layer.wqkv.quant = ActivationQuant::kNone;
+    }
+    if (quant_of(b + "ffn_up.weight") != layer.w_gate_up.quant) {
+      layer.w_gate_up.quant = ActivationQuant::kNone;
+    }
   }
 #undef LLORCH_ASSIGN_OR_RETURN
   model->num_parameters_ = num_parameters;
@@ -137,11 +194,20 @@ at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) co
   return x * at::rsqrt(mean_square + config_.rms_norm_eps) * weight;
 }
 
-at::Tensor LlamaModel::Linear(const at::Tensor& x, const at::Tensor& weight) const {
+at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
   // x: [n, in], weight: [out, in] -> [n, out]. One row goes through mv,
   // which is ~3x faster than GEMM on Debian's libtorch/OpenBLAS.
-  if (x.size(0) == 1) return at::mv(weight, x[0]).unsqueeze(0);
-  return at::matmul(x, weight.t());
+  const at::Tensor& weight = matrix.weight;
+  at::Tensor input = x;
+  static int mask = getenv("ACTQ") ? atoi(getenv("ACTQ")) : 31;
+  int bit = &matrix == &output_ ? 16 : 0;
+  for (auto& L : layers_) { if (&matrix == &L.wqkv) bit = 1; if (&matrix == &L.wo) bit = 2; if (&matrix == &L.w_gate_up) bit = 4; if (&matrix == &L.w_down) bit = 8; }
+  if (matrix.quant != ActivationQuant::kNone && (mask & bit)) {
+    input = x.clone(at::MemoryFormat::Contiguous);
+    QuantizeActivationsInPlace(input);
+  }
+  if (input.size(0) == 1) return at::mv(weight, input[0]).unsqueeze(0);
+  return at::matmul(input, weight.t());
 }
 
 at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,

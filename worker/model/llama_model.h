@@ -21,6 +21,18 @@ class GgufFile;
 
 struct LoadOptions {
   std::string device = "cpu";  // cpu | cuda | mps
+  // For block-quantised weights, round each activation row to 8 bits per
+  // block before the product, as ggml's quantised dot products do, so that
+  // a quantised file gives the numbers it gives under llama.cpp (whose
+  // results quantised models are published and evaluated with).
+  bool quantize_activations = true;
+};
+
+// How activations are rounded before meeting a weight matrix.
+enum class ActivationQuant {
+  kNone,  // F32/F16/BF16 weights: activations stay F32
+  kQ8_0,  // blocks of 32, scale = amax / 127 stored as F16 (Q4_0, Q5_0, Q8_0 weights)
+  kQ8_1,  // as Q8_0; the weight's offset meets the same rounded activations (Q4_1, Q5_1)
 };
 
 class LlamaModel {
@@ -46,18 +58,23 @@ class LlamaModel {
   std::unique_ptr<KvCache> NewCache(int64_t capacity) const;
 
  private:
+  // A weight matrix [out, in] and the activation rounding its file type implies.
+  struct Matrix {
+    at::Tensor weight;
+    ActivationQuant quant = ActivationQuant::kNone;
+  };
   struct Layer {
     at::Tensor attn_norm;  // [hidden]
-    at::Tensor wqkv;       // [hidden + 2 * kv_dim, hidden]: q, k, v rows stacked
-    at::Tensor wo;         // [hidden, hidden]
+    Matrix wqkv;           // [hidden + 2 * kv_dim, hidden]: q, k, v rows stacked
+    Matrix wo;             // [hidden, hidden]
     at::Tensor ffn_norm;   // [hidden]
-    at::Tensor w_gate_up;  // [2 * ffn, hidden]: gate rows then up rows
-    at::Tensor w_down;     // [hidden, ffn]
+    Matrix w_gate_up;      // [2 * ffn, hidden]: gate rows then up rows
+    Matrix w_down;         // [hidden, ffn]
   };
 
   LlamaModel() : device_(c10::kCPU) {}
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
-  at::Tensor Linear(const at::Tensor& x, const at::Tensor& weight) const;
+  at::Tensor Linear(const at::Tensor& x, const Matrix& matrix) const;
   at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
 
   ModelConfig config_;
@@ -65,7 +82,7 @@ class LlamaModel {
   int64_t num_parameters_ = 0;
   at::Tensor token_embd_;   // [vocab, hidden]
   at::Tensor output_norm_;  // [hidden]
-  at::Tensor output_;       // [vocab, hidden]; the same storage as token_embd_ when tied
+  Matrix output_;           // [vocab, hidden]; the same storage as token_embd_ when tied
   std::vector<Layer> layers_;
   at::Tensor rope_cos_;     // [context, rope_dim / 2]
   at::Tensor rope_sin_;     // [context, rope_dim / 2]

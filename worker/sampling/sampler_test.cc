@@ -193,6 +193,23 @@ TEST(SamplerTest, TopKStaysWithinTheKBestAndMatchesRenormalisedSoftmax) {
             kChiSquareLimit);
 }
 
+TEST(SamplerTest, TopKTiesGoToLowestIds) {
+  // 1000 equal logits: the k best are ids 0..k-1. k = 5 takes the heap
+  // selection, k = 400 the nth_element path.
+  const std::vector<float> logits(1000, 0.5f);
+  for (int32_t top_k : {5, 400}) {
+    SamplingParams params;
+    params.top_k = top_k;
+    Sampler sampler(params);
+    std::set<int32_t> seen;
+    for (int32_t id : Draw(sampler, logits, 20 * top_k)) {
+      ASSERT_LT(id, top_k);
+      seen.insert(id);
+    }
+    EXPECT_GT(seen.size(), static_cast<size_t>(top_k) * 9 / 10);
+  }
+}
+
 TEST(SamplerTest, TopKLargerThanVocabIsNoFilter) {
   const std::vector<float> logits = {1.0f, 0.5f, 0.0f};
   SamplingParams params;
@@ -254,7 +271,7 @@ TEST(SamplerTest, TopPOnLargeVocabularyStaysInNucleus) {
     params.seed = 99;
     Sampler sampler(params);
     float lowest_drawn = std::numeric_limits<float>::infinity();
-    for (int32_t id : Draw(sampler, logits, 3000)) {
+    for (int32_t id : Draw(sampler, logits, 400)) {
       ASSERT_GE(logits[id], threshold_logit) << "top_p " << top_p;
       lowest_drawn = std::min(lowest_drawn, logits[id]);
     }
@@ -282,6 +299,9 @@ TEST(SamplerTest, MinPDropsTokensBelowFractionOfMaxProb) {
   const std::vector<float> logits = RandomLogits(500, 31, 1.5f);
   const std::vector<double> probs = Softmax(logits, 1.0);
   const double max_prob = *std::max_element(probs.begin(), probs.end());
+  // top_p just below 1 keeps every min-p survivor here but takes the general
+  // path instead of the min-p-only prefilter.
+  for (float top_p : {1.0f, 0.99999f})
   for (float min_p : {0.05f, 0.3f, 0.9f}) {
     std::vector<float> masked(logits.size(), -std::numeric_limits<float>::infinity());
     for (size_t i = 0; i < logits.size(); ++i) {
@@ -289,6 +309,7 @@ TEST(SamplerTest, MinPDropsTokensBelowFractionOfMaxProb) {
     }
     SamplingParams params;
     params.min_p = min_p;
+    params.top_p = top_p;
     params.temperature = 2.0f;
     params.seed = 8;
     Sampler sampler(params);
@@ -302,7 +323,7 @@ TEST(SamplerTest, MinPDropsTokensBelowFractionOfMaxProb) {
     // Many small categories: compare per degree of freedom.
     EXPECT_LT(ChiSquare(counts, expected, kDraws) / std::max(categories - 1, 1),
               3.0)
-        << "min_p " << min_p << " kept " << categories;
+        << "min_p " << min_p << " top_p " << top_p << " kept " << categories;
   }
 }
 

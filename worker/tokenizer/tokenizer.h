@@ -62,6 +62,10 @@ class Tokenizer {
   // The raw bytes a token stands for ("▁" -> " ", byte tokens -> the byte,
   // byte-level BPE unmapped). Control tokens give "" unless render_special.
   virtual std::string TokenToPiece(int32_t id, bool render_special) const = 0;
+  // Concatenated pieces. With add_space_prefix the first piece after an
+  // optional leading BOS loses one leading space (the one Encode added), so
+  // Decode(Encode(text)) == text. Unlike llama.cpp's detokenize, no
+  // clean_up_tokenization_spaces (" ," -> ","): the text stays lossless.
   std::string Decode(const std::vector<int32_t>& ids, bool render_special) const;
 
   const VocabData& vocab() const { return vocab_; }
@@ -79,7 +83,10 @@ class Tokenizer {
 };
 
 // Turns a stream of token ids into text without ever emitting half a UTF-8
-// character: bytes of an incomplete sequence are held until completed.
+// character: bytes of an incomplete sequence are held until completed, bytes
+// that cannot start or continue a character become U+FFFD. Control tokens
+// render as "", and the leading-space rule is Decode's, so the concatenated
+// output plus Flush() equals Decode(ids, false) when that is valid UTF-8.
 class IncrementalDetokenizer {
  public:
   explicit IncrementalDetokenizer(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}

@@ -233,6 +233,21 @@ TEST(SpecialTokensTest, ControlTextsBecomeTokensOnlyWithParseSpecial) {
   }
 }
 
+// llama.cpp decodes the text to code points before byte-level BPE and turns
+// every invalid byte into U+FFFD; SentencePiece keeps the raw byte (byte
+// fallback), so decoding gives it back.
+TEST(InvalidUtf8Test, HandledAsLlamaCpp) {
+  auto gpt2 = LoadTokenizer(VocabPath("gpt-2"));
+  ASSERT_NE(gpt2, nullptr);
+  EXPECT_EQ(gpt2->Encode("a\xff\xe2\x82" "b", false, false),
+            gpt2->Encode("a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "b", false, false));
+  auto spm = LoadTokenizer(VocabPath("llama-spm"));
+  ASSERT_NE(spm, nullptr);
+  const auto ids = spm->Encode("x\xff", false, false);
+  EXPECT_NE(std::find(ids.begin(), ids.end(), IdOf(*spm, "<0xFF>")), ids.end());
+  EXPECT_EQ(spm->Decode(ids, false), "x\xff");
+}
+
 TEST(SpecialTokensTest, AddSpecialFollowsVocabulary) {
   auto spm = LoadTokenizer(VocabPath("llama-spm"));
   ASSERT_NE(spm, nullptr);
