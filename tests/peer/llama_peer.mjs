@@ -10,11 +10,12 @@
 //   generate --model F (--prompt-ids IDS | --prompt T | --prompt-file P) [--n 64] [--top 10]
 //       Greedy continuation; per generated step the log-prob of the chosen
 //       token, the top-1/top-2 log-prob margin and the top-N list.
-//   batch --model F --jobs JOBS.json [--n 64] [--top 10]
+//   batch --model F --jobs JOBS.json [--n 64] [--top 10] [--sequential 1]
 //       JOBS.json: [{"name":..,"prompt_ids":[..]} | {"name":..,"text":..}, ...]
 //       Runs tokenize (for text jobs) + generate for each job with one loaded
 //       model; prints {"model":..,"results":[{"name":..,"tokenize":..,"generate":..,
-//       "teacher_forced":[positions from prompt_len-1 on, as `score` prints them]}]}.
+//       "teacher_forced":[positions from prompt_len-1 on, as `score` prints them],
+//       "teacher_forced_sequential": the same scored one token per batch (--sequential 1)}]}.
 //   score --model F --prompt-ids IDS [--top 10] [--from 0]
 //       Teacher-forced (one batch): for each position i >= from the distribution
 //       after ids[0..i] (top-N), the log-prob of ids[i+1] and the top-1/top-2 margin.
@@ -75,10 +76,10 @@ async function loadModel(modelPath) {
   return {llama, model};
 }
 
-async function createContext(model, contextSize) {
+async function createContext(model, contextSize, batchSize = 512) {
   return model.createContext({
     contextSize,
-    batchSize: Math.min(contextSize, 512),
+    batchSize: Math.min(contextSize, batchSize),
     sequences: 1,
     threads: kThreads,
     flashAttention: false,
@@ -233,6 +234,19 @@ async function main() {
                       teacher_forced: teacherForced.positions});
       }
       await ctx.dispose();
+      if (args.sequential === "1") {
+        // Noise probe: the same teacher-forced scoring one token per batch. With
+        // quantised weights ggml's kernels differ by batch shape, and the
+        // quantised activations turn those last-bit differences into visible ones.
+        const ctx1 = await createContext(model, contextSizeFor(longest, n), 1);
+        const seq1 = ctx1.getSequence();
+        for (const r of results) {
+          const full = r.generate.prompt_ids.concat(r.generate.generated_ids);
+          const fromPos = Math.max(0, r.generate.prompt_ids.length - 1);
+          r.teacher_forced_sequential = (await scoreSequence(seq1, full, topN, fromPos)).positions;
+        }
+        await ctx1.dispose();
+      }
       result = {model: args.model, results};
     } else if (command === "score") {
       if (args["prompt-ids"] == null) throw new Error("score needs --prompt-ids");

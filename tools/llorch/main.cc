@@ -7,7 +7,10 @@
 #include <ATen/Parallel.h>
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <random>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -41,6 +44,7 @@ constexpr char kUsage[] =
     "          [--seed S] [--stop STR]... [--stop-id ID]... [--ignore-eos] [--logprobs K]\n"
     "          [--threads N] [--device cpu|cuda|mps] [--format text|jsonl]\n"
     "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--threads N]\n"
+    "       llorch bench --model PATH [--prompt-tokens P] [--gen-tokens G] [--reps R] [--threads N]\n"
     "       llorch inspect --model PATH\n"
     "       llorch tokenize --model PATH --text TEXT [--no-bos]\n";
 
@@ -68,7 +72,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       {"--seed", true},        {"--stop", true},          {"--stop-id", true},
       {"--logprobs", true},    {"--threads", true},       {"--device", true},
       {"--format", true},      {"--text", true},          {"--no-bos", false},
-      {"--ignore-eos", false}, {"--prefill-chunk", true},
+      {"--ignore-eos", false}, {"--prefill-chunk", true}, {"--prompt-tokens", true},
+      {"--gen-tokens", true},  {"--reps", true},
   };
   if (argc < 2) return absl::InvalidArgumentError("missing command");
   Args args;
@@ -289,6 +294,66 @@ absl::Status Score(const Args& args) {
   return absl::OkStatus();
 }
 
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+// Prompt and decode throughput on random prompt ids, greedy, EOS ignored;
+// the same measurement tools/bench/llamacpp_bench makes for llama.cpp.
+absl::Status Bench(const Args& args) {
+  int32_t prompt_tokens = 512, gen_tokens = 128, reps = 3;
+  for (absl::Status s : {ParseNumber(args, "--prompt-tokens", &prompt_tokens),
+                         ParseNumber(args, "--gen-tokens", &gen_tokens),
+                         ParseNumber(args, "--reps", &reps)}) {
+    if (!s.ok()) return s;
+  }
+  if (prompt_tokens < 1 || gen_tokens < 2 || reps < 1) {
+    return absl::InvalidArgumentError("need --prompt-tokens >= 1, --gen-tokens >= 2, --reps >= 1");
+  }
+  const auto load_start = std::chrono::steady_clock::now();
+  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/true);
+  if (!loaded.ok()) return loaded.status();
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  const LlamaModel& model = *loaded->model;
+  if (absl::Status s = WarmUp(model); !s.ok()) return s;
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(loaded->config.vocab_size) - 1);
+  std::vector<double> prompt_rates, decode_rates;
+  for (int32_t rep = 0; rep < reps; ++rep) {
+    std::vector<int32_t> prompt(prompt_tokens);
+    for (int32_t& id : prompt) id = dist(rng);
+    GenerationParams params;
+    params.max_tokens = gen_tokens;
+    params.ignore_eos = true;
+    params.sampling.temperature = 0;
+    absl::StatusOr<std::unique_ptr<Job>> job =
+        Job::Create("bench", prompt, params, &model, loaded->tokenizer.get());
+    if (!job.ok()) return job.status();
+    if (absl::Status s = RunJob(model, **job, 512, [](const TokenEvent&) {}); !s.ok()) return s;
+    prompt_rates.push_back(prompt_tokens / ((*job)->ttft_ms() / 1000.0));
+    decode_rates.push_back((*job)->decode_tokens_per_s());
+  }
+  json out = {{"engine", "llorch"},
+              {"model", args.Get("--model")},
+              {"n_params", model.num_parameters()},
+              {"threads", at::get_num_threads()},
+              {"prompt_tokens", prompt_tokens},
+              {"gen_tokens", gen_tokens},
+              {"reps", reps},
+              {"load_s", load_s},
+              {"prompt_tok_s", Median(prompt_rates)},
+              {"decode_tok_s", Median(decode_rates)},
+              {"prompt_tok_s_best", *std::max_element(prompt_rates.begin(), prompt_rates.end())},
+              {"decode_tok_s_best", *std::max_element(decode_rates.begin(), decode_rates.end())},
+              {"prompt_tok_s_all", prompt_rates},
+              {"decode_tok_s_all", decode_rates}};
+  std::cout << Dump(out) << "\n";
+  return absl::OkStatus();
+}
+
 absl::Status Inspect(const Args& args) {
   absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/false);
   if (!loaded.ok()) return loaded.status();
@@ -347,6 +412,8 @@ int Main(int argc, char** argv) {
     status = Run(*args);
   } else if (args->command == "score") {
     status = Score(*args);
+  } else if (args->command == "bench") {
+    status = Bench(*args);
   } else if (args->command == "inspect") {
     status = Inspect(*args);
   } else if (args->command == "tokenize") {

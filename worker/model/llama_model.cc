@@ -1,6 +1,7 @@
 #include "worker/model/llama_model.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include <ATen/ATen.h>
@@ -30,6 +31,21 @@ absl::StatusOr<at::Tensor> LoadTensor(const GgufFile& gguf, const std::string& n
   return out;
 }
 
+// The per-block offsets m of a Q4_1/Q5_1 matrix as floats [out, in / 32]
+// (both block layouts start with f16 d, f16 m).
+at::Tensor LoadBlockOffsets(const GgufTensorInfo& info) {
+  const int64_t num_blocks = info.num_elements() / 32;
+  const size_t block_bytes = GgmlBlockBytes(info.type);
+  at::Tensor m = at::empty({info.shape[1], info.shape[0] / 32}, at::kFloat);
+  float* out = m.data_ptr<float>();
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    uint16_t bits;
+    std::memcpy(&bits, info.data + b * block_bytes + 2, sizeof(bits));
+    out[b] = static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
+  }
+  return m;
+}
+
 ActivationQuant ActivationQuantFor(GgmlType type) {
   switch (type) {
     case GgmlType::kQ4_0:
@@ -44,29 +60,52 @@ ActivationQuant ActivationQuantFor(GgmlType type) {
   }
 }
 
-// Rounds x [n, in] (in a multiple of 32) in place to ggml's Q8_0/Q8_1 grid:
-// per block of 32, d = amax / 127, q = round(x / d), x' = q * f16(d).
-void QuantizeActivationsInPlace(at::Tensor& x) {
+// Rounds x [n, in] (in a multiple of 32) in place to ggml's Q8_0/Q8_1 grid,
+// as quantize_row_q8_0/q8_1 do: per block of 32, d = amax / 127,
+// q = nearbyint(x * 127 / amax), x' = q * f16(d). For Q8_1 also returns
+// [n, in / 32] the difference between ggml's block sum s = f16(d * sum(q))
+// and sum(x'), which the weights' block offsets m multiply.
+at::Tensor QuantizeActivationsInPlace(at::Tensor& x, bool with_sums) {
   constexpr int64_t kBlock = 32;
+  const int64_t num_blocks = x.numel() / kBlock;
   if (x.device().is_cpu()) {
+    at::Tensor sum_delta;
+    float* delta = nullptr;
+    if (with_sums) {
+      sum_delta = at::empty({x.size(0), x.size(1) / kBlock}, at::kFloat);
+      delta = sum_delta.data_ptr<float>();
+    }
     float* data = x.data_ptr<float>();
-    const int64_t count = x.numel();
-    for (int64_t b = 0; b < count; b += kBlock) {
-      float* block = data + b;
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      float* block = data + b * kBlock;
       float amax = 0.0f;
       for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(block[j]));
       const float d = amax / 127.0f;
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
+      const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
       const float d16 = static_cast<float>(c10::Half(d));
-      for (int64_t j = 0; j < kBlock; ++j) block[j] = std::round(block[j] * id) * d16;
+      int32_t sum = 0;
+      for (int64_t j = 0; j < kBlock; ++j) {
+        const float q = std::nearbyint(block[j] * id);
+        sum += static_cast<int32_t>(q);
+        block[j] = q * d16;
+      }
+      if (delta != nullptr) {
+        delta[b] = static_cast<float>(c10::Half(d * static_cast<float>(sum))) -
+                   d16 * static_cast<float>(sum);
+      }
     }
-    return;
+    return sum_delta;
   }
-  at::Tensor blocks = x.view({-1, kBlock});
-  at::Tensor d = blocks.abs().amax(-1, /*keepdim=*/true) / 127.0f;
-  at::Tensor id = at::where(d > 0, 1.0f / d, at::zeros_like(d));
-  at::Tensor q = at::sign(blocks * id) * at::floor((blocks * id).abs() + 0.5f);  // roundf
-  blocks.copy_(q * d.to(at::kHalf).to(at::kFloat));
+  at::Tensor blocks = x.view({-1, kBlock});                               // [blocks, 32]
+  at::Tensor amax = blocks.abs().amax(-1, /*keepdim=*/true);             // [blocks, 1]
+  at::Tensor id = at::where(amax > 0, 127.0f / amax, at::zeros_like(amax));
+  at::Tensor q = at::round(blocks * id);                                  // half to even
+  at::Tensor d = amax / 127.0f;
+  at::Tensor d16 = d.to(at::kHalf).to(at::kFloat);
+  blocks.copy_(q * d16);
+  if (!with_sums) return at::Tensor();
+  at::Tensor sum = q.sum(-1, /*keepdim=*/true);
+  return ((d * sum).to(at::kHalf).to(at::kFloat) - d16 * sum).view({x.size(0), -1});
 }
 
 absl::StatusOr<c10::Device> ParseDevice(const std::string& device) {
@@ -119,13 +158,26 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     return options.quantize_activations ? ActivationQuantFor(gguf.FindTensor(name)->type)
                                         : ActivationQuant::kNone;
   };
+  // Block offsets of the named matrices stacked in order, for Q8_1.
+  auto offsets_of = [&](std::initializer_list<std::string> names) {
+    std::vector<at::Tensor> parts;
+    for (const std::string& name : names) parts.push_back(LoadBlockOffsets(*gguf.FindTensor(name)));
+    return at::cat(parts, 0).contiguous().to(model->device_);
+  };
   LLORCH_ASSIGN_OR_RETURN(model->token_embd_, load("token_embd.weight"));
   LLORCH_ASSIGN_OR_RETURN(model->output_norm_, load("output_norm.weight"));
   if (c.tied_embeddings) {
-    model->output_ = {model->token_embd_, quant_of("token_embd.weight")};
+    model->output_.weight = model->token_embd_;
+    model->output_.quant = quant_of("token_embd.weight");
+    if (model->output_.quant == ActivationQuant::kQ8_1) {
+      model->output_.block_offsets = offsets_of({"token_embd.weight"});
+    }
   } else {
     LLORCH_ASSIGN_OR_RETURN(model->output_.weight, load("output.weight"));
     model->output_.quant = quant_of("output.weight");
+    if (model->output_.quant == ActivationQuant::kQ8_1) {
+      model->output_.block_offsets = offsets_of({"output.weight"});
+    }
   }
   model->layers_.resize(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -157,6 +209,19 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     }
     if (quant_of(b + "ffn_up.weight") != layer.w_gate_up.quant) {
       layer.w_gate_up.quant = ActivationQuant::kNone;
+    }
+    if (layer.wqkv.quant == ActivationQuant::kQ8_1) {
+      layer.wqkv.block_offsets =
+          offsets_of({b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"});
+    }
+    if (layer.wo.quant == ActivationQuant::kQ8_1) {
+      layer.wo.block_offsets = offsets_of({b + "attn_output.weight"});
+    }
+    if (layer.w_gate_up.quant == ActivationQuant::kQ8_1) {
+      layer.w_gate_up.block_offsets = offsets_of({b + "ffn_gate.weight", b + "ffn_up.weight"});
+    }
+    if (layer.w_down.quant == ActivationQuant::kQ8_1) {
+      layer.w_down.block_offsets = offsets_of({b + "ffn_down.weight"});
     }
   }
 #undef LLORCH_ASSIGN_OR_RETURN
@@ -199,15 +264,21 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
   // which is ~3x faster than GEMM on Debian's libtorch/OpenBLAS.
   const at::Tensor& weight = matrix.weight;
   at::Tensor input = x;
-  static int mask = getenv("ACTQ") ? atoi(getenv("ACTQ")) : 31;
-  int bit = &matrix == &output_ ? 16 : 0;
-  for (auto& L : layers_) { if (&matrix == &L.wqkv) bit = 1; if (&matrix == &L.wo) bit = 2; if (&matrix == &L.w_gate_up) bit = 4; if (&matrix == &L.w_down) bit = 8; }
-  if (matrix.quant != ActivationQuant::kNone && (mask & bit)) {
+  at::Tensor sum_delta;  // [n, in / 32] for Q8_1
+  if (matrix.quant != ActivationQuant::kNone) {
     input = x.clone(at::MemoryFormat::Contiguous);
-    QuantizeActivationsInPlace(input);
+    sum_delta = QuantizeActivationsInPlace(input, matrix.quant == ActivationQuant::kQ8_1);
   }
-  if (input.size(0) == 1) return at::mv(weight, input[0]).unsqueeze(0);
-  return at::matmul(input, weight.t());
+  at::Tensor out = input.size(0) == 1 ? at::mv(weight, input[0]).unsqueeze(0)
+                                      : at::matmul(input, weight.t());  // [n, out]
+  if (sum_delta.defined()) {
+    // ggml's Q4_1 x Q8_1 dot adds m * s with s rounded to F16; the product
+    // above used the unrounded sum. Add m * (s - sum) per block.
+    out += sum_delta.size(0) == 1
+               ? at::mv(matrix.block_offsets, sum_delta[0]).unsqueeze(0)
+               : at::matmul(sum_delta, matrix.block_offsets.t());
+  }
+  return out;
 }
 
 at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,

@@ -62,6 +62,7 @@ class LlamaModel {
   struct Matrix {
     at::Tensor weight;
     ActivationQuant quant = ActivationQuant::kNone;
+    at::Tensor block_offsets;  // kQ8_1: the weight's per-block m, [out, in / 32]
   };
   struct Layer {
     at::Tensor attn_norm;  // [hidden]
