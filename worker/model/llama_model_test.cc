@@ -8,6 +8,8 @@
 #include <ATen/Parallel.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <iostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,13 +28,25 @@ std::string TestModelPath(const std::string& name) {
   return std::string(LLORCH_TESTDATA_DIR) + "/" + name + ".gguf";
 }
 
+// The device under test: LLORCH_TEST_DEVICE=cuda runs these on a GPU.
+std::string TestDevice() {
+  const char* device = std::getenv("LLORCH_TEST_DEVICE");
+  return device != nullptr ? device : "cpu";
+}
+
+bool Exists(const std::string& path) { return !path.empty() && std::ifstream(path).good(); }
+
 class CacheCorrectnessTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     at::set_num_threads(2);
-    auto gguf = GgufFile::Open(TestModelPath(GetParam()));
+    const std::string path = TestModelPath(GetParam());
+    if (GetParam() == "smollm2" && !Exists(path)) GTEST_SKIP() << "no SmolLM2 at " << path;
+    auto gguf = GgufFile::Open(path);
     ASSERT_TRUE(gguf.ok()) << gguf.status();
-    auto model = LlamaModel::Load(**gguf, LoadOptions());
+    LoadOptions options;
+    options.device = TestDevice();
+    auto model = LlamaModel::Load(**gguf, options);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     std::mt19937 rng(7);
@@ -94,6 +108,22 @@ TEST_P(CacheCorrectnessTest, RejectsBadInput) {
   EXPECT_FALSE(model_->Forward(bad_id, 0, cache.get(), false).ok());
   const std::vector<int32_t> one = {1};
   EXPECT_FALSE(model_->Forward(one, 2, cache.get(), false).ok());  // gap in the cache
+}
+
+// On an accelerator, the same model gives the CPU's logits (F32 both sides;
+// only summation order differs).
+TEST_P(CacheCorrectnessTest, DeviceMatchesCpu) {
+  if (TestDevice() == "cpu") GTEST_SKIP() << "set LLORCH_TEST_DEVICE to compare a device with the CPU";
+  auto gguf = GgufFile::Open(TestModelPath(GetParam()));
+  ASSERT_TRUE(gguf.ok());
+  auto cpu_model = LlamaModel::Load(**gguf, LoadOptions());
+  ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
+  auto cache = (*cpu_model)->NewCache(tokens_.size());
+  auto cpu_logits = (*cpu_model)->Forward(tokens_, 0, cache.get(), /*all_logits=*/true);
+  ASSERT_TRUE(cpu_logits.ok());
+  const double max_diff = (*cpu_logits - full_).abs().max().item<double>();
+  std::cout << GetParam() << ": max |cpu - " << TestDevice() << "| = " << max_diff << "\n";
+  EXPECT_LE(max_diff, 1e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CacheCorrectnessTest,

@@ -1,0 +1,374 @@
+#include "worker/model/quant_matmul.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/gguf/ggml_types.h"
+
+namespace llorch {
+namespace {
+
+// ---------------------------------------------------------------------------
+// llama.cpp's own CPU kernels, loaded from the prebuilt AVX2 ("haswell")
+// variant that node-llama-cpp ships. Declarations follow
+// ggml/include/ggml.h and ggml-cpu.h (the struct layout must match exactly).
+extern "C" {
+typedef void (*ggml_from_float_t)(const float* x, void* y, int64_t k);
+typedef void (*ggml_vec_dot_t)(int n, float* s, size_t bs, const void* x,
+                               size_t bx, const void* y, size_t by, int nrc);
+struct ggml_type_traits_cpu {
+  ggml_from_float_t from_float;
+  ggml_vec_dot_t vec_dot;
+  int vec_dot_type;  // enum ggml_type
+  int64_t nrows;
+};
+}
+
+class GgmlCpu {
+ public:
+  // Null when the library is missing or cannot run here (no AVX2).
+  static const GgmlCpu* Get() {
+    static const GgmlCpu* instance = Load();
+    return instance;
+  }
+  static std::string LibraryPath() {
+    return std::string(LLORCH_GGML_CPU_LIB_DIR) + "/libggml-cpu-haswell.so";
+  }
+
+  const ggml_type_traits_cpu& Traits(GgmlType type) const {
+    return *get_traits_(static_cast<int>(type));
+  }
+
+ private:
+  using GetTraitsFn = const ggml_type_traits_cpu* (*)(int);
+
+  static const GgmlCpu* Load() {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+      return nullptr;
+    }
+    void* handle = dlopen(LibraryPath().c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) return nullptr;
+    auto init = reinterpret_cast<void (*)()>(dlsym(handle, "ggml_cpu_init"));
+    auto get_traits =
+        reinterpret_cast<GetTraitsFn>(dlsym(handle, "ggml_get_type_traits_cpu"));
+    if (init == nullptr || get_traits == nullptr) return nullptr;
+    init();  // fills ggml's fp16 tables
+    auto* cpu = new GgmlCpu();
+    cpu->get_traits_ = get_traits;
+    return cpu;
+  }
+
+  GetTraitsFn get_traits_ = nullptr;
+};
+
+#define REQUIRE_GGML(cpu)                                                  \
+  const GgmlCpu* cpu = GgmlCpu::Get();                                     \
+  if (cpu == nullptr) {                                                    \
+    GTEST_SKIP() << "llama.cpp CPU library not loadable (missing, or no " \
+                    "AVX2 here): "                                         \
+                 << GgmlCpu::LibraryPath()                                 \
+                 << " (tools/setup.sh installs it)";                       \
+  }
+
+// ---------------------------------------------------------------------------
+// Test data.
+
+const GgmlType kTypes[] = {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ5_0,
+                           GgmlType::kQ5_1, GgmlType::kQ8_0};
+
+// Activations like a transformer's: mostly N(0, 1), some outliers, an
+// all-zero block, and integer blocks whose scaling lands exactly on .5
+// (round-half-even ties).
+std::vector<float> RandomActivations(int64_t n, int64_t in, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> integer(-254, 254);
+  std::vector<float> x(n * in);
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = x.data() + t * in;
+    const float row_scale = std::exp2(static_cast<float>(t % 7) - 3.0f);
+    for (int64_t j = 0; j < in; ++j) row[j] = normal(rng) * row_scale;
+    for (int64_t j = 0; j < in; j += 97) row[j] *= 30.0f;
+    const int64_t blocks = in / 32;
+    if (blocks > 1 && t % 2 == 0) std::fill(row + 32, row + 64, 0.0f);
+    if (blocks > 2) {
+      float* tie_block = row + 64;
+      for (int j = 0; j < 32; ++j) tie_block[j] = static_cast<float>(integer(rng));
+      tie_block[5] = 254.0f;  // amax 254: id = 0.5, odd values tie
+    }
+  }
+  return x;
+}
+
+// Rows of weights quantised with ggml's own quantiser for `type`.
+std::vector<uint8_t> QuantisedWeights(const GgmlCpu& cpu, GgmlType type,
+                                      int64_t rows, int64_t in, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.05f);
+  std::vector<float> w(in);
+  const size_t row_bytes = GgmlRowBytes(type, in);
+  std::vector<uint8_t> out(rows * row_bytes);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float offset = (r % 3 == 0) ? 0.02f : 0.0f;  // asymmetric rows
+    for (float& v : w) v = normal(rng) + offset;
+    cpu.Traits(type).from_float(w.data(), out.data() + r * row_bytes, in);
+  }
+  return out;
+}
+
+// Random bytes with random (sign, magnitude 2^-12..2^-3) fp16 scales and
+// mins: every quant value occurs, e.g. -128 for Q8_0.
+std::vector<uint8_t> RandomBlockBytes(GgmlType type, int64_t rows, int64_t in,
+                                      uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_int_distribution<int> exponent(3, 12);  // biased fp16 exponent
+  std::uniform_int_distribution<int> mantissa(0, 1023);
+  const size_t block_bytes = GgmlBlockBytes(type);
+  std::vector<uint8_t> out(rows * GgmlRowBytes(type, in));
+  for (uint8_t& b : out) b = static_cast<uint8_t>(byte(rng));
+  const bool has_min = type == GgmlType::kQ4_1 || type == GgmlType::kQ5_1;
+  for (size_t offset = 0; offset < out.size(); offset += block_bytes) {
+    for (int field = 0; field < (has_min ? 2 : 1); ++field) {
+      const uint16_t half = static_cast<uint16_t>(
+          (byte(rng) & 1) << 15 | exponent(rng) << 10 | mantissa(rng));
+      std::memcpy(&out[offset + 2 * field], &half, 2);
+    }
+  }
+  return out;
+}
+
+// What ggml computes: each activation row quantised with the vec_dot type's
+// from_float, then one vec_dot per (activation row, weight row).
+std::vector<float> GgmlProduct(const GgmlCpu& cpu, GgmlType type,
+                               const uint8_t* weight, int64_t rows, int64_t in,
+                               const float* x, int64_t n) {
+  const ggml_type_traits_cpu& traits = cpu.Traits(type);
+  const GgmlType act_type = static_cast<GgmlType>(traits.vec_dot_type);
+  const size_t row_bytes = GgmlRowBytes(type, in);
+  std::vector<uint8_t> act(GgmlRowBytes(act_type, in));
+  std::vector<float> out(n * rows);
+  for (int64_t t = 0; t < n; ++t) {
+    cpu.Traits(act_type).from_float(x + t * in, act.data(), in);
+    for (int64_t r = 0; r < rows; ++r) {
+      traits.vec_dot(static_cast<int>(in), &out[t * rows + r], 0,
+                     weight + r * row_bytes, 0, act.data(), 0, 1);
+    }
+  }
+  return out;
+}
+
+// Splits the range in two at an odd point and runs the halves on two threads.
+void TwoThreadFor(int64_t begin, int64_t end, const RangeFn& body) {
+  const int64_t mid = begin + (end - begin) / 2 + ((end - begin) > 2 ? 1 : 0);
+  std::thread worker([&] {
+    if (begin < mid) body(begin, mid);
+  });
+  if (mid < end) body(mid, end);
+  worker.join();
+}
+
+// Count of positions where a and b differ (bitwise-equal floats required).
+int64_t CountMismatches(const std::vector<float>& a, const std::vector<float>& b,
+                        std::string* first) {
+  int64_t mismatches = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!(a[i] == b[i])) {
+      if (mismatches++ == 0) {
+        *first = "index " + std::to_string(i) + ": " + std::to_string(a[i]) +
+                 " vs " + std::to_string(b[i]);
+      }
+    }
+  }
+  return mismatches;
+}
+
+TEST(QuantMatmulTest, SupportsTheLegacyBlockTypes) {
+  for (GgmlType type : kTypes) EXPECT_TRUE(QuantMatmulSupports(type));
+  EXPECT_FALSE(QuantMatmulSupports(GgmlType::kF32));
+  EXPECT_FALSE(QuantMatmulSupports(GgmlType::kQ4_K));
+  EXPECT_FALSE(QuantMatmulSupports(GgmlType::kQ8_1));
+}
+
+// The core requirement: bit-identical to llama.cpp's vec_dot, for every
+// batch size (every prefix of a 17-row batch), also split across threads;
+// the portable code gives the same bits.
+TEST(QuantMatmulTest, EqualsGgmlVecDotExactly) {
+  REQUIRE_GGML(cpu);
+  const int64_t kIns[] = {32, 64, 576, 1536, 2048, 5632};
+  const int64_t kRows[] = {1, 6, 1000};
+  const int64_t kBatches[] = {1, 2, 3, 8, 17};
+  const int64_t max_n = 17;
+  uint32_t seed = 1;
+  for (GgmlType type : kTypes) {
+    for (int64_t in : kIns) {
+      const std::vector<float> x = RandomActivations(max_n, in, seed++);
+      for (int64_t rows : kRows) {
+        for (bool random_bytes : {false, true}) {
+          if (random_bytes && rows > 6) continue;  // keep the run short
+          const std::vector<uint8_t> w =
+              random_bytes ? RandomBlockBytes(type, rows, in, seed++)
+                           : QuantisedWeights(*cpu, type, rows, in, seed++);
+          const std::vector<float> expected =
+              GgmlProduct(*cpu, type, w.data(), rows, in, x.data(), max_n);
+          for (int64_t n : kBatches) {
+            SCOPED_TRACE(std::string(GgmlTypeName(type)) + " in=" + std::to_string(in) +
+                         " rows=" + std::to_string(rows) + " n=" + std::to_string(n) +
+                         (random_bytes ? " random bytes" : " ggml-quantised"));
+            const std::vector<float> want(expected.begin(), expected.begin() + n * rows);
+            std::vector<float> got(n * rows, NAN);
+            QuantMatmul(type, w.data(), rows, in, x.data(), n, got.data());
+            std::string first;
+            EXPECT_EQ(CountMismatches(got, want, &first), 0) << first;
+
+            std::fill(got.begin(), got.end(), NAN);
+            QuantMatmul(type, w.data(), rows, in, x.data(), n, got.data(), TwoThreadFor);
+            EXPECT_EQ(CountMismatches(got, want, &first), 0) << "2 threads: " << first;
+
+            if (rows <= 6 || n == max_n) {
+              std::fill(got.begin(), got.end(), NAN);
+              quant_matmul_internal::QuantMatmulPortable(type, w.data(), rows, in,
+                                                         x.data(), n, got.data());
+              EXPECT_EQ(CountMismatches(got, want, &first), 0) << "portable: " << first;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// A row's result is the same alone and inside a batch (no ggml needed).
+TEST(QuantMatmulTest, RowResultDoesNotDependOnBatch) {
+  const int64_t in = 576, rows = 67, n = 17;
+  const std::vector<float> x = RandomActivations(n, in, 99);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(GgmlTypeName(type));
+    const std::vector<uint8_t> w = RandomBlockBytes(type, rows, in, 7);
+    std::vector<float> batch(n * rows);
+    QuantMatmul(type, w.data(), rows, in, x.data(), n, batch.data());
+    for (int64_t t = 0; t < n; ++t) {
+      std::vector<float> single(rows);
+      QuantMatmul(type, w.data(), rows, in, x.data() + t * in, 1, single.data());
+      const std::vector<float> from_batch(batch.begin() + t * rows,
+                                          batch.begin() + (t + 1) * rows);
+      std::string first;
+      EXPECT_EQ(CountMismatches(single, from_batch, &first), 0)
+          << "row " << t << ": " << first;
+    }
+  }
+}
+
+float HalfToFloat(const uint8_t* p) {
+  float f = 0.0f;
+  EXPECT_TRUE(DequantizeToF32(GgmlType::kF16, p, 1, &f).ok());
+  return f;
+}
+
+// Against the dequantised weights (DequantizeToF32) and the exact
+// activations in double precision. The only error allowed is 8-bit activation
+// rounding: per element at most amax/254 of its block, plus fp16 rounding of
+// the activation scale and sum (2^-11 relative), plus float summation.
+TEST(QuantMatmulTest, MatchesDequantisedProductWithinActivationRounding) {
+  const int64_t in = 1536, rows = 40, n = 5;
+  const std::vector<float> x = RandomActivations(n, in, 5);
+  for (GgmlType type : kTypes) {
+    const std::vector<uint8_t> w = RandomBlockBytes(type, rows, in, 11);
+    const size_t block_bytes = GgmlBlockBytes(type);
+    const bool has_min = type == GgmlType::kQ4_1 || type == GgmlType::kQ5_1;
+    std::vector<float> dense(rows * in);
+    ASSERT_TRUE(DequantizeToF32(type, w.data(), rows * in, dense.data()).ok());
+    for (bool portable : {false, true}) {
+      SCOPED_TRACE(std::string(GgmlTypeName(type)) + (portable ? " portable" : ""));
+      std::vector<float> got(n * rows);
+      if (portable) {
+        quant_matmul_internal::QuantMatmulPortable(type, w.data(), rows, in, x.data(),
+                                                   n, got.data());
+      } else {
+        QuantMatmul(type, w.data(), rows, in, x.data(), n, got.data());
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          double exact = 0.0, bound = 0.0, magnitude = 0.0;
+          for (int64_t b = 0; b < in / 32; ++b) {
+            const float* wb = dense.data() + r * in + b * 32;
+            const float* xb = x.data() + t * in + b * 32;
+            const double m =
+                has_min ? HalfToFloat(w.data() + (r * in / 32 + b) * block_bytes + 2) : 0.0;
+            double amax = 0.0, w_spread = 0.0;
+            for (int j = 0; j < 32; ++j) {
+              exact += static_cast<double>(wb[j]) * xb[j];
+              magnitude += std::fabs(static_cast<double>(wb[j]) * xb[j]);
+              amax = std::max(amax, std::fabs(static_cast<double>(xb[j])));
+              w_spread += std::fabs(wb[j] - m);
+            }
+            bound += amax * (1.0 / 254 + 1.0 / 1024) * (w_spread + 32 * std::fabs(m));
+          }
+          bound += 1e-5 * magnitude + 1e-30;
+          const double error = std::fabs(got[t * rows + r] - exact);
+          ASSERT_LE(error, bound) << "t=" << t << " r=" << r << " exact=" << exact;
+        }
+      }
+    }
+  }
+}
+
+// Timing of a one-token product over SmolLM2-135M's layer matrices in Q4_1:
+// 30 x (fused QKV 960x576, O 576x576, fused gate/up 3072x576, down 576x1536).
+// Run with --gtest_also_run_disabled_tests.
+TEST(QuantMatmulBenchmark, DISABLED_SmolLm2LayerMatricesQ4_1) {
+  struct Shape { int64_t rows, in; };
+  const Shape kShapes[] = {{960, 576}, {576, 576}, {3072, 576}, {576, 1536}};
+  const int kLayers = 30;
+  const GgmlType type = GgmlType::kQ4_1;
+  std::vector<std::vector<uint8_t>> weights;
+  size_t total_bytes = 0;
+  for (int l = 0; l < kLayers; ++l) {
+    for (const Shape& s : kShapes) {
+      weights.push_back(RandomBlockBytes(type, s.rows, s.in, 1000 + weights.size()));
+      total_bytes += weights.back().size();
+    }
+  }
+  for (int64_t n : {1, 8}) {
+    const std::vector<float> x = RandomActivations(n, 1536, 3);
+    std::vector<float> out(n * 3072);
+    for (int threads : {1, 2}) {
+      double best = 1e9;
+      for (int rep = 0; rep < 7; ++rep) {
+        const auto start = std::chrono::steady_clock::now();
+        size_t i = 0;
+        for (int l = 0; l < kLayers; ++l) {
+          for (const Shape& s : kShapes) {
+            if (threads == 1) {
+              QuantMatmul(type, weights[i].data(), s.rows, s.in, x.data(), n, out.data());
+            } else {
+              QuantMatmul(type, weights[i].data(), s.rows, s.in, x.data(), n, out.data(),
+                          TwoThreadFor);
+            }
+            ++i;
+          }
+        }
+        best = std::min(best, std::chrono::duration<double>(
+                                  std::chrono::steady_clock::now() - start).count());
+      }
+      std::printf("Q4_1 SmolLM2 layer matrices (%.1f MB), n=%lld, %d thread(s): "
+                  "best %.2f ms, %.1f GB/s of weights\n",
+                  total_bytes / 1e6, static_cast<long long>(n), threads, best * 1e3,
+                  total_bytes / best / 1e9);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llorch
