@@ -338,9 +338,10 @@ def print_table(rows):
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     for l in lines:
         print("  ".join(c.ljust(w) for c, w in zip(l, widths)))
-    print("argmax(m>thr): our top-1 == peer top-1 where the peer's margin > thr; peer-noise: mean "
-          "|Δlogprob| between llama.cpp's incremental and batched paths; free-run: tokens equal "
-          "to the peer's before the first divergence")
+    print("argmax(m>thr): our top-1 == peer top-1 where the peer's margin > thr. peer-noise: "
+          "largest mean |Δlogprob| between llama.cpp's own evaluation paths; tol and thr widen "
+          "to it unless --strict. free-run: our greedy tokens equal to the peer's before the "
+          "first divergence.")
     for r in rows:
         for n in r["notes"]:
             print(f"note {r['model']}/{r['prompt']}: {n}")

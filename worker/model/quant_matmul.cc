@@ -239,8 +239,6 @@ void RowsPortable(const uint8_t* weight, int64_t rows, int64_t num_blocks,
 // AVX2 code.
 #ifdef LLORCH_QUANT_MATMUL_AVX2
 
-float HalfToFloatAvx2(const uint8_t* p) { return _cvtsh_ss(LoadU16(p)); }
-
 void QuantizeActivationsAvx2(const float* x, int64_t num_blocks, bool with_sum,
                              ActBlock* out) {
   const __m256 sign_bit = _mm256_set1_ps(-0.0f);
@@ -287,11 +285,12 @@ void QuantizeActivationsAvx2(const float* x, int64_t num_blocks, bool with_sum,
 }
 
 // 32 nibbles of 16 bytes -> 32 bytes in element order (low nibbles first).
+// A broadcast load and a per-half shift avoid a cross-lane shuffle.
 inline __m256i NibblesToBytes(const uint8_t* p) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw),
-                                               _mm_srli_epi16(raw, 4), 1);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+  const __m256i both = _mm256_broadcastsi128_si256(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_and_si256(_mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                          _mm256_set1_epi8(0x0F));
 }
 
 // 32 bits -> 32 bytes, 0xFF where the element's bit is set.
@@ -306,10 +305,18 @@ inline __m256i BitsToBytes(const uint8_t* p) {
 
 // Weight block decoders: quants as bytes (signed int8 if kSigned, else
 // unsigned), scale, min.
+// Scale (lane 0) and, for the types with a min, the min (lane 1) of a block.
+inline __m128 ScaleAndMin(const uint8_t* p) {
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(LoadU32(p))));
+}
+inline __m128 ScaleOnly(const uint8_t* p) {
+  return _mm_cvtph_ps(_mm_cvtsi32_si128(LoadU16(p)));
+}
+
 struct Avx2Q4_0 {
   static constexpr size_t kBytes = 18;
   static constexpr bool kSigned = true, kHasMin = false;
-  static float Min(const uint8_t*) { return 0.0f; }
+  static __m128 Header(const uint8_t* b) { return ScaleOnly(b); }
   static __m256i Quants(const uint8_t* b) {
     return _mm256_sub_epi8(NibblesToBytes(b + 2), _mm256_set1_epi8(8));
   }
@@ -318,14 +325,14 @@ struct Avx2Q4_0 {
 struct Avx2Q4_1 {
   static constexpr size_t kBytes = 20;
   static constexpr bool kSigned = false, kHasMin = true;
-  static float Min(const uint8_t* b) { return HalfToFloatAvx2(b + 2); }
+  static __m128 Header(const uint8_t* b) { return ScaleAndMin(b); }
   static __m256i Quants(const uint8_t* b) { return NibblesToBytes(b + 4); }
 };
 
 struct Avx2Q5_0 {
   static constexpr size_t kBytes = 22;
   static constexpr bool kSigned = true, kHasMin = false;
-  static float Min(const uint8_t*) { return 0.0f; }
+  static __m128 Header(const uint8_t* b) { return ScaleOnly(b); }
   static __m256i Quants(const uint8_t* b) {
     // (nibble | bit << 4) - 16 == nibble | (bit ? 0 : 0xF0) as int8.
     return _mm256_or_si256(
@@ -337,7 +344,7 @@ struct Avx2Q5_0 {
 struct Avx2Q5_1 {
   static constexpr size_t kBytes = 24;
   static constexpr bool kSigned = false, kHasMin = true;
-  static float Min(const uint8_t* b) { return HalfToFloatAvx2(b + 2); }
+  static __m128 Header(const uint8_t* b) { return ScaleAndMin(b); }
   static __m256i Quants(const uint8_t* b) {
     return _mm256_or_si256(NibblesToBytes(b + 8),
                            _mm256_and_si256(BitsToBytes(b + 4), _mm256_set1_epi8(0x10)));
@@ -347,7 +354,7 @@ struct Avx2Q5_1 {
 struct Avx2Q8_0 {
   static constexpr size_t kBytes = 34;
   static constexpr bool kSigned = true, kHasMin = false;
-  static float Min(const uint8_t*) { return 0.0f; }
+  static __m128 Header(const uint8_t* b) { return ScaleOnly(b); }
   static __m256i Quants(const uint8_t* b) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2));
   }
@@ -384,7 +391,10 @@ void DotTileAvx2(const uint8_t* weight_row0, size_t row_bytes,
     }
     for (int i = 0; i < kRows; ++i) {
       const uint8_t* block = weight_row0 + i * row_bytes + b * W::kBytes;
-      const float dx = HalfToFloatAvx2(block);
+      const __m128 header = W::Header(block);
+      const float dx = _mm_cvtss_f32(header);
+      const __m256 dx8 = _mm256_broadcastss_ps(header);
+      const float min = W::kHasMin ? _mm_cvtss_f32(_mm_movehdup_ps(header)) : 0.0f;
       const __m256i qx = W::Quants(block);
       // maddubs multiplies unsigned by signed bytes: move the weight's sign
       // onto the activation for the signed types (no int16 saturation is
@@ -392,11 +402,15 @@ void DotTileAvx2(const uint8_t* weight_row0, size_t row_bytes,
       const __m256i ux = W::kSigned ? _mm256_sign_epi8(qx, qx) : qx;
       for (int c = 0; c < kCols; ++c) {
         const ActBlock& y = act0[c * act_stride + b];
-        if (W::kHasMin) summs[i][c] = std::fma(W::Min(block), y.s, summs[i][c]);
+        if (W::kHasMin) summs[i][c] = std::fma(min, y.s, summs[i][c]);
         const __m256i sy = W::kSigned ? _mm256_sign_epi8(qy[c], qx) : qy[c];
         const __m256 lanes = _mm256_cvtepi32_ps(
             _mm256_madd_epi16(_mm256_maddubs_epi16(ux, sy), ones));
-        acc[i][c] = _mm256_fmadd_ps(_mm256_set1_ps(dx * y.d), lanes, acc[i][c]);
+        // set1(dx) * set1(dy) has the bits of ggml's set1(dx * dy); the
+        // scalar form is faster for one column, the vector form for several.
+        const __m256 scale = kCols == 1 ? _mm256_set1_ps(dx * y.d)
+                                        : _mm256_mul_ps(dx8, _mm256_broadcast_ss(&y.d));
+        acc[i][c] = _mm256_fmadd_ps(scale, lanes, acc[i][c]);
       }
     }
   }
