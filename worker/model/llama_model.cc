@@ -6,10 +6,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/Parallel.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "worker/gguf/gguf.h"
+#include "worker/model/quant_matmul.h"
 
 namespace llorch {
 namespace {
@@ -155,75 +157,85 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     if (!_result.ok()) return _result.status(); \
     lhs = std::move(*_result).to(model->device_); \
   }
-  auto quant_of = [&](const std::string& name) {
-    return options.quantize_activations ? ActivationQuantFor(gguf.FindTensor(name)->type)
-                                        : ActivationQuant::kNone;
-  };
-  // Block offsets of the named matrices stacked in order, for Q8_1.
-  auto offsets_of = [&](std::initializer_list<std::string> names) {
+  // One weight matrix from the named GGUF tensors stacked by rows (fused
+  // q/k/v and gate/up: one product instead of three or two per step, which
+  // matters for small models where per-call overhead is a large part of a
+  // decode step).
+  auto load_matrix = [&](const std::vector<std::string>& names) -> absl::StatusOr<Matrix> {
+    Matrix matrix;
+    const GgufTensorInfo* first = gguf.FindTensor(names[0]);
+    bool same_type = true;
+    for (const std::string& name : names) same_type &= gguf.FindTensor(name)->type == first->type;
+    const ActivationQuant quant = options.quantize_activations && same_type
+                                      ? ActivationQuantFor(first->type)
+                                      : ActivationQuant::kNone;
+    if (quant != ActivationQuant::kNone && model->device_.is_cpu() &&
+        QuantMatmulSupports(first->type)) {
+      // CPU: keep the ggml blocks and multiply them directly.
+      int64_t rows = 0;
+      for (const std::string& name : names) rows += gguf.FindTensor(name)->shape[1];
+      const size_t row_bytes = GgmlRowBytes(first->type, first->shape[0]);
+      matrix.raw = at::empty({rows, static_cast<int64_t>(row_bytes)}, at::kByte);
+      uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
+      for (const std::string& name : names) {
+        const GgufTensorInfo* info = gguf.FindTensor(name);
+        std::memcpy(dst, info->data, info->num_bytes);
+        dst += info->num_bytes;
+        num_parameters += info->num_elements();
+      }
+      matrix.raw_type = first->type;
+      matrix.rows = rows;
+      matrix.in = first->shape[0];
+      matrix.quant = quant;
+      return matrix;
+    }
     std::vector<at::Tensor> parts;
-    for (const std::string& name : names) parts.push_back(LoadBlockOffsets(*gguf.FindTensor(name)));
-    return at::cat(parts, 0).contiguous().to(model->device_);
+    for (const std::string& name : names) {
+      absl::StatusOr<at::Tensor> part = load(name);
+      if (!part.ok()) return part.status();
+      parts.push_back(*part);
+    }
+    matrix.weight = (parts.size() == 1 ? parts[0] : at::cat(parts, 0)).contiguous().to(model->device_);
+    matrix.quant = quant;
+    if (quant == ActivationQuant::kQ8_1) {
+      std::vector<at::Tensor> offsets;
+      for (const std::string& name : names) offsets.push_back(LoadBlockOffsets(*gguf.FindTensor(name)));
+      matrix.block_offsets = at::cat(offsets, 0).contiguous().to(model->device_);
+    }
+    return matrix;
   };
   LLORCH_ASSIGN_OR_RETURN(model->token_embd_, load("token_embd.weight"));
   LLORCH_ASSIGN_OR_RETURN(model->output_norm_, load("output_norm.weight"));
   if (c.tied_embeddings) {
-    model->output_.weight = model->token_embd_;
-    model->output_.quant = quant_of("token_embd.weight");
-    if (model->output_.quant == ActivationQuant::kQ8_1) {
-      model->output_.block_offsets = offsets_of({"token_embd.weight"});
-    }
+    // The lookup uses the F32 table; the LM head multiplies the same file
+    // tensor (counted once).
+    const int64_t counted = num_parameters;
+    absl::StatusOr<Matrix> output = load_matrix({"token_embd.weight"});
+    if (!output.ok()) return output.status();
+    model->output_ = std::move(*output);
+    num_parameters = counted;
   } else {
-    LLORCH_ASSIGN_OR_RETURN(model->output_.weight, load("output.weight"));
-    model->output_.quant = quant_of("output.weight");
-    if (model->output_.quant == ActivationQuant::kQ8_1) {
-      model->output_.block_offsets = offsets_of({"output.weight"});
-    }
+    absl::StatusOr<Matrix> output = load_matrix({"output.weight"});
+    if (!output.ok()) return output.status();
+    model->output_ = std::move(*output);
   }
   model->layers_.resize(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string b = absl::StrCat("blk.", l, ".");
     Layer& layer = model->layers_[l];
-    at::Tensor wq, wk, wv, w_gate, w_up;
     LLORCH_ASSIGN_OR_RETURN(layer.attn_norm, load(b + "attn_norm.weight"));
-    LLORCH_ASSIGN_OR_RETURN(wq, load(b + "attn_q.weight"));
-    LLORCH_ASSIGN_OR_RETURN(wk, load(b + "attn_k.weight"));
-    LLORCH_ASSIGN_OR_RETURN(wv, load(b + "attn_v.weight"));
-    LLORCH_ASSIGN_OR_RETURN(layer.wo.weight, load(b + "attn_output.weight"));
     LLORCH_ASSIGN_OR_RETURN(layer.ffn_norm, load(b + "ffn_norm.weight"));
-    LLORCH_ASSIGN_OR_RETURN(w_gate, load(b + "ffn_gate.weight"));
-    LLORCH_ASSIGN_OR_RETURN(w_up, load(b + "ffn_up.weight"));
-    LLORCH_ASSIGN_OR_RETURN(layer.w_down.weight, load(b + "ffn_down.weight"));
-    // One matrix-vector product instead of three (two) per step: for small
-    // models the per-call overhead is a large part of decode time.
-    layer.wqkv.weight = at::cat({wq, wk, wv}, 0).contiguous();
-    layer.w_gate_up.weight = at::cat({w_gate, w_up}, 0).contiguous();
-    layer.wo.quant = quant_of(b + "attn_output.weight");
-    layer.w_down.quant = quant_of(b + "ffn_down.weight");
-    layer.wqkv.quant = quant_of(b + "attn_q.weight");
-    layer.w_gate_up.quant = quant_of(b + "ffn_gate.weight");
-    // Fused matrices whose parts come from different quantisation families
-    // keep F32 activations (rare mixes; the difference is within rounding).
-    if (quant_of(b + "attn_k.weight") != layer.wqkv.quant ||
-        quant_of(b + "attn_v.weight") != layer.wqkv.quant) {
-      layer.wqkv.quant = ActivationQuant::kNone;
+    absl::StatusOr<Matrix> m;
+    if (!(m = load_matrix({b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"})).ok()) {
+      return m.status();
     }
-    if (quant_of(b + "ffn_up.weight") != layer.w_gate_up.quant) {
-      layer.w_gate_up.quant = ActivationQuant::kNone;
-    }
-    if (layer.wqkv.quant == ActivationQuant::kQ8_1) {
-      layer.wqkv.block_offsets =
-          offsets_of({b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"});
-    }
-    if (layer.wo.quant == ActivationQuant::kQ8_1) {
-      layer.wo.block_offsets = offsets_of({b + "attn_output.weight"});
-    }
-    if (layer.w_gate_up.quant == ActivationQuant::kQ8_1) {
-      layer.w_gate_up.block_offsets = offsets_of({b + "ffn_gate.weight", b + "ffn_up.weight"});
-    }
-    if (layer.w_down.quant == ActivationQuant::kQ8_1) {
-      layer.w_down.block_offsets = offsets_of({b + "ffn_down.weight"});
-    }
+    layer.wqkv = std::move(*m);
+    if (!(m = load_matrix({b + "attn_output.weight"})).ok()) return m.status();
+    layer.wo = std::move(*m);
+    if (!(m = load_matrix({b + "ffn_gate.weight", b + "ffn_up.weight"})).ok()) return m.status();
+    layer.w_gate_up = std::move(*m);
+    if (!(m = load_matrix({b + "ffn_down.weight"})).ok()) return m.status();
+    layer.w_down = std::move(*m);
   }
 #undef LLORCH_ASSIGN_OR_RETURN
   model->num_parameters_ = num_parameters;
@@ -263,6 +275,20 @@ at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) co
 at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
   // x: [n, in], weight: [out, in] -> [n, out]. One row goes through mv,
   // which is ~3x faster than GEMM on Debian's libtorch/OpenBLAS.
+  if (matrix.raw.defined()) {
+    // ggml blocks on the CPU: activations rounded to 8 bits and integer
+    // block dot products, as llama.cpp computes them; per-row results do not
+    // depend on the batch size.
+    at::Tensor input = x.contiguous();
+    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    QuantMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
+                input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
+                [](int64_t begin, int64_t end, const RangeFn& body) {
+                  at::parallel_for(begin, end, /*grain_size=*/32,
+                                   [&](int64_t b, int64_t e) { body(b, e); });
+                });
+    return out;
+  }
   const at::Tensor& weight = matrix.weight;
   at::Tensor input = x;
   at::Tensor sum_delta;  // [n, in / 32] for Q8_1

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "worker/gguf/ggml_types.h"
 #include "worker/model/kv_cache.h"
 #include "worker/model/model_config.h"
 
@@ -62,7 +63,13 @@ class LlamaModel {
   struct Matrix {
     at::Tensor weight;
     ActivationQuant quant = ActivationQuant::kNone;
-    at::Tensor block_offsets;  // kQ8_1: the weight's per-block m, [out, in / 32]
+    at::Tensor block_offsets;  // kQ8_1 on the F32 path: the weight's per-block m, [out, in / 32]
+    // CPU kernel path (quantize_activations and a supported type): the ggml
+    // blocks, [out, row bytes]; `weight` is then undefined.
+    at::Tensor raw;
+    GgmlType raw_type = GgmlType::kF32;
+    int64_t rows = 0;
+    int64_t in = 0;
   };
   struct Layer {
     at::Tensor attn_norm;  // [hidden]

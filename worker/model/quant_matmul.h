@@ -40,8 +40,11 @@ bool QuantMatmulSupports(GgmlType type);
 // (GgmlRowBytes(type, in) bytes each, no alignment needed). `x`: n rows of
 // `in` floats, contiguous. Requires QuantMatmulSupports(type), in % 32 == 0,
 // rows >= 0, n >= 0 (the process aborts with a message otherwise).
-// `parallel_for` splits the weight rows [0, rows) across threads; the result
-// does not depend on the split. x must not alias out.
+// `parallel_for` splits the weight rows [0, rows) across threads (and, for
+// n >= 64, the activation rows to quantise); the result does not depend on
+// the split. x must not alias out. Not reentrant from inside parallel_for's
+// body on the same thread (a per-thread scratch buffer holds the quantised
+// activations).
 void QuantMatmul(GgmlType type, const uint8_t* weight, int64_t rows,
                  int64_t in, const float* x, int64_t n, float* out,
                  const ParallelFor& parallel_for = SerialFor);
