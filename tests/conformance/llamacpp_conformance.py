@@ -18,9 +18,11 @@ Noise floor: with quantised weights llama.cpp disagrees with itself between its
 evaluation paths (incremental generation, one batch, one token per batch): ggml's
 kernels differ by batch shape in the last bits, and the 8-bit activation rounding
 amplifies that (SmolLM2 Q4_1: 0.02-0.06 mean, up to 0.2). The tolerance is therefore
-max(type tolerance, mean self-disagreement) and the margin threshold
+max(type tolerance, 1.5 x mean self-disagreement) and the margin threshold
 max(--margin, 2 x max self-disagreement), measured per case; with F32/F16 weights
 the self-disagreement is ~1e-6 and the fixed values apply. --strict: fixed values.
+Where the self-disagreement is of the order of the tolerance, free-running
+divergence is reported, not judged (the reference itself would diverge).
 
 Models: SmolLM2-135M ($LLORCH_DEFAULT_MODEL) on every prompt in prompts/, and the
 random-weight models from tests/make_test_models.sh (tiny-*.gguf) on a few prompts.
@@ -41,6 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+# Tolerance = max(type tolerance, NOISE_HEADROOM x llama.cpp's own path-to-path spread).
+NOISE_HEADROOM = 1.5
 
 import gguf
 
@@ -233,7 +238,10 @@ def compare_case(args, model_path, tol, name, job, peer_result):
     if args.strict:
         tol_eff, margin_eff = tol, args.margin
     else:
-        tol_eff = max(tol, row["noise_mean"])
+        # Our engine is one more evaluation path: hold it to the reference's own
+        # spread with 1.5x headroom (a mean of 64 heavy-tailed |Δ| values varies
+        # by ~25% between equally valid paths), never looser than the type's value.
+        tol_eff = max(tol, NOISE_HEADROOM * row["noise_mean"])
         # A margin twice the largest self-disagreement cannot be flipped by rounding alone.
         margin_eff = max(args.margin, 2 * row["noise_max"])
     row["tol_eff"], row["margin_eff"] = tol_eff, margin_eff
@@ -296,8 +304,13 @@ def compare_case(args, model_path, tol, name, job, peer_result):
             ours_tok = ours_ids[match] if match < len(ours_ids) else f"end ({finished.get('reason')})"
             what = (f"free-running diverges at step {match}: peer {step['id']} "
                     f"{fmt_tok(step['text'])} margin {step['margin']:.4f}, ours {ours_tok}")
-            if step["margin"] is None or step["margin"] > margin_eff:
+            noisy = not args.strict and row["noise_mean"] > tol / 2
+            if (step["margin"] is None or step["margin"] > margin_eff) and not noisy:
                 fail(what + f" (threshold {margin_eff:.3g})")
+            elif noisy:
+                # Reported, as the issue asks: with the reference's own paths
+                # disagreeing, where a free run diverges is itself noise.
+                row["notes"].append(what + " (quantised: reported, not judged)")
             else:
                 row["notes"].append(what + f" (near tie, threshold {margin_eff:.3g}: allowed)")
         elif len(ours_ids) > len(peer_ids) and gen["finish_reason"] == "eog":
@@ -308,7 +321,7 @@ def compare_case(args, model_path, tol, name, job, peer_result):
                   if tokens[k].get("logprob") is not None and steps[k]["logprob"] is not None]
         if deltas:
             row["free_mean_abs"] = sum(deltas) / len(deltas)
-            if not row["free_mean_abs"] <= tol_eff:
+            if not row["free_mean_abs"] <= tol_eff and row["noise_mean"] <= tol / 2:
                 fail(f"free-running mean |Δlogprob| {row['free_mean_abs']:.3g} > tolerance "
                      f"{tol_eff:.3g}")
     except Exception as e:  # noqa: BLE001
