@@ -326,93 +326,149 @@ at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const int32_t> tokens, int64_t pos,
                                                KvCache* cache, bool all_logits) const {
+  const ForwardItem item{tokens, pos, cache, all_logits};
+  return ForwardBatch(absl::MakeConstSpan(&item, 1));
+}
+
+absl::Status LlamaModel::Validate(const ForwardItem& item) const {
   const ModelConfig& c = config_;
-  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t n = static_cast<int64_t>(item.tokens.size());
   if (n == 0) return absl::InvalidArgumentError("forward: no tokens");
-  if (pos < 0 || pos > cache->num_tokens()) {
-    return absl::InvalidArgumentError(absl::StrCat("forward: position ", pos,
-                                                   " is past the cache's ", cache->num_tokens(),
-                                                   " tokens"));
+  if (item.pos < 0 || item.pos > item.cache->num_tokens()) {
+    return absl::InvalidArgumentError(absl::StrCat("forward: position ", item.pos,
+                                                   " is past the cache's ",
+                                                   item.cache->num_tokens(), " tokens"));
   }
-  if (pos + n > cache->capacity() || pos + n > c.context_length) {
+  if (item.pos + n > item.cache->capacity() || item.pos + n > c.context_length) {
     return absl::OutOfRangeError(absl::StrCat(
-        "forward: positions up to ", pos + n, " exceed the cache capacity ", cache->capacity(),
-        " or the context length ", c.context_length));
+        "forward: positions up to ", item.pos + n, " exceed the cache capacity ",
+        item.cache->capacity(), " or the context length ", c.context_length));
   }
-  for (int32_t id : tokens) {
+  for (int32_t id : item.tokens) {
     if (id < 0 || id >= c.vocab_size) {
       return absl::InvalidArgumentError(
           absl::StrCat("forward: token id ", id, " is outside the vocabulary [0, ",
                        c.vocab_size, ")"));
     }
   }
-  at::NoGradGuard no_grad;
-  const int64_t total = pos + n;  // keys attended over
+  return absl::OkStatus();
+}
+
+at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 int64_t layer, const ForwardItem& item) const {
+  // q: [n, heads, head_dim]; k, v: [n, kv_heads, head_dim], already rotated.
+  const ModelConfig& c = config_;
+  const int64_t n = q.size(0), pos = item.pos, total = pos + n;  // keys attended over
   const int64_t kv_heads = c.num_kv_heads, group = c.num_heads / c.num_kv_heads;
-  const int64_t head_dim = c.head_dim, q_dim = c.hidden_size, kv_dim = kv_heads * head_dim;
+  const int64_t head_dim = c.head_dim;
+  at::Tensor& k_cache = item.cache->keys(layer);  // [kv_heads, capacity, head_dim]
+  at::Tensor& v_cache = item.cache->values(layer);
+  k_cache.narrow(1, pos, n).copy_(k.transpose(0, 1));
+  v_cache.narrow(1, pos, n).copy_(v.transpose(0, 1));
+  at::Tensor keys = k_cache.narrow(1, 0, total);    // [kv_heads, total, head_dim]
+  at::Tensor values = v_cache.narrow(1, 0, total);  // [kv_heads, total, head_dim]
 
-  at::Tensor ids = at::from_blob(const_cast<int32_t*>(tokens.data()), {n}, at::kInt)
-                       .to(at::kLong).to(device_);
-  at::Tensor x = token_embd_.index_select(0, ids);  // [n, hidden]
-  at::Tensor cos = rope_cos_.narrow(0, pos, n);     // [n, rope_dim / 2]
-  at::Tensor sin = rope_sin_.narrow(0, pos, n);
-
-  // Causal mask from absolute positions: query i sits at pos + i and may see
-  // keys 0..pos + i. Shape [n, pos + n]; none needed for a single query.
-  at::Tensor mask;
-  if (n > 1) {
-    at::Tensor query_pos = at::arange(pos, pos + n, at::TensorOptions().dtype(at::kLong).device(device_));
-    at::Tensor key_pos = at::arange(0, total, at::TensorOptions().dtype(at::kLong).device(device_));
-    mask = at::zeros({n, total}, x.options())
-               .masked_fill(key_pos.unsqueeze(0) > query_pos.unsqueeze(1),
-                            -std::numeric_limits<float>::infinity());  // [n, total]
-  }
+  // Query heads h*group .. h*group+group-1 share KV head h.
+  at::Tensor qg = q.reshape({n, kv_heads, group, head_dim})
+                      .permute({1, 2, 0, 3})
+                      .reshape({kv_heads, group * n, head_dim});  // [kv_heads, group*n, head_dim]
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  at::Tensor scores = at::bmm(qg, keys.transpose(1, 2)).mul_(scale);  // [kv_heads, group*n, total]
+  if (n > 1) {
+    // Causal mask from absolute positions: query i sits at pos + i and may
+    // see keys 0..pos + i. Shape [n, pos + n]; a single query needs none.
+    const auto long_options = at::TensorOptions().dtype(at::kLong).device(device_);
+    at::Tensor query_pos = at::arange(pos, total, long_options);  // [n]
+    at::Tensor key_pos = at::arange(0, total, long_options);      // [total]
+    at::Tensor mask = at::zeros({n, total}, scores.options())
+                          .masked_fill(key_pos.unsqueeze(0) > query_pos.unsqueeze(1),
+                                       -std::numeric_limits<float>::infinity());  // [n, total]
+    scores = scores.view({kv_heads, group, n, total}).add_(mask).view({kv_heads, group * n, total});
+  }
+  at::Tensor probs = at::softmax(scores, -1);  // [kv_heads, group*n, total]
+  return at::bmm(probs, values)                // [kv_heads, group*n, head_dim]
+      .view({kv_heads, group, n, head_dim})
+      .permute({2, 0, 1, 3})
+      .reshape({n, c.hidden_size});  // [n, hidden]
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem> items) const {
+  const ModelConfig& c = config_;
+  if (items.empty()) return absl::InvalidArgumentError("forward: empty batch");
+  std::vector<int32_t> all_tokens;     // every item's tokens, concatenated: N rows
+  std::vector<int64_t> positions;      // absolute position of each row
+  std::vector<int64_t> output_rows;    // rows whose logits are returned
+  std::vector<int64_t> row_begin;      // first row of each item
+  for (size_t i = 0; i < items.size(); ++i) {
+    const ForwardItem& item = items[i];
+    if (absl::Status s = Validate(item); !s.ok()) return s;
+    for (size_t j = 0; j < i; ++j) {
+      if (items[j].cache == item.cache) {
+        return absl::InvalidArgumentError("forward: one cache appears twice in a batch");
+      }
+    }
+    const int64_t n = static_cast<int64_t>(item.tokens.size());
+    const int64_t begin = static_cast<int64_t>(all_tokens.size());
+    row_begin.push_back(begin);
+    all_tokens.insert(all_tokens.end(), item.tokens.begin(), item.tokens.end());
+    for (int64_t j = 0; j < n; ++j) positions.push_back(item.pos + j);
+    if (item.all_logits) {
+      for (int64_t j = 0; j < n; ++j) output_rows.push_back(begin + j);
+    } else {
+      output_rows.push_back(begin + n - 1);
+    }
+  }
+  at::NoGradGuard no_grad;
+  const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N
+  const int64_t kv_heads = c.num_kv_heads, head_dim = c.head_dim;
+  const int64_t q_dim = c.hidden_size, kv_dim = kv_heads * head_dim;
+  const auto long_cpu = at::TensorOptions().dtype(at::kLong);
+
+  at::Tensor ids = at::from_blob(all_tokens.data(), {rows}, at::kInt).to(at::kLong).to(device_);
+  at::Tensor pos = at::from_blob(positions.data(), {rows}, long_cpu).to(device_);
+  at::Tensor x = token_embd_.index_select(0, ids);  // [N, hidden]
+  at::Tensor cos = rope_cos_.index_select(0, pos);  // [N, rope_dim / 2]
+  at::Tensor sin = rope_sin_.index_select(0, pos);
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
-    at::Tensor h = RmsNorm(x, layer.attn_norm);         // [n, hidden]
-    at::Tensor qkv = Linear(h, layer.wqkv);             // [n, q_dim + 2 * kv_dim]
-    at::Tensor q = qkv.narrow(1, 0, q_dim).reshape({n, c.num_heads, head_dim});
-    at::Tensor k = qkv.narrow(1, q_dim, kv_dim).reshape({n, kv_heads, head_dim});
-    at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({n, kv_heads, head_dim});
-    q = Rope(q, cos, sin);  // [n, heads, head_dim]
-    k = Rope(k, cos, sin);  // [n, kv_heads, head_dim]
-
-    at::Tensor& k_cache = cache->keys(l);  // [kv_heads, capacity, head_dim]
-    at::Tensor& v_cache = cache->values(l);
-    k_cache.narrow(1, pos, n).copy_(k.transpose(0, 1));
-    v_cache.narrow(1, pos, n).copy_(v.transpose(0, 1));
-    at::Tensor keys = k_cache.narrow(1, 0, total);    // [kv_heads, total, head_dim]
-    at::Tensor values = v_cache.narrow(1, 0, total);  // [kv_heads, total, head_dim]
-
-    // Query heads h*group .. h*group+group-1 share KV head h.
-    at::Tensor qg = q.reshape({n, kv_heads, group, head_dim})
-                        .permute({1, 2, 0, 3})
-                        .reshape({kv_heads, group * n, head_dim});       // [kv_heads, group*n, head_dim]
-    at::Tensor scores = at::bmm(qg, keys.transpose(1, 2)).mul_(scale);  // [kv_heads, group*n, total]
-    if (n > 1) {
-      scores = scores.view({kv_heads, group, n, total}).add_(mask)
-                   .view({kv_heads, group * n, total});
+    at::Tensor h = RmsNorm(x, layer.attn_norm);  // [N, hidden]
+    at::Tensor qkv = Linear(h, layer.wqkv);      // [N, q_dim + 2 * kv_dim]
+    at::Tensor q = Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
+    at::Tensor k = Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
+    at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, kv_heads, head_dim});
+    // Attention is per job: each item attends over its own cache.
+    at::Tensor attn;  // [N, hidden]
+    if (items.size() == 1) {
+      attn = Attention(q, k, v, l, items[0]);
+    } else {
+      std::vector<at::Tensor> parts;
+      for (size_t i = 0; i < items.size(); ++i) {
+        const int64_t n = static_cast<int64_t>(items[i].tokens.size());
+        parts.push_back(Attention(q.narrow(0, row_begin[i], n), k.narrow(0, row_begin[i], n),
+                                  v.narrow(0, row_begin[i], n), l, items[i]));
+      }
+      attn = at::cat(parts, 0);
     }
-    at::Tensor probs = at::softmax(scores, -1);                          // [kv_heads, group*n, total]
-    at::Tensor attn = at::bmm(probs, values)                             // [kv_heads, group*n, head_dim]
-                          .view({kv_heads, group, n, head_dim})
-                          .permute({2, 0, 1, 3})
-                          .reshape({n, q_dim});                          // [n, hidden]
     x = x + Linear(attn, layer.wo);
 
-    h = RmsNorm(x, layer.ffn_norm);                    // [n, hidden]
-    at::Tensor gate_up = Linear(h, layer.w_gate_up);  // [n, 2 * ffn]
+    h = RmsNorm(x, layer.ffn_norm);                    // [N, hidden]
+    at::Tensor gate_up = Linear(h, layer.w_gate_up);  // [N, 2 * ffn]
     at::Tensor act = at::silu(gate_up.narrow(1, 0, c.ffn_size)) *
-                     gate_up.narrow(1, c.ffn_size, c.ffn_size);  // [n, ffn]
-    x = x + Linear(act, layer.w_down);                            // [n, hidden]
+                     gate_up.narrow(1, c.ffn_size, c.ffn_size);  // [N, ffn]
+    x = x + Linear(act, layer.w_down);                            // [N, hidden]
   }
-  cache->set_num_tokens(total);
+  for (const ForwardItem& item : items) {
+    item.cache->set_num_tokens(item.pos + static_cast<int64_t>(item.tokens.size()));
+  }
 
-  if (!all_logits) x = x.narrow(0, n - 1, 1);  // [1, hidden]
+  if (static_cast<int64_t>(output_rows.size()) != rows) {
+    at::Tensor keep = at::from_blob(output_rows.data(), {static_cast<int64_t>(output_rows.size())},
+                                    long_cpu).to(device_);
+    x = x.index_select(0, keep);  // [outputs, hidden]
+  }
   x = RmsNorm(x, output_norm_);
-  at::Tensor logits = Linear(x, output_);  // [rows, vocab]
+  at::Tensor logits = Linear(x, output_);  // [outputs, vocab]
   return logits.to(at::kCPU).contiguous();
 }
 

@@ -36,6 +36,15 @@ enum class ActivationQuant {
   kQ8_1,  // as Q8_0; the weight's offset meets the same rounded activations (Q4_1, Q5_1)
 };
 
+// One job's part of a batched forward: `tokens` at absolute positions
+// [pos, pos + n) over the job's own cache.
+struct ForwardItem {
+  absl::Span<const int32_t> tokens;
+  int64_t pos = 0;
+  KvCache* cache = nullptr;
+  bool all_logits = false;  // logits for every token, not just the last
+};
+
 class LlamaModel {
  public:
   // Dequantises every weight to F32 on `options.device`. The GgufFile may be
@@ -54,6 +63,12 @@ class LlamaModel {
   // [1, vocab] for the last token. Const: the model holds no request state.
   absl::StatusOr<at::Tensor> Forward(absl::Span<const int32_t> tokens, int64_t pos,
                                      KvCache* cache, bool all_logits) const;
+
+  // Several jobs in one forward (continuous batching): prefill chunks and
+  // decode tokens of different lengths and positions share the matrix
+  // products; attention is per item over its own cache. Returns the logits
+  // rows of every item in order (n rows if all_logits, else 1), [rows, vocab].
+  absl::StatusOr<at::Tensor> ForwardBatch(absl::Span<const ForwardItem> items) const;
 
   // A fresh cache for one job.
   std::unique_ptr<KvCache> NewCache(int64_t capacity) const;
@@ -81,6 +96,10 @@ class LlamaModel {
   };
 
   LlamaModel() : device_(c10::kCPU) {}
+  absl::Status Validate(const ForwardItem& item) const;
+  // Writes the item's keys/values for `layer` and attends: [n, hidden].
+  at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       int64_t layer, const ForwardItem& item) const;
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
   at::Tensor Linear(const at::Tensor& x, const Matrix& matrix) const;
   at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;

@@ -114,6 +114,36 @@ TEST_P(CacheCorrectnessTest, RejectsBadInput) {
   EXPECT_FALSE(model_->Forward(one, 2, cache.get(), false).ok());  // gap in the cache
 }
 
+// Continuous batching: jobs at different positions, some prefilling a chunk
+// and some decoding one token, in one ForwardBatch give each job's logits
+// alone.
+TEST_P(CacheCorrectnessTest, BatchOfJobsMatchesJobsAlone) {
+  const int64_t n = tokens_.size();
+  auto span = absl::MakeConstSpan(tokens_);
+  // Job A: fresh, prefills 5 tokens. Job B: 10 tokens cached, decodes 1.
+  // Job C: 4 tokens cached, prefills 3 more, all logits.
+  auto a = model_->NewCache(n), b = model_->NewCache(n), c = model_->NewCache(n);
+  ASSERT_TRUE(model_->Forward(span.subspan(0, 10), 0, b.get(), false).ok());
+  ASSERT_TRUE(model_->Forward(span.subspan(0, 4), 0, c.get(), false).ok());
+  const std::vector<ForwardItem> items = {{span.subspan(0, 5), 0, a.get(), false},
+                                          {span.subspan(10, 1), 10, b.get(), false},
+                                          {span.subspan(4, 3), 4, c.get(), true}};
+  auto batched = model_->ForwardBatch(items);
+  ASSERT_TRUE(batched.ok()) << batched.status();
+  ASSERT_EQ(batched->size(0), 1 + 1 + 3);
+  EXPECT_EQ(a->num_tokens(), 5);
+  EXPECT_EQ(b->num_tokens(), 11);
+  EXPECT_EQ(c->num_tokens(), 7);
+  // Against the full forward of the same sequence (every job is a prefix).
+  EXPECT_LE((batched->narrow(0, 0, 1) - full_.narrow(0, 4, 1)).abs().max().item<double>(), 1e-4);
+  EXPECT_LE((batched->narrow(0, 1, 1) - full_.narrow(0, 10, 1)).abs().max().item<double>(), 1e-4);
+  EXPECT_LE((batched->narrow(0, 2, 3) - full_.narrow(0, 4, 3)).abs().max().item<double>(), 1e-4);
+  // One cache twice in a batch is refused.
+  const std::vector<ForwardItem> twice = {{span.subspan(5, 1), 5, a.get(), false},
+                                          {span.subspan(5, 1), 5, a.get(), false}};
+  EXPECT_FALSE(model_->ForwardBatch(twice).ok());
+}
+
 // On an accelerator, the same model gives the CPU's logits (F32 both sides;
 // only summation order differs).
 TEST_P(CacheCorrectnessTest, DeviceMatchesCpu) {
