@@ -41,10 +41,13 @@ absl::Status ValidateGenerationParams(const GenerationParams& params, int32_t vo
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Job>> Job::Create(std::string job_id, std::vector<int32_t> prompt,
-                                                 GenerationParams params, const LlamaModel* model,
-                                                 const Tokenizer* tokenizer) {
-  const ModelConfig& config = model->config();
+int64_t Job::CacheCapacity(const ModelConfig& config, int64_t num_prompt, int32_t max_tokens) {
+  return std::max<int64_t>(num_prompt,
+                           std::min<int64_t>(config.context_length, num_prompt + max_tokens - 1));
+}
+
+absl::Status Job::Validate(const std::vector<int32_t>& prompt, const GenerationParams& params,
+                           const ModelConfig& config) {
   const int32_t vocab_size = static_cast<int32_t>(config.vocab_size);
   if (absl::Status s = ValidateGenerationParams(params, vocab_size); !s.ok()) return s;
   if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
@@ -60,6 +63,15 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(std::string job_id, std::vector
                                                    " tokens does not fit the context length ",
                                                    config.context_length));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Job>> Job::Create(std::string job_id, std::vector<int32_t> prompt,
+                                                 GenerationParams params, const LlamaModel* model,
+                                                 const Tokenizer* tokenizer) {
+  const ModelConfig& config = model->config();
+  if (absl::Status s = Validate(prompt, params, config); !s.ok()) return s;
+  const int64_t num_prompt = static_cast<int64_t>(prompt.size());
   std::unique_ptr<Job> job(new Job());
   job->job_id_ = std::move(job_id);
   job->params_ = std::move(params);
@@ -67,11 +79,7 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(std::string job_id, std::vector
   job->tokenizer_ = tokenizer;
   job->tokens_ = std::move(prompt);
   job->num_prompt_tokens_ = static_cast<int32_t>(num_prompt);
-  // The last generated token is never fed back, so prompt + max_tokens - 1
-  // positions suffice.
-  const int64_t capacity =
-      std::min<int64_t>(config.context_length, num_prompt + job->params_.max_tokens - 1);
-  job->cache_ = model->NewCache(std::max<int64_t>(capacity, num_prompt));
+  job->cache_ = model->NewCache(CacheCapacity(config, num_prompt, job->params_.max_tokens));
   job->sampler_ = std::make_unique<Sampler>(job->params_.sampling);
   job->detokenizer_ = std::make_unique<IncrementalDetokenizer>(tokenizer);
   job->stop_matcher_ = std::make_unique<StopMatcher>(job->params_.stop_strings);

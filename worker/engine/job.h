@@ -55,6 +55,13 @@ class Job {
                                                      const LlamaModel* model,
                                                      const Tokenizer* tokenizer);
 
+  // KV positions a job needs: prompt + max_tokens - 1 (the last generated
+  // token is never fed back), capped by the context length.
+  static int64_t CacheCapacity(const ModelConfig& config, int64_t num_prompt, int32_t max_tokens);
+  // Checks everything Create checks without allocating.
+  static absl::Status Validate(const std::vector<int32_t>& prompt, const GenerationParams& params,
+                               const ModelConfig& config);
+
   const std::string& job_id() const { return job_id_; }
   int32_t prompt_tokens() const { return num_prompt_tokens_; }
   int32_t completion_tokens() const { return static_cast<int32_t>(tokens_.size()) - num_prompt_tokens_; }

@@ -1,0 +1,204 @@
+#include "worker/engine/engine.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "worker/model/kv_cache.h"
+
+namespace llorch {
+
+Engine::Engine(const LlamaModel* model, const Tokenizer* tokenizer, EngineOptions options)
+    : model_(model), tokenizer_(tokenizer), options_(options) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  thread_.join();
+}
+
+absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
+                            GenerationParams params, std::shared_ptr<JobSink> sink) {
+  if (job_id.empty()) return absl::InvalidArgumentError("job_id is empty");
+  const ModelConfig& config = model_->config();
+  if (absl::Status s = Job::Validate(prompt, params, config); !s.ok()) return s;
+  const size_t kv_bytes = KvCache::BytesFor(
+      config, Job::CacheCapacity(config, static_cast<int64_t>(prompt.size()), params.max_tokens));
+  if (kv_bytes > options_.kv_budget_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "job ", job_id, " needs ", kv_bytes, " bytes of KV cache, more than the budget of ",
+        options_.kv_budget_bytes));
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("engine is shutting down");
+    if (live_ids_.count(job_id)) {
+      return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " is already live"));
+    }
+    if (static_cast<int32_t>(waiting_.size()) >= options_.max_waiting) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("wait queue full (", options_.max_waiting, " jobs)"));
+    }
+    live_ids_[job_id] = true;
+    waiting_.push_back(Request{std::move(job_id), std::move(prompt), std::move(params),
+                               std::move(sink), kv_bytes});
+  }
+  wake_.notify_all();
+  return absl::OkStatus();
+}
+
+void Engine::Cancel(const std::string& job_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!live_ids_.count(job_id)) return;
+    cancelled_.push_back(job_id);
+  }
+  wake_.notify_all();
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return EngineStats{running_count_, static_cast<int32_t>(waiting_.size()), kv_used_bytes_,
+                     options_.kv_budget_bytes};
+}
+
+void Engine::Loop() {
+  while (true) {
+    std::vector<std::string> cancelled;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [this] {
+        return stopping_ || !cancelled_.empty() || !running_.empty() || !waiting_.empty();
+      });
+      if (stopping_) {
+        for (Request& r : waiting_) cancelled_.push_back(r.job_id);
+        for (Running& r : running_) cancelled_.push_back(r.job->job_id());
+      }
+      cancelled.swap(cancelled_);
+      // Cancelled before admission: finish without allocating.
+      for (auto it = waiting_.begin(); it != waiting_.end();) {
+        if (std::find(cancelled.begin(), cancelled.end(), it->job_id) != cancelled.end()) {
+          JobSummary summary;
+          summary.reason = FinishReason::kCancelled;
+          it->sink->OnFinished(summary);
+          live_ids_.erase(it->job_id);
+          it = waiting_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    // Cancelled while running: free the cache now.
+    for (Running& r : running_) {
+      if (std::find(cancelled.begin(), cancelled.end(), r.job->job_id()) != cancelled.end()) {
+        r.job->Cancel();
+        Finish(r, absl::OkStatus());
+      }
+    }
+    running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                  [](const Running& r) { return r.job == nullptr; }),
+                   running_.end());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_ && waiting_.empty() && running_.empty()) {
+        running_count_ = 0;
+        return;
+      }
+      Admit();
+    }
+    if (!running_.empty()) Step();
+  }
+}
+
+void Engine::Admit() {
+  // First come, first served: the head of the queue waits for room rather
+  // than being overtaken by smaller jobs (no starvation).
+  while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < options_.max_running &&
+         kv_used_bytes_ + waiting_.front().kv_bytes <= options_.kv_budget_bytes) {
+    Request request = std::move(waiting_.front());
+    waiting_.pop_front();
+    absl::StatusOr<std::unique_ptr<Job>> job =
+        Job::Create(request.job_id, std::move(request.prompt), std::move(request.params), model_,
+                    tokenizer_);
+    if (!job.ok()) {
+      request.sink->OnError(job.status());
+      live_ids_.erase(request.job_id);
+      continue;
+    }
+    kv_used_bytes_ += request.kv_bytes;
+    request.sink->OnStarted((*job)->prompt_tokens());
+    running_.push_back(Running{std::move(*job), std::move(request.sink), request.kv_bytes});
+  }
+  running_count_ = static_cast<int32_t>(running_.size());
+}
+
+void Engine::Step() {
+  // Decode tokens first (one per job), then prefill chunks within the
+  // per-step token budget, oldest job first.
+  std::vector<ForwardItem> items;
+  std::vector<size_t> owners;  // index into running_ per item
+  int64_t prefill_budget = options_.max_prefill_tokens_per_step;
+  for (size_t i = 0; i < running_.size(); ++i) {
+    Job& job = *running_[i].job;
+    if (job.next_pos() < job.prompt_tokens()) continue;  // still prefilling
+    items.push_back({job.NextInput(1), job.next_pos(), job.cache(), false});
+    owners.push_back(i);
+  }
+  for (size_t i = 0; i < running_.size() && prefill_budget > 0; ++i) {
+    Job& job = *running_[i].job;
+    if (job.next_pos() >= job.prompt_tokens()) continue;  // decoding
+    absl::Span<const int32_t> chunk = job.NextInput(prefill_budget);
+    prefill_budget -= static_cast<int64_t>(chunk.size());
+    items.push_back({chunk, job.next_pos(), job.cache(), false});
+    owners.push_back(i);
+  }
+  if (items.empty()) return;
+  absl::StatusOr<at::Tensor> logits = model_->ForwardBatch(items);
+  if (!logits.ok()) {
+    // A batch-level failure fails the jobs in it; others are untouched.
+    for (size_t owner : owners) Finish(running_[owner], logits.status());
+  } else {
+    const int64_t vocab = model_->config().vocab_size;
+    for (size_t k = 0; k < owners.size(); ++k) {
+      Running& r = running_[owners[k]];
+      if (!r.job->ready_to_sample()) continue;  // prefill not done yet
+      TokenEvent event = r.job->Accept(logits->data_ptr<float>() + k * vocab);
+      r.sink->OnToken(event);
+      if (event.finish != FinishReason::kNone) Finish(r, absl::OkStatus());
+    }
+  }
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [](const Running& r) { return r.job == nullptr; }),
+                 running_.end());
+  std::lock_guard<std::mutex> lock(mu_);
+  running_count_ = static_cast<int32_t>(running_.size());
+}
+
+void Engine::Finish(Running& running, const absl::Status& error) {
+  JobSummary summary;
+  summary.reason = running.job->finish_reason();
+  summary.prompt_tokens = running.job->prompt_tokens();
+  summary.completion_tokens = running.job->completion_tokens();
+  summary.ttft_ms = running.job->ttft_ms();
+  summary.decode_tokens_per_s = running.job->decode_tokens_per_s();
+  const std::string job_id = running.job->job_id();
+  running.job.reset();  // frees the KV cache before anyone hears the job ended
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    kv_used_bytes_ -= running.kv_bytes;
+    running_count_ -= 1;
+    live_ids_.erase(job_id);
+  }
+  if (error.ok()) {
+    running.sink->OnFinished(summary);
+  } else {
+    running.sink->OnError(error);
+  }
+}
+
+}  // namespace llorch

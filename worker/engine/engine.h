@@ -1,0 +1,113 @@
+// The engine: one thread owns the model's compute and every job's state;
+// other threads talk to it through a queue (TGI/vLLM style). Each step it
+// admits waiting jobs that fit the KV budget (allocating their caches), then
+// runs one forward over a batch mixing prefill chunks (bounded tokens per
+// step) and one decode token for every running job, and delivers events.
+#ifndef LLORCH_WORKER_ENGINE_ENGINE_H_
+#define LLORCH_WORKER_ENGINE_ENGINE_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "worker/engine/job.h"
+#include "worker/model/llama_model.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace llorch {
+
+struct EngineOptions {
+  size_t kv_budget_bytes = size_t{1} << 30;  // KV memory of all running jobs together
+  int32_t max_running = 16;                 // jobs decoding together (batch size)
+  int32_t max_waiting = 256;                // queued jobs before RESOURCE_EXHAUSTED
+  int64_t max_prefill_tokens_per_step = 512;
+};
+
+struct JobSummary {
+  FinishReason reason = FinishReason::kNone;
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  double ttft_ms = 0;
+  double decode_tokens_per_s = 0;
+};
+
+// Receives one job's events on the engine thread: must not block.
+class JobSink {
+ public:
+  virtual ~JobSink() = default;
+  virtual void OnStarted(int32_t prompt_tokens) = 0;   // admitted, KV allocated
+  virtual void OnToken(const TokenEvent& event) = 0;
+  virtual void OnFinished(const JobSummary& summary) = 0;  // last call, also on cancel
+  virtual void OnError(const absl::Status& status) = 0;    // last call instead of OnFinished
+};
+
+struct EngineStats {
+  int32_t running = 0;
+  int32_t waiting = 0;
+  size_t kv_used_bytes = 0;
+  size_t kv_budget_bytes = 0;
+};
+
+class Engine {
+ public:
+  Engine(const LlamaModel* model, const Tokenizer* tokenizer, EngineOptions options);
+  ~Engine();  // cancels every job and joins the thread
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Queues a job. Errors (nothing queued, sink not called): InvalidArgument
+  // (parameters, prompt), AlreadyExists (a live job has this id),
+  // ResourceExhausted (the job can never fit the KV budget, or the wait queue
+  // is full), Unavailable (shutting down).
+  absl::Status Submit(std::string job_id, std::vector<int32_t> prompt, GenerationParams params,
+                      std::shared_ptr<JobSink> sink);
+  // Idempotent; unknown or finished ids are ignored. The job's sink gets
+  // OnFinished(kCancelled) and its KV memory is freed before the next step.
+  void Cancel(const std::string& job_id);
+  EngineStats Stats() const;
+
+ private:
+  struct Request {
+    std::string job_id;
+    std::vector<int32_t> prompt;
+    GenerationParams params;
+    std::shared_ptr<JobSink> sink;
+    size_t kv_bytes = 0;
+  };
+  struct Running {
+    std::unique_ptr<Job> job;
+    std::shared_ptr<JobSink> sink;
+    size_t kv_bytes = 0;
+  };
+
+  void Loop();
+  void Admit();       // engine thread, mu_ held
+  void Step();        // engine thread, mu_ not held
+  void Finish(Running& running, const absl::Status& error);  // engine thread
+
+  const LlamaModel* model_;
+  const Tokenizer* tokenizer_;
+  const EngineOptions options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::deque<Request> waiting_;           // guarded by mu_
+  std::vector<std::string> cancelled_;    // guarded by mu_
+  std::map<std::string, bool> live_ids_;  // waiting or running; guarded by mu_
+  std::vector<Running> running_;          // engine thread only (counts mirrored below)
+  int32_t running_count_ = 0;             // guarded by mu_
+  size_t kv_used_bytes_ = 0;              // guarded by mu_
+  std::thread thread_;
+};
+
+}  // namespace llorch
+
+#endif  // LLORCH_WORKER_ENGINE_ENGINE_H_

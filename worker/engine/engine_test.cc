@@ -1,0 +1,141 @@
+// The engine loop: concurrent jobs batched together give the tokens each
+// gives alone; cancellation frees KV memory; admission errors.
+#include "worker/engine/engine.h"
+
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/gguf/gguf.h"
+
+namespace llorch {
+namespace {
+
+// Collects one job's events; Wait() returns once it finished.
+class CollectingSink : public JobSink {
+ public:
+  void OnStarted(int32_t prompt_tokens) override { started = prompt_tokens; }
+  void OnToken(const TokenEvent& event) override { ids.push_back(event.id); }
+  void OnFinished(const JobSummary& s) override {
+    summary = s;
+    done.set_value();
+  }
+  void OnError(const absl::Status& status) override {
+    error = status;
+    done.set_value();
+  }
+  void Wait() { done.get_future().wait(); }
+
+  int32_t started = -1;
+  std::vector<int32_t> ids;
+  JobSummary summary;
+  absl::Status error;
+  std::promise<void> done;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    at::set_num_threads(2);
+    auto gguf = GgufFile::Open(std::string(LLORCH_TESTDATA_DIR) + "/tiny-f32-gqa.gguf");
+    ASSERT_TRUE(gguf.ok()) << gguf.status();
+    auto vocab = VocabFromGguf(**gguf);
+    ASSERT_TRUE(vocab.ok());
+    tokenizer_ = std::move(*Tokenizer::Create(std::move(*vocab)));
+    auto model = LlamaModel::Load(**gguf, LoadOptions());
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+  }
+
+  GenerationParams Greedy(int32_t max_tokens) {
+    GenerationParams params;
+    params.max_tokens = max_tokens;
+    params.ignore_eos = true;
+    params.sampling.temperature = 0;
+    return params;
+  }
+
+  std::vector<int32_t> Prompt(int n, int offset) {
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < n; ++i) prompt.push_back((offset + 131 * i) % model_->config().vocab_size);
+    return prompt;
+  }
+
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<LlamaModel> model_;
+};
+
+TEST_F(EngineTest, ConcurrentJobsMatchJobsAlone) {
+  for (int num_jobs : {8, 16}) {
+    std::vector<std::vector<int32_t>> alone;
+    for (int j = 0; j < num_jobs; ++j) {
+      auto job = Job::Create("alone", Prompt(3 + 5 * j, j), Greedy(12), model_.get(),
+                             tokenizer_.get());
+      ASSERT_TRUE(job.ok());
+      std::vector<int32_t> ids;
+      ASSERT_TRUE(RunJob(*model_, **job, 512, [&](const TokenEvent& e) { ids.push_back(e.id); }).ok());
+      alone.push_back(ids);
+    }
+    EngineOptions options;
+    options.max_prefill_tokens_per_step = 16;  // forces chunked prefill mixed with decode
+    Engine engine(model_.get(), tokenizer_.get(), options);
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    for (int j = 0; j < num_jobs; ++j) {
+      sinks.push_back(std::make_shared<CollectingSink>());
+      ASSERT_TRUE(engine.Submit("job" + std::to_string(j), Prompt(3 + 5 * j, j), Greedy(12),
+                                sinks.back()).ok());
+    }
+    for (int j = 0; j < num_jobs; ++j) {
+      sinks[j]->Wait();
+      EXPECT_TRUE(sinks[j]->error.ok()) << sinks[j]->error;
+      EXPECT_EQ(sinks[j]->started, 3 + 5 * j);
+      EXPECT_EQ(sinks[j]->summary.reason, FinishReason::kLength);
+      EXPECT_EQ(sinks[j]->ids, alone[j]) << "job " << j << " of " << num_jobs;
+    }
+    EXPECT_EQ(engine.Stats().kv_used_bytes, 0u);
+  }
+}
+
+TEST_F(EngineTest, CancelFreesKvAndIsIdempotent) {
+  Engine engine(model_.get(), tokenizer_.get(), EngineOptions());
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine.Submit("long", Prompt(8, 1), Greedy(200), sink).ok());
+  for (int i = 0; i < 200 && engine.Stats().kv_used_bytes == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_GT(engine.Stats().kv_used_bytes, 0u);
+  engine.Cancel("long");
+  engine.Cancel("long");
+  engine.Cancel("never-existed");
+  sink->Wait();
+  EXPECT_EQ(sink->summary.reason, FinishReason::kCancelled);
+  EXPECT_EQ(engine.Stats().kv_used_bytes, 0u);
+  EXPECT_EQ(engine.Stats().running, 0);
+}
+
+TEST_F(EngineTest, RejectsBadSubmissions) {
+  EngineOptions options;
+  options.kv_budget_bytes = KvCache::BytesFor(model_->config(), 64);
+  options.max_waiting = 1;
+  options.max_running = 1;
+  Engine engine(model_.get(), tokenizer_.get(), options);
+  auto sink = std::make_shared<CollectingSink>();
+  EXPECT_TRUE(absl::IsInvalidArgument(engine.Submit("a", {}, Greedy(4), sink)));
+  EXPECT_TRUE(absl::IsInvalidArgument(engine.Submit("", Prompt(3, 0), Greedy(4), sink)));
+  GenerationParams bad = Greedy(4);
+  bad.sampling.top_p = 2;
+  EXPECT_TRUE(absl::IsInvalidArgument(engine.Submit("a", Prompt(3, 0), bad, sink)));
+  EXPECT_TRUE(absl::IsResourceExhausted(engine.Submit("big", Prompt(3, 0), Greedy(100), sink)));
+  auto s1 = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine.Submit("x", Prompt(3, 0), Greedy(50), s1).ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(engine.Submit("x", Prompt(3, 0), Greedy(4), sink)));
+  s1->Wait();
+}
+
+}  // namespace
+}  // namespace llorch
