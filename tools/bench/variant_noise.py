@@ -142,6 +142,11 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def fmt(x, digits=4):
+    """Fixed point, or scientific where fixed point would print 0 for a nonzero value."""
+    return f"{x:.{digits}f}" if x == 0 or abs(x) >= 10 ** -(digits - 1) else f"{x:.1e}"
+
+
 def print_pair_table(title, names, pairs, series):
     """series[label][name] = list of continuation log-probs; pairs = [(label_a, label_b)]."""
     print(f"\n{title}")
@@ -159,10 +164,10 @@ def print_pair_table(title, names, pairs, series):
             m, mx = mean(d), max(d) if d else float("nan")
             means.append(m)
             maxes.append(mx)
-            cells.append(f"{m:.4f} ({mx:.3f})")
+            cells.append(f"{fmt(m)} ({fmt(mx, 3)})")
         summary[(a, b)] = (mean(means), max(maxes))
         print(f"{a + ' vs ' + b:<34}" + "".join(f"{c:>{width + 9}}" for c in cells) +
-              f"{mean(means):>10.4f}{max(maxes):>9.3f}")
+              f"{fmt(mean(means)):>10}{fmt(max(maxes), 3):>9}")
     return summary
 
 
