@@ -18,7 +18,7 @@ Noise floor: with quantised weights llama.cpp disagrees with itself between its
 evaluation paths (incremental generation, one batch, one token per batch): ggml's
 kernels differ by batch shape in the last bits, and the 8-bit activation rounding
 amplifies that (SmolLM2 Q4_1: 0.02-0.06 mean, up to 0.2). The tolerance is therefore
-max(type tolerance, 1.5 x mean self-disagreement) and the margin threshold
+max(type tolerance, 2 x mean self-disagreement) and the margin threshold
 max(--margin, 2 x max self-disagreement), measured per case; with F32/F16 weights
 the self-disagreement is ~1e-6 and the fixed values apply. --strict: fixed values.
 Where the self-disagreement is of the order of the tolerance, free-running
@@ -45,7 +45,9 @@ import tempfile
 import time
 
 # Tolerance = max(type tolerance, NOISE_HEADROOM x llama.cpp's own path-to-path spread).
-NOISE_HEADROOM = 1.5
+# llama.cpp's own CPU builds (AVX2, AVX-512, plain x64), scoring the same ids, differ from
+# each other by up to 1.54x that spread on SmolLM2 Q4_1 (tools/bench/variant_noise.py).
+NOISE_HEADROOM = 2.0
 
 import gguf
 
@@ -239,8 +241,8 @@ def compare_case(args, model_path, tol, name, job, peer_result):
         tol_eff, margin_eff = tol, args.margin
     else:
         # Our engine is one more evaluation path: hold it to the reference's own
-        # spread with 1.5x headroom (a mean of 64 heavy-tailed |Δ| values varies
-        # by ~25% between equally valid paths), never looser than the type's value.
+        # spread with the headroom llama.cpp's own builds need against each other,
+        # never looser than the type's value.
         tol_eff = max(tol, NOISE_HEADROOM * row["noise_mean"])
         # A margin twice the largest self-disagreement cannot be flipped by rounding alone.
         margin_eff = max(args.margin, 2 * row["noise_max"])

@@ -38,11 +38,16 @@ class CollectingSink : public JobSink {
   std::promise<void> done;
 };
 
+std::string ModelPath() {
+  const char* model = std::getenv("LLORCH_ENGINE_TEST_MODEL");
+  return model != nullptr ? model : std::string(LLORCH_TESTDATA_DIR) + "/tiny-f32-gqa.gguf";
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     at::set_num_threads(2);
-    auto gguf = GgufFile::Open(std::string(LLORCH_TESTDATA_DIR) + "/tiny-f32-gqa.gguf");
+    auto gguf = GgufFile::Open(ModelPath());
     ASSERT_TRUE(gguf.ok()) << gguf.status();
     auto vocab = VocabFromGguf(**gguf);
     ASSERT_TRUE(vocab.ok());

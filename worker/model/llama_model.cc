@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "worker/gguf/gguf.h"
+#include "worker/model/attention_cpu.h"
 #include "worker/model/quant_matmul.h"
 
 namespace llorch {
@@ -365,6 +366,20 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   at::Tensor& v_cache = item.cache->values(layer);
   k_cache.narrow(1, pos, n).copy_(k.transpose(0, 1));
   v_cache.narrow(1, pos, n).copy_(v.transpose(0, 1));
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  if (device_.is_cpu()) {
+    // Row by row, so that results do not depend on chunking or batching.
+    at::Tensor query = q.contiguous();                             // [n, heads, head_dim]
+    at::Tensor out = at::empty({n, c.hidden_size}, q.options());   // [n, hidden]
+    const AttentionShape shape{c.num_heads, kv_heads, head_dim, k_cache.size(1)};
+    CausalAttention(shape, query.data_ptr<float>(), n, pos, k_cache.data_ptr<float>(),
+                    v_cache.data_ptr<float>(), scale, out.data_ptr<float>(),
+                    [](int64_t begin, int64_t end, const RangeFn& body) {
+                      at::parallel_for(begin, end, /*grain_size=*/1,
+                                       [&](int64_t b, int64_t e) { body(b, e); });
+                    });
+    return out;
+  }
   at::Tensor keys = k_cache.narrow(1, 0, total);    // [kv_heads, total, head_dim]
   at::Tensor values = v_cache.narrow(1, 0, total);  // [kv_heads, total, head_dim]
 
@@ -372,7 +387,6 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   at::Tensor qg = q.reshape({n, kv_heads, group, head_dim})
                       .permute({1, 2, 0, 3})
                       .reshape({kv_heads, group * n, head_dim});  // [kv_heads, group*n, head_dim]
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   at::Tensor scores = at::bmm(qg, keys.transpose(1, 2)).mul_(scale);  // [kv_heads, group*n, total]
   if (n > 1) {
     // Causal mask from absolute positions: query i sits at pos + i and may

@@ -1,0 +1,32 @@
+// Causal attention on the CPU, computed one query row at a time in a fixed
+// order. A row's result depends only on that row's query and the keys and
+// values it sees, never on how many rows share the call: a prompt prefilled
+// in any chunking, or a job decoded alone or in a batch, gives bit-identical
+// outputs. (With 8-bit activation rounding downstream, the last-bit
+// differences of shape-dependent GEMMs flip roundings and change tokens.)
+#ifndef LLORCH_WORKER_MODEL_ATTENTION_CPU_H_
+#define LLORCH_WORKER_MODEL_ATTENTION_CPU_H_
+
+#include <cstdint>
+
+#include "worker/model/quant_matmul.h"
+
+namespace llorch {
+
+struct AttentionShape {
+  int64_t heads = 0;
+  int64_t kv_heads = 0;   // query head h reads KV head h / (heads / kv_heads)
+  int64_t head_dim = 0;
+  int64_t capacity = 0;   // cache positions per KV head
+};
+
+// q: [n, heads, head_dim]; keys, values: [kv_heads, capacity, head_dim] with
+// positions [0, pos + n) filled; query row i sits at pos + i and sees keys
+// 0..pos + i. out: [n, heads * head_dim]. All contiguous float32.
+void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos,
+                     const float* keys, const float* values, float scale, float* out,
+                     const ParallelFor& parallel_for = SerialFor);
+
+}  // namespace llorch
+
+#endif  // LLORCH_WORKER_MODEL_ATTENTION_CPU_H_
