@@ -18,7 +18,7 @@ while (($#)); do
   esac
 done
 "$ROOT/tools/setup.sh" >/dev/null
-"$ROOT/tools/bench/build-llamacpp-bench.sh" >/dev/null
+"$ROOT/tools/bench/build-llamacpp-tool.sh" bench >/dev/null
 
 models=("$LLORCH_DEFAULT_MODEL")
 if ((TINYLLAMA)); then

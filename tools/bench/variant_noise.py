@@ -9,7 +9,7 @@ variants (libggml-cpu-haswell.so = AVX2, -zen4/-skylakex/-icelake = AVX-512,
 of llama.cpp's greedy continuations of the conformance prompts: the floor
 below which no other engine can be held against any one llama.cpp build.
 
-  tools/bench/build-llamacpp-score.sh
+  tools/bench/build-llamacpp-tool.sh score
   tools/venv-python tools/bench/variant_noise.py [--model M.gguf]
       [--variants haswell,zen4,skylakex,x64] [--modes batch,seq] [--n 64]
       [--work-dir /tmp/llorch-variant-noise]

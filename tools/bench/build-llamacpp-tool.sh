@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Builds tools/bench/llamacpp_bench against the prebuilt CPU libllama that
+# Builds a llama.cpp harness from tools/bench (llamacpp_bench: throughput;
+# llamacpp_score: teacher-forced scoring under a chosen CPU variant) against the
+# prebuilt CPU libllama that
 # node-llama-cpp ships (tests/peer/node_modules), with llama.h/ggml headers
 # from the llama.cpp source bundle in the same package. Kept out of the main
 # CMake build, which must not depend on npm.
-#   tools/bench/build-llamacpp-bench.sh [OUTPUT]   (default build/bin/llamacpp_bench)
+#   tools/bench/build-llamacpp-tool.sh bench|score [OUTPUT]   (default build/bin/llamacpp_NAME)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tools/env.sh"
-OUTPUT="${1:-$ROOT/build/bin/llamacpp_bench}"
+TOOL="${1:?usage: build-llamacpp-tool.sh bench|score [OUTPUT]}"
+[[ "$TOOL" == bench || "$TOOL" == score ]] || { echo "build-llamacpp-tool: unknown tool $TOOL" >&2; exit 2; }
+OUTPUT="${2:-$ROOT/build/bin/llamacpp_$TOOL}"
 PEER="$ROOT/tests/peer/node_modules"
 LIB_DIR="$PEER/@node-llama-cpp/linux-x64/bins/linux-x64"
 BUNDLE="$PEER/node-llama-cpp/llama/gitRelease.bundle"
 SRC="${LLAMACPP_SRC:-$LLORCH_CACHE/llama.cpp-src}"
 
-die() { echo "build-llamacpp-bench: $*" >&2; exit 1; }
+die() { echo "build-llamacpp-tool: $*" >&2; exit 1; }
 [[ -d "$LIB_DIR" ]] || die "no prebuilt llama.cpp in $LIB_DIR (run npm ci --ignore-scripts in tests/peer)"
 [[ -f "$BUNDLE" ]] || die "no source bundle $BUNDLE"
 
@@ -54,7 +58,7 @@ mkdir -p "$(dirname "$OUTPUT")"
 g++ -std=c++17 -O2 -Wall -Wextra \
   -I"$SRC/include" -I"$SRC/ggml/include" \
   -DLLAMACPP_LIB_DIR="\"$LIB_DIR\"" \
-  "$ROOT/tools/bench/llamacpp_bench.cc" \
+  "$ROOT/tools/bench/llamacpp_$TOOL.cc" \
   "$llama_lib" "$ggml_lib" "$LIB_DIR/libggml-base.so" \
   -Wl,-rpath,"$LIB_DIR" \
   -o "$OUTPUT"
