@@ -11,17 +11,10 @@
 
 #include "gtest/gtest.h"
 #include "worker/gguf/gguf.h"
+#include "worker/model/test_models.h"
 
 namespace llorch {
 namespace {
-
-std::string TestModelPath(const std::string& name) {
-  if (name == "smollm2") {
-    const char* path = std::getenv("LLORCH_DEFAULT_MODEL");
-    return path != nullptr ? path : "";
-  }
-  return std::string(LLORCH_TESTDATA_DIR) + "/" + name + ".gguf";
-}
 
 constexpr int64_t kPrefillChunk = 3;
 

@@ -68,42 +68,14 @@ ActivationQuant ActivationQuantFor(GgmlType type) {
 // as quantize_row_q8_0/q8_1 do: per block of 32, d = amax / 127,
 // q = nearbyint(x * 127 / amax), x' = q * f16(d). For Q8_1 also returns
 // [n, in / 32] the difference between ggml's block sum s = f16(d * sum(q))
-// and sum(x'), which the weights' block offsets m multiply.
+// and sum(x'), which the weights' block offsets m multiply. Used on
+// accelerators; the CPU multiplies the ggml blocks directly (quant_matmul).
 at::Tensor QuantizeActivationsInPlace(at::Tensor& x, bool with_sums) {
   constexpr int64_t kBlock = 32;
-  const int64_t num_blocks = x.numel() / kBlock;
-  if (x.device().is_cpu()) {
-    at::Tensor sum_delta;
-    float* delta = nullptr;
-    if (with_sums) {
-      sum_delta = at::empty({x.size(0), x.size(1) / kBlock}, at::kFloat);
-      delta = sum_delta.data_ptr<float>();
-    }
-    float* data = x.data_ptr<float>();
-    for (int64_t b = 0; b < num_blocks; ++b) {
-      float* block = data + b * kBlock;
-      float amax = 0.0f;
-      for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(block[j]));
-      const float d = amax / 127.0f;
-      const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-      const float d16 = static_cast<float>(c10::Half(d));
-      int32_t sum = 0;
-      for (int64_t j = 0; j < kBlock; ++j) {
-        const float q = std::nearbyint(block[j] * id);
-        sum += static_cast<int32_t>(q);
-        block[j] = q * d16;
-      }
-      if (delta != nullptr) {
-        delta[b] = static_cast<float>(c10::Half(d * static_cast<float>(sum))) -
-                   d16 * static_cast<float>(sum);
-      }
-    }
-    return sum_delta;
-  }
-  at::Tensor blocks = x.view({-1, kBlock});                               // [blocks, 32]
-  at::Tensor amax = blocks.abs().amax(-1, /*keepdim=*/true);             // [blocks, 1]
+  at::Tensor blocks = x.view({-1, kBlock});                    // [blocks, 32]
+  at::Tensor amax = blocks.abs().amax(-1, /*keepdim=*/true);  // [blocks, 1]
   at::Tensor id = at::where(amax > 0, 127.0f / amax, at::zeros_like(amax));
-  at::Tensor q = at::round(blocks * id);                                  // half to even
+  at::Tensor q = at::round(blocks * id);  // half to even, as _mm256_round_ps
   at::Tensor d = amax / 127.0f;
   at::Tensor d16 = d.to(at::kHalf).to(at::kFloat);
   blocks.copy_(q * d16);
