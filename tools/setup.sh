@@ -10,6 +10,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config unzip python3-venv python3-pip
   libtorch-dev libopenblas0-pthread libabsl-dev libpcre2-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev prometheus nodejs npm
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "worker/engine/job.h"
+#include "worker/engine/served_model.h"
 #include "worker/gguf/gguf.h"
 #include "worker/model/llama_model.h"
 #include "worker/model/model_config.h"
@@ -122,48 +123,16 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const std
   return ids;
 }
 
-// Everything loaded from one model file.
-struct Loaded {
-  std::unique_ptr<GgufFile> gguf;
-  ModelConfig config;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<LlamaModel> model;  // null unless weights were requested
-};
-
-absl::StatusOr<Loaded> Load(const Args& args, bool weights) {
+absl::StatusOr<ServedModel> Load(const Args& args, bool weights) {
   if (!args.Has("--model")) return absl::InvalidArgumentError("--model is required");
-  Loaded loaded;
-  absl::StatusOr<std::unique_ptr<GgufFile>> gguf = GgufFile::Open(args.Get("--model"));
-  if (!gguf.ok()) return gguf.status();
-  loaded.gguf = std::move(*gguf);
-  absl::StatusOr<ModelConfig> config = ModelConfigFromGguf(*loaded.gguf);
-  if (!config.ok()) return config.status();
-  loaded.config = *config;
-  absl::StatusOr<VocabData> vocab = VocabFromGguf(*loaded.gguf);
-  if (!vocab.ok()) return vocab.status();
-  if (static_cast<int64_t>(vocab->tokens.size()) != loaded.config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        loaded.gguf->path(), ": the tokenizer has ", vocab->tokens.size(),
-        " tokens but the embedding has ", loaded.config.vocab_size, " rows"));
-  }
-  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::Create(std::move(*vocab));
-  if (!tokenizer.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(loaded.gguf->path(), ": ", tokenizer.status().message()));
-  }
-  loaded.tokenizer = std::move(*tokenizer);
-  if (weights) {
-    int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    if (absl::Status s = ParseNumber(args, "--threads", &threads); !s.ok()) return s;
-    if (threads < 1) return absl::InvalidArgumentError("--threads must be at least 1");
-    at::set_num_threads(threads);
-    LoadOptions options;
-    options.device = args.Get("--device", "cpu");
-    absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(*loaded.gguf, options);
-    if (!model.ok()) return model.status();
-    loaded.model = std::move(*model);
-  }
-  return loaded;
+  if (!weights) return LoadServedModel(args.Get("--model"), nullptr);
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (absl::Status s = ParseNumber(args, "--threads", &threads); !s.ok()) return s;
+  if (threads < 1) return absl::InvalidArgumentError("--threads must be at least 1");
+  at::set_num_threads(threads);
+  LoadOptions options;
+  options.device = args.Get("--device", "cpu");
+  return LoadServedModel(args.Get("--model"), &options);
 }
 
 absl::StatusOr<std::vector<int32_t>> PromptIds(const Args& args, const Tokenizer& tokenizer) {
@@ -216,7 +185,7 @@ absl::Status Run(const Args& args) {
   if (absl::Status s = ParseNumber(args, "--prefill-chunk", &prefill_chunk); !s.ok()) return s;
   if (prefill_chunk < 1) return absl::InvalidArgumentError("--prefill-chunk must be at least 1");
 
-  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/true);
+  absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/true);
   if (!loaded.ok()) return loaded.status();
   absl::StatusOr<std::vector<int32_t>> prompt = PromptIds(args, *loaded->tokenizer);
   if (!prompt.ok()) return prompt.status();
@@ -264,7 +233,7 @@ absl::Status Score(const Args& args) {
   if (!args.Has("--prompt-ids")) return absl::InvalidArgumentError("--prompt-ids is required");
   absl::StatusOr<std::vector<int32_t>> ids = ParseIds(args.Get("--prompt-ids"), "--prompt-ids");
   if (!ids.ok()) return ids.status();
-  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/true);
+  absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/true);
   if (!loaded.ok()) return loaded.status();
   const LlamaModel& model = *loaded->model;
   const int64_t n = static_cast<int64_t>(ids->size());
@@ -313,7 +282,7 @@ absl::Status Bench(const Args& args) {
     return absl::InvalidArgumentError("need --prompt-tokens >= 1, --gen-tokens >= 2, --reps >= 1");
   }
   const auto load_start = std::chrono::steady_clock::now();
-  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/true);
+  absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/true);
   if (!loaded.ok()) return loaded.status();
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
@@ -355,7 +324,7 @@ absl::Status Bench(const Args& args) {
 }
 
 absl::Status Inspect(const Args& args) {
-  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/false);
+  absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/false);
   if (!loaded.ok()) return loaded.status();
   const ModelConfig& c = loaded->config;
   int64_t num_parameters = 0;
@@ -395,7 +364,7 @@ absl::Status Inspect(const Args& args) {
 
 absl::Status Tokenize(const Args& args) {
   if (!args.Has("--text")) return absl::InvalidArgumentError("--text is required");
-  absl::StatusOr<Loaded> loaded = Load(args, /*weights=*/false);
+  absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/false);
   if (!loaded.ok()) return loaded.status();
   std::vector<int32_t> ids = loaded->tokenizer->Encode(
       args.Get("--text"), /*add_special=*/!args.Has("--no-bos"), /*parse_special=*/true);

@@ -36,7 +36,9 @@ absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return absl::UnavailableError("engine is shutting down");
+    if (stopping_ || draining_) {
+      return absl::UnavailableError("worker is draining and accepts no new jobs");
+    }
     if (live_ids_.count(job_id)) {
       return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " is already live"));
     }
@@ -59,6 +61,19 @@ void Engine::Cancel(const std::string& job_id) {
     cancelled_.push_back(job_id);
   }
   wake_.notify_all();
+}
+
+void Engine::CancelAll() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [job_id, live] : live_ids_) cancelled_.push_back(job_id);
+  }
+  wake_.notify_all();
+}
+
+void Engine::StopAccepting() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
 }
 
 EngineStats Engine::Stats() const {
@@ -111,7 +126,8 @@ void Engine::Loop() {
       }
       Admit();
     }
-    if (!running_.empty()) Step();
+    const int32_t batch_size = running_.empty() ? 0 : Step();
+    if (options_.on_step) options_.on_step(batch_size, Stats());
   }
 }
 
@@ -137,7 +153,7 @@ void Engine::Admit() {
   running_count_ = static_cast<int32_t>(running_.size());
 }
 
-void Engine::Step() {
+int32_t Engine::Step() {
   // Decode tokens first (one per job), then prefill chunks within the
   // per-step token budget, oldest job first.
   std::vector<ForwardItem> items;
@@ -157,7 +173,7 @@ void Engine::Step() {
     items.push_back({chunk, job.next_pos(), job.cache(), false});
     owners.push_back(i);
   }
-  if (items.empty()) return;
+  if (items.empty()) return 0;
   absl::StatusOr<at::Tensor> logits = model_->ForwardBatch(items);
   if (!logits.ok()) {
     // A batch-level failure fails the jobs in it; others are untouched.
@@ -177,6 +193,7 @@ void Engine::Step() {
                  running_.end());
   std::lock_guard<std::mutex> lock(mu_);
   running_count_ = static_cast<int32_t>(running_.size());
+  return static_cast<int32_t>(items.size());
 }
 
 void Engine::Finish(Running& running, const absl::Status& error) {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,11 +24,22 @@
 
 namespace llorch {
 
+struct EngineStats {
+  int32_t running = 0;
+  int32_t waiting = 0;
+  size_t kv_used_bytes = 0;
+  size_t kv_budget_bytes = 0;
+};
+
 struct EngineOptions {
   size_t kv_budget_bytes = size_t{1} << 30;  // KV memory of all running jobs together
   int32_t max_running = 16;                 // jobs decoding together (batch size)
   int32_t max_waiting = 256;                // queued jobs before RESOURCE_EXHAUSTED
   int64_t max_prefill_tokens_per_step = 512;
+  // Called on the engine thread after every loop turn (admissions,
+  // cancellations and at most one forward): `batch_size` is the number of
+  // jobs in that forward, 0 when none ran. For metrics; must not block.
+  std::function<void(int32_t batch_size, const EngineStats& stats)> on_step;
 };
 
 struct JobSummary {
@@ -48,13 +60,6 @@ class JobSink {
   virtual void OnError(const absl::Status& status) = 0;    // last call instead of OnFinished
 };
 
-struct EngineStats {
-  int32_t running = 0;
-  int32_t waiting = 0;
-  size_t kv_used_bytes = 0;
-  size_t kv_budget_bytes = 0;
-};
-
 class Engine {
  public:
   Engine(const LlamaModel* model, const Tokenizer* tokenizer, EngineOptions options);
@@ -71,7 +76,13 @@ class Engine {
   // Idempotent; unknown or finished ids are ignored. The job's sink gets
   // OnFinished(kCancelled) and its KV memory is freed before the next step.
   void Cancel(const std::string& job_id);
+  // Cancels every waiting and running job, as Cancel does for each.
+  void CancelAll();
+  // Draining: from now on Submit fails with Unavailable; queued and running
+  // jobs go on. Idempotent.
+  void StopAccepting();
   EngineStats Stats() const;
+  const EngineOptions& options() const { return options_; }
 
  private:
   struct Request {
@@ -89,7 +100,7 @@ class Engine {
 
   void Loop();
   void Admit();       // engine thread, mu_ held
-  void Step();        // engine thread, mu_ not held
+  int32_t Step();     // engine thread, mu_ not held; returns the batch size
   void Finish(Running& running, const absl::Status& error);  // engine thread
 
   const LlamaModel* model_;
@@ -99,6 +110,7 @@ class Engine {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  bool draining_ = false;
   std::deque<Request> waiting_;           // guarded by mu_
   std::vector<std::string> cancelled_;    // guarded by mu_
   std::map<std::string, bool> live_ids_;  // waiting or running; guarded by mu_

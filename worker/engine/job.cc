@@ -32,7 +32,7 @@ absl::Status ValidateGenerationParams(const GenerationParams& params, int32_t vo
   for (int32_t id : params.stop_ids) {
     if (id < 0 || id >= vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "stop token id ", id, " is outside the vocabulary [0, ", vocab_size, ")"));
+          "stop_token_ids: id ", id, " is outside the vocabulary [0, ", vocab_size, ")"));
     }
   }
   for (const std::string& s : params.stop_strings) {
@@ -54,7 +54,7 @@ absl::Status Job::Validate(const std::vector<int32_t>& prompt, const GenerationP
   for (int32_t id : prompt) {
     if (id < 0 || id >= vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "prompt token id ", id, " is outside the vocabulary [0, ", vocab_size, ")"));
+          "token_ids: prompt token id ", id, " is outside the vocabulary [0, ", vocab_size, ")"));
     }
   }
   const int64_t num_prompt = static_cast<int64_t>(prompt.size());

@@ -1,0 +1,280 @@
+#include "services/worker/worker_service.h"
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "common/grpc/status.h"
+#include "services/worker/execute_request.h"
+
+namespace llorch {
+namespace {
+
+namespace v1 = worker::v1;
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::string OutcomeForError(const absl::Status& status) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
+}
+
+// One Execute call. Owns itself: deleted in OnDone, which gRPC calls only
+// after Finish, which is called only once the engine has made its last call
+// on the sink (or the job was never submitted). So the engine never touches
+// a deleted reactor.
+class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
+ public:
+  ExecuteReactor(const WorkerServiceOptions& options, grpc::CallbackServerContext* context)
+      : options_(options), context_(context), start_(Clock::now()) {}
+
+  void Start(const v1::ExecuteRequest& request) {
+    absl::StatusOr<JobRequest> job = ToJobRequest(request, *options_.model->tokenizer);
+    absl::Status submitted = job.status();
+    if (job.ok()) {
+      job_id_ = job->job_id;
+      submitted = options_.engine->Submit(std::move(job->job_id), std::move(job->prompt),
+                                          std::move(job->params), std::make_shared<Sink>(this));
+    }
+    if (!submitted.ok()) {
+      if (options_.metrics) options_.metrics->CountRequest(OutcomeForError(submitted));
+      End(ToGrpcStatus(submitted));
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      if (!ok) broken_ = true;  // the call is gone; OnCancel follows
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      broken_ = true;
+    }
+    if (!job_id_.empty()) options_.engine->Cancel(job_id_);
+    Pump();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // Runs on the engine thread; must not block.
+  class Sink final : public JobSink {
+   public:
+    explicit Sink(ExecuteReactor* reactor) : reactor_(reactor) {}
+    void OnStarted(int32_t prompt_tokens) override {
+      if (reactor_->options_.metrics) reactor_->options_.metrics->prompt_tokens.Increment(prompt_tokens);
+      v1::ExecuteEvent event;
+      event.mutable_started()->set_job_id(reactor_->job_id_);
+      event.mutable_started()->set_prompt_tokens(prompt_tokens);
+      reactor_->Push(std::move(event));
+    }
+    void OnToken(const TokenEvent& token) override { reactor_->OnToken(token); }
+    void OnFinished(const JobSummary& summary) override { reactor_->OnFinished(summary); }
+    void OnError(const absl::Status& status) override {
+      if (reactor_->options_.metrics) reactor_->options_.metrics->CountRequest(OutcomeForError(status));
+      reactor_->End(ToGrpcStatus(status));
+    }
+
+   private:
+    ExecuteReactor* const reactor_;
+  };
+
+  void OnToken(const TokenEvent& token) {
+    const Clock::time_point now = Clock::now();
+    if (WorkerMetrics* m = options_.metrics) {
+      m->generated_tokens.Increment();
+      if (token.index == 0) {
+        m->time_to_first_token.Observe(std::chrono::duration<double>(now - start_).count());
+      } else {
+        m->inter_token_latency.Observe(std::chrono::duration<double>(now - last_token_).count());
+      }
+    }
+    last_token_ = now;
+    v1::ExecuteEvent event;
+    v1::Token* out = event.mutable_token();
+    out->set_index(token.index);
+    out->set_id(token.id);
+    out->set_text(token.text);
+    out->set_logprob(token.logprob);
+    for (const auto& [id, logprob] : token.top_logprobs) {
+      v1::TopLogprob* top = out->add_top_logprobs();
+      top->set_id(id);
+      top->set_logprob(logprob);
+    }
+    Push(std::move(event));
+  }
+
+  void OnFinished(const JobSummary& summary) {
+    if (WorkerMetrics* m = options_.metrics) {
+      const bool deadline_passed =
+          summary.reason == FinishReason::kCancelled && context_->deadline() < std::chrono::system_clock::now();
+      m->CountRequest(deadline_passed ? "deadline_exceeded" : FinishReasonName(summary.reason));
+      m->request_duration.Observe(SecondsSince(start_));
+    }
+    v1::ExecuteEvent event;
+    v1::Finished* out = event.mutable_finished();
+    out->set_reason(ToProtoFinishReason(summary.reason));
+    out->set_prompt_tokens(summary.prompt_tokens);
+    out->set_completion_tokens(summary.completion_tokens);
+    out->set_ttft_seconds(summary.ttft_ms / 1000.0);
+    out->set_decode_tokens_per_second(summary.decode_tokens_per_s);
+    Push(std::move(event));
+    End(grpc::Status::OK);
+  }
+
+  void Push(v1::ExecuteEvent event) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (broken_) return;
+      pending_.push_back(std::move(event));
+    }
+    Pump();
+  }
+
+  // The last event: the stream finishes with `status` once queued events
+  // are written (or at once if the call is broken).
+  void End(grpc::Status status) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      final_status_ = std::move(status);
+      ended_ = true;
+    }
+    Pump();
+  }
+
+  // Starts the next write, or finishes the call; one write in flight at a
+  // time. The gRPC calls happen outside the lock; nothing touches `this`
+  // after Finish, since OnDone may already be deleting it.
+  void Pump() {
+    enum { kNothing, kWrite, kFinish } action = kNothing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (writing_ || finish_called_) return;
+      if (broken_) pending_.clear();
+      if (!pending_.empty()) {
+        current_ = std::move(pending_.front());
+        pending_.pop_front();
+        writing_ = true;
+        action = kWrite;
+      } else if (ended_) {
+        finish_called_ = true;
+        action = kFinish;
+      }
+    }
+    if (action == kWrite) {
+      StartWrite(&current_);
+    } else if (action == kFinish) {
+      Finish(final_status_);
+    }
+  }
+
+  const WorkerServiceOptions& options_;
+  grpc::CallbackServerContext* const context_;
+  const Clock::time_point start_;
+  Clock::time_point last_token_;  // engine thread
+  std::string job_id_;            // set before Submit, then read-only
+
+  std::mutex mu_;
+  std::deque<v1::ExecuteEvent> pending_;
+  v1::ExecuteEvent current_;  // being written
+  bool writing_ = false;
+  bool broken_ = false;  // cancelled or a write failed: drop further events
+  bool ended_ = false;
+  bool finish_called_ = false;
+  grpc::Status final_status_;
+};
+
+const absl::Status& NotReady() {
+  static const absl::Status* status =
+      new absl::Status(absl::UnavailableError("worker is starting: the model is not loaded yet"));
+  return *status;
+}
+
+}  // namespace
+
+WorkerService::WorkerService(WorkerServiceOptions options) : options_(std::move(options)) {
+  if (options_.engine != nullptr && options_.model != nullptr) ready_.store(&options_);
+}
+
+void WorkerService::Attach(Engine* engine, const ServedModel* model) {
+  options_.engine = engine;
+  options_.model = model;
+  ready_.store(&options_, std::memory_order_release);
+}
+
+grpc::ServerWriteReactor<v1::ExecuteEvent>* WorkerService::Execute(
+    grpc::CallbackServerContext* context, const v1::ExecuteRequest* request) {
+  const WorkerServiceOptions* ready = Ready();
+  if (ready == nullptr) {
+    // A reactor that only finishes.
+    class Refusal final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
+     public:
+      Refusal() { Finish(ToGrpcStatus(NotReady())); }
+      void OnDone() override { delete this; }
+    };
+    if (options_.metrics) options_.metrics->CountRequest("unavailable");
+    return new Refusal();
+  }
+  auto* reactor = new ExecuteReactor(*ready, context);
+  reactor->Start(*request);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerService::Cancel(grpc::CallbackServerContext* context,
+                                                const v1::CancelRequest* request,
+                                                v1::CancelResponse* /*response*/) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const WorkerServiceOptions* ready = Ready();
+  if (ready == nullptr) {
+    reactor->Finish(ToGrpcStatus(NotReady()));
+  } else if (request->job_id().empty()) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("job_id is required")));
+  } else {
+    ready->engine->Cancel(request->job_id());
+    reactor->Finish(grpc::Status::OK);
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* context,
+                                              const v1::InfoRequest* /*request*/,
+                                              v1::InfoResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const WorkerServiceOptions* ready = Ready();
+  if (ready == nullptr) {
+    reactor->Finish(ToGrpcStatus(NotReady()));
+    return reactor;
+  }
+  const ServedModel& model = *ready->model;
+  const EngineStats stats = ready->engine->Stats();
+  const EngineOptions& engine_options = ready->engine->options();
+  response->set_worker_id(options_.worker_id);
+  response->set_model(model.name);
+  response->set_model_path(options_.model_path);
+  response->set_architecture(model.config.architecture);
+  response->set_dtype(model.weight_type);
+  response->set_device(options_.device);
+  response->set_context_length(model.config.context_length);
+  response->set_vocab_size(model.config.vocab_size);
+  response->set_kv_capacity_bytes(static_cast<int64_t>(stats.kv_budget_bytes));
+  response->set_kv_used_bytes(static_cast<int64_t>(stats.kv_used_bytes));
+  response->set_active_jobs(stats.running);
+  response->set_waiting_jobs(stats.waiting);
+  response->set_max_batch(engine_options.max_running);
+  response->set_max_waiting(engine_options.max_waiting);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace llorch

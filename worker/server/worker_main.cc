@@ -1,0 +1,292 @@
+// llorch-worker: serves one model over gRPC (llorch.worker.v1.Worker) with
+// continuous batching, grpc.health.v1 and server reflection, and Prometheus
+// metrics over HTTP. Lifecycle: listen (health NOT_SERVING) -> load the
+// model -> warm up on a throwaway job -> SERVING -> on SIGTERM/SIGINT:
+// NOT_SERVING, refuse new jobs, let running ones finish for --drain_timeout,
+// cancel the rest, exit 0.
+#include <ATen/Parallel.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/metrics/exposer.h"
+#include "services/worker/worker_metrics.h"
+#include "services/worker/worker_service.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/served_model.h"
+#include "worker/model/kv_cache.h"
+
+ABSL_FLAG(std::string, model, "", "GGUF model file (required)");
+ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "gRPC address host:port (port 0 picks one)");
+ABSL_FLAG(int, metrics_port, 9464, "HTTP port for /metrics (0 picks one, -1 turns it off)");
+ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address /metrics binds to");
+ABSL_FLAG(std::string, kv_budget, "1GiB",
+          "KV cache memory of all running jobs: bytes with an optional KiB/MiB/GiB suffix, "
+          "or a number of token positions with the suffix 'tokens'");
+ABSL_FLAG(int, max_batch, 16, "jobs decoded together");
+ABSL_FLAG(int, max_waiting, 256, "jobs queued for admission before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_prefill_tokens, 512, "prompt tokens prefilled per engine step");
+ABSL_FLAG(int, threads, 0, "CPU threads for the model (0: all cores)");
+ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | mps");
+ABSL_FLAG(std::string, worker_id, "", "name reported in Info (default: host:port)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "on SIGTERM, how long running jobs may finish before they are cancelled");
+
+namespace llorch {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+constexpr char kServiceName[] = "llorch.worker.v1.Worker";
+
+struct ShutdownState {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool serving = false;
+  bool requested = false;
+};
+ShutdownState g_shutdown;
+
+void Log(const std::string& line) { std::cerr << "llorch-worker: " << line << std::endl; }
+
+// "1GiB", "512MiB", "1000000" -> bytes; "8192tokens" -> positions x bytes per position.
+absl::StatusOr<size_t> ParseKvBudget(std::string text, const ModelConfig& config) {
+  text = std::string(absl::StripAsciiWhitespace(text));
+  uint64_t value = 0;
+  std::string number = text;
+  uint64_t unit = 1;
+  bool tokens = false;
+  for (const auto& [suffix, scale] : {std::pair<const char*, uint64_t>{"GiB", 1ull << 30},
+                                      {"MiB", 1ull << 20}, {"KiB", 1ull << 10}, {"B", 1}}) {
+    if (absl::EndsWith(text, suffix)) {
+      number = text.substr(0, text.size() - std::string(suffix).size());
+      unit = scale;
+      break;
+    }
+  }
+  if (absl::EndsWith(text, "tokens")) {
+    number = text.substr(0, text.size() - 6);
+    tokens = true;
+  }
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(number), &value) || value == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_budget must be a positive size such as 1GiB, 512MiB or 8192tokens, got '", text,
+        "'"));
+  }
+  if (tokens) return KvCache::BytesFor(config, static_cast<int64_t>(value));
+  return static_cast<size_t>(value * unit);
+}
+
+int g_signal_pipe[2] = {-1, -1};
+
+void OnTerminationSignal(int signal_number) {
+  const unsigned char byte = static_cast<unsigned char>(signal_number);
+  const ssize_t written = write(g_signal_pipe[1], &byte, 1);
+  (void)written;
+}
+
+int Run() {
+  const std::string model_path = absl::GetFlag(FLAGS_model);
+  if (model_path.empty()) {
+    Log("--model is required");
+    return 2;
+  }
+  const std::string device = absl::GetFlag(FLAGS_device);
+
+  // SIGTERM/SIGINT are turned into bytes on a pipe by an async-signal-safe
+  // handler (libraries start threads before main, so blocking the signals
+  // in one thread cannot route them); one thread reads the pipe. Before
+  // serving there is nothing to drain, so a signal then exits at once.
+  if (pipe(g_signal_pipe) != 0) {
+    Log("cannot create the signal pipe");
+    return 2;
+  }
+  struct sigaction action = {};
+  action.sa_handler = OnTerminationSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  std::thread([] {
+    unsigned char signal_number = 0;
+    while (read(g_signal_pipe[0], &signal_number, 1) != 1) {
+    }
+    std::lock_guard<std::mutex> lock(g_shutdown.mu);
+    if (!g_shutdown.serving) {
+      Log(absl::StrCat("signal ", signal_number, " while starting: exiting"));
+      std::_Exit(0);
+    }
+    Log(absl::StrCat("signal ", signal_number, ": draining"));
+    g_shutdown.requested = true;
+    g_shutdown.cv.notify_all();
+  }).detach();
+
+  auto registry = std::make_shared<metrics::Registry>();
+  std::unique_ptr<metrics::Exposer> exposer;
+  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  if (metrics_port >= 0) {
+    const std::string host = absl::GetFlag(FLAGS_metrics_host);
+    const std::string address = absl::StrCat(host.find(':') != std::string::npos ? "[" : "",
+                                              host, host.find(':') != std::string::npos ? "]" : "",
+                                              ":", metrics_port);
+    absl::StatusOr<std::unique_ptr<metrics::Exposer>> created = metrics::Exposer::Create(address);
+    if (!created.ok()) {
+      Log(absl::StrCat("metrics: ", created.status().message()));
+      return 2;
+    }
+    exposer = std::move(*created);
+    exposer->RegisterCollectable(registry);
+    Log(absl::StrCat("metrics on http://", host, ":", exposer->GetListeningPorts()[0], "/metrics"));
+  }
+
+  // The tokenizer and config first (fast), so the metrics labels and the KV
+  // budget are known; weights follow once the server is listening.
+  absl::StatusOr<ServedModel> header = LoadServedModel(model_path, nullptr);
+  if (!header.ok()) {
+    Log(std::string(header.status().message()));
+    return 2;
+  }
+  absl::StatusOr<size_t> kv_budget = ParseKvBudget(absl::GetFlag(FLAGS_kv_budget), header->config);
+  if (!kv_budget.ok()) {
+    Log(std::string(kv_budget.status().message()));
+    return 2;
+  }
+  WorkerMetrics worker_metrics(*registry, WorkerBuildInfo{kVersion, header->name,
+                                                          header->config.architecture,
+                                                          header->weight_type, device});
+  worker_metrics.SetServing(false);
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  WorkerServiceOptions service_options;
+  service_options.metrics = &worker_metrics;
+  service_options.model_path = model_path;
+  service_options.device = device;
+  service_options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  WorkerService service(service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    Log(absl::StrCat("cannot listen on ", listen));
+    return 2;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  Log(absl::StrCat("grpc listening on port ", port));
+  if (service_options.worker_id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof(host) - 1);
+    service_options.worker_id = absl::StrCat(host, ":", port);
+  }
+
+  int threads = absl::GetFlag(FLAGS_threads);
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  LoadOptions load_options;
+  load_options.device = device;
+  absl::StatusOr<ServedModel> served = LoadServedModel(model_path, &load_options);
+  if (!served.ok()) {
+    Log(std::string(served.status().message()));
+    return 2;
+  }
+  worker_metrics.SetModelLoadSeconds(served->load_seconds);
+  Log(absl::StrCat("loaded ", served->name, " (", served->config.architecture, ", ",
+                   served->weight_type, ") on ", device, " in ", served->load_seconds, " s"));
+  if (absl::Status s = WarmUp(*served->model); !s.ok()) {
+    Log(absl::StrCat("warm-up failed: ", s.message()));
+    return 2;
+  }
+
+  EngineOptions engine_options;
+  engine_options.kv_budget_bytes = *kv_budget;
+  engine_options.max_running = absl::GetFlag(FLAGS_max_batch);
+  engine_options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  engine_options.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens);
+  if (engine_options.max_running < 1 || engine_options.max_waiting < 0 ||
+      engine_options.max_prefill_tokens_per_step < 1) {
+    Log("--max_batch and --max_prefill_tokens must be at least 1, --max_waiting at least 0");
+    return 2;
+  }
+  engine_options.on_step = [&worker_metrics](int32_t batch_size, const EngineStats& stats) {
+    worker_metrics.OnEngineStep(batch_size, stats);
+  };
+  auto engine = std::make_unique<Engine>(served->model.get(), served->tokenizer.get(),
+                                         engine_options);
+  worker_metrics.OnEngineStep(0, engine->Stats());
+
+  service.Attach(engine.get(), &*served);
+  health->SetServingStatus(true);
+  health->SetServingStatus(kServiceName, true);
+  worker_metrics.SetServing(true);
+  Log(absl::StrCat("serving (kv budget ", *kv_budget, " bytes, max batch ",
+                   engine_options.max_running, ")"));
+
+  {
+    std::unique_lock<std::mutex> lock(g_shutdown.mu);
+    g_shutdown.serving = true;
+    g_shutdown.cv.wait(lock, [] { return g_shutdown.requested; });
+  }
+
+  // Drain: unhealthy first so balancers stop sending, then refuse new jobs,
+  // let running ones finish, cancel what is left at the timeout.
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  worker_metrics.SetServing(false);
+  engine->StopAccepting();
+  const auto drain_deadline = std::chrono::steady_clock::now() +
+                              absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_drain_timeout));
+  auto idle = [&engine] {
+    const EngineStats stats = engine->Stats();
+    return stats.running == 0 && stats.waiting == 0;
+  };
+  while (!idle() && std::chrono::steady_clock::now() < drain_deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!idle()) {
+    const EngineStats stats = engine->Stats();
+    Log(absl::StrCat("drain timeout: cancelling ", stats.running + stats.waiting, " jobs"));
+  }
+  // Streams of cancelled jobs end with Finished{CANCELLED}; give them a
+  // moment to be written before the server cancels what remains.
+  engine->CancelAll();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  engine.reset();
+  server.reset();
+  Log("drained, exiting");
+  return 0;
+}
+
+}  // namespace
+}  // namespace llorch
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("llorch-worker --model FILE.gguf [--listen host:port] ...");
+  absl::ParseCommandLine(argc, argv);
+  return llorch::Run();
+}
