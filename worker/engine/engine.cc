@@ -42,7 +42,10 @@ absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
     if (live_ids_.count(job_id)) {
       return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " is already live"));
     }
-    if (static_cast<int32_t>(waiting_.size()) >= options_.max_waiting) {
+    // Jobs that the next step admits into free batch slots do not count as
+    // waiting (approximately: the KV budget may still hold them back).
+    const int32_t free_slots = std::max(0, options_.max_running - running_count_);
+    if (static_cast<int32_t>(waiting_.size()) >= options_.max_waiting + free_slots) {
       return absl::ResourceExhaustedError(
           absl::StrCat("wait queue full (", options_.max_waiting, " jobs)"));
     }

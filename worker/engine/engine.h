@@ -34,7 +34,7 @@ struct EngineStats {
 struct EngineOptions {
   size_t kv_budget_bytes = size_t{1} << 30;  // KV memory of all running jobs together
   int32_t max_running = 16;                 // jobs decoding together (batch size)
-  int32_t max_waiting = 256;                // queued jobs before RESOURCE_EXHAUSTED
+  int32_t max_waiting = 256;                // jobs queued beyond free batch slots
   int64_t max_prefill_tokens_per_step = 512;
   // Called on the engine thread after every loop turn (admissions,
   // cancellations and at most one forward): `batch_size` is the number of

@@ -156,7 +156,9 @@ int Run() {
     }
     exposer = std::move(*created);
     exposer->RegisterCollectable(registry);
-    Log(absl::StrCat("metrics on http://", host, ":", exposer->GetListeningPorts()[0], "/metrics"));
+    const int port = exposer->GetListeningPorts()[0];
+    Log(absl::StrCat("metrics listening on port ", port, " (http://", host, ":", port,
+                     "/metrics)"));
   }
 
   // The tokenizer and config first (fast), so the metrics labels and the KV
