@@ -8,71 +8,19 @@ quantile, and that a label value needing escaping arrives unchanged.
 
 Usage: prometheus_scrape_test.py path/to/llorch_metrics_test_exporter
 """
-import ctypes
-import json
 import math
+import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.parse
-import urllib.request
 
-DEADLINE_S = 45  # CTest's limit is 60 s.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "support"))
+from prometheus_server import PrometheusServer, TestFailure, die_with_parent  # noqa: E402
+
 # Must equal kLatencyBuckets in metrics_test_exporter.cc.
 BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
-
-
-class TestFailure(Exception):
-    pass
-
-
-def die_with_parent():
-    # Children get SIGTERM if this script is killed (e.g. by CTest's timeout),
-    # so no Prometheus outlives the test.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def api(base_url, path, **params):
-    url = f"{base_url}{path}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = json.load(response)
-    if body.get("status") != "success":
-        raise TestFailure(f"{url}: {body}")
-    return body["data"]
-
-
-def wait_for(what, poll, prometheus):
-    """Calls poll() until it returns a value other than None."""
-    while time.monotonic() < start + DEADLINE_S:
-        if prometheus.poll() is not None:
-            raise TestFailure(f"prometheus exited with {prometheus.returncode} "
-                              f"while waiting for {what}")
-        try:
-            result = poll()
-            if result is not None:
-                return result
-        except OSError:
-            pass  # Not listening yet.
-        time.sleep(0.2)
-    raise TestFailure(f"timed out waiting for {what}")
-
-
-def query_scalar(base_url, expression, prometheus):
-    def poll():
-        data = api(base_url, "/api/v1/query", query=expression)
-        return float(data["result"][0]["value"][1]) if data["result"] else None
-    return wait_for(f"a result for {expression}", poll, prometheus)
 
 
 def run(exporter, tmp):
@@ -95,35 +43,16 @@ def run(exporter, tmp):
             raise TestFailure(f"exporter printed {line!r}, not port=<port>")
         target = f"127.0.0.1:{int(line[5:])}"
 
-        config = f"{tmp}/prometheus.yml"
-        with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                    "scrape_configs:\n  - job_name: llorch_metrics_test\n"
-                    f"    static_configs:\n      - targets: ['{target}']\n")
-        port = free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        log = open(f"{tmp}/prometheus.log", "w")
-        prometheus = subprocess.Popen(
-            [shutil.which("prometheus"), f"--config.file={config}",
-             f"--storage.tsdb.path={tmp}/data",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-        processes.append(prometheus)
+        prom = PrometheusServer(tmp, [target], job="llorch_metrics_test")
+        prom.__enter__()
+        processes.append(prom)
+        prom.wait_targets_up()
 
-        def target_up():
-            targets = api(base_url, "/api/v1/targets")["activeTargets"]
-            errors = [t.get("lastError") for t in targets if t.get("lastError")]
-            if errors:
-                raise TestFailure(f"scrape of {target} failed: {errors}")
-            return True if any(t["health"] == "up" for t in targets) else None
-        wait_for(f"target {target} to be up", target_up, prometheus)
-
-        total = query_scalar(base_url, "llorch_test_events_total", prometheus)
+        total = prom.query_scalar("llorch_test_events_total")
         check(total == count, f"counter via Prometheus {total} != {count} counted")
-        n = query_scalar(base_url, "llorch_test_latency_seconds_count", prometheus)
+        n = prom.query_scalar("llorch_test_latency_seconds_count")
         check(n == len(observations), f"_count {n} != {len(observations)}")
-        total_sum = query_scalar(base_url, "llorch_test_latency_seconds_sum",
-                                 prometheus)
+        total_sum = prom.query_scalar("llorch_test_latency_seconds_sum")
         check(math.isclose(total_sum, math.fsum(observations), rel_tol=1e-9),
               f"_sum {total_sum} != {math.fsum(observations)}")
 
@@ -134,33 +63,25 @@ def run(exporter, tmp):
             exact = ordered[math.ceil(q * len(ordered)) - 1]
             index = next(i for i, b in enumerate(BUCKETS) if exact <= b)
             lower = BUCKETS[index - 1] if index > 0 else 0.0
-            estimate = query_scalar(
-                base_url,
-                f"histogram_quantile({q}, llorch_test_latency_seconds_bucket)",
-                prometheus)
+            estimate = prom.query_scalar(
+                f"histogram_quantile({q}, llorch_test_latency_seconds_bucket)")
             check(lower <= estimate <= BUCKETS[index],
                   f"histogram_quantile({q}) = {estimate}, but the exact "
                   f"quantile {exact} is in bucket ({lower}, {BUCKETS[index]}]")
             print(f"histogram_quantile({q}) = {estimate:.4f} "
                   f"(exact {exact:.4f}, bucket ({lower}, {BUCKETS[index]}])")
 
-        series = api(base_url, "/api/v1/series",
+        series = prom.api("/api/v1/series",
                      **{"match[]": "llorch_test_label_echo"})
         check(len(series) == 1 and series[0].get("value") == label_value,
               f"label value came back as {series!r}, sent {label_value!r}")
         print(f"OK: Prometheus read {int(total)} events, {int(n)} observations "
               f"and the escaped label value back from {target}")
-    except TestFailure:
-        log_path = f"{tmp}/prometheus.log"
-        try:
-            with open(log_path) as f:
-                print("--- prometheus log (tail) ---\n" + "".join(f.readlines()[-20:]),
-                      file=sys.stderr)
-        except OSError:
-            pass
-        raise
     finally:
         for process in reversed(processes):
+            if isinstance(process, PrometheusServer):
+                process.__exit__(*sys.exc_info())
+                continue
             process.terminate()
             try:
                 process.wait(timeout=10)
@@ -177,10 +98,6 @@ def check(condition, message):
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    if shutil.which("prometheus") is None:
-        print("FAIL: prometheus not found; install the Debian package "
-              "'prometheus' (tools/setup.sh does)", file=sys.stderr)
-        return 1
     # Turn SIGTERM into an exception so that the cleanup below runs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with tempfile.TemporaryDirectory(prefix="llorch-prometheus-") as tmp:
@@ -192,6 +109,5 @@ def main():
     return 0
 
 
-start = time.monotonic()
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,8 @@
 // llorch: the local command line. Subcommands:
 //   run       generate from a prompt (text or ids), streaming tokens
 //   score     teacher-forced log-probs at every position of a token sequence
+//   generate  the same, streamed from a running llorch-worker over gRPC
+//   bench-serve  aggregate throughput of a worker at several concurrencies
 //   inspect   model metadata as JSON
 //   tokenize  prompt text to ids as JSON
 // Errors: one line on stderr, exit code 2.
@@ -19,13 +21,22 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+
+#include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "services/worker/worker_client.h"
 #include "worker/engine/job.h"
 #include "worker/engine/served_model.h"
 #include "worker/gguf/gguf.h"
@@ -46,6 +57,10 @@ constexpr char kUsage[] =
     "          [--threads N] [--device cpu|cuda|mps] [--format text|jsonl]\n"
     "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--threads N]\n"
     "       llorch bench --model PATH [--prompt-tokens P] [--gen-tokens G] [--reps R] [--threads N]\n"
+    "       llorch generate --worker HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling flags\n"
+    "          as for run] [--job-id ID] [--timeout SECONDS] [--format text|jsonl]\n"
+    "       llorch bench-serve --worker HOST:PORT [--streams 1,2,4,8,16] [--gen-tokens G]\n"
+    "          [--requests R]   aggregate tok/s per number of concurrent streams\n"
     "       llorch inspect --model PATH\n"
     "       llorch tokenize --model PATH --text TEXT [--no-bos]\n";
 
@@ -74,7 +89,9 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       {"--logprobs", true},    {"--threads", true},       {"--device", true},
       {"--format", true},      {"--text", true},          {"--no-bos", false},
       {"--ignore-eos", false}, {"--prefill-chunk", true}, {"--prompt-tokens", true},
-      {"--gen-tokens", true},  {"--reps", true},
+      {"--gen-tokens", true},  {"--reps", true},          {"--worker", true},
+      {"--job-id", true},      {"--timeout", true},       {"--streams", true},
+      {"--requests", true},
   };
   if (argc < 2) return absl::InvalidArgumentError("missing command");
   Args args;
@@ -149,7 +166,7 @@ json TopLogProbsJson(const std::vector<std::pair<int32_t, float>>& top) {
   return out;
 }
 
-absl::Status Run(const Args& args) {
+absl::StatusOr<GenerationParams> ParseGenerationParams(const Args& args) {
   GenerationParams params;
   // Defaults as llama.cpp's: a sensible demo out of the box.
   params.sampling.temperature = 0.8f;
@@ -177,6 +194,13 @@ absl::Status Run(const Args& args) {
     }
   }
   params.ignore_eos = args.Has("--ignore-eos");
+  return params;
+}
+
+absl::Status Run(const Args& args) {
+  absl::StatusOr<GenerationParams> parsed = ParseGenerationParams(args);
+  if (!parsed.ok()) return parsed.status();
+  const GenerationParams& params = *parsed;
   const std::string format = args.Get("--format", "text");
   if (format != "text" && format != "jsonl") {
     return absl::InvalidArgumentError(absl::StrCat("--format must be text or jsonl, got ", format));
@@ -323,6 +347,183 @@ absl::Status Bench(const Args& args) {
   return absl::OkStatus();
 }
 
+// ---- Client commands: talk to a running llorch-worker. ----
+
+worker::v1::ExecuteRequest ToExecuteRequest(const std::string& job_id,
+                                            const GenerationParams& params) {
+  worker::v1::ExecuteRequest request;
+  request.set_job_id(job_id);
+  worker::v1::SamplingParams* sampling = request.mutable_sampling();
+  sampling->set_temperature(params.sampling.temperature);
+  sampling->set_top_k(params.sampling.top_k);
+  sampling->set_top_p(params.sampling.top_p);
+  sampling->set_min_p(params.sampling.min_p);
+  sampling->set_repetition_penalty(params.sampling.repetition_penalty);
+  sampling->set_seed(params.sampling.seed);
+  request.set_max_tokens(params.max_tokens);
+  for (const std::string& stop : params.stop_strings) request.add_stop(stop);
+  for (int32_t id : params.stop_ids) request.add_stop_token_ids(id);
+  request.set_logprobs(params.top_logprobs);
+  request.set_ignore_eos(params.ignore_eos);
+  return request;
+}
+
+std::unique_ptr<worker::v1::Worker::Stub> WorkerStub(const std::string& address) {
+  return worker::v1::Worker::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+}
+
+std::string NewJobId() {
+  return absl::StrCat("cli-", getpid(), "-", std::random_device{}());
+}
+
+absl::Status Generate(const Args& args) {
+  if (!args.Has("--worker")) return absl::InvalidArgumentError("--worker is required");
+  absl::StatusOr<GenerationParams> params = ParseGenerationParams(args);
+  if (!params.ok()) return params.status();
+  const std::string format = args.Get("--format", "text");
+  if (format != "text" && format != "jsonl") {
+    return absl::InvalidArgumentError(absl::StrCat("--format must be text or jsonl, got ", format));
+  }
+  double timeout_s = 600;
+  if (absl::Status s = ParseNumber(args, "--timeout", &timeout_s); !s.ok()) return s;
+  worker::v1::ExecuteRequest request = ToExecuteRequest(args.Get("--job-id", NewJobId()), *params);
+  if (args.Has("--prompt") == args.Has("--prompt-ids")) {
+    return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
+  }
+  if (args.Has("--prompt")) {
+    request.set_text(args.Get("--prompt"));
+  } else {
+    absl::StatusOr<std::vector<int32_t>> ids = ParseIds(args.Get("--prompt-ids"), "--prompt-ids");
+    if (!ids.ok()) return ids.status();
+    for (int32_t id : *ids) request.mutable_token_ids()->add_ids(id);
+  }
+  std::unique_ptr<worker::v1::Worker::Stub> stub = WorkerStub(args.Get("--worker"));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  const bool jsonl = format == "jsonl";
+  ExecuteResult result = ExecuteToEnd(*stub, request, &context, [&](const auto& event) {
+    if (!event.has_token()) return;
+    const worker::v1::Token& t = event.token();
+    if (jsonl) {
+      json line = {{"event", "token"}, {"index", t.index()}, {"id", t.id()},
+                   {"text", t.text()},  {"logprob", t.logprob()}};
+      if (t.top_logprobs_size() > 0) {
+        json top = json::array();
+        for (const auto& alt : t.top_logprobs()) top.push_back({alt.id(), alt.logprob()});
+        line["top_logprobs"] = top;
+      }
+      std::cout << Dump(line) << "\n" << std::flush;
+    } else {
+      std::cout << t.text() << std::flush;
+    }
+  });
+  if (!result.status.ok()) {
+    if (!jsonl && !result.tokens.empty()) std::cout << "\n";
+    return absl::Status(static_cast<absl::StatusCode>(result.status.error_code()),
+                        absl::StrCat(args.Get("--worker"), ": ", result.status.error_message()));
+  }
+  if (!result.finished.has_value()) return absl::InternalError("stream ended without Finished");
+  const worker::v1::Finished& f = *result.finished;
+  const std::string reason(absl::StripPrefix(
+      absl::AsciiStrToLower(worker::v1::FinishReason_Name(f.reason())), "finish_reason_"));
+  if (jsonl) {
+    json done = {{"event", "finished"},
+                 {"reason", reason},
+                 {"prompt_tokens", f.prompt_tokens()},
+                 {"completion_tokens", f.completion_tokens()},
+                 {"ttft_ms", f.ttft_seconds() * 1000},
+                 {"decode_tokens_per_s", f.decode_tokens_per_second()}};
+    std::cout << Dump(done) << "\n";
+  } else {
+    std::cout << "\n";
+    std::cerr << absl::StrCat("[", f.prompt_tokens(), " prompt tokens, ", f.completion_tokens(),
+                              " generated, finished: ", reason, ", ttft ",
+                              static_cast<int>(f.ttft_seconds() * 1000), " ms, ",
+                              static_cast<int>(f.decode_tokens_per_second() * 10) / 10.0,
+                              " tok/s]")
+              << std::endl;
+  }
+  return absl::OkStatus();
+}
+
+// Aggregate generated tokens per second with N streams in flight, each
+// stream issuing requests back to back, against one stream in the same run.
+absl::Status BenchServe(const Args& args) {
+  if (!args.Has("--worker")) return absl::InvalidArgumentError("--worker is required");
+  std::vector<int> streams = {1, 2, 4, 8, 16};
+  if (args.Has("--streams")) {
+    absl::StatusOr<std::vector<int32_t>> parsed = ParseIds(args.Get("--streams"), "--streams");
+    if (!parsed.ok()) return parsed.status();
+    streams.assign(parsed->begin(), parsed->end());
+  }
+  int gen_tokens = 64, requests_per_stream = 2;
+  if (absl::Status s = ParseNumber(args, "--gen-tokens", &gen_tokens); !s.ok()) return s;
+  if (absl::Status s = ParseNumber(args, "--requests", &requests_per_stream); !s.ok()) return s;
+  std::unique_ptr<worker::v1::Worker::Stub> stub = WorkerStub(args.Get("--worker"));
+  {
+    grpc::ClientContext context;
+    worker::v1::InfoResponse info;
+    grpc::Status status = stub->Info(&context, worker::v1::InfoRequest(), &info);
+    if (!status.ok()) {
+      return absl::UnavailableError(absl::StrCat(args.Get("--worker"), ": ", status.error_message()));
+    }
+    std::cout << "model " << info.model() << " (" << info.dtype() << ") on " << info.device()
+              << ", max batch " << info.max_batch() << ", " << gen_tokens
+              << " generated tokens per request, " << requests_per_stream
+              << " requests per stream\n\n";
+  }
+  const std::vector<std::string> prompts = {
+      "Write a short story about a lighthouse keeper.", "Explain how a bicycle works.",
+      "List some facts about the moon.", "Describe a busy market in the morning."};
+  std::cout << "| streams | aggregate tok/s | per-stream tok/s | mean TTFT ms | vs 1 stream |\n"
+               "|--:|--:|--:|--:|--:|\n";
+  double baseline = 0;
+  for (int n : streams) {
+    std::atomic<int64_t> tokens{0};
+    std::atomic<int> failures{0};
+    std::mutex mu;
+    double ttft_sum = 0;
+    int ttft_count = 0;
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    for (int t = 0; t < n; ++t) {
+      threads.emplace_back([&, t] {
+        for (int r = 0; r < requests_per_stream; ++r) {
+          GenerationParams params;
+          params.sampling.temperature = 0;
+          params.max_tokens = gen_tokens;
+          params.ignore_eos = true;
+          worker::v1::ExecuteRequest request =
+              ToExecuteRequest(absl::StrCat(NewJobId(), "-", t, "-", r), params);
+          request.set_text(prompts[(t + r) % prompts.size()]);
+          grpc::ClientContext context;
+          ExecuteResult result = ExecuteToEnd(*stub, request, &context);
+          if (!result.status.ok() || !result.finished) {
+            failures++;
+            continue;
+          }
+          tokens += result.finished->completion_tokens();
+          std::lock_guard<std::mutex> lock(mu);
+          ttft_sum += result.finished->ttft_seconds() * 1000;
+          ttft_count++;
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (failures > 0) return absl::InternalError(absl::StrCat(failures.load(), " requests failed"));
+    const double rate = tokens / seconds;
+    if (baseline == 0) baseline = rate;
+    std::printf("| %d | %.1f | %.1f | %.0f | %.2fx |\n", n, rate, rate / n,
+                ttft_count ? ttft_sum / ttft_count : 0.0, rate / baseline);
+    std::fflush(stdout);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Inspect(const Args& args) {
   absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/false);
   if (!loaded.ok()) return loaded.status();
@@ -383,6 +584,10 @@ int Main(int argc, char** argv) {
     status = Score(*args);
   } else if (args->command == "bench") {
     status = Bench(*args);
+  } else if (args->command == "generate") {
+    status = Generate(*args);
+  } else if (args->command == "bench-serve") {
+    status = BenchServe(*args);
   } else if (args->command == "inspect") {
     status = Inspect(*args);
   } else if (args->command == "tokenize") {

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""The worker's /metrics through promtool and a real Prometheus server.
+
+Starts llorch-worker on a tiny model, runs generations through the
+`llorch generate` client, checks the exposition with `promtool check
+metrics`, then lets Prometheus scrape the worker and reads back through its
+HTTP API the tokens and requests the clients counted themselves.
+
+Usage: worker_prometheus_test.py LLORCH_WORKER LLORCH_CLI MODEL.gguf
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "support"))
+from prometheus_server import PrometheusServer, TestFailure, die_with_parent  # noqa: E402
+
+REQUIRED = [
+    "llorch_worker_requests_total", "llorch_worker_prompt_tokens_total",
+    "llorch_worker_generated_tokens_total", "llorch_worker_time_to_first_token_seconds",
+    "llorch_worker_inter_token_latency_seconds", "llorch_worker_request_duration_seconds",
+    "llorch_worker_active_jobs", "llorch_worker_waiting_jobs",
+    "llorch_worker_kv_cache_used_bytes", "llorch_worker_kv_cache_capacity_bytes",
+    "llorch_worker_batch_size", "llorch_worker_model_load_seconds", "llorch_worker_build_info",
+]
+
+
+def check(condition, message):
+    if not condition:
+        raise TestFailure(message)
+
+
+def start_worker(worker_bin, model, log_path):
+    log = open(log_path, "w")
+    process = subprocess.Popen(
+        [worker_bin, "--model", model, "--listen", "127.0.0.1:0",
+         "--metrics_host", "127.0.0.1", "--metrics_port", "0"],
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = open(log_path).read()
+        grpc = re.search(r"grpc listening on port (\d+)", text)
+        metrics = re.search(r"metrics listening on port (\d+)", text)
+        if grpc and metrics and "llorch-worker: serving" in text:
+            return process, int(grpc.group(1)), int(metrics.group(1))
+        if process.poll() is not None:
+            raise TestFailure(f"worker exited:\n{text}")
+        time.sleep(0.05)
+    raise TestFailure("worker did not start")
+
+
+def run(worker_bin, cli_bin, model, tmp):
+    worker, grpc_port, metrics_port = start_worker(worker_bin, model, f"{tmp}/worker.log")
+    try:
+        # Generations through the real client; count what the clients saw.
+        completion_tokens = prompt_tokens = 0
+        num_requests = 5
+        for i in range(num_requests):
+            out = subprocess.run(
+                [cli_bin, "generate", "--worker", f"127.0.0.1:{grpc_port}", "--format", "jsonl",
+                 "--prompt", f"Request number {i}:", "--max-tokens", str(5 + i),
+                 "--ignore-eos", "--seed", str(i)],
+                check=True, capture_output=True, text=True, timeout=60).stdout
+            finished = json.loads(out.strip().splitlines()[-1])
+            check(finished["event"] == "finished" and finished["reason"] == "length",
+                  f"unexpected end: {finished}")
+            completion_tokens += finished["completion_tokens"]
+            prompt_tokens += finished["prompt_tokens"]
+
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        exposition = urllib.request.urlopen(url, timeout=5).read().decode()
+        promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition,
+                                  capture_output=True, text=True)
+        check(promtool.returncode == 0 and not (promtool.stdout + promtool.stderr).strip(),
+              f"promtool check metrics complained:\n{promtool.stdout}{promtool.stderr}")
+        for name in REQUIRED:
+            check(f"# TYPE {name} " in exposition, f"{name} missing from /metrics")
+        print(f"promtool check metrics: OK ({len(REQUIRED)} required families present)")
+
+        with PrometheusServer(tmp, [f"127.0.0.1:{metrics_port}"], job="llorch_worker") as prom:
+            prom.wait_targets_up()
+            got = prom.query_scalar("llorch_worker_generated_tokens_total", completion_tokens)
+            prom.query_scalar("llorch_worker_prompt_tokens_total", prompt_tokens)
+            prom.query_scalar('llorch_worker_requests_total{outcome="length"}', num_requests)
+            prom.query_scalar("llorch_worker_time_to_first_token_seconds_count", num_requests)
+            prom.query_scalar("llorch_worker_kv_cache_used_bytes", 0)
+            prom.query_scalar('llorch_worker_build_info{architecture="llama"}', 1)
+            print(f"OK: Prometheus read {int(got)} generated tokens, {prompt_tokens} prompt "
+                  f"tokens and {num_requests} requests back from the worker")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            code = worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            raise TestFailure("worker did not exit on SIGTERM")
+    check(code == 0, f"worker exited with {code} on SIGTERM")
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    with tempfile.TemporaryDirectory(prefix="llorch-worker-prom-") as tmp:
+        try:
+            run(*sys.argv[1:], tmp)
+        except (TestFailure, subprocess.CalledProcessError) as error:
+            print(f"FAIL: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
