@@ -2,6 +2,7 @@
 // (issue 4's proofs 1-6). Models: a tiny random-weight GGUF and SmolLM2.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -16,7 +17,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "google/protobuf/descriptor.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "services/worker/worker_client.h"
 #include "tests/support/worker_process.h"
 
@@ -604,6 +607,47 @@ TEST(HealthTest, ServingOnlyAfterWarmUpAndDrainOnSigterm) {
   ASSERT_TRUE(exit_code.ok()) << exit_code.status();
   EXPECT_EQ(*exit_code, 0);
   EXPECT_NE(worker.Log().find("drained"), std::string::npos) << worker.Log();
+}
+
+// Server reflection: generic tools (grpcurl, grpc_cli) can discover the API.
+TEST(ReflectionTest, ListsServicesAndDescribesWorker) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker("tiny-f32-gqa");
+  ASSERT_NE(worker, nullptr);
+  namespace reflection = ::grpc::reflection::v1alpha;
+  auto stub = reflection::ServerReflection::NewStub(worker->channel());
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = stub->ServerReflectionInfo(&context);
+
+  reflection::ServerReflectionRequest list;
+  list.set_list_services("*");
+  ASSERT_TRUE(stream->Write(list));
+  reflection::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::vector<std::string> services;
+  for (const auto& service : response.list_services_response().service()) {
+    services.push_back(service.name());
+  }
+  EXPECT_NE(std::find(services.begin(), services.end(), "llorch.worker.v1.Worker"), services.end())
+      << absl::StrJoin(services, ",");
+  EXPECT_NE(std::find(services.begin(), services.end(), "grpc.health.v1.Health"), services.end())
+      << absl::StrJoin(services, ",");
+
+  reflection::ServerReflectionRequest describe;
+  describe.set_file_containing_symbol("llorch.worker.v1.Worker");
+  ASSERT_TRUE(stream->Write(describe));
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_GE(response.file_descriptor_response().file_descriptor_proto_size(), 1);
+  google::protobuf::FileDescriptorProto file;
+  ASSERT_TRUE(file.ParseFromString(response.file_descriptor_response().file_descriptor_proto(0)));
+  EXPECT_EQ(file.name(), "llorch/worker/v1/worker.proto");
+  ASSERT_EQ(file.service_size(), 1);
+  std::vector<std::string> methods;
+  for (const auto& method : file.service(0).method()) methods.push_back(method.name());
+  EXPECT_EQ(absl::StrJoin(methods, ","), "Execute,Cancel,Info");
+  EXPECT_TRUE(file.service(0).method(0).server_streaming());
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST(HealthTest, DrainTimeoutCancelsWhatIsLeft) {
