@@ -18,3 +18,12 @@ make_model tiny-f16            "${SMALL[@]}" --kv-heads 2 --type f16 --untied --
 make_model tiny-q8_0           "${SMALL[@]}" --kv-heads 2 --type q8_0 --tied --seed 4
 make_model tiny-q4_0           "${SMALL[@]}" --kv-heads 1 --type q4_0 --untied --seed 5
 make_model tiny-q4_1           "${SMALL[@]}" --kv-heads 4 --type q4_1 --tied --seed 6
+# The other families llama.cpp runs, laid out as its converter writes them.
+make_model tiny-qwen2-f32      "${SMALL[@]}" --arch qwen2 --kv-heads 2 --type f32 --tied --seed 7
+# llama.cpp reads phi3 vocabularies as SentencePiece: use Phi-3's own.
+PHI3_VOCAB="$ROOT/../shared/testdata/vocab/ggml-vocab-phi-3.gguf"
+make_model tiny-phi3-f32       "${SMALL[@]}" --arch phi3 --kv-heads 2 --type f32 --untied --seed 8 \
+  --vocab-from "$PHI3_VOCAB"
+make_model tiny-phi2-f32       "${SMALL[@]}" --arch phi2 --kv-heads 4 --type f32 --untied --seed 9
+make_model tiny-qwen2-q8_0     "${SMALL[@]}" --arch qwen2 --kv-heads 2 --type q8_0 --untied --seed 10
+make_model tiny-phi2-q4_0      "${SMALL[@]}" --arch phi2 --kv-heads 4 --type q4_0 --untied --seed 11

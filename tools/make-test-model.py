@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Writes a random-weight Llama model as GGUF that llama.cpp (and llorch) load.
+"""Writes a random-weight decoder as GGUF that llama.cpp (and llorch) load.
+
+Architectures (--arch): llama; qwen2 (q/k/v biases); phi3 (fused attn_qkv and
+gate+up ffn_up); phi2 (LayerNorm with biases, fused attn_qkv, GELU FFN,
+parallel residual, partial rotary, output bias), laid out as llama.cpp's
+converter writes them.
 
 The weights are random, the tokenizer is real: tokenizer.* metadata is copied
 from an existing GGUF (by default $LLORCH_DEFAULT_MODEL, SmolLM2's 49152-token
@@ -33,6 +38,8 @@ WEIGHT_TYPES = {
     "q4_1": (QT.Q4_1, LlamaFileType.MOSTLY_Q4_1),
 }
 
+ARCHS = ["llama", "qwen2", "phi3", "phi2"]
+
 SHAPES = {
     # Defaults: a few-MB model that loads and runs in milliseconds.
     "tiny": dict(layers=2, hidden=64, heads=4, kv_heads=2, ffn=192, ctx=512, tied=True),
@@ -46,6 +53,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output .gguf path")
+    p.add_argument("--arch", default="llama", choices=ARCHS)
     p.add_argument("--type", default="f32", choices=sorted(WEIGHT_TYPES),
                    help="type of the 2-D weight matrices (norms stay F32)")
     p.add_argument("--shape", default="tiny", choices=sorted(SHAPES),
@@ -57,7 +65,9 @@ def parse_args(argv):
     p.add_argument("--ffn", type=int)
     p.add_argument("--ctx", type=int)
     p.add_argument("--rope-base", type=float, default=10000.0)
-    p.add_argument("--rms-eps", type=float, default=1e-5)
+    p.add_argument("--rms-eps", type=float, default=1e-5, help="norm epsilon")
+    p.add_argument("--rope-dim", type=int, help="rotated dimensions per head (default: all; "
+                   "phi2 default: half)")
     tied = p.add_mutually_exclusive_group()
     tied.add_argument("--tied", dest="tied", action="store_true", default=None,
                       help="no output.weight: logits use token_embd")
@@ -72,6 +82,13 @@ def parse_args(argv):
     for key, value in SHAPES[args.shape].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.arch == "phi2" and args.tied:
+        p.error("phi2 has a separate output matrix: use --untied")
+    if args.arch == "phi3" and args.tied:
+        p.error("llama.cpp's phi3 requires output.weight: use --untied")
+    if args.rope_dim is None:
+        head_dim = args.hidden // args.heads
+        args.rope_dim = head_dim // 2 if args.arch == "phi2" else head_dim
     if not args.vocab_from:
         p.error("--vocab-from is required when LLORCH_DEFAULT_MODEL is not set "
                 "(source tools/env.sh)")
@@ -122,27 +139,53 @@ def copy_tokenizer(writer, vocab_path):
 
 def tensor_plan(args, vocab_size):
     """(name, numpy shape [rows, row_length], kind) in llama.cpp's order.
-    kind is 'matrix' (std 1/sqrt(row_length)) or 'norm' (1 + small noise)."""
+    kind is 'matrix' (std 1/sqrt(row_length)), 'norm' (1 + small noise) or
+    'bias' (small noise); norms and biases stay F32."""
     head_dim = args.hidden // args.heads
     kv_dim = head_dim * args.kv_heads
     h, f = args.hidden, args.ffn
     plan = [("token_embd.weight", (vocab_size, h), "matrix")]
     for i in range(args.layers):
         b = f"blk.{i}."
-        plan += [
-            (b + "attn_norm.weight", (h,), "norm"),
-            (b + "attn_q.weight", (h, h), "matrix"),
-            (b + "attn_k.weight", (kv_dim, h), "matrix"),
-            (b + "attn_v.weight", (kv_dim, h), "matrix"),
-            (b + "attn_output.weight", (h, h), "matrix"),
-            (b + "ffn_norm.weight", (h,), "norm"),
-            (b + "ffn_gate.weight", (f, h), "matrix"),
-            (b + "ffn_up.weight", (f, h), "matrix"),
-            (b + "ffn_down.weight", (h, f), "matrix"),
-        ]
+        plan.append((b + "attn_norm.weight", (h,), "norm"))
+        if args.arch == "phi2":
+            plan.append((b + "attn_norm.bias", (h,), "bias"))
+        if args.arch in ("phi3", "phi2"):
+            plan.append((b + "attn_qkv.weight", (h + 2 * kv_dim, h), "matrix"))
+            if args.arch == "phi2":
+                plan.append((b + "attn_qkv.bias", (h + 2 * kv_dim,), "bias"))
+        else:
+            plan += [
+                (b + "attn_q.weight", (h, h), "matrix"),
+                (b + "attn_k.weight", (kv_dim, h), "matrix"),
+                (b + "attn_v.weight", (kv_dim, h), "matrix"),
+            ]
+            if args.arch == "qwen2":
+                plan += [(b + "attn_q.bias", (h,), "bias"), (b + "attn_k.bias", (kv_dim,), "bias"),
+                         (b + "attn_v.bias", (kv_dim,), "bias")]
+        plan.append((b + "attn_output.weight", (h, h), "matrix"))
+        if args.arch == "phi2":
+            plan += [
+                (b + "attn_output.bias", (h,), "bias"),
+                (b + "ffn_up.weight", (f, h), "matrix"),
+                (b + "ffn_up.bias", (f,), "bias"),
+                (b + "ffn_down.weight", (h, f), "matrix"),
+                (b + "ffn_down.bias", (h,), "bias"),
+            ]
+            continue
+        plan.append((b + "ffn_norm.weight", (h,), "norm"))
+        if args.arch == "phi3":
+            plan.append((b + "ffn_up.weight", (2 * f, h), "matrix"))  # gate rows, then up rows
+        else:
+            plan += [(b + "ffn_gate.weight", (f, h), "matrix"), (b + "ffn_up.weight", (f, h), "matrix")]
+        plan.append((b + "ffn_down.weight", (h, f), "matrix"))
     plan.append(("output_norm.weight", (h,), "norm"))
+    if args.arch == "phi2":
+        plan.append(("output_norm.bias", (h,), "bias"))
     if not args.tied:
         plan.append(("output.weight", (vocab_size, h), "matrix"))
+        if args.arch == "phi2":
+            plan.append(("output.bias", (vocab_size,), "bias"))
     return plan
 
 
@@ -159,6 +202,8 @@ def stored(qtype, shape):
 def make_tensor(rng, shape, kind, qtype):
     if kind == "norm":
         return (1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+    if kind == "bias":
+        return (0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
     # Rows in chunks: quantising a 100M-element embedding at once would need
     # several GB of numpy temporaries.
     std = 1.0 / math.sqrt(shape[-1])
@@ -183,8 +228,8 @@ def main(argv):
     head_dim = args.hidden // args.heads
     started = time.time()
 
-    writer = gguf.GGUFWriter(args.out, arch="llama")
-    writer.add_name(f"llorch random llama ({args.shape}, {args.type}, seed {args.seed})")
+    writer = gguf.GGUFWriter(args.out, arch=args.arch)
+    writer.add_name(f"llorch random {args.arch} ({args.shape}, {args.type}, seed {args.seed})")
     writer.add_block_count(args.layers)
     writer.add_context_length(args.ctx)
     writer.add_embedding_length(args.hidden)
@@ -192,15 +237,18 @@ def main(argv):
     writer.add_head_count(args.heads)
     writer.add_head_count_kv(args.kv_heads)
     writer.add_rope_freq_base(args.rope_base)
-    writer.add_layer_norm_rms_eps(args.rms_eps)
-    writer.add_rope_dimension_count(head_dim)
+    if args.arch == "phi2":
+        writer.add_layer_norm_eps(args.rms_eps)
+    else:
+        writer.add_layer_norm_rms_eps(args.rms_eps)
+    writer.add_rope_dimension_count(args.rope_dim)
     writer.add_file_type(file_type)
     vocab_size = copy_tokenizer(writer, args.vocab_from)
     writer.add_vocab_size(vocab_size)
 
     plan = tensor_plan(args, vocab_size)
     for name, shape, kind in plan:
-        tensor_type = QT.F32 if kind == "norm" else qtype
+        tensor_type = qtype if kind == "matrix" else QT.F32
         dtype, nbytes = stored(tensor_type, shape)
         if tensor_type in (QT.F32, QT.F16):
             writer.add_tensor_info(name, shape, np.dtype(dtype), nbytes)
@@ -215,7 +263,7 @@ def main(argv):
     rng = np.random.default_rng(args.seed)
     params = 0
     for name, shape, kind in plan:
-        tensor_type = QT.F32 if kind == "norm" else qtype
+        tensor_type = qtype if kind == "matrix" else QT.F32
         writer.write_tensor_data(make_tensor(rng, shape, kind, tensor_type))
         params += math.prod(shape)
     writer.close()

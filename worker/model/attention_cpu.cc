@@ -18,10 +18,12 @@ void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int
     std::vector<float> scores;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t i = task / heads, h = task % heads;
-      const int64_t visible = pos + i + 1;
+      const int64_t last = pos + i;  // keys first..last are visible
+      const int64_t first = shape.window > 0 ? std::max<int64_t>(0, last - shape.window + 1) : 0;
+      const int64_t visible = last - first + 1;
       const float* query = q + (i * heads + h) * head_dim;                        // [head_dim]
-      const float* k = keys + (h / group) * shape.capacity * head_dim;            // [capacity, head_dim]
-      const float* v = values + (h / group) * shape.capacity * head_dim;          // [capacity, head_dim]
+      const float* k = keys + ((h / group) * shape.capacity + first) * head_dim;    // [visible, head_dim]
+      const float* v = values + ((h / group) * shape.capacity + first) * head_dim;  // [visible, head_dim]
       float* o = out + i * heads * head_dim + h * head_dim;                        // [head_dim]
       scores.resize(visible);
       float max_score = -std::numeric_limits<float>::infinity();

@@ -18,11 +18,12 @@ struct AttentionShape {
   int64_t kv_heads = 0;   // query head h reads KV head h / (heads / kv_heads)
   int64_t head_dim = 0;
   int64_t capacity = 0;   // cache positions per KV head
+  int64_t window = 0;     // > 0: a query sees only the last `window` keys (itself included)
 };
 
 // q: [n, heads, head_dim]; keys, values: [kv_heads, capacity, head_dim] with
 // positions [0, pos + n) filled; query row i sits at pos + i and sees keys
-// 0..pos + i. out: [n, heads * head_dim]. All contiguous float32.
+// 0..pos + i (or the last `window` of them). out: [n, heads * head_dim]. All contiguous float32.
 void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos,
                      const float* keys, const float* values, float scale, float* out,
                      const ParallelFor& parallel_for = SerialFor);

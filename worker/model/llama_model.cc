@@ -115,6 +115,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
 
   std::unique_ptr<LlamaModel> model(new LlamaModel());
   model->config_ = *config;
+  model->ggml_gelu_ = options.ggml_gelu;
   model->device_ = *device;
   const ModelConfig& c = model->config_;
 
@@ -177,8 +178,33 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     }
     return matrix;
   };
+  // An optional vector: undefined when `name` is empty.
+  auto load_optional = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    if (name.empty()) return at::Tensor();
+    return load(name);
+  };
+  auto load_stacked = [&](const std::vector<std::string>& names) -> absl::StatusOr<at::Tensor> {
+    if (names.empty()) return at::Tensor();
+    std::vector<at::Tensor> parts;
+    for (const std::string& name : names) {
+      absl::StatusOr<at::Tensor> part = load(name);
+      if (!part.ok()) return part.status();
+      parts.push_back(*part);
+    }
+    return at::cat(parts, 0);
+  };
+#define LLORCH_ASSIGN_OPTIONAL_OR_RETURN(lhs, expr)            \
+  {                                                            \
+    auto _result = (expr);                                     \
+    if (!_result.ok()) return _result.status();                \
+    if (_result->defined()) lhs = std::move(*_result).to(model->device_); \
+  }
   LLORCH_ASSIGN_OR_RETURN(model->token_embd_, load("token_embd.weight"));
   LLORCH_ASSIGN_OR_RETURN(model->output_norm_, load("output_norm.weight"));
+  LLORCH_ASSIGN_OPTIONAL_OR_RETURN(model->output_norm_bias_,
+                                   load_optional(gguf.FindTensor("output_norm.bias") ? "output_norm.bias" : ""));
+  LLORCH_ASSIGN_OPTIONAL_OR_RETURN(model->output_bias_,
+                                   load_optional(gguf.FindTensor("output.bias") ? "output.bias" : ""));
   if (c.tied_embeddings) {
     // The lookup uses the F32 table; the LM head multiplies the same file
     // tensor (counted once).
@@ -194,22 +220,26 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   }
   model->layers_.resize(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const std::string b = absl::StrCat("blk.", l, ".");
+    const LayerTensors t = LayerTensorsOf(c, gguf, l);
     Layer& layer = model->layers_[l];
-    LLORCH_ASSIGN_OR_RETURN(layer.attn_norm, load(b + "attn_norm.weight"));
-    LLORCH_ASSIGN_OR_RETURN(layer.ffn_norm, load(b + "ffn_norm.weight"));
+    LLORCH_ASSIGN_OR_RETURN(layer.attn_norm, load(t.attn_norm));
+    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.attn_norm_bias, load_optional(t.attn_norm_bias));
+    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.ffn_norm, load_optional(t.ffn_norm));
+    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.qkv_bias, load_stacked(t.qkv_bias));
+    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.wo_bias, load_optional(t.attn_output_bias));
+    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.ffn_in_bias, load_optional(t.ffn_in_bias));
+    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.down_bias, load_optional(t.ffn_down_bias));
     absl::StatusOr<Matrix> m;
-    if (!(m = load_matrix({b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"})).ok()) {
-      return m.status();
-    }
+    if (!(m = load_matrix(t.qkv)).ok()) return m.status();
     layer.wqkv = std::move(*m);
-    if (!(m = load_matrix({b + "attn_output.weight"})).ok()) return m.status();
+    if (!(m = load_matrix({t.attn_output})).ok()) return m.status();
     layer.wo = std::move(*m);
-    if (!(m = load_matrix({b + "ffn_gate.weight", b + "ffn_up.weight"})).ok()) return m.status();
-    layer.w_gate_up = std::move(*m);
-    if (!(m = load_matrix({b + "ffn_down.weight"})).ok()) return m.status();
+    if (!(m = load_matrix(t.ffn_in)).ok()) return m.status();
+    layer.w_ffn_in = std::move(*m);
+    if (!(m = load_matrix({t.ffn_down})).ok()) return m.status();
     layer.w_down = std::move(*m);
   }
+#undef LLORCH_ASSIGN_OPTIONAL_OR_RETURN
 #undef LLORCH_ASSIGN_OR_RETURN
   model->num_parameters_ = num_parameters;
 
@@ -224,7 +254,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   for (int64_t p = 0; p < c.context_length; ++p) {
     float theta = static_cast<float>(p);
     for (int64_t i = 0; i < half; ++i) {
-      const float angle = c.rope_freq_scale * theta;
+      const float factor = c.rope_freq_factors.empty() ? 1.0f : c.rope_freq_factors[i];
+      const float angle = c.rope_freq_scale * theta / factor;
       cos_data[p * half + i] = std::cos(angle);
       sin_data[p * half + i] = std::sin(angle);
       theta *= theta_scale;
@@ -239,10 +270,14 @@ std::unique_ptr<KvCache> LlamaModel::NewCache(int64_t capacity) const {
   return std::make_unique<KvCache>(config_, capacity, device_);
 }
 
-at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
+at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias) const {
   // x: [n, hidden]
+  if (config_.norm == NormType::kLayer) {
+    return at::layer_norm(x, {x.size(1)}, weight, bias, config_.norm_eps);
+  }
   at::Tensor mean_square = x.pow(2).mean(-1, /*keepdim=*/true);  // [n, 1]
-  return x * at::rsqrt(mean_square + config_.rms_norm_eps) * weight;
+  return x * at::rsqrt(mean_square + config_.norm_eps) * weight;
 }
 
 at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
@@ -283,18 +318,30 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
 
 at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,
                             const at::Tensor& sin) const {
-  // x: [n, heads, head_dim]; cos, sin: [n, rope_dim / 2]. GGUF llama weights
-  // have Q/K rows ordered so that adjacent pairs (x[2i], x[2i+1]) rotate.
+  // x: [n, heads, head_dim]; cos, sin: [n, rope_dim / 2]. The first rope_dim
+  // dimensions of each head rotate, in pairs (x0[i], x1[i]) whose layout the
+  // rope type says; the rest pass through (phi2's partial rotary).
   const int64_t n = x.size(0), heads = x.size(1), head_dim = x.size(2);
-  const int64_t rope_dim = config_.rope_dim;
-  at::Tensor rotated = x.narrow(2, 0, rope_dim).reshape({n, heads, rope_dim / 2, 2});
-  at::Tensor x0 = rotated.select(3, 0);  // [n, heads, rope_dim / 2]
-  at::Tensor x1 = rotated.select(3, 1);
-  at::Tensor c = cos.unsqueeze(1);  // [n, 1, rope_dim / 2]
+  const int64_t rope_dim = config_.rope_dim, half = rope_dim / 2;
+  at::Tensor c = cos.unsqueeze(1);  // [n, 1, half]
   at::Tensor s = sin.unsqueeze(1);
-  at::Tensor out = at::stack({x0 * c - x1 * s, x0 * s + x1 * c}, 3).reshape({n, heads, rope_dim});
+  at::Tensor out;  // [n, heads, rope_dim]
+  if (config_.rope_type == RopeType::kAdjacent) {
+    at::Tensor pairs = x.narrow(2, 0, rope_dim).reshape({n, heads, half, 2});
+    at::Tensor x0 = pairs.select(3, 0), x1 = pairs.select(3, 1);  // [n, heads, half]
+    out = at::stack({x0 * c - x1 * s, x0 * s + x1 * c}, 3).reshape({n, heads, rope_dim});
+  } else {
+    at::Tensor x0 = x.narrow(2, 0, half), x1 = x.narrow(2, half, half);  // [n, heads, half]
+    out = at::cat({x0 * c - x1 * s, x0 * s + x1 * c}, 2);
+  }
   if (rope_dim == head_dim) return out;
   return at::cat({out, x.narrow(2, rope_dim, head_dim - rope_dim)}, 2);
+}
+
+at::Tensor LlamaModel::Gelu(const at::Tensor& x) const {
+  if (!ggml_gelu_) return at::gelu(x, "tanh");
+  at::Tensor table = at::gelu(x.to(at::kHalf).to(at::kFloat), "tanh").to(at::kHalf).to(at::kFloat);
+  return at::where(x <= -10.0f, at::zeros_like(x), at::where(x >= 10.0f, x, table));
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const int32_t> tokens, int64_t pos,
@@ -342,8 +389,8 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   if (device_.is_cpu()) {
     // Row by row, so that results do not depend on chunking or batching.
     at::Tensor query = q.contiguous();                             // [n, heads, head_dim]
-    at::Tensor out = at::empty({n, c.hidden_size}, q.options());   // [n, hidden]
-    const AttentionShape shape{c.num_heads, kv_heads, head_dim, k_cache.size(1)};
+    at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
+    const AttentionShape shape{c.num_heads, kv_heads, head_dim, k_cache.size(1), c.sliding_window};
     CausalAttention(shape, query.data_ptr<float>(), n, pos, k_cache.data_ptr<float>(),
                     v_cache.data_ptr<float>(), scale, out.data_ptr<float>(),
                     [](int64_t begin, int64_t end, const RangeFn& body) {
@@ -360,22 +407,26 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
                       .permute({1, 2, 0, 3})
                       .reshape({kv_heads, group * n, head_dim});  // [kv_heads, group*n, head_dim]
   at::Tensor scores = at::bmm(qg, keys.transpose(1, 2)).mul_(scale);  // [kv_heads, group*n, total]
-  if (n > 1) {
+  if (n > 1 || (c.sliding_window > 0 && total > c.sliding_window)) {
     // Causal mask from absolute positions: query i sits at pos + i and may
-    // see keys 0..pos + i. Shape [n, pos + n]; a single query needs none.
+    // see keys 0..pos + i (the last sliding_window of them, if set).
+    // Shape [n, pos + n]; a single query without a window needs none.
     const auto long_options = at::TensorOptions().dtype(at::kLong).device(device_);
     at::Tensor query_pos = at::arange(pos, total, long_options);  // [n]
     at::Tensor key_pos = at::arange(0, total, long_options);      // [total]
+    at::Tensor hidden = key_pos.unsqueeze(0) > query_pos.unsqueeze(1);  // [n, total]
+    if (c.sliding_window > 0) {
+      hidden = hidden.logical_or(query_pos.unsqueeze(1) - key_pos.unsqueeze(0) >= c.sliding_window);
+    }
     at::Tensor mask = at::zeros({n, total}, scores.options())
-                          .masked_fill(key_pos.unsqueeze(0) > query_pos.unsqueeze(1),
-                                       -std::numeric_limits<float>::infinity());  // [n, total]
+                          .masked_fill(hidden, -std::numeric_limits<float>::infinity());
     scores = scores.view({kv_heads, group, n, total}).add_(mask).view({kv_heads, group * n, total});
   }
   at::Tensor probs = at::softmax(scores, -1);  // [kv_heads, group*n, total]
   return at::bmm(probs, values)                // [kv_heads, group*n, head_dim]
       .view({kv_heads, group, n, head_dim})
       .permute({2, 0, 1, 3})
-      .reshape({n, c.hidden_size});  // [n, hidden]
+      .reshape({n, c.q_dim()});  // [n, q_dim]
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem> items) const {
@@ -407,7 +458,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   at::NoGradGuard no_grad;
   const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N
   const int64_t kv_heads = c.num_kv_heads, head_dim = c.head_dim;
-  const int64_t q_dim = c.hidden_size, kv_dim = kv_heads * head_dim;
+  const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();
   const auto long_cpu = at::TensorOptions().dtype(at::kLong);
 
   at::Tensor ids = at::from_blob(all_tokens.data(), {rows}, at::kInt).to(at::kLong).to(device_);
@@ -418,13 +469,14 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
 
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
-    at::Tensor h = RmsNorm(x, layer.attn_norm);  // [N, hidden]
-    at::Tensor qkv = Linear(h, layer.wqkv);      // [N, q_dim + 2 * kv_dim]
+    at::Tensor h = Norm(x, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
+    at::Tensor qkv = Linear(h, layer.wqkv);  // [N, q_dim + 2 * kv_dim]
+    if (layer.qkv_bias.defined()) qkv = qkv + layer.qkv_bias;
     at::Tensor q = Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
     at::Tensor k = Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
     at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, kv_heads, head_dim});
     // Attention is per job: each item attends over its own cache.
-    at::Tensor attn;  // [N, hidden]
+    at::Tensor attn;  // [N, q_dim]
     if (items.size() == 1) {
       attn = Attention(q, k, v, l, items[0]);
     } else {
@@ -436,13 +488,29 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       }
       attn = at::cat(parts, 0);
     }
-    x = x + Linear(attn, layer.wo);
+    at::Tensor attn_out = Linear(attn, layer.wo);  // [N, hidden]
+    if (layer.wo_bias.defined()) attn_out = attn_out + layer.wo_bias;
 
-    h = RmsNorm(x, layer.ffn_norm);                    // [N, hidden]
-    at::Tensor gate_up = Linear(h, layer.w_gate_up);  // [N, 2 * ffn]
-    at::Tensor act = at::silu(gate_up.narrow(1, 0, c.ffn_size)) *
-                     gate_up.narrow(1, c.ffn_size, c.ffn_size);  // [N, ffn]
-    x = x + Linear(act, layer.w_down);                            // [N, hidden]
+    // Parallel residual (phi2): the FFN reads the same normed input as
+    // attention. Otherwise it reads the normed sum.
+    at::Tensor ffn_input;  // [N, hidden]
+    if (c.parallel_residual) {
+      ffn_input = h;
+    } else {
+      x = x + attn_out;
+      ffn_input = Norm(x, layer.ffn_norm, at::Tensor());
+    }
+    at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in);  // [N, 2 * ffn] | [N, ffn]
+    at::Tensor act;                                         // [N, ffn]
+    if (c.ffn == FfnType::kSiluGated) {
+      act = at::silu(ffn_in.narrow(1, 0, c.ffn_size)) * ffn_in.narrow(1, c.ffn_size, c.ffn_size);
+    } else {
+      if (layer.ffn_in_bias.defined()) ffn_in = ffn_in + layer.ffn_in_bias;
+      act = Gelu(ffn_in);
+    }
+    at::Tensor ffn_out = Linear(act, layer.w_down);  // [N, hidden]
+    if (layer.down_bias.defined()) ffn_out = ffn_out + layer.down_bias;
+    x = c.parallel_residual ? x + attn_out + ffn_out : x + ffn_out;
   }
   for (const ForwardItem& item : items) {
     item.cache->set_num_tokens(item.pos + static_cast<int64_t>(item.tokens.size()));
@@ -453,8 +521,9 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
                                     long_cpu).to(device_);
     x = x.index_select(0, keep);  // [outputs, hidden]
   }
-  x = RmsNorm(x, output_norm_);
+  x = Norm(x, output_norm_, output_norm_bias_);
   at::Tensor logits = Linear(x, output_);  // [outputs, vocab]
+  if (output_bias_.defined()) logits = logits + output_bias_;
   return logits.to(at::kCPU).contiguous();
 }
 

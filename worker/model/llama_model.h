@@ -1,5 +1,7 @@
-// The Llama decoder: immutable weights shared by every job, and an explicit
-// forward(tokens, pos, cache) over a job's own KV cache (gpt-fast style).
+// The decoder of the Llama family (llama/mistral, qwen2, phi3, phi2; the
+// variants are in ModelConfig): immutable weights shared by every job, and an
+// explicit forward(tokens, pos, cache) over a job's own KV cache (gpt-fast
+// style).
 #ifndef LLORCH_WORKER_MODEL_LLAMA_MODEL_H_
 #define LLORCH_WORKER_MODEL_LLAMA_MODEL_H_
 
@@ -27,6 +29,11 @@ struct LoadOptions {
   // a quantised file gives the numbers it gives under llama.cpp (whose
   // results quantised models are published and evaluated with).
   bool quantize_activations = true;
+  // GELU as ggml's CPU backend computes it: input and output rounded to F16
+  // (a lookup table), 0 below -10, identity above 10. On for GGUF files, for
+  // the same reason as above; checkpoints compared with transformers use the
+  // exact tanh approximation.
+  bool ggml_gelu = true;
 };
 
 // How activations are rounded before meeting a weight matrix.
@@ -86,13 +93,18 @@ class LlamaModel {
     int64_t rows = 0;
     int64_t in = 0;
   };
+  // Biases are undefined tensors where the architecture has none.
   struct Layer {
-    at::Tensor attn_norm;  // [hidden]
-    Matrix wqkv;           // [hidden + 2 * kv_dim, hidden]: q, k, v rows stacked
-    Matrix wo;             // [hidden, hidden]
-    at::Tensor ffn_norm;   // [hidden]
-    Matrix w_gate_up;      // [2 * ffn, hidden]: gate rows then up rows
-    Matrix w_down;         // [hidden, ffn]
+    at::Tensor attn_norm, attn_norm_bias;  // [hidden]
+    Matrix wqkv;                           // [q_dim + 2 * kv_dim, hidden]: q, k, v rows
+    at::Tensor qkv_bias;                   // [q_dim + 2 * kv_dim]
+    Matrix wo;                             // [hidden, q_dim]
+    at::Tensor wo_bias;                    // [hidden]
+    at::Tensor ffn_norm;                   // [hidden]; undefined with a parallel residual
+    Matrix w_ffn_in;                       // [2 * ffn, hidden] gate then up | [ffn, hidden] up
+    at::Tensor ffn_in_bias;                // [ffn] (GELU FFN)
+    Matrix w_down;                         // [hidden, ffn]
+    at::Tensor down_bias;                  // [hidden]
   };
 
   LlamaModel() : device_(c10::kCPU) {}
@@ -100,16 +112,20 @@ class LlamaModel {
   // Writes the item's keys/values for `layer` and attends: [n, hidden].
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        int64_t layer, const ForwardItem& item) const;
-  at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+  at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   at::Tensor Linear(const at::Tensor& x, const Matrix& matrix) const;
   at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
 
+  at::Tensor Gelu(const at::Tensor& x) const;
+
   ModelConfig config_;
+  bool ggml_gelu_ = true;
   c10::Device device_;
   int64_t num_parameters_ = 0;
   at::Tensor token_embd_;   // [vocab, hidden]
-  at::Tensor output_norm_;  // [hidden]
+  at::Tensor output_norm_, output_norm_bias_;  // [hidden]
   Matrix output_;           // [vocab, hidden]; the same storage as token_embd_ when tied
+  at::Tensor output_bias_;  // [vocab] (phi2)
   std::vector<Layer> layers_;
   at::Tensor rope_cos_;     // [context, rope_dim / 2]
   at::Tensor rope_sin_;     // [context, rope_dim / 2]

@@ -1,5 +1,6 @@
 #include "worker/model/model_config.h"
 
+#include <cmath>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,6 +29,14 @@ absl::StatusOr<int64_t> RequiredInt(const GgufFile& gguf, const std::string& key
   return *value;
 }
 
+absl::Status CheckType(const GgufFile& gguf, const GgufTensorInfo& info) {
+  if (!GgmlCanDequantize(info.type)) {
+    return Invalid(gguf, absl::StrCat("tensor ", info.name, " has unsupported type ",
+                                      GgmlTypeName(info.type)));
+  }
+  return absl::OkStatus();
+}
+
 // Checks that tensor `name` exists with ggml shape `shape` ({in, out} for
 // matrices).
 absl::Status ExpectTensor(const GgufFile& gguf, const std::string& name,
@@ -39,26 +48,104 @@ absl::Status ExpectTensor(const GgufFile& gguf, const std::string& name,
                                       absl::StrJoin(info->shape, ", "), "], expected [",
                                       absl::StrJoin(shape, ", "), "] from the metadata"));
   }
-  if (!GgmlCanDequantize(info->type)) {
-    return Invalid(gguf, absl::StrCat("tensor ", name, " has unsupported type ",
-                                      GgmlTypeName(info->type)));
+  return CheckType(gguf, *info);
+}
+
+// Matrices stacked by rows: each {in, rows_i}, rows summing to `rows`.
+absl::Status ExpectStacked(const GgufFile& gguf, const std::vector<std::string>& names, int64_t in,
+                           int64_t rows) {
+  int64_t total = 0;
+  for (const std::string& name : names) {
+    const GgufTensorInfo* info = gguf.FindTensor(name);
+    if (info == nullptr) return Invalid(gguf, absl::StrCat("missing tensor ", name));
+    if (info->shape.size() != 2 || info->shape[0] != in) {
+      return Invalid(gguf, absl::StrCat("tensor ", name, " has shape [",
+                                        absl::StrJoin(info->shape, ", "), "], expected [", in,
+                                        ", ...] from the metadata"));
+    }
+    if (absl::Status s = CheckType(gguf, *info); !s.ok()) return s;
+    total += info->shape[1];
+  }
+  if (total != rows) {
+    return Invalid(gguf, absl::StrCat("tensors ", absl::StrJoin(names, " + "), " have ", total,
+                                      " rows, expected ", rows, " from the metadata"));
   }
   return absl::OkStatus();
 }
 
+// Vectors stacked: lengths summing to `length`.
+absl::Status ExpectStackedVector(const GgufFile& gguf, const std::vector<std::string>& names,
+                                 int64_t length) {
+  int64_t total = 0;
+  for (const std::string& name : names) {
+    const GgufTensorInfo* info = gguf.FindTensor(name);
+    if (info == nullptr) return Invalid(gguf, absl::StrCat("missing tensor ", name));
+    if (info->shape.size() != 1) return Invalid(gguf, absl::StrCat("tensor ", name, " is not 1-D"));
+    if (absl::Status s = CheckType(gguf, *info); !s.ok()) return s;
+    total += info->shape[0];
+  }
+  if (total != length) {
+    return Invalid(gguf, absl::StrCat("tensors ", absl::StrJoin(names, " + "), " have ", total,
+                                      " elements, expected ", length));
+  }
+  return absl::OkStatus();
+}
+
+std::string IfPresent(const GgufFile& gguf, const std::string& name) {
+  return gguf.FindTensor(name) != nullptr ? name : "";
+}
+
 }  // namespace
+
+LayerTensors LayerTensorsOf(const ModelConfig& config, const GgufFile& gguf, int64_t layer) {
+  const std::string b = absl::StrCat("blk.", layer, ".");
+  LayerTensors t;
+  t.attn_norm = b + "attn_norm.weight";
+  if (config.norm == NormType::kLayer) t.attn_norm_bias = IfPresent(gguf, b + "attn_norm.bias");
+  if (gguf.FindTensor(b + "attn_qkv.weight") != nullptr) {
+    t.qkv = {b + "attn_qkv.weight"};
+    if (gguf.FindTensor(b + "attn_qkv.bias") != nullptr) t.qkv_bias = {b + "attn_qkv.bias"};
+  } else {
+    t.qkv = {b + "attn_q.weight", b + "attn_k.weight", b + "attn_v.weight"};
+    if (gguf.FindTensor(b + "attn_q.bias") != nullptr) {
+      t.qkv_bias = {b + "attn_q.bias", b + "attn_k.bias", b + "attn_v.bias"};
+    }
+  }
+  t.attn_output = b + "attn_output.weight";
+  t.attn_output_bias = IfPresent(gguf, b + "attn_output.bias");
+  if (!config.parallel_residual) t.ffn_norm = b + "ffn_norm.weight";
+  if (config.ffn == FfnType::kSiluGated && gguf.FindTensor(b + "ffn_gate.weight") != nullptr) {
+    t.ffn_in = {b + "ffn_gate.weight", b + "ffn_up.weight"};
+  } else {
+    t.ffn_in = {b + "ffn_up.weight"};  // GELU, or phi3's fused gate+up
+  }
+  t.ffn_in_bias = IfPresent(gguf, b + "ffn_up.bias");
+  t.ffn_down = b + "ffn_down.weight";
+  t.ffn_down_bias = IfPresent(gguf, b + "ffn_down.bias");
+  return t;
+}
 
 absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   ModelConfig config;
   absl::StatusOr<std::string> arch = gguf.GetString("general.architecture");
   if (!arch.ok()) return Invalid(gguf, "missing required key general.architecture");
   config.architecture = *arch;
-  if (config.architecture != "llama") {
-    return Invalid(gguf, absl::StrCat("unsupported architecture '", config.architecture,
-                                      "' (supported: llama)"));
+  const std::string& a = config.architecture;
+  if (a == "llama") {
+    // Defaults above.
+  } else if (a == "qwen2" || a == "phi3") {
+    config.rope_type = RopeType::kHalves;
+  } else if (a == "phi2") {
+    config.rope_type = RopeType::kHalves;
+    config.norm = NormType::kLayer;
+    config.ffn = FfnType::kGelu;
+    config.parallel_residual = true;
+  } else {
+    return Invalid(gguf, absl::StrCat("unsupported architecture '", a,
+                                      "' (supported: ", kSupportedArchitectures, ")"));
   }
   if (auto name = gguf.GetString("general.name"); name.ok()) config.name = *name;
-  const std::string p = config.architecture + ".";
+  const std::string p = a + ".";
 
   absl::StatusOr<int64_t> v;
   if (!(v = RequiredInt(gguf, p + "block_count")).ok()) return v.status();
@@ -104,14 +191,21 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
       config.rope_freq_scale = static_cast<float>(1.0 / *factor);
     }
   }
-  if (auto eps = gguf.GetFloat(p + "attention.layer_norm_rms_epsilon"); eps.ok()) {
-    config.rms_norm_eps = static_cast<float>(*eps);
+  const std::string eps_key = config.norm == NormType::kRms
+                                  ? p + "attention.layer_norm_rms_epsilon"
+                                  : p + "attention.layer_norm_epsilon";
+  if (auto eps = gguf.GetFloat(eps_key); eps.ok()) {
+    config.norm_eps = static_cast<float>(*eps);
   } else {
-    return Invalid(gguf, absl::StrCat("missing required key ", p,
-                                      "attention.layer_norm_rms_epsilon"));
+    return Invalid(gguf, absl::StrCat("missing required key ", eps_key));
+  }
+  if (gguf.Find(p + "attention.sliding_window") != nullptr && a != "phi3") {
+    // (llama.cpp ignores phi3's window for contexts up to it; so do we.)
+    if (!(v = RequiredInt(gguf, p + "attention.sliding_window")).ok()) return v.status();
+    config.sliding_window = *v;
   }
 
-  // The vocabulary size is the embedding's row count (llama.vocab_size is
+  // The vocabulary size is the embedding's row count (<arch>.vocab_size is
   // optional and must agree when present).
   const GgufTensorInfo* embd = gguf.FindTensor("token_embd.weight");
   if (embd == nullptr) return Invalid(gguf, "missing tensor token_embd.weight");
@@ -126,8 +220,19 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
     }
   }
 
+  if (const GgufTensorInfo* freqs = gguf.FindTensor("rope_freqs.weight"); freqs != nullptr) {
+    if (absl::Status s = ExpectTensor(gguf, "rope_freqs.weight", {config.rope_dim / 2}); !s.ok()) {
+      return s;
+    }
+    config.rope_freq_factors.resize(config.rope_dim / 2);
+    if (absl::Status s = DequantizeToF32(freqs->type, freqs->data, freqs->num_elements(),
+                                         config.rope_freq_factors.data());
+        !s.ok()) {
+      return Invalid(gguf, absl::StrCat("tensor rope_freqs.weight: ", s.message()));
+    }
+  }
+
   const int64_t h = config.hidden_size;
-  const int64_t kv = config.num_kv_heads * config.head_dim;
   if (absl::Status s = ExpectTensor(gguf, "token_embd.weight", {h, config.vocab_size}); !s.ok()) {
     return s;
   }
@@ -138,21 +243,35 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
       return s;
     }
   }
+  for (const char* bias : {"output_norm.bias", "output.bias"}) {
+    if (gguf.FindTensor(bias) == nullptr) continue;
+    const int64_t n = std::string(bias) == "output.bias" ? config.vocab_size : h;
+    if (absl::Status s = ExpectTensor(gguf, bias, {n}); !s.ok()) return s;
+  }
+  const int64_t ffn_rows = config.ffn == FfnType::kSiluGated ? 2 * config.ffn_size : config.ffn_size;
   for (int64_t l = 0; l < config.num_layers; ++l) {
-    const std::string b = absl::StrCat("blk.", l, ".");
-    const std::vector<std::pair<std::string, std::vector<int64_t>>> expected = {
-        {"attn_norm.weight", {h}},
-        {"attn_q.weight", {h, h}},
-        {"attn_k.weight", {h, kv}},
-        {"attn_v.weight", {h, kv}},
-        {"attn_output.weight", {h, h}},
-        {"ffn_norm.weight", {h}},
-        {"ffn_gate.weight", {h, config.ffn_size}},
-        {"ffn_up.weight", {h, config.ffn_size}},
-        {"ffn_down.weight", {config.ffn_size, h}},
-    };
-    for (const auto& [suffix, shape] : expected) {
-      if (absl::Status s = ExpectTensor(gguf, b + suffix, shape); !s.ok()) return s;
+    const LayerTensors t = LayerTensorsOf(config, gguf, l);
+    const int64_t qkv_rows = config.q_dim() + 2 * config.kv_dim();
+    for (absl::Status s : {
+             ExpectTensor(gguf, t.attn_norm, {h}),
+             ExpectStacked(gguf, t.qkv, h, qkv_rows),
+             ExpectStacked(gguf, {t.attn_output}, config.q_dim(), h),
+             ExpectStacked(gguf, t.ffn_in, h, ffn_rows),
+             ExpectStacked(gguf, {t.ffn_down}, config.ffn_size, h),
+         }) {
+      if (!s.ok()) return s;
+    }
+    if (!t.ffn_norm.empty()) {
+      if (absl::Status s = ExpectTensor(gguf, t.ffn_norm, {h}); !s.ok()) return s;
+    }
+    if (!t.qkv_bias.empty()) {
+      if (absl::Status s = ExpectStackedVector(gguf, t.qkv_bias, qkv_rows); !s.ok()) return s;
+    }
+    for (const auto& [bias, n] : std::vector<std::pair<std::string, int64_t>>{
+             {t.attn_norm_bias, h}, {t.attn_output_bias, h},
+             {t.ffn_in_bias, config.ffn_size}, {t.ffn_down_bias, h}}) {
+      if (bias.empty()) continue;
+      if (absl::Status s = ExpectTensor(gguf, bias, {n}); !s.ok()) return s;
     }
   }
   return config;
