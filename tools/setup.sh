@@ -10,7 +10,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config unzip python3-venv python3-pip
   libtorch-dev libopenblas0-pthread libabsl-dev libpcre2-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev prometheus nodejs npm
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-torch
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -46,6 +46,15 @@ fi
 if ! cmp -s "$ROOT/tools/requirements-test.txt" "$LLORCH_VENV/.requirements" 2>/dev/null; then
   "$LLORCH_VENV/bin/pip" install --quiet -r "$ROOT/tools/requirements-test.txt"
   cp "$ROOT/tools/requirements-test.txt" "$LLORCH_VENV/.requirements"
+fi
+
+# transformers (the reference for checkpoints) on Debian's torch.
+if [[ ! -x "$LLORCH_HF_VENV/bin/python" ]]; then
+  /usr/bin/python3 -m venv --system-site-packages "$LLORCH_HF_VENV"
+fi
+if ! cmp -s "$ROOT/tools/requirements-hf.txt" "$LLORCH_HF_VENV/.requirements" 2>/dev/null; then
+  "$LLORCH_HF_VENV/bin/pip" install --quiet -r "$ROOT/tools/requirements-hf.txt"
+  cp "$ROOT/tools/requirements-hf.txt" "$LLORCH_HF_VENV/.requirements"
 fi
 
 # Test-only npm peers (pinned by package-lock.json).

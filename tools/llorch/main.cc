@@ -55,7 +55,8 @@ constexpr char kUsage[] =
     "          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R]\n"
     "          [--seed S] [--stop STR]... [--stop-id ID]... [--ignore-eos] [--logprobs K]\n"
     "          [--threads N] [--device cpu|cuda|mps] [--format text|jsonl]\n"
-    "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--threads N]\n"
+    "          [--gelu auto|exact|ggml]   (PATH: a GGUF file or a Hugging Face model directory)\n"
+    "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--logits] [--threads N]\n"
     "       llorch bench --model PATH [--prompt-tokens P] [--gen-tokens G] [--reps R] [--threads N]\n"
     "       llorch generate --worker HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling flags\n"
     "          as for run] [--job-id ID] [--timeout SECONDS] [--format text|jsonl]\n"
@@ -91,7 +92,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       {"--ignore-eos", false}, {"--prefill-chunk", true}, {"--prompt-tokens", true},
       {"--gen-tokens", true},  {"--reps", true},          {"--worker", true},
       {"--job-id", true},      {"--timeout", true},       {"--streams", true},
-      {"--requests", true},
+      {"--requests", true},    {"--gelu", true},          {"--logits", false},
   };
   if (argc < 2) return absl::InvalidArgumentError("missing command");
   Args args;
@@ -140,16 +141,33 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const std
   return ids;
 }
 
-absl::StatusOr<ServedModel> Load(const Args& args, bool weights) {
+absl::StatusOr<ServedModel> Load(const Args& args, bool weights, bool need_tokenizer = true) {
   if (!args.Has("--model")) return absl::InvalidArgumentError("--model is required");
-  if (!weights) return LoadServedModel(args.Get("--model"), nullptr);
-  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (absl::Status s = ParseNumber(args, "--threads", &threads); !s.ok()) return s;
-  if (threads < 1) return absl::InvalidArgumentError("--threads must be at least 1");
-  at::set_num_threads(threads);
-  LoadOptions options;
-  options.device = args.Get("--device", "cpu");
-  return LoadServedModel(args.Get("--model"), &options);
+  absl::StatusOr<ServedModel> served;
+  if (!weights) {
+    served = LoadServedModel(args.Get("--model"), nullptr);
+  } else {
+    int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (absl::Status s = ParseNumber(args, "--threads", &threads); !s.ok()) return s;
+    if (threads < 1) return absl::InvalidArgumentError("--threads must be at least 1");
+    at::set_num_threads(threads);
+    LoadOptions options;
+    options.device = args.Get("--device", "cpu");
+    const std::string gelu = args.Get("--gelu", "auto");
+    if (gelu == "exact") {
+      options.gelu = LoadOptions::Gelu::kExact;
+    } else if (gelu == "ggml") {
+      options.gelu = LoadOptions::Gelu::kGgmlF16;
+    } else if (gelu != "auto") {
+      return absl::InvalidArgumentError(absl::StrCat("--gelu must be auto, exact or ggml, got ", gelu));
+    }
+    served = LoadServedModel(args.Get("--model"), &options);
+  }
+  if (served.ok() && need_tokenizer && served->tokenizer == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        args.Get("--model"), ": no tokenizer in the model directory (only `score` works without one)"));
+  }
+  return served;
 }
 
 absl::StatusOr<std::vector<int32_t>> PromptIds(const Args& args, const Tokenizer& tokenizer) {
@@ -257,7 +275,7 @@ absl::Status Score(const Args& args) {
   if (!args.Has("--prompt-ids")) return absl::InvalidArgumentError("--prompt-ids is required");
   absl::StatusOr<std::vector<int32_t>> ids = ParseIds(args.Get("--prompt-ids"), "--prompt-ids");
   if (!ids.ok()) return ids.status();
-  absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/true);
+  absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/true, /*need_tokenizer=*/false);
   if (!loaded.ok()) return loaded.status();
   const LlamaModel& model = *loaded->model;
   const int64_t n = static_cast<int64_t>(ids->size());
@@ -281,6 +299,7 @@ absl::Status Score(const Args& args) {
       json line = {{"pos", pos}, {"id", (*ids)[pos]},
                    {"top_logprobs", TopLogProbsJson(TopLogProbs(row, vocab, top))}};
       line["next_logprob"] = pos + 1 < n ? json(LogProbOf(row, vocab, (*ids)[pos + 1])) : json();
+      if (args.Has("--logits")) line["logits"] = std::vector<float>(row, row + vocab);
       std::cout << Dump(line) << "\n";
     }
   }

@@ -17,6 +17,7 @@ namespace llorch {
 struct ServedModel {
   std::unique_ptr<GgufFile> gguf;
   ModelConfig config;
+  // Null for a checkpoint directory without tokenizer files (weights only).
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<LlamaModel> model;  // null unless weights were requested
   std::string name;                   // general.name, else the file name
@@ -24,8 +25,9 @@ struct ServedModel {
   double load_seconds = 0;            // time to build the weights
 };
 
-// Opens `path` and builds the tokenizer; loads the weights when
-// `load_options` is given. Errors name the file.
+// Opens `path` (a GGUF file or a Hugging Face model directory) and builds
+// the tokenizer; loads the weights when `load_options` is given. Errors name
+// the file.
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& path,
                                             const LoadOptions* load_options);
 

@@ -312,6 +312,22 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
   return file;
 }
 
+std::unique_ptr<GgufFile> GgufFile::FromParts(std::string path,
+                                             std::map<std::string, GgufValue> metadata,
+                                             std::vector<GgufTensorInfo> tensors,
+                                             std::vector<std::shared_ptr<const void>> keep_alive) {
+  std::unique_ptr<GgufFile> file(new GgufFile());
+  file->path_ = std::move(path);
+  file->version_ = 3;
+  file->metadata_ = std::move(metadata);
+  file->tensors_ = std::move(tensors);
+  for (size_t i = 0; i < file->tensors_.size(); ++i) {
+    file->tensor_index_[file->tensors_[i].name] = i;
+  }
+  file->keep_alive_ = std::move(keep_alive);
+  return file;
+}
+
 GgufFile::~GgufFile() {
   if (map_ != nullptr) ::munmap(const_cast<uint8_t*>(map_), map_size_);
   if (fd_ >= 0) ::close(fd_);

@@ -53,6 +53,13 @@ class GgufFile {
   // Errors name the file and the problem (InvalidArgument for malformed
   // content, NotFound for a missing file, DataLoss for truncation).
   static absl::StatusOr<std::unique_ptr<GgufFile>> Open(const std::string& path);
+  // A GGUF built in memory (a checkpoint converted on load): the tensors'
+  // data live in `keep_alive` (owned from now on) or in mappings that
+  // outlive this object. Names must be unique.
+  static std::unique_ptr<GgufFile> FromParts(std::string path,
+                                             std::map<std::string, GgufValue> metadata,
+                                             std::vector<GgufTensorInfo> tensors,
+                                             std::vector<std::shared_ptr<const void>> keep_alive);
   ~GgufFile();
   GgufFile(const GgufFile&) = delete;
   GgufFile& operator=(const GgufFile&) = delete;
@@ -95,6 +102,7 @@ class GgufFile {
   std::map<std::string, GgufValue> metadata_;
   std::vector<GgufTensorInfo> tensors_;
   std::map<std::string, size_t, std::less<>> tensor_index_;
+  std::vector<std::shared_ptr<const void>> keep_alive_;
 };
 
 }  // namespace llorch

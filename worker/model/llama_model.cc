@@ -115,7 +115,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
 
   std::unique_ptr<LlamaModel> model(new LlamaModel());
   model->config_ = *config;
-  model->ggml_gelu_ = options.ggml_gelu;
+  model->ggml_gelu_ = options.gelu != LoadOptions::Gelu::kExact;
   model->device_ = *device;
   const ModelConfig& c = model->config_;
 

@@ -29,11 +29,13 @@ struct LoadOptions {
   // a quantised file gives the numbers it gives under llama.cpp (whose
   // results quantised models are published and evaluated with).
   bool quantize_activations = true;
-  // GELU as ggml's CPU backend computes it: input and output rounded to F16
-  // (a lookup table), 0 below -10, identity above 10. On for GGUF files, for
-  // the same reason as above; checkpoints compared with transformers use the
-  // exact tanh approximation.
-  bool ggml_gelu = true;
+  // kGgmlF16: GELU as ggml's CPU backend computes it, input and output
+  // rounded to F16 (a lookup table), 0 below -10, identity above 10: what a
+  // GGUF gives under llama.cpp. kExact: the tanh approximation in F32, as
+  // transformers computes it. kAuto: kGgmlF16 for GGUF files, kExact for
+  // Hugging Face checkpoint directories.
+  enum class Gelu { kAuto, kExact, kGgmlF16 };
+  Gelu gelu = Gelu::kAuto;
 };
 
 // How activations are rounded before meeting a weight matrix.

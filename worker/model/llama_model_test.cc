@@ -48,7 +48,7 @@ class CacheCorrectnessTest : public ::testing::TestWithParam<std::string> {
     // shapes into flipped roundings; the cache logic is checked without it,
     // and without ggml's F16-rounded GELU (phi2) for the same reason.
     options.quantize_activations = false;
-    options.ggml_gelu = false;
+    options.gelu = LoadOptions::Gelu::kExact;
     auto model = LlamaModel::Load(**gguf, options);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);

@@ -168,6 +168,10 @@ int Run() {
     Log(std::string(header.status().message()));
     return 2;
   }
+  if (header->tokenizer == nullptr) {
+    Log(absl::StrCat(model_path, ": no tokenizer in the model directory"));
+    return 2;
+  }
   absl::StatusOr<size_t> kv_budget = ParseKvBudget(absl::GetFlag(FLAGS_kv_budget), header->config);
   if (!kv_budget.ok()) {
     Log(std::string(kv_budget.status().message()));

@@ -1,0 +1,348 @@
+#include "worker/convert/hf_checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "worker/safetensors/safetensors.h"
+
+namespace llorch {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status Invalid(const std::string& dir, const std::string& message) {
+  return absl::InvalidArgumentError(absl::StrCat(dir, ": ", message));
+}
+
+absl::StatusOr<json> ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream text;
+  text << in.rdbuf();
+  json value = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  return value;
+}
+
+GgufValue IntValue(int64_t v) {
+  GgufValue value;
+  value.type = GgufValueType::kInt64;
+  value.i = v;
+  value.u = static_cast<uint64_t>(v);
+  return value;
+}
+GgufValue FloatValue(double v) {
+  GgufValue value;
+  value.type = GgufValueType::kFloat32;
+  value.f = static_cast<float>(v);
+  return value;
+}
+GgufValue StringValue(std::string v) {
+  GgufValue value;
+  value.type = GgufValueType::kString;
+  value.s = std::move(v);
+  return value;
+}
+
+// What the checkpoint says, with the model type's defaults.
+struct HfConfig {
+  std::string model_type, arch;
+  int64_t hidden = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, context = 0, vocab = 0;
+  int64_t head_dim = 0, rope_dim = 0, sliding_window = 0;
+  double rope_theta = 10000.0, norm_eps = 1e-5;
+  bool tied = false;
+  std::string rope_scaling_type;  // "", "linear" or "llama3"
+  double rope_factor = 1.0;
+  std::vector<float> rope_freq_factors;
+};
+
+absl::StatusOr<HfConfig> ParseConfig(const std::string& dir, const json& c) {
+  HfConfig h;
+  if (!c.is_object() || !c.contains("model_type") || !c["model_type"].is_string()) {
+    return Invalid(dir, "config.json has no model_type");
+  }
+  h.model_type = c["model_type"].get<std::string>();
+  static const std::map<std::string, std::string> kArch = {
+      {"llama", "llama"}, {"mistral", "llama"}, {"qwen2", "qwen2"}, {"phi3", "phi3"}, {"phi", "phi2"}};
+  auto arch = kArch.find(h.model_type);
+  if (arch == kArch.end()) {
+    return Invalid(dir, absl::StrCat("model_type '", h.model_type, "' is not supported (supported: ",
+                                     kSupportedModelTypes, ")"));
+  }
+  h.arch = arch->second;
+  auto get_int = [&](const char* key, int64_t* out, bool required) -> absl::Status {
+    if (!c.contains(key) || c[key].is_null()) {
+      return required ? Invalid(dir, absl::StrCat("config.json lacks ", key)) : absl::OkStatus();
+    }
+    if (!c[key].is_number_integer() || c[key].get<int64_t>() <= 0) {
+      return Invalid(dir, absl::StrCat("config.json: ", key, " must be a positive integer"));
+    }
+    *out = c[key].get<int64_t>();
+    return absl::OkStatus();
+  };
+  for (absl::Status s : {get_int("hidden_size", &h.hidden, true),
+                         get_int("num_hidden_layers", &h.layers, true),
+                         get_int("num_attention_heads", &h.heads, true),
+                         get_int("intermediate_size", &h.ffn, true),
+                         get_int("max_position_embeddings", &h.context, true),
+                         get_int("vocab_size", &h.vocab, true)}) {
+    if (!s.ok()) return s;
+  }
+  h.kv_heads = h.heads;
+  if (absl::Status s = get_int("num_key_value_heads", &h.kv_heads, false); !s.ok()) return s;
+  if (h.hidden % h.heads != 0 || h.heads % h.kv_heads != 0) {
+    return Invalid(dir, "config.json: hidden_size, num_attention_heads and num_key_value_heads "
+                        "do not divide evenly");
+  }
+  h.head_dim = h.hidden / h.heads;
+  if (c.contains("head_dim") && !c["head_dim"].is_null() &&
+      c["head_dim"].get<int64_t>() != h.head_dim) {
+    return Invalid(dir, "config.json: a head_dim other than hidden_size / num_attention_heads is "
+                        "not supported");
+  }
+  if (c.contains("rope_theta") && c["rope_theta"].is_number()) h.rope_theta = c["rope_theta"].get<double>();
+  const char* eps_key = h.arch == "phi2" ? "layer_norm_eps" : "rms_norm_eps";
+  if (c.contains(eps_key) && c[eps_key].is_number()) h.norm_eps = c[eps_key].get<double>();
+  h.tied = c.value("tie_word_embeddings", false);
+  h.rope_dim = h.head_dim;
+  if (h.arch == "phi2") {
+    const double factor = c.value("partial_rotary_factor", 0.5);
+    h.rope_dim = static_cast<int64_t>(h.head_dim * factor);
+    if (c.value("qk_layernorm", false)) return Invalid(dir, "phi with qk_layernorm is not supported");
+  }
+  const std::string act = c.value("hidden_act", h.arch == "phi2" ? "gelu_new" : "silu");
+  const std::string expected_act = h.arch == "phi2" ? "gelu_new" : "silu";
+  if (act != expected_act) {
+    return Invalid(dir, absl::StrCat("hidden_act '", act, "' is not supported for ", h.model_type,
+                                     " (expected ", expected_act, ")"));
+  }
+  if (h.model_type == "mistral" && c.contains("sliding_window") && c["sliding_window"].is_number_integer()) {
+    h.sliding_window = c["sliding_window"].get<int64_t>();
+  }
+  if (h.model_type == "qwen2" && c.value("use_sliding_window", false)) {
+    return Invalid(dir, "qwen2 with use_sliding_window is not supported");
+  }
+  if (c.contains("rope_scaling") && !c["rope_scaling"].is_null()) {
+    const json& r = c["rope_scaling"];
+    std::string type = r.value("rope_type", r.value("type", std::string()));
+    h.rope_factor = r.value("factor", 1.0);
+    if (type == "linear" && h.rope_factor > 0) {
+      h.rope_scaling_type = "linear";
+    } else if (type == "llama3" && h.rope_factor > 0) {
+      h.rope_scaling_type = "llama3";
+      const double low = r.value("low_freq_factor", 1.0), high = r.value("high_freq_factor", 4.0);
+      const double old_context = r.value("original_max_position_embeddings", 8192.0);
+      const double low_wavelen = old_context / low, high_wavelen = old_context / high;
+      for (int64_t i = 0; i < h.rope_dim; i += 2) {
+        const double freq = 1.0 / std::pow(h.rope_theta, static_cast<double>(i) / h.rope_dim);
+        const double wavelen = 2 * M_PI / freq;
+        double factor = 1.0;
+        if (wavelen > low_wavelen) {
+          factor = h.rope_factor;
+        } else if (wavelen >= high_wavelen) {
+          const double smooth = (old_context / wavelen - low) / (high - low);
+          factor = 1.0 / ((1 - smooth) / h.rope_factor + smooth);
+        }
+        h.rope_freq_factors.push_back(static_cast<float>(factor));
+      }
+    } else {
+      return Invalid(dir, absl::StrCat("rope_scaling type '", type,
+                                       "' is not supported (supported: linear, llama3)"));
+    }
+  }
+  return h;
+}
+
+// llama.cpp's row order for llama Q/K: within each head, rows i and
+// i + head_dim/2 (the halves HF rotates together) become rows 2i and 2i+1.
+std::shared_ptr<std::vector<uint8_t>> PermuteRopeRows(const SafeTensor& t, int64_t num_heads) {
+  const int64_t rows = t.shape[0];
+  const size_t row_bytes = t.num_bytes / rows;
+  const int64_t head_dim = rows / num_heads, half = head_dim / 2;
+  auto out = std::make_shared<std::vector<uint8_t>>(t.num_bytes);
+  for (int64_t h = 0; h < num_heads; ++h) {
+    for (int64_t i = 0; i < half; ++i) {
+      for (int64_t j = 0; j < 2; ++j) {
+        const int64_t from = h * head_dim + j * half + i, to = h * head_dim + 2 * i + j;
+        std::memcpy(out->data() + to * row_bytes, t.data + from * row_bytes, row_bytes);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfCheckpoint(const std::string& dir) {
+  absl::StatusOr<json> config_json = ReadJson(dir + "/config.json");
+  if (!config_json.ok()) {
+    if (absl::IsNotFound(config_json.status())) {
+      return absl::NotFoundError(absl::StrCat(dir, ": no config.json (not a Hugging Face model "
+                                              "directory)"));
+    }
+    return config_json.status();
+  }
+  absl::StatusOr<HfConfig> parsed = ParseConfig(dir, *config_json);
+  if (!parsed.ok()) return parsed.status();
+  const HfConfig& h = *parsed;
+
+  // The weights: one file, or shards listed by the index.
+  std::vector<std::string> files;
+  if (absl::StatusOr<json> index = ReadJson(dir + "/model.safetensors.index.json"); index.ok()) {
+    if (!index->contains("weight_map") || !(*index)["weight_map"].is_object()) {
+      return Invalid(dir, "model.safetensors.index.json has no weight_map");
+    }
+    std::set<std::string> unique;
+    for (const auto& [name, file] : (*index)["weight_map"].items()) {
+      if (!file.is_string()) return Invalid(dir, "model.safetensors.index.json: bad weight_map");
+      unique.insert(file.get<std::string>());
+    }
+    files.assign(unique.begin(), unique.end());
+  } else {
+    files = {"model.safetensors"};
+  }
+  std::vector<std::shared_ptr<const void>> keep_alive;
+  std::map<std::string, const SafeTensor*> hf;
+  for (const std::string& file : files) {
+    if (file.find('/') != std::string::npos) return Invalid(dir, "weight_map names a path");
+    absl::StatusOr<std::unique_ptr<SafeTensorsFile>> st = SafeTensorsFile::Open(dir + "/" + file);
+    if (!st.ok()) return st.status();
+    std::shared_ptr<const SafeTensorsFile> shared(std::move(*st));
+    for (const auto& [name, tensor] : shared->tensors()) hf[name] = &tensor;
+    keep_alive.push_back(shared);
+  }
+
+  std::vector<GgufTensorInfo> tensors;
+  auto add = [&](const std::string& gguf_name, const std::string& hf_name,
+                 int64_t permute_heads) -> absl::Status {
+    auto it = hf.find(hf_name);
+    if (it == hf.end()) return Invalid(dir, absl::StrCat("missing tensor ", hf_name));
+    const SafeTensor& t = *it->second;
+    GgufTensorInfo info;
+    info.name = gguf_name;
+    info.shape.assign(t.shape.rbegin(), t.shape.rend());  // ggml order
+    info.type = t.type;
+    info.data = t.data;
+    info.num_bytes = t.num_bytes;
+    if (permute_heads > 0) {
+      if (t.shape.empty() || t.shape[0] % (2 * permute_heads) != 0) {
+        return Invalid(dir, absl::StrCat("tensor ", hf_name, " cannot be split into ",
+                                         permute_heads, " heads"));
+      }
+      auto permuted = PermuteRopeRows(t, permute_heads);
+      info.data = permuted->data();
+      keep_alive.push_back(permuted);
+    }
+    tensors.push_back(std::move(info));
+    return absl::OkStatus();
+  };
+  auto add_if_present = [&](const std::string& gguf_name, const std::string& hf_name,
+                            int64_t permute_heads = 0) -> absl::Status {
+    if (hf.count(hf_name) == 0) return absl::OkStatus();
+    return add(gguf_name, hf_name, permute_heads);
+  };
+
+  const bool llama_order = h.arch == "llama";  // llama.cpp permutes Q/K for llama only
+  std::vector<absl::Status> statuses;
+  statuses.push_back(add("token_embd.weight", "model.embed_tokens.weight", 0));
+  for (int64_t l = 0; l < h.layers; ++l) {
+    const std::string g = absl::StrCat("blk.", l, ".");
+    const std::string m = absl::StrCat("model.layers.", l, ".");
+    statuses.push_back(add(g + "attn_norm.weight", m + "input_layernorm.weight", 0));
+    if (h.arch == "phi3") {
+      statuses.push_back(add(g + "attn_qkv.weight", m + "self_attn.qkv_proj.weight", 0));
+      statuses.push_back(add(g + "attn_output.weight", m + "self_attn.o_proj.weight", 0));
+      statuses.push_back(add(g + "ffn_norm.weight", m + "post_attention_layernorm.weight", 0));
+      statuses.push_back(add(g + "ffn_up.weight", m + "mlp.gate_up_proj.weight", 0));
+      statuses.push_back(add(g + "ffn_down.weight", m + "mlp.down_proj.weight", 0));
+      continue;
+    }
+    const int64_t q_heads = llama_order ? h.heads : 0, k_heads = llama_order ? h.kv_heads : 0;
+    for (const auto& [gguf, name, heads] : std::vector<std::tuple<std::string, std::string, int64_t>>{
+             {"attn_q", "q_proj", q_heads}, {"attn_k", "k_proj", k_heads}, {"attn_v", "v_proj", 0}}) {
+      statuses.push_back(add(g + gguf + ".weight", m + "self_attn." + name + ".weight", heads));
+      statuses.push_back(add_if_present(g + gguf + ".bias", m + "self_attn." + name + ".bias", heads));
+    }
+    if (h.arch == "phi2") {
+      statuses.push_back(add(g + "attn_norm.bias", m + "input_layernorm.bias", 0));
+      statuses.push_back(add(g + "attn_output.weight", m + "self_attn.dense.weight", 0));
+      statuses.push_back(add(g + "attn_output.bias", m + "self_attn.dense.bias", 0));
+      statuses.push_back(add(g + "ffn_up.weight", m + "mlp.fc1.weight", 0));
+      statuses.push_back(add(g + "ffn_up.bias", m + "mlp.fc1.bias", 0));
+      statuses.push_back(add(g + "ffn_down.weight", m + "mlp.fc2.weight", 0));
+      statuses.push_back(add(g + "ffn_down.bias", m + "mlp.fc2.bias", 0));
+      continue;
+    }
+    statuses.push_back(add(g + "attn_output.weight", m + "self_attn.o_proj.weight", 0));
+    statuses.push_back(add_if_present(g + "attn_output.bias", m + "self_attn.o_proj.bias", 0));
+    statuses.push_back(add(g + "ffn_norm.weight", m + "post_attention_layernorm.weight", 0));
+    statuses.push_back(add(g + "ffn_gate.weight", m + "mlp.gate_proj.weight", 0));
+    statuses.push_back(add(g + "ffn_up.weight", m + "mlp.up_proj.weight", 0));
+    statuses.push_back(add(g + "ffn_down.weight", m + "mlp.down_proj.weight", 0));
+  }
+  if (h.arch == "phi2") {
+    statuses.push_back(add("output_norm.weight", "model.final_layernorm.weight", 0));
+    statuses.push_back(add("output_norm.bias", "model.final_layernorm.bias", 0));
+  } else {
+    statuses.push_back(add("output_norm.weight", "model.norm.weight", 0));
+  }
+  if (!h.tied) {
+    statuses.push_back(add("output.weight", "lm_head.weight", 0));
+    statuses.push_back(add_if_present("output.bias", "lm_head.bias", 0));
+  }
+  for (const absl::Status& s : statuses) {
+    if (!s.ok()) return s;
+  }
+  if (!h.rope_freq_factors.empty()) {
+    auto factors = std::make_shared<std::vector<float>>(h.rope_freq_factors);
+    GgufTensorInfo info;
+    info.name = "rope_freqs.weight";
+    info.shape = {static_cast<int64_t>(factors->size())};
+    info.type = GgmlType::kF32;
+    info.data = reinterpret_cast<const uint8_t*>(factors->data());
+    info.num_bytes = factors->size() * sizeof(float);
+    tensors.push_back(info);
+    keep_alive.push_back(factors);
+  }
+
+  std::map<std::string, GgufValue> metadata;
+  const std::string p = h.arch + ".";
+  const size_t slash = dir.find_last_of('/', dir.size() > 1 ? dir.size() - 2 : 0);
+  metadata["general.architecture"] = StringValue(h.arch);
+  metadata["general.name"] = StringValue(slash == std::string::npos ? dir : dir.substr(slash + 1));
+  metadata[p + "block_count"] = IntValue(h.layers);
+  metadata[p + "context_length"] = IntValue(h.context);
+  metadata[p + "embedding_length"] = IntValue(h.hidden);
+  metadata[p + "feed_forward_length"] = IntValue(h.ffn);
+  metadata[p + "attention.head_count"] = IntValue(h.heads);
+  metadata[p + "attention.head_count_kv"] = IntValue(h.kv_heads);
+  metadata[p + "rope.freq_base"] = FloatValue(h.rope_theta);
+  metadata[p + "rope.dimension_count"] = IntValue(h.rope_dim);
+  metadata[p + (h.arch == "phi2" ? "attention.layer_norm_epsilon"
+                                  : "attention.layer_norm_rms_epsilon")] = FloatValue(h.norm_eps);
+  if (h.sliding_window > 0) metadata[p + "attention.sliding_window"] = IntValue(h.sliding_window);
+  if (h.rope_scaling_type == "linear") {
+    metadata[p + "rope.scaling.type"] = StringValue("linear");
+    metadata[p + "rope.scaling.factor"] = FloatValue(h.rope_factor);
+  }
+  return GgufFile::FromParts(dir, std::move(metadata), std::move(tensors), std::move(keep_alive));
+}
+
+}  // namespace llorch
