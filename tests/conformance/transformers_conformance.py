@@ -26,12 +26,22 @@ import subprocess
 import sys
 import tempfile
 
+import tokenizers
 import torch
 import transformers
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SPECIAL = ["<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"]
+TOKENIZE_CHECKS = [
+    "Hello world", "  leading spaces and\ttabs\n\nnewlines  ", "numbers 1234567 and 3.14159",
+    "café naïve résumé 日本語 한국어 Ελληνικά", "emoji 🦙🚀 and ZWJ 👩‍💻", "def f(x):\n    return x**2  # code",
+    "<|user|>special<|end|> tokens<|assistant|>", "don't won't I'm we're", "   ", "a" * 50,
+]
+
 VOCAB = 384
 BASE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            vocab_size=VOCAB, max_position_embeddings=256)
+            vocab_size=VOCAB, max_position_embeddings=512)
 PROMPT_LENGTHS = [24, 7, 15]
 GREEDY_TOKENS = 32
 LOGIT_TOLERANCE = 1e-4
@@ -67,6 +77,24 @@ def cases():
     ]
 
 
+def train_tokenizer():
+    """A small byte-level BPE trained by Hugging Face tokenizers on the
+    conformance prompts: a genuine tokenizer.json for the checkpoints."""
+    corpus = []
+    for name in sorted(os.listdir(os.path.join(HERE, "prompts"))):
+        with open(os.path.join(HERE, "prompts", name), encoding="utf-8") as f:
+            corpus.append(f.read())
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=SPECIAL,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL[0],
+                                                eos_token=SPECIAL[0])
+
+
 def randomize(model, generator):
     """Weights with structure: matrices ~ N(0, 1/in), embeddings ~ N(0, 1),
     norm scales ~ 1 + N(0, 0.05), biases ~ N(0, 0.1)."""
@@ -91,8 +119,18 @@ def llorch_logits(llorch, model_dir, ids):
     return torch.tensor([row["logits"] for row in rows], dtype=torch.float32)
 
 
-def run_case(llorch, tmp, name, config, cls, opts, seed):
+def run(cmd, timeout=300):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed: {out.stderr.strip()[-2000:]}")
+    return out.stdout
+
+
+def run_case(llorch, tmp, name, config, cls, opts, seed, tokenizer, gguf_dir):
     generator = torch.Generator().manual_seed(seed)
+    config.vocab_size = len(tokenizer)
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id
     config._attn_implementation = "eager"
     model = cls(config).eval()
     randomize(model, generator)
@@ -102,6 +140,7 @@ def run_case(llorch, tmp, name, config, cls, opts, seed):
     dtype = opts.get("dtype", torch.float32)
     model.to(dtype).save_pretrained(model_dir, safe_serialization=True,
                                     max_shard_size=opts.get("shard", "10GB"))
+    tokenizer.save_pretrained(model_dir)
     # The reference reads the saved checkpoint, as a user's transformers
     # would, computing in float32 like llorch (BF16 weights widened).
     reference = cls.from_pretrained(model_dir, torch_dtype=torch.float32,
@@ -110,7 +149,7 @@ def run_case(llorch, tmp, name, config, cls, opts, seed):
 
     worst, failures = 0.0, []
     for i, length in enumerate(PROMPT_LENGTHS):
-        prompt = torch.randint(0, VOCAB, (length,), generator=generator).tolist()
+        prompt = torch.randint(0, config.vocab_size, (length,), generator=generator).tolist()
         with torch.no_grad():
             prompt_ids = torch.tensor([prompt])
             greedy = reference.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids),
@@ -145,7 +184,28 @@ def run_case(llorch, tmp, name, config, cls, opts, seed):
             reference.config.sliding_window = saved
             if (unwindowed - ref).abs().max().item() < 1e-3:
                 failures.append("the sliding window does not change transformers' logits")
-    return worst, failures
+    # The converter: the GGUF it writes gives the directory's logits.
+    gguf = os.path.join(gguf_dir, f"tiny-hf-{name}.gguf")
+    run([llorch, "convert", "--model", model_dir, "--out", gguf, "--type", "f32"])
+    ids = ",".join(map(str, sequence))
+    direct, converted = (
+        torch.tensor([json.loads(line)["logits"] for line in run(
+            [llorch, "score", "--model", path, "--prompt-ids", ids, "--logits", "--logprobs", "0",
+             "--gelu", "exact"]).splitlines()]) for path in (model_dir, gguf))
+    gap = (direct - converted).abs().max().item()
+    if gap > 1e-5:
+        failures.append(f"converted GGUF differs from the directory by {gap:.3g} (> 1e-5)")
+    return worst, gap, failures
+
+
+def check_tokenizer(llorch, model_dir, tokenizer):
+    failures = []
+    for text in TOKENIZE_CHECKS:
+        ours = json.loads(run([llorch, "tokenize", "--model", model_dir, "--text", text, "--no-bos"]))
+        theirs = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if ours != theirs:
+            failures.append(f"tokenize {text!r}: ours {ours}, tokenizers {theirs}")
+    return failures
 
 
 def main():
@@ -154,26 +214,51 @@ def main():
     ap.add_argument("llorch")
     ap.add_argument("--keep", help="write the checkpoints here and keep them")
     ap.add_argument("--only", help="run only cases whose name contains this")
+    ap.add_argument("--skip-llamacpp", action="store_true",
+                    help="do not run llama.cpp on the converted GGUFs")
     args = ap.parse_args()
     torch.set_num_threads(2)
     tmp_ctx = tempfile.TemporaryDirectory(prefix="llorch-hf-")
     tmp = args.keep or tmp_ctx.name
     os.makedirs(tmp, exist_ok=True)
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
-    print(f"{'case':20} {'max|Δlogit|':>12}  result")
+    print(f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}, "
+          f"torch {torch.__version__}")
+    tokenizer = train_tokenizer()
+    gguf_dir = os.path.join(tmp, "converted")
+    os.makedirs(gguf_dir, exist_ok=True)
+    print(f"{'case':20} {'max|Δlogit|':>12} {'dir vs gguf':>12}  result")
     failed = 0
     for seed, (name, config, cls, opts) in enumerate(cases()):
         if args.only and args.only not in name:
             continue
         try:
-            worst, failures = run_case(args.llorch, tmp, name, config, cls, opts, seed + 1)
+            worst, gap, failures = run_case(args.llorch, tmp, name, config, cls, opts, seed + 1,
+                                            tokenizer, gguf_dir)
+            if seed == 0:
+                failures += check_tokenizer(args.llorch, os.path.join(tmp, name), tokenizer)
         except Exception as error:  # noqa: BLE001 - reported per case
-            worst, failures = float("nan"), [f"{type(error).__name__}: {error}"]
-        print(f"{name:20} {worst:12.3g}  {'ok' if not failures else 'FAIL'}")
+            worst, gap, failures = float("nan"), float("nan"), [f"{type(error).__name__}: {error}"]
+        print(f"{name:20} {worst:12.3g} {gap:12.3g}  {'ok' if not failures else 'FAIL'}")
         for failure in failures:
             print(f"    {failure}")
         failed += bool(failures)
-    print("all cases agree" if not failed else f"{failed} case(s) failed")
+    print(f"tokenizer: {len(TOKENIZE_CHECKS)} strings through `llorch tokenize` against tokenizers")
+
+    # llama.cpp on the converted GGUFs. Left out: Mistral (llama.cpp has no
+    # sliding window for llama-architecture files) and Phi-3 (llama.cpp
+    # loads phi3 vocabularies only as SentencePiece, and this tokenizer is
+    # byte-level BPE; the phi3 forward pass is checked against llama.cpp with
+    # Phi-3's own vocabulary in llamacpp_conformance, tiny-phi3-f32).
+    for name in os.listdir(gguf_dir):
+        if "mistral" in name or "phi3" in name:
+            os.remove(os.path.join(gguf_dir, name))
+    if not args.skip_llamacpp and os.listdir(gguf_dir):
+        code = subprocess.call([os.path.join(ROOT, "tools", "venv-python"),
+                                os.path.join(HERE, "llamacpp_conformance.py"), args.llorch,
+                                "--skip-real", "--random-models-dir", gguf_dir,
+                                "--work-dir", os.path.join(tmp, "llamacpp")])
+        failed += code != 0
+    print("all cases agree" if not failed else f"{failed} check(s) failed")
     return 1 if failed else 0
 
 

@@ -3,6 +3,7 @@
 //   score     teacher-forced log-probs at every position of a token sequence
 //   generate  the same, streamed from a running llorch-worker over gRPC
 //   bench-serve  aggregate throughput of a worker at several concurrencies
+//   convert   a Hugging Face directory to a GGUF file llama.cpp loads
 //   inspect   model metadata as JSON
 //   tokenize  prompt text to ids as JSON
 // Errors: one line on stderr, exit code 2.
@@ -37,6 +38,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "services/worker/worker_client.h"
+#include "worker/convert/convert.h"
+#include "worker/convert/hf_checkpoint.h"
 #include "worker/engine/job.h"
 #include "worker/engine/served_model.h"
 #include "worker/gguf/gguf.h"
@@ -62,6 +65,7 @@ constexpr char kUsage[] =
     "          as for run] [--job-id ID] [--timeout SECONDS] [--format text|jsonl]\n"
     "       llorch bench-serve --worker HOST:PORT [--streams 1,2,4,8,16] [--gen-tokens G]\n"
     "          [--requests R]   aggregate tok/s per number of concurrent streams\n"
+    "       llorch convert --model HF_DIR --out FILE.gguf [--type f32|f16|q8_0]\n"
     "       llorch inspect --model PATH\n"
     "       llorch tokenize --model PATH --text TEXT [--no-bos]\n";
 
@@ -93,6 +97,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       {"--gen-tokens", true},  {"--reps", true},          {"--worker", true},
       {"--job-id", true},      {"--timeout", true},       {"--streams", true},
       {"--requests", true},    {"--gelu", true},          {"--logits", false},
+      {"--out", true},         {"--type", true},
   };
   if (argc < 2) return absl::InvalidArgumentError("missing command");
   Args args;
@@ -543,6 +548,25 @@ absl::Status BenchServe(const Args& args) {
   return absl::OkStatus();
 }
 
+absl::Status Convert(const Args& args) {
+  if (!args.Has("--model") || !args.Has("--out")) {
+    return absl::InvalidArgumentError("--model and --out are required");
+  }
+  absl::StatusOr<ConvertType> type = ParseConvertType(args.Get("--type", "f16"));
+  if (!type.ok()) return type.status();
+  const std::string source = args.Get("--model");
+  absl::StatusOr<std::unique_ptr<GgufFile>> gguf =
+      IsDirectory(source) ? OpenHfCheckpoint(source) : GgufFile::Open(source);
+  if (!gguf.ok()) return gguf.status();
+  // Refuse what the engine could not load.
+  if (absl::StatusOr<ModelConfig> config = ModelConfigFromGguf(**gguf); !config.ok()) {
+    return config.status();
+  }
+  if (absl::Status s = ConvertToGguf(**gguf, *type, args.Get("--out")); !s.ok()) return s;
+  std::cerr << "llorch: wrote " << args.Get("--out") << "\n";
+  return absl::OkStatus();
+}
+
 absl::Status Inspect(const Args& args) {
   absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/false);
   if (!loaded.ok()) return loaded.status();
@@ -612,6 +636,8 @@ int Main(int argc, char** argv) {
     status = Generate(*args);
   } else if (args->command == "bench-serve") {
     status = BenchServe(*args);
+  } else if (args->command == "convert") {
+    status = Convert(*args);
   } else if (args->command == "inspect") {
     status = Inspect(*args);
   } else if (args->command == "tokenize") {

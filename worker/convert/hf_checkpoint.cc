@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/convert/hf_tokenizer.h"
 #include "worker/safetensors/safetensors.h"
 
 namespace llorch {
@@ -36,9 +37,11 @@ absl::StatusOr<json> ReadJson(const std::string& path) {
   return value;
 }
 
+// Hyper-parameters as llama.cpp's converter writes them (it rejects other
+// integer types for these keys).
 GgufValue IntValue(int64_t v) {
   GgufValue value;
-  value.type = GgufValueType::kInt64;
+  value.type = GgufValueType::kUint32;
   value.i = v;
   value.u = static_cast<uint64_t>(v);
   return value;
@@ -342,6 +345,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfCheckpoint(const std::string& di
     metadata[p + "rope.scaling.type"] = StringValue("linear");
     metadata[p + "rope.scaling.factor"] = FloatValue(h.rope_factor);
   }
+  if (absl::Status s = AddHfTokenizerMetadata(dir, h.vocab, &metadata); !s.ok()) return s;
   return GgufFile::FromParts(dir, std::move(metadata), std::move(tensors), std::move(keep_alive));
 }
 

@@ -1,0 +1,198 @@
+#include "worker/convert/hf_tokenizer.h"
+
+#include <fstream>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+
+namespace llorch {
+namespace {
+
+using json = nlohmann::json;
+
+// Hugging Face's spellings of the split regexes of the pre-tokenizers we
+// implement (see worker/tokenizer/bpe_tokenizer.cc for llama.cpp's).
+constexpr char kLlama3Split[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
+    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr char kQwen2Split[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
+    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+absl::StatusOr<json> ReadJsonIfPresent(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return json();  // null: absent
+  std::stringstream text;
+  text << in.rdbuf();
+  json value = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
+  return value;
+}
+
+GgufValue Scalar(GgufValueType type, int64_t v) {
+  GgufValue value;
+  value.type = type;
+  value.i = v;
+  value.u = static_cast<uint64_t>(v);
+  return value;
+}
+
+GgufValue StringArray(std::vector<std::string> strings) {
+  GgufValue value;
+  value.type = GgufValueType::kArray;
+  value.array_type = GgufValueType::kString;
+  for (std::string& s : strings) {
+    GgufValue element;
+    element.type = GgufValueType::kString;
+    element.s = std::move(s);
+    value.array.push_back(std::move(element));
+  }
+  return value;
+}
+
+// The pre-tokenizer's llama.cpp name, from its tokenizer.json description.
+absl::StatusOr<std::string> PreTokenizerName(const json& pre) {
+  auto is_byte_level = [](const json& p, bool use_regex) {
+    return p.is_object() && p.value("type", "") == "ByteLevel" &&
+           !p.value("add_prefix_space", false) && p.value("use_regex", true) == use_regex;
+  };
+  if (is_byte_level(pre, true)) return std::string("gpt-2");
+  if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers")) {
+    const json& steps = pre["pretokenizers"];
+    if (steps.size() == 2 && steps[0].value("type", "") == "Split" &&
+        is_byte_level(steps[1], false) && steps[0].contains("pattern")) {
+      const std::string regex = steps[0]["pattern"].value("Regex", "");
+      if (regex == kLlama3Split) return std::string("llama-bpe");
+      if (regex == kQwen2Split) return std::string("qwen2");
+    }
+    if (steps.size() == 2 && steps[0].value("type", "") == "Digits" &&
+        steps[0].value("individual_digits", false) && is_byte_level(steps[1], true)) {
+      return std::string("smollm");
+    }
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("tokenizer.json: pre-tokenizer not supported: ", pre.dump().substr(0, 300)));
+}
+
+}  // namespace
+
+absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
+                                    std::map<std::string, GgufValue>* metadata) {
+  absl::StatusOr<json> tokenizer = ReadJsonIfPresent(dir + "/tokenizer.json");
+  if (!tokenizer.ok()) return tokenizer.status();
+  if (tokenizer->is_null()) return absl::OkStatus();
+  const std::string where = dir + "/tokenizer.json";
+  const json& model = (*tokenizer)["model"];
+  if (!model.is_object() || model.value("type", "") != "BPE" || !model.contains("vocab") ||
+      !model["vocab"].is_object() || !model.contains("merges")) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": only BPE models are supported"));
+  }
+  if (model.value("byte_fallback", false)) {
+    return absl::UnimplementedError(absl::StrCat(
+        where, ": SentencePiece-style BPE (byte_fallback) is not supported yet"));
+  }
+  absl::StatusOr<std::string> pre = PreTokenizerName((*tokenizer)["pre_tokenizer"]);
+  if (!pre.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", pre.status().message()));
+
+  // Tokens by id: the model's vocabulary, then added tokens; ids the files
+  // leave unnamed (padding up to the embedding's rows) become unused.
+  std::vector<std::string> tokens(vocab_size);
+  std::vector<int64_t> types(vocab_size, 0);
+  std::map<std::string, int64_t> ids;
+  auto place = [&](const std::string& text, int64_t id, int64_t type) -> absl::Status {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": token id ", id, " (", text,
+                                                     ") is outside the embedding's ", vocab_size,
+                                                     " rows"));
+    }
+    tokens[id] = text;
+    types[id] = type;
+    ids[text] = id;
+    return absl::OkStatus();
+  };
+  for (const auto& [text, id] : model["vocab"].items()) {
+    if (absl::Status s = place(text, id.get<int64_t>(), /*normal=*/1); !s.ok()) return s;
+  }
+  if (tokenizer->contains("added_tokens") && (*tokenizer)["added_tokens"].is_array()) {
+    for (const json& added : (*tokenizer)["added_tokens"]) {
+      const int64_t type = added.value("special", false) ? /*control=*/3 : /*user-defined=*/4;
+      if (absl::Status s = place(added.value("content", ""), added.value("id", -1), type); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  for (int64_t id = 0; id < vocab_size; ++id) {
+    if (types[id] == 0) tokens[id] = absl::StrCat("[PAD", id, "]"), types[id] = /*unused=*/5;
+  }
+  std::vector<std::string> merges;
+  for (const json& merge : model["merges"]) {
+    if (merge.is_string()) {
+      merges.push_back(merge.get<std::string>());
+    } else if (merge.is_array() && merge.size() == 2) {
+      merges.push_back(absl::StrCat(merge[0].get<std::string>(), " ", merge[1].get<std::string>()));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": malformed merge"));
+    }
+  }
+
+  // Special ids: config.json and generation_config.json give ids (EOS may
+  // be a list: the first is the EOS, all end generation); tokenizer_config
+  // gives texts and add_bos_token.
+  absl::StatusOr<json> config = ReadJsonIfPresent(dir + "/config.json");
+  absl::StatusOr<json> generation = ReadJsonIfPresent(dir + "/generation_config.json");
+  absl::StatusOr<json> tokenizer_config = ReadJsonIfPresent(dir + "/tokenizer_config.json");
+  for (const auto* s : {&config, &generation, &tokenizer_config}) {
+    if (!s->ok()) return s->status();
+  }
+  int64_t bos = -1, eos = -1;
+  std::vector<int64_t> eos_list;
+  for (const json* source : {&*config, &*generation}) {
+    if (!source->is_object()) continue;
+    if (source->contains("bos_token_id") && (*source)["bos_token_id"].is_number_integer()) {
+      bos = (*source)["bos_token_id"].get<int64_t>();
+    }
+    const json& e = source->value("eos_token_id", json());
+    if (e.is_number_integer()) eos_list = {e.get<int64_t>()};
+    if (e.is_array() && !e.empty()) eos_list = e.get<std::vector<int64_t>>();
+  }
+  bool add_bos = false;
+  if (tokenizer_config->is_object()) {
+    auto token_id = [&](const char* key) -> int64_t {
+      const json& t = tokenizer_config->value(key, json());
+      const std::string text = t.is_string() ? t.get<std::string>()
+                               : t.is_object() ? t.value("content", "") : "";
+      auto it = ids.find(text);
+      return it == ids.end() ? -1 : it->second;
+    };
+    if (bos < 0) bos = token_id("bos_token");
+    if (eos_list.empty() && token_id("eos_token") >= 0) eos_list = {token_id("eos_token")};
+    add_bos = tokenizer_config->value("add_bos_token", false);
+  }
+  if (!eos_list.empty()) eos = eos_list[0];
+
+  std::map<std::string, GgufValue>& m = *metadata;
+  m["tokenizer.ggml.model"] = StringArray({"gpt2"}).array[0];
+  m["tokenizer.ggml.pre"] = StringArray({*pre}).array[0];
+  m["tokenizer.ggml.tokens"] = StringArray(std::move(tokens));
+  GgufValue type_array;
+  type_array.type = GgufValueType::kArray;
+  type_array.array_type = GgufValueType::kInt32;
+  for (int64_t t : types) type_array.array.push_back(Scalar(GgufValueType::kInt32, t));
+  m["tokenizer.ggml.token_type"] = std::move(type_array);
+  m["tokenizer.ggml.merges"] = StringArray(std::move(merges));
+  if (bos >= 0) m["tokenizer.ggml.bos_token_id"] = Scalar(GgufValueType::kUint32, bos);
+  if (eos >= 0) m["tokenizer.ggml.eos_token_id"] = Scalar(GgufValueType::kUint32, eos);
+  if (eos_list.size() > 1) {
+    // llama.cpp has one EOS key; the others end generation as end-of-turn.
+    m["tokenizer.ggml.eot_token_id"] = Scalar(GgufValueType::kUint32, eos_list[1]);
+  }
+  GgufValue add_bos_value = Scalar(GgufValueType::kBool, add_bos ? 1 : 0);
+  m["tokenizer.ggml.add_bos_token"] = add_bos_value;
+  return absl::OkStatus();
+}
+
+}  // namespace llorch
