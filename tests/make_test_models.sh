@@ -27,3 +27,14 @@ make_model tiny-phi3-f32       "${SMALL[@]}" --arch phi3 --kv-heads 2 --type f32
 make_model tiny-phi2-f32       "${SMALL[@]}" --arch phi2 --kv-heads 4 --type f32 --untied --seed 9
 make_model tiny-qwen2-q8_0     "${SMALL[@]}" --arch qwen2 --kv-heads 2 --type q8_0 --untied --seed 10
 make_model tiny-phi2-q4_0      "${SMALL[@]}" --arch phi2 --kv-heads 4 --type q4_0 --untied --seed 11
+# K-quants, written by llama.cpp's own quantiser (gguf-py cannot write them)
+# from an F32 model whose rows are multiples of 256.
+KSHAPE=(--layers 2 --hidden 256 --heads 4 --kv-heads 2 --ffn 512 --ctx 512)
+make_model kquant-source-f32   "${KSHAPE[@]}" --type f32 --untied --seed 21
+QUANTIZE="$ROOT/build/bin/llamacpp_quantize"
+for type in q4_k q5_k q6_k; do
+  [[ -s "$OUT/tiny-$type.gguf" ]] && continue
+  [[ -x "$QUANTIZE" ]] || bash "$ROOT/tools/bench/build-llamacpp-tool.sh" quantize "$QUANTIZE"
+  "$QUANTIZE" "$OUT/kquant-source-f32.gguf" "$OUT/tiny-$type.gguf.tmp" "$type" >/dev/null 2>&1
+  mv "$OUT/tiny-$type.gguf.tmp" "$OUT/tiny-$type.gguf"
+done

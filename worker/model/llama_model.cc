@@ -59,6 +59,12 @@ ActivationQuant ActivationQuantFor(GgmlType type) {
     case GgmlType::kQ4_1:
     case GgmlType::kQ5_1:
       return ActivationQuant::kQ8_1;
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return ActivationQuant::kQ8_K;
     default:
       return ActivationQuant::kNone;
   }
@@ -82,6 +88,21 @@ at::Tensor QuantizeActivationsInPlace(at::Tensor& x, bool with_sums) {
   if (!with_sums) return at::Tensor();
   at::Tensor sum = q.sum(-1, /*keepdim=*/true);
   return ((d * sum).to(at::kHalf).to(at::kFloat) - d16 * sum).view({x.size(0), -1});
+}
+
+// Rounds x [n, in] (in a multiple of 256) in place to ggml's Q8_K grid, as
+// quantize_row_q8_K does: per block of 256, the signed value of largest
+// magnitude (the first, on ties) sets iscale = -127 / max, q =
+// min(127, nearbyint(x * iscale)), x' = q / iscale.
+void QuantizeActivationsQ8KInPlace(at::Tensor& x) {
+  constexpr int64_t kBlock = 256;
+  at::Tensor blocks = x.view({-1, kBlock});                                // [blocks, 256]
+  at::Tensor index = blocks.abs().argmax(-1, /*keepdim=*/true);            // [blocks, 1]
+  at::Tensor max = blocks.gather(-1, index);                               // [blocks, 1]
+  at::Tensor iscale = at::where(max != 0, -127.0f / max, at::zeros_like(max));
+  at::Tensor q = at::round(blocks * iscale).clamp_max(127.0f);
+  at::Tensor d = at::where(max != 0, 1.0f / iscale, at::zeros_like(max));
+  blocks.copy_(q * d);
 }
 
 absl::StatusOr<c10::Device> ParseDevice(const std::string& device) {
@@ -300,7 +321,10 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
   const at::Tensor& weight = matrix.weight;
   at::Tensor input = x;
   at::Tensor sum_delta;  // [n, in / 32] for Q8_1
-  if (matrix.quant != ActivationQuant::kNone) {
+  if (matrix.quant == ActivationQuant::kQ8_K) {
+    input = x.clone(at::MemoryFormat::Contiguous);
+    QuantizeActivationsQ8KInPlace(input);
+  } else if (matrix.quant != ActivationQuant::kNone) {
     input = x.clone(at::MemoryFormat::Contiguous);
     sum_delta = QuantizeActivationsInPlace(input, matrix.quant == ActivationQuant::kQ8_1);
   }

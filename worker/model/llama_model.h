@@ -43,6 +43,7 @@ enum class ActivationQuant {
   kNone,  // F32/F16/BF16 weights: activations stay F32
   kQ8_0,  // blocks of 32, scale = amax / 127 stored as F16 (Q4_0, Q5_0, Q8_0 weights)
   kQ8_1,  // as Q8_0; the weight's offset meets the same rounded activations (Q4_1, Q5_1)
+  kQ8_K,  // blocks of 256, scale = -max / 127 in F32 (K-quants: Q2_K .. Q6_K)
 };
 
 // One job's part of a batched forward: `tokens` at absolute positions
