@@ -208,6 +208,51 @@ def check_tokenizer(llorch, model_dir, tokenizer):
     return failures
 
 
+def check_errors(llorch, tmp, good_dir):
+    """Bad checkpoints get one clear line and exit code 2."""
+    import shutil
+    import safetensors.torch
+    failures = []
+
+    def expect(name, model_dir, needle):
+        out = subprocess.run([llorch, "score", "--model", model_dir, "--prompt-ids", "1,2"],
+                             capture_output=True, text=True, timeout=60)
+        lines = out.stderr.strip().splitlines()
+        if out.returncode != 2 or len(lines) != 1 or needle not in lines[0]:
+            failures.append(f"{name}: exit {out.returncode}, stderr {out.stderr.strip()!r} "
+                            f"(wanted one line with {needle!r})")
+
+    def copy(name):
+        target = os.path.join(tmp, "bad-" + name)
+        shutil.copytree(good_dir, target)
+        return target
+
+    d = copy("model-type")
+    with open(os.path.join(d, "config.json")) as f:
+        config = json.load(f)
+    config["model_type"] = "gpt_neox"
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f)
+    expect("unsupported model_type", d, "supported: llama, mistral, qwen2, phi3, phi")
+
+    d = copy("no-config")
+    os.remove(os.path.join(d, "config.json"))
+    expect("no config.json", d, "no config.json")
+
+    d = copy("missing-tensor")
+    path = os.path.join(d, "model.safetensors")
+    tensors = safetensors.torch.load_file(path)
+    del tensors["model.layers.1.mlp.down_proj.weight"]
+    safetensors.torch.save_file(tensors, path)
+    expect("missing tensor", d, "model.layers.1.mlp.down_proj.weight")
+
+    d = copy("truncated")
+    with open(os.path.join(d, "model.safetensors"), "r+b") as f:
+        f.truncate(os.path.getsize(os.path.join(d, "model.safetensors")) // 2)
+    expect("truncated weights", d, "model.safetensors")
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,6 +288,12 @@ def main():
             print(f"    {failure}")
         failed += bool(failures)
     print(f"tokenizer: {len(TOKENIZE_CHECKS)} strings through `llorch tokenize` against tokenizers")
+    if not args.only:
+        error_failures = check_errors(args.llorch, tmp, os.path.join(tmp, "llama-gqa"))
+        for failure in error_failures:
+            print(f"    {failure}")
+        print(f"bad checkpoints: {'ok' if not error_failures else 'FAIL'}")
+        failed += bool(error_failures)
 
     # llama.cpp on the converted GGUFs. Left out: Mistral (llama.cpp has no
     # sliding window for llama-architecture files) and Phi-3 (llama.cpp
