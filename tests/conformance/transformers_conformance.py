@@ -20,7 +20,6 @@ Usage: transformers_conformance.py path/to/llorch [--keep DIR]
 """
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -30,83 +29,19 @@ import tokenizers
 import torch
 import transformers
 
+from hf_test_models import cases, save_case, train_tokenizer
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-SPECIAL = ["<|endoftext|>", "<|end|>", "<|user|>", "<|assistant|>"]
 TOKENIZE_CHECKS = [
     "Hello world", "  leading spaces and\ttabs\n\nnewlines  ", "numbers 1234567 and 3.14159",
     "café naïve résumé 日本語 한국어 Ελληνικά", "emoji 🦙🚀 and ZWJ 👩‍💻", "def f(x):\n    return x**2  # code",
     "<|user|>special<|end|> tokens<|assistant|>", "don't won't I'm we're", "   ", "a" * 50,
 ]
 
-VOCAB = 384
-BASE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            vocab_size=VOCAB, max_position_embeddings=512)
 PROMPT_LENGTHS = [24, 7, 15]
 GREEDY_TOKENS = 32
 LOGIT_TOLERANCE = 1e-4
-
-
-def cases():
-    T = transformers
-    return [
-        ("llama-gqa", T.LlamaConfig(**BASE, num_key_value_heads=2, tie_word_embeddings=False),
-         T.LlamaForCausalLM, {}),
-        ("llama3-rope-tied", T.LlamaConfig(**BASE, num_key_value_heads=4, tie_word_embeddings=True,
-                                           rope_theta=50000.0,
-                                           rope_scaling={"rope_type": "llama3", "factor": 8.0,
-                                                         "low_freq_factor": 1.0,
-                                                         "high_freq_factor": 4.0,
-                                                         "original_max_position_embeddings": 32}),
-         T.LlamaForCausalLM, {}),
-        ("llama-linear-rope", T.LlamaConfig(**BASE, num_key_value_heads=1,
-                                            rope_scaling={"type": "linear", "factor": 2.0}),
-         T.LlamaForCausalLM, {}),
-        ("mistral-window", T.MistralConfig(**BASE, num_key_value_heads=2, sliding_window=8),
-         T.MistralForCausalLM, {"window": True}),
-        ("qwen2-tied", T.Qwen2Config(**BASE, num_key_value_heads=2, tie_word_embeddings=True),
-         T.Qwen2ForCausalLM, {}),
-        ("phi3", T.Phi3Config(**BASE, num_key_value_heads=4, pad_token_id=0, sliding_window=None),
-         T.Phi3ForCausalLM, {}),
-        ("phi2", T.PhiConfig(**BASE, num_key_value_heads=4, partial_rotary_factor=0.5),
-         T.PhiForCausalLM, {}),
-        ("llama-bf16", T.LlamaConfig(**BASE, num_key_value_heads=2),
-         T.LlamaForCausalLM, {"dtype": torch.bfloat16}),
-        ("qwen2-sharded", T.Qwen2Config(**BASE, num_key_value_heads=2, tie_word_embeddings=False),
-         T.Qwen2ForCausalLM, {"shard": "100KB"}),
-    ]
-
-
-def train_tokenizer():
-    """A small byte-level BPE trained by Hugging Face tokenizers on the
-    conformance prompts: a genuine tokenizer.json for the checkpoints."""
-    corpus = []
-    for name in sorted(os.listdir(os.path.join(HERE, "prompts"))):
-        with open(os.path.join(HERE, "prompts", name), encoding="utf-8") as f:
-            corpus.append(f.read())
-    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=SPECIAL,
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL[0],
-                                                eos_token=SPECIAL[0])
-
-
-def randomize(model, generator):
-    """Weights with structure: matrices ~ N(0, 1/in), embeddings ~ N(0, 1),
-    norm scales ~ 1 + N(0, 0.05), biases ~ N(0, 0.1)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                std = 1.0 if "embed" in name else 1.0 / math.sqrt(p.shape[1])
-                p.copy_(torch.randn(p.shape, generator=generator) * std)
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.05 * torch.randn(p.shape, generator=generator))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
 
 
 def llorch_logits(llorch, model_dir, ids):
@@ -127,20 +62,7 @@ def run(cmd, timeout=300):
 
 
 def run_case(llorch, tmp, name, config, cls, opts, seed, tokenizer, gguf_dir):
-    generator = torch.Generator().manual_seed(seed)
-    config.vocab_size = len(tokenizer)
-    config.eos_token_id = tokenizer.eos_token_id
-    config.bos_token_id = tokenizer.bos_token_id
-    config._attn_implementation = "eager"
-    model = cls(config).eval()
-    randomize(model, generator)
-    if model.config.tie_word_embeddings:
-        model.tie_weights()
-    model_dir = os.path.join(tmp, name)
-    dtype = opts.get("dtype", torch.float32)
-    model.to(dtype).save_pretrained(model_dir, safe_serialization=True,
-                                    max_shard_size=opts.get("shard", "10GB"))
-    tokenizer.save_pretrained(model_dir)
+    model_dir, generator = save_case(name, config, cls, opts, seed, tokenizer, tmp)
     # The reference reads the saved checkpoint, as a user's transformers
     # would, computing in float32 like llorch (BF16 weights widened).
     reference = cls.from_pretrained(model_dir, torch_dtype=torch.float32,

@@ -164,6 +164,27 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     const ActivationQuant quant = options.quantize_activations && same_type
                                       ? ActivationQuantFor(first->type)
                                       : ActivationQuant::kNone;
+    if (quant == ActivationQuant::kQ8_K && model->device_.is_cpu() &&
+        KQuantSupports(first->type)) {
+      // CPU: unpacked K-quant blocks, multiplied with integer sums.
+      auto kquant = std::make_shared<KQuantMatrix>();
+      for (const std::string& name : names) {
+        const GgufTensorInfo* info = gguf.FindTensor(name);
+        if (absl::Status s = AppendKQuantRows(info->type, info->data, info->shape[1],
+                                              info->shape[0], kquant.get());
+            !s.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(gguf.path(), ": tensor ", name, ": ",
+                                                         s.message()));
+        }
+        num_parameters += info->num_elements();
+      }
+      matrix.rows = kquant->rows;
+      matrix.in = kquant->in;
+      matrix.raw_type = first->type;
+      matrix.quant = quant;
+      matrix.kquant = std::move(kquant);
+      return matrix;
+    }
     if (quant != ActivationQuant::kNone && model->device_.is_cpu() &&
         QuantMatmulSupports(first->type)) {
       // CPU: keep the ggml blocks and multiply them directly.
@@ -316,6 +337,16 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
                   at::parallel_for(begin, end, /*grain_size=*/32,
                                    [&](int64_t b, int64_t e) { body(b, e); });
                 });
+    return out;
+  }
+  if (matrix.kquant != nullptr) {
+    at::Tensor input = x.contiguous();
+    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    KQuantMatmul(*matrix.kquant, input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
+                 [](int64_t begin, int64_t end, const RangeFn& body) {
+                   at::parallel_for(begin, end, /*grain_size=*/16,
+                                    [&](int64_t b, int64_t e) { body(b, e); });
+                 });
     return out;
   }
   const at::Tensor& weight = matrix.weight;

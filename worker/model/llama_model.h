@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "worker/gguf/ggml_types.h"
+#include "worker/model/kquant_matmul.h"
 #include "worker/model/kv_cache.h"
 #include "worker/model/model_config.h"
 
@@ -92,6 +93,8 @@ class LlamaModel {
     // CPU kernel path (quantize_activations and a supported type): the ggml
     // blocks, [out, row bytes]; `weight` is then undefined.
     at::Tensor raw;
+    // CPU K-quant path (Q4_K, Q5_K, Q6_K): the unpacked blocks.
+    std::shared_ptr<const KQuantMatrix> kquant;
     GgmlType raw_type = GgmlType::kF32;
     int64_t rows = 0;
     int64_t in = 0;

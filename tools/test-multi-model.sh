@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Every family in every format llorch reads, through the whole stack: each
+# model is served by llorch-worker and generated from over gRPC (llorch
+# generate), and the stream must equal `llorch run` on the same model
+# (greedy, 16 tokens, EOS ignored). Prints family / format / dtype / result
+# and exits non-zero on any failure.
+#   Random-weight checkpoints of llama, mistral, qwen2, phi3 and phi (Phi-2)
+#   are built with transformers (tests/conformance/hf_test_models.py), served
+#   as SafeTensors directories and as the GGUF `llorch convert` writes (f16,
+#   q8_0); K-quants come from llama.cpp's quantiser (tests/make_test_models.sh);
+#   the real model is SmolLM2-135M-Instruct Q4_1.
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+source "$ROOT/tools/env.sh"
+BIN="$ROOT/build/bin"
+WORK="$(mktemp -d -t llorch-multi-model.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+PROMPT="Once upon a time"
+
+"$ROOT/tools/hf-python" "$ROOT/tests/conformance/hf_test_models.py" "$WORK/hf" \
+  --only llama-gqa --only llama3-rope-tied --only mistral-window --only qwen2-tied --only phi3 \
+  --only phi2 --only llama-bf16 >/dev/null || { echo "test-multi-model: building checkpoints failed" >&2; exit 1; }
+TESTDATA="$ROOT/build/testdata"
+bash "$ROOT/tests/make_test_models.sh" "$TESTDATA" >/dev/null 2>&1 \
+  || { echo "test-multi-model: tests/make_test_models.sh failed" >&2; exit 1; }
+
+ROWS=()   # family|format|dtype|path
+for case in llama-gqa:llama llama3-rope-tied:llama3 mistral-window:mistral qwen2-tied:qwen2 phi3:phi3 phi2:phi2 llama-bf16:llama; do
+  dir="$WORK/hf/${case%%:*}"; family="${case##*:}"
+  dtype=f32; [[ "$dir" == *bf16 ]] && dtype=bf16
+  ROWS+=("$family|safetensors|$dtype|$dir")
+  [[ "$dtype" == bf16 ]] && continue
+  for type in f16 q8_0; do
+    out="$WORK/${case%%:*}-$type.gguf"
+    if "$BIN/llorch" convert --model "$dir" --out "$out" --type "$type" 2>"$WORK/convert.log"; then
+      ROWS+=("$family|gguf (converted)|$type|$out")
+    else
+      ROWS+=("$family|gguf (converted)|$type|CONVERT-FAILED:$(tail -1 "$WORK/convert.log")")
+    fi
+  done
+done
+for type in q4_k q5_k q6_k; do ROWS+=("llama|gguf (llama.cpp quantiser)|$type|$TESTDATA/tiny-$type.gguf"); done
+ROWS+=("llama|gguf (llama.cpp converter)|q4_1|$LLORCH_DEFAULT_MODEL")
+
+ids_of() {  # jsonl on stdin -> comma-separated token ids
+  python3 -c 'import json,sys; print(",".join(str(json.loads(l)["id"]) for l in sys.stdin if "\"token\"" in l))'
+}
+
+run_one() {  # path -> "ok" or a reason
+  local model="$1" log="$WORK/worker.log" port pid reference served code
+  [[ "$model" == CONVERT-FAILED:* ]] && { echo "convert failed: ${model#CONVERT-FAILED:}"; return; }
+  reference="$("$BIN/llorch" run --model "$model" --prompt "$PROMPT" --temperature 0 --max-tokens 16 \
+    --ignore-eos --format jsonl 2>"$WORK/run.log" | ids_of)"
+  [[ -n "$reference" ]] || { echo "llorch run failed: $(tail -1 "$WORK/run.log")"; return; }
+  "$BIN/llorch-worker" --model "$model" --listen 127.0.0.1:0 --metrics_port -1 2>"$log" &
+  pid=$!
+  for _ in $(seq 1 300); do
+    grep -q "llorch-worker: serving" "$log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  port="$(sed -n 's/.*grpc listening on port \([0-9]*\).*/\1/p' "$log")"
+  if ! grep -q "llorch-worker: serving" "$log"; then
+    kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    echo "worker did not start: $(tail -1 "$log")"; return
+  fi
+  served="$("$BIN/llorch" generate --worker "127.0.0.1:$port" --prompt "$PROMPT" --temperature 0 \
+    --max-tokens 16 --ignore-eos --format jsonl 2>"$WORK/generate.log" | ids_of)"
+  kill -TERM "$pid"; wait "$pid"; code=$?
+  if [[ -z "$served" ]]; then echo "generate failed: $(tail -1 "$WORK/generate.log")"
+  elif [[ "$served" != "$reference" ]]; then echo "stream differs from llorch run"
+  elif [[ $code -ne 0 ]]; then echo "worker exited $code on SIGTERM"
+  else echo ok; fi
+}
+
+failures=0
+printf '%-8s | %-26s | %-5s | %s\n' family format dtype result
+printf '%s\n' "---------|----------------------------|-------|-------"
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r family format dtype path <<<"$row"
+  result="$(run_one "$path")"
+  [[ "$result" == ok ]] || failures=$((failures + 1))
+  printf '%-8s | %-26s | %-5s | %s\n' "$family" "$format" "$dtype" "$result"
+done
+echo "$(( ${#ROWS[@]} - failures ))/${#ROWS[@]} models generated through llorch-worker"
+exit $(( failures > 0 ))

@@ -1,0 +1,190 @@
+#include "worker/model/kquant_matmul.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace llorch {
+namespace {
+
+float HalfAt(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  float out;
+  DequantizeToF32(GgmlType::kF16, &bits, 1, &out);
+  return out;
+}
+
+// The 6-bit scale and min of 32-element group j of a Q4_K/Q5_K block.
+void GroupScaleMin(const uint8_t* packed, int j, int16_t* scale, int16_t* min) {
+  if (j < 4) {
+    *scale = packed[j] & 63;
+    *min = packed[j + 4] & 63;
+  } else {
+    *scale = static_cast<int16_t>((packed[j + 4] & 0x0f) | ((packed[j - 4] >> 6) << 4));
+    *min = static_cast<int16_t>((packed[j + 4] >> 4) | ((packed[j] >> 6) << 4));
+  }
+}
+
+// Q4_K: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles; each
+// 64 elements take the low then the high nibbles of 32 bytes.
+void UnpackQ4K(const uint8_t* src, KQuantBlock* b) {
+  b->d = HalfAt(src);
+  b->dmin = HalfAt(src + 2);
+  const uint8_t* q = src + 16;
+  for (int g = 0; g < 8; ++g) {
+    int16_t scale, min;
+    GroupScaleMin(src + 4, g, &scale, &min);
+    b->scale[2 * g] = b->scale[2 * g + 1] = scale;
+    b->min[2 * g] = b->min[2 * g + 1] = min;
+    const uint8_t* bytes = q + (g / 2) * 32;
+    for (int l = 0; l < 32; ++l) {
+      b->q[g * 32 + l] = static_cast<int8_t>(g % 2 == 0 ? bytes[l] & 0x0f : bytes[l] >> 4);
+    }
+  }
+}
+
+// Q5_K: as Q4_K plus 32 bytes of fifth bits (bit g of byte l for element l
+// of group g), before the nibbles.
+void UnpackQ5K(const uint8_t* src, KQuantBlock* b) {
+  b->d = HalfAt(src);
+  b->dmin = HalfAt(src + 2);
+  const uint8_t* qh = src + 16;
+  const uint8_t* ql = src + 48;
+  for (int g = 0; g < 8; ++g) {
+    int16_t scale, min;
+    GroupScaleMin(src + 4, g, &scale, &min);
+    b->scale[2 * g] = b->scale[2 * g + 1] = scale;
+    b->min[2 * g] = b->min[2 * g + 1] = min;
+    const uint8_t* bytes = ql + (g / 2) * 32;
+    for (int l = 0; l < 32; ++l) {
+      const int low = g % 2 == 0 ? bytes[l] & 0x0f : bytes[l] >> 4;
+      b->q[g * 32 + l] = static_cast<int8_t>(low + (((qh[l] >> g) & 1) << 4));
+    }
+  }
+}
+
+// Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales,
+// f16 d. Each 128 elements: 4 runs of 32 from the low/high nibbles of 64
+// bytes and successive bit pairs of 32 bytes.
+void UnpackQ6K(const uint8_t* src, KQuantBlock* b) {
+  const uint8_t* ql = src;
+  const uint8_t* qh = src + 128;
+  const int8_t* scales = reinterpret_cast<const int8_t*>(src + 192);
+  b->d = HalfAt(src + 208);
+  b->dmin = 0;
+  for (int g = 0; g < 16; ++g) b->scale[g] = scales[g], b->min[g] = 0;
+  for (int half = 0; half < 2; ++half) {
+    const uint8_t* low = ql + half * 64;
+    const uint8_t* high = qh + half * 32;
+    int8_t* q = b->q + half * 128;
+    for (int l = 0; l < 32; ++l) {
+      q[l] = static_cast<int8_t>(((low[l] & 0x0f) | (((high[l] >> 0) & 3) << 4)) - 32);
+      q[l + 32] = static_cast<int8_t>(((low[l + 32] & 0x0f) | (((high[l] >> 2) & 3) << 4)) - 32);
+      q[l + 64] = static_cast<int8_t>(((low[l] >> 4) | (((high[l] >> 4) & 3) << 4)) - 32);
+      q[l + 96] = static_cast<int8_t>(((low[l + 32] >> 4) | (((high[l] >> 6) & 3) << 4)) - 32);
+    }
+  }
+}
+
+// One activation block rounded as ggml's quantize_row_q8_K: the signed value
+// of largest magnitude (the first on ties) sets iscale = -127 / max.
+struct Q8KBlock {
+  float d = 0;
+  int8_t q[kKBlock];
+  int32_t sum16[16];  // sums of q per 16 elements
+};
+
+void QuantizeRowQ8K(const float* x, int64_t num_blocks, Q8KBlock* out) {
+  for (int64_t b = 0; b < num_blocks; ++b, x += kKBlock) {
+    Q8KBlock& block = out[b];
+    float amax = 0, max = 0;
+    for (int64_t j = 0; j < kKBlock; ++j) {
+      const float a = std::fabs(x[j]);
+      if (a > amax) amax = a, max = x[j];
+    }
+    if (amax == 0) {
+      block.d = 0;
+      std::memset(block.q, 0, sizeof(block.q));
+      std::memset(block.sum16, 0, sizeof(block.sum16));
+      continue;
+    }
+    const float iscale = -127.0f / max;
+    for (int64_t j = 0; j < kKBlock; ++j) {
+      const int v = static_cast<int>(std::nearbyint(iscale * x[j]));
+      block.q[j] = static_cast<int8_t>(v > 127 ? 127 : v);
+    }
+    for (int g = 0; g < 16; ++g) {
+      int32_t sum = 0;
+      for (int l = 0; l < 16; ++l) sum += block.q[g * 16 + l];
+      block.sum16[g] = sum;
+    }
+    block.d = 1.0f / iscale;
+  }
+}
+
+float DotRow(const KQuantBlock* w, const Q8KBlock* a, int64_t num_blocks) {
+  float sum = 0;
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    int32_t products = 0, mins = 0;
+    for (int g = 0; g < 16; ++g) {
+      int32_t group = 0;
+      const int8_t* wq = w[b].q + g * 16;
+      const int8_t* aq = a[b].q + g * 16;
+      for (int l = 0; l < 16; ++l) group += wq[l] * aq[l];
+      products += w[b].scale[g] * group;
+      mins += w[b].min[g] * a[b].sum16[g];
+    }
+    sum += w[b].d * a[b].d * static_cast<float>(products) -
+           w[b].dmin * a[b].d * static_cast<float>(mins);
+  }
+  return sum;
+}
+
+}  // namespace
+
+bool KQuantSupports(GgmlType type) {
+  return type == GgmlType::kQ4_K || type == GgmlType::kQ5_K || type == GgmlType::kQ6_K;
+}
+
+absl::Status AppendKQuantRows(GgmlType type, const uint8_t* data, int64_t rows, int64_t in,
+                              KQuantMatrix* matrix) {
+  if (!KQuantSupports(type)) {
+    return absl::InvalidArgumentError(absl::StrCat("not a supported K-quant: ", GgmlTypeName(type)));
+  }
+  if (in % kKBlock != 0 || (matrix->rows > 0 && matrix->in != in)) {
+    return absl::InvalidArgumentError(absl::StrCat("K-quant rows of ", in, " elements"));
+  }
+  const int64_t blocks_per_row = in / kKBlock;
+  const size_t block_bytes = GgmlBlockBytes(type);
+  void (*unpack)(const uint8_t*, KQuantBlock*) =
+      type == GgmlType::kQ4_K ? UnpackQ4K : type == GgmlType::kQ5_K ? UnpackQ5K : UnpackQ6K;
+  const size_t first = matrix->blocks.size();
+  matrix->blocks.resize(first + rows * blocks_per_row);
+  for (int64_t i = 0; i < rows * blocks_per_row; ++i) {
+    unpack(data + i * block_bytes, &matrix->blocks[first + i]);
+  }
+  matrix->in = in;
+  matrix->rows += rows;
+  return absl::OkStatus();
+}
+
+void KQuantMatmul(const KQuantMatrix& weight, const float* x, int64_t n, float* out,
+                  const ParallelFor& parallel_for) {
+  const int64_t num_blocks = weight.in / kKBlock;
+  std::vector<Q8KBlock> activations(n * num_blocks);
+  for (int64_t t = 0; t < n; ++t) {
+    QuantizeRowQ8K(x + t * weight.in, num_blocks, activations.data() + t * num_blocks);
+  }
+  parallel_for(0, weight.rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const KQuantBlock* row = weight.blocks.data() + r * num_blocks;
+      for (int64_t t = 0; t < n; ++t) {
+        out[t * weight.rows + r] = DotRow(row, activations.data() + t * num_blocks, num_blocks);
+      }
+    }
+  });
+}
+
+}  // namespace llorch
