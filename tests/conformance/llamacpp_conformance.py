@@ -291,6 +291,7 @@ def compare_case(args, model_path, tol, name, job, peer_result):
     row.update(free_match=None, free_mean_abs=None, free_total=len(steps))
     try:
         tokens, finished = ours_run(args, model_path, prompt_ids)
+        row["kv_cache_bytes"] = finished.get("kv_cache_bytes")
         ours_ids = [t["id"] for t in tokens]
         peer_ids = gen["generated_ids"]
         match = 0
@@ -334,7 +335,7 @@ def compare_case(args, model_path, tol, name, job, peer_result):
 def print_table(rows):
     headers = ["model", "prompt", "ptok", "pos", "tokenize", "argmax(m>thr)", "argmax(all)",
                "mean|Δlp|", "max|Δlp|", "peer-noise", "tol", "thr", "free-run", "free|Δlp|",
-               "status"]
+               "KV MiB", "status"]
 
     def g(x):
         return "-" if x is None else f"{x:.2e}"
@@ -347,6 +348,8 @@ def print_table(rows):
                       f"{r.get('agree_all', 0)}/{r['positions']}", g(r.get("mean_abs")),
                       g(r.get("max_abs")), g(r.get("noise_mean")), f"{r['tol_eff']:.2g}",
                       f"{r['margin_eff']:.2g}", free, g(r.get("free_mean_abs")),
+                      "-" if r.get("kv_cache_bytes") is None
+                      else f"{r['kv_cache_bytes'] / 2**20:.1f}",
                       "FAIL" if r["failures"] else "ok"])
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
               for i, h in enumerate(headers)]
@@ -356,7 +359,7 @@ def print_table(rows):
     print("argmax(m>thr): our top-1 == peer top-1 where the peer's margin > thr. peer-noise: "
           "largest mean |Δlogprob| between llama.cpp's own evaluation paths; tol and thr widen "
           "to it unless --strict. free-run: our greedy tokens equal to the peer's before the "
-          "first divergence.")
+          "first divergence. KV MiB: the KV cache llorch allocated for the free run.")
     for r in rows:
         for n in r["notes"]:
             print(f"note {r['model']}/{r['prompt']}: {n}")

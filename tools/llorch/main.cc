@@ -259,7 +259,8 @@ absl::Status Run(const Args& args) {
                  {"prompt_tokens", (*job)->prompt_tokens()},
                  {"completion_tokens", (*job)->completion_tokens()},
                  {"ttft_ms", (*job)->ttft_ms()},
-                 {"decode_tokens_per_s", (*job)->decode_tokens_per_s()}};
+                 {"decode_tokens_per_s", (*job)->decode_tokens_per_s()},
+                 {"kv_cache_bytes", (*job)->cache()->num_bytes()}};
     std::cout << Dump(done) << "\n";
   } else {
     std::cout << "\n";
