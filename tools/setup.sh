@@ -10,7 +10,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config unzip python3-venv python3-pip
   libtorch-dev libopenblas0-pthread libabsl-dev libpcre2-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev prometheus nodejs npm
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-torch
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-torch libutf8proc-dev
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -58,8 +58,9 @@ if ! cmp -s "$ROOT/tools/requirements-hf.txt" "$LLORCH_HF_VENV/.requirements" 2>
 fi
 
 # Test-only npm peers (pinned by package-lock.json).
-if [[ ! -d "$ROOT/tests/peer/node_modules/node-llama-cpp" ]]; then
+if ! cmp -s "$ROOT/tests/peer/package-lock.json" "$ROOT/tests/peer/node_modules/.llorch-lock" 2>/dev/null; then
   (cd "$ROOT/tests/peer" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  cp "$ROOT/tests/peer/package-lock.json" "$ROOT/tests/peer/node_modules/.llorch-lock"
 fi
 
 if [[ "${1:-}" != "--no-build" ]]; then

@@ -44,7 +44,10 @@ absl::StatusOr<ConvertType> ParseConvertType(const std::string& name) {
 }
 
 absl::Status ConvertToGguf(const GgufFile& source, ConvertType type, const std::string& out_path) {
-  std::map<std::string, GgufValue> metadata = source.metadata();
+  std::map<std::string, GgufValue> metadata;
+  for (const auto& [key, value] : source.metadata()) {
+    if (key.rfind("llorch.", 0) != 0) metadata[key] = value;  // in-memory keys stay behind
+  }
   GgufValue file_type;
   file_type.type = GgufValueType::kUint32;
   file_type.u = type == ConvertType::kF32 ? 0 : type == ConvertType::kF16 ? 1 : 7;  // llama_ftype

@@ -1,5 +1,6 @@
 #include "worker/convert/hf_tokenizer.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -95,9 +96,23 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     return absl::UnimplementedError(absl::StrCat(
         where, ": SentencePiece-style BPE (byte_fallback) is not supported yet"));
   }
+  const json& normalizer = (*tokenizer)["normalizer"];
+  std::string normalization;
+  if (normalizer.is_object() && normalizer.value("type", "") == "NFC") {
+    normalization = "NFC";
+  } else if (!normalizer.is_null()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": normalizer not supported: ", normalizer.dump().substr(0, 200)));
+  }
   absl::StatusOr<std::string> pre = PreTokenizerName((*tokenizer)["pre_tokenizer"]);
   if (!pre.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", pre.status().message()));
 
+  if (vocab_size <= 0) {  // tokenizer only: as many ids as the files name
+    for (const auto& [text, id] : model["vocab"].items()) vocab_size = std::max<int64_t>(vocab_size, id.get<int64_t>() + 1);
+    for (const json& added : tokenizer->value("added_tokens", json::array())) {
+      vocab_size = std::max<int64_t>(vocab_size, added.value("id", int64_t{-1}) + 1);
+    }
+  }
   // Tokens by id: the model's vocabulary, then added tokens; ids the files
   // leave unnamed (padding up to the embedding's rows) become unused.
   std::vector<std::string> tokens(vocab_size);
@@ -190,6 +205,10 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     // llama.cpp has one EOS key; the others end generation as end-of-turn.
     m["tokenizer.ggml.eot_token_id"] = Scalar(GgufValueType::kUint32, eos_list[1]);
   }
+  // In memory only (ConvertToGguf drops llorch.* keys): this vocabulary
+  // follows Hugging Face's rules, not llama.cpp's.
+  m["llorch.tokenizer.source"] = StringArray({"huggingface"}).array[0];
+  if (!normalization.empty()) m["llorch.tokenizer.normalizer"] = StringArray({normalization}).array[0];
   GgufValue add_bos_value = Scalar(GgufValueType::kBool, add_bos ? 1 : 0);
   m["tokenizer.ggml.add_bos_token"] = add_bos_value;
   return absl::OkStatus();

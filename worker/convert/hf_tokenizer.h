@@ -17,7 +17,8 @@ namespace llorch {
 // with tokenizer_config.json, generation_config.json and config.json for
 // special ids). OK and nothing added when the directory has no
 // tokenizer.json. Supported: byte-level BPE with the GPT-2, Llama 3, Qwen2
-// or SmolLM/StarCoder pre-tokenizers.
+// or SmolLM/StarCoder pre-tokenizers. `vocab_size` <= 0: as many ids as the
+// files name (a tokenizer without a model).
 absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
                                     std::map<std::string, GgufValue>* metadata);
 

@@ -206,8 +206,9 @@ class BpeTokenizer : public Tokenizer {
         out.push_back(fragment.token);
         continue;
       }
-      const std::string clean =
+      std::string clean =
           utf8::Sanitize(text.substr(fragment.begin, fragment.end - fragment.begin));
+      if (vocab_.nfc) clean = utf8::Nfc(clean);
       for (const auto& [begin, end] : pre_->Split(clean)) {
         std::string word;
         for (size_t i = begin; i < end; ++i) {

@@ -1,5 +1,6 @@
-// tokenize_tool --model F.gguf --in strings.json [--out result.json]
-//               [--no-bos] [--no-special]
+// tokenize_tool (--model F.gguf | --tokenizer-dir DIR) --in strings.json
+//               [--out result.json] [--no-bos] [--no-special]
+// DIR: a folder with a Hugging Face tokenizer.json (and tokenizer_config.json).
 // Tokenizes each string of a JSON array with the GGUF file's vocabulary and
 // writes {"ids": [[...], ...], "decoded": [...], "eog_ids": [...]} (decoded:
 // Decode(ids, render_special=false), invalid UTF-8 replaced by U+FFFD).
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "worker/convert/hf_tokenizer.h"
 #include "worker/gguf/gguf.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -19,7 +21,8 @@ namespace {
 
 int Usage() {
   std::fprintf(stderr,
-               "usage: tokenize_tool --model F.gguf --in strings.json [--out F.json] "
+               "usage: tokenize_tool (--model F.gguf | --tokenizer-dir DIR) --in strings.json "
+               "[--out F.json] "
                "[--no-bos] [--no-special]\n");
   return 2;
 }
@@ -27,13 +30,15 @@ int Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model_path, in_path, out_path;
+  std::string model_path, tokenizer_dir, in_path, out_path;
   bool add_special = true;
   bool parse_special = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--model" && i + 1 < argc) {
       model_path = argv[++i];
+    } else if (arg == "--tokenizer-dir" && i + 1 < argc) {
+      tokenizer_dir = argv[++i];
     } else if (arg == "--in" && i + 1 < argc) {
       in_path = argv[++i];
     } else if (arg == "--out" && i + 1 < argc) {
@@ -46,9 +51,17 @@ int main(int argc, char** argv) {
       return Usage();
     }
   }
-  if (model_path.empty() || in_path.empty()) return Usage();
+  if (model_path.empty() == tokenizer_dir.empty() || in_path.empty()) return Usage();
 
-  auto gguf = llorch::GgufFile::Open(model_path);
+  absl::StatusOr<std::unique_ptr<llorch::GgufFile>> gguf;
+  if (!model_path.empty()) {
+    gguf = llorch::GgufFile::Open(model_path);
+  } else {
+    std::map<std::string, llorch::GgufValue> metadata;
+    absl::Status s = llorch::AddHfTokenizerMetadata(tokenizer_dir, 0, &metadata);
+    if (!s.ok()) gguf = s;
+    else gguf = llorch::GgufFile::FromParts(tokenizer_dir, std::move(metadata), {}, {});
+  }
   if (!gguf.ok()) {
     std::cerr << gguf.status().ToString() << "\n";
     return 1;

@@ -44,6 +44,12 @@ struct VocabData {
   // Special tokens that swallow the whitespace after them when matched in
   // text (llama.cpp's RSTRIP attribute, which it sets for Phi-3 vocabularies).
   std::vector<int32_t> rstrip_ids;
+  // Read from a Hugging Face tokenizer.json (llorch.tokenizer.* keys, set in
+  // memory only): behave as the tokenizers library does. Token types come
+  // from the file alone (no control-by-text overrides) and only the
+  // configured EOS ids end generation.
+  bool hf_semantics = false;
+  bool nfc = false;  // NFC-normalise text before pre-tokenisation (Qwen)
 };
 
 // Reads tokenizer.ggml.* keys. Errors name the file and the missing/bad key.

@@ -1,5 +1,9 @@
 #include "worker/tokenizer/utf8.h"
 
+#include <utf8proc.h>
+
+#include <cstdlib>
+
 #include <array>
 #include <vector>
 
@@ -132,6 +136,17 @@ const std::string& ByteToUnicode(uint8_t byte) { return Maps().byte_to_text[byte
 
 int UnicodeToByte(uint32_t cp) {
   return cp < 512 ? Maps().cp_to_byte[cp] : -1;
+}
+
+std::string Nfc(absl::string_view text) {
+  utf8proc_uint8_t* normalized = nullptr;
+  const utf8proc_ssize_t n = utf8proc_map(
+      reinterpret_cast<const utf8proc_uint8_t*>(text.data()), static_cast<utf8proc_ssize_t>(text.size()),
+      &normalized, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  if (n < 0) return std::string(text);  // not valid UTF-8: leave it as it is
+  std::string out(reinterpret_cast<const char*>(normalized), static_cast<size_t>(n));
+  std::free(normalized);
+  return out;
 }
 
 }  // namespace utf8

@@ -23,6 +23,9 @@ void AppendCodepoint(uint32_t cp, std::string* out);
 // points above U+10FFFF) so that the result is always valid UTF-8.
 std::string Sanitize(absl::string_view text);
 
+// Unicode Normalization Form C (through utf8proc) of valid UTF-8 text.
+std::string Nfc(absl::string_view text);
+
 // Status of the sequence starting at text[pos]:
 //   > 0: a complete, valid sequence of that many bytes;
 //   0:   a valid but truncated prefix (text ends inside it);

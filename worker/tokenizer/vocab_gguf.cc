@@ -166,6 +166,20 @@ absl::StatusOr<VocabData> VocabFromGguf(const GgufFile& gguf) {
     return s;
   }
 
+  if (const GgufValue* source = gguf.Find("llorch.tokenizer.source");
+      source != nullptr && source->s == "huggingface") {
+    vocab.hf_semantics = true;
+    const GgufValue* normalizer = gguf.Find("llorch.tokenizer.normalizer");
+    vocab.nfc = normalizer != nullptr && normalizer->s == "NFC";
+    for (int32_t id : {vocab.eos_id, vocab.eot_id, vocab.eom_id}) {
+      if (id >= 0) vocab.eog_ids.push_back(id);
+    }
+    std::sort(vocab.eog_ids.begin(), vocab.eog_ids.end());
+    vocab.eog_ids.erase(std::unique(vocab.eog_ids.begin(), vocab.eog_ids.end()),
+                        vocab.eog_ids.end());
+    return vocab;
+  }
+
   // Text-based detection, as llama.cpp: tokens that end a turn are found by
   // their text and forced to control type.
   const auto index = tokenizer_internal::BuildTokenIndex(vocab.tokens);
