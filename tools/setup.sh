@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libtorch-dev libopenblas0-pthread libabsl-dev libpcre2-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libcpp-httplib-dev prometheus nodejs npm
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-torch libutf8proc-dev
+  libsentencepiece-dev sentencepiece
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "worker/convert/spm_vocab.h"
 
 namespace llorch {
 namespace {
@@ -85,7 +86,12 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
                                     std::map<std::string, GgufValue>* metadata) {
   absl::StatusOr<json> tokenizer = ReadJsonIfPresent(dir + "/tokenizer.json");
   if (!tokenizer.ok()) return tokenizer.status();
-  if (tokenizer->is_null()) return absl::OkStatus();
+  if (tokenizer->is_null()) {
+    // No tokenizer.json: a SentencePiece model, if there is one.
+    const std::string spm = dir + "/tokenizer.model";
+    if (std::ifstream(spm).good()) return AddSentencePieceMetadata(spm, vocab_size, metadata);
+    return absl::OkStatus();
+  }
   const std::string where = dir + "/tokenizer.json";
   const json& model = (*tokenizer)["model"];
   if (!model.is_object() || model.value("type", "") != "BPE" || !model.contains("vocab") ||
