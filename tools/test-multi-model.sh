@@ -5,9 +5,10 @@
 # (greedy, 16 tokens, EOS ignored). Prints family / format / dtype / result
 # and exits non-zero on any failure.
 #   Random-weight checkpoints of llama, mistral, qwen2, phi3 and phi (Phi-2)
-#   are built with transformers (tests/conformance/hf_test_models.py), served
-#   as SafeTensors directories and as the GGUF `llorch convert` writes (f16,
-#   q8_0); K-quants come from llama.cpp's quantiser (tests/make_test_models.sh);
+#   are built with transformers (tests/conformance/hf_test_models.py; their
+#   tokenizer.json from HF tokenizers, or a SentencePiece tokenizer.model),
+#   served as SafeTensors directories and as the GGUF `llorch convert` writes
+#   (f16, q8_0); K-quants come from llama.cpp's quantiser (tests/make_test_models.sh);
 #   the real model is SmolLM2-135M-Instruct Q4_1.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,16 +20,17 @@ PROMPT="Once upon a time"
 
 "$ROOT/tools/hf-python" "$ROOT/tests/conformance/hf_test_models.py" "$WORK/hf" \
   --only llama-gqa --only llama3-rope-tied --only mistral-window --only qwen2-tied --only phi3 \
-  --only phi2 --only llama-bf16 >/dev/null || { echo "test-multi-model: building checkpoints failed" >&2; exit 1; }
+  --only phi2 --only llama-bf16 --only llama-spm --only phi3-spm >/dev/null || { echo "test-multi-model: building checkpoints failed" >&2; exit 1; }
 TESTDATA="$ROOT/build/testdata"
 bash "$ROOT/tests/make_test_models.sh" "$TESTDATA" >/dev/null 2>&1 \
   || { echo "test-multi-model: tests/make_test_models.sh failed" >&2; exit 1; }
 
 ROWS=()   # family|format|dtype|path
-for case in llama-gqa:llama llama3-rope-tied:llama3 mistral-window:mistral qwen2-tied:qwen2 phi3:phi3 phi2:phi2 llama-bf16:llama; do
+for case in llama-gqa:llama llama3-rope-tied:llama3 mistral-window:mistral qwen2-tied:qwen2 phi3:phi3 phi2:phi2 llama-bf16:llama llama-spm:llama phi3-spm:phi3; do
   dir="$WORK/hf/${case%%:*}"; family="${case##*:}"
   dtype=f32; [[ "$dir" == *bf16 ]] && dtype=bf16
-  ROWS+=("$family|safetensors|$dtype|$dir")
+  format=safetensors; [[ "$dir" == *-spm ]] && format="safetensors+tokenizer.model"
+  ROWS+=("$family|$format|$dtype|$dir")
   [[ "$dtype" == bf16 ]] && continue
   for type in f16 q8_0; do
     out="$WORK/${case%%:*}-$type.gguf"
@@ -74,13 +76,13 @@ run_one() {  # path -> "ok" or a reason
 }
 
 failures=0
-printf '%-8s | %-26s | %-5s | %s\n' family format dtype result
-printf '%s\n' "---------|----------------------------|-------|-------"
+printf '%-8s | %-28s | %-5s | %s\n' family format dtype result
+printf '%s\n' "---------|------------------------------|-------|-------"
 for row in "${ROWS[@]}"; do
   IFS='|' read -r family format dtype path <<<"$row"
   result="$(run_one "$path")"
   [[ "$result" == ok ]] || failures=$((failures + 1))
-  printf '%-8s | %-26s | %-5s | %s\n' "$family" "$format" "$dtype" "$result"
+  printf '%-8s | %-28s | %-5s | %s\n' "$family" "$format" "$dtype" "$result"
 done
 echo "$(( ${#ROWS[@]} - failures ))/${#ROWS[@]} models generated through llorch-worker"
 exit $(( failures > 0 ))

@@ -5,9 +5,13 @@ tests/conformance/transformers_conformance.py and tools/test-multi-model.sh.
     python hf_test_models.py OUT_DIR [--only NAME]   # writes OUT_DIR/<case>/
 """
 import argparse
+import glob
 import math
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import tokenizers
 import torch
@@ -43,6 +47,11 @@ def cases():
          T.Phi3ForCausalLM, {}),
         ("phi2", T.PhiConfig(**BASE, num_key_value_heads=4, partial_rotary_factor=0.5),
          T.PhiForCausalLM, {}),
+        ("llama-spm", T.LlamaConfig(**BASE, num_key_value_heads=2),
+         T.LlamaForCausalLM, {"spm": True}),
+        ("phi3-spm", T.Phi3Config(**BASE, num_key_value_heads=4, pad_token_id=0,
+                                  sliding_window=None),
+         T.Phi3ForCausalLM, {"spm": True}),
         ("llama-bf16", T.LlamaConfig(**BASE, num_key_value_heads=2),
          T.LlamaForCausalLM, {"dtype": torch.bfloat16}),
         ("qwen2-sharded", T.Qwen2Config(**BASE, num_key_value_heads=2, tie_word_embeddings=False),
@@ -82,13 +91,41 @@ def randomize(model, generator):
                 p.copy_(0.1 * torch.randn(p.shape, generator=generator))
 
 
+SPM_VOCAB = 512
+
+
+def train_sentencepiece(model_dir):
+    """A Llama-style SentencePiece BPE tokenizer.model (Debian's spm_train)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w", encoding="utf-8") as out:
+            for path in sorted(glob.glob(os.path.join(HERE, "prompts", "*.txt"))):
+                with open(path, encoding="utf-8") as f:
+                    out.write(f.read() + "\n")
+        subprocess.run([shutil.which("spm_train") or "spm_train", f"--input={corpus}",
+                        f"--model_prefix={os.path.join(tmp, 'tokenizer')}",
+                        f"--vocab_size={SPM_VOCAB}", "--model_type=bpe", "--byte_fallback=true",
+                        "--character_coverage=0.9995", "--normalization_rule_name=identity",
+                        "--remove_extra_whitespaces=false", "--add_dummy_prefix=true",
+                        "--split_digits=true", "--minloglevel=2",
+                        # As Phi-3's vocabulary has them (llama.cpp looks them up
+                        # for models named phi3).
+                        "--user_defined_symbols=<|endoftext|>,<|end|>,<|user|>,<|assistant|>"],
+                       check=True, capture_output=True)
+        os.makedirs(model_dir, exist_ok=True)
+        shutil.copy(os.path.join(tmp, "tokenizer.model"), model_dir)
+
+
 def save_case(name, config, cls, opts, seed, tokenizer, out_dir):
     """Writes checkpoint `name` into out_dir/name; returns its directory and
     the torch generator, seeded, for the caller's prompts."""
     generator = torch.Generator().manual_seed(seed)
-    config.vocab_size = len(tokenizer)
-    config.eos_token_id = tokenizer.eos_token_id
-    config.bos_token_id = tokenizer.bos_token_id
+    if opts.get("spm"):  # SentencePiece ids: <unk> 0, <s> 1, </s> 2
+        config.vocab_size, config.bos_token_id, config.eos_token_id = SPM_VOCAB, 1, 2
+    else:
+        config.vocab_size = len(tokenizer)
+        config.eos_token_id = tokenizer.eos_token_id
+        config.bos_token_id = tokenizer.bos_token_id
     config._attn_implementation = "eager"
     model = cls(config).eval()
     randomize(model, generator)
@@ -98,7 +135,10 @@ def save_case(name, config, cls, opts, seed, tokenizer, out_dir):
     dtype = opts.get("dtype", torch.float32)
     model.to(dtype).save_pretrained(model_dir, safe_serialization=True,
                                     max_shard_size=opts.get("shard", "10GB"))
-    tokenizer.save_pretrained(model_dir)
+    if opts.get("spm"):
+        train_sentencepiece(model_dir)
+    else:
+        tokenizer.save_pretrained(model_dir)
     return model_dir, generator
 
 

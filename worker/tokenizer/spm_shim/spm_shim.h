@@ -18,7 +18,8 @@ void llorch_spm_free(void* handle);
 int llorch_spm_size(void* handle);
 const char* llorch_spm_piece(void* handle, int id);
 float llorch_spm_score(void* handle, int id);
-/* GGUF token type: 1 normal, 2 unknown, 3 control, 5 unused, 6 byte. */
+/* GGUF token type (SentencePiece's own numbers): 1 normal, 2 unknown,
+ * 3 control, 4 user-defined, 5 unused, 6 byte. */
 int llorch_spm_type(void* handle, int id);
 int llorch_spm_bos_id(void* handle);
 int llorch_spm_eos_id(void* handle);
