@@ -130,6 +130,19 @@ def check_tokenizer(llorch, model_dir, tokenizer):
     return failures
 
 
+def check_eos_list(llorch, tmp, good_dir, tokenizer):
+    """generation_config.json may list several EOS ids: each ends generation."""
+    import shutil
+    d = os.path.join(tmp, "eos-list")
+    shutil.copytree(good_dir, d)
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|end|>", "<|user|>")]
+    with open(os.path.join(d, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": ids}, f)
+    info = json.loads(run([llorch, "inspect", "--model", d]))
+    missing = [i for i in ids if i not in info["eog_ids"]]
+    return [f"EOS list {ids}: inspect's eog_ids {info['eog_ids']} lack {missing}"] if missing else []
+
+
 def check_errors(llorch, tmp, good_dir):
     """Bad checkpoints get one clear line and exit code 2."""
     import shutil
@@ -212,9 +225,10 @@ def main():
     print(f"tokenizer: {len(TOKENIZE_CHECKS)} strings through `llorch tokenize` against tokenizers")
     if not args.only:
         error_failures = check_errors(args.llorch, tmp, os.path.join(tmp, "llama-gqa"))
+        error_failures += check_eos_list(args.llorch, tmp, os.path.join(tmp, "llama-gqa"), tokenizer)
         for failure in error_failures:
             print(f"    {failure}")
-        print(f"bad checkpoints: {'ok' if not error_failures else 'FAIL'}")
+        print(f"bad checkpoints, EOS list: {'ok' if not error_failures else 'FAIL'}")
         failed += bool(error_failures)
 
     # llama.cpp on the converted GGUFs. Left out: Mistral (llama.cpp has no

@@ -233,7 +233,7 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     if (e.is_number_integer()) eos_list = {e.get<int64_t>()};
     if (e.is_array() && !e.empty()) eos_list = e.get<std::vector<int64_t>>();
   }
-  bool add_bos = false;
+  bool add_bos = false, add_eos = false;
   if (tokenizer_config->is_object()) {
     auto token_id = [&](const char* key) -> int64_t {
       const json& t = tokenizer_config->value(key, json());
@@ -245,6 +245,7 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     if (bos < 0) bos = token_id("bos_token");
     if (eos_list.empty() && token_id("eos_token") >= 0) eos_list = {token_id("eos_token")};
     add_bos = tokenizer_config->value("add_bos_token", false);
+    add_eos = tokenizer_config->value("add_eos_token", false);
   }
   if (!eos_list.empty()) eos = eos_list[0];
 
@@ -293,8 +294,14 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
   if (bos >= 0) m["tokenizer.ggml.bos_token_id"] = Scalar(GgufValueType::kUint32, bos);
   if (eos >= 0) m["tokenizer.ggml.eos_token_id"] = Scalar(GgufValueType::kUint32, eos);
   if (eos_list.size() > 1) {
-    // llama.cpp has one EOS key; the others end generation as end-of-turn.
+    // llama.cpp has one EOS key; the second ends generation as end-of-turn
+    // in converted files, and in memory every listed id does.
     m["tokenizer.ggml.eot_token_id"] = Scalar(GgufValueType::kUint32, eos_list[1]);
+    GgufValue all;
+    all.type = GgufValueType::kArray;
+    all.array_type = GgufValueType::kInt32;
+    for (int64_t id : eos_list) all.array.push_back(Scalar(GgufValueType::kInt32, id));
+    m["llorch.tokenizer.eos_token_ids"] = std::move(all);
   }
   // In memory only (ConvertToGguf drops llorch.* keys): this vocabulary
   // follows Hugging Face's rules, not llama.cpp's.
@@ -302,6 +309,7 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
   if (!normalization.empty()) m["llorch.tokenizer.normalizer"] = StringArray({normalization}).array[0];
   GgufValue add_bos_value = Scalar(GgufValueType::kBool, add_bos ? 1 : 0);
   m["tokenizer.ggml.add_bos_token"] = add_bos_value;
+  m["tokenizer.ggml.add_eos_token"] = Scalar(GgufValueType::kBool, add_eos ? 1 : 0);
   return absl::OkStatus();
 }
 

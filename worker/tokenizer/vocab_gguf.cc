@@ -174,6 +174,11 @@ absl::StatusOr<VocabData> VocabFromGguf(const GgufFile& gguf) {
     for (int32_t id : {vocab.eos_id, vocab.eot_id, vocab.eom_id}) {
       if (id >= 0) vocab.eog_ids.push_back(id);
     }
+    if (auto list = gguf.GetIntArray("llorch.tokenizer.eos_token_ids"); list.ok()) {
+      for (int64_t id : *list) {
+        if (id >= 0 && id < static_cast<int64_t>(n)) vocab.eog_ids.push_back(static_cast<int32_t>(id));
+      }
+    }
     std::sort(vocab.eog_ids.begin(), vocab.eog_ids.end());
     vocab.eog_ids.erase(std::unique(vocab.eog_ids.begin(), vocab.eog_ids.end()),
                         vocab.eog_ids.end());
