@@ -1,7 +1,13 @@
 #include "worker/model/kquant_matmul.h"
 
+#include <c10/util/Half.h>
+
 #include <cmath>
 #include <cstring>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "absl/strings/str_cat.h"
 
@@ -11,9 +17,7 @@ namespace {
 float HalfAt(const uint8_t* p) {
   uint16_t bits;
   std::memcpy(&bits, p, 2);
-  float out;
-  DequantizeToF32(GgmlType::kF16, &bits, 1, &out);
-  return out;
+  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
 }
 
 // The 6-bit scale and min of 32-element group j of a Q4_K/Q5_K block.
@@ -40,7 +44,7 @@ void UnpackQ4K(const uint8_t* src, KQuantBlock* b) {
     b->min[2 * g] = b->min[2 * g + 1] = min;
     const uint8_t* bytes = q + (g / 2) * 32;
     for (int l = 0; l < 32; ++l) {
-      b->q[g * 32 + l] = static_cast<int8_t>(g % 2 == 0 ? bytes[l] & 0x0f : bytes[l] >> 4);
+      b->q[g * 32 + l] = static_cast<uint8_t>(g % 2 == 0 ? bytes[l] & 0x0f : bytes[l] >> 4);
     }
   }
 }
@@ -60,7 +64,7 @@ void UnpackQ5K(const uint8_t* src, KQuantBlock* b) {
     const uint8_t* bytes = ql + (g / 2) * 32;
     for (int l = 0; l < 32; ++l) {
       const int low = g % 2 == 0 ? bytes[l] & 0x0f : bytes[l] >> 4;
-      b->q[g * 32 + l] = static_cast<int8_t>(low + (((qh[l] >> g) & 1) << 4));
+      b->q[g * 32 + l] = static_cast<uint8_t>(low + (((qh[l] >> g) & 1) << 4));
     }
   }
 }
@@ -74,16 +78,17 @@ void UnpackQ6K(const uint8_t* src, KQuantBlock* b) {
   const int8_t* scales = reinterpret_cast<const int8_t*>(src + 192);
   b->d = HalfAt(src + 208);
   b->dmin = 0;
+  b->offset = 32;
   for (int g = 0; g < 16; ++g) b->scale[g] = scales[g], b->min[g] = 0;
   for (int half = 0; half < 2; ++half) {
     const uint8_t* low = ql + half * 64;
     const uint8_t* high = qh + half * 32;
-    int8_t* q = b->q + half * 128;
+    uint8_t* q = b->q + half * 128;
     for (int l = 0; l < 32; ++l) {
-      q[l] = static_cast<int8_t>(((low[l] & 0x0f) | (((high[l] >> 0) & 3) << 4)) - 32);
-      q[l + 32] = static_cast<int8_t>(((low[l + 32] & 0x0f) | (((high[l] >> 2) & 3) << 4)) - 32);
-      q[l + 64] = static_cast<int8_t>(((low[l] >> 4) | (((high[l] >> 4) & 3) << 4)) - 32);
-      q[l + 96] = static_cast<int8_t>(((low[l + 32] >> 4) | (((high[l] >> 6) & 3) << 4)) - 32);
+      q[l] = static_cast<uint8_t>((low[l] & 0x0f) | (((high[l] >> 0) & 3) << 4));
+      q[l + 32] = static_cast<uint8_t>((low[l + 32] & 0x0f) | (((high[l] >> 2) & 3) << 4));
+      q[l + 64] = static_cast<uint8_t>((low[l] >> 4) | (((high[l] >> 4) & 3) << 4));
+      q[l + 96] = static_cast<uint8_t>((low[l + 32] >> 4) | (((high[l] >> 6) & 3) << 4));
     }
   }
 }
@@ -124,18 +129,45 @@ void QuantizeRowQ8K(const float* x, int64_t num_blocks, Q8KBlock* out) {
   }
 }
 
+// Σ_g scale[g] * Σ_{l in g} q[l] * a[l] over one block, with q unsigned
+// (the offset is applied by the caller): an exact integer.
+int32_t ScaledProducts(const KQuantBlock& w, const Q8KBlock& a) {
+#if defined(__AVX2__)
+  __m256i acc = _mm256_setzero_si256();
+  for (int j = 0; j < 8; ++j) {  // 32 elements: groups 2j and 2j+1
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q + 32 * j));
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * j));
+    // u8 x s8 pairs -> 16 x int16 (no saturation: 2 * 63 * 128 < 32768).
+    const __m256i pairs = _mm256_maddubs_epi16(q, x);
+    const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(w.scale[2 * j + 1]),
+                                            _mm_set1_epi16(w.scale[2 * j]));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scales));
+  }
+  __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(1, 0, 3, 2)));
+  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(sum);
+#else
+  int32_t products = 0;
+  for (int g = 0; g < 16; ++g) {
+    int32_t group = 0;
+    for (int l = 0; l < 16; ++l) group += w.q[g * 16 + l] * a.q[g * 16 + l];
+    products += w.scale[g] * group;
+  }
+  return products;
+#endif
+}
+
 float DotRow(const KQuantBlock* w, const Q8KBlock* a, int64_t num_blocks) {
   float sum = 0;
   for (int64_t b = 0; b < num_blocks; ++b) {
-    int32_t products = 0, mins = 0;
+    int32_t products = ScaledProducts(w[b], a[b]);
+    int32_t mins = 0, offsets = 0;
     for (int g = 0; g < 16; ++g) {
-      int32_t group = 0;
-      const int8_t* wq = w[b].q + g * 16;
-      const int8_t* aq = a[b].q + g * 16;
-      for (int l = 0; l < 16; ++l) group += wq[l] * aq[l];
-      products += w[b].scale[g] * group;
       mins += w[b].min[g] * a[b].sum16[g];
+      offsets += w[b].scale[g] * a[b].sum16[g];
     }
+    products -= w[b].offset * offsets;  // (q - offset) * a = q * a - offset * a
     sum += w[b].d * a[b].d * static_cast<float>(products) -
            w[b].dmin * a[b].d * static_cast<float>(mins);
   }

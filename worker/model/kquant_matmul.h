@@ -6,8 +6,11 @@
 // many rows share a call or on threads (continuous batching relies on it).
 //
 // The weights are unpacked once at load into a uniform layout (1.3 bytes per
-// weight): int8 quants, and per 16 elements an integer scale and min.
-// Summation order is llorch's own, not a particular ggml SIMD kernel's.
+// weight): 8-bit quants, and per 16 elements an integer scale and min. The
+// integer part runs on AVX2 where built (LLORCH_QUANT_MATMUL_AVX2) and gives
+// the same integers as the portable code, so results are identical; the
+// float part is the same code everywhere. Summation order is llorch's own,
+// not a particular ggml SIMD kernel's.
 #ifndef LLORCH_WORKER_MODEL_KQUANT_MATMUL_H_
 #define LLORCH_WORKER_MODEL_KQUANT_MATMUL_H_
 
@@ -27,7 +30,10 @@ struct KQuantBlock {
   float dmin = 0;           // scale of the mins (0 for Q6_K)
   int16_t scale[16] = {0};  // per 16 elements
   int16_t min[16] = {0};    // per 16 elements (Q4_K/Q5_K: the 32-element min, twice)
-  int8_t q[kKBlock] = {0};  // Q4_K 0..15, Q5_K 0..31, Q6_K -32..31
+  // Quants stored unsigned (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63); the value
+  // is q - offset (offset 32 for Q6_K, else 0).
+  uint8_t q[kKBlock] = {0};
+  int16_t offset = 0;
 };
 
 struct KQuantMatrix {
