@@ -98,7 +98,7 @@ void UnpackQ6K(const uint8_t* src, KQuantBlock* b) {
 struct Q8KBlock {
   float d = 0;
   int8_t q[kKBlock];
-  int32_t sum16[16];  // sums of q per 16 elements
+  int16_t sum16[16];  // sums of q per 16 elements (|sum| <= 16 * 128)
 };
 
 void QuantizeRowQ8K(const float* x, int64_t num_blocks, Q8KBlock* out) {
@@ -123,7 +123,7 @@ void QuantizeRowQ8K(const float* x, int64_t num_blocks, Q8KBlock* out) {
     for (int g = 0; g < 16; ++g) {
       int32_t sum = 0;
       for (int l = 0; l < 16; ++l) sum += block.q[g * 16 + l];
-      block.sum16[g] = sum;
+      block.sum16[g] = static_cast<int16_t>(sum);
     }
     block.d = 1.0f / iscale;
   }
@@ -158,15 +158,30 @@ int32_t ScaledProducts(const KQuantBlock& w, const Q8KBlock& a) {
 #endif
 }
 
+// Σ_g x[g] * y[g] over 16 int16 pairs: an exact integer.
+int32_t GroupDot(const int16_t* x, const int16_t* y) {
+#if defined(__AVX2__)
+  const __m256i products =
+      _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)),
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)));
+  __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(products),
+                              _mm256_extracti128_si256(products, 1));
+  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(1, 0, 3, 2)));
+  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(sum);
+#else
+  int32_t sum = 0;
+  for (int g = 0; g < 16; ++g) sum += x[g] * y[g];
+  return sum;
+#endif
+}
+
 float DotRow(const KQuantBlock* w, const Q8KBlock* a, int64_t num_blocks) {
   float sum = 0;
   for (int64_t b = 0; b < num_blocks; ++b) {
     int32_t products = ScaledProducts(w[b], a[b]);
-    int32_t mins = 0, offsets = 0;
-    for (int g = 0; g < 16; ++g) {
-      mins += w[b].min[g] * a[b].sum16[g];
-      offsets += w[b].scale[g] * a[b].sum16[g];
-    }
+    const int32_t mins = GroupDot(w[b].min, a[b].sum16);
+    const int32_t offsets = w[b].offset != 0 ? GroupDot(w[b].scale, a[b].sum16) : 0;
     products -= w[b].offset * offsets;  // (q - offset) * a = q * a - offset * a
     sum += w[b].d * a[b].d * static_cast<float>(products) -
            w[b].dmin * a[b].d * static_cast<float>(mins);
