@@ -48,16 +48,9 @@ absl::Status ConvertToGguf(const GgufFile& source, ConvertType type, const std::
   for (const auto& [key, value] : source.metadata()) {
     if (key.rfind("llorch.", 0) != 0) metadata[key] = value;  // in-memory keys stay behind
   }
-  GgufValue file_type;
-  file_type.type = GgufValueType::kUint32;
-  file_type.u = type == ConvertType::kF32 ? 0 : type == ConvertType::kF16 ? 1 : 7;  // llama_ftype
-  file_type.i = static_cast<int64_t>(file_type.u);
-  metadata["general.file_type"] = file_type;
-  GgufValue version;
-  version.type = GgufValueType::kUint32;
-  version.u = 2;
-  version.i = 2;
-  metadata["general.quantization_version"] = version;
+  const int64_t file_type = type == ConvertType::kF32 ? 0 : type == ConvertType::kF16 ? 1 : 7;
+  metadata["general.file_type"] = GgufInt(GgufValueType::kUint32, file_type);  // llama_ftype
+  metadata["general.quantization_version"] = GgufInt(GgufValueType::kUint32, 2);
 
   std::vector<GgufTensorInfo> tensors;
   std::vector<std::unique_ptr<std::vector<uint8_t>>> buffers;

@@ -39,25 +39,7 @@ absl::StatusOr<json> ReadJson(const std::string& path) {
 
 // Hyper-parameters as llama.cpp's converter writes them (it rejects other
 // integer types for these keys).
-GgufValue IntValue(int64_t v) {
-  GgufValue value;
-  value.type = GgufValueType::kUint32;
-  value.i = v;
-  value.u = static_cast<uint64_t>(v);
-  return value;
-}
-GgufValue FloatValue(double v) {
-  GgufValue value;
-  value.type = GgufValueType::kFloat32;
-  value.f = static_cast<float>(v);
-  return value;
-}
-GgufValue StringValue(std::string v) {
-  GgufValue value;
-  value.type = GgufValueType::kString;
-  value.s = std::move(v);
-  return value;
-}
+GgufValue IntValue(int64_t v) { return GgufInt(GgufValueType::kUint32, v); }
 
 // What the checkpoint says, with the model type's defaults.
 struct HfConfig {
@@ -328,22 +310,22 @@ absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfCheckpoint(const std::string& di
   std::map<std::string, GgufValue> metadata;
   const std::string p = h.arch + ".";
   const size_t slash = dir.find_last_of('/', dir.size() > 1 ? dir.size() - 2 : 0);
-  metadata["general.architecture"] = StringValue(h.arch);
-  metadata["general.name"] = StringValue(slash == std::string::npos ? dir : dir.substr(slash + 1));
+  metadata["general.architecture"] = GgufString(h.arch);
+  metadata["general.name"] = GgufString(slash == std::string::npos ? dir : dir.substr(slash + 1));
   metadata[p + "block_count"] = IntValue(h.layers);
   metadata[p + "context_length"] = IntValue(h.context);
   metadata[p + "embedding_length"] = IntValue(h.hidden);
   metadata[p + "feed_forward_length"] = IntValue(h.ffn);
   metadata[p + "attention.head_count"] = IntValue(h.heads);
   metadata[p + "attention.head_count_kv"] = IntValue(h.kv_heads);
-  metadata[p + "rope.freq_base"] = FloatValue(h.rope_theta);
+  metadata[p + "rope.freq_base"] = GgufFloat32(h.rope_theta);
   metadata[p + "rope.dimension_count"] = IntValue(h.rope_dim);
   metadata[p + (h.arch == "phi2" ? "attention.layer_norm_epsilon"
-                                  : "attention.layer_norm_rms_epsilon")] = FloatValue(h.norm_eps);
+                                  : "attention.layer_norm_rms_epsilon")] = GgufFloat32(h.norm_eps);
   if (h.sliding_window > 0) metadata[p + "attention.sliding_window"] = IntValue(h.sliding_window);
   if (h.rope_scaling_type == "linear") {
-    metadata[p + "rope.scaling.type"] = StringValue("linear");
-    metadata[p + "rope.scaling.factor"] = FloatValue(h.rope_factor);
+    metadata[p + "rope.scaling.type"] = GgufString("linear");
+    metadata[p + "rope.scaling.factor"] = GgufFloat32(h.rope_factor);
   }
   if (absl::Status s = AddHfTokenizerMetadata(dir, h.vocab, &metadata); !s.ok()) return s;
   return GgufFile::FromParts(dir, std::move(metadata), std::move(tensors), std::move(keep_alive));

@@ -35,27 +35,6 @@ absl::StatusOr<json> ReadJsonIfPresent(const std::string& path) {
   return value;
 }
 
-GgufValue Scalar(GgufValueType type, int64_t v) {
-  GgufValue value;
-  value.type = type;
-  value.i = v;
-  value.u = static_cast<uint64_t>(v);
-  return value;
-}
-
-GgufValue StringArray(std::vector<std::string> strings) {
-  GgufValue value;
-  value.type = GgufValueType::kArray;
-  value.array_type = GgufValueType::kString;
-  for (std::string& s : strings) {
-    GgufValue element;
-    element.type = GgufValueType::kString;
-    element.s = std::move(s);
-    value.array.push_back(std::move(element));
-  }
-  return value;
-}
-
 // The pre-tokenizer's llama.cpp name, from its tokenizer.json description.
 absl::StatusOr<std::string> PreTokenizerName(const json& pre) {
   auto is_byte_level = [](const json& p, bool use_regex) {
@@ -274,42 +253,42 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
       element.f = v;
       scores.array.push_back(element);
     }
-    m["tokenizer.ggml.model"] = StringArray({"llama"}).array[0];
+    m["tokenizer.ggml.model"] = GgufString("llama");
     m["tokenizer.ggml.scores"] = std::move(scores);
-    m["tokenizer.ggml.add_space_prefix"] = Scalar(GgufValueType::kBool, add_space_prefix ? 1 : 0);
+    m["tokenizer.ggml.add_space_prefix"] = GgufInt(GgufValueType::kBool, add_space_prefix ? 1 : 0);
     if (auto it = ids.find(unk_text); !unk_text.empty() && it != ids.end()) {
-      m["tokenizer.ggml.unknown_token_id"] = Scalar(GgufValueType::kUint32, it->second);
+      m["tokenizer.ggml.unknown_token_id"] = GgufInt(GgufValueType::kUint32, it->second);
     }
   } else {
-    m["tokenizer.ggml.model"] = StringArray({"gpt2"}).array[0];
-    m["tokenizer.ggml.pre"] = StringArray({pre_name}).array[0];
-    m["tokenizer.ggml.merges"] = StringArray(std::move(merges));
+    m["tokenizer.ggml.model"] = GgufString("gpt2");
+    m["tokenizer.ggml.pre"] = GgufString(pre_name);
+    m["tokenizer.ggml.merges"] = GgufStringArray(std::move(merges));
   }
-  m["tokenizer.ggml.tokens"] = StringArray(std::move(tokens));
+  m["tokenizer.ggml.tokens"] = GgufStringArray(std::move(tokens));
   GgufValue type_array;
   type_array.type = GgufValueType::kArray;
   type_array.array_type = GgufValueType::kInt32;
-  for (int64_t t : types) type_array.array.push_back(Scalar(GgufValueType::kInt32, t));
+  for (int64_t t : types) type_array.array.push_back(GgufInt(GgufValueType::kInt32, t));
   m["tokenizer.ggml.token_type"] = std::move(type_array);
-  if (bos >= 0) m["tokenizer.ggml.bos_token_id"] = Scalar(GgufValueType::kUint32, bos);
-  if (eos >= 0) m["tokenizer.ggml.eos_token_id"] = Scalar(GgufValueType::kUint32, eos);
+  if (bos >= 0) m["tokenizer.ggml.bos_token_id"] = GgufInt(GgufValueType::kUint32, bos);
+  if (eos >= 0) m["tokenizer.ggml.eos_token_id"] = GgufInt(GgufValueType::kUint32, eos);
   if (eos_list.size() > 1) {
     // llama.cpp has one EOS key; the second ends generation as end-of-turn
     // in converted files, and in memory every listed id does.
-    m["tokenizer.ggml.eot_token_id"] = Scalar(GgufValueType::kUint32, eos_list[1]);
+    m["tokenizer.ggml.eot_token_id"] = GgufInt(GgufValueType::kUint32, eos_list[1]);
     GgufValue all;
     all.type = GgufValueType::kArray;
     all.array_type = GgufValueType::kInt32;
-    for (int64_t id : eos_list) all.array.push_back(Scalar(GgufValueType::kInt32, id));
+    for (int64_t id : eos_list) all.array.push_back(GgufInt(GgufValueType::kInt32, id));
     m["llorch.tokenizer.eos_token_ids"] = std::move(all);
   }
   // In memory only (ConvertToGguf drops llorch.* keys): this vocabulary
   // follows Hugging Face's rules, not llama.cpp's.
-  m["llorch.tokenizer.source"] = StringArray({"huggingface"}).array[0];
-  if (!normalization.empty()) m["llorch.tokenizer.normalizer"] = StringArray({normalization}).array[0];
-  GgufValue add_bos_value = Scalar(GgufValueType::kBool, add_bos ? 1 : 0);
+  m["llorch.tokenizer.source"] = GgufString("huggingface");
+  if (!normalization.empty()) m["llorch.tokenizer.normalizer"] = GgufString(normalization);
+  GgufValue add_bos_value = GgufInt(GgufValueType::kBool, add_bos ? 1 : 0);
   m["tokenizer.ggml.add_bos_token"] = add_bos_value;
-  m["tokenizer.ggml.add_eos_token"] = Scalar(GgufValueType::kBool, add_eos ? 1 : 0);
+  m["tokenizer.ggml.add_eos_token"] = GgufInt(GgufValueType::kBool, add_eos ? 1 : 0);
   return absl::OkStatus();
 }
 

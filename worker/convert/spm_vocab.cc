@@ -72,14 +72,6 @@ absl::StatusOr<const Shim*> LoadShim() {
   return *shim;
 }
 
-GgufValue Int(GgufValueType type, int64_t v) {
-  GgufValue value;
-  value.type = type;
-  value.i = v;
-  value.u = static_cast<uint64_t>(v);
-  return value;
-}
-
 }  // namespace
 
 absl::Status AddSentencePieceMetadata(const std::string& model_path, int64_t vocab_size,
@@ -120,13 +112,10 @@ absl::Status AddSentencePieceMetadata(const std::string& model_path, int64_t voc
     }
     tokens.array.push_back(std::move(text));
     scores.array.push_back(score);
-    types.array.push_back(Int(GgufValueType::kInt32, type));
+    types.array.push_back(GgufInt(GgufValueType::kInt32, type));
   }
   std::map<std::string, GgufValue>& m = *metadata;
-  GgufValue model;
-  model.type = GgufValueType::kString;
-  model.s = "llama";
-  m["tokenizer.ggml.model"] = model;
+  m["tokenizer.ggml.model"] = GgufString("llama");
   m["tokenizer.ggml.tokens"] = std::move(tokens);
   m["tokenizer.ggml.scores"] = std::move(scores);
   m["tokenizer.ggml.token_type"] = std::move(types);
@@ -136,11 +125,11 @@ absl::Status AddSentencePieceMetadata(const std::string& model_path, int64_t voc
       {"tokenizer.ggml.unknown_token_id", s.unk_id(handle.get())},
       {"tokenizer.ggml.padding_token_id", s.pad_id(handle.get())}};
   for (const auto& [key, id] : ids) {
-    if (id >= 0) m[key] = Int(GgufValueType::kUint32, id);
+    if (id >= 0) m[key] = GgufInt(GgufValueType::kUint32, id);
   }
   m["tokenizer.ggml.add_space_prefix"] =
-      Int(GgufValueType::kBool, s.adds_dummy_prefix(handle.get()));
-  m["tokenizer.ggml.add_bos_token"] = Int(GgufValueType::kBool, 1);
+      GgufInt(GgufValueType::kBool, s.adds_dummy_prefix(handle.get()));
+  m["tokenizer.ggml.add_bos_token"] = GgufInt(GgufValueType::kBool, 1);
   return absl::OkStatus();
 }
 

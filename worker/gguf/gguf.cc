@@ -312,6 +312,36 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
   return file;
 }
 
+GgufValue GgufInt(GgufValueType type, int64_t v) {
+  GgufValue value;
+  value.type = type;
+  value.i = v;
+  value.u = static_cast<uint64_t>(v);
+  return value;
+}
+
+GgufValue GgufFloat32(double v) {
+  GgufValue value;
+  value.type = GgufValueType::kFloat32;
+  value.f = static_cast<float>(v);
+  return value;
+}
+
+GgufValue GgufString(std::string v) {
+  GgufValue value;
+  value.type = GgufValueType::kString;
+  value.s = std::move(v);
+  return value;
+}
+
+GgufValue GgufStringArray(std::vector<std::string> strings) {
+  GgufValue value;
+  value.type = GgufValueType::kArray;
+  value.array_type = GgufValueType::kString;
+  for (std::string& s : strings) value.array.push_back(GgufString(std::move(s)));
+  return value;
+}
+
 std::unique_ptr<GgufFile> GgufFile::FromParts(std::string path,
                                              std::map<std::string, GgufValue> metadata,
                                              std::vector<GgufTensorInfo> tensors,

@@ -36,6 +36,12 @@ struct GgufValue {
   std::vector<GgufValue> array;                      // kArray elements
 };
 
+// Builders for metadata written in memory (converters) or to files.
+GgufValue GgufInt(GgufValueType type, int64_t v);  // any integer type, or kBool
+GgufValue GgufFloat32(double v);
+GgufValue GgufString(std::string v);
+GgufValue GgufStringArray(std::vector<std::string> strings);
+
 struct GgufTensorInfo {
   std::string name;
   // ggml order: shape[0] is the fastest-varying (row length). A 2-D weight
