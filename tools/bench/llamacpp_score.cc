@@ -6,7 +6,8 @@
 // build-llamacpp-score.sh, outside the main CMake build.
 //
 //   llamacpp_score --model M.gguf --ids 1,2,3 [--batch] [--ubatch 512]
-//                  [--threads 2] [--lib-dir DIR] [--cpu-variant NAME]
+//                  [--threads 2] [--lib-dir DIR] [--cpu-variant NAME] [--logits]
+//                  [--dump DIR]
 //
 // --cpu-variant NAME loads exactly DIR/libggml-cpu-NAME.so (an error if this
 // CPU lacks its instructions); without it ggml picks the best-scoring variant
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "ggml-backend.h"
+#include "ggml.h"
 #include "llama.h"
 
 #ifndef LLAMACPP_LIB_DIR
@@ -46,6 +48,8 @@ struct Options {
   int threads = 2;
   int ubatch = 512;
   bool batch = false;
+  bool logits = false;   // --logits: also print the raw logits (%.9g: float round trip)
+  std::string dump_dir;  // --dump: every F32 graph node, as computed, into this folder
 };
 
 [[noreturn]] void Fail(const std::string& message) {
@@ -84,6 +88,10 @@ Options ParseArgs(int argc, char** argv) {
       options.batch = true;
       continue;
     }
+    if (flag == "--logits") {
+      options.logits = true;
+      continue;
+    }
     if (i + 1 >= argc) Fail("missing value after " + flag);
     const char* value = argv[++i];
     if (flag == "--model") options.model = value;
@@ -92,6 +100,7 @@ Options ParseArgs(int argc, char** argv) {
     else if (flag == "--ids") options.ids = ParseIds(value);
     else if (flag == "--threads") options.threads = ParseLong("--threads", value, 1, 1024);
     else if (flag == "--ubatch") options.ubatch = ParseLong("--ubatch", value, 1, 1 << 20);
+    else if (flag == "--dump") options.dump_dir = value;
     else Fail("unknown flag " + flag);
   }
   if (options.model.empty()) Fail("--model is required");
@@ -170,6 +179,34 @@ void LoadCpuBackend(const Options& options) {
   if (ggml_backend_reg_by_name("CPU") == nullptr) Fail("no CPU backend got loaded");
 }
 
+// --dump: each contiguous F32 node of the graph, in execution order, as
+// DIR/NNNN.bin (raw little-endian floats) plus one line of DIR/index.jsonl
+// (name, op, shape ne0..ne3). For locating where two implementations first
+// differ, op by op.
+struct Dumper {
+  std::string dir;
+  int count = 0;
+  FILE* index = nullptr;
+};
+
+bool DumpNode(ggml_tensor* t, bool ask, void* user_data) {
+  if (ask) return t->type == GGML_TYPE_F32 && ggml_is_contiguous(t);
+  auto* dumper = static_cast<Dumper*>(user_data);
+  std::vector<float> data(ggml_nelements(t));
+  ggml_backend_tensor_get(t, data.data(), 0, ggml_nbytes(t));
+  char file[32];
+  std::snprintf(file, sizeof(file), "%04d.bin", dumper->count);
+  FILE* out = std::fopen((dumper->dir + "/" + file).c_str(), "wb");
+  if (out == nullptr) Fail("cannot write " + dumper->dir + "/" + file);
+  std::fwrite(data.data(), sizeof(float), data.size(), out);
+  std::fclose(out);
+  std::fprintf(dumper->index, "{\"file\":\"%s\",\"name\":%s,\"op\":\"%s\",\"ne\":[%lld,%lld,%lld,%lld]}\n",
+               file, JsonString(t->name).c_str(), ggml_op_desc(t),
+               (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3]);
+  ++dumper->count;
+  return true;
+}
+
 // log-softmax of logits[target] computed in double.
 double LogProb(const float* logits, int32_t n_vocab, llama_token target) {
   const double max_logit = *std::max_element(logits, logits + n_vocab);
@@ -209,6 +246,14 @@ int main(int argc, char** argv) {
   context_params.type_v = GGML_TYPE_F32;
   context_params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
   context_params.no_perf = true;
+  Dumper dumper;
+  if (!options.dump_dir.empty()) {
+    dumper.dir = options.dump_dir;
+    dumper.index = std::fopen((dumper.dir + "/index.jsonl").c_str(), "w");
+    if (dumper.index == nullptr) Fail("cannot write " + dumper.dir + "/index.jsonl");
+    context_params.cb_eval = DumpNode;
+    context_params.cb_eval_user_data = &dumper;
+  }
   llama_context* ctx = llama_init_from_model(model, context_params);
   if (ctx == nullptr) Fail("cannot create a context");
 
@@ -235,8 +280,14 @@ int main(int argc, char** argv) {
       std::snprintf(buffer, sizeof(buffer), "%.9f", LogProb(logits, n_vocab, options.ids[pos + 1]));
       next = buffer;
     }
-    std::printf("{\"pos\":%d,\"id\":%d,\"argmax\":%d,\"next_logprob\":%s}\n", pos,
+    std::printf("{\"pos\":%d,\"id\":%d,\"argmax\":%d,\"next_logprob\":%s", pos,
                 options.ids[pos], argmax, next.c_str());
+    if (options.logits) {
+      std::printf(",\"logits\":[");
+      for (int32_t v = 0; v < n_vocab; ++v) std::printf(v ? ",%.9g" : "%.9g", logits[v]);
+      std::printf("]");
+    }
+    std::printf("}\n");
   };
 
   if (options.batch) {
@@ -265,6 +316,7 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (dumper.index != nullptr) std::fclose(dumper.index);
   llama_free(ctx);
   llama_model_free(model);
   llama_backend_free();

@@ -59,7 +59,8 @@ constexpr char kUsage[] =
     "          [--seed S] [--stop STR]... [--stop-id ID]... [--ignore-eos] [--logprobs K]\n"
     "          [--threads N] [--device cpu|cuda|mps] [--format text|jsonl]\n"
     "          [--gelu auto|exact|ggml]   (PATH: a GGUF file or a Hugging Face model directory)\n"
-    "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--logits] [--threads N]\n"
+    "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--logits] [--one-token]\n"
+    "          [--threads N]   teacher-forced log-probs (and raw logits) at every position\n"
     "       llorch bench --model PATH [--prompt-tokens P] [--gen-tokens G] [--reps R] [--threads N]\n"
     "       llorch generate --worker HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling flags\n"
     "          as for run] [--job-id ID] [--timeout SECONDS] [--format text|jsonl]\n"
@@ -96,7 +97,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       {"--ignore-eos", false}, {"--prefill-chunk", true}, {"--prompt-tokens", true},
       {"--gen-tokens", true},  {"--reps", true},          {"--worker", true},
       {"--job-id", true},      {"--timeout", true},       {"--streams", true},
-      {"--requests", true},    {"--gelu", true},          {"--logits", false},
+      {"--requests", true},    {"--gelu", true},          {"--logits", false},      {"--one-token", false},
       {"--out", true},         {"--type", true},
   };
   if (argc < 2) return absl::InvalidArgumentError("missing command");
@@ -293,11 +294,14 @@ absl::Status Score(const Args& args) {
   }
   std::unique_ptr<KvCache> cache = model.NewCache(n);
   const int32_t vocab = static_cast<int32_t>(loaded->config.vocab_size);
-  constexpr int64_t kChunk = 256;
-  for (int64_t begin = 0; begin < n; begin += kChunk) {
-    const int64_t count = std::min(kChunk, n - begin);
-    absl::StatusOr<at::Tensor> logits =
-        model.Forward(absl::MakeConstSpan(*ids).subspan(begin, count), begin, cache.get(), true);
+  // --one-token: one forward per position, summed as generated tokens are
+  // (llama.cpp's one-token order); otherwise prompt chunks.
+  const bool one_token = args.Has("--one-token");
+  const int64_t chunk = one_token ? 1 : 256;
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t count = std::min(chunk, n - begin);
+    absl::StatusOr<at::Tensor> logits = model.Forward(
+        absl::MakeConstSpan(*ids).subspan(begin, count), begin, cache.get(), true, one_token);
     if (!logits.ok()) return logits.status();
     for (int64_t r = 0; r < count; ++r) {
       const int64_t pos = begin + r;

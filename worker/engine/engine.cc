@@ -164,13 +164,13 @@ int32_t Engine::Step() {
   int64_t prefill_budget = options_.max_prefill_tokens_per_step;
   for (size_t i = 0; i < running_.size(); ++i) {
     Job& job = *running_[i].job;
-    if (job.next_pos() < job.prompt_tokens()) continue;  // still prefilling
-    items.push_back({job.NextInput(1), job.next_pos(), job.cache(), false});
+    if (!job.decoding()) continue;  // still prefilling
+    items.push_back({job.NextInput(1), job.next_pos(), job.cache(), false, /*decode=*/true});
     owners.push_back(i);
   }
   for (size_t i = 0; i < running_.size() && prefill_budget > 0; ++i) {
     Job& job = *running_[i].job;
-    if (job.next_pos() >= job.prompt_tokens()) continue;  // decoding
+    if (job.decoding()) continue;
     absl::Span<const int32_t> chunk = job.NextInput(prefill_budget);
     prefill_budget -= static_cast<int64_t>(chunk.size());
     items.push_back({chunk, job.next_pos(), job.cache(), false});

@@ -64,6 +64,8 @@ class Job {
 
   const std::string& job_id() const { return job_id_; }
   int32_t prompt_tokens() const { return num_prompt_tokens_; }
+  // Past the prompt: the next input is a generated token (ForwardItem::decode).
+  bool decoding() const { return next_pos() >= num_prompt_tokens_; }
   int32_t completion_tokens() const { return static_cast<int32_t>(tokens_.size()) - num_prompt_tokens_; }
   KvCache* cache() { return cache_.get(); }
   bool finished() const { return finish_ != FinishReason::kNone; }
@@ -114,7 +116,8 @@ template <typename Callback>
 absl::Status RunJob(const LlamaModel& model, Job& job, int64_t prefill_chunk, Callback on_token) {
   while (!job.finished()) {
     absl::Span<const int32_t> input = job.NextInput(prefill_chunk);
-    absl::StatusOr<at::Tensor> logits = model.Forward(input, job.next_pos(), job.cache(), false);
+    absl::StatusOr<at::Tensor> logits =
+        model.Forward(input, job.next_pos(), job.cache(), false, job.decoding());
     if (!logits.ok()) return logits.status();
     if (job.ready_to_sample()) on_token(job.Accept(logits->template data_ptr<float>()));
   }

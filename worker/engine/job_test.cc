@@ -90,8 +90,8 @@ TEST_P(JobTest, InterleavedJobsMatchJobsAlone) {
   while (!a->finished() || !b->finished()) {
     for (auto [job, out] : {std::pair{a.get(), &out_a}, std::pair{b.get(), &out_b}}) {
       if (job->finished()) continue;
-      auto logits =
-          model_->Forward(job->NextInput(kPrefillChunk), job->next_pos(), job->cache(), false);
+      auto logits = model_->Forward(job->NextInput(kPrefillChunk), job->next_pos(), job->cache(),
+                                    false, job->decoding());
       ASSERT_TRUE(logits.ok()) << logits.status();
       if (job->ready_to_sample()) out->push_back(job->Accept(logits->data_ptr<float>()).id);
     }

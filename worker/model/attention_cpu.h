@@ -24,9 +24,11 @@ struct AttentionShape {
 // q: [n, heads, head_dim]; keys, values: [kv_heads, capacity, head_dim] with
 // positions [0, pos + n) filled; query row i sits at pos + i and sees keys
 // 0..pos + i (or the last `window` of them). out: [n, heads * head_dim]. All contiguous float32.
+// `decode`: the rows are generated tokens, summed in llama.cpp's one-token
+// order (GgmlAttendRow); prompt rows use its batch order.
 void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos,
-                     const float* keys, const float* values, float scale, float* out,
-                     const ParallelFor& parallel_for = SerialFor);
+                     const float* keys, const float* values, float scale, bool decode,
+                     float* out, const ParallelFor& parallel_for = SerialFor);
 
 }  // namespace llorch
 

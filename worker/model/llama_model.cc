@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/gguf/gguf.h"
 #include "worker/model/attention_cpu.h"
+#include "worker/model/ggml_ops.h"
 #include "worker/model/quant_matmul.h"
 
 namespace llorch {
@@ -318,6 +319,18 @@ at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight,
   if (config_.norm == NormType::kLayer) {
     return at::layer_norm(x, {x.size(1)}, weight, bias, config_.norm_eps);
   }
+  if (x.device().is_cpu() && x.scalar_type() == at::kFloat) {
+    // As ggml computes it, so that the 8-bit activation rounding that follows
+    // lands as in llama.cpp (ggml_ops.h).
+    at::Tensor input = x.contiguous();
+    at::Tensor out = at::empty_like(input);  // [n, hidden]
+    const int64_t hidden = input.size(1);
+    at::parallel_for(0, input.size(0), 1, [&](int64_t begin, int64_t end) {
+      GgmlRmsNorm(input.data_ptr<float>() + begin * hidden, end - begin, hidden,
+                  config_.norm_eps, out.data_ptr<float>() + begin * hidden);
+    });
+    return out * weight;
+  }
   at::Tensor mean_square = x.pow(2).mean(-1, /*keepdim=*/true);  // [n, 1]
   return x * at::rsqrt(mean_square + config_.norm_eps) * weight;
 }
@@ -378,6 +391,22 @@ at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,
   // rope type says; the rest pass through (phi2's partial rotary).
   const int64_t n = x.size(0), heads = x.size(1), head_dim = x.size(2);
   const int64_t rope_dim = config_.rope_dim, half = rope_dim / 2;
+  if (x.device().is_cpu() && x.scalar_type() == at::kFloat) {
+    // ggml's fused multiply-adds (ggml_ops.h).
+    at::Tensor input = x.contiguous();
+    at::Tensor out = at::empty_like(input);  // [n, heads, head_dim]
+    at::Tensor c = cos.contiguous(), s = sin.contiguous();  // [n, half]
+    const bool adjacent = config_.rope_type == RopeType::kAdjacent;
+    at::parallel_for(0, n * heads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t i = task / heads;
+        GgmlRopeHead(input.data_ptr<float>() + task * head_dim, c.data_ptr<float>() + i * half,
+                     s.data_ptr<float>() + i * half, half, adjacent, head_dim,
+                     out.data_ptr<float>() + task * head_dim);
+      }
+    });
+    return out;
+  }
   at::Tensor c = cos.unsqueeze(1);  // [n, 1, half]
   at::Tensor s = sin.unsqueeze(1);
   at::Tensor out;  // [n, heads, rope_dim]
@@ -393,6 +422,23 @@ at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,
   return at::cat({out, x.narrow(2, rope_dim, head_dim - rope_dim)}, 2);
 }
 
+at::Tensor LlamaModel::SiluGated(const at::Tensor& gate_up) const {
+  // gate_up: [n, 2 * ffn] -> silu(gate) * up: [n, ffn]
+  const int64_t n = gate_up.size(0), ffn = config_.ffn_size;
+  if (!gate_up.device().is_cpu() || gate_up.scalar_type() != at::kFloat) {
+    return at::silu(gate_up.narrow(1, 0, ffn)) * gate_up.narrow(1, ffn, ffn);
+  }
+  at::Tensor input = gate_up.contiguous();
+  at::Tensor out = at::empty({n, ffn}, input.options());
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = input.data_ptr<float>() + r * 2 * ffn;
+      GgmlSwiglu(row, row + ffn, ffn, out.data_ptr<float>() + r * ffn);
+    }
+  });
+  return out;
+}
+
 at::Tensor LlamaModel::Gelu(const at::Tensor& x) const {
   if (!ggml_gelu_) return at::gelu(x, "tanh");
   at::Tensor table = at::gelu(x.to(at::kHalf).to(at::kFloat), "tanh").to(at::kHalf).to(at::kFloat);
@@ -400,8 +446,9 @@ at::Tensor LlamaModel::Gelu(const at::Tensor& x) const {
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::Forward(absl::Span<const int32_t> tokens, int64_t pos,
-                                               KvCache* cache, bool all_logits) const {
-  const ForwardItem item{tokens, pos, cache, all_logits};
+                                               KvCache* cache, bool all_logits,
+                                               bool decode) const {
+  const ForwardItem item{tokens, pos, cache, all_logits, decode};
   return ForwardBatch(absl::MakeConstSpan(&item, 1));
 }
 
@@ -447,7 +494,7 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
     const AttentionShape shape{c.num_heads, kv_heads, head_dim, k_cache.size(1), c.sliding_window};
     CausalAttention(shape, query.data_ptr<float>(), n, pos, k_cache.data_ptr<float>(),
-                    v_cache.data_ptr<float>(), scale, out.data_ptr<float>(),
+                    v_cache.data_ptr<float>(), scale, item.decode, out.data_ptr<float>(),
                     [](int64_t begin, int64_t end, const RangeFn& body) {
                       at::parallel_for(begin, end, /*grain_size=*/1,
                                        [&](int64_t b, int64_t e) { body(b, e); });
@@ -558,7 +605,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in);  // [N, 2 * ffn] | [N, ffn]
     at::Tensor act;                                         // [N, ffn]
     if (c.ffn == FfnType::kSiluGated) {
-      act = at::silu(ffn_in.narrow(1, 0, c.ffn_size)) * ffn_in.narrow(1, c.ffn_size, c.ffn_size);
+      act = SiluGated(ffn_in);
     } else {
       if (layer.ffn_in_bias.defined()) ffn_in = ffn_in + layer.ffn_in_bias;
       act = Gelu(ffn_in);

@@ -54,6 +54,12 @@ struct ForwardItem {
   int64_t pos = 0;
   KvCache* cache = nullptr;
   bool all_logits = false;  // logits for every token, not just the last
+  // A generated token (not a prompt chunk): its attention is summed in
+  // llama.cpp's one-token order, prompt rows in its batch order, so that
+  // both scoring and generation agree with llama.cpp to the bit. Set by the
+  // job's phase, never by the batch's shape, so a job's results do not
+  // depend on what it is batched with.
+  bool decode = false;
 };
 
 class LlamaModel {
@@ -72,8 +78,9 @@ class LlamaModel {
   // Writes the new keys/values and sets cache->num_tokens() to pos + n.
   // Returns float32 logits on the CPU: [n, vocab] if all_logits, else
   // [1, vocab] for the last token. Const: the model holds no request state.
+  // `decode`: see ForwardItem::decode.
   absl::StatusOr<at::Tensor> Forward(absl::Span<const int32_t> tokens, int64_t pos,
-                                     KvCache* cache, bool all_logits) const;
+                                     KvCache* cache, bool all_logits, bool decode = false) const;
 
   // Several jobs in one forward (continuous batching): prefill chunks and
   // decode tokens of different lengths and positions share the matrix
@@ -122,6 +129,8 @@ class LlamaModel {
   at::Tensor Linear(const at::Tensor& x, const Matrix& matrix) const;
   at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
 
+  // silu(gate) * up over the fused [n, 2 * ffn] product, as ggml computes it on the CPU.
+  at::Tensor SiluGated(const at::Tensor& gate_up) const;
   at::Tensor Gelu(const at::Tensor& x) const;
 
   ModelConfig config_;

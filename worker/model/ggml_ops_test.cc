@@ -1,0 +1,153 @@
+// Properties of the ggml-order float ops. Bit-exactness against llama.cpp
+// itself is tests/conformance/llamacpp_bitexact.py (logits of a real model);
+// here: accuracy against double-precision references, the vector and scalar
+// paths giving the same bits, and the attention orders' invariants.
+#include "worker/model/ggml_ops.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace llorch {
+namespace {
+
+std::vector<float> RandomVector(std::mt19937& rng, size_t n, float scale = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+uint32_t Bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return bits;
+}
+
+TEST(GgmlOpsTest, ExpIsAccurateAndSaturates) {
+  EXPECT_EQ(GgmlExpf(0.0f), 1.0f);
+  EXPECT_EQ(GgmlExpf(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_EQ(GgmlExpf(-200.0f), 0.0f);
+  EXPECT_EQ(GgmlExpf(200.0f), std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(std::isnan(GgmlExpf(std::numeric_limits<float>::quiet_NaN())));
+  // ggml documents at most 1.45 ulp + 0.5 over the normal range; allow 3 ulp.
+  for (float x = -87.0f; x < 88.0f; x += 0.0137f) {
+    const double exact = std::exp(static_cast<double>(x));
+    const double ulp = std::ldexp(1.0, std::ilogb(exact) - 23);
+    ASSERT_LE(std::abs(GgmlExpf(x) - exact), 3 * ulp) << "x=" << x;
+  }
+  // Subnormal results round once (as _mm512_scalef_ps does), not twice.
+  for (float x = -103.0f; x < -87.0f; x += 0.01f) {
+    const double exact = std::exp(static_cast<double>(x));
+    ASSERT_LE(std::abs(GgmlExpf(x) - exact), 2 * std::ldexp(1.0, -149) + 3e-7 * exact) << x;
+  }
+}
+
+TEST(GgmlOpsTest, SwigluVectorAndScalarPathsAgreeBitForBit) {
+  // 16-wide chunks take the vector path (where built), the tail plain expf;
+  // recomputing element by element with GgmlExpf must give the same bits.
+  std::mt19937 rng(1);
+  const int64_t n = 1536;
+  std::vector<float> gate = RandomVector(rng, n, 4.0f), up = RandomVector(rng, n);
+  gate[3] = 90.0f;   // exp(-x) underflows to 0 in ggml's exp
+  gate[5] = -95.0f;  // exp(-x) overflows to inf: silu = -0
+  std::vector<float> out(n);
+  GgmlSwiglu(gate.data(), up.data(), n, out.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const float expected = (gate[i] / (1.0f + GgmlExpf(0.0f - gate[i]))) * up[i];
+    ASSERT_EQ(Bits(out[i]), Bits(expected)) << i;
+    const double silu = gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i])));
+    ASSERT_NEAR(out[i], silu * up[i], 1e-5 * (1 + std::abs(silu * up[i]))) << i;
+  }
+}
+
+TEST(GgmlOpsTest, RmsNormMatchesDoubleReference) {
+  std::mt19937 rng(2);
+  const int64_t rows = 3, dim = 576;
+  std::vector<float> x = RandomVector(rng, rows * dim, 3.0f), out(rows * dim);
+  GgmlRmsNorm(x.data(), rows, dim, 1e-5f, out.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t i = 0; i < dim; ++i) sum += double(x[r * dim + i]) * x[r * dim + i];
+    const double scale = 1.0 / std::sqrt(sum / dim + 1e-5);
+    for (int64_t i = 0; i < dim; ++i) {
+      ASSERT_NEAR(out[r * dim + i], x[r * dim + i] * scale, 1e-6 * (1 + std::abs(out[r * dim + i])));
+    }
+  }
+}
+
+TEST(GgmlOpsTest, RopeRotatesPairsInEitherLayoutAndCopiesTheRest) {
+  std::mt19937 rng(3);
+  const int64_t head_dim = 80, pairs = 16;  // partial rotary: 32 of 80 dimensions
+  std::vector<float> x = RandomVector(rng, head_dim), cos(pairs), sin(pairs), out(head_dim);
+  for (int64_t i = 0; i < pairs; ++i) {
+    cos[i] = std::cos(0.3f * (i + 1));
+    sin[i] = std::sin(0.3f * (i + 1));
+  }
+  for (bool adjacent : {true, false}) {
+    GgmlRopeHead(x.data(), cos.data(), sin.data(), pairs, adjacent, head_dim, out.data());
+    for (int64_t i = 0; i < pairs; ++i) {
+      const int64_t a = adjacent ? 2 * i : i, b = adjacent ? 2 * i + 1 : i + pairs;
+      EXPECT_NEAR(out[a], double(x[a]) * cos[i] - double(x[b]) * sin[i], 1e-6);
+      EXPECT_NEAR(out[b], double(x[a]) * sin[i] + double(x[b]) * cos[i], 1e-6);
+    }
+    for (int64_t i = 2 * pairs; i < head_dim; ++i) EXPECT_EQ(out[i], x[i]);
+  }
+}
+
+// Softmax attention of one query in double.
+std::vector<double> ReferenceAttention(const std::vector<float>& q, const std::vector<float>& k,
+                                       const std::vector<float>& v, int64_t head_dim,
+                                       int64_t first, int64_t last, double scale) {
+  std::vector<double> scores;
+  double max_score = -INFINITY;
+  for (int64_t j = first; j <= last; ++j) {
+    double dot = 0;
+    for (int64_t d = 0; d < head_dim; ++d) dot += double(q[d]) * k[j * head_dim + d];
+    scores.push_back(dot * scale);
+    max_score = std::max(max_score, scores.back());
+  }
+  double total = 0;
+  for (double& s : scores) total += (s = std::exp(s - max_score));
+  std::vector<double> out(head_dim, 0.0);
+  for (int64_t j = first; j <= last; ++j) {
+    for (int64_t d = 0; d < head_dim; ++d) {
+      out[d] += scores[j - first] / total * v[j * head_dim + d];
+    }
+  }
+  return out;
+}
+
+TEST(GgmlOpsTest, AttentionMatchesDoubleReferenceInBothOrders) {
+  std::mt19937 rng(4);
+  for (int64_t head_dim : {16, 64, 80}) {
+    for (int64_t last : {0, 5, 15, 16, 70, 300}) {
+      for (int64_t first : {int64_t{0}, last / 3}) {
+        const std::vector<float> q = RandomVector(rng, head_dim, 2.0f);
+        const std::vector<float> k = RandomVector(rng, (last + 1) * head_dim);
+        const std::vector<float> v = RandomVector(rng, (last + 1) * head_dim);
+        const float scale = 1.0f / std::sqrt(float(head_dim));
+        const std::vector<double> expected =
+            ReferenceAttention(q, k, v, head_dim, first, last, scale);
+        std::vector<float> batch(head_dim), one(head_dim), scratch(last + 1);
+        GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, scale, false,
+                      scratch.data(), batch.data());
+        GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, scale, true,
+                      scratch.data(), one.data());
+        for (int64_t d = 0; d < head_dim; ++d) {
+          ASSERT_NEAR(batch[d], expected[d], 2e-6) << head_dim << " " << first << ".." << last;
+          ASSERT_NEAR(one[d], expected[d], 2e-6) << head_dim << " " << first << ".." << last;
+          // Up to 16 keys each lane holds one product in either order: same bits.
+          if (last < 16) ASSERT_EQ(Bits(batch[d]), Bits(one[d]));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llorch
