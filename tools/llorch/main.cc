@@ -58,7 +58,9 @@ constexpr char kUsage[] =
     "          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R]\n"
     "          [--seed S] [--stop STR]... [--stop-id ID]... [--ignore-eos] [--logprobs K]\n"
     "          [--threads N] [--device cpu|cuda|mps] [--format text|jsonl]\n"
-    "          [--gelu auto|exact|ggml]   (PATH: a GGUF file or a Hugging Face model directory)\n"
+    "          [--gelu auto|exact|ggml] [--ggml-variant auto|avx2|avx512]\n"
+    "          (PATH: a GGUF file or a Hugging Face model directory; --ggml-variant: whose float\n"
+    "          order the CPU path follows, default LLORCH_GGML_VARIANT or what ggml picks here)\n"
     "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--logits] [--one-token]\n"
     "          [--threads N]   teacher-forced log-probs (and raw logits) at every position\n"
     "       llorch bench --model PATH [--prompt-tokens P] [--gen-tokens G] [--reps R] [--threads N]\n"
@@ -98,7 +100,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       {"--gen-tokens", true},  {"--reps", true},          {"--worker", true},
       {"--job-id", true},      {"--timeout", true},       {"--streams", true},
       {"--requests", true},    {"--gelu", true},          {"--logits", false},      {"--one-token", false},
-      {"--out", true},         {"--type", true},
+      {"--out", true},         {"--type", true},          {"--ggml-variant", true},
   };
   if (argc < 2) return absl::InvalidArgumentError("missing command");
   Args args;
@@ -166,6 +168,11 @@ absl::StatusOr<ServedModel> Load(const Args& args, bool weights, bool need_token
       options.gelu = LoadOptions::Gelu::kGgmlF16;
     } else if (gelu != "auto") {
       return absl::InvalidArgumentError(absl::StrCat("--gelu must be auto, exact or ggml, got ", gelu));
+    }
+    if (const std::string variant = args.Get("--ggml-variant", "auto"); variant != "auto") {
+      absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(variant);
+      if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat("--ggml-variant: ", parsed.status().message()));
+      options.ggml_variant = *parsed;
     }
     served = LoadServedModel(args.Get("--model"), &options);
   }
@@ -583,6 +590,9 @@ absl::Status Inspect(const Args& args) {
     tensor_types[GgmlTypeName(t.type)] += 1;
   }
   const VocabData& vocab = loaded->tokenizer->vocab();
+  std::string variant_source;
+  absl::StatusOr<GgmlVariant> variant = GgmlVariantFromEnvironment(&variant_source);
+  if (!variant.ok()) return variant.status();
   json out = {{"file", loaded->gguf->path()},
               {"gguf_version", loaded->gguf->version()},
               {"architecture", c.architecture},
@@ -611,7 +621,10 @@ absl::Status Inspect(const Args& args) {
               {"bos_id", vocab.bos_id},
               {"eos_id", vocab.eos_id},
               {"eog_ids", vocab.eog_ids},
-              {"add_bos", vocab.add_bos}};
+              {"add_bos", vocab.add_bos},
+              // The float order llorch's CPU path follows here (ggml_ops.h).
+              {"ggml_variant", GgmlVariantName(*variant)},
+              {"ggml_variant_source", variant_source}};
   std::cout << out.dump(2) << "\n";
   return absl::OkStatus();
 }

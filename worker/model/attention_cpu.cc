@@ -9,7 +9,7 @@ namespace llorch {
 
 void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos,
                      const float* keys, const float* values, float scale, bool decode,
-                     float* out, const ParallelFor& parallel_for) {
+                     GgmlVariant variant, float* out, const ParallelFor& parallel_for) {
   const int64_t heads = shape.heads, head_dim = shape.head_dim;
   const int64_t group = shape.heads / shape.kv_heads;
   // One task per (query row, head); each is computed the same way whatever
@@ -24,7 +24,7 @@ void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int
       const float* k = keys + (h / group) * shape.capacity * head_dim;    // [capacity, head_dim]
       const float* v = values + (h / group) * shape.capacity * head_dim;  // [capacity, head_dim]
       scratch.resize(last + 1);
-      GgmlAttendRow(query, k, v, head_dim, first, last, scale, decode, scratch.data(),
+      GgmlAttendRow(query, k, v, head_dim, first, last, scale, decode, variant, scratch.data(),
                     out + i * heads * head_dim + h * head_dim);
     }
   });

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "worker/model/ggml_ops.h"
 #include "worker/model/quant_matmul.h"
 
 namespace llorch {
@@ -25,10 +26,11 @@ struct AttentionShape {
 // positions [0, pos + n) filled; query row i sits at pos + i and sees keys
 // 0..pos + i (or the last `window` of them). out: [n, heads * head_dim]. All contiguous float32.
 // `decode`: the rows are generated tokens, summed in llama.cpp's one-token
-// order (GgmlAttendRow); prompt rows use its batch order.
+// order (GgmlAttendRow); prompt rows use its batch order. `variant`: whose
+// register width sets those orders.
 void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos,
                      const float* keys, const float* values, float scale, bool decode,
-                     float* out, const ParallelFor& parallel_for = SerialFor);
+                     GgmlVariant variant, float* out, const ParallelFor& parallel_for = SerialFor);
 
 }  // namespace llorch
 

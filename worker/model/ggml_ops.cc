@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -13,46 +17,140 @@
 namespace llorch {
 namespace {
 
-constexpr int kLanes = 16;  // floats in one AVX-512 register
+float FromBits(uint32_t bits) {
+  float x;
+  std::memcpy(&x, &bits, sizeof(x));
+  return x;
+}
+
+uint32_t BitsOf(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return bits;
+}
 
 // 2^e as a float, for -126 <= e <= 127.
-float PowerOfTwo(int e) {
-  const uint32_t bits = static_cast<uint32_t>(e + 127) << 23;
-  float power;
-  std::memcpy(&power, &bits, sizeof(power));
-  return power;
+float PowerOfTwo(int e) { return FromBits(static_cast<uint32_t>(e + 127) << 23); }
+
+// Both variants' exp start alike: x = n ln2 + b, with ggml's constants.
+struct ExpSplit {
+  float z, n, b, u;
+};
+
+ExpSplit SplitExp(float x) {
+  const float shifter = 0x1.8p23f;
+  ExpSplit s;
+  s.z = std::fma(x, 0x1.715476p+0f, shifter);
+  s.n = s.z - shifter;
+  s.b = std::fma(-s.n, 0x1.7f7d1cp-20f, std::fma(-s.n, 0x1.62e4p-1f, x));
+  s.u = s.b * s.b;
+  return s;
+}
+
+// ggml_v_expf, AVX-512 library: j = p(b) including the constant term, then
+// _mm512_scalef_ps(j, n).
+float ExpAvx512(float x) {
+  const ExpSplit s = SplitExp(x);
+  if (std::fabs(s.n) > 192.0f) {
+    return s.n <= 0.0f ? 0.0f : std::numeric_limits<float>::infinity();
+  }
+  const float b = s.b, u = s.u;
+  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                                    std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                           u, std::fma(0x1.ffffecp-1f, b, 1.0f));
+  // scalef: j * 2^n rounded once. As (j * 2^(n - k)) * 2^k with k = n / 2:
+  // both powers are normal floats for |n| <= 192, the first product is exact
+  // (j is in [0.7, 1.5]) and the second rounds once.
+  const int exponent = static_cast<int>(s.n);
+  const int half = exponent >> 1;
+  return (j * PowerOfTwo(exponent - half)) * PowerOfTwo(half);
+}
+
+// ggml_v_expf, AVX2 library: j = p(b) - 1, and 2^n built from the bits of z;
+// k + k j when |n| <= 126, else two scale factors (the second product may
+// round a subnormal result a second time, as ggml's does).
+float ExpAvx2(float x) {
+  const ExpSplit s = SplitExp(x);
+  const float b = s.b, u = s.u;
+  const uint32_t e = BitsOf(s.z) << 23;
+  const float k = FromBits(e + BitsOf(1.0f));  // 2^n
+  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                                    std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                           u, 0x1.ffffecp-1f * b);
+  if (!(std::fabs(s.n) > 126.0f)) return std::fma(j, k, k);
+  const uint32_t g = s.n <= 0.0f ? 0x82000000u : 0u;
+  const float s1 = FromBits(g + 0x7f000000u);
+  const float s2 = FromBits(e - g);
+  if (std::fabs(s.n) > 192.0f) return s1 * s1;
+  return std::fma(s2, j, s2) * s1;
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// GgmlExpf on 8 floats: the same IEEE operations lane by lane, so the same bits.
-__m256 GgmlExpf8(__m256 x) {
+struct ExpSplit8 {
+  __m256 z, n, b, u;
+};
+
+ExpSplit8 SplitExp8(__m256 x) {
   const __m256 shifter = _mm256_set1_ps(0x1.8p23f);
-  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shifter);
-  const __m256 n = _mm256_sub_ps(z, shifter);
-  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
-                                    _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
-  const __m256 u = _mm256_mul_ps(b, b);
+  ExpSplit8 s;
+  s.z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shifter);
+  s.n = _mm256_sub_ps(s.z, shifter);
+  s.b = _mm256_fnmadd_ps(s.n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                         _mm256_fnmadd_ps(s.n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  s.u = _mm256_mul_ps(s.b, s.b);
+  return s;
+}
+
+// p(b) without its last two terms: (c4 b + c3) u + (c2 b + c1).
+__m256 ExpPolyHigh8(__m256 b, __m256 u) {
+  return _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f)));
+}
+
+__m256 AbsGreater8(__m256 n, float limit) {
+  return _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n), _mm256_set1_ps(limit),
+                       _CMP_GT_OQ);
+}
+
+// ExpAvx512 on 8 floats: the same IEEE operations lane by lane.
+__m256 ExpAvx512x8(__m256 x) {
+  const ExpSplit8 s = SplitExp8(x);
   const __m256 j = _mm256_fmadd_ps(
-      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b,
-                                      _mm256_set1_ps(0x1.573e2ep-5f)),
-                      u,
-                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b,
-                                      _mm256_set1_ps(0x1.fffdb6p-2f))),
-      u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
-  // scalef(j, n) as (j * 2^(n - k)) * 2^k, k = n / 2 (see GgmlExpf).
-  const __m256i exponent = _mm256_cvtps_epi32(n);
+      ExpPolyHigh8(s.b, s.u), s.u,
+      _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), s.b, _mm256_set1_ps(1.0f)));
+  const __m256i exponent = _mm256_cvtps_epi32(s.n);
   const __m256i half = _mm256_srai_epi32(exponent, 1);
   const __m256i bias = _mm256_set1_epi32(127);
   const __m256 first = _mm256_castsi256_ps(
       _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(exponent, half), bias), 23));
   const __m256 second = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
   const __m256 result = _mm256_mul_ps(_mm256_mul_ps(j, first), second);
-  const __m256 out_of_range = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n),
-                                            _mm256_set1_ps(192.0f), _CMP_GT_OQ);
   const __m256 limit = _mm256_blendv_ps(_mm256_set1_ps(std::numeric_limits<float>::infinity()),
                                         _mm256_setzero_ps(),
-                                        _mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ));
-  return _mm256_blendv_ps(result, limit, out_of_range);
+                                        _mm256_cmp_ps(s.n, _mm256_setzero_ps(), _CMP_LE_OQ));
+  return _mm256_blendv_ps(result, limit, AbsGreater8(s.n, 192.0f));
+}
+
+// ExpAvx2 on 8 floats: the AVX2 library's register, lane for lane.
+__m256 ExpAvx2x8(__m256 x) {
+  const ExpSplit8 s = SplitExp8(x);
+  const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(s.z), 23);
+  const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_set1_epi32(0x3f800000)));
+  const __m256 j = _mm256_fmadd_ps(ExpPolyHigh8(s.b, s.u), s.u,
+                                   _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), s.b));
+  const __m256 large = AbsGreater8(s.n, 126.0f);
+  const __m256 normal = _mm256_fmadd_ps(j, k, k);
+  if (!_mm256_movemask_ps(large)) return normal;
+  const __m256i g = _mm256_and_si256(
+      _mm256_castps_si256(_mm256_cmp_ps(s.n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+      _mm256_set1_epi32(static_cast<int>(0x82000000u)));
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+  const __m256 scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+  const __m256 saturated = _mm256_mul_ps(s1, s1);
+  return _mm256_blendv_ps(_mm256_blendv_ps(normal, scaled, large), saturated,
+                          AbsGreater8(s.n, 192.0f));
 }
 #endif
 
@@ -64,10 +162,53 @@ float ReduceAdd16(const float* lanes) {
   return (eighth[0] + eighth[2]) + (eighth[1] + eighth[3]);
 }
 
-// ggml_vec_dot_f32 (AVX-512): four 16-lane accumulators over steps of 64,
-// folded (0+2, 1+3, then 0+1) and reduced; the tail added one by one.
+// GGML_F32x8_REDUCE's last step (ggml_vec_dot_f32, AVX2): the 128-bit halves
+// added, then two _mm_hadd_ps: neighbours first.
+float HaddReduce8(const float* lanes) {
+  float t[4];
+  for (int i = 0; i < 4; ++i) t[i] = lanes[i] + lanes[i + 4];
+  return (t[0] + t[1]) + (t[2] + t[3]);
+}
+
+// tinyBLAS's hsum(__m256) and ggml_vec_soft_max_f32's AVX2 sum: the halves
+// added, then movehl (lanes i and i + 2), then movehdup.
+float Hsum8(const float* lanes) {
+  float t[4];
+  for (int i = 0; i < 4; ++i) t[i] = lanes[i] + lanes[i + 4];
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+// What differs between the variants, as compile-time constants and calls.
+template <GgmlVariant V>
+struct Order;
+
+template <>
+struct Order<GgmlVariant::kAvx512> {
+  static constexpr int kLanes = 16;  // floats in one __m512
+  static float Exp(float x) { return ExpAvx512(x); }
+#if defined(__AVX2__) && defined(__FMA__)
+  static __m256 Exp8(__m256 x) { return ExpAvx512x8(x); }
+#endif
+  static float DotReduce(const float* lanes) { return ReduceAdd16(lanes); }
+  static float SumReduce(const float* lanes) { return ReduceAdd16(lanes); }
+};
+
+template <>
+struct Order<GgmlVariant::kAvx2> {
+  static constexpr int kLanes = 8;  // floats in one __m256
+  static float Exp(float x) { return ExpAvx2(x); }
+#if defined(__AVX2__) && defined(__FMA__)
+  static __m256 Exp8(__m256 x) { return ExpAvx2x8(x); }
+#endif
+  static float DotReduce(const float* lanes) { return HaddReduce8(lanes); }
+  static float SumReduce(const float* lanes) { return Hsum8(lanes); }
+};
+
+// ggml_vec_dot_f32: four register-wide accumulators over steps of four
+// registers, folded (0+2, 1+3, then 0+1) and reduced; the tail added one by one.
+template <GgmlVariant V>
 float DotF32(const float* x, const float* y, int64_t n) {
-  constexpr int kStep = 4 * kLanes;
+  constexpr int kLanes = Order<V>::kLanes, kStep = 4 * kLanes;
   const int64_t full = n & ~static_cast<int64_t>(kStep - 1);
   float acc[4][kLanes] = {};
   for (int64_t i = 0; i < full; i += kStep) {
@@ -82,12 +223,147 @@ float DotF32(const float* x, const float* y, int64_t n) {
     acc[1][l] += acc[3][l];
   }
   for (int l = 0; l < kLanes; ++l) acc[0][l] += acc[1][l];
-  float sum = ReduceAdd16(acc[0]);
+  float sum = Order<V>::DotReduce(acc[0]);
   for (int64_t i = full; i < n; ++i) sum += x[i] * y[i];
   return sum;
 }
 
+template <GgmlVariant V>
+void Swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  constexpr int kLanes = Order<V>::kLanes;
+  const int64_t full = n & ~static_cast<int64_t>(kLanes - 1);
+  int64_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  for (; i < full; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 silu = _mm256_div_ps(
+        g, _mm256_add_ps(_mm256_set1_ps(1.0f),
+                         Order<V>::Exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+  }
+#endif
+  for (; i < full; ++i) {
+    const float g = gate[i];
+    out[i] = (g / (1.0f + Order<V>::Exp(0.0f - g))) * up[i];
+  }
+  for (; i < n; ++i) {  // ggml's scalar tail (ggml_silu_f32) uses expf
+    const float g = gate[i];
+    out[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
+// Softmax of scratch[first..last] in place (ggml_vec_soft_max_f32 over a row
+// whose other keys are masked to -inf, so contribute exact zeros): exp per
+// key, each register-wide chunk of keys (aligned on absolute position 0)
+// reduced as one register and summed in double, then scaled by 1 / sum.
+template <GgmlVariant V>
+void Softmax(int64_t first, int64_t last, float max_score, float* scratch) {
+  constexpr int kLanes = Order<V>::kLanes;
+  double sum = 0.0;
+  for (int64_t c = first / kLanes * kLanes; c <= last; c += kLanes) {
+#if defined(__AVX2__) && defined(__FMA__)
+    if (c >= first && c + kLanes - 1 <= last) {  // a whole chunk visible
+      const __m256 max = _mm256_set1_ps(max_score);
+      for (int h = 0; h < kLanes; h += 8) {
+        _mm256_storeu_ps(scratch + c + h,
+                         Order<V>::Exp8(_mm256_sub_ps(_mm256_loadu_ps(scratch + c + h), max)));
+      }
+      sum += static_cast<double>(Order<V>::SumReduce(scratch + c));
+      continue;
+    }
+#endif
+    float lanes[kLanes] = {};
+    for (int l = 0; l < kLanes; ++l) {
+      const int64_t j = c + l;
+      if (j < first || j > last) continue;
+      scratch[j] = Order<V>::Exp(scratch[j] - max_score);
+      lanes[l] = scratch[j];
+    }
+    sum += static_cast<double>(Order<V>::SumReduce(lanes));
+  }
+  const float inv_sum = static_cast<float>(1.0 / sum);
+  for (int64_t j = first; j <= last; ++j) scratch[j] *= inv_sum;
+}
+
+template <GgmlVariant V>
+void AttendRow(const float* query, const float* keys, const float* values, int64_t head_dim,
+               int64_t first, int64_t last, float scale, bool one_token_order, float* scratch,
+               float* out) {
+  constexpr int kLanes = Order<V>::kLanes;
+  // Scores of the visible keys; the rest count as -inf (probability 0).
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t j = first; j <= last; ++j) {
+    scratch[j] = DotF32<V>(keys + j * head_dim, query, head_dim) * scale;
+    max_score = std::max(max_score, scratch[j]);
+  }
+  Softmax<V>(first, last, max_score, scratch);
+  // Output: per dimension, lane l accumulates the positions p = l (mod
+  // kLanes): one chain (tinyBLAS), or four chains by (p / kLanes) mod 4
+  // folded as ggml_vec_dot_f32 folds them (one-token step).
+  const int chains = one_token_order ? 4 : 1;
+  const int64_t chain_size = kLanes * head_dim;
+  thread_local std::vector<float> acc;  // [chains, kLanes, head_dim]
+  acc.assign(chains * chain_size, 0.0f);
+  for (int64_t j = first; j <= last; ++j) {
+    const float p = scratch[j];
+    const float* v = values + j * head_dim;  // [head_dim]
+    float* lane = acc.data() + ((j / kLanes) % chains) * chain_size + (j % kLanes) * head_dim;
+    for (int64_t d = 0; d < head_dim; ++d) lane[d] = std::fma(v[d], p, lane[d]);
+  }
+  if (chains == 4) {
+    for (int64_t i = 0; i < chain_size; ++i) {
+      acc[i] += acc[2 * chain_size + i];
+      acc[chain_size + i] += acc[3 * chain_size + i];
+    }
+    for (int64_t i = 0; i < chain_size; ++i) acc[i] += acc[chain_size + i];
+  }
+  float lanes[kLanes];
+  for (int64_t d = 0; d < head_dim; ++d) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] = acc[l * head_dim + d];
+    out[d] = one_token_order ? Order<V>::DotReduce(lanes) : Order<V>::SumReduce(lanes);
+  }
+}
+
 }  // namespace
+
+const char* GgmlVariantName(GgmlVariant variant) {
+  return variant == GgmlVariant::kAvx512 ? "avx512" : "avx2";
+}
+
+absl::StatusOr<GgmlVariant> ParseGgmlVariant(absl::string_view name) {
+  if (name == "avx2") return GgmlVariant::kAvx2;
+  if (name == "avx512") return GgmlVariant::kAvx512;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown ggml CPU variant '", name, "' (avx2 or avx512)"));
+}
+
+GgmlVariant DetectGgmlVariant() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512bw")) {
+    return GgmlVariant::kAvx512;
+  }
+#endif
+  return GgmlVariant::kAvx2;
+}
+
+absl::StatusOr<GgmlVariant> GgmlVariantFromEnvironment(std::string* source) {
+  const char* forced = std::getenv("LLORCH_GGML_VARIANT");
+  if (forced != nullptr && *forced != '\0') {
+    absl::StatusOr<GgmlVariant> variant = ParseGgmlVariant(forced);
+    if (!variant.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LLORCH_GGML_VARIANT: ", variant.status().message()));
+    }
+    if (source != nullptr) *source = "LLORCH_GGML_VARIANT";
+    return variant;
+  }
+  if (source != nullptr) *source = "detected";
+  return DetectGgmlVariant();
+}
 
 void GgmlRmsNorm(const float* x, int64_t rows, int64_t dim, float eps, float* out) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -111,104 +387,27 @@ void GgmlRopeHead(const float* x, const float* cos, const float* sin, int64_t nu
   for (int64_t i = 2 * num_pairs; i < head_dim; ++i) out[i] = x[i];
 }
 
-float GgmlExpf(float x) {
-  // 2^n * p(b), x = n ln2 + b, with ggml's constants and operation order.
-  const float shifter = 0x1.8p23f;
-  const float z = std::fma(x, 0x1.715476p+0f, shifter);
-  const float n = z - shifter;
-  const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
-  if (std::fabs(n) > 192.0f) return n <= 0.0f ? 0.0f : std::numeric_limits<float>::infinity();
-  const float u = b * b;
-  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
-                                    std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                           u, std::fma(0x1.ffffecp-1f, b, 1.0f));
-  // _mm512_scalef_ps: j * 2^n rounded once. As (j * 2^(n - k)) * 2^k with
-  // k = n / 2: both powers are normal floats for |n| <= 192, the first
-  // product is exact (j is in [0.7, 1.5]) and the second rounds once.
-  const int exponent = static_cast<int>(n);
-  const int half = exponent >> 1;
-  return (j * PowerOfTwo(exponent - half)) * PowerOfTwo(half);
+float GgmlExpf(float x, GgmlVariant variant) {
+  return variant == GgmlVariant::kAvx512 ? ExpAvx512(x) : ExpAvx2(x);
 }
 
-void GgmlSwiglu(const float* gate, const float* up, int64_t n, float* out) {
-  const int64_t full = n & ~static_cast<int64_t>(kLanes - 1);
-  int64_t i = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  for (; i < full; i += 8) {
-    const __m256 g = _mm256_loadu_ps(gate + i);
-    const __m256 silu = _mm256_div_ps(
-        g, _mm256_add_ps(_mm256_set1_ps(1.0f), GgmlExpf8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
-  }
-#endif
-  for (; i < full; ++i) {
-    const float g = gate[i];
-    out[i] = (g / (1.0f + GgmlExpf(0.0f - g))) * up[i];
-  }
-  for (int64_t i = full; i < n; ++i) {  // ggml's scalar tail uses expf
-    const float g = gate[i];
-    out[i] = (g / (1.0f + std::exp(-g))) * up[i];
+void GgmlSwiglu(const float* gate, const float* up, int64_t n, GgmlVariant variant, float* out) {
+  if (variant == GgmlVariant::kAvx512) {
+    Swiglu<GgmlVariant::kAvx512>(gate, up, n, out);
+  } else {
+    Swiglu<GgmlVariant::kAvx2>(gate, up, n, out);
   }
 }
 
 void GgmlAttendRow(const float* query, const float* keys, const float* values, int64_t head_dim,
                    int64_t first, int64_t last, float scale, bool one_token_order,
-                   float* scratch, float* out) {
-  // Scores of the visible keys; the rest count as -inf (probability 0).
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t j = first; j <= last; ++j) {
-    scratch[j] = DotF32(keys + j * head_dim, query, head_dim) * scale;
-    max_score = std::max(max_score, scratch[j]);
-  }
-  // Softmax: exp per key, each 16-key chunk summed as one register, in double.
-  double sum = 0.0;
-  const int64_t chunk_begin = first / kLanes * kLanes;
-  for (int64_t c = chunk_begin; c <= last; c += kLanes) {
-#if defined(__AVX2__) && defined(__FMA__)
-    if (c >= first && c + kLanes - 1 <= last) {  // a whole chunk visible
-      const __m256 max = _mm256_set1_ps(max_score);
-      for (int h = 0; h < kLanes; h += 8) {
-        _mm256_storeu_ps(scratch + c + h,
-                         GgmlExpf8(_mm256_sub_ps(_mm256_loadu_ps(scratch + c + h), max)));
-      }
-      sum += static_cast<double>(ReduceAdd16(scratch + c));
-      continue;
-    }
-#endif
-    float lanes[kLanes] = {};
-    for (int l = 0; l < kLanes; ++l) {
-      const int64_t j = c + l;
-      if (j < first || j > last) continue;
-      scratch[j] = GgmlExpf(scratch[j] - max_score);
-      lanes[l] = scratch[j];
-    }
-    sum += static_cast<double>(ReduceAdd16(lanes));
-  }
-  const float inv_sum = static_cast<float>(1.0 / sum);
-  for (int64_t j = first; j <= last; ++j) scratch[j] *= inv_sum;
-  // Output: per dimension, lane l accumulates the positions p = l (mod 16):
-  // one chain (tinyBLAS), or four chains by (p / 16) mod 4 folded as
-  // ggml_vec_dot_f32 folds them (one-token step).
-  const int chains = one_token_order ? 4 : 1;
-  const int64_t chain_size = kLanes * head_dim;
-  std::vector<float> acc(chains * chain_size, 0.0f);  // [chains, 16, head_dim]
-  for (int64_t j = first; j <= last; ++j) {
-    const float p = scratch[j];
-    const float* v = values + j * head_dim;  // [head_dim]
-    float* lane = acc.data() + ((j / kLanes) % chains) * chain_size + (j % kLanes) * head_dim;
-    for (int64_t d = 0; d < head_dim; ++d) lane[d] = std::fma(v[d], p, lane[d]);
-  }
-  if (chains == 4) {
-    for (int64_t i = 0; i < chain_size; ++i) {
-      acc[i] += acc[2 * chain_size + i];
-      acc[chain_size + i] += acc[3 * chain_size + i];
-    }
-    for (int64_t i = 0; i < chain_size; ++i) acc[i] += acc[chain_size + i];
-  }
-  float lanes[kLanes];
-  for (int64_t d = 0; d < head_dim; ++d) {
-    for (int l = 0; l < kLanes; ++l) lanes[l] = acc[l * head_dim + d];
-    out[d] = ReduceAdd16(lanes);
+                   GgmlVariant variant, float* scratch, float* out) {
+  if (variant == GgmlVariant::kAvx512) {
+    AttendRow<GgmlVariant::kAvx512>(query, keys, values, head_dim, first, last, scale,
+                                    one_token_order, scratch, out);
+  } else {
+    AttendRow<GgmlVariant::kAvx2>(query, keys, values, head_dim, first, last, scale,
+                                  one_token_order, scratch, out);
   }
 }
 

@@ -1,17 +1,53 @@
 #ifndef LLORCH_WORKER_MODEL_GGML_OPS_H_
 #define LLORCH_WORKER_MODEL_GGML_OPS_H_
 
-// Float operations of the decoder computed in the order and rounding of
-// ggml's x86 AVX-512 CPU backend (the variant llama.cpp picks on this class of
-// machine), so that the 8-bit activation rounding inside the quantised
-// products that follow them lands where llama.cpp's does. Without this,
-// last-bit differences flip some of those roundings and the flips compound
-// over the layers (SmolLM2 Q4_1: mean |Δlogprob| 0.015-0.05 against llama.cpp).
+// Float operations of the decoder computed in the order and rounding of one
+// of ggml's x86 CPU variants (the library llama.cpp picks for the machine),
+// so that the 8-bit activation rounding inside the quantised products that
+// follow them lands where llama.cpp's does. Without this, last-bit
+// differences flip some of those roundings and the flips compound over the
+// layers (SmolLM2 Q4_1: mean |Δlogprob| 0.015-0.05 against llama.cpp).
 // Each function names the ggml routine it follows. Torch-free.
+//
+// The variants differ in the register width of their float loops, which
+// sets the summation order of dot products, softmax sums and tinyBLAS's
+// GEMM, and in their exp (ggml_v_expf): the AVX-512 one scales with
+// _mm512_scalef_ps, the AVX2 one builds 2^n from the exponent bits.
+// RMSNorm and RoPE are scalar code, the same in every variant. Either order
+// runs on any CPU with AVX2 and FMA (llorch's baseline): each lane performs
+// the same IEEE operations as the variant's register would.
 
 #include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace llorch {
+
+enum class GgmlVariant {
+  kAvx2,    // ggml's haswell and alderlake libraries: 8-lane float loops
+  kAvx512,  // skylakex, icelake, zen4, sapphirerapids, ...: 16-lane float loops
+};
+
+// "avx2" or "avx512".
+const char* GgmlVariantName(GgmlVariant variant);
+// Parses "avx2" or "avx512" (what GgmlVariantName prints).
+absl::StatusOr<GgmlVariant> ParseGgmlVariant(absl::string_view name);
+
+// The variant whose float order ggml's CPU backend uses on this machine. ggml
+// loads the library with the highest score among those whose instruction
+// sets the CPU has (ggml-cpu/arch/x86/cpu-feats.cpp); every AVX-512 library
+// needs AVX-512 F, CD, VL, DQ and BW, so those five decide. A CPU without
+// AVX2 and FMA gets kAvx2 too, though ggml then runs a narrower library
+// whose order llorch does not follow (llorch itself needs AVX2 and FMA).
+GgmlVariant DetectGgmlVariant();
+
+// The environment variable LLORCH_GGML_VARIANT (avx2 | avx512) if set,
+// else DetectGgmlVariant(). The override lets a machine follow a library
+// other than the one ggml would pick there (say llama.cpp's haswell library
+// loaded by name on an AVX-512 machine). `source` (optional) says which.
+absl::StatusOr<GgmlVariant> GgmlVariantFromEnvironment(std::string* source = nullptr);
 
 // ggml_compute_forward_rms_norm_f32: out = x / sqrt(mean(x^2) + eps) per row
 // of `dim` floats (no weight), the squares summed in double.
@@ -24,23 +60,25 @@ void GgmlRmsNorm(const float* x, int64_t rows, int64_t dim, float eps, float* ou
 void GgmlRopeHead(const float* x, const float* cos, const float* sin, int64_t num_pairs,
                   bool adjacent, int64_t head_dim, float* out);
 
-// ggml_v_expf (AVX-512): ggml's polynomial exp, to the last bit.
-float GgmlExpf(float x);
+// ggml_v_expf of the variant, to the last bit.
+float GgmlExpf(float x, GgmlVariant variant);
 
-// ggml_vec_swiglu_f32: out = silu(gate) * up, silu(x) = x / (1 + exp(-x)).
-void GgmlSwiglu(const float* gate, const float* up, int64_t n, float* out);
+// ggml_vec_swiglu_f32: out = silu(gate) * up, silu(x) = x / (1 + exp(-x));
+// whole registers with the variant's exp, the tail with libm's expf.
+void GgmlSwiglu(const float* gate, const float* up, int64_t n, GgmlVariant variant, float* out);
 
 // One query row of one head over keys first..last (absolute positions in a
 // cache whose rows are `head_dim` floats), as llama.cpp's non-flash attention
 // on the CPU: scores by ggml_vec_dot_f32 times `scale`; softmax by
-// ggml_vec_soft_max_f32 (16-key chunks aligned on absolute position 0, chunk
-// sums added in double); the probability-weighted sum of values by tinyBLAS
-// (batches of two or more tokens: one 16-lane chain of fused multiply-adds
-// per output) or, with `one_token_order`, by ggml_vec_dot_f32 (llama.cpp's
-// one-token steps: four chains folded). `scratch` holds last + 1 floats.
+// ggml_vec_soft_max_f32 (register-wide chunks of keys aligned on absolute
+// position 0, chunk sums added in double); the probability-weighted sum of
+// values by tinyBLAS (batches of two or more tokens: one register-wide chain
+// of fused multiply-adds per output) or, with `one_token_order`, by
+// ggml_vec_dot_f32 (llama.cpp's one-token steps: four chains folded).
+// `scratch` holds last + 1 floats.
 void GgmlAttendRow(const float* query, const float* keys, const float* values, int64_t head_dim,
                    int64_t first, int64_t last, float scale, bool one_token_order,
-                   float* scratch, float* out);
+                   GgmlVariant variant, float* scratch, float* out);
 
 }  // namespace llorch
 

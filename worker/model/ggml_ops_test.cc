@@ -28,40 +28,73 @@ uint32_t Bits(float x) {
   return bits;
 }
 
-TEST(GgmlOpsTest, ExpIsAccurateAndSaturates) {
-  EXPECT_EQ(GgmlExpf(0.0f), 1.0f);
-  EXPECT_EQ(GgmlExpf(-std::numeric_limits<float>::infinity()), 0.0f);
-  EXPECT_EQ(GgmlExpf(-200.0f), 0.0f);
-  EXPECT_EQ(GgmlExpf(200.0f), std::numeric_limits<float>::infinity());
-  EXPECT_TRUE(std::isnan(GgmlExpf(std::numeric_limits<float>::quiet_NaN())));
-  // ggml documents at most 1.45 ulp + 0.5 over the normal range; allow 3 ulp.
-  for (float x = -87.0f; x < 88.0f; x += 0.0137f) {
-    const double exact = std::exp(static_cast<double>(x));
-    const double ulp = std::ldexp(1.0, std::ilogb(exact) - 23);
-    ASSERT_LE(std::abs(GgmlExpf(x) - exact), 3 * ulp) << "x=" << x;
-  }
-  // Subnormal results round once (as _mm512_scalef_ps does), not twice.
-  for (float x = -103.0f; x < -87.0f; x += 0.01f) {
-    const double exact = std::exp(static_cast<double>(x));
-    ASSERT_LE(std::abs(GgmlExpf(x) - exact), 2 * std::ldexp(1.0, -149) + 3e-7 * exact) << x;
+constexpr GgmlVariant kVariants[] = {GgmlVariant::kAvx2, GgmlVariant::kAvx512};
+
+TEST(GgmlOpsTest, ExpIsAccurateAndSaturatesInEachVariant) {
+  for (GgmlVariant variant : kVariants) {
+    SCOPED_TRACE(GgmlVariantName(variant));
+    auto exp = [variant](float x) { return GgmlExpf(x, variant); };
+    EXPECT_EQ(exp(0.0f), 1.0f);
+    EXPECT_EQ(exp(-std::numeric_limits<float>::infinity()), 0.0f);
+    EXPECT_EQ(exp(-200.0f), 0.0f);
+    EXPECT_EQ(exp(200.0f), std::numeric_limits<float>::infinity());
+    EXPECT_TRUE(std::isnan(exp(std::numeric_limits<float>::quiet_NaN())));
+    // ggml documents at most 1.45 ulp + 0.5 over the normal range; allow 3 ulp.
+    for (float x = -87.0f; x < 88.0f; x += 0.0137f) {
+      const double exact = std::exp(static_cast<double>(x));
+      const double ulp = std::ldexp(1.0, std::ilogb(exact) - 23);
+      ASSERT_LE(std::abs(exp(x) - exact), 3 * ulp) << "x=" << x;
+    }
+    // Subnormal results: the AVX-512 exp rounds once (_mm512_scalef_ps), the
+    // AVX2 one may round twice (one more subnormal ulp).
+    const double extra = variant == GgmlVariant::kAvx512 ? 0.0 : std::ldexp(1.0, -149);
+    for (float x = -103.0f; x < -87.0f; x += 0.01f) {
+      const double exact = std::exp(static_cast<double>(x));
+      ASSERT_LE(std::abs(exp(x) - exact), 2 * std::ldexp(1.0, -149) + extra + 3e-7 * exact) << x;
+    }
   }
 }
 
+TEST(GgmlOpsTest, VariantsHaveDifferentExps) {
+  // Not the same function under two names: they part in the last bit often.
+  int differ = 0, total = 0;
+  for (float x = -20.0f; x < 20.0f; x += 0.001f, ++total) {
+    differ += GgmlExpf(x, GgmlVariant::kAvx2) != GgmlExpf(x, GgmlVariant::kAvx512);
+  }
+  EXPECT_GT(differ, total / 20) << differ << " of " << total;
+}
+
+TEST(GgmlOpsTest, VariantNamesRoundTrip) {
+  for (GgmlVariant variant : kVariants) {
+    absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(GgmlVariantName(variant));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, variant);
+  }
+  EXPECT_FALSE(ParseGgmlVariant("avx").ok());
+  EXPECT_FALSE(ParseGgmlVariant("").ok());
+}
+
 TEST(GgmlOpsTest, SwigluVectorAndScalarPathsAgreeBitForBit) {
-  // 16-wide chunks take the vector path (where built), the tail plain expf;
-  // recomputing element by element with GgmlExpf must give the same bits.
-  std::mt19937 rng(1);
-  const int64_t n = 1536;
-  std::vector<float> gate = RandomVector(rng, n, 4.0f), up = RandomVector(rng, n);
-  gate[3] = 90.0f;   // exp(-x) underflows to 0 in ggml's exp
-  gate[5] = -95.0f;  // exp(-x) overflows to inf: silu = -0
-  std::vector<float> out(n);
-  GgmlSwiglu(gate.data(), up.data(), n, out.data());
-  for (int64_t i = 0; i < n; ++i) {
-    const float expected = (gate[i] / (1.0f + GgmlExpf(0.0f - gate[i]))) * up[i];
-    ASSERT_EQ(Bits(out[i]), Bits(expected)) << i;
-    const double silu = gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i])));
-    ASSERT_NEAR(out[i], silu * up[i], 1e-5 * (1 + std::abs(silu * up[i]))) << i;
+  // Register-wide chunks take the vector path (where built), the tail plain
+  // expf; recomputing element by element with GgmlExpf must give the same
+  // bits. n = 1532: a tail of 12 in the AVX-512 order, 4 in the AVX2 order.
+  for (GgmlVariant variant : kVariants) {
+    SCOPED_TRACE(GgmlVariantName(variant));
+    std::mt19937 rng(1);
+    const int64_t n = 1532, lanes = variant == GgmlVariant::kAvx512 ? 16 : 8;
+    std::vector<float> gate = RandomVector(rng, n, 4.0f), up = RandomVector(rng, n);
+    gate[3] = 90.0f;   // exp(-x) underflows to 0 in ggml's exp
+    gate[5] = -95.0f;  // exp(-x) overflows to inf: silu = -0
+    gate[6] = 88.0f;   // exp(-x) subnormal: the AVX2 exp's second path
+    std::vector<float> out(n);
+    GgmlSwiglu(gate.data(), up.data(), n, variant, out.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const float e = i < n / lanes * lanes ? GgmlExpf(0.0f - gate[i], variant) : std::exp(-gate[i]);
+      const float expected = (gate[i] / (1.0f + e)) * up[i];
+      ASSERT_EQ(Bits(out[i]), Bits(expected)) << i;
+      const double silu = gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i])));
+      ASSERT_NEAR(out[i], silu * up[i], 1e-5 * (1 + std::abs(silu * up[i]))) << i;
+    }
   }
 }
 
@@ -122,30 +155,70 @@ std::vector<double> ReferenceAttention(const std::vector<float>& q, const std::v
   return out;
 }
 
-TEST(GgmlOpsTest, AttentionMatchesDoubleReferenceInBothOrders) {
-  std::mt19937 rng(4);
-  for (int64_t head_dim : {16, 64, 80}) {
-    for (int64_t last : {0, 5, 15, 16, 70, 300}) {
-      for (int64_t first : {int64_t{0}, last / 3}) {
-        const std::vector<float> q = RandomVector(rng, head_dim, 2.0f);
-        const std::vector<float> k = RandomVector(rng, (last + 1) * head_dim);
-        const std::vector<float> v = RandomVector(rng, (last + 1) * head_dim);
-        const float scale = 1.0f / std::sqrt(float(head_dim));
-        const std::vector<double> expected =
-            ReferenceAttention(q, k, v, head_dim, first, last, scale);
-        std::vector<float> batch(head_dim), one(head_dim), scratch(last + 1);
-        GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, scale, false,
-                      scratch.data(), batch.data());
-        GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, scale, true,
-                      scratch.data(), one.data());
-        for (int64_t d = 0; d < head_dim; ++d) {
-          ASSERT_NEAR(batch[d], expected[d], 2e-6) << head_dim << " " << first << ".." << last;
-          ASSERT_NEAR(one[d], expected[d], 2e-6) << head_dim << " " << first << ".." << last;
-          // Up to 16 keys each lane holds one product in either order: same bits.
-          if (last < 16) ASSERT_EQ(Bits(batch[d]), Bits(one[d]));
+TEST(GgmlOpsTest, AttentionMatchesDoubleReferenceInBothOrdersOfEachVariant) {
+  for (GgmlVariant variant : kVariants) {
+    SCOPED_TRACE(GgmlVariantName(variant));
+    const int64_t lanes = variant == GgmlVariant::kAvx512 ? 16 : 8;
+    std::mt19937 rng(4);
+    for (int64_t head_dim : {16, 64, 80}) {
+      for (int64_t last : {0, 5, 7, 15, 16, 70, 300}) {
+        for (int64_t first : {int64_t{0}, last / 3}) {
+          const std::vector<float> q = RandomVector(rng, head_dim, 2.0f);
+          const std::vector<float> k = RandomVector(rng, (last + 1) * head_dim);
+          const std::vector<float> v = RandomVector(rng, (last + 1) * head_dim);
+          const float scale = 1.0f / std::sqrt(float(head_dim));
+          const std::vector<double> expected =
+              ReferenceAttention(q, k, v, head_dim, first, last, scale);
+          std::vector<float> batch(head_dim), one(head_dim), scratch(last + 1);
+          GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, scale, false,
+                        variant, scratch.data(), batch.data());
+          GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, scale, true,
+                        variant, scratch.data(), one.data());
+          for (int64_t d = 0; d < head_dim; ++d) {
+            ASSERT_NEAR(batch[d], expected[d], 2e-6) << head_dim << " " << first << ".." << last;
+            ASSERT_NEAR(one[d], expected[d], 2e-6) << head_dim << " " << first << ".." << last;
+            // Up to one register of keys each lane holds one product in
+            // either order, and only the final reduction differs: with a
+            // single visible key both give that key's value exactly.
+            if (first == last) ASSERT_EQ(Bits(batch[d]), Bits(one[d]));
+            if (last < lanes && variant == GgmlVariant::kAvx512) {
+              ASSERT_EQ(Bits(batch[d]), Bits(one[d]));
+            }
+          }
         }
       }
     }
+  }
+}
+
+// The AVX2 order's sums as the 8-lane registers of ggml's AVX2 library form
+// them, written out here independently: scores by four 8-lane accumulators
+// folded and hadd-reduced; softmax and tinyBLAS sums by halves, movehl,
+// movehdup. A value-sum over 8 keys in batch order, checked element by
+// element against that hand evaluation.
+TEST(GgmlOpsTest, Avx2BatchOrderSumsEightKeysAsTinyBlasHsum) {
+  std::mt19937 rng(5);
+  const int64_t head_dim = 4, last = 7;
+  const std::vector<float> q = RandomVector(rng, head_dim);
+  const std::vector<float> k = RandomVector(rng, (last + 1) * head_dim);
+  const std::vector<float> v = RandomVector(rng, (last + 1) * head_dim);
+  std::vector<float> scratch(last + 1), out(head_dim);
+  GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, 0, last, 1.0f, false, GgmlVariant::kAvx2,
+                scratch.data(), out.data());
+  // scratch now holds the probabilities; each lane l holds p_l * v_l once.
+  for (int64_t d = 0; d < head_dim; ++d) {
+    float x[8];
+    for (int l = 0; l < 8; ++l) x[l] = scratch[l] * v[l * head_dim + d];
+    const float expected = ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]));
+    ASSERT_EQ(Bits(out[d]), Bits(expected)) << d;
+  }
+  GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, 0, last, 1.0f, true, GgmlVariant::kAvx2,
+                scratch.data(), out.data());
+  for (int64_t d = 0; d < head_dim; ++d) {
+    float x[8];
+    for (int l = 0; l < 8; ++l) x[l] = scratch[l] * v[l * head_dim + d];
+    const float expected = ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7]));
+    ASSERT_EQ(Bits(out[d]), Bits(expected)) << d;
   }
 }
 

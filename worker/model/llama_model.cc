@@ -139,6 +139,13 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   model->config_ = *config;
   model->ggml_gelu_ = options.gelu != LoadOptions::Gelu::kExact;
   model->device_ = *device;
+  if (options.ggml_variant.has_value()) {
+    model->ggml_variant_ = *options.ggml_variant;
+  } else {
+    absl::StatusOr<GgmlVariant> variant = GgmlVariantFromEnvironment();
+    if (!variant.ok()) return variant.status();
+    model->ggml_variant_ = *variant;
+  }
   const ModelConfig& c = model->config_;
 
   int64_t num_parameters = 0;
@@ -433,7 +440,7 @@ at::Tensor LlamaModel::SiluGated(const at::Tensor& gate_up) const {
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* row = input.data_ptr<float>() + r * 2 * ffn;
-      GgmlSwiglu(row, row + ffn, ffn, out.data_ptr<float>() + r * ffn);
+      GgmlSwiglu(row, row + ffn, ffn, ggml_variant_, out.data_ptr<float>() + r * ffn);
     }
   });
   return out;
@@ -494,7 +501,8 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
     const AttentionShape shape{c.num_heads, kv_heads, head_dim, k_cache.size(1), c.sliding_window};
     CausalAttention(shape, query.data_ptr<float>(), n, pos, k_cache.data_ptr<float>(),
-                    v_cache.data_ptr<float>(), scale, item.decode, out.data_ptr<float>(),
+                    v_cache.data_ptr<float>(), scale, item.decode, ggml_variant_,
+                    out.data_ptr<float>(),
                     [](int64_t begin, int64_t end, const RangeFn& body) {
                       at::parallel_for(begin, end, /*grain_size=*/1,
                                        [&](int64_t b, int64_t e) { body(b, e); });

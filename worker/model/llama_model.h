@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "worker/gguf/ggml_types.h"
+#include "worker/model/ggml_ops.h"
 #include "worker/model/kquant_matmul.h"
 #include "worker/model/kv_cache.h"
 #include "worker/model/model_config.h"
@@ -37,6 +39,9 @@ struct LoadOptions {
   // Hugging Face checkpoint directories.
   enum class Gelu { kAuto, kExact, kGgmlF16 };
   Gelu gelu = Gelu::kAuto;
+  // Whose float order the CPU path follows (ggml_ops.h): unset means
+  // LLORCH_GGML_VARIANT or, without it, the variant ggml picks on this CPU.
+  std::optional<GgmlVariant> ggml_variant;
 };
 
 // How activations are rounded before meeting a weight matrix.
@@ -72,6 +77,8 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   c10::Device device() const { return device_; }
   int64_t num_parameters() const { return num_parameters_; }
+  // Whose float order the CPU path follows (see LoadOptions::ggml_variant).
+  GgmlVariant ggml_variant() const { return ggml_variant_; }
 
   // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose
   // positions [0, pos) must already hold this sequence's keys and values.
@@ -135,6 +142,7 @@ class LlamaModel {
 
   ModelConfig config_;
   bool ggml_gelu_ = true;
+  GgmlVariant ggml_variant_ = GgmlVariant::kAvx2;
   c10::Device device_;
   int64_t num_parameters_ = 0;
   at::Tensor token_embd_;   // [vocab, hidden]

@@ -49,6 +49,9 @@ ABSL_FLAG(int, max_waiting, 256, "jobs queued for admission before RESOURCE_EXHA
 ABSL_FLAG(int, max_prefill_tokens, 512, "prompt tokens prefilled per engine step");
 ABSL_FLAG(int, threads, 0, "CPU threads for the model (0: all cores)");
 ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | mps");
+ABSL_FLAG(std::string, ggml_variant, "auto",
+          "whose float order the CPU path follows: auto (LLORCH_GGML_VARIANT, else what "
+          "llama.cpp's ggml picks on this CPU) | avx2 | avx512");
 ABSL_FLAG(std::string, worker_id, "", "name reported in Info (default: host:port)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long running jobs may finish before they are cancelled");
@@ -216,6 +219,14 @@ int Run() {
   at::set_num_threads(threads);
   LoadOptions load_options;
   load_options.device = device;
+  if (const std::string variant = absl::GetFlag(FLAGS_ggml_variant); variant != "auto") {
+    absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(variant);
+    if (!parsed.ok()) {
+      Log(absl::StrCat("--ggml_variant: ", parsed.status().message()));
+      return 2;
+    }
+    load_options.ggml_variant = *parsed;
+  }
   absl::StatusOr<ServedModel> served = LoadServedModel(model_path, &load_options);
   if (!served.ok()) {
     Log(std::string(served.status().message()));
@@ -223,7 +234,9 @@ int Run() {
   }
   worker_metrics.SetModelLoadSeconds(served->load_seconds);
   Log(absl::StrCat("loaded ", served->name, " (", served->config.architecture, ", ",
-                   served->weight_type, ") on ", device, " in ", served->load_seconds, " s"));
+                   served->weight_type, ") on ", device, " in ", served->load_seconds,
+                   " s, float order of ggml's ", GgmlVariantName(served->model->ggml_variant()),
+                   " CPU library"));
   if (absl::Status s = WarmUp(*served->model); !s.ok()) {
     Log(absl::StrCat("warm-up failed: ", s.message()));
     return 2;
