@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
 """Bit-exactness against llama.cpp on SmolLM2 Q4_1 ($LLORCH_DEFAULT_MODEL).
 
-llorch's CPU path computes every float operation in ggml's AVX-512 order
-(worker/model/ggml_ops.h), so on a machine where llama.cpp picks an AVX-512 CPU
-variant its logits must be llama.cpp's, bit for bit:
+llorch's CPU path computes every float operation in the order of one of ggml's
+x86 CPU libraries (worker/model/ggml_ops.h: the AVX2 one, haswell/alderlake, or
+the AVX-512 ones, skylakex/icelake/zen4/...), chosen at run time as ggml chooses
+its library. Where llama.cpp runs a library whose order llorch follows, llorch's
+logits must be llama.cpp's, bit for bit:
   - batch order: `llorch score` against llama.cpp scoring the ids in one
     llama_batch (micro-batches of 512), on short prompts (every logit) and on
     the >1000-token prompt (argmax and log-prob of the next id at every position);
   - one-token order: `llorch score --one-token` against one llama_decode per id
     (llama.cpp's generation path).
-The reference is tools/bench/llamacpp_score.cc, built here against the prebuilt
-libllama that node-llama-cpp ships (the same library the other conformance tests
-use through node). On a CPU without AVX-512 ggml uses another exp and summation
-width: the test then reports the differences and exits 77 (skipped).
+Passes: "native" (the library ggml picks here, and llorch's own choice, which
+must name the same variant), and on a machine with AVX-512 also "forced
+haswell" (llama.cpp's AVX2 library loaded by name, llorch --ggml-variant avx2),
+so that one AVX-512 machine checks both orders. --cpu-variant NAME runs one
+forced pass instead. The reference is tools/bench/llamacpp_score.cc, built here
+against the prebuilt libllama that node-llama-cpp ships (the same library the
+other conformance tests use through node). Exits 77 (skipped) only where
+llama.cpp's library has neither AVX2+FMA nor AVX-512 (llorch needs AVX2+FMA).
 Usage: llamacpp_bitexact.py PATH/TO/llorch [--model M] [--work-dir DIR]
+                            [--cpu-variant haswell|skylakex|zen4|...]
 """
 
 import argparse
@@ -44,6 +51,8 @@ def main():
     ap.add_argument("--prompts-dir", default=os.path.join(HERE, "prompts"))
     ap.add_argument("--work-dir", default=os.path.join(ROOT, "build", "llamacpp_bitexact"))
     ap.add_argument("--threads", default="2")
+    ap.add_argument("--cpu-variant", default=None,
+                    help="one pass with llama.cpp's libggml-cpu-NAME.so and llorch in its order")
     args = ap.parse_args()
     if not args.model or not os.path.exists(args.model):
         sys.exit(f"llamacpp_bitexact: model not found: {args.model!r} (source tools/env.sh)")
@@ -57,56 +66,93 @@ def main():
             text = f.read()
         return run([args.llorch, "tokenize", "--model", args.model, "--text", text])[0]
 
-    def peer(ids, batch, logits):
+    def peer(ids, batch, logits, library=None):
         rows = run([score_tool, "--model", args.model, "--ids", ",".join(map(str, ids)),
                     "--threads", args.threads] + (["--batch"] if batch else [])
-                   + (["--logits"] if logits else []))
+                   + (["--logits"] if logits else [])
+                   + (["--cpu-variant", library] if library else []))
         return rows[0], rows[1:]
 
-    def ours(ids, one_token, logits):
+    def ours(ids, one_token, logits, variant=None):
         return run([args.llorch, "score", "--model", args.model, "--prompt-ids",
                     ",".join(map(str, ids)), "--threads", args.threads, "--logprobs", "1"]
-                   + (["--one-token"] if one_token else []) + (["--logits"] if logits else []))
+                   + (["--one-token"] if one_token else []) + (["--logits"] if logits else [])
+                   + (["--ggml-variant", variant] if variant else []))
+
+    def library_variant(header):
+        """avx512 | avx2 | None: the float order of the library llama.cpp loaded."""
+        features = {f for b in header["backends"] for f in b["features"]}
+        if "AVX512=1" in features:
+            return "avx512"
+        if {"AVX2=1", "FMA=1"} <= features:
+            return "avx2"
+        return None
 
     failures = []
-    avx512 = None
     # (prompt, order, ids limit, compare every logit)
     cases = [("english_prose", "batch", None, True), ("chinese", "batch", None, True),
              ("c_code", "one-token", 64, True), ("chat_template", "one-token", None, True),
              ("long_essay", "batch", None, False)]
-    for name, order, limit, full in cases:
-        ids = prompt_ids(name)[:limit]
-        header, ref = peer(ids, order == "batch", full)
-        if avx512 is None:
-            features = [f for b in header["backends"] for f in b["features"]]
-            avx512 = "AVX512=1" in features
-            print(f"llama.cpp CPU variant: {header['cpu_variant_files']} "
-                  f"({'AVX-512' if avx512 else 'no AVX-512'})")
-        mine = ours(ids, order == "one-token", full)
-        identical, worst_lp, argmax_diff = 0, 0.0, 0
-        for r, m in zip(ref, mine):
-            if full:
-                a = np.array(r["logits"], dtype=np.float32)
-                b = np.array(m["logits"], dtype=np.float32)
-                identical += int(np.array_equal(a, b))
-                worst_lp = max(worst_lp, float(np.max(np.abs(a - b))))
-            else:
-                if r["next_logprob"] is not None:
-                    worst_lp = max(worst_lp, abs(r["next_logprob"] - m["next_logprob"]))
-            argmax_diff += int(r["argmax"] != m["top_logprobs"][0][0])
-        what = "logits identical" if full else "argmax equal"
-        count = identical if full else len(ref) - argmax_diff
-        measure = "max |Δlogit|" if full else "max |Δlogprob| (ours printed as float)"
-        print(f"{name:14s} {order:9s} {len(ids):5d} ids: {what} at {count}/{len(ref)} positions, "
-              f"{measure} {worst_lp:.3g}")
-        if full and identical != len(ref):
-            failures.append(f"{name} ({order}): logits differ at {len(ref) - identical} positions")
-        if not full and (argmax_diff or worst_lp > 1e-5):
-            failures.append(f"{name} ({order}): {argmax_diff} argmax differences, "
-                            f"max |Δlogprob| {worst_lp:.3g}")
-    if not avx512:
-        print("no AVX-512 variant: ggml's exp and sums differ here; reported, not judged")
-        return SKIP
+
+    def run_pass(label, library, llorch_variant):
+        """Every case with llama.cpp on `library` (None: ggml's pick) and llorch
+        following `llorch_variant` (None: its own pick). Returns the library's variant."""
+        header_variant = None
+        for name, order, limit, full in cases:
+            ids = prompt_ids(name)[:limit]
+            header, ref = peer(ids, order == "batch", full, library)
+            if header_variant is None:
+                header_variant = library_variant(header)
+                files = [os.path.basename(f) for f in header["cpu_variant_files"]]
+                print(f"[{label}] llama.cpp CPU library {files}: {header_variant or 'no AVX2+FMA'} "
+                      f"order; llorch follows {llorch_variant or our_variant}")
+                if header_variant is None:
+                    return None
+                if llorch_variant is None and header_variant != our_variant:
+                    failures.append(f"[{label}] ggml picked its {header_variant} library, llorch "
+                                    f"chose {our_variant}")
+            mine = ours(ids, order == "one-token", full, llorch_variant)
+            identical, worst_lp, argmax_diff = 0, 0.0, 0
+            for r, m in zip(ref, mine):
+                if full:
+                    a = np.array(r["logits"], dtype=np.float32)
+                    b = np.array(m["logits"], dtype=np.float32)
+                    identical += int(np.array_equal(a, b))
+                    worst_lp = max(worst_lp, float(np.max(np.abs(a - b))))
+                else:
+                    if r["next_logprob"] is not None:
+                        worst_lp = max(worst_lp, abs(r["next_logprob"] - m["next_logprob"]))
+                argmax_diff += int(r["argmax"] != m["top_logprobs"][0][0])
+            what = "logits identical" if full else "argmax equal"
+            count = identical if full else len(ref) - argmax_diff
+            measure = "max |Δlogit|" if full else "max |Δlogprob| (ours printed as float)"
+            print(f"[{label}] {name:14s} {order:9s} {len(ids):5d} ids: {what} at "
+                  f"{count}/{len(ref)} positions, {measure} {worst_lp:.3g}")
+            if full and identical != len(ref):
+                failures.append(f"[{label}] {name} ({order}): logits differ at "
+                                f"{len(ref) - identical} positions")
+            if not full and (argmax_diff or worst_lp > 1e-5):
+                failures.append(f"[{label}] {name} ({order}): {argmax_diff} argmax differences, "
+                                f"max |Δlogprob| {worst_lp:.3g}")
+        return header_variant
+
+    our_variant = json.loads(subprocess.run(
+        [args.llorch, "inspect", "--model", args.model], stdout=subprocess.PIPE,
+        check=True).stdout)["ggml_variant"]
+    if args.cpu_variant:
+        forced = library_variant(peer(prompt_ids("english_prose")[:2], True, False,
+                                      args.cpu_variant)[0])
+        if forced is None:
+            print(f"llama.cpp's {args.cpu_variant} library has neither AVX2+FMA nor AVX-512")
+            return SKIP
+        run_pass(f"forced {args.cpu_variant}", args.cpu_variant, forced)
+    else:
+        native = run_pass("native", None, None)
+        if native is None:
+            print("llama.cpp runs a library without AVX2+FMA here: no order llorch follows; skipped")
+            return SKIP
+        if native == "avx512":
+            run_pass("forced haswell", "haswell", "avx2")
     for f in failures:
         print("FAIL", f)
     print("PASS" if not failures else f"{len(failures)} case(s) failed")

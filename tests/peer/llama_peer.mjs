@@ -247,7 +247,8 @@ async function main() {
         }
         await ctx1.dispose();
       }
-      result = {model: args.model, results};
+      // Which CPU library ggml loaded (its features say which variant: AVX512 = 1 or not).
+      result = {model: args.model, system_info: llama.systemInfo, results};
     } else if (command === "score") {
       if (args["prompt-ids"] == null) throw new Error("score needs --prompt-ids");
       const ids = parseIds(args["prompt-ids"]);
