@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/float_bits.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -17,20 +18,8 @@
 namespace llorch {
 namespace {
 
-float FromBits(uint32_t bits) {
-  float x;
-  std::memcpy(&x, &bits, sizeof(x));
-  return x;
-}
-
-uint32_t BitsOf(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  return bits;
-}
-
 // 2^e as a float, for -126 <= e <= 127.
-float PowerOfTwo(int e) { return FromBits(static_cast<uint32_t>(e + 127) << 23); }
+float PowerOfTwo(int e) { return BitsToFloat(static_cast<uint32_t>(e + 127) << 23); }
 
 // Both variants' exp start alike: x = n ln2 + b, with ggml's constants.
 struct ExpSplit {
@@ -72,15 +61,15 @@ float ExpAvx512(float x) {
 float ExpAvx2(float x) {
   const ExpSplit s = SplitExp(x);
   const float b = s.b, u = s.u;
-  const uint32_t e = BitsOf(s.z) << 23;
-  const float k = FromBits(e + BitsOf(1.0f));  // 2^n
+  const uint32_t e = FloatToBits(s.z) << 23;
+  const float k = BitsToFloat(e + FloatToBits(1.0f));  // 2^n
   const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
                                     std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
                            u, 0x1.ffffecp-1f * b);
   if (!(std::fabs(s.n) > 126.0f)) return std::fma(j, k, k);
   const uint32_t g = s.n <= 0.0f ? 0x82000000u : 0u;
-  const float s1 = FromBits(g + 0x7f000000u);
-  const float s2 = FromBits(e - g);
+  const float s1 = BitsToFloat(g + 0x7f000000u);
+  const float s2 = BitsToFloat(e - g);
   if (std::fabs(s.n) > 192.0f) return s1 * s1;
   return std::fma(s2, j, s2) * s1;
 }

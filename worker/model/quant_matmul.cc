@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/float_bits.h"
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LLORCH_QUANT_MATMUL_AVX2 1
 #include <immintrin.h>
@@ -56,18 +58,6 @@ uint32_t LoadU32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, sizeof(v));
   return v;
-}
-
-float BitsToFloat(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-uint32_t FloatToBits(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  return bits;
 }
 
 // Exact IEEE half -> single (the algorithm of ggml_compute_fp16_to_fp32).
