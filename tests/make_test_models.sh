@@ -24,6 +24,14 @@ make_model tiny-qwen2-f32      "${SMALL[@]}" --arch qwen2 --kv-heads 2 --type f3
 PHI3_VOCAB="$ROOT/../shared/testdata/vocab/ggml-vocab-phi-3.gguf"
 make_model tiny-phi3-f32       "${SMALL[@]}" --arch phi3 --kv-heads 2 --type f32 --untied --seed 8 \
   --vocab-from "$PHI3_VOCAB"
+# Other vocabularies, for the streamed-text test (tests/conformance/streamed_text_test.py).
+VOCABS="$ROOT/../shared/testdata/vocab"
+make_model tiny-spm-vocab-f32   "${SMALL[@]}" --kv-heads 2 --type f32 --tied --seed 12 \
+  --vocab-from "$VOCABS/ggml-vocab-llama-spm.gguf"
+make_model tiny-qwen2-vocab-f32 "${SMALL[@]}" --arch qwen2 --kv-heads 2 --type f32 --tied --seed 13 \
+  --vocab-from "$VOCABS/ggml-vocab-qwen2.gguf"
+make_model tiny-gpt2-vocab-f32  "${SMALL[@]}" --kv-heads 2 --type f32 --tied --seed 14 \
+  --vocab-from "$VOCABS/ggml-vocab-gpt-2.gguf"
 make_model tiny-phi2-f32       "${SMALL[@]}" --arch phi2 --kv-heads 4 --type f32 --untied --seed 9
 make_model tiny-qwen2-q8_0     "${SMALL[@]}" --arch qwen2 --kv-heads 2 --type q8_0 --untied --seed 10
 make_model tiny-phi2-q4_0      "${SMALL[@]}" --arch phi2 --kv-heads 4 --type q4_0 --untied --seed 11

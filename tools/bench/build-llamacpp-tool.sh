@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds a llama.cpp harness from tools/bench (llamacpp_bench: throughput;
 # llamacpp_score: teacher-forced scoring under a chosen CPU variant;
-# llamacpp_quantize: llama.cpp's own quantiser, for the K-quant test models) against the
+# llamacpp_quantize: llama.cpp's own quantiser, for the K-quant test models;
+# llamacpp_pieces: token_to_piece, the streamed-text reference) against the
 # prebuilt CPU libllama that
 # node-llama-cpp ships (tests/peer/node_modules), with llama.h/ggml headers
 # from the llama.cpp source bundle in the same package. Kept out of the main
@@ -11,8 +12,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 source "$ROOT/tools/env.sh"
-TOOL="${1:?usage: build-llamacpp-tool.sh bench|score|quantize [OUTPUT]}"
-[[ "$TOOL" == bench || "$TOOL" == score || "$TOOL" == quantize ]] || { echo "build-llamacpp-tool: unknown tool $TOOL" >&2; exit 2; }
+TOOL="${1:?usage: build-llamacpp-tool.sh bench|score|quantize|pieces [OUTPUT]}"
+[[ "$TOOL" == bench || "$TOOL" == score || "$TOOL" == quantize || "$TOOL" == pieces ]] || { echo "build-llamacpp-tool: unknown tool $TOOL" >&2; exit 2; }
 OUTPUT="${2:-$ROOT/build/bin/llamacpp_$TOOL}"
 PEER="$ROOT/tests/peer/node_modules"
 LIB_DIR="$PEER/@node-llama-cpp/linux-x64/bins/linux-x64"

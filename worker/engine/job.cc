@@ -81,7 +81,7 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(std::string job_id, std::vector
   job->num_prompt_tokens_ = static_cast<int32_t>(num_prompt);
   job->cache_ = model->NewCache(CacheCapacity(config, num_prompt, job->params_.max_tokens));
   job->sampler_ = std::make_unique<Sampler>(job->params_.sampling);
-  job->detokenizer_ = std::make_unique<IncrementalDetokenizer>(tokenizer);
+  job->detokenizer_ = std::make_unique<IncrementalDetokenizer>(tokenizer, job->tokens_);
   job->stop_matcher_ = std::make_unique<StopMatcher>(job->params_.stop_strings);
   job->start_time_ = std::chrono::steady_clock::now();
   return job;

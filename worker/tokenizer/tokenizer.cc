@@ -157,8 +157,10 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& ids, bool render_speci
 
 namespace {
 
-// Moves the longest UTF-8-complete prefix of *pending to the result; invalid
-// bytes become U+FFFD at once, a truncated tail stays in *pending.
+// Moves the longest UTF-8-complete prefix of *pending to the result; each
+// maximal subpart of an ill-formed sequence becomes one U+FFFD at once (as
+// Python, browsers and Rust's from_utf8_lossy replace), a truncated tail stays
+// in *pending until `flush`.
 std::string TakeComplete(std::string* pending, bool flush) {
   std::string out;
   size_t pos = 0;
@@ -172,7 +174,7 @@ std::string TakeComplete(std::string* pending, bool flush) {
     } else {
       utf8::AppendCodepoint(0xFFFD, &out);
       // A truncated tail at flush time is one bad character, not several.
-      pos = (n == 0) ? pending->size() : pos + 1;
+      pos = (n == 0) ? pending->size() : pos - n;
     }
   }
   pending->erase(0, pos);
@@ -181,14 +183,24 @@ std::string TakeComplete(std::string* pending, bool flush) {
 
 }  // namespace
 
+IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer,
+                                               absl::Span<const int32_t> context)
+    : tokenizer_(tokenizer) {
+  // The text starts here unless the context holds something besides a BOS:
+  // a completion continues its prompt, so its first piece keeps its space.
+  const int32_t bos = tokenizer->vocab().bos_id;
+  starts_text_ = std::all_of(context.begin(), context.end(),
+                             [bos](int32_t id) { return bos >= 0 && id == bos; });
+}
+
 std::string IncrementalDetokenizer::Push(int32_t id) {
   std::string piece = tokenizer_->TokenToPiece(id, /*render_special=*/false);
-  if (first_) {
+  if (starts_text_) {
     // Same rule as Decode: skip a leading BOS, strip the prefix space of the
     // first real piece.
     const int32_t bos = tokenizer_->vocab().bos_id;
     if (!(bos >= 0 && id == bos)) {
-      first_ = false;
+      starts_text_ = false;
       if (tokenizer_->vocab().add_space_prefix && !piece.empty() && piece[0] == ' ') {
         piece.erase(0, 1);
       }

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace llorch {
 
@@ -89,13 +90,20 @@ class Tokenizer {
 };
 
 // Turns a stream of token ids into text without ever emitting half a UTF-8
-// character: bytes of an incomplete sequence are held until completed, bytes
-// that cannot start or continue a character become U+FFFD. Control tokens
-// render as "", and the leading-space rule is Decode's, so the concatenated
-// output plus Flush() equals Decode(ids, false) when that is valid UTF-8.
+// character: bytes of an incomplete sequence are held until completed, each
+// maximal subpart of an ill-formed sequence becomes one U+FFFD. Control tokens
+// render as "". Text is what llama.cpp's server and TGI stream: the pieces as
+// they are, except that a stream with no context (a whole text, or a
+// completion of a prompt that is only BOS) loses the first piece's prefix
+// space as Decode does. So the concatenated output plus Flush() equals
+// Decode(ids, false) without context, and the concatenated token_to_piece of
+// the ids (Hugging Face: decode(prompt + ids) minus decode(prompt)) with one.
 class IncrementalDetokenizer {
  public:
-  explicit IncrementalDetokenizer(const Tokenizer* tokenizer) : tokenizer_(tokenizer) {}
+  // `context`: the tokens before the streamed ones (the prompt); only whether
+  // it holds anything besides BOS matters.
+  explicit IncrementalDetokenizer(const Tokenizer* tokenizer,
+                                  absl::Span<const int32_t> context = {});
   // Returns the newly completed text (possibly empty).
   std::string Push(int32_t id);
   // Returns held bytes at the end of generation (invalid UTF-8 replaced by U+FFFD).
@@ -104,7 +112,7 @@ class IncrementalDetokenizer {
  private:
   const Tokenizer* tokenizer_;
   std::string pending_;
-  bool first_ = true;
+  bool starts_text_ = true;  // the next real piece starts a whole text
 };
 
 }  // namespace llorch

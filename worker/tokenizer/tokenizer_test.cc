@@ -205,6 +205,44 @@ TEST(IncrementalDetokenizerTest, HoldsSplitCharacterAndFlushesInvalidTail) {
   }
 }
 
+TEST(IncrementalDetokenizerTest, IllFormedSequenceIsOneReplacementPerMaximalSubpart) {
+  auto tokenizer = LoadTokenizer(VocabPath("llama-spm"));
+  ASSERT_NE(tokenizer, nullptr);
+  const int32_t e2 = IdOf(*tokenizer, "<0xE2>");
+  const int32_t x82 = IdOf(*tokenizer, "<0x82>");
+  const int32_t a = IdOf(*tokenizer, "<0x41>");
+  ASSERT_GE(a, 0);
+  // E2 82 41: "E2 82" is one maximal subpart (Python: b"\xe2\x82A".decode(errors="replace")).
+  IncrementalDetokenizer detokenizer(tokenizer.get());
+  std::string text = detokenizer.Push(e2);
+  text += detokenizer.Push(x82);
+  text += detokenizer.Push(a);
+  EXPECT_EQ(text + detokenizer.Flush(), "\xef\xbf\xbd" "A");
+  // E0 80: E0 needs A0..BF next, so E0 alone is the subpart and 80 another.
+  std::string s = "\xe0\x80";
+  EXPECT_EQ(utf8::CheckSequence(s, 0), -1);
+  s = "\xf0\x9f\x98" "A";
+  EXPECT_EQ(utf8::CheckSequence(s, 0), -3);
+}
+
+TEST(IncrementalDetokenizerTest, CompletionKeepsTheSpaceThatContinuesThePrompt) {
+  for (const std::string name : {"llama-spm", "phi-3"}) {
+    auto tokenizer = LoadTokenizer(VocabPath(name));
+    ASSERT_NE(tokenizer, nullptr);
+    const std::vector<int32_t> prompt = tokenizer->Encode("The capital of France is", true, false);
+    const std::vector<int32_t> paris = tokenizer->Encode("Paris", false, false);  // "▁Paris"
+    ASSERT_FALSE(paris.empty());
+    ASSERT_EQ(tokenizer->TokenToPiece(paris[0], false)[0], ' ') << name;
+    IncrementalDetokenizer continuation(tokenizer.get(), prompt);
+    EXPECT_EQ(continuation.Push(paris[0]).substr(0, 2), " P") << name;
+    // No context, or only BOS: the stream is a whole text, as Decode.
+    const int32_t bos = tokenizer->vocab().bos_id;
+    ASSERT_GE(bos, 0);
+    IncrementalDetokenizer whole(tokenizer.get(), std::vector<int32_t>{bos});
+    EXPECT_EQ(whole.Push(paris[0]).substr(0, 1), "P") << name;
+  }
+}
+
 TEST(SpecialTokensTest, ControlTextsBecomeTokensOnlyWithParseSpecial) {
   for (const std::string name : {"llama-spm", "llama-bpe", "qwen2"}) {
     auto tokenizer = LoadTokenizer(VocabPath(name));

@@ -60,15 +60,15 @@ int CheckSequence(absl::string_view text, size_t pos) {
       return 0;
     }
     const unsigned char c = byte(pos + i);
-    if ((c & 0xC0) != 0x80) return -1;
+    if ((c & 0xC0) != 0x80) return -i;  // bytes [pos, pos + i) are the maximal subpart
     cp = (cp << 6) | (c & 0x3F);
     if (i == 1) {
       // Second-byte range checks reject overlong forms, surrogates and
       // > U+10FFFF as soon as they are decidable.
-      if (lead == 0xE0 && c < 0xA0) return -1;
-      if (lead == 0xED && c > 0x9F) return -1;
-      if (lead == 0xF0 && c < 0x90) return -1;
-      if (lead == 0xF4 && c > 0x8F) return -1;
+      if ((lead == 0xE0 && c < 0xA0) || (lead == 0xED && c > 0x9F) ||
+          (lead == 0xF0 && c < 0x90) || (lead == 0xF4 && c > 0x8F)) {
+        return -1;  // only the lead byte: c may start the next sequence
+      }
     }
   }
   return (cp < min_cp) ? -1 : len;

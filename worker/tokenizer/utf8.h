@@ -29,7 +29,9 @@ std::string Nfc(absl::string_view text);
 // Status of the sequence starting at text[pos]:
 //   > 0: a complete, valid sequence of that many bytes;
 //   0:   a valid but truncated prefix (text ends inside it);
-//   < 0: invalid; -1 means "one byte is bad, skip it".
+//   < 0: invalid; -n means the first n bytes are the maximal subpart of an
+//        ill-formed sequence (Unicode's "U+FFFD substitution of maximal
+//        subparts", as Python, browsers and Rust's from_utf8_lossy replace).
 int CheckSequence(absl::string_view text, size_t pos);
 
 // GPT-2 byte-level BPE: each byte has a printable code point standing for it.
