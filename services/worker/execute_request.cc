@@ -9,8 +9,45 @@ namespace llorch {
 
 namespace v1 = worker::v1;
 
+namespace {
+
+absl::StatusOr<std::vector<int32_t>> ChatPrompt(const v1::ChatMessages& chat,
+                                                const ServedModel& served) {
+  std::vector<ChatMessage> messages;
+  messages.reserve(chat.messages_size());
+  for (int i = 0; i < chat.messages_size(); ++i) {
+    const v1::ChatMessage& m = chat.messages(i);
+    if (m.role().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("messages[", i, "].role is empty"));
+    }
+    for (const std::string* field : {&m.role(), &m.content()}) {
+      if (utf8::Sanitize(*field) != *field) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "messages[", i, "].", field == &m.role() ? "role" : "content", " is not valid UTF-8"));
+      }
+    }
+    messages.push_back({m.role(), m.content()});
+  }
+  const bool add_generation_prompt =
+      !chat.has_add_generation_prompt() || chat.add_generation_prompt();
+  absl::StatusOr<std::vector<int32_t>> ids =
+      ChatPromptIds(served, messages, add_generation_prompt);
+  if (!ids.ok()) {
+    if (absl::IsInvalidArgument(ids.status())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("messages: the chat template says: ", ids.status().message()));
+    }
+    return ids.status();
+  }
+  if (ids->empty()) return absl::InvalidArgumentError("messages: the rendered prompt is empty");
+  return ids;
+}
+
+}  // namespace
+
 absl::StatusOr<JobRequest> ToJobRequest(const v1::ExecuteRequest& request,
-                                        const Tokenizer& tokenizer) {
+                                        const ServedModel& served) {
+  const Tokenizer& tokenizer = *served.tokenizer;
   JobRequest job;
   if (request.job_id().empty()) return absl::InvalidArgumentError("job_id is required");
   if (request.job_id().size() > kMaxJobIdBytes) {
@@ -25,8 +62,16 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::ExecuteRequest& request,
       if (utf8::Sanitize(request.text()) != request.text()) {
         return absl::InvalidArgumentError("text (the prompt) is not valid UTF-8");
       }
-      job.prompt = tokenizer.Encode(request.text(), /*add_special=*/true, /*parse_special=*/true);
+      job.prompt = tokenizer.Encode(request.text(), /*add_special=*/true,
+                                    /*parse_special=*/!request.has_parse_special() ||
+                                        request.parse_special());
       break;
+    case v1::ExecuteRequest::kMessages: {
+      absl::StatusOr<std::vector<int32_t>> ids = ChatPrompt(request.messages(), served);
+      if (!ids.ok()) return ids.status();
+      job.prompt = std::move(*ids);
+      break;
+    }
     case v1::ExecuteRequest::kTokenIds:
       if (request.token_ids().ids().empty()) {
         return absl::InvalidArgumentError("token_ids (the prompt) is empty");
@@ -34,7 +79,7 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::ExecuteRequest& request,
       job.prompt.assign(request.token_ids().ids().begin(), request.token_ids().ids().end());
       break;
     case v1::ExecuteRequest::PROMPT_NOT_SET:
-      return absl::InvalidArgumentError("prompt is required: set text or token_ids");
+      return absl::InvalidArgumentError("prompt is required: set text, token_ids or messages");
   }
 
   SamplingParams& sampling = job.params.sampling;

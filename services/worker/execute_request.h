@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "llorch/worker/v1/worker.pb.h"
 #include "worker/engine/job.h"
+#include "worker/engine/served_model.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace llorch {
@@ -24,8 +25,9 @@ struct JobRequest {
   GenerationParams params;
 };
 
+// `served` gives the tokenizer and, for chat messages, the chat template.
 absl::StatusOr<JobRequest> ToJobRequest(const worker::v1::ExecuteRequest& request,
-                                        const Tokenizer& tokenizer);
+                                        const ServedModel& served);
 
 worker::v1::FinishReason ToProtoFinishReason(FinishReason reason);
 

@@ -34,7 +34,7 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
       : options_(options), context_(context), start_(Clock::now()) {}
 
   void Start(const v1::ExecuteRequest& request) {
-    absl::StatusOr<JobRequest> job = ToJobRequest(request, *options_.model->tokenizer);
+    absl::StatusOr<JobRequest> job = ToJobRequest(request, *options_.model);
     absl::Status submitted = job.status();
     if (job.ok()) {
       job_id_ = job->job_id;

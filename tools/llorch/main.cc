@@ -54,7 +54,8 @@ namespace {
 using json = nlohmann::json;
 
 constexpr char kUsage[] =
-    "usage: llorch run --model PATH (--prompt TEXT | --prompt-ids 1,2,3) [--max-tokens N]\n"
+    "usage: llorch run --model PATH (--prompt TEXT | --prompt-ids 1,2,3 |\n"
+    "          [--system TEXT] --chat [ROLE:]TEXT...) [--max-tokens N]\n"
     "          [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--repetition-penalty R]\n"
     "          [--seed S] [--stop STR]... [--stop-id ID]... [--ignore-eos] [--logprobs K]\n"
     "          [--threads N] [--device cpu|cuda|mps] [--format text|jsonl]\n"
@@ -64,7 +65,8 @@ constexpr char kUsage[] =
     "       llorch score --model PATH --prompt-ids 1,2,3 [--logprobs K] [--logits] [--one-token]\n"
     "          [--threads N]   teacher-forced log-probs (and raw logits) at every position\n"
     "       llorch bench --model PATH [--prompt-tokens P] [--gen-tokens G] [--reps R] [--threads N]\n"
-    "       llorch generate --worker HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3) [sampling flags\n"
+    "       llorch generate --worker HOST:PORT (--prompt TEXT | --prompt-ids 1,2,3 |\n"
+    "          [--system TEXT] --chat [ROLE:]TEXT...) [sampling flags\n"
     "          as for run] [--job-id ID] [--timeout SECONDS] [--format text|jsonl]\n"
     "       llorch bench-serve --worker HOST:PORT [--streams 1,2,4,8,16] [--gen-tokens G]\n"
     "          [--requests R]   aggregate tok/s per number of concurrent streams\n"
@@ -101,6 +103,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       {"--job-id", true},      {"--timeout", true},       {"--streams", true},
       {"--requests", true},    {"--gelu", true},          {"--logits", false},      {"--one-token", false},
       {"--out", true},         {"--type", true},          {"--ggml-variant", true},
+      {"--chat", true},        {"--system", true},
   };
   if (argc < 2) return absl::InvalidArgumentError("missing command");
   Args args;
@@ -183,12 +186,42 @@ absl::StatusOr<ServedModel> Load(const Args& args, bool weights, bool need_token
   return served;
 }
 
-absl::StatusOr<std::vector<int32_t>> PromptIds(const Args& args, const Tokenizer& tokenizer) {
-  if (args.Has("--prompt") == args.Has("--prompt-ids")) {
-    return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
+// --chat "role:text" (repeatable) after an optional --system TEXT; a --chat
+// without "role:" is a user message.
+absl::StatusOr<std::vector<ChatMessage>> ChatMessages(const Args& args) {
+  std::vector<ChatMessage> messages;
+  if (args.Has("--system")) messages.push_back({"system", args.Get("--system")});
+  if (!args.Has("--chat")) return messages;
+  for (const std::string& turn : args.values.at("--chat")) {
+    const size_t colon = turn.find(':');
+    const std::string role = colon == std::string::npos ? "" : turn.substr(0, colon);
+    const bool named = !role.empty() && role.find_first_of(" \n") == std::string::npos;
+    messages.push_back(named ? ChatMessage{role, turn.substr(colon + 1)}
+                             : ChatMessage{"user", turn});
   }
+  return messages;
+}
+
+absl::Status CheckOnePrompt(const Args& args) {
+  const int forms = args.Has("--prompt") + args.Has("--prompt-ids") +
+                    (args.Has("--chat") || args.Has("--system"));
+  if (forms != 1) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --prompt, --prompt-ids and --chat (with optional --system)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> PromptIds(const Args& args, const ServedModel& served) {
+  if (absl::Status s = CheckOnePrompt(args); !s.ok()) return s;
   if (args.Has("--prompt-ids")) return ParseIds(args.Get("--prompt-ids"), "--prompt-ids");
-  return tokenizer.Encode(args.Get("--prompt"), /*add_special=*/true, /*parse_special=*/true);
+  if (args.Has("--prompt")) {
+    return served.tokenizer->Encode(args.Get("--prompt"), /*add_special=*/true,
+                                    /*parse_special=*/true);
+  }
+  absl::StatusOr<std::vector<ChatMessage>> messages = ChatMessages(args);
+  if (!messages.ok()) return messages.status();
+  return ChatPromptIds(served, *messages, /*add_generation_prompt=*/true);
 }
 
 json TopLogProbsJson(const std::vector<std::pair<int32_t, float>>& top) {
@@ -242,7 +275,7 @@ absl::Status Run(const Args& args) {
 
   absl::StatusOr<ServedModel> loaded = Load(args, /*weights=*/true);
   if (!loaded.ok()) return loaded.status();
-  absl::StatusOr<std::vector<int32_t>> prompt = PromptIds(args, *loaded->tokenizer);
+  absl::StatusOr<std::vector<int32_t>> prompt = PromptIds(args, *loaded);
   if (!prompt.ok()) return prompt.status();
   if (absl::Status s = WarmUp(*loaded->model); !s.ok()) return s;
 
@@ -424,11 +457,17 @@ absl::Status Generate(const Args& args) {
   double timeout_s = 600;
   if (absl::Status s = ParseNumber(args, "--timeout", &timeout_s); !s.ok()) return s;
   worker::v1::ExecuteRequest request = ToExecuteRequest(args.Get("--job-id", NewJobId()), *params);
-  if (args.Has("--prompt") == args.Has("--prompt-ids")) {
-    return absl::InvalidArgumentError("give exactly one of --prompt and --prompt-ids");
-  }
+  if (absl::Status s = CheckOnePrompt(args); !s.ok()) return s;
   if (args.Has("--prompt")) {
     request.set_text(args.Get("--prompt"));
+  } else if (!args.Has("--prompt-ids")) {
+    absl::StatusOr<std::vector<ChatMessage>> messages = ChatMessages(args);
+    if (!messages.ok()) return messages.status();
+    for (const ChatMessage& m : *messages) {
+      worker::v1::ChatMessage* out = request.mutable_messages()->add_messages();
+      out->set_role(m.role);
+      out->set_content(m.content);
+    }
   } else {
     absl::StatusOr<std::vector<int32_t>> ids = ParseIds(args.Get("--prompt-ids"), "--prompt-ids");
     if (!ids.ok()) return ids.status();

@@ -35,6 +35,33 @@ absl::StatusOr<json> ReadJsonIfPresent(const std::string& path) {
   return value;
 }
 
+// The model's chat template, as transformers finds it: chat_template.jinja,
+// else tokenizer_config.json's `chat_template` (a string, or a list of named
+// templates of which "default" is the one used). "" when there is none.
+absl::StatusOr<std::string> HfChatTemplate(const std::string& dir, const json& tokenizer_config) {
+  std::ifstream file(dir + "/chat_template.jinja");
+  if (file) {
+    std::stringstream text;
+    text << file.rdbuf();
+    return text.str();
+  }
+  if (!tokenizer_config.is_object()) return std::string();
+  const json& value = tokenizer_config.value("chat_template", json());
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_array()) {
+    for (const json& named : value) {
+      if (named.is_object() && named.value("name", "") == "default" &&
+          named.value("template", json()).is_string()) {
+        return named["template"].get<std::string>();
+      }
+    }
+  }
+  if (value.is_null()) return std::string();
+  return absl::InvalidArgumentError(absl::StrCat(
+      dir, "/tokenizer_config.json: chat_template is neither a string nor a list with a "
+      "\"default\" template"));
+}
+
 // The pre-tokenizer's llama.cpp name, from its tokenizer.json description.
 absl::StatusOr<std::string> PreTokenizerName(const json& pre) {
   auto is_byte_level = [](const json& p, bool use_regex) {
@@ -281,6 +308,13 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     all.array_type = GgufValueType::kInt32;
     for (int64_t id : eos_list) all.array.push_back(GgufInt(GgufValueType::kInt32, id));
     m["llorch.tokenizer.eos_token_ids"] = std::move(all);
+  }
+  if (absl::StatusOr<std::string> chat_template = HfChatTemplate(dir, *tokenizer_config);
+      !chat_template.ok()) {
+    return chat_template.status();
+  } else if (!chat_template->empty()) {
+    // llama.cpp's key, so `llorch convert` keeps the template in the GGUF.
+    m["tokenizer.chat_template"] = GgufString(*chat_template);
   }
   // In memory only (ConvertToGguf drops llorch.* keys): this vocabulary
   // follows Hugging Face's rules, not llama.cpp's.

@@ -1,7 +1,9 @@
 #include "worker/engine/served_model.h"
 
 #include <chrono>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +14,67 @@ namespace llorch {
 
 absl::StatusOr<ServedModel> FinishLoad(const std::string& path, const LoadOptions* load_options,
                                        ServedModel served);
+
+namespace {
+
+// A token's text for the template's bos_token/eos_token ("" when absent).
+std::string SpecialText(const Tokenizer& tokenizer, int32_t id) {
+  return id >= 0 && id < tokenizer.vocab_size() ? tokenizer.vocab().tokens[id] : std::string();
+}
+
+absl::Status SetChatTemplate(ServedModel* served, std::string source) {
+  const VocabData& vocab = served->tokenizer->vocab();
+  absl::StatusOr<ChatTemplate> chat_template =
+      ChatTemplate::Create(std::move(source), SpecialText(*served->tokenizer, vocab.bos_id),
+                           SpecialText(*served->tokenizer, vocab.eos_id));
+  if (!chat_template.ok()) return chat_template.status();
+  served->chat_template = std::move(*chat_template);
+  served->chat_template_status = absl::OkStatus();
+  return absl::OkStatus();
+}
+
+// A model whose template is missing or broken still serves text and token
+// prompts; chat requests get the reason.
+void LoadChatTemplate(const std::string& path, ServedModel* served) {
+  absl::StatusOr<std::string> source = served->gguf->GetString("tokenizer.chat_template");
+  if (!source.ok()) {
+    served->chat_template_status = absl::FailedPreconditionError(absl::StrCat(
+        path, " has no chat template (tokenizer.chat_template); give one with --chat_template FILE"));
+    return;
+  }
+  if (absl::Status s = SetChatTemplate(served, std::move(*source)); !s.ok()) {
+    served->chat_template_status = absl::FailedPreconditionError(absl::StrCat(
+        path, ": its chat template does not compile (", s.message(),
+        "); give a working one with --chat_template FILE"));
+  }
+}
+
+}  // namespace
+
+absl::Status SetChatTemplateFile(ServedModel* served, const std::string& path) {
+  if (served->tokenizer == nullptr) {
+    return absl::FailedPreconditionError("a chat template needs the model's tokenizer");
+  }
+  std::ifstream in(path);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("--chat_template: cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  if (absl::Status s = SetChatTemplate(served, text.str()); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--chat_template ", path, ": ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const ServedModel& served,
+                                                   absl::Span<const ChatMessage> messages,
+                                                   bool add_generation_prompt,
+                                                   std::string* rendered) {
+  if (!served.chat_template.has_value()) return served.chat_template_status;
+  absl::StatusOr<std::string> text = served.chat_template->Render(messages, add_generation_prompt);
+  if (!text.ok()) return text.status();
+  if (rendered != nullptr) *rendered = *text;
+  return served.tokenizer->Encode(*text, /*add_special=*/false, /*parse_special=*/true);
+}
 
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& path,
                                             const LoadOptions* load_options) {
@@ -39,6 +102,7 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& path,
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", tokenizer.status().message()));
   }
   served.tokenizer = std::move(*tokenizer);
+  LoadChatTemplate(path, &served);
   return FinishLoad(path, load_options, std::move(served));
 }
 

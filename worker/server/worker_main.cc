@@ -52,6 +52,8 @@ ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | mps");
 ABSL_FLAG(std::string, ggml_variant, "auto",
           "whose float order the CPU path follows: auto (LLORCH_GGML_VARIANT, else what "
           "llama.cpp's ggml picks on this CPU) | avx2 | avx512");
+ABSL_FLAG(std::string, chat_template, "",
+          "Jinja chat template file for `messages` requests (default: the model's own)");
 ABSL_FLAG(std::string, worker_id, "", "name reported in Info (default: host:port)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long running jobs may finish before they are cancelled");
@@ -175,6 +177,14 @@ int Run() {
     Log(absl::StrCat(model_path, ": no tokenizer in the model directory"));
     return 2;
   }
+  const std::string chat_template = absl::GetFlag(FLAGS_chat_template);
+  if (!chat_template.empty()) {
+    // Checked before the weights load, so a bad file fails fast.
+    if (absl::Status s = SetChatTemplateFile(&*header, chat_template); !s.ok()) {
+      Log(std::string(s.message()));
+      return 2;
+    }
+  }
   absl::StatusOr<size_t> kv_budget = ParseKvBudget(absl::GetFlag(FLAGS_kv_budget), header->config);
   if (!kv_budget.ok()) {
     Log(std::string(kv_budget.status().message()));
@@ -232,6 +242,15 @@ int Run() {
     Log(std::string(served.status().message()));
     return 2;
   }
+  if (!chat_template.empty()) {
+    if (absl::Status s = SetChatTemplateFile(&*served, chat_template); !s.ok()) {
+      Log(std::string(s.message()));
+      return 2;
+    }
+  }
+  Log(served->chat_template.has_value()
+          ? absl::StrCat("chat template: ", chat_template.empty() ? "the model's own" : chat_template)
+          : absl::StrCat("no chat template: ", served->chat_template_status.message()));
   worker_metrics.SetModelLoadSeconds(served->load_seconds);
   Log(absl::StrCat("loaded ", served->name, " (", served->config.architecture, ", ",
                    served->weight_type, ") on ", device, " in ", served->load_seconds,
