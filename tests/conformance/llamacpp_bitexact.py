@@ -112,6 +112,11 @@ def main():
                     failures.append(f"[{label}] ggml picked its {header_variant} library, llorch "
                                     f"chose {our_variant}")
             mine = ours(ids, order == "one-token", full, llorch_variant)
+            if len(ref) != len(ids) or len(mine) != len(ids):
+                # zip() would compare the shorter prefix and hide a missing row.
+                failures.append(f"[{label}] {name} ({order}): {len(ids)} ids but llama.cpp printed "
+                                f"{len(ref)} rows and llorch {len(mine)}")
+                continue
             identical, worst_lp, argmax_diff = 0, 0.0, 0
             for r, m in zip(ref, mine):
                 if full:

@@ -27,11 +27,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import safetensors.numpy
 import tokenizers
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
+from hf_random_model import make_hf_model  # noqa: E402
 from prometheus_server import die_with_parent  # noqa: E402
 
 PROMPTS = [
@@ -77,56 +76,6 @@ def run(cmd, **kwargs):
     return result.stdout
 
 
-def make_hf_model(out_dir, tokenizer_dir, seed):
-    """A random-weight LlamaForCausalLM directory around a genuine tokenizer."""
-    if os.path.exists(os.path.join(out_dir, "model.safetensors")):
-        return
-    os.makedirs(out_dir, exist_ok=True)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        with open(os.path.join(tokenizer_dir, name), "rb") as src, \
-                open(os.path.join(out_dir, name), "wb") as dst:
-            dst.write(src.read())
-    tok = tokenizers.Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
-    vocab = tok.get_vocab_size(with_added_tokens=True)
-    hidden, ffn, heads, kv_heads, layers = 64, 128, 4, 2, 2
-    head_dim = hidden // heads
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-              "hidden_size": hidden, "intermediate_size": ffn, "num_hidden_layers": layers,
-              "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-              "vocab_size": vocab, "max_position_embeddings": 256, "rms_norm_eps": 1e-5,
-              "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": True,
-              "torch_dtype": "float32"}
-    config_tok = json.load(open(os.path.join(tokenizer_dir, "tokenizer_config.json")))
-    for key in ("bos_token", "eos_token"):
-        text = config_tok.get(key)
-        text = text.get("content") if isinstance(text, dict) else text
-        if text is not None and tok.token_to_id(text) is not None:
-            config[f"{key}_id"] = tok.token_to_id(text)
-    json.dump(config, open(os.path.join(out_dir, "config.json"), "w"), indent=1)
-    rng = np.random.default_rng(seed)
-
-    def w(*shape):
-        return (rng.standard_normal(shape) * 0.5).astype(np.float32)
-
-    tensors = {"model.embed_tokens.weight": w(vocab, hidden),
-               "model.norm.weight": np.ones(hidden, np.float32)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        tensors.update({
-            p + "input_layernorm.weight": np.ones(hidden, np.float32),
-            p + "post_attention_layernorm.weight": np.ones(hidden, np.float32),
-            p + "self_attn.q_proj.weight": w(heads * head_dim, hidden),
-            p + "self_attn.k_proj.weight": w(kv_heads * head_dim, hidden),
-            p + "self_attn.v_proj.weight": w(kv_heads * head_dim, hidden),
-            p + "self_attn.o_proj.weight": w(hidden, heads * head_dim),
-            p + "mlp.gate_proj.weight": w(ffn, hidden),
-            p + "mlp.up_proj.weight": w(ffn, hidden),
-            p + "mlp.down_proj.weight": w(hidden, ffn),
-        })
-    safetensors.numpy.save_file(tensors, os.path.join(out_dir, "model.safetensors"),
-                                metadata={"format": "pt"})
-
-
 def llamacpp_texts(pieces_bin, gguf, id_lists):
     """llama.cpp's streamed text for each id list: token_to_piece bytes, concatenated."""
     stdin = "".join(",".join(map(str, ids)) + "\n" for ids in id_lists)
@@ -165,11 +114,12 @@ def parse_jsonl(out):
 
 
 class Worker:
-    def __init__(self, worker_bin, model, log_path):
+    def __init__(self, worker_bin, model, log_path, extra_flags=()):
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.process = subprocess.Popen(
-            [worker_bin, "--model", model, "--listen", "127.0.0.1:0", "--metrics_port", "0"],
+            [worker_bin, "--model", model, "--listen", "127.0.0.1:0", "--metrics_port", "0",
+             *extra_flags],
             stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
