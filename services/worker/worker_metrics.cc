@@ -61,7 +61,7 @@ WorkerMetrics::WorkerMetrics(metrics::Registry& registry, const WorkerBuildInfo&
                          .Add({})),
       kv_capacity_bytes_(BuildGauge()
                              .Name("llorch_worker_kv_cache_capacity_bytes")
-                             .Help("KV cache budget (--kv-budget).")
+                             .Help("KV cache budget (--kv_budget).")
                              .Register(registry)
                              .Add({})),
       batch_size_(BuildHistogram()

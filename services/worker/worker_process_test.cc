@@ -1,6 +1,10 @@
 // Integration tests over the real llorch-worker process on loopback
-// (issue 4's proofs 1-6). Models: a tiny random-weight GGUF and SmolLM2.
+// (issue 4's proofs 1-6; issue 10's defaults, limits and robustness).
+// Models: a tiny random-weight GGUF and SmolLM2.
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -10,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -17,6 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
@@ -666,6 +672,360 @@ TEST(HealthTest, DrainTimeoutCancelsWhatIsLeft) {
   absl::StatusOr<int> exit_code = worker->Stop(0, std::chrono::seconds(30));
   ASSERT_TRUE(exit_code.ok());
   EXPECT_EQ(*exit_code, 0);
+}
+
+// ---- Issue 10: defaults, limits and robustness. ----
+
+v1::ExecuteRequest Unseeded(const std::string& job_id, int max_tokens) {
+  v1::ExecuteRequest request;  // no sampling fields: the shared defaults
+  request.set_job_id(job_id);
+  request.set_text("Once upon a time");
+  request.set_max_tokens(max_tokens);
+  request.set_ignore_eos(true);
+  return request;
+}
+
+// Without a seed every request samples differently at the default
+// temperature 1, and Started.seed replays it token for token.
+TEST(WorkerProcessSeedTest, UnseededRequestsReportAReplayableSeed) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker("tiny-q4_1");
+  ASSERT_NE(worker, nullptr);
+  const ExecuteResult first = Execute(*worker, Unseeded("a", 24));
+  const ExecuteResult second = Execute(*worker, Unseeded("b", 24));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  ASSERT_TRUE(first.started.has_value() && second.started.has_value());
+  EXPECT_NE(first.started->seed(), second.started->seed());
+  EXPECT_NE(first.ids(), second.ids());
+
+  v1::ExecuteRequest replay = Unseeded("replay", 24);
+  replay.mutable_sampling()->set_seed(first.started->seed());
+  const ExecuteResult replayed = Execute(*worker, replay);
+  ASSERT_TRUE(replayed.status.ok()) << replayed.status.error_message();
+  EXPECT_EQ(replayed.started->seed(), first.started->seed());
+  EXPECT_EQ(replayed.ids(), first.ids());
+  EXPECT_EQ(replayed.text(), first.text());
+}
+
+// LLORCH_TEST_FAULT (test only) makes the worker's Nth forward or KV
+// allocation throw: the affected job ends with a status, the worker serves
+// on, and other jobs give the tokens they give on a worker without faults.
+class WorkerProcessFaultTest : public ::testing::Test {
+ protected:
+  static constexpr char kModel[] = "tiny-f32-gqa";
+
+  static void SetUpTestSuite() { clean_ = StartWorker(kModel).release(); }
+  static void TearDownTestSuite() { delete clean_; }
+
+  static std::unique_ptr<WorkerProcess> StartFaulty(const std::string& spec) {
+    setenv("LLORCH_TEST_FAULT", spec.c_str(), 1);  // inherited by the child only
+    std::unique_ptr<WorkerProcess> worker = StartWorker(kModel);
+    unsetenv("LLORCH_TEST_FAULT");
+    return worker;
+  }
+
+  static v1::ExecuteRequest Job(const std::string& job_id, int max_tokens) {
+    v1::ExecuteRequest request = Greedy(job_id, "The quick brown fox", max_tokens);
+    request.set_ignore_eos(true);
+    return request;
+  }
+
+  static void ExpectIdle(WorkerProcess& worker) {
+    grpc::ClientContext context;
+    v1::InfoResponse info;
+    ASSERT_TRUE(worker.stub().Info(&context, v1::InfoRequest(), &info).ok());
+    EXPECT_EQ(info.kv_used_bytes(), 0);
+    EXPECT_EQ(info.active_jobs(), 0);
+  }
+
+  static WorkerProcess* clean_;
+};
+WorkerProcess* WorkerProcessFaultTest::clean_ = nullptr;
+
+TEST_F(WorkerProcessFaultTest, ForwardFailureEndsThatJobWithInternal) {
+  ASSERT_NE(clean_, nullptr);
+  const ExecuteResult reference = Execute(*clean_, Job("reference", 12));
+  ASSERT_TRUE(reference.status.ok());
+  std::unique_ptr<WorkerProcess> worker = StartFaulty("forward:3");
+  ASSERT_NE(worker, nullptr);
+
+  const ExecuteResult faulted = Execute(*worker, Job("faulted", 12));
+  EXPECT_EQ(faulted.status.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_NE(faulted.status.error_message().find("LLORCH_TEST_FAULT"), std::string::npos)
+      << faulted.status.error_message();
+  EXPECT_EQ(faulted.tokens.size(), 2u);  // forwards 1 and 2 each gave a token
+  EXPECT_FALSE(faulted.finished.has_value());
+
+  const ExecuteResult after = Execute(*worker, Job("faulted", 12));  // the id is free again
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.ids(), reference.ids());
+  ExpectIdle(*worker);
+  EXPECT_TRUE(worker->Alive());
+}
+
+TEST_F(WorkerProcessFaultTest, KvAllocationFailureEndsThatJobWithResourceExhausted) {
+  ASSERT_NE(clean_, nullptr);
+  const ExecuteResult reference = Execute(*clean_, Job("running", 200));
+  ASSERT_TRUE(reference.status.ok());
+  std::unique_ptr<WorkerProcess> worker = StartFaulty("kv_alloc:2");
+  ASSERT_NE(worker, nullptr);
+
+  // The second allocation is a job admitted while the first one runs.
+  ExecuteResult faulted;
+  grpc::ClientContext context;
+  const ExecuteResult running =
+      ExecuteToEnd(worker->stub(), Job("running", 200), &context, [&](const v1::ExecuteEvent& e) {
+        if (e.has_token() && e.token().index() == 2) faulted = Execute(*worker, Job("faulted", 8));
+      });
+  EXPECT_EQ(faulted.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(faulted.status.error_message().find("out of memory"), std::string::npos)
+      << faulted.status.error_message();
+  EXPECT_FALSE(faulted.started.has_value());
+  ASSERT_TRUE(running.status.ok()) << running.status.error_message();
+  EXPECT_EQ(running.ids(), reference.ids());
+
+  const ExecuteResult after = Execute(*worker, Job("after", 12));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.ids(), Execute(*clean_, Job("after", 12)).ids());
+  ExpectIdle(*worker);
+}
+
+// A client that stops reading its stream: once more than
+// --max_stream_buffer_events events wait for it, its job is cancelled and its
+// KV freed while the stream stays unread; the stream then ends with
+// RESOURCE_EXHAUSTED.
+TEST(WorkerProcessSlowClientTest, JobOfAClientThatStopsReadingIsCancelled) {
+  std::unique_ptr<WorkerProcess> worker =
+      StartWorker("tiny-f32-gqa", {"--max_stream_buffer_events", "8"});
+  ASSERT_NE(worker, nullptr);
+  absl::StatusOr<int64_t> rss_before = worker->RssBytes();
+  ASSERT_TRUE(rss_before.ok());
+  // Flow-control windows of 8 KiB that do not grow: the worker's writes
+  // stall after a few dozen of these ~230-byte events (20 alternatives each).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8192);
+  auto channel = grpc::CreateCustomChannel(worker->address(), grpc::InsecureChannelCredentials(),
+                                           args);
+  auto stub = v1::Worker::NewStub(channel);
+  v1::ExecuteRequest request = Greedy("unread", "Tell me a story", 240);
+  request.set_ignore_eos(true);
+  request.set_logprobs(20);
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReader<v1::ExecuteEvent>> reader = stub->Execute(&context, request);
+
+  // Not reading: the job must end on its own, cancelled by the worker.
+  double exhausted = 0;
+  v1::InfoResponse info;
+  for (int i = 0; i < 1000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    grpc::ClientContext info_context;
+    ASSERT_TRUE(worker->stub().Info(&info_context, v1::InfoRequest(), &info).ok());
+    absl::StatusOr<std::string> metrics = worker->Metrics();
+    ASSERT_TRUE(metrics.ok());
+    exhausted =
+        SampleValue(*metrics, "llorch_worker_requests_total{outcome=\"resource_exhausted\"}");
+    if (exhausted == 1 && info.kv_used_bytes() == 0 && info.active_jobs() == 0) break;
+  }
+  EXPECT_EQ(exhausted, 1);
+  EXPECT_EQ(info.kv_used_bytes(), 0);
+  EXPECT_EQ(info.active_jobs(), 0);
+  absl::StatusOr<int64_t> rss_after = worker->RssBytes();
+  ASSERT_TRUE(rss_after.ok());
+  EXPECT_LT(*rss_after - *rss_before, 16 << 20);
+
+  // Reading now: what was sent before the stall, then the status.
+  int tokens = 0;
+  v1::ExecuteEvent event;
+  while (reader->Read(&event)) tokens += event.has_token();
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(status.error_message().find("client is not reading the stream"), std::string::npos)
+      << status.error_message();
+  EXPECT_LT(tokens, 240);
+  std::printf("%d tokens reached the client before the worker cancelled the job\n", tokens);
+
+  ExecuteResult after = Execute(*worker, Greedy("after", "Hello", 4));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+}
+
+// A call refused with ALREADY_EXISTS, then cancelled by its client (also
+// while the refusal is still on its way), never cancels the live job that
+// holds the id.
+TEST(WorkerProcessDuplicateIdTest, CancelledDuplicateSparesTheLiveJob) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker("tiny-f32-gqa");
+  ASSERT_NE(worker, nullptr);
+  v1::ExecuteRequest live = Greedy("X", "Hello", 200);
+  live.set_ignore_eos(true);
+  std::vector<grpc::StatusCode> codes;
+  auto duplicate = [&](int attempt) {
+    grpc::ClientContext context;
+    auto reader = worker->stub().Execute(&context, Greedy("X", "Other", 4));
+    if (attempt > 0) {  // cancel at once or a little later, racing the refusal
+      std::this_thread::sleep_for(std::chrono::microseconds(50 * (attempt % 8)));
+      context.TryCancel();
+    }
+    v1::ExecuteEvent event;
+    while (reader->Read(&event)) {
+    }
+    codes.push_back(reader->Finish().error_code());
+    context.TryCancel();  // after the refusal, too
+  };
+  grpc::ClientContext context;
+  const ExecuteResult result =
+      ExecuteToEnd(worker->stub(), live, &context, [&](const v1::ExecuteEvent& event) {
+        if (event.has_token() && event.token().index() < 40) duplicate(event.token().index());
+      });
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  ASSERT_TRUE(result.finished.has_value());
+  EXPECT_EQ(result.finished->reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(result.tokens.size(), 200u);
+  ASSERT_EQ(codes.size(), 40u);
+  EXPECT_EQ(codes[0], grpc::StatusCode::ALREADY_EXISTS);
+  for (grpc::StatusCode code : codes) {
+    EXPECT_TRUE(code == grpc::StatusCode::ALREADY_EXISTS || code == grpc::StatusCode::CANCELLED)
+        << code;
+  }
+}
+
+// Info.worker_id: --worker_id, else the host name and the gRPC port.
+TEST(WorkerProcessInfoTest, WorkerIdDefaultsToHostAndPort) {
+  std::unique_ptr<WorkerProcess> unnamed = StartWorker("tiny-f32-gqa");
+  std::unique_ptr<WorkerProcess> named = StartWorker("tiny-f32-gqa", {"--worker_id", "w-7"});
+  ASSERT_NE(unnamed, nullptr);
+  ASSERT_NE(named, nullptr);
+  auto worker_id = [](WorkerProcess& worker) {
+    grpc::ClientContext context;
+    v1::InfoResponse info;
+    EXPECT_TRUE(worker.stub().Info(&context, v1::InfoRequest(), &info).ok());
+    return info.worker_id();
+  };
+  const std::string id = worker_id(*unnamed);
+  const std::string suffix = absl::StrCat(":", unnamed->grpc_port());
+  ASSERT_GT(id.size(), suffix.size()) << id;
+  EXPECT_EQ(id.substr(id.size() - suffix.size()), suffix) << id;
+  EXPECT_EQ(worker_id(*named), "w-7");
+}
+
+// Size limits: INVALID_ARGUMENT naming the field, just past each limit;
+// at the limit the request runs.
+TEST(WorkerProcessLimitsTest, OversizedFieldsAreInvalidArgument) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker("tiny-f32-gqa");
+  ASSERT_NE(worker, nullptr);
+  auto stops = [](v1::ExecuteRequest& r, int n, size_t bytes) {
+    for (int i = 0; i < n; ++i) r.add_stop(std::string(bytes, 'a' + i % 26));
+  };
+  auto stop_ids = [](v1::ExecuteRequest& r, int n) {
+    for (int i = 0; i < n; ++i) r.add_stop_token_ids(i);
+  };
+  auto chat = [](v1::ExecuteRequest& r, int n, size_t bytes) {
+    for (int i = 0; i < n; ++i) {
+      v1::ChatMessage* m = r.mutable_messages()->add_messages();
+      m->set_role("user");
+      m->set_content(std::string(bytes, 'x'));
+    }
+  };
+  struct Case {
+    std::string name;
+    std::function<void(v1::ExecuteRequest&)> mutate;
+    std::string field;  // empty: must succeed
+  };
+  const std::vector<Case> cases = {
+      {"17 stop strings", [&](auto& r) { stops(r, 17, 1); }, "stop"},
+      {"257-byte stop string", [&](auto& r) { stops(r, 1, 257); }, "stop[0]"},
+      {"65 stop ids", [&](auto& r) { stop_ids(r, 65); }, "stop_token_ids"},
+      {"1 MiB + 1 of text", [](auto& r) { r.set_text(std::string((1 << 20) + 1, 'a')); },
+       "text"},
+      {"1025 messages", [&](auto& r) { chat(r, 1025, 1); }, "messages"},
+      {"messages over 1 MiB", [&](auto& r) { chat(r, 2, 1 << 19); }, "messages"},
+      {"16 stop strings of 256 bytes", [&](auto& r) { stops(r, 16, 256); }, ""},
+      {"64 stop ids", [&](auto& r) { stop_ids(r, 64); }, ""},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    v1::ExecuteRequest request = Greedy("limits", "Hello there", 2);
+    c.mutate(request);
+    const ExecuteResult result = Execute(*worker, request);
+    if (c.field.empty()) {
+      EXPECT_TRUE(result.status.ok()) << result.status.error_message();
+      continue;
+    }
+    EXPECT_EQ(result.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << result.status.error_message();
+    EXPECT_EQ(result.status.error_message().rfind(c.field, 0), 0u)
+        << result.status.error_message();
+    std::printf("%-28s -> %s\n", c.name.c_str(), result.status.error_message().c_str());
+  }
+}
+
+// grpcurl, through server reflection: the health service resolves, and the
+// worker's API is listed and described. Skipped where grpcurl is absent.
+std::string FindGrpcurl() {
+  if (const char* path = std::getenv("LLORCH_GRPCURL")) return path;
+  std::vector<std::string> candidates;
+  if (const char* path = std::getenv("PATH")) {
+    for (absl::string_view dir : absl::StrSplit(path, ':')) {
+      candidates.push_back(absl::StrCat(dir, "/grpcurl"));
+    }
+  }
+  // Where `go install` puts it.
+  if (const char* gopath = std::getenv("GOPATH")) {
+    candidates.push_back(absl::StrCat(gopath, "/bin/grpcurl"));
+  }
+  if (const char* home = std::getenv("HOME")) {
+    candidates.push_back(absl::StrCat(home, "/go/bin/grpcurl"));
+  }
+  for (const std::string& candidate : candidates) {
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+// Runs a shell command; returns its exit code and stdout + stderr.
+std::pair<int, std::string> Shell(const std::string& command) {
+  std::string output;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, ""};
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST(WorkerProcessGrpcurlTest, HealthCheckListAndDescribe) {
+  const std::string grpcurl = FindGrpcurl();
+  if (grpcurl.empty()) {
+    GTEST_SKIP() << "grpcurl not found (PATH, $GOPATH/bin, ~/go/bin or LLORCH_GRPCURL)";
+  }
+  std::unique_ptr<WorkerProcess> worker = StartWorker("tiny-f32-gqa");
+  ASSERT_NE(worker, nullptr);
+  struct Case {
+    std::string args;  // grpcurl's options go before the address
+    std::string call;
+    std::vector<std::string> expected;
+  };
+  const std::string serving = "\"status\": \"SERVING\"";
+  const std::vector<Case> cases = {
+      {"", "grpc.health.v1.Health/Check", {serving}},
+      {R"(-d '{"service": "llorch.worker.v1.Worker"}')", "grpc.health.v1.Health/Check", {serving}},
+      {"", "list", {"grpc.health.v1.Health", "llorch.worker.v1.Worker"}},
+      {"", "describe grpc.health.v1.Health", {"rpc Check ( .grpc.health.v1.HealthCheckRequest )"}},
+      {"", "describe llorch.worker.v1.Worker",
+       {"rpc Execute", "stream .llorch.worker.v1.ExecuteEvent"}},
+      {"", "describe llorch.worker.v1.Started", {"uint64 seed = 3"}},
+      {"", "llorch.worker.v1.Worker/Info", {"\"worker_id\"", "\"vocab_size\""}},
+  };
+  for (const Case& c : cases) {
+    const std::string command =
+        absl::StrCat(grpcurl, " -plaintext ", c.args, " ", worker->address(), " ", c.call);
+    SCOPED_TRACE(command);
+    const auto [code, output] = Shell(command);
+    EXPECT_EQ(code, 0) << output;
+    for (const std::string& expected : c.expected) {
+      EXPECT_NE(output.find(expected), std::string::npos) << output;
+    }
+  }
 }
 
 }  // namespace

@@ -7,7 +7,9 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "common/grpc/status.h"
+#include "grpc/health/v1/health.pb.h"
 #include "services/worker/execute_request.h"
 
 namespace llorch {
@@ -38,12 +40,13 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
     absl::Status submitted = job.status();
     if (job.ok()) {
       job_id_ = job->job_id;
+      sink_ = std::make_shared<Sink>(this);
       submitted = options_.engine->Submit(std::move(job->job_id), std::move(job->prompt),
-                                          std::move(job->params), std::make_shared<Sink>(this));
+                                          std::move(job->params), sink_);
     }
     if (!submitted.ok()) {
-      if (options_.metrics) options_.metrics->CountRequest(OutcomeForError(submitted));
-      End(ToGrpcStatus(submitted));
+      sink_.reset();  // no job of ours: nothing to cancel, whatever holds the id
+      Fail(submitted);
     }
   }
 
@@ -61,7 +64,7 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
       std::lock_guard<std::mutex> lock(mu_);
       broken_ = true;
     }
-    if (!job_id_.empty()) options_.engine->Cancel(job_id_);
+    CancelJob();
     Pump();
   }
 
@@ -72,23 +75,31 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
   class Sink final : public JobSink {
    public:
     explicit Sink(ExecuteReactor* reactor) : reactor_(reactor) {}
-    void OnStarted(int32_t prompt_tokens) override {
-      if (reactor_->options_.metrics) reactor_->options_.metrics->prompt_tokens.Increment(prompt_tokens);
-      v1::ExecuteEvent event;
-      event.mutable_started()->set_job_id(reactor_->job_id_);
-      event.mutable_started()->set_prompt_tokens(prompt_tokens);
-      reactor_->Push(std::move(event));
-    }
+    void OnStarted(const JobStart& start) override { reactor_->OnStarted(start); }
     void OnToken(const TokenEvent& token) override { reactor_->OnToken(token); }
     void OnFinished(const JobSummary& summary) override { reactor_->OnFinished(summary); }
-    void OnError(const absl::Status& status) override {
-      if (reactor_->options_.metrics) reactor_->options_.metrics->CountRequest(OutcomeForError(status));
-      reactor_->End(ToGrpcStatus(status));
-    }
+    void OnError(const absl::Status& status) override { reactor_->Fail(status); }
 
    private:
     ExecuteReactor* const reactor_;
   };
+
+  // Cancels this call's own job only: the engine matches the sink, so a job
+  // that has (or later takes) the same id is never touched, e.g. the live
+  // one that made this call's Submit fail with ALREADY_EXISTS.
+  void CancelJob() {
+    if (sink_ != nullptr) options_.engine->Cancel(job_id_, sink_.get());
+  }
+
+  void OnStarted(const JobStart& start) {
+    if (options_.metrics) options_.metrics->prompt_tokens.Increment(start.prompt_tokens);
+    v1::ExecuteEvent event;
+    event.mutable_started()->set_job_id(job_id_);
+    event.mutable_started()->set_prompt_tokens(start.prompt_tokens);
+    event.mutable_started()->set_seed(start.seed);
+    admitted_ = Clock::now();
+    Push(std::move(event));
+  }
 
   void OnToken(const TokenEvent& token) {
     const Clock::time_point now = Clock::now();
@@ -100,6 +111,7 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
         m->inter_token_latency.Observe(std::chrono::duration<double>(now - last_token_).count());
       }
     }
+    if (token.index == 0) first_token_ = now;
     last_token_ = now;
     v1::ExecuteEvent event;
     v1::Token* out = event.mutable_token();
@@ -116,29 +128,65 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
   }
 
   void OnFinished(const JobSummary& summary) {
+    v1::ExecuteEvent event;
+    v1::Finished* out = event.mutable_finished();
+    out->set_reason(ToProtoFinishReason(summary.reason));
+    out->set_prompt_tokens(summary.prompt_tokens);
+    out->set_completion_tokens(summary.completion_tokens);
+    // One TTFT everywhere: from receiving the request, as the metric measures.
+    if (summary.completion_tokens > 0) {
+      out->set_ttft_seconds(std::chrono::duration<double>(first_token_ - start_).count());
+    }
+    if (admitted_ != Clock::time_point()) {
+      out->set_queue_seconds(std::chrono::duration<double>(admitted_ - start_).count());
+    }
+    out->set_decode_tokens_per_second(summary.decode_tokens_per_s);
+    Push(std::move(event));
+    // Events were dropped: the job, cancelled or not, did not reach the client.
+    if (Overflowed()) return Fail(NotReading());
     if (WorkerMetrics* m = options_.metrics) {
       const bool deadline_passed =
           summary.reason == FinishReason::kCancelled && context_->deadline() < std::chrono::system_clock::now();
       m->CountRequest(deadline_passed ? "deadline_exceeded" : FinishReasonName(summary.reason));
       m->request_duration.Observe(SecondsSince(start_));
     }
-    v1::ExecuteEvent event;
-    v1::Finished* out = event.mutable_finished();
-    out->set_reason(ToProtoFinishReason(summary.reason));
-    out->set_prompt_tokens(summary.prompt_tokens);
-    out->set_completion_tokens(summary.completion_tokens);
-    out->set_ttft_seconds(summary.ttft_ms / 1000.0);
-    out->set_decode_tokens_per_second(summary.decode_tokens_per_s);
-    Push(std::move(event));
     End(grpc::Status::OK);
   }
 
+  // The job failed or was refused: the stream ends with `status`.
+  void Fail(const absl::Status& status) {
+    if (options_.metrics) options_.metrics->CountRequest(OutcomeForError(status));
+    End(ToGrpcStatus(status));
+  }
+
+  absl::Status NotReading() const {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "client is not reading the stream: more than ", options_.max_stream_buffer_events,
+        " events or ", options_.max_stream_buffer_bytes, " bytes waited; the job was cancelled"));
+  }
+
+  bool Overflowed() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return overflowed_;
+  }
+
+  // Queues an event. Past the buffer limits the queue is dropped and the job
+  // cancelled (outside mu_: the engine may be the caller, and Cancel locks).
   void Push(v1::ExecuteEvent event) {
+    bool overflowed = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (broken_) return;
+      if (broken_ || overflowed_) return;
+      pending_bytes_ += event.ByteSizeLong();
       pending_.push_back(std::move(event));
+      if (pending_.size() > options_.max_stream_buffer_events ||
+          pending_bytes_ > options_.max_stream_buffer_bytes) {
+        overflowed_ = overflowed = true;
+        pending_.clear();
+        pending_bytes_ = 0;
+      }
     }
+    if (overflowed) CancelJob();  // its OnFinished ends the stream
     Pump();
   }
 
@@ -161,10 +209,14 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (writing_ || finish_called_) return;
-      if (broken_) pending_.clear();
+      if (broken_) {
+        pending_.clear();
+        pending_bytes_ = 0;
+      }
       if (!pending_.empty()) {
         current_ = std::move(pending_.front());
         pending_.pop_front();
+        pending_bytes_ -= current_.ByteSizeLong();
         writing_ = true;
         action = kWrite;
       } else if (ended_) {
@@ -182,14 +234,21 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
   const WorkerServiceOptions& options_;
   grpc::CallbackServerContext* const context_;
   const Clock::time_point start_;
+  Clock::time_point admitted_;     // Started sent (engine thread)
+  Clock::time_point first_token_;  // first Token sent (engine thread)
   Clock::time_point last_token_;  // engine thread
   std::string job_id_;            // set before Submit, then read-only
+  // Held until OnDone, so no other job's sink can reuse its address while
+  // this call may still cancel by it. Null when nothing was submitted.
+  std::shared_ptr<Sink> sink_;
 
   std::mutex mu_;
   std::deque<v1::ExecuteEvent> pending_;
+  size_t pending_bytes_ = 0;  // serialized size of pending_
   v1::ExecuteEvent current_;  // being written
   bool writing_ = false;
-  bool broken_ = false;  // cancelled or a write failed: drop further events
+  bool broken_ = false;      // cancelled or a write failed: drop further events
+  bool overflowed_ = false;  // the client stopped reading: drop further events
   bool ended_ = false;
   bool finish_called_ = false;
   grpc::Status final_status_;
@@ -204,7 +263,16 @@ const absl::Status& NotReady() {
 }  // namespace
 
 WorkerService::WorkerService(WorkerServiceOptions options) : options_(std::move(options)) {
+  // gRPC's built-in health service does not put grpc.health.v1 into the
+  // generated descriptor pool, so reflection (grpcurl) could list it but not
+  // resolve it; this reference links our generated health.proto, whose
+  // descriptors register themselves.
+  grpc::health::v1::HealthCheckRequest::descriptor();
   if (options_.engine != nullptr && options_.model != nullptr) ready_.store(&options_);
+}
+
+void WorkerService::SetWorkerId(std::string worker_id) {
+  options_.worker_id = std::move(worker_id);  // read by Info only after Attach's release
 }
 
 void WorkerService::Attach(Engine* engine, const ServedModel* model) {

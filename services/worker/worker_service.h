@@ -1,7 +1,8 @@
 // gRPC handlers of llorch.worker.v1.Worker: validate, convert, delegate to
 // the engine. Each Execute call is a reactor that the engine feeds through a
 // JobSink; the call's cancellation (client gone, deadline passed) cancels
-// the job so its KV cache is freed before the next engine step.
+// the job so its KV cache is freed before the next engine step, and so does
+// a client that stops reading (its stream's buffer is bounded).
 #ifndef LLORCH_SERVICES_WORKER_WORKER_SERVICE_H_
 #define LLORCH_SERVICES_WORKER_WORKER_SERVICE_H_
 
@@ -24,12 +25,20 @@ struct WorkerServiceOptions {
   std::string worker_id;
   std::string model_path;
   std::string device;
+  // Events queued for one stream that the client has not read yet: beyond
+  // either limit the job is cancelled and the stream ends with
+  // RESOURCE_EXHAUSTED, so a client that stops reading cannot hold KV memory
+  // or grow the queue without bound.
+  size_t max_stream_buffer_events = 1024;
+  size_t max_stream_buffer_bytes = size_t{1} << 20;
 };
 
 class WorkerService final : public worker::v1::Worker::CallbackService {
  public:
   explicit WorkerService(WorkerServiceOptions options);
 
+  // Sets Info's worker_id once the listening port is known; before Attach.
+  void SetWorkerId(std::string worker_id);
   // Makes the service answer: called once, after warm-up. Both outlive the
   // server's calls.
   void Attach(Engine* engine, const ServedModel* model);

@@ -103,7 +103,8 @@ def check_errors(args, work_dir):
     finally:
         worker.stop()
     # Mistral Nemo's template raises unless user and assistant alternate.
-    nemo = templates.bundle_templates(args.peer_dir, work_dir)["mistral-nemo"]
+    nemo = templates.bundle_templates(os.path.join(args.peer_dir, "node_modules"),
+                                      work_dir)["mistral-nemo"]
     template_file = os.path.join(work_dir, "mistral-nemo.jinja")
     with open(template_file, "w", encoding="utf-8") as f:
         f.write(nemo[0])

@@ -49,7 +49,7 @@ absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
       return absl::ResourceExhaustedError(
           absl::StrCat("wait queue full (", options_.max_waiting, " jobs)"));
     }
-    live_ids_[job_id] = true;
+    live_ids_[job_id] = sink.get();
     waiting_.push_back(Request{std::move(job_id), std::move(prompt), std::move(params),
                                std::move(sink), kv_bytes});
   }
@@ -57,11 +57,12 @@ absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
   return absl::OkStatus();
 }
 
-void Engine::Cancel(const std::string& job_id) {
+void Engine::Cancel(const std::string& job_id, const JobSink* owner) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!live_ids_.count(job_id)) return;
-    cancelled_.push_back(job_id);
+    auto live = live_ids_.find(job_id);
+    if (live == live_ids_.end() || (owner != nullptr && live->second != owner)) return;
+    cancelled_.push_back(Cancellation{job_id, owner});
   }
   wake_.notify_all();
 }
@@ -69,7 +70,7 @@ void Engine::Cancel(const std::string& job_id) {
 void Engine::CancelAll() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [job_id, live] : live_ids_) cancelled_.push_back(job_id);
+    for (const auto& [job_id, owner] : live_ids_) cancelled_.push_back(Cancellation{job_id, owner});
   }
   wake_.notify_all();
 }
@@ -87,73 +88,123 @@ EngineStats Engine::Stats() const {
 
 void Engine::Loop() {
   while (true) {
-    std::vector<std::string> cancelled;
+    std::vector<Cancellation> cancelled;
+    std::vector<Request> dropped;
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [this] {
         return stopping_ || !cancelled_.empty() || !running_.empty() || !waiting_.empty();
       });
       if (stopping_) {
-        for (Request& r : waiting_) cancelled_.push_back(r.job_id);
-        for (Running& r : running_) cancelled_.push_back(r.job->job_id());
+        for (Request& r : waiting_) cancelled_.push_back(Cancellation{r.job_id, nullptr});
+        for (Running& r : running_) cancelled_.push_back(Cancellation{r.job->job_id(), nullptr});
       }
       cancelled.swap(cancelled_);
-      // Cancelled before admission: finish without allocating.
-      for (auto it = waiting_.begin(); it != waiting_.end();) {
-        if (std::find(cancelled.begin(), cancelled.end(), it->job_id) != cancelled.end()) {
-          JobSummary summary;
-          summary.reason = FinishReason::kCancelled;
-          it->sink->OnFinished(summary);
-          live_ids_.erase(it->job_id);
-          it = waiting_.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      dropped = TakeCancelledWaiting(cancelled);
     }
-    // Cancelled while running: free the cache now.
-    for (Running& r : running_) {
-      if (std::find(cancelled.begin(), cancelled.end(), r.job->job_id()) != cancelled.end()) {
-        r.job->Cancel();
-        Finish(r, absl::OkStatus());
-      }
+    // Cancelled before admission: finished without allocating.
+    for (Request& r : dropped) {
+      JobSummary summary;
+      summary.reason = FinishReason::kCancelled;
+      r.sink->OnFinished(summary);
     }
-    running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                  [](const Running& r) { return r.job == nullptr; }),
-                   running_.end());
+    FinishCancelledRunning(cancelled);
+    std::vector<Request> admitted;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_ && waiting_.empty() && running_.empty()) {
         running_count_ = 0;
         return;
       }
-      Admit();
+      admitted = TakeAdmissible();
     }
+    for (Request& r : admitted) Start(std::move(r));
     const int32_t batch_size = running_.empty() ? 0 : Step();
     if (options_.on_step) options_.on_step(batch_size, Stats());
   }
 }
 
-void Engine::Admit() {
-  // First come, first served: the head of the queue waits for room rather
-  // than being overtaken by smaller jobs (no starvation).
-  while (!waiting_.empty() && static_cast<int32_t>(running_.size()) < options_.max_running &&
-         kv_used_bytes_ + waiting_.front().kv_bytes <= options_.kv_budget_bytes) {
-    Request request = std::move(waiting_.front());
-    waiting_.pop_front();
-    absl::StatusOr<std::unique_ptr<Job>> job =
-        Job::Create(request.job_id, std::move(request.prompt), std::move(request.params), model_,
-                    tokenizer_);
-    if (!job.ok()) {
-      request.sink->OnError(job.status());
-      live_ids_.erase(request.job_id);
-      continue;
+std::vector<Engine::Request> Engine::TakeCancelledWaiting(
+    const std::vector<Cancellation>& cancelled) {
+  std::vector<Request> dropped;
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    const auto matches = [&](const Cancellation& c) {
+      return c.Matches(it->job_id, it->sink.get());
+    };
+    if (std::any_of(cancelled.begin(), cancelled.end(), matches)) {
+      live_ids_.erase(it->job_id);
+      dropped.push_back(std::move(*it));
+      it = waiting_.erase(it);
+    } else {
+      ++it;
     }
-    kv_used_bytes_ += request.kv_bytes;
-    request.sink->OnStarted((*job)->prompt_tokens());
-    running_.push_back(Running{std::move(*job), std::move(request.sink), request.kv_bytes});
   }
-  running_count_ = static_cast<int32_t>(running_.size());
+  return dropped;
+}
+
+// Frees the caches of cancelled running jobs before this turn's admissions.
+void Engine::FinishCancelledRunning(const std::vector<Cancellation>& cancelled) {
+  for (Running& r : running_) {
+    const auto matches = [&](const Cancellation& c) {
+      return c.Matches(r.job->job_id(), r.sink.get());
+    };
+    if (std::any_of(cancelled.begin(), cancelled.end(), matches)) {
+      r.job->Cancel();
+      Finish(r, absl::OkStatus());
+    }
+  }
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [](const Running& r) { return r.job == nullptr; }),
+                 running_.end());
+}
+
+std::vector<Engine::Request> Engine::TakeAdmissible() {
+  // First come, first served: the head of the queue waits for room rather
+  // than being overtaken by smaller jobs (no starvation). Its KV bytes and
+  // batch slot are reserved now, so Stats() and Submit see them while the
+  // cache is allocated outside the lock.
+  std::vector<Request> admitted;
+  while (!waiting_.empty() && running_count_ < options_.max_running &&
+         kv_used_bytes_ + waiting_.front().kv_bytes <= options_.kv_budget_bytes) {
+    kv_used_bytes_ += waiting_.front().kv_bytes;
+    running_count_ += 1;
+    admitted.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+  }
+  return admitted;
+}
+
+void Engine::Start(Request request) {
+  absl::StatusOr<std::unique_ptr<Job>> job;
+  try {
+    MaybeInjectFault(options_.test_fault, TestFault::Point::kKvAlloc, &kv_allocations_);
+    job = Job::Create(request.job_id, std::move(request.prompt), std::move(request.params),
+                      model_, tokenizer_);
+  } catch (...) {
+    job = StatusFromCurrentException(
+        absl::StrCat("allocating the KV cache of job ", request.job_id));
+  }
+  if (!job.ok()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      kv_used_bytes_ -= request.kv_bytes;
+      running_count_ -= 1;
+      live_ids_.erase(request.job_id);
+    }
+    request.sink->OnError(job.status());
+    return;
+  }
+  request.sink->OnStarted(JobStart{(*job)->prompt_tokens(), (*job)->seed()});
+  running_.push_back(Running{std::move(*job), std::move(request.sink), request.kv_bytes});
+}
+
+absl::StatusOr<at::Tensor> Engine::Forward(const std::vector<ForwardItem>& items) {
+  try {
+    MaybeInjectFault(options_.test_fault, TestFault::Point::kForward, &forwards_);
+    return model_->ForwardBatch(items);
+  } catch (...) {
+    return StatusFromCurrentException("model forward");
+  }
 }
 
 int32_t Engine::Step() {
@@ -177,7 +228,7 @@ int32_t Engine::Step() {
     owners.push_back(i);
   }
   if (items.empty()) return 0;
-  absl::StatusOr<at::Tensor> logits = model_->ForwardBatch(items);
+  absl::StatusOr<at::Tensor> logits = Forward(items);
   if (!logits.ok()) {
     // A batch-level failure fails the jobs in it; others are untouched.
     for (size_t owner : owners) Finish(running_[owner], logits.status());
@@ -186,7 +237,13 @@ int32_t Engine::Step() {
     for (size_t k = 0; k < owners.size(); ++k) {
       Running& r = running_[owners[k]];
       if (!r.job->ready_to_sample()) continue;  // prefill not done yet
-      TokenEvent event = r.job->Accept(logits->data_ptr<float>() + k * vocab);
+      TokenEvent event;
+      try {
+        event = r.job->Accept(logits->data_ptr<float>() + k * vocab);
+      } catch (...) {
+        Finish(r, StatusFromCurrentException("sampling"));
+        continue;
+      }
       r.sink->OnToken(event);
       if (event.finish != FinishReason::kNone) Finish(r, absl::OkStatus());
     }

@@ -3,6 +3,9 @@
 // admits waiting jobs that fit the KV budget (allocating their caches), then
 // runs one forward over a batch mixing prefill chunks (bounded tokens per
 // step) and one decode token for every running job, and delivers events.
+// Sinks and KV allocation run outside the engine's lock, so a sink may call
+// Cancel. An exception in a forward or an allocation ends only the jobs it
+// touched (see faults.h); the engine serves on.
 #ifndef LLORCH_WORKER_ENGINE_ENGINE_H_
 #define LLORCH_WORKER_ENGINE_ENGINE_H_
 
@@ -18,6 +21,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/engine/faults.h"
 #include "worker/engine/job.h"
 #include "worker/model/llama_model.h"
 #include "worker/tokenizer/tokenizer.h"
@@ -40,6 +45,7 @@ struct EngineOptions {
   // cancellations and at most one forward): `batch_size` is the number of
   // jobs in that forward, 0 when none ran. For metrics; must not block.
   std::function<void(int32_t batch_size, const EngineStats& stats)> on_step;
+  TestFault test_fault = TestFaultFromEnv();  // test only; inert by default
 };
 
 struct JobSummary {
@@ -50,11 +56,17 @@ struct JobSummary {
   double decode_tokens_per_s = 0;
 };
 
-// Receives one job's events on the engine thread: must not block.
+struct JobStart {
+  int32_t prompt_tokens = 0;
+  uint64_t seed = 0;  // the one the job samples with (Job::seed)
+};
+
+// Receives one job's events on the engine thread, in order and outside the
+// engine's lock: must not block, may call Engine::Cancel.
 class JobSink {
  public:
   virtual ~JobSink() = default;
-  virtual void OnStarted(int32_t prompt_tokens) = 0;   // admitted, KV allocated
+  virtual void OnStarted(const JobStart& start) = 0;       // admitted, KV allocated
   virtual void OnToken(const TokenEvent& event) = 0;
   virtual void OnFinished(const JobSummary& summary) = 0;  // last call, also on cancel
   virtual void OnError(const absl::Status& status) = 0;    // last call instead of OnFinished
@@ -75,7 +87,9 @@ class Engine {
                       std::shared_ptr<JobSink> sink);
   // Idempotent; unknown or finished ids are ignored. The job's sink gets
   // OnFinished(kCancelled) and its KV memory is freed before the next step.
-  void Cancel(const std::string& job_id);
+  // With `owner`, only the job submitted with that sink is cancelled, never
+  // a later or earlier job that reuses the id.
+  void Cancel(const std::string& job_id, const JobSink* owner = nullptr);
   // Cancels every waiting and running job, as Cancel does for each.
   void CancelAll();
   // Draining: from now on Submit fails with Unavailable; queued and running
@@ -97,11 +111,24 @@ class Engine {
     std::shared_ptr<JobSink> sink;
     size_t kv_bytes = 0;
   };
+  struct Cancellation {
+    std::string job_id;
+    const JobSink* owner = nullptr;  // null: whichever job has the id
+    bool Matches(const std::string& id, const JobSink* sink) const {
+      return id == job_id && (owner == nullptr || owner == sink);
+    }
+  };
 
+  // Engine thread. The Take* ones run with mu_ held and only move state;
+  // the others call sinks or allocate, taking mu_ only briefly.
   void Loop();
-  void Admit();       // engine thread, mu_ held
-  int32_t Step();     // engine thread, mu_ not held; returns the batch size
-  void Finish(Running& running, const absl::Status& error);  // engine thread
+  std::vector<Request> TakeCancelledWaiting(const std::vector<Cancellation>& cancelled);
+  void FinishCancelledRunning(const std::vector<Cancellation>& cancelled);
+  std::vector<Request> TakeAdmissible();  // reserves their KV bytes and batch slots
+  void Start(Request request);            // allocates the job's KV cache
+  int32_t Step();                         // returns the batch size
+  absl::StatusOr<at::Tensor> Forward(const std::vector<ForwardItem>& items);
+  void Finish(Running& running, const absl::Status& error);
 
   const LlamaModel* model_;
   const Tokenizer* tokenizer_;
@@ -111,12 +138,13 @@ class Engine {
   std::condition_variable wake_;
   bool stopping_ = false;
   bool draining_ = false;
-  std::deque<Request> waiting_;           // guarded by mu_
-  std::vector<std::string> cancelled_;    // guarded by mu_
-  std::map<std::string, bool> live_ids_;  // waiting or running; guarded by mu_
-  std::vector<Running> running_;          // engine thread only (counts mirrored below)
-  int32_t running_count_ = 0;             // guarded by mu_
-  size_t kv_used_bytes_ = 0;              // guarded by mu_
+  std::deque<Request> waiting_;                     // guarded by mu_
+  std::vector<Cancellation> cancelled_;             // guarded by mu_
+  std::map<std::string, const JobSink*> live_ids_;  // waiting or running; guarded by mu_
+  std::vector<Running> running_;  // engine thread only (counts mirrored below)
+  int32_t running_count_ = 0;     // running or being started; guarded by mu_
+  size_t kv_used_bytes_ = 0;      // including reservations; guarded by mu_
+  int64_t forwards_ = 0, kv_allocations_ = 0;  // engine thread; for test_fault
   std::thread thread_;
 };
 

@@ -1,12 +1,16 @@
 // The engine loop: concurrent jobs batched together give the tokens each
-// gives alone; cancellation frees KV memory; admission errors.
+// gives alone; cancellation frees KV memory; admission errors; exceptions
+// end only the jobs they touch; unseeded jobs report a replayable seed.
 #include "worker/engine/engine.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <future>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -19,7 +23,10 @@ namespace {
 // Collects one job's events; Wait() returns once it finished.
 class CollectingSink : public JobSink {
  public:
-  void OnStarted(int32_t prompt_tokens) override { started = prompt_tokens; }
+  void OnStarted(const JobStart& start) override {
+    started = start.prompt_tokens;
+    seed = start.seed;
+  }
   void OnToken(const TokenEvent& event) override { ids.push_back(event.id); }
   void OnFinished(const JobSummary& s) override {
     summary = s;
@@ -32,6 +39,7 @@ class CollectingSink : public JobSink {
   void Wait() { done.get_future().wait(); }
 
   int32_t started = -1;
+  uint64_t seed = 0;
   std::vector<int32_t> ids;
   JobSummary summary;
   absl::Status error;
@@ -140,6 +148,107 @@ TEST_F(EngineTest, RejectsBadSubmissions) {
   ASSERT_TRUE(engine.Submit("x", Prompt(3, 0), Greedy(50), s1).ok());
   EXPECT_TRUE(absl::IsAlreadyExists(engine.Submit("x", Prompt(3, 0), Greedy(4), sink)));
   s1->Wait();
+}
+
+TEST_F(EngineTest, CancelWithOwnerSparesAnotherJobWithTheId) {
+  Engine engine(model_.get(), tokenizer_.get(), EngineOptions());
+  auto sink = std::make_shared<CollectingSink>();
+  ASSERT_TRUE(engine.Submit("x", Prompt(4, 1), Greedy(30), sink).ok());
+  auto stranger = std::make_shared<CollectingSink>();
+  engine.Cancel("x", stranger.get());  // not the owner: ignored
+  sink->Wait();
+  EXPECT_EQ(sink->summary.reason, FinishReason::kLength);
+  EXPECT_EQ(sink->ids.size(), 30u);
+}
+
+// An exception in a forward fails the jobs of that batch with INTERNAL; in a
+// KV allocation, the job being admitted with RESOURCE_EXHAUSTED. Later jobs
+// run as if nothing had happened, and no KV bytes leak.
+TEST_F(EngineTest, FaultsEndOnlyTheAffectedJobs) {
+  std::vector<int32_t> expected;
+  {
+    auto job = Job::Create("alone", Prompt(6, 3), Greedy(10), model_.get(), tokenizer_.get());
+    ASSERT_TRUE(job.ok());
+    const auto collect = [&](const TokenEvent& e) { expected.push_back(e.id); };
+    ASSERT_TRUE(RunJob(*model_, **job, 512, collect).ok());
+  }
+  for (const char* spec : {"forward:3", "kv_alloc:1"}) {
+    SCOPED_TRACE(spec);
+    EngineOptions options;
+    options.test_fault = *ParseTestFault(spec);
+    Engine engine(model_.get(), tokenizer_.get(), options);
+    auto faulted = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(engine.Submit("faulted", Prompt(6, 3), Greedy(10), faulted).ok());
+    faulted->Wait();
+    const bool forward = std::string(spec) == "forward:3";
+    EXPECT_EQ(faulted->error.code(), forward ? absl::StatusCode::kInternal
+                                             : absl::StatusCode::kResourceExhausted)
+        << faulted->error;
+    EXPECT_NE(faulted->error.message().find(forward ? "LLORCH_TEST_FAULT" : "out of memory"),
+              std::string::npos)
+        << faulted->error;
+    EXPECT_EQ(faulted->ids.size(), forward ? 2u : 0u);  // forwards 1 and 2 gave tokens
+    auto next = std::make_shared<CollectingSink>();
+    ASSERT_TRUE(engine.Submit("faulted", Prompt(6, 3), Greedy(10), next).ok());  // id is free
+    next->Wait();
+    EXPECT_TRUE(next->error.ok()) << next->error;
+    EXPECT_EQ(next->ids, expected);
+    EXPECT_EQ(engine.Stats().kv_used_bytes, 0u);
+    EXPECT_EQ(engine.Stats().running, 0);
+  }
+}
+
+TEST(EngineFaultsTest, AllocationFailuresAreResourceExhausted) {
+  auto status_of = [](auto&& thrower) {
+    try {
+      thrower();
+    } catch (...) {
+      return StatusFromCurrentException("doing it");
+    }
+    return absl::OkStatus();
+  };
+  const absl::Status bad_alloc = status_of([] { throw std::bad_alloc(); });
+  EXPECT_EQ(bad_alloc.code(), absl::StatusCode::kResourceExhausted) << bad_alloc;
+  const absl::Status oom =
+      status_of([] { TORCH_CHECK_WITH(OutOfMemoryError, false, "no room for 8 GiB"); });
+  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted) << oom;
+  EXPECT_NE(oom.message().find("no room for 8 GiB"), std::string::npos) << oom;
+  const absl::Status c10 = status_of([] { TORCH_CHECK(false, "shape mismatch"); });
+  EXPECT_EQ(c10.code(), absl::StatusCode::kInternal) << c10;
+  EXPECT_NE(c10.message().find("doing it failed: shape mismatch"), std::string::npos) << c10;
+  EXPECT_EQ(c10.message().find("Exception raised from"), std::string::npos) << c10;  // no backtrace
+  const absl::Status other = status_of([] { throw std::runtime_error("boom"); });
+  EXPECT_EQ(other.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(other.message().find("boom"), std::string::npos);
+}
+
+TEST(EngineFaultsTest, ParseTestFaultAcceptsOnlyTheTwoForms) {
+  EXPECT_EQ(ParseTestFault("forward:2")->point, TestFault::Point::kForward);
+  EXPECT_EQ(ParseTestFault("kv_alloc:7")->nth, 7);
+  for (const char* bad : {"", "forward", "forward:0", "forward:x", "disk:1"}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(ParseTestFault(bad).status())) << bad;
+  }
+}
+
+// Without a seed each job draws its own and reports it; that seed replays it.
+TEST_F(EngineTest, UnseededJobsReportAReplayableSeed) {
+  Engine engine(model_.get(), tokenizer_.get(), EngineOptions());
+  GenerationParams sampled = Greedy(16);
+  sampled.sampling.temperature = 1.0f;
+  auto run = [&](const GenerationParams& params) {
+    auto sink = std::make_shared<CollectingSink>();
+    EXPECT_TRUE(engine.Submit("s", Prompt(5, 7), params, sink).ok());
+    sink->Wait();
+    return sink;
+  };
+  auto first = run(sampled), second = run(sampled);
+  EXPECT_NE(first->seed, second->seed);
+  EXPECT_NE(first->ids, second->ids);  // 16 draws from a random model's wide distribution
+  GenerationParams replay = sampled;
+  replay.sampling.seed = first->seed;
+  auto replayed = run(replay);
+  EXPECT_EQ(replayed->seed, first->seed);
+  EXPECT_EQ(replayed->ids, first->ids);
 }
 
 }  // namespace

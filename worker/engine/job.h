@@ -15,18 +15,20 @@
 #include "absl/types/span.h"
 #include "worker/model/kv_cache.h"
 #include "worker/model/llama_model.h"
+#include "worker/sampling/generation_defaults.h"
 #include "worker/sampling/sampler.h"
 #include "worker/sampling/stop_matcher.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace llorch {
 
+// Defaults: generation_defaults.h (shared with the CLI and the worker's API).
 struct GenerationParams {
   SamplingParams sampling;
-  int32_t max_tokens = 128;               // >= 1
-  std::vector<std::string> stop_strings;  // matched on decoded text, not emitted
-  std::vector<int32_t> stop_ids;          // extra ids that end generation
-  int32_t top_logprobs = 0;               // how many alternatives per token, 0..20
+  int32_t max_tokens = kDefaultMaxTokens;  // >= 1
+  std::vector<std::string> stop_strings;   // matched on decoded text, not emitted
+  std::vector<int32_t> stop_ids;           // extra ids that end generation
+  int32_t top_logprobs = 0;                // how many alternatives per token, 0..20
   bool ignore_eos = false;
 };
 
@@ -63,6 +65,9 @@ class Job {
                                const ModelConfig& config);
 
   const std::string& job_id() const { return job_id_; }
+  // The seed the job samples with: the requested one, else the random one
+  // drawn at Create. The same prompt and params with it replay the job.
+  uint64_t seed() const { return *sampler_->params().seed; }
   int32_t prompt_tokens() const { return num_prompt_tokens_; }
   // Past the prompt: the next input is a generated token (ForwardItem::decode).
   bool decoding() const { return next_pos() >= num_prompt_tokens_; }

@@ -94,8 +94,15 @@ absl::Status ValidateSamplingParams(const SamplingParams& params) {
   return absl::OkStatus();
 }
 
-Sampler::Sampler(const SamplingParams& params)
-    : params_(params), rng_(params.seed) {}
+uint64_t RandomSeed() {
+  std::random_device device;
+  return (static_cast<uint64_t>(device()) << 32) ^ device();
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params) {
+  if (!params_.seed.has_value()) params_.seed = RandomSeed();
+  rng_.seed(*params_.seed);
+}
 
 const float* Sampler::ApplyRepetitionPenalty(
     const float* logits, int32_t vocab_size,

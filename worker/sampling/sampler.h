@@ -4,22 +4,31 @@
 #define LLORCH_WORKER_SAMPLING_SAMPLER_H_
 
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "worker/sampling/generation_defaults.h"
 
 namespace llorch {
 
+// Defaults and their rationale: generation_defaults.h.
 struct SamplingParams {
-  float temperature = 1.0f;         // 0 = greedy
-  int32_t top_k = 0;                // 0 = off
-  float top_p = 1.0f;               // 1 = off
-  float min_p = 0.0f;               // 0 = off
-  float repetition_penalty = 1.0f;  // 1 = off; HF semantics over prompt + output
-  uint64_t seed = 0;
+  float temperature = kDefaultTemperature;  // 0 = greedy
+  int32_t top_k = kDefaultTopK;             // 0 = off
+  float top_p = kDefaultTopP;               // 1 = off
+  float min_p = kDefaultMinP;               // 0 = off
+  // 1 = off; HF semantics over prompt + output.
+  float repetition_penalty = kDefaultRepetitionPenalty;
+  // Absent: the Sampler draws a random one (RandomSeed), visible afterwards
+  // in Sampler::params().seed, so the run can be replayed.
+  std::optional<uint64_t> seed;
 };
+
+// A fresh seed from std::random_device (64 bits).
+uint64_t RandomSeed();
 
 // InvalidArgument naming the field for out-of-range values. Sampler assumes
 // validated params.
@@ -27,6 +36,7 @@ absl::Status ValidateSamplingParams(const SamplingParams& params);
 
 class Sampler {
  public:
+  // Draws a random seed when `params` has none.
   explicit Sampler(const SamplingParams& params);
 
   // logits: raw model output for one position, `vocab_size` values.
@@ -37,6 +47,7 @@ class Sampler {
   int32_t Sample(const float* logits, int32_t vocab_size,
                  const std::vector<int32_t>& history);
 
+  // The params in use; `seed` is always set.
   const SamplingParams& params() const { return params_; }
 
  private:

@@ -152,6 +152,31 @@ TEST(SamplerTest, GreedyTiesGoToLowestId) {
   EXPECT_EQ(sampler.Sample(logits.data(), logits.size(), {}), 1);
 }
 
+TEST(SamplerTest, DefaultsAreTheSharedGenerationDefaults) {
+  const SamplingParams params;
+  EXPECT_EQ(params.temperature, kDefaultTemperature);
+  EXPECT_EQ(params.top_k, kDefaultTopK);
+  EXPECT_EQ(params.top_p, kDefaultTopP);
+  EXPECT_EQ(params.min_p, kDefaultMinP);
+  EXPECT_EQ(params.repetition_penalty, kDefaultRepetitionPenalty);
+  EXPECT_FALSE(params.seed.has_value());
+}
+
+// No seed: each sampler draws its own and exposes it; that seed replays it.
+TEST(SamplerTest, UnseededSamplersDrawAReplayableSeed) {
+  const std::vector<float> logits = RandomLogits(1000, 5, 0.1f);
+  Sampler first{SamplingParams()}, second{SamplingParams()};
+  ASSERT_TRUE(first.params().seed.has_value());
+  ASSERT_TRUE(second.params().seed.has_value());
+  EXPECT_NE(*first.params().seed, *second.params().seed);
+  SamplingParams replay;
+  replay.seed = first.params().seed;
+  Sampler replayed(replay);
+  const std::vector<int32_t> draws = Draw(first, logits, 50);
+  EXPECT_EQ(Draw(replayed, logits, 50), draws);
+  EXPECT_NE(Draw(second, logits, 50), draws);
+}
+
 TEST(SamplerTest, TopKOneIsGreedyAtAnyTemperature) {
   for (float temperature : {0.1f, 1.0f, 10.0f, 1000.0f}) {
     SamplingParams params;

@@ -16,20 +16,20 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/cli/flags.h"
 #include "common/metrics/exposer.h"
 #include "services/worker/worker_metrics.h"
 #include "services/worker/worker_service.h"
@@ -55,6 +55,9 @@ ABSL_FLAG(std::string, ggml_variant, "auto",
 ABSL_FLAG(std::string, chat_template, "",
           "Jinja chat template file for `messages` requests (default: the model's own)");
 ABSL_FLAG(std::string, worker_id, "", "name reported in Info (default: host:port)");
+ABSL_FLAG(int, max_stream_buffer_events, 1024,
+          "events queued for a client that does not read its stream before its job is "
+          "cancelled with RESOURCE_EXHAUSTED (at least 1; 1 MiB is the other limit)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long running jobs may finish before they are cancelled");
 
@@ -201,6 +204,8 @@ int Run() {
   service_options.model_path = model_path;
   service_options.device = device;
   service_options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  service_options.max_stream_buffer_events =
+      static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_stream_buffer_events)));
   WorkerService service(service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -221,7 +226,7 @@ int Run() {
   if (service_options.worker_id.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof(host) - 1);
-    service_options.worker_id = absl::StrCat(host, ":", port);
+    service.SetWorkerId(absl::StrCat(host, ":", port));  // the service holds its own copy
   }
 
   int threads = absl::GetFlag(FLAGS_threads);
@@ -320,11 +325,35 @@ int Run() {
   return 0;
 }
 
+// The worker's own flags (none of its libraries'), numbers range-checked;
+// written with underscores as documented, --a-b works as --a_b.
+cli::CommandSpec CommandLine() {
+  cli::CommandSpec command;
+  command.program = "llorch-worker";
+  command.summary =
+      "Serves one model over gRPC (llorch.worker.v1.Worker, health, reflection) with "
+      "continuous batching, and Prometheus metrics over HTTP.";
+  command.usage = "llorch-worker --model PATH [--listen HOST:PORT] [flags]";
+  command.spelling = cli::Spelling::kUnderscores;
+  command.flags = cli::FlagsOf(
+      "worker/server/worker_main.cc",
+      {cli::FlagSpec("model").Value("PATH"), cli::FlagSpec("listen").Value("HOST:PORT"),
+       cli::FlagSpec("metrics_port").AtLeast(-1).AtMost(65535),
+       cli::FlagSpec("metrics_host").Value("HOST"), cli::FlagSpec("kv_budget").Value("SIZE"),
+       cli::FlagSpec("max_batch").AtLeast(1), cli::FlagSpec("max_waiting").AtLeast(0),
+       cli::FlagSpec("max_prefill_tokens").AtLeast(1), cli::FlagSpec("threads").AtLeast(0),
+       "device", "ggml_variant", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
+       cli::FlagSpec("drain_timeout").Value("DURATION")});
+  return command;
+}
+
 }  // namespace
 }  // namespace llorch
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("llorch-worker --model FILE.gguf [--listen host:port] ...");
-  absl::ParseCommandLine(argc, argv);
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (int code = llorch::cli::ParseFlagsForMain(llorch::CommandLine(), args); code >= 0) {
+    return code;
+  }
   return llorch::Run();
 }

@@ -1,0 +1,291 @@
+#include "tools/llorch/common.h"
+
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "worker/model/ggml_ops.h"
+#include "worker/sampling/generation_defaults.h"
+
+// The model and the prompt.
+ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face model directory (required)");
+ABSL_FLAG(std::string, prompt, "", "prompt text; special tokens such as <|im_start|> are parsed");
+ABSL_FLAG(std::string, prompt_ids, "", "prompt as comma-separated token ids: 1,2,3");
+ABSL_FLAG(std::string, system, "", "system message before the --chat messages");
+ABSL_FLAG(llorch::cli::StringList, chat, {},
+          "a chat message (no role: user), rendered with the model's chat template");
+
+// Sampling (run, generate): the worker's defaults (worker/sampling/
+// generation_defaults.h), so a flag not given means what an absent field means.
+ABSL_FLAG(int32_t, max_tokens, llorch::kDefaultMaxTokens, "most tokens to generate");
+ABSL_FLAG(float, temperature, llorch::kDefaultTemperature, "sampling temperature; 0 is greedy");
+ABSL_FLAG(int32_t, top_k, llorch::kDefaultTopK, "sample among the N most likely tokens; 0 is off");
+ABSL_FLAG(float, top_p, llorch::kDefaultTopP, "nucleus sampling mass; 1 is off");
+ABSL_FLAG(float, min_p, llorch::kDefaultMinP, "drop tokens less likely than X times the most likely; 0 is off");
+ABSL_FLAG(float, repetition_penalty, llorch::kDefaultRepetitionPenalty,
+          "divide the logits of tokens already seen (prompt and output); 1 is off");
+ABSL_FLAG(std::optional<uint64_t>, seed, std::nullopt,
+          "sampling seed; the same seed gives the same tokens (default: random)");
+ABSL_FLAG(llorch::cli::StringList, stop, {}, "stop string: ends generation, not emitted");
+ABSL_FLAG(llorch::cli::StringList, stop_id, {}, "token ids that end generation, comma-separated");
+ABSL_FLAG(bool, ignore_eos, false, "generate past end-of-generation tokens");
+ABSL_FLAG(int32_t, logprobs, 0, "log-probs of the N most likely alternatives per token");
+ABSL_FLAG(std::string, format, "text", "output: the text, or one JSON event per line");
+
+// Loading the weights (run, score, bench).
+ABSL_FLAG(int32_t, threads,
+          static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency())),
+          "CPU threads; all cores unless given");
+ABSL_FLAG(std::string, device, "cpu", "where the model runs");
+ABSL_FLAG(std::string, gelu, "auto",
+          "GELU as ggml computes it (ggml) or the exact tanh form (exact); auto: ggml for "
+          "GGUF files, exact for Hugging Face directories");
+ABSL_FLAG(std::string, ggml_variant, "auto",
+          "whose float order the CPU path follows; auto: LLORCH_GGML_VARIANT, else what "
+          "llama.cpp's ggml picks on this CPU");
+
+// The worker (generate, bench-serve).
+ABSL_FLAG(std::string, worker, "", "address of a running llorch-worker (required)");
+
+namespace llorch {
+namespace tool {
+
+cli::FlagSpec ModelFlag() { return cli::FlagSpec("model").Value("PATH"); }
+cli::FlagSpec FormatFlag() { return cli::FlagSpec("format").Value("text|jsonl"); }
+cli::FlagSpec WorkerFlag() { return cli::FlagSpec("worker").Value("HOST:PORT"); }
+
+std::vector<cli::FlagSpec> PromptFlags() {
+  return {"prompt", cli::FlagSpec("prompt_ids").Value("IDS"), "system",
+          cli::FlagSpec("chat").Value("[ROLE:]TEXT")};
+}
+
+std::vector<cli::FlagSpec> SamplingFlags() {
+  return {cli::FlagSpec("max_tokens").AtLeast(1),
+          cli::FlagSpec("temperature").AtLeast(0),
+          cli::FlagSpec("top_k").AtLeast(0),
+          cli::FlagSpec("top_p").Above(0).AtMost(1),
+          cli::FlagSpec("min_p").AtLeast(0).AtMost(1),
+          cli::FlagSpec("repetition_penalty").Above(0),
+          "seed",
+          "stop",
+          cli::FlagSpec("stop_id").Value("IDS"),
+          "ignore_eos",
+          cli::FlagSpec("logprobs").AtLeast(0).AtMost(20)};
+}
+
+std::vector<cli::FlagSpec> LoadFlags() {
+  return {cli::FlagSpec("threads").AtLeast(1), cli::FlagSpec("device").Value("cpu|cuda|mps"),
+          cli::FlagSpec("gelu").Value("auto|exact|ggml"),
+          cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512")};
+}
+
+cli::Subcommand MakeSubcommand(std::string name, std::string summary, std::string usage,
+                               std::vector<std::vector<cli::FlagSpec>> flag_groups,
+                               absl::Status (*run)()) {
+  cli::Subcommand subcommand;
+  subcommand.name = name;
+  subcommand.spec.program = absl::StrCat("llorch ", name);
+  subcommand.spec.summary = std::move(summary);
+  subcommand.spec.usage = std::move(usage);
+  for (std::vector<cli::FlagSpec>& group : flag_groups) {
+    for (cli::FlagSpec& flag : group) subcommand.spec.flags.push_back(std::move(flag));
+  }
+  subcommand.run = run;
+  return subcommand;
+}
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+json TopLogProbsJson(const std::vector<std::pair<int32_t, float>>& top) {
+  json out = json::array();
+  for (const auto& [id, lp] : top) out.push_back({id, lp});
+  return out;
+}
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text, const std::string& flag) {
+  std::vector<int32_t> ids;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(part, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": not a token id: '", part, "'"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+absl::StatusOr<bool> JsonlFormat() {
+  const std::string format = absl::GetFlag(FLAGS_format);
+  if (format != "text" && format != "jsonl") {
+    return absl::InvalidArgumentError(absl::StrCat("--format must be text or jsonl, got ", format));
+  }
+  return format == "jsonl";
+}
+
+namespace {
+
+absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
+  at::set_num_threads(absl::GetFlag(FLAGS_threads));
+  LoadOptions options;
+  options.device = absl::GetFlag(FLAGS_device);
+  const std::string gelu = absl::GetFlag(FLAGS_gelu);
+  if (gelu == "exact") {
+    options.gelu = LoadOptions::Gelu::kExact;
+  } else if (gelu == "ggml") {
+    options.gelu = LoadOptions::Gelu::kGgmlF16;
+  } else if (gelu != "auto") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gelu must be auto, exact or ggml, got ", gelu));
+  }
+  if (const std::string variant = absl::GetFlag(FLAGS_ggml_variant); variant != "auto") {
+    absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(variant);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ggml-variant: ", parsed.status().message()));
+    }
+    options.ggml_variant = *parsed;
+  }
+  return options;
+}
+
+// "llorch: loading PATH ... " now, "done in 1.2 s" or "failed" at Finish;
+// silent unless stderr is a terminal.
+class LoadProgress {
+ public:
+  LoadProgress(bool wanted, const std::string& path)
+      : shown_(wanted && isatty(STDERR_FILENO)), start_(std::chrono::steady_clock::now()) {
+    if (shown_) std::cerr << "llorch: loading " << path << " ... " << std::flush;
+  }
+  void Finish(bool ok) {
+    if (!shown_) return;
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    std::cerr << (ok ? absl::StrFormat("done in %.1f s", seconds) : "failed") << std::endl;
+  }
+
+ private:
+  const bool shown_;
+  const std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+absl::StatusOr<ServedModel> LoadModel(const LoadRequest& request) {
+  const std::string path = absl::GetFlag(FLAGS_model);
+  if (path.empty()) return absl::InvalidArgumentError("--model is required");
+  std::optional<LoadOptions> options;
+  if (request.weights) {
+    absl::StatusOr<LoadOptions> parsed = LoadOptionsFromFlags();
+    if (!parsed.ok()) return parsed.status();
+    options = *parsed;
+  }
+  LoadProgress progress(request.progress, path);
+  absl::StatusOr<ServedModel> served = LoadServedModel(path, options ? &*options : nullptr);
+  progress.Finish(served.ok());
+  if (served.ok() && request.need_tokenizer && served->tokenizer == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": no tokenizer in the model directory (only `score` works without one)"));
+  }
+  return served;
+}
+
+bool HasChatPrompt() {
+  return cli::WasGiven(FLAGS_chat) || cli::WasGiven(FLAGS_system);
+}
+
+absl::Status CheckOnePrompt() {
+  const int forms =
+      cli::WasGiven(FLAGS_prompt) + cli::WasGiven(FLAGS_prompt_ids) + HasChatPrompt();
+  if (forms != 1) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --prompt, --prompt-ids and --chat (with optional --system)");
+  }
+  return absl::OkStatus();
+}
+
+std::vector<ChatMessage> ChatMessages() {
+  std::vector<ChatMessage> messages;
+  if (cli::WasGiven(FLAGS_system)) messages.push_back({"system", absl::GetFlag(FLAGS_system)});
+  for (const std::string& turn : absl::GetFlag(FLAGS_chat).values) {
+    const size_t colon = turn.find(':');
+    const std::string role = colon == std::string::npos ? "" : turn.substr(0, colon);
+    const bool named = !role.empty() && role.find_first_of(" \n") == std::string::npos;
+    messages.push_back(named ? ChatMessage{role, turn.substr(colon + 1)}
+                             : ChatMessage{"user", turn});
+  }
+  return messages;
+}
+
+absl::StatusOr<std::vector<int32_t>> PromptIds(const ServedModel& served) {
+  if (absl::Status s = CheckOnePrompt(); !s.ok()) return s;
+  if (cli::WasGiven(FLAGS_prompt_ids)) {
+    return ParseIds(absl::GetFlag(FLAGS_prompt_ids), "--prompt-ids");
+  }
+  if (cli::WasGiven(FLAGS_prompt)) {
+    return served.tokenizer->Encode(absl::GetFlag(FLAGS_prompt), /*add_special=*/true,
+                                    /*parse_special=*/true);
+  }
+  return ChatPromptIds(served, ChatMessages(), /*add_generation_prompt=*/true);
+}
+
+absl::StatusOr<GenerationParams> GenerationParamsFromFlags() {
+  GenerationParams params;
+  params.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  params.sampling.temperature = absl::GetFlag(FLAGS_temperature);
+  params.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  params.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+  params.sampling.min_p = absl::GetFlag(FLAGS_min_p);
+  params.sampling.repetition_penalty = absl::GetFlag(FLAGS_repetition_penalty);
+  params.sampling.seed = absl::GetFlag(FLAGS_seed);  // none: the job draws one
+  params.stop_strings = absl::GetFlag(FLAGS_stop).values;
+  for (const std::string& text : absl::GetFlag(FLAGS_stop_id).values) {
+    absl::StatusOr<std::vector<int32_t>> ids = ParseIds(text, "--stop-id");
+    if (!ids.ok()) return ids.status();
+    params.stop_ids.insert(params.stop_ids.end(), ids->begin(), ids->end());
+  }
+  params.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  params.top_logprobs = absl::GetFlag(FLAGS_logprobs);
+  return params;
+}
+
+worker::v1::ExecuteRequest ToExecuteRequest(const std::string& job_id,
+                                            const GenerationParams& params) {
+  worker::v1::ExecuteRequest request;
+  request.set_job_id(job_id);
+  worker::v1::SamplingParams* sampling = request.mutable_sampling();
+  sampling->set_temperature(params.sampling.temperature);
+  sampling->set_top_k(params.sampling.top_k);
+  sampling->set_top_p(params.sampling.top_p);
+  sampling->set_min_p(params.sampling.min_p);
+  sampling->set_repetition_penalty(params.sampling.repetition_penalty);
+  if (params.sampling.seed.has_value()) sampling->set_seed(*params.sampling.seed);
+  request.set_max_tokens(params.max_tokens);
+  for (const std::string& stop : params.stop_strings) request.add_stop(stop);
+  for (int32_t id : params.stop_ids) request.add_stop_token_ids(id);
+  request.set_logprobs(params.top_logprobs);
+  request.set_ignore_eos(params.ignore_eos);
+  return request;
+}
+
+std::unique_ptr<worker::v1::Worker::Stub> WorkerStub(const std::string& address) {
+  return worker::v1::Worker::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+}
+
+std::string NewJobId() { return absl::StrCat("cli-", getpid(), "-", std::random_device{}()); }
+
+}  // namespace tool
+}  // namespace llorch
