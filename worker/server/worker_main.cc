@@ -37,7 +37,7 @@
 #include "worker/engine/served_model.h"
 #include "worker/model/kv_cache.h"
 
-ABSL_FLAG(std::string, model, "", "GGUF model file (required)");
+ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face model directory (required)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "gRPC address host:port (port 0 picks one)");
 ABSL_FLAG(int, metrics_port, 9464, "HTTP port for /metrics (0 picks one, -1 turns it off)");
 ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address /metrics binds to");
