@@ -130,6 +130,16 @@ absl::StatusOr<JobRequest> ToJobRequest(const v1::ExecuteRequest& request,
     return absl::InvalidArgumentError(
         absl::StrCat("job_id is ", request.job_id().size(), " bytes, more than ", kMaxJobIdBytes));
   }
+  // Strings the worker sends back or matches must be UTF-8 (protobuf lets
+  // them through: common/grpc/lenient_utf8.h).
+  if (utf8::Sanitize(request.job_id()) != request.job_id()) {
+    return absl::InvalidArgumentError("job_id is not valid UTF-8");
+  }
+  for (int i = 0; i < request.stop_size(); ++i) {
+    if (utf8::Sanitize(request.stop(i)) != request.stop(i)) {
+      return absl::InvalidArgumentError(absl::StrCat("stop[", i, "] is not valid UTF-8"));
+    }
+  }
   job.job_id = request.job_id();
   // The cheap checks before the prompt is tokenised or rendered.
   if (absl::Status s = SetGenerationParams(request, &job.params); !s.ok()) return s;

@@ -11,21 +11,12 @@
 
 #include "absl/status/statusor.h"
 #include "llorch/worker/v1/worker.pb.h"
+#include "services/worker/request_limits.h"
 #include "worker/engine/job.h"
 #include "worker/engine/served_model.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace llorch {
-
-// Size limits, so that one request cannot make the worker tokenise or match
-// without bound (documented in worker.proto; the prompt's token count is
-// bounded by the context length in the engine).
-inline constexpr size_t kMaxJobIdBytes = 256;
-inline constexpr size_t kMaxPromptBytes = size_t{1} << 20;  // text; all of messages
-inline constexpr int kMaxChatMessages = 1024;
-inline constexpr int kMaxStopStrings = 16;
-inline constexpr size_t kMaxStopStringBytes = 256;
-inline constexpr int kMaxStopTokenIds = 64;
 
 struct JobRequest {
   std::string job_id;

@@ -575,6 +575,7 @@ TEST(HealthTest, ServingOnlyAfterWarmUpAndDrainOnSigterm) {
       grpc::ClientContext context;
       v1::InfoResponse info;
       info_ok_when_serving = worker.stub().Info(&context, v1::InfoRequest(), &info).ok();
+      EXPECT_FALSE(info.draining());
       break;
     }
     ASSERT_TRUE(worker.Alive()) << worker.Log();
@@ -586,11 +587,13 @@ TEST(HealthTest, ServingOnlyAfterWarmUpAndDrainOnSigterm) {
   EXPECT_EQ(Health(*worker.channel(), "llorch.worker.v1.Worker"), HealthStatus::SERVING);
 
   // A job in flight when SIGTERM arrives runs to its end; meanwhile health
-  // says NOT_SERVING and new jobs are refused with UNAVAILABLE.
+  // says NOT_SERVING, Info says draining and new jobs are refused with
+  // UNAVAILABLE.
   grpc::ClientContext context;
   v1::ExecuteRequest request = Greedy("in-flight", "Count from one to one hundred:", 48);
   request.set_ignore_eos(true);
   HealthStatus::ServingStatus during_drain = HealthStatus::UNKNOWN;
+  bool info_draining = false;
   ExecuteResult refused;
   ExecuteResult result = ExecuteToEnd(worker.stub(), request, &context,
                                       [&](const v1::ExecuteEvent& event) {
@@ -601,6 +604,10 @@ TEST(HealthTest, ServingOnlyAfterWarmUpAndDrainOnSigterm) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
       refused = Execute(worker, Greedy("late", "Hello", 4));
+      grpc::ClientContext info_context;
+      v1::InfoResponse info;
+      EXPECT_TRUE(worker.stub().Info(&info_context, v1::InfoRequest(), &info).ok());
+      info_draining = info.draining();
     }
   });
   EXPECT_TRUE(result.status.ok()) << result.status.error_message();
@@ -608,6 +615,7 @@ TEST(HealthTest, ServingOnlyAfterWarmUpAndDrainOnSigterm) {
   EXPECT_EQ(result.finished->reason(), v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(result.tokens.size(), 48u);
   EXPECT_EQ(during_drain, HealthStatus::NOT_SERVING);
+  EXPECT_TRUE(info_draining);
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   absl::StatusOr<int> exit_code = worker.Stop(0, std::chrono::seconds(30));  // signal 0: just wait
   ASSERT_TRUE(exit_code.ok()) << exit_code.status();
@@ -905,6 +913,49 @@ TEST(WorkerProcessInfoTest, WorkerIdDefaultsToHostAndPort) {
   ASSERT_GT(id.size(), suffix.size()) << id;
   EXPECT_EQ(id.substr(id.size() - suffix.size()), suffix) << id;
   EXPECT_EQ(worker_id(*named), "w-7");
+}
+
+// Info.model, the metrics' model label and the log name the model as
+// --served_model_name says, else as its file without the extension: not
+// the GGUF's general.name ("llorch random llama (tiny, f32, seed 1)" here).
+TEST(WorkerProcessInfoTest, ModelNameIsTheFileStemUnlessServedModelNameIsGiven) {
+  // Dots before the extension stay: only ".gguf" goes.
+  char dir[] = "/tmp/llorch-model-name-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string dotted = std::string(dir) + "/Tiny-0.5B.F32.gguf";
+  ASSERT_EQ(symlink(ModelPath("tiny-f32-gqa").c_str(), dotted.c_str()), 0);
+
+  std::unique_ptr<WorkerProcess> by_file = StartWorker("tiny-f32-gqa");
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> by_dotted_file =
+      WorkerProcess::Start(LLORCH_WORKER_BINARY, dotted, {});
+  std::unique_ptr<WorkerProcess> named =
+      StartWorker("tiny-f32-gqa", {"--served_model_name", "team/tiny:v2"});
+  ASSERT_NE(by_file, nullptr);
+  ASSERT_TRUE(by_dotted_file.ok()) << by_dotted_file.status();
+  ASSERT_TRUE((*by_dotted_file)->WaitServing().ok()) << (*by_dotted_file)->Log();
+  ASSERT_NE(named, nullptr);
+  auto info = [](WorkerProcess& worker) {
+    grpc::ClientContext context;
+    v1::InfoResponse response;
+    EXPECT_TRUE(worker.stub().Info(&context, v1::InfoRequest(), &response).ok());
+    return response;
+  };
+  auto expect_named = [&](WorkerProcess& worker, const std::string& name) {
+    SCOPED_TRACE(name);
+    const v1::InfoResponse response = info(worker);
+    EXPECT_EQ(response.model(), name);
+    EXPECT_FALSE(response.draining());
+    absl::StatusOr<std::string> metrics = worker.Metrics();
+    ASSERT_TRUE(metrics.ok()) << metrics.status();
+    EXPECT_NE(metrics->find(absl::StrCat("model=\"", name, "\"")), std::string::npos) << *metrics;
+    EXPECT_NE(worker.Log().find(absl::StrCat("loaded ", name, " (")), std::string::npos)
+        << worker.Log();
+  };
+  expect_named(*by_file, "tiny-f32-gqa");
+  expect_named(**by_dotted_file, "Tiny-0.5B.F32");
+  expect_named(*named, "team/tiny:v2");
+  unlink(dotted.c_str());
+  rmdir(dir);
 }
 
 // Size limits: INVALID_ARGUMENT naming the field, just past each limit;

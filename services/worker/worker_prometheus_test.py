@@ -91,6 +91,9 @@ def run(worker_bin, cli_bin, model, tmp):
             prom.query_scalar("llorch_worker_time_to_first_token_seconds_count", num_requests)
             prom.query_scalar("llorch_worker_kv_cache_used_bytes", 0)
             prom.query_scalar('llorch_worker_build_info{architecture="llama"}', 1)
+            # The served model name: the file name without ".gguf", not general.name.
+            served = os.path.splitext(os.path.basename(model))[0]
+            prom.query_scalar(f'llorch_worker_build_info{{model="{served}"}}', 1)
             print(f"OK: Prometheus read {int(got)} generated tokens, {prompt_tokens} prompt "
                   f"tokens and {num_requests} requests back from the worker")
     finally:

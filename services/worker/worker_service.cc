@@ -328,7 +328,8 @@ grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* conte
   const EngineStats stats = ready->engine->Stats();
   const EngineOptions& engine_options = ready->engine->options();
   response->set_worker_id(options_.worker_id);
-  response->set_model(model.name);
+  response->set_model(options_.served_model_name.empty() ? model.name
+                                                         : options_.served_model_name);
   response->set_model_path(options_.model_path);
   response->set_architecture(model.config.architecture);
   response->set_dtype(model.weight_type);
@@ -341,6 +342,7 @@ grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* conte
   response->set_waiting_jobs(stats.waiting);
   response->set_max_batch(engine_options.max_running);
   response->set_max_waiting(engine_options.max_waiting);
+  response->set_draining(draining_.load(std::memory_order_relaxed));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

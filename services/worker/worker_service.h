@@ -23,6 +23,9 @@ struct WorkerServiceOptions {
   const ServedModel* model = nullptr;
   WorkerMetrics* metrics = nullptr;  // optional
   std::string worker_id;
+  // Info.model: the name clients know the model by (--served_model_name);
+  // empty: the model's own name.
+  std::string served_model_name;
   std::string model_path;
   std::string device;
   // Events queued for one stream that the client has not read yet: beyond
@@ -42,6 +45,9 @@ class WorkerService final : public worker::v1::Worker::CallbackService {
   // Makes the service answer: called once, after warm-up. Both outlive the
   // server's calls.
   void Attach(Engine* engine, const ServedModel* model);
+  // Info reports draining from now on; the engine refuses the new jobs.
+  // Thread-safe.
+  void SetDraining() { draining_.store(true, std::memory_order_relaxed); }
 
   grpc::ServerWriteReactor<worker::v1::ExecuteEvent>* Execute(
       grpc::CallbackServerContext* context, const worker::v1::ExecuteRequest* request) override;
@@ -58,6 +64,7 @@ class WorkerService final : public worker::v1::Worker::CallbackService {
 
   WorkerServiceOptions options_;
   std::atomic<const WorkerServiceOptions*> ready_{nullptr};
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace llorch

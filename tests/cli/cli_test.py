@@ -6,14 +6,20 @@ emitted, reason "stop"), max tokens (reason "length"), one-line exit-2
 errors for bad flags, and the command lines of llorch and llorch-worker:
 `--help` per subcommand (its flags only), flags of other subcommands
 refused, numbers range-checked, --a-b and --a_b spellings, --flag=value and
---flag value. Argv: path to llorch [, GGUF model; default
+--flag value. The server clients (generate, models, workers, cancel,
+health): flag errors, unreachable servers, and against a real llorch-worker
+health, generate's started line, cancel and Ctrl-C (through a scheduler:
+tested with the scheduler). Argv: path to llorch [, GGUF model; default
 $LLORCH_DEFAULT_MODEL]; llorch-worker is looked for beside llorch.
 """
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
 LLORCH = sys.argv[1]
 WORKER = os.path.join(os.path.dirname(os.path.abspath(LLORCH)), "llorch-worker")
@@ -92,18 +98,28 @@ for args in (["run", "--model", MODEL, "--prompt", "x", "--top-p", "2"],
 HELP = {  # subcommand: (flags it lists, flags of other subcommands it must not list)
     "run": (["--model", "--prompt", "--prompt-ids", "--chat", "--max-tokens", "--temperature",
              "--seed", "--stop", "--ignore-eos", "--logprobs", "--format", "--threads",
-             "--ggml-variant", "--prefill-chunk"], ["--worker", "--text", "--out", "--timeout"]),
+             "--ggml-variant", "--prefill-chunk"],
+            ["--worker", "--scheduler", "--tls-ca", "--text", "--out", "--timeout"]),
     "score": (["--model", "--prompt-ids", "--logprobs", "--logits", "--one-token", "--threads"],
               ["--max-tokens", "--prompt ", "--worker", "--format"]),
     "bench": (["--model", "--prompt-tokens", "--gen-tokens", "--reps", "--threads"],
               ["--max-tokens", "--worker", "--streams"]),
-    "generate": (["--worker", "--prompt", "--chat", "--max-tokens", "--seed", "--timeout",
-                  "--job-id", "--format"], ["--model", "--threads", "--device", "--prefill-chunk"]),
+    "generate": (["--worker", "--scheduler", "--model", "--tls-ca", "--tls-cert", "--tls-key",
+                  "--token-file", "--prompt", "--chat", "--max-tokens", "--seed", "--timeout",
+                  "--job-id", "--format"], ["--threads", "--device", "--prefill-chunk", "--service"]),
     "bench-serve": (["--worker", "--streams", "--gen-tokens", "--requests"],
                     ["--model", "--max-tokens", "--reps"]),
     "convert": (["--model", "--out", "--type"], ["--threads", "--prompt", "--text"]),
     "inspect": (["--model"], ["--threads", "--text", "--prompt"]),
     "tokenize": (["--model", "--text", "--no-bos"], ["--max-tokens", "--threads", "--prompt"]),
+    "models": (["--scheduler", "--tls-ca", "--tls-cert", "--tls-key", "--token-file", "--format",
+                "--timeout"], ["--worker", "--model", "--prompt", "--job-id"]),
+    "workers": (["--scheduler", "--tls-ca", "--tls-cert", "--tls-key", "--token-file", "--format",
+                 "--timeout"], ["--worker", "--model", "--prompt"]),
+    "cancel": (["--scheduler", "--worker", "--job-id", "--tls-ca", "--token-file", "--format",
+                "--timeout"], ["--model", "--prompt", "--service"]),
+    "health": (["--scheduler", "--worker", "--service", "--tls-ca", "--tls-cert", "--tls-key",
+                "--token-file", "--format", "--timeout"], ["--model", "--prompt", "--job-id"]),
 }
 for command, (present, absent) in HELP.items():
     p = run(command, "--help")
@@ -190,12 +206,18 @@ p = worker("--help")
 listed = re.findall(r"^  (--[a-z_]+)", p.stdout, re.M)
 check(p.returncode == 0 and p.stdout.startswith("usage: llorch-worker"), "`llorch-worker --help`: exit 0")
 check(all(f in listed for f in ("--model", "--listen", "--kv_budget", "--metrics_port", "--max_batch",
-                                "--chat_template", "--drain_timeout")),
-      "`llorch-worker --help` lists --kv_budget, --metrics_port, --max_batch, ...")
+                                "--chat_template", "--drain_timeout", "--served_model_name",
+                                "--tls_cert", "--tls_key", "--tls_ca", "--scheduler",
+                                "--heartbeat_interval", "--advertise_address")),
+      "`llorch-worker --help` lists --kv_budget, --metrics_port, --max_batch, --scheduler, ...")
 check(not any(f in listed for f in ("--flagfile", "--fromenv", "--helpfull", "--version")) and
       "-" not in "".join(f[2:] for f in listed), "`llorch-worker --help`: its own flags only, underscores")
 for args, needle in ((["--max_batch", "0"], "--max_batch"), (["--metrics-port", "70000"], "--metrics_port"),
-                     (["--max-tokens", "5"], "unknown flag --max-tokens")):
+                     (["--max-tokens", "5"], "unknown flag --max-tokens"),
+                     (["--tls_cert", MODEL], "--tls_key"), (["--tls-ca", MODEL], "--tls_ca"),
+                     (["--tls_cert", "/nonexistent.pem", "--tls_key", MODEL], "--tls_cert"),
+                     (["--scheduler", "127.0.0.1:1", "--heartbeat_interval", "0s"],
+                      "--heartbeat_interval")):
     p = worker("--model", MODEL, *args)
     check(p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and needle in p.stderr,
           f"llorch-worker {' '.join(args)}: exit 2, one line naming {needle}")
@@ -206,5 +228,119 @@ for spelling in ("--metrics-port", "--metrics_port"):
           f"llorch-worker {spelling} 0: metrics on a free port")
 log = worker("--model", MODEL, "--listen=127.0.0.1:0", "--metrics-port=-1", wait_for="grpc listening")
 check("grpc listening" in log and "metrics listening" not in log, "llorch-worker --metrics-port=-1: no metrics")
+check("(tls off)" in log, "llorch-worker without --tls_cert: the listening line says tls off")
+# The served model name: the file name without its extension (not the GGUF's
+# general.name), or --served_model_name.
+stem = os.path.splitext(os.path.basename(MODEL))[0]
+log = worker("--model", MODEL, "--listen=127.0.0.1:0", "--metrics-port=-1", wait_for="llorch-worker: serving")
+check(f"loaded {stem} (" in log, f"llorch-worker logs the model as {stem}")
+log = worker("--model", MODEL, "--listen=127.0.0.1:0", "--metrics-port=-1",
+             "--served-model-name", "my-model", wait_for="llorch-worker: serving")
+check("loaded my-model (" in log, "llorch-worker --served-model-name my-model: logged as my-model")
+
+# Server clients: flag errors before any call, then unreachable servers.
+EMPTY = tempfile.NamedTemporaryFile("w", suffix=".token", delete=False)
+EMPTY.write("  \n")
+EMPTY.close()
+usage_error(["generate", "--worker", "127.0.0.1:1", "--scheduler", "127.0.0.1:1", "--prompt", "x"],
+            "exactly one of --worker and --scheduler")
+usage_error(["generate", "--prompt", "x"], "exactly one of --worker and --scheduler")
+usage_error(["generate", "--scheduler", "127.0.0.1:1", "--prompt", "x"], "--model is required")
+usage_error(["generate", "--worker", "127.0.0.1:1", "--model", "m", "--prompt", "x"],
+            "--model is for --scheduler")
+usage_error(["generate", "--scheduler", "127.0.0.1:1", "--model", "m"], "exactly one of --prompt")
+usage_error(["generate", "--scheduler", "127.0.0.1:1", "--model", "m", "--prompt", "x",
+             "--timeout", "0"], "--timeout")
+usage_error(["models"], "--scheduler is required")
+usage_error(["workers", "--scheduler", "127.0.0.1:1", "--format", "jsonl"], "--format must be text or json")
+usage_error(["health"], "exactly one of --worker and --scheduler")
+usage_error(["cancel", "--scheduler", "127.0.0.1:1"], "give the job id")
+usage_error(["cancel", "--scheduler", "127.0.0.1:1", "job-1", "job-2"], "unexpected argument 'job-2'")
+usage_error(["health", "--scheduler", "127.0.0.1:1", "--tls-cert", EMPTY.name], "need --tls-ca")
+usage_error(["health", "--scheduler", "127.0.0.1:1", "--tls-ca", "/nonexistent.pem"], "/nonexistent.pem")
+usage_error(["models", "--scheduler", "127.0.0.1:1", "--token-file", EMPTY.name], "--token-file", "empty")
+usage_error(["models", "--scheduler", "127.0.0.1:1", "--token-file", "/nonexistent"], "--token-file")
+for args in (["models", "--scheduler", "127.0.0.1:1"], ["workers", "--scheduler", "127.0.0.1:1"],
+             ["cancel", "--scheduler", "127.0.0.1:1", "job-1"], ["health", "--scheduler", "127.0.0.1:1"],
+             ["generate", "--scheduler", "127.0.0.1:1", "--model", "m", "--prompt", "x"]):
+    usage_error(args, "127.0.0.1:1: UNAVAILABLE")
+
+
+class ServingWorker:
+    """llorch-worker on a free loopback port, until the with-block ends."""
+
+    def __enter__(self):
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+        self.proc = subprocess.Popen([WORKER, "--model", MODEL, "--listen", "127.0.0.1:0",
+                                      "--metrics-port", "-1", "--threads", "2"],
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.time() + 120
+        while "serving (" not in open(self.log.name).read():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"llorch-worker did not start: {open(self.log.name).read()}")
+            time.sleep(0.1)
+        port = re.search(r"grpc listening on port (\d+)", open(self.log.name).read()).group(1)
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+def interrupted_generate(address):
+    """`llorch generate` interrupted by SIGINT after its second token."""
+    proc = subprocess.Popen([LLORCH, "generate", "--worker", address, "--prompt", "Once upon a time",
+                             "--max-tokens", "2000", "--ignore-eos", "--format", "jsonl"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tokens = 0
+    for line in proc.stdout:
+        tokens += json.loads(line)["event"] == "token"
+        if tokens == 2:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, err = proc.communicate(timeout=30)
+    return proc.returncode, [json.loads(line) for line in rest.splitlines()], err
+
+
+with ServingWorker() as w:
+    p = run("health", "--worker", w.address)
+    check(p.stdout == "SERVING\n" and not p.stderr, "`llorch health --worker`: SERVING, exit 0")
+    p = run("health", "--worker", w.address, "--service", "llorch.worker.v1.Worker", "--format", "json")
+    check(json.loads(p.stdout) == {"service": "llorch.worker.v1.Worker", "status": "SERVING"},
+          "`llorch health --service llorch.worker.v1.Worker --format json`")
+    usage_error(["health", "--worker", w.address, "--service", "nope"], "NOT_FOUND")
+
+    # The started line; a bearer token is sent (and ignored by the worker).
+    TOKEN = tempfile.NamedTemporaryFile("w", suffix=".token", delete=False)
+    TOKEN.write("secret\n")
+    TOKEN.close()
+    greedy = ["--prompt", PROMPT, "--max-tokens", "6", "--temperature", "0", "--ignore-eos",
+              "--seed", "11"]
+    p = run("generate", "--worker", w.address, "--format", "jsonl", "--job-id", "cli-test-1",
+            "--token-file", TOKEN.name, *greedy)
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    started, done = events[0], events[-1]
+    check(started == {"event": "started", "job_id": "cli-test-1", "seed": 11,
+                      "prompt_tokens": done["prompt_tokens"]},
+          "generate --worker jsonl: started line with job_id, prompt_tokens, seed")
+    local, _ = generate(*greedy)
+    check([e["id"] for e in events[1:-1]] == [t["id"] for t in local] and done["reason"] == "length",
+          "generate --worker: the tokens of `llorch run`")
+    text = run("generate", "--worker", w.address, *greedy).stdout
+    check(text == "".join(e["text"] for e in events[1:-1]) + "\n", "generate --worker text: the tokens' text")
+    usage_error(["generate", "--worker", w.address, "--prompt", "x", "--timeout", "0.000001"],
+                "DEADLINE_EXCEEDED")
+
+    p = run("cancel", "no-such-job", "--worker", w.address)
+    check(p.stdout == "cancel requested: no-such-job\n", "`llorch cancel JOB_ID --worker`: the id as argument")
+
+    rc, rest, err = interrupted_generate(w.address)
+    check(rc == -signal.SIGINT and "interrupted" in err and not rest,
+          f"Ctrl-C during generate: the call cancelled, then died of SIGINT (rc {rc}, {err.strip()!r})")
+    check(run("health", "--worker", w.address).stdout == "SERVING\n", "the worker serves on after the cancel")
+    os.unlink(TOKEN.name)
+os.unlink(EMPTY.name)
 
 sys.exit(1 if failures else 0)

@@ -51,10 +51,21 @@ def chat_flags(conversation):
     return [flag for role, content in conversation for flag in ("--chat", f"{role}:{content}")]
 
 
+def served_model_name(model):
+    """The worker's default name: a file's name without its extension, a directory's as is."""
+    base = os.path.basename(model.rstrip("/"))
+    return base if os.path.isdir(model) else os.path.splitext(base)[0]
+
+
 def check_model(args, name, model, template, bos, eos):
     worker = Worker(args.worker, model, os.path.join(args.work_dir, f"worker-{name}.log"))
     rows = []
     try:
+        with open(worker.log_path) as f:
+            log = f.read()
+        if f"loaded {served_model_name(model)} (" not in log:
+            raise TestFailure(f"{name}: the worker does not serve the model as "
+                              f"{served_model_name(model)!r}:\n{log}")
         for conversation in CONVERSATIONS:
             messages = [{"role": r, "content": c} for r, c in conversation]
             ref = templates.reference_render(template, bos, eos,
@@ -142,7 +153,11 @@ def main():
     qwen3_dir = os.path.join(args.work_dir, "hf-qwen3")
     make_hf_model(qwen3_dir, qwen3_config, seed=3)
     template, bos, eos = templates.config_template(os.path.join(qwen3_dir, "tokenizer_config.json"))
-    cases.append(("qwen3-dir", qwen3_dir, template, bos, eos))
+    # Served as the directory's whole name, dots included ("hf-qwen3-0.6B").
+    dotted_dir = os.path.join(args.work_dir, "hf-qwen3-0.6B")
+    if not os.path.islink(dotted_dir):
+        os.symlink(os.path.basename(qwen3_dir), dotted_dir)
+    cases.append(("qwen3-dir", dotted_dir + "/", template, bos, eos))
     converted = os.path.join(args.work_dir, "hf-qwen3.gguf")
     run([args.llorch, "convert", "--model", qwen3_dir, "--out", converted, "--type", "f32"])
     kept = templates.gguf_template(converted)[0]

@@ -5,18 +5,25 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <thread>
 
+#include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/grpc/tls.h"
 #include "worker/model/ggml_ops.h"
 #include "worker/sampling/generation_defaults.h"
 
@@ -57,8 +64,19 @@ ABSL_FLAG(std::string, ggml_variant, "auto",
           "whose float order the CPU path follows; auto: LLORCH_GGML_VARIANT, else what "
           "llama.cpp's ggml picks on this CPU");
 
-// The worker (generate, bench-serve).
-ABSL_FLAG(std::string, worker, "", "address of a running llorch-worker (required)");
+// The servers (generate, bench-serve, models, workers, cancel, health).
+ABSL_FLAG(std::string, worker, "", "address of a running llorch-worker");
+ABSL_FLAG(std::string, scheduler, "", "address of a running llorch-scheduler");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA certificates the server's certificate must chain to; turns TLS on");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain presented as this client's identity (mutual TLS; with --tls-ca)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding a bearer token, sent with every call as `authorization: Bearer TOKEN`");
+// One short call (models, workers, cancel, health); `generate` has its own.
+ABSL_FLAG(std::string, call_format, "text", "output: a table or a line of text, or JSON");
+ABSL_FLAG(double, call_timeout, 10, "seconds until the call is abandoned");
 
 namespace llorch {
 namespace tool {
@@ -286,6 +304,136 @@ std::unique_ptr<worker::v1::Worker::Stub> WorkerStub(const std::string& address)
 }
 
 std::string NewJobId() { return absl::StrCat("cli-", getpid(), "-", std::random_device{}()); }
+
+cli::FlagSpec SchedulerFlag() { return cli::FlagSpec("scheduler").Value("HOST:PORT"); }
+
+std::vector<cli::FlagSpec> ConnectionFlags() {
+  return {cli::FlagSpec("tls_ca").Value("FILE"), cli::FlagSpec("tls_cert").Value("FILE"),
+          cli::FlagSpec("tls_key").Value("FILE"), cli::FlagSpec("token_file").Value("FILE")};
+}
+
+std::vector<cli::FlagSpec> CallFlags() {
+  return {cli::FlagSpec("format").Reads("call_format").Value("text|json"),
+          cli::FlagSpec("timeout").Reads("call_timeout").Value("SECONDS").Above(0).AtMost(1e9)};
+}
+
+namespace {
+
+// The token of --token-file: the file's content without surrounding whitespace.
+absl::StatusOr<std::string> ReadToken(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("--token-file: cannot read ", path));
+  std::ostringstream text;
+  text << in.rdbuf();  // sets text's failbit when the file is empty: checked below
+  std::string token(absl::StripAsciiWhitespace(text.str()));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--token-file: ", path, " is empty"));
+  }
+  return token;
+}
+
+void DropGrpcLog(gpr_log_func_args* /*args*/) {}
+
+}  // namespace
+
+void Connection::Prepare(grpc::ClientContext* context, double timeout_seconds) const {
+  const auto timeout = std::chrono::duration<double>(timeout_seconds);
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+  // Metadata rather than call credentials: gRPC sends those over TLS only,
+  // and a token on a plaintext loopback is still worth sending.
+  if (!token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+}
+
+absl::StatusOr<Connection> Connect(const std::string& address) {
+  // gRPC logs failed handshakes and the like on stderr, while the call's
+  // status already says the same in the one error line; GRPC_VERBOSITY
+  // brings its log back for debugging.
+  if (getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function(DropGrpcLog);
+  TlsFiles files{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                 absl::GetFlag(FLAGS_tls_ca)};
+  // Without a CA the channel is plaintext and would silently drop the identity.
+  if (files.ca.empty() && !(files.cert.empty() && files.key.empty())) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key need --tls-ca");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(files);
+  if (!credentials.ok()) return credentials.status();
+  Connection connection;
+  connection.address = address;
+  connection.channel = grpc::CreateChannel(address, *credentials);
+  if (const std::string path = absl::GetFlag(FLAGS_token_file); !path.empty()) {
+    absl::StatusOr<std::string> token = ReadToken(path);
+    if (!token.ok()) return token.status();
+    connection.token = *std::move(token);
+  }
+  return connection;
+}
+
+absl::StatusOr<Target> WorkerOrScheduler() {
+  const std::string worker = absl::GetFlag(FLAGS_worker);
+  const std::string scheduler = absl::GetFlag(FLAGS_scheduler);
+  if (worker.empty() == scheduler.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --worker and --scheduler");
+  }
+  return worker.empty() ? Target{scheduler, true} : Target{worker, false};
+}
+
+absl::StatusOr<Connection> ConnectScheduler() {
+  const std::string address = absl::GetFlag(FLAGS_scheduler);
+  if (address.empty()) return absl::InvalidArgumentError("--scheduler is required");
+  return Connect(address);
+}
+
+absl::Status RpcError(const std::string& address, const grpc::Status& status) {
+  const auto code = static_cast<absl::StatusCode>(status.error_code());
+  return absl::Status(code, absl::StrCat(address, ": ", absl::StatusCodeToString(code), ": ",
+                                         status.error_message()));
+}
+
+absl::StatusOr<bool> JsonFormat() {
+  const std::string format = absl::GetFlag(FLAGS_call_format);
+  if (format != "text" && format != "json") {
+    return absl::InvalidArgumentError(absl::StrCat("--format must be text or json, got ", format));
+  }
+  return format == "json";
+}
+
+double CallTimeout() { return absl::GetFlag(FLAGS_call_timeout); }
+
+std::string Table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()));
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      absl::StrAppend(&line, row[i], std::string(widths[i] - row[i].size() + 2, ' '));
+    }
+    absl::StrAppend(&out, absl::StripTrailingAsciiWhitespace(line), "\n");
+  }
+  return out;
+}
+
+std::vector<std::string> BareArgumentAsFlag(std::vector<std::string> args,
+                                            const std::string& subcommand,
+                                            const std::string& flag) {
+  if (args.empty() || args[0] != subcommand) return args;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") continue;
+    if (absl::StartsWith(arg, "-")) {
+      if (!absl::StrContains(arg, '=')) ++i;  // skips the flag's value
+      continue;
+    }
+    args.insert(args.begin() + i, absl::StrCat("--", flag));
+    return args;
+  }
+  return args;
+}
 
 }  // namespace tool
 }  // namespace llorch

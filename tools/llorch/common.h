@@ -1,5 +1,6 @@
 // What the llorch subcommands share: flags (model, prompt, sampling, loading,
-// worker address), their readers, and helpers for output and the worker.
+// servers and how to reach them), their readers, and helpers for output and
+// the servers.
 // Each <name>_command.cc defines its own flags and returns its Subcommand.
 #ifndef LLORCH_TOOLS_LLORCH_COMMON_H_
 #define LLORCH_TOOLS_LLORCH_COMMON_H_
@@ -10,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/declare.h"
@@ -27,6 +29,7 @@ ABSL_DECLARE_FLAG(std::string, system);
 ABSL_DECLARE_FLAG(llorch::cli::StringList, chat);
 ABSL_DECLARE_FLAG(std::string, format);
 ABSL_DECLARE_FLAG(std::string, worker);
+ABSL_DECLARE_FLAG(std::string, scheduler);
 
 namespace llorch {
 namespace tool {
@@ -77,11 +80,53 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const ServedModel& served);
 // The sampling flags as job parameters.
 absl::StatusOr<GenerationParams> GenerationParamsFromFlags();
 
-// ---- Client side: talking to a running llorch-worker. ----
+// ---- Client side: talking to a running llorch-worker or llorch-scheduler. ----
 worker::v1::ExecuteRequest ToExecuteRequest(const std::string& job_id,
                                             const GenerationParams& params);
 std::unique_ptr<worker::v1::Worker::Stub> WorkerStub(const std::string& address);
 std::string NewJobId();
+
+cli::FlagSpec SchedulerFlag();
+std::vector<cli::FlagSpec> ConnectionFlags();  // --tls-ca, --tls-cert, --tls-key, --token-file
+std::vector<cli::FlagSpec> CallFlags();        // --format text|json, --timeout (one short call)
+
+// A server to call: a channel with TLS as the flags say, and the bearer
+// token of --token-file that every call carries.
+struct Connection {
+  std::string address;
+  std::shared_ptr<grpc::Channel> channel;
+  std::string token;  // empty: none
+
+  // Sets the call's deadline and its authorization metadata.
+  void Prepare(grpc::ClientContext* context, double timeout_seconds) const;
+};
+absl::StatusOr<Connection> Connect(const std::string& address);
+
+// The address of --worker or --scheduler: exactly one must be given.
+struct Target {
+  std::string address;
+  bool scheduler = false;
+};
+absl::StatusOr<Target> WorkerOrScheduler();
+absl::StatusOr<Connection> ConnectScheduler();  // --scheduler, required
+
+// "ADDRESS: CODE_NAME: message", keeping the gRPC code.
+absl::Status RpcError(const std::string& address, const grpc::Status& status);
+
+// CallFlags: json (true) or text; --timeout.
+absl::StatusOr<bool> JsonFormat();
+double CallTimeout();
+
+// Rows as columns padded to their widest cell; the first row is the header.
+std::string Table(const std::vector<std::vector<std::string>>& rows);
+
+// `SUBCOMMAND ... VALUE ...` -> `SUBCOMMAND ... --flag VALUE ...` for the
+// first bare argument, since the flag parser takes none. Assumes every flag
+// of the subcommand but --help takes a value. Other subcommands' args are
+// returned as given.
+std::vector<std::string> BareArgumentAsFlag(std::vector<std::string> args,
+                                            const std::string& subcommand,
+                                            const std::string& flag);
 
 // The subcommands, one per file.
 cli::Subcommand RunCommand();
@@ -92,6 +137,10 @@ cli::Subcommand BenchServeCommand();
 cli::Subcommand ConvertCommand();
 cli::Subcommand InspectCommand();
 cli::Subcommand TokenizeCommand();
+cli::Subcommand ModelsCommand();
+cli::Subcommand WorkersCommand();
+cli::Subcommand CancelCommand();
+cli::Subcommand HealthCommand();
 
 }  // namespace tool
 }  // namespace llorch

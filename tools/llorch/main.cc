@@ -15,9 +15,12 @@ int main(int argc, char** argv) {
     const std::vector<llorch::cli::Subcommand> subcommands = {
         tool::RunCommand(),      tool::ScoreCommand(),      tool::BenchCommand(),
         tool::GenerateCommand(), tool::BenchServeCommand(), tool::ConvertCommand(),
-        tool::InspectCommand(),  tool::TokenizeCommand()};
-    return llorch::cli::DispatchSubcommand("llorch", subcommands,
-                                           std::vector<std::string>(argv + 1, argv + argc));
+        tool::InspectCommand(),  tool::TokenizeCommand(),  tool::ModelsCommand(),
+        tool::WorkersCommand(),  tool::CancelCommand(),    tool::HealthCommand()};
+    // `llorch cancel JOB_ID`: the id as a bare argument.
+    const std::vector<std::string> args = tool::BareArgumentAsFlag(
+        std::vector<std::string>(argv + 1, argv + argc), "cancel", "job_id");
+    return llorch::cli::DispatchSubcommand("llorch", subcommands, args);
   } catch (const std::exception& e) {
     // libtorch reports allocation failures and the like by exception.
     std::string message = e.what();

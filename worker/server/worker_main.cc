@@ -3,7 +3,9 @@
 // metrics over HTTP. Lifecycle: listen (health NOT_SERVING) -> load the
 // model -> warm up on a throwaway job -> SERVING -> on SIGTERM/SIGINT:
 // NOT_SERVING, refuse new jobs, let running ones finish for --drain_timeout,
-// cancel the rest, exit 0.
+// cancel the rest, exit 0. With --scheduler it registers with the scheduler(s)
+// once SERVING and heartbeats until it exits (through the drain too, so the
+// scheduler sees Info.draining).
 #include <ATen/Parallel.h>
 #include <signal.h>
 #include <unistd.h>
@@ -27,17 +29,25 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/cli/flags.h"
+#include "common/grpc/tls.h"
 #include "common/metrics/exposer.h"
 #include "services/worker/worker_metrics.h"
 #include "services/worker/worker_service.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/served_model.h"
 #include "worker/model/kv_cache.h"
+#include "worker/server/scheduler_registration.h"
+#include "worker/server/served_model_name.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF file or Hugging Face model directory (required)");
+ABSL_FLAG(std::string, served_model_name, "",
+          "the model's name in Info, the metrics' model label and schedulers (default: the "
+          "model file's or directory's name without its extension)");
 ABSL_FLAG(std::string, listen, "0.0.0.0:50061", "gRPC address host:port (port 0 picks one)");
 ABSL_FLAG(int, metrics_port, 9464, "HTTP port for /metrics (0 picks one, -1 turns it off)");
 ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address /metrics binds to");
@@ -60,6 +70,22 @@ ABSL_FLAG(int, max_stream_buffer_events, 1024,
           "cancelled with RESOURCE_EXHAUSTED (at least 1; 1 MiB is the other limit)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long running jobs may finish before they are cancelled");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls_key); also the client "
+          "certificate shown to schedulers");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA certificates: clients must present a certificate signed by them (mutual TLS), "
+          "and schedulers' certificates are verified against them");
+ABSL_FLAG(llorch::cli::StringList, scheduler, {},
+          "a llorch-scheduler to register with and heartbeat to; several: repeat the flag or "
+          "separate them with commas");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
+          "how often to heartbeat each --scheduler (until a scheduler answers with its own "
+          "interval)");
+ABSL_FLAG(std::string, advertise_address, "",
+          "the HOST:PORT schedulers should call (default: ':' and the gRPC port: each scheduler "
+          "uses the address the registration came from)");
 
 namespace llorch {
 namespace {
@@ -105,6 +131,18 @@ absl::StatusOr<size_t> ParseKvBudget(std::string text, const ModelConfig& config
   return static_cast<size_t>(value * unit);
 }
 
+// --scheduler values: each occurrence may hold several, comma-separated.
+std::vector<std::string> SchedulerAddresses() {
+  std::vector<std::string> addresses;
+  for (const std::string& value : absl::GetFlag(FLAGS_scheduler).values) {
+    for (absl::string_view part : absl::StrSplit(value, ',')) {
+      part = absl::StripAsciiWhitespace(part);
+      if (!part.empty()) addresses.emplace_back(part);
+    }
+  }
+  return addresses;
+}
+
 int g_signal_pipe[2] = {-1, -1};
 
 void OnTerminationSignal(int signal_number) {
@@ -120,6 +158,33 @@ int Run() {
     return 2;
   }
   const std::string device = absl::GetFlag(FLAGS_device);
+  std::string served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (served_model_name.empty()) served_model_name = DefaultServedModelName(model_path);
+
+  // TLS files and schedulers are checked before anything slow.
+  const TlsFiles tls_files{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                           absl::GetFlag(FLAGS_tls_ca)};
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials =
+      MakeServerCredentials(tls_files, ClientCerts::kRequire);
+  if (!server_credentials.ok()) {
+    Log(std::string(server_credentials.status().message()));
+    return 2;
+  }
+  const std::vector<std::string> schedulers = SchedulerAddresses();
+  std::shared_ptr<grpc::ChannelCredentials> scheduler_credentials;
+  if (!schedulers.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        MakeChannelCredentials(tls_files);
+    if (!credentials.ok()) {
+      Log(std::string(credentials.status().message()));
+      return 2;
+    }
+    scheduler_credentials = std::move(*credentials);
+    if (absl::GetFlag(FLAGS_heartbeat_interval) <= absl::ZeroDuration()) {
+      Log("--heartbeat_interval must be positive");
+      return 2;
+    }
+  }
 
   // SIGTERM/SIGINT are turned into bytes on a pipe by an async-signal-safe
   // handler (libraries start threads before main, so blocking the signals
@@ -193,7 +258,7 @@ int Run() {
     Log(std::string(kv_budget.status().message()));
     return 2;
   }
-  WorkerMetrics worker_metrics(*registry, WorkerBuildInfo{kVersion, header->name,
+  WorkerMetrics worker_metrics(*registry, WorkerBuildInfo{kVersion, served_model_name,
                                                           header->config.architecture,
                                                           header->weight_type, device});
   worker_metrics.SetServing(false);
@@ -204,6 +269,7 @@ int Run() {
   service_options.model_path = model_path;
   service_options.device = device;
   service_options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  service_options.served_model_name = served_model_name;
   service_options.max_stream_buffer_events =
       static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_stream_buffer_events)));
   WorkerService service(service_options);
@@ -212,7 +278,7 @@ int Run() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *server_credentials, &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -222,7 +288,8 @@ int Run() {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
-  Log(absl::StrCat("grpc listening on port ", port));
+  Log(absl::StrCat("grpc listening on port ", port, " (",
+                   DescribeServerTls(tls_files, ClientCerts::kRequire), ")"));
   if (service_options.worker_id.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof(host) - 1);
@@ -257,7 +324,7 @@ int Run() {
           ? absl::StrCat("chat template: ", chat_template.empty() ? "the model's own" : chat_template)
           : absl::StrCat("no chat template: ", served->chat_template_status.message()));
   worker_metrics.SetModelLoadSeconds(served->load_seconds);
-  Log(absl::StrCat("loaded ", served->name, " (", served->config.architecture, ", ",
+  Log(absl::StrCat("loaded ", served_model_name, " (", served->config.architecture, ", ",
                    served->weight_type, ") on ", device, " in ", served->load_seconds,
                    " s, float order of ggml's ", GgmlVariantName(served->model->ggml_variant()),
                    " CPU library"));
@@ -290,6 +357,26 @@ int Run() {
   Log(absl::StrCat("serving (kv budget ", *kv_budget, " bytes, max batch ",
                    engine_options.max_running, ")"));
 
+  std::unique_ptr<SchedulerRegistration> registration;
+  if (!schedulers.empty()) {
+    SchedulerRegistrationOptions registration_options;
+    registration_options.schedulers = schedulers;
+    registration_options.advertise_address = absl::GetFlag(FLAGS_advertise_address);
+    if (registration_options.advertise_address.empty()) {
+      registration_options.advertise_address = absl::StrCat(":", port);
+    }
+    registration_options.model = served_model_name;
+    registration_options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+    registration_options.credentials = scheduler_credentials;
+    registration_options.log = Log;
+    Log(absl::StrCat("registering with ", absl::StrJoin(schedulers, ", "), " as ",
+                     registration_options.advertise_address, " every ",
+                     absl::FormatDuration(registration_options.heartbeat_interval),
+                     tls_files.ca.empty() ? " (plaintext: no --tls_ca)" : " (tls)"));
+    registration = std::make_unique<SchedulerRegistration>(std::move(registration_options));
+    registration->Start();
+  }
+
   {
     std::unique_lock<std::mutex> lock(g_shutdown.mu);
     g_shutdown.serving = true;
@@ -297,7 +384,9 @@ int Run() {
   }
 
   // Drain: unhealthy first so balancers stop sending, then refuse new jobs,
-  // let running ones finish, cancel what is left at the timeout.
+  // let running ones finish, cancel what is left at the timeout. Heartbeats
+  // go on: schedulers see Info.draining.
+  service.SetDraining();
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   worker_metrics.SetServing(false);
@@ -318,6 +407,7 @@ int Run() {
   // Streams of cancelled jobs end with Finished{CANCELLED}; give them a
   // moment to be written before the server cancels what remains.
   engine->CancelAll();
+  if (registration != nullptr) registration->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   engine.reset();
   server.reset();
@@ -333,17 +423,22 @@ cli::CommandSpec CommandLine() {
   command.summary =
       "Serves one model over gRPC (llorch.worker.v1.Worker, health, reflection) with "
       "continuous batching, and Prometheus metrics over HTTP.";
-  command.usage = "llorch-worker --model PATH [--listen HOST:PORT] [flags]";
+  command.usage = "llorch-worker --model PATH [--listen HOST:PORT] [--scheduler HOST:PORT] [flags]";
   command.spelling = cli::Spelling::kUnderscores;
   command.flags = cli::FlagsOf(
       "worker/server/worker_main.cc",
-      {cli::FlagSpec("model").Value("PATH"), cli::FlagSpec("listen").Value("HOST:PORT"),
+      {cli::FlagSpec("model").Value("PATH"), cli::FlagSpec("served_model_name").Value("NAME"),
+       cli::FlagSpec("listen").Value("HOST:PORT"),
        cli::FlagSpec("metrics_port").AtLeast(-1).AtMost(65535),
        cli::FlagSpec("metrics_host").Value("HOST"), cli::FlagSpec("kv_budget").Value("SIZE"),
        cli::FlagSpec("max_batch").AtLeast(1), cli::FlagSpec("max_waiting").AtLeast(0),
        cli::FlagSpec("max_prefill_tokens").AtLeast(1), cli::FlagSpec("threads").AtLeast(0),
        "device", "ggml_variant", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
-       cli::FlagSpec("drain_timeout").Value("DURATION")});
+       cli::FlagSpec("drain_timeout").Value("DURATION"),
+       cli::FlagSpec("tls_cert").Value("PATH"), cli::FlagSpec("tls_key").Value("PATH"),
+       cli::FlagSpec("tls_ca").Value("PATH"), cli::FlagSpec("scheduler").Value("HOST:PORT"),
+       cli::FlagSpec("heartbeat_interval").Value("DURATION"),
+       cli::FlagSpec("advertise_address").Value("HOST:PORT")});
   return command;
 }
 

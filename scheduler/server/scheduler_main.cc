@@ -1,0 +1,328 @@
+// llorch-scheduler: the public front door (llorch.v1.Scheduler over gRPC,
+// grpc.health.v1, server reflection, Prometheus metrics over HTTP). It owns
+// no model: it admits Generate calls, queues them per model, places them on
+// workers (--workers, DNS names re-resolved, and workers that register with
+// `llorch-worker --scheduler`), relays their streams and retries a job whose
+// worker dies before its first token. On SIGTERM/SIGINT: NOT_SERVING, then
+// running streams get --drain_timeout to finish, then exit 0.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/time.h"
+#include "common/cli/flags.h"
+#include "common/grpc/bearer_tokens.h"
+#include "common/grpc/tls.h"
+#include "common/metrics/exposer.h"
+#include "scheduler/scheduler_core.h"
+#include "services/scheduler/scheduler_metrics.h"
+#include "services/scheduler/scheduler_service.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC address host:port (port 0 picks one)");
+ABSL_FLAG(std::string, workers, "",
+          "workers as HOST:PORT,...; a name that resolves to several addresses (a Kubernetes "
+          "headless Service) adds each and is re-resolved every --dns_refresh");
+ABSL_FLAG(int, metrics_port, 9465, "HTTP port for /metrics (0 picks one, -1 turns it off)");
+ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address /metrics binds to");
+ABSL_FLAG(int, max_queue, 256,
+          "jobs of one model waiting for a worker before RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, max_queue_wait, absl::Seconds(60),
+          "how long a job may wait for a worker before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_jobs_per_worker, 0,
+          "jobs the scheduler runs on one worker at once (0: the worker's --max_batch)");
+ABSL_FLAG(int, max_retries, 2,
+          "other workers a job may move to when its worker fails before the first token");
+ABSL_FLAG(absl::Duration, probe_interval, absl::Milliseconds(500),
+          "how often every worker's Info is asked (load and liveness)");
+ABSL_FLAG(absl::Duration, probe_timeout, absl::Seconds(1),
+          "a worker that does not answer a probe this long is down");
+ABSL_FLAG(absl::Duration, dns_refresh, absl::Seconds(5), "how often --workers names are resolved");
+ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
+          "how often registered workers are told to heartbeat");
+ABSL_FLAG(absl::Duration, registration_ttl, absl::Seconds(60),
+          "a registered worker silent this long (no heartbeat, probes failing) is forgotten");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate of the public port (TLS on with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA for mutual TLS with workers: workers must chain to it, and the scheduler "
+          "presents --tls_cert/--tls_key to them (and registering workers present theirs)");
+ABSL_FLAG(std::string, auth_tokens_file, "",
+          "file of bearer tokens (one per line): clients must send `authorization: Bearer "
+          "TOKEN` (health and reflection need none)");
+ABSL_FLAG(int, max_stream_buffer_events, 64,
+          "events of one stream read from its worker ahead of the client: beyond, the "
+          "worker's stream waits (a client that stops reading is then cut off by the "
+          "worker's own limit)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "on SIGTERM, how long running streams may finish before they are cancelled");
+
+namespace llorch {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+constexpr char kServiceName[] = "llorch.v1.Scheduler";
+
+void Log(const std::string& line) { std::cerr << "llorch-scheduler: " << line << std::endl; }
+
+std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      absl::ToChronoNanoseconds(d));
+}
+
+int g_signal_pipe[2] = {-1, -1};
+
+void OnTerminationSignal(int signal_number) {
+  const unsigned char byte = static_cast<unsigned char>(signal_number);
+  const ssize_t written = write(g_signal_pipe[1], &byte, 1);
+  (void)written;
+}
+
+// SIGTERM/SIGINT become a byte on a pipe (async-signal-safe), read by main.
+bool InstallSignalPipe() {
+  if (pipe(g_signal_pipe) != 0) return false;
+  struct sigaction action = {};
+  action.sa_handler = OnTerminationSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  return true;
+}
+
+absl::StatusOr<std::unique_ptr<metrics::Exposer>> StartMetrics(
+    std::shared_ptr<metrics::Registry> registry) {
+  const int port = absl::GetFlag(FLAGS_metrics_port);
+  if (port < 0) return std::unique_ptr<metrics::Exposer>();
+  const std::string host = absl::GetFlag(FLAGS_metrics_host);
+  const bool v6 = host.find(':') != std::string::npos;
+  absl::StatusOr<std::unique_ptr<metrics::Exposer>> exposer = metrics::Exposer::Create(
+      absl::StrCat(v6 ? "[" : "", host, v6 ? "]" : "", ":", port));
+  if (!exposer.ok()) return exposer.status();
+  (*exposer)->RegisterCollectable(std::move(registry));
+  const int bound = (*exposer)->GetListeningPorts()[0];
+  Log(absl::StrCat("metrics listening on port ", bound, " (http://", host, ":", bound,
+                   "/metrics)"));
+  return exposer;
+}
+
+// --workers: "a:1,b:2" -> entries, each HOST:PORT.
+absl::StatusOr<std::vector<std::string>> WorkerEntries() {
+  std::vector<std::string> entries;
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_workers), ',', absl::SkipWhitespace())) {
+    const std::string entry(absl::StripAsciiWhitespace(part));
+    const size_t colon = entry.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(entry.substr(colon + 1), &port) || port <= 0 || port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--workers: '", entry, "' is not HOST:PORT"));
+    }
+    entries.push_back(entry);
+  }
+  return entries;
+}
+
+// Channels to workers: mutual TLS with --tls_ca, reconnecting quickly after
+// a worker restarts (gRPC's default backoff grows to two minutes).
+std::function<std::shared_ptr<scheduler::WorkerStub>(const std::string&, const std::string&)>
+StubMaker(std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  return [credentials](const std::string& address, const std::string& tls_name) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, -1);
+    // A worker found through a DNS name is called by IP; its certificate
+    // names the DNS name.
+    if (!tls_name.empty()) args.SetSslTargetNameOverride(tls_name);
+    std::shared_ptr<grpc::Channel> channel =
+        grpc::CreateCustomChannel(address, credentials, args);
+    return std::shared_ptr<scheduler::WorkerStub>(worker::v1::Worker::NewStub(channel));
+  };
+}
+
+absl::StatusOr<scheduler::CoreOptions> CoreOptionsFromFlags() {
+  scheduler::CoreOptions options;
+  options.max_queue = static_cast<size_t>(absl::GetFlag(FLAGS_max_queue));
+  options.max_queue_wait = ToChrono(absl::GetFlag(FLAGS_max_queue_wait));
+  options.placement.max_jobs_per_worker = absl::GetFlag(FLAGS_max_jobs_per_worker);
+  options.max_retries = absl::GetFlag(FLAGS_max_retries);
+  options.probe_interval = ToChrono(absl::GetFlag(FLAGS_probe_interval));
+  options.probe_timeout = ToChrono(absl::GetFlag(FLAGS_probe_timeout));
+  options.dns_refresh = ToChrono(absl::GetFlag(FLAGS_dns_refresh));
+  options.heartbeat_interval = ToChrono(absl::GetFlag(FLAGS_heartbeat_interval));
+  options.registration_ttl = ToChrono(absl::GetFlag(FLAGS_registration_ttl));
+  for (auto [name, value] : {std::pair<const char*, std::chrono::steady_clock::duration>{
+                                 "--probe_interval", options.probe_interval},
+                             {"--probe_timeout", options.probe_timeout},
+                             {"--dns_refresh", options.dns_refresh},
+                             {"--heartbeat_interval", options.heartbeat_interval}}) {
+    if (value <= std::chrono::steady_clock::duration::zero()) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be positive"));
+    }
+  }
+  TlsFiles worker_tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                      absl::GetFlag(FLAGS_tls_ca)};
+  if (worker_tls.ca.empty()) {
+    worker_tls = TlsFiles{};  // plaintext to workers
+  } else if (worker_tls.cert.empty() || worker_tls.key.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_ca (mutual TLS with workers) needs --tls_cert and --tls_key: the scheduler's "
+        "certificate, shown to clients and to workers");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(worker_tls);
+  if (!credentials.ok()) return credentials.status();
+  options.make_stub = StubMaker(*credentials);
+  return options;
+}
+
+// Waits for SIGTERM/SIGINT, then drains: NOT_SERVING first so balancers
+// stop sending, then the server stops taking calls and waits for running
+// streams until --drain_timeout.
+void ServeUntilSignal(grpc::Server& server, SchedulerMetrics& metrics) {
+  unsigned char signal_number = 0;
+  while (read(g_signal_pipe[0], &signal_number, 1) != 1) {
+  }
+  Log(absl::StrCat("signal ", signal_number, ": draining"));
+  grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  metrics.SetServing(false);
+  server.Shutdown(std::chrono::system_clock::now() +
+                  absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_drain_timeout)));
+}
+
+int Run() {
+  if (!InstallSignalPipe()) {
+    Log("cannot create the signal pipe");
+    return 2;
+  }
+  absl::StatusOr<std::vector<std::string>> entries = WorkerEntries();
+  absl::StatusOr<scheduler::CoreOptions> core_options = CoreOptionsFromFlags();
+  const TlsFiles public_tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                            absl::GetFlag(FLAGS_tls_ca)};
+  // Registering workers may present a certificate (mutual TLS); clients
+  // need none.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials =
+      MakeServerCredentials(public_tls, public_tls.ca.empty() ? ClientCerts::kNone
+                                                             : ClientCerts::kVerifyIfPresented);
+  std::optional<BearerTokens> tokens;
+  absl::Status status = !entries.ok()              ? entries.status()
+                        : !core_options.ok()       ? core_options.status()
+                        : !server_credentials.ok() ? server_credentials.status()
+                                                   : absl::OkStatus();
+  if (status.ok() && !absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
+    absl::StatusOr<BearerTokens> loaded = BearerTokens::Load(absl::GetFlag(FLAGS_auth_tokens_file));
+    if (loaded.ok()) tokens = std::move(*loaded);
+    status = loaded.status();
+  }
+  if (!status.ok()) {
+    Log(std::string(status.message()));
+    return 2;
+  }
+
+  auto registry = std::make_shared<metrics::Registry>();
+  absl::StatusOr<std::unique_ptr<metrics::Exposer>> exposer = StartMetrics(registry);
+  if (!exposer.ok()) {
+    Log(absl::StrCat("metrics: ", exposer.status().message()));
+    return 2;
+  }
+  SchedulerMetrics scheduler_metrics(*registry, kVersion, Log);
+  core_options->observer = &scheduler_metrics;
+  scheduler::SchedulerCore core(*core_options);
+  core.AddWorkerEntries(*entries);
+  core.Start();
+
+  SchedulerServiceOptions service_options;
+  service_options.core = &core;
+  service_options.metrics = &scheduler_metrics;
+  service_options.tokens = tokens ? &*tokens : nullptr;
+  service_options.workers_use_client_certs = !public_tls.ca.empty();
+  service_options.max_buffered_events =
+      static_cast<size_t>(absl::GetFlag(FLAGS_max_stream_buffer_events));
+  SchedulerService service(service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, *server_credentials, &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    Log(absl::StrCat("cannot listen on ", listen));
+    return 2;
+  }
+  Log(absl::StrCat("grpc listening on port ", port, " (",
+                   DescribeServerTls(public_tls, public_tls.ca.empty()
+                                                     ? ClientCerts::kNone
+                                                     : ClientCerts::kVerifyIfPresented),
+                   tokens ? absl::StrCat(", ", tokens->size(), " bearer tokens") : "", ")"));
+  server->GetHealthCheckService()->SetServingStatus(true);
+  server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
+  scheduler_metrics.SetServing(true);
+  Log(absl::StrCat("serving (", entries->size(), " --workers entries, max queue ",
+                   core_options->max_queue, " per model)"));
+
+  ServeUntilSignal(*server, scheduler_metrics);
+  server->Wait();
+  Log("drained, exiting");
+  return 0;
+}
+
+cli::CommandSpec CommandLine() {
+  cli::CommandSpec command;
+  command.program = "llorch-scheduler";
+  command.summary =
+      "Serves llorch.v1.Scheduler over gRPC (with health and reflection): queues Generate "
+      "calls per model, places them on llorch-worker processes, relays their streams, "
+      "retries on another worker when one dies before the first token.";
+  command.usage = "llorch-scheduler [--listen HOST:PORT] [--workers HOST:PORT,...] [flags]";
+  command.spelling = cli::Spelling::kUnderscores;
+  command.flags = cli::FlagsOf(
+      "scheduler/server/scheduler_main.cc",
+      {cli::FlagSpec("listen").Value("HOST:PORT"), cli::FlagSpec("workers").Value("HOST:PORT,..."),
+       cli::FlagSpec("metrics_port").AtLeast(-1).AtMost(65535),
+       cli::FlagSpec("metrics_host").Value("HOST"), cli::FlagSpec("max_queue").AtLeast(0),
+       cli::FlagSpec("max_queue_wait").Value("DURATION"),
+       cli::FlagSpec("max_jobs_per_worker").AtLeast(0), cli::FlagSpec("max_retries").AtLeast(0),
+       cli::FlagSpec("probe_interval").Value("DURATION"),
+       cli::FlagSpec("probe_timeout").Value("DURATION"),
+       cli::FlagSpec("dns_refresh").Value("DURATION"),
+       cli::FlagSpec("heartbeat_interval").Value("DURATION"),
+       cli::FlagSpec("registration_ttl").Value("DURATION"),
+       cli::FlagSpec("tls_cert").Value("PATH"), cli::FlagSpec("tls_key").Value("PATH"),
+       cli::FlagSpec("tls_ca").Value("PATH"), cli::FlagSpec("auth_tokens_file").Value("PATH"),
+       cli::FlagSpec("max_stream_buffer_events").AtLeast(1),
+       cli::FlagSpec("drain_timeout").Value("DURATION")});
+  return command;
+}
+
+}  // namespace
+}  // namespace llorch
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (int code = llorch::cli::ParseFlagsForMain(llorch::CommandLine(), args); code >= 0) {
+    return code;
+  }
+  return llorch::Run();
+}
