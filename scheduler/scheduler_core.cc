@@ -74,7 +74,9 @@ std::string NewJobId() {
   return absl::StrFormat("job-%016x", rng());
 }
 
-SchedulerCore::SchedulerCore(CoreOptions options) : options_(std::move(options)) {}
+SchedulerCore::SchedulerCore(CoreOptions options) : options_(std::move(options)) {
+  if (!options_.resolve) options_.resolve = Resolve;
+}
 
 SchedulerCore::~SchedulerCore() {
   {
@@ -109,7 +111,7 @@ void SchedulerCore::Start() {
   // First resolution before serving, so names are known at once.
   for (const DnsEntry& dns : dns_entries_) {
     const std::string name = JoinHostPort(dns.host, dns.port);
-    for (const std::string& address : Resolve(dns.host, dns.port)) {
+    for (const std::string& address : options_.resolve(dns.host, dns.port)) {
       AddWorker(address, WorkerSource::kDns, name);
     }
   }
@@ -164,7 +166,7 @@ void SchedulerCore::ResolveLoop() {
   while (!resolver_wake_.wait_for(lock, options_.dns_refresh, [this] { return stopping_; })) {
     lock.unlock();
     for (const DnsEntry& dns : dns_entries_) {
-      std::vector<std::string> addresses = Resolve(dns.host, dns.port);
+      std::vector<std::string> addresses = options_.resolve(dns.host, dns.port);
       const std::string name = JoinHostPort(dns.host, dns.port);
       Post([this, name, host = dns.host, addresses = std::move(addresses)] {
         // A failed lookup keeps the workers we have (DNS hiccups happen).

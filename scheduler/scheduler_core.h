@@ -82,6 +82,10 @@ struct CoreOptions {
                                             const std::string& tls_name)>
       make_stub;
   CoreObserver* observer = nullptr;  // optional; outlives the core
+  // A --workers name's addresses as "ip:port" (tests replace DNS here);
+  // default: getaddrinfo, every IPv4 address, else every IPv6 one.
+  std::function<std::vector<std::string>(const std::string& host, const std::string& port)>
+      resolve;
 };
 
 // What ListModels and ListWorkers show; taken on the core thread.

@@ -125,4 +125,19 @@ bool Exposer::Scrape(const std::string& uri, std::string* body) const {
   return true;
 }
 
+absl::StatusOr<std::unique_ptr<Exposer>> ServeMetrics(
+    const std::string& host, int port, const std::shared_ptr<Collectable>& collectable,
+    const std::function<void(const std::string&)>& log) {
+  if (port < 0) return std::unique_ptr<Exposer>();
+  const bool v6 = host.find(':') != std::string::npos;
+  absl::StatusOr<std::unique_ptr<Exposer>> exposer =
+      Exposer::Create(absl::StrCat(v6 ? "[" : "", host, v6 ? "]" : "", ":", port));
+  if (!exposer.ok()) return exposer.status();
+  (*exposer)->RegisterCollectable(collectable);
+  const int bound = (*exposer)->GetListeningPorts()[0];
+  log(absl::StrCat("metrics listening on port ", bound, " (http://", host, ":", bound,
+                   "/metrics)"));
+  return exposer;
+}
+
 }  // namespace llorch::metrics

@@ -10,6 +10,7 @@
 #define LLORCH_COMMON_METRICS_EXPOSER_H_
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -62,6 +63,14 @@ class Exposer {
   mutable std::mutex mutex_;
   std::map<std::string, std::vector<std::weak_ptr<Collectable>>> endpoints_;
 };
+
+// The /metrics endpoint of a server process: `collectable` served on
+// host:port (an IPv6 host without brackets is fine; port 0 picks one), and
+// "metrics listening on port N (http://HOST:N/metrics)" given to `log`.
+// Null for port < 0 (metrics off). `collectable` must outlive the exposer.
+absl::StatusOr<std::unique_ptr<Exposer>> ServeMetrics(
+    const std::string& host, int port, const std::shared_ptr<Collectable>& collectable,
+    const std::function<void(const std::string&)>& log);
 
 }  // namespace llorch::metrics
 

@@ -5,9 +5,6 @@
 // `llorch-worker --scheduler`), relays their streams and retries a job whose
 // worker dies before its first token. On SIGTERM/SIGINT: NOT_SERVING, then
 // running streams get --drain_timeout to finish, then exit 0.
-#include <signal.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <iostream>
 #include <memory>
@@ -26,6 +23,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/cli/flags.h"
+#include "common/cli/termination_signals.h"
 #include "common/grpc/bearer_tokens.h"
 #include "common/grpc/tls.h"
 #include "common/metrics/exposer.h"
@@ -84,40 +82,10 @@ std::chrono::steady_clock::duration ToChrono(absl::Duration d) {
       absl::ToChronoNanoseconds(d));
 }
 
-int g_signal_pipe[2] = {-1, -1};
-
-void OnTerminationSignal(int signal_number) {
-  const unsigned char byte = static_cast<unsigned char>(signal_number);
-  const ssize_t written = write(g_signal_pipe[1], &byte, 1);
-  (void)written;
-}
-
-// SIGTERM/SIGINT become a byte on a pipe (async-signal-safe), read by main.
-bool InstallSignalPipe() {
-  if (pipe(g_signal_pipe) != 0) return false;
-  struct sigaction action = {};
-  action.sa_handler = OnTerminationSignal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
-  return true;
-}
-
 absl::StatusOr<std::unique_ptr<metrics::Exposer>> StartMetrics(
     std::shared_ptr<metrics::Registry> registry) {
-  const int port = absl::GetFlag(FLAGS_metrics_port);
-  if (port < 0) return std::unique_ptr<metrics::Exposer>();
-  const std::string host = absl::GetFlag(FLAGS_metrics_host);
-  const bool v6 = host.find(':') != std::string::npos;
-  absl::StatusOr<std::unique_ptr<metrics::Exposer>> exposer = metrics::Exposer::Create(
-      absl::StrCat(v6 ? "[" : "", host, v6 ? "]" : "", ":", port));
-  if (!exposer.ok()) return exposer.status();
-  (*exposer)->RegisterCollectable(std::move(registry));
-  const int bound = (*exposer)->GetListeningPorts()[0];
-  Log(absl::StrCat("metrics listening on port ", bound, " (http://", host, ":", bound,
-                   "/metrics)"));
-  return exposer;
+  return metrics::ServeMetrics(absl::GetFlag(FLAGS_metrics_host), absl::GetFlag(FLAGS_metrics_port),
+                               registry, Log);
 }
 
 // --workers: "a:1,b:2" -> entries, each HOST:PORT.
@@ -197,9 +165,7 @@ absl::StatusOr<scheduler::CoreOptions> CoreOptionsFromFlags() {
 // stop sending, then the server stops taking calls and waits for running
 // streams until --drain_timeout.
 void ServeUntilSignal(grpc::Server& server, SchedulerMetrics& metrics) {
-  unsigned char signal_number = 0;
-  while (read(g_signal_pipe[0], &signal_number, 1) != 1) {
-  }
+  const int signal_number = cli::WaitForTerminationSignal();
   Log(absl::StrCat("signal ", signal_number, ": draining"));
   grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
   health->SetServingStatus(false);
@@ -210,8 +176,8 @@ void ServeUntilSignal(grpc::Server& server, SchedulerMetrics& metrics) {
 }
 
 int Run() {
-  if (!InstallSignalPipe()) {
-    Log("cannot create the signal pipe");
+  if (absl::Status s = cli::CatchTerminationSignals(); !s.ok()) {
+    Log(std::string(s.message()));
     return 2;
   }
   absl::StatusOr<std::vector<std::string>> entries = WorkerEntries();

@@ -1,36 +1,16 @@
 #include "tests/support/scheduler_process.h"
 
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cctype>
 #include <fstream>
 #include <sstream>
-#include <thread>
 #include <utility>
 
 #include <grpcpp/support/client_interceptor.h>
-#include <httplib.h>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
 namespace llorch::testing {
 namespace {
-
-// The number after `prefix` on the log's first line containing it.
-bool FindPort(const std::string& log, const std::string& prefix, int* port) {
-  const size_t at = log.find(prefix);
-  if (at == std::string::npos) return false;
-  size_t end = at + prefix.size();
-  while (end < log.size() && isdigit(static_cast<unsigned char>(log[end]))) ++end;
-  return absl::SimpleAtoi(log.substr(at + prefix.size(), end - at - prefix.size()), port);
-}
 
 // Whether the last --metrics_port (or --metrics-port, with "=" or a separate
 // value) in `args` turns metrics off.
@@ -127,53 +107,24 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> SchedulerProcess::MakeChannel(
 absl::StatusOr<std::unique_ptr<SchedulerProcess>> SchedulerProcess::Start(
     const std::string& binary, std::vector<std::string> extra_args,
     const SchedulerClientOptions& client) {
-  std::unique_ptr<SchedulerProcess> process(new SchedulerProcess());
-  char log_template[] = "/tmp/llorch-scheduler-test-XXXXXX";
-  const int log_fd = mkstemp(log_template);
-  if (log_fd < 0) return absl::InternalError("mkstemp failed");
-  process->log_path_ = log_template;
-
   const bool metrics_off = MetricsOff(extra_args);
   std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--metrics_host",
                                    "127.0.0.1", "--metrics_port", "0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> child =
+      ChildProcess::Start(std::move(args), "scheduler");
+  if (!child.ok()) return child.status();
+  std::unique_ptr<SchedulerProcess> process(new SchedulerProcess());
+  process->child_ = *std::move(child);
 
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    close(log_fd);
-    return absl::InternalError("fork failed");
+  absl::StatusOr<int> grpc_port = process->child_->WaitForPort("grpc listening on port ");
+  if (!grpc_port.ok()) return grpc_port.status();
+  process->grpc_port_ = *grpc_port;
+  if (!metrics_off) {
+    absl::StatusOr<int> metrics_port = process->child_->WaitForPort("metrics listening on port ");
+    if (!metrics_port.ok()) return metrics_port.status();
+    process->metrics_port_ = *metrics_port;
   }
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    dup2(log_fd, STDERR_FILENO);
-    dup2(log_fd, STDOUT_FILENO);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(log_fd);
-  process->pid_ = pid;
-
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (true) {
-    const std::string log = process->Log();
-    if (FindPort(log, "grpc listening on port ", &process->grpc_port_) &&
-        (metrics_off || FindPort(log, "metrics listening on port ", &process->metrics_port_))) {
-      break;
-    }
-    if (!process->Alive()) {
-      return absl::FailedPreconditionError(absl::StrCat("scheduler exited at start:\n", log));
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("scheduler did not listen:\n", log));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  if (metrics_off) process->metrics_port_ = -1;
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       MakeChannel(process->address(), client);
   if (!channel.ok()) return channel.status();
@@ -182,92 +133,10 @@ absl::StatusOr<std::unique_ptr<SchedulerProcess>> SchedulerProcess::Start(
   return process;
 }
 
-SchedulerProcess::~SchedulerProcess() {
-  Kill();
-  if (!log_path_.empty()) unlink(log_path_.c_str());
-}
-
-std::string SchedulerProcess::Log() const {
-  std::ifstream in(log_path_);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-bool SchedulerProcess::Alive() {
-  if (exited_) return false;
-  int status = 0;
-  const pid_t done = waitpid(pid_, &status, WNOHANG);
-  if (done == pid_) exited_ = true;
-  return !exited_;
-}
-
-void SchedulerProcess::Kill() {
-  if (pid_ <= 0 || exited_) return;
-  kill(pid_, SIGKILL);
-  waitpid(pid_, nullptr, 0);
-  exited_ = true;
-}
-
-absl::Status SchedulerProcess::WaitForLog(const std::string& text,
-                                          std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!absl::StrContains(Log(), text)) {
-    if (!Alive()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("scheduler exited before logging '", text, "':\n", Log()));
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("scheduler did not log '", text, "':\n", Log()));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return absl::OkStatus();
-}
+SchedulerProcess::~SchedulerProcess() = default;
 
 absl::Status SchedulerProcess::WaitServing(std::chrono::seconds timeout) {
   return WaitForLog("llorch-scheduler: serving", timeout);
-}
-
-absl::StatusOr<int> SchedulerProcess::Stop(int signal_number, std::chrono::seconds timeout) {
-  if (exited_) return absl::FailedPreconditionError("already reaped");
-  if (signal_number != 0) kill(pid_, signal_number);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    int status = 0;
-    const pid_t done = waitpid(pid_, &status, WNOHANG);
-    if (done == pid_) {
-      exited_ = true;
-      if (WIFEXITED(status)) return WEXITSTATUS(status);
-      return 128 + WTERMSIG(status);
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError("scheduler did not exit in time");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-}
-
-absl::StatusOr<std::string> SchedulerProcess::Metrics() const {
-  if (metrics_port_ < 0) return absl::FailedPreconditionError("metrics are off");
-  httplib::Client client("127.0.0.1", metrics_port_);
-  client.set_read_timeout(5, 0);
-  httplib::Result result = client.Get("/metrics");
-  if (!result || result->status != 200) return absl::UnavailableError("GET /metrics failed");
-  return result->body;
-}
-
-absl::StatusOr<double> SchedulerProcess::MetricValue(const std::string& name) const {
-  absl::StatusOr<std::string> text = Metrics();
-  if (!text.ok()) return text.status();
-  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
-    if (absl::ConsumePrefix(&line, name + " ")) {
-      double value = 0;
-      if (absl::SimpleAtod(line, &value)) return value;
-    }
-  }
-  return absl::NotFoundError(absl::StrCat(name, " not in /metrics"));
 }
 
 }  // namespace llorch::testing

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "llorch/v1/scheduler.grpc.pb.h"
+#include "tests/support/child_process.h"
 
 namespace llorch::testing {
 
@@ -54,34 +55,38 @@ class SchedulerProcess {
   absl::Status WaitServing(std::chrono::seconds timeout = std::chrono::seconds(30));
   // Waits until `text` is in the log.
   absl::Status WaitForLog(const std::string& text,
-                          std::chrono::milliseconds timeout = std::chrono::seconds(10));
+                          std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    return child_->WaitForLog(text, timeout);
+  }
   // Sends `signal_number` (0: none, just wait) and waits for the exit;
   // returns the exit code, or 128 + signal if killed by a signal.
-  absl::StatusOr<int> Stop(int signal_number, std::chrono::seconds timeout);
+  absl::StatusOr<int> Stop(int signal_number, std::chrono::seconds timeout) {
+    return child_->Stop(signal_number, timeout);
+  }
   // SIGKILL and reap (no-op when it already exited).
-  void Kill();
+  void Kill() { child_->Kill(); }
   // Still running?
-  bool Alive();
+  bool Alive() { return child_->Alive(); }
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_->pid(); }
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }  // -1: off
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   v1::Scheduler::Stub& stub() { return *stub_; }
-  std::string Log() const;  // its stderr and stdout so far
+  std::string Log() const { return child_->Log(); }  // its stderr and stdout so far
 
   // GET /metrics, and one sample's value from it: `name` is the series as
   // printed before the value, e.g. `llorch_scheduler_queued_jobs` or
   // `llorch_scheduler_requests_total{outcome="ok"}`.
-  absl::StatusOr<std::string> Metrics() const;
-  absl::StatusOr<double> MetricValue(const std::string& name) const;
+  absl::StatusOr<std::string> Metrics() const { return ChildProcess::Metrics(metrics_port_); }
+  absl::StatusOr<double> MetricValue(const std::string& name) const {
+    return ChildProcess::MetricValue(metrics_port_, name);
+  }
 
  private:
   SchedulerProcess() = default;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  std::string log_path_;
+  std::unique_ptr<ChildProcess> child_;
   int grpc_port_ = 0;
   int metrics_port_ = -1;
   std::shared_ptr<grpc::Channel> channel_;

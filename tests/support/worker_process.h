@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "llorch/worker/v1/worker.grpc.pb.h"
+#include "tests/support/child_process.h"
 
 namespace llorch::testing {
 
@@ -30,29 +31,31 @@ class WorkerProcess {
   absl::Status WaitServing(std::chrono::seconds timeout = std::chrono::seconds(120));
   // Sends `signal_number` and waits for the exit; returns the exit code, or
   // 128 + signal if killed by a signal.
-  absl::StatusOr<int> Stop(int signal_number, std::chrono::seconds timeout);
+  absl::StatusOr<int> Stop(int signal_number, std::chrono::seconds timeout) {
+    return child_->Stop(signal_number, timeout);
+  }
   // Still running?
-  bool Alive();
+  bool Alive() { return child_->Alive(); }
 
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_->pid(); }
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   worker::v1::Worker::Stub& stub() { return *stub_; }
-  std::string Log() const;  // its stderr so far
+  std::string Log() const { return child_->Log(); }  // its stderr so far
 
   // Resident set size from /proc/PID/status.
-  absl::StatusOr<int64_t> RssBytes() const;
+  absl::StatusOr<int64_t> RssBytes() const { return child_->RssBytes(); }
   // GET /metrics, and one unlabelled sample's value from it.
-  absl::StatusOr<std::string> Metrics() const;
-  absl::StatusOr<double> MetricValue(const std::string& name) const;
+  absl::StatusOr<std::string> Metrics() const { return ChildProcess::Metrics(metrics_port_); }
+  absl::StatusOr<double> MetricValue(const std::string& name) const {
+    return ChildProcess::MetricValue(metrics_port_, name);
+  }
 
  private:
   WorkerProcess() = default;
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  std::string log_path_;
+  std::unique_ptr<ChildProcess> child_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
   std::shared_ptr<grpc::Channel> channel_;

@@ -34,6 +34,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "common/cli/flags.h"
+#include "common/cli/termination_signals.h"
 #include "common/grpc/tls.h"
 #include "common/metrics/exposer.h"
 #include "services/worker/worker_metrics.h"
@@ -143,67 +144,53 @@ std::vector<std::string> SchedulerAddresses() {
   return addresses;
 }
 
-int g_signal_pipe[2] = {-1, -1};
+// What the flags checked before anything slow give the later steps.
+struct StartupOptions {
+  std::string model_path;
+  std::string served_model_name;
+  std::string device;
+  TlsFiles tls_files;
+  std::shared_ptr<grpc::ServerCredentials> server_credentials;
+  std::vector<std::string> schedulers;
+  // Set only with --scheduler.
+  std::shared_ptr<grpc::ChannelCredentials> scheduler_credentials;
+};
 
-void OnTerminationSignal(int signal_number) {
-  const unsigned char byte = static_cast<unsigned char>(signal_number);
-  const ssize_t written = write(g_signal_pipe[1], &byte, 1);
-  (void)written;
+// --model, the TLS files and the schedulers: checked before anything slow.
+absl::StatusOr<StartupOptions> ParseStartupOptions() {
+  StartupOptions options;
+  options.model_path = absl::GetFlag(FLAGS_model);
+  if (options.model_path.empty()) return absl::InvalidArgumentError("--model is required");
+  options.device = absl::GetFlag(FLAGS_device);
+  options.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+  if (options.served_model_name.empty()) {
+    options.served_model_name = DefaultServedModelName(options.model_path);
+  }
+  options.tls_files = TlsFiles{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                               absl::GetFlag(FLAGS_tls_ca)};
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials =
+      MakeServerCredentials(options.tls_files, ClientCerts::kRequire);
+  if (!server_credentials.ok()) return server_credentials.status();
+  options.server_credentials = std::move(*server_credentials);
+  options.schedulers = SchedulerAddresses();
+  if (!options.schedulers.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        MakeChannelCredentials(options.tls_files);
+    if (!credentials.ok()) return credentials.status();
+    options.scheduler_credentials = std::move(*credentials);
+    if (absl::GetFlag(FLAGS_heartbeat_interval) <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("--heartbeat_interval must be positive");
+    }
+  }
+  return options;
 }
 
-int Run() {
-  const std::string model_path = absl::GetFlag(FLAGS_model);
-  if (model_path.empty()) {
-    Log("--model is required");
-    return 2;
-  }
-  const std::string device = absl::GetFlag(FLAGS_device);
-  std::string served_model_name = absl::GetFlag(FLAGS_served_model_name);
-  if (served_model_name.empty()) served_model_name = DefaultServedModelName(model_path);
-
-  // TLS files and schedulers are checked before anything slow.
-  const TlsFiles tls_files{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
-                           absl::GetFlag(FLAGS_tls_ca)};
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials =
-      MakeServerCredentials(tls_files, ClientCerts::kRequire);
-  if (!server_credentials.ok()) {
-    Log(std::string(server_credentials.status().message()));
-    return 2;
-  }
-  const std::vector<std::string> schedulers = SchedulerAddresses();
-  std::shared_ptr<grpc::ChannelCredentials> scheduler_credentials;
-  if (!schedulers.empty()) {
-    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-        MakeChannelCredentials(tls_files);
-    if (!credentials.ok()) {
-      Log(std::string(credentials.status().message()));
-      return 2;
-    }
-    scheduler_credentials = std::move(*credentials);
-    if (absl::GetFlag(FLAGS_heartbeat_interval) <= absl::ZeroDuration()) {
-      Log("--heartbeat_interval must be positive");
-      return 2;
-    }
-  }
-
-  // SIGTERM/SIGINT are turned into bytes on a pipe by an async-signal-safe
-  // handler (libraries start threads before main, so blocking the signals
-  // in one thread cannot route them); one thread reads the pipe. Before
-  // serving there is nothing to drain, so a signal then exits at once.
-  if (pipe(g_signal_pipe) != 0) {
-    Log("cannot create the signal pipe");
-    return 2;
-  }
-  struct sigaction action = {};
-  action.sa_handler = OnTerminationSignal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
+// One thread waits for SIGTERM/SIGINT. Before serving there is nothing to
+// drain, so a signal then exits at once.
+absl::Status InstallTerminationSignalThread() {
+  if (absl::Status s = cli::CatchTerminationSignals(); !s.ok()) return s;
   std::thread([] {
-    unsigned char signal_number = 0;
-    while (read(g_signal_pipe[0], &signal_number, 1) != 1) {
-    }
+    const int signal_number = cli::WaitForTerminationSignal();
     std::lock_guard<std::mutex> lock(g_shutdown.mu);
     if (!g_shutdown.serving) {
       Log(absl::StrCat("signal ", signal_number, " while starting: exiting"));
@@ -213,183 +200,208 @@ int Run() {
     g_shutdown.requested = true;
     g_shutdown.cv.notify_all();
   }).detach();
+  return absl::OkStatus();
+}
 
-  auto registry = std::make_shared<metrics::Registry>();
-  std::unique_ptr<metrics::Exposer> exposer;
-  const int metrics_port = absl::GetFlag(FLAGS_metrics_port);
-  if (metrics_port >= 0) {
-    const std::string host = absl::GetFlag(FLAGS_metrics_host);
-    const std::string address = absl::StrCat(host.find(':') != std::string::npos ? "[" : "",
-                                              host, host.find(':') != std::string::npos ? "]" : "",
-                                              ":", metrics_port);
-    absl::StatusOr<std::unique_ptr<metrics::Exposer>> created = metrics::Exposer::Create(address);
-    if (!created.ok()) {
-      Log(absl::StrCat("metrics: ", created.status().message()));
-      return 2;
-    }
-    exposer = std::move(*created);
-    exposer->RegisterCollectable(registry);
-    const int port = exposer->GetListeningPorts()[0];
-    Log(absl::StrCat("metrics listening on port ", port, " (http://", host, ":", port,
-                     "/metrics)"));
-  }
+// Serves `registry` on --metrics_host:--metrics_port; null with
+// --metrics_port=-1.
+absl::StatusOr<std::unique_ptr<metrics::Exposer>> StartMetrics(
+    std::shared_ptr<metrics::Registry> registry) {
+  return metrics::ServeMetrics(absl::GetFlag(FLAGS_metrics_host), absl::GetFlag(FLAGS_metrics_port),
+                               registry, Log);
+}
 
-  // The tokenizer and config first (fast), so the metrics labels and the KV
-  // budget are known; weights follow once the server is listening.
-  absl::StatusOr<ServedModel> header = LoadServedModel(model_path, nullptr);
-  if (!header.ok()) {
-    Log(std::string(header.status().message()));
-    return 2;
-  }
-  if (header->tokenizer == nullptr) {
-    Log(absl::StrCat(model_path, ": no tokenizer in the model directory"));
-    return 2;
-  }
-  const std::string chat_template = absl::GetFlag(FLAGS_chat_template);
-  if (!chat_template.empty()) {
-    // Checked before the weights load, so a bad file fails fast.
-    if (absl::Status s = SetChatTemplateFile(&*header, chat_template); !s.ok()) {
-      Log(std::string(s.message()));
-      return 2;
-    }
-  }
-  absl::StatusOr<size_t> kv_budget = ParseKvBudget(absl::GetFlag(FLAGS_kv_budget), header->config);
-  if (!kv_budget.ok()) {
-    Log(std::string(kv_budget.status().message()));
-    return 2;
-  }
-  WorkerMetrics worker_metrics(*registry, WorkerBuildInfo{kVersion, served_model_name,
-                                                          header->config.architecture,
-                                                          header->weight_type, device});
-  worker_metrics.SetServing(false);
+// The model without its weights, and the KV budget it implies.
+struct ModelHeader {
+  ServedModel model;  // tokenizer and config
+  size_t kv_budget_bytes = 0;
+};
 
-  const std::string listen = absl::GetFlag(FLAGS_listen);
+// The tokenizer and config first (fast), so the metrics labels and the KV
+// budget are known; weights follow once the server is listening.
+absl::StatusOr<ModelHeader> LoadModelHeader(const std::string& model_path) {
+  absl::StatusOr<ServedModel> model = LoadServedModel(model_path, nullptr);
+  if (!model.ok()) return model.status();
+  if (model->tokenizer == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(model_path, ": no tokenizer in the model directory"));
+  }
+  // Checked before the weights load, so a bad file fails fast.
+  if (const std::string chat_template = absl::GetFlag(FLAGS_chat_template);
+      !chat_template.empty()) {
+    if (absl::Status s = SetChatTemplateFile(&*model, chat_template); !s.ok()) return s;
+  }
+  absl::StatusOr<size_t> kv_budget = ParseKvBudget(absl::GetFlag(FLAGS_kv_budget), model->config);
+  if (!kv_budget.ok()) return kv_budget.status();
+  return ModelHeader{std::move(*model), *kv_budget};
+}
+
+WorkerServiceOptions MakeServiceOptions(const StartupOptions& options, WorkerMetrics* metrics) {
   WorkerServiceOptions service_options;
-  service_options.metrics = &worker_metrics;
-  service_options.model_path = model_path;
-  service_options.device = device;
+  service_options.metrics = metrics;
+  service_options.model_path = options.model_path;
+  service_options.device = options.device;
   service_options.worker_id = absl::GetFlag(FLAGS_worker_id);
-  service_options.served_model_name = served_model_name;
+  service_options.served_model_name = options.served_model_name;
   service_options.max_stream_buffer_events =
       static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_max_stream_buffer_events)));
-  WorkerService service(service_options);
+  return service_options;
+}
 
+struct GrpcServer {
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+};
+
+// Listens on --listen with health NOT_SERVING (the model is not loaded yet),
+// reflection on, and the worker id defaulted to host:port.
+absl::StatusOr<GrpcServer> StartGrpcServer(const StartupOptions& options,
+                                           WorkerService* service) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  GrpcServer grpc_server;
   grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(listen, *server_credentials, &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    Log(absl::StrCat("cannot listen on ", listen));
-    return 2;
+  builder.AddListeningPort(listen, options.server_credentials, &grpc_server.port);
+  builder.RegisterService(service);
+  grpc_server.server = builder.BuildAndStart();
+  if (grpc_server.server == nullptr || grpc_server.port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", listen));
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  grpc::HealthCheckServiceInterface* health = grpc_server.server->GetHealthCheckService();
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
-  Log(absl::StrCat("grpc listening on port ", port, " (",
-                   DescribeServerTls(tls_files, ClientCerts::kRequire), ")"));
-  if (service_options.worker_id.empty()) {
+  Log(absl::StrCat("grpc listening on port ", grpc_server.port, " (",
+                   DescribeServerTls(options.tls_files, ClientCerts::kRequire), ")"));
+  if (absl::GetFlag(FLAGS_worker_id).empty()) {
     char host[256] = {0};
     gethostname(host, sizeof(host) - 1);
-    service.SetWorkerId(absl::StrCat(host, ":", port));  // the service holds its own copy
+    // The service holds its own copy.
+    service->SetWorkerId(absl::StrCat(host, ":", grpc_server.port));
   }
+  return grpc_server;
+}
 
-  int threads = absl::GetFlag(FLAGS_threads);
-  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
+// --device and --ggml_variant as LoadOptions.
+absl::StatusOr<LoadOptions> MakeLoadOptions(const std::string& device) {
   LoadOptions load_options;
   load_options.device = device;
   if (const std::string variant = absl::GetFlag(FLAGS_ggml_variant); variant != "auto") {
     absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(variant);
     if (!parsed.ok()) {
-      Log(absl::StrCat("--ggml_variant: ", parsed.status().message()));
-      return 2;
+      return absl::Status(parsed.status().code(),
+                          absl::StrCat("--ggml_variant: ", parsed.status().message()));
     }
     load_options.ggml_variant = *parsed;
   }
-  absl::StatusOr<ServedModel> served = LoadServedModel(model_path, &load_options);
-  if (!served.ok()) {
-    Log(std::string(served.status().message()));
-    return 2;
-  }
+  return load_options;
+}
+
+// The weights, with --chat_template, run once on a throwaway job so that the
+// first request does not pay for lazy initialisation.
+absl::StatusOr<ServedModel> LoadAndWarmUpModel(const StartupOptions& options,
+                                               WorkerMetrics* metrics) {
+  int threads = absl::GetFlag(FLAGS_threads);
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  absl::StatusOr<LoadOptions> load_options = MakeLoadOptions(options.device);
+  if (!load_options.ok()) return load_options.status();
+  absl::StatusOr<ServedModel> served = LoadServedModel(options.model_path, &*load_options);
+  if (!served.ok()) return served.status();
+  const std::string chat_template = absl::GetFlag(FLAGS_chat_template);
   if (!chat_template.empty()) {
-    if (absl::Status s = SetChatTemplateFile(&*served, chat_template); !s.ok()) {
-      Log(std::string(s.message()));
-      return 2;
-    }
+    if (absl::Status s = SetChatTemplateFile(&*served, chat_template); !s.ok()) return s;
   }
   Log(served->chat_template.has_value()
           ? absl::StrCat("chat template: ", chat_template.empty() ? "the model's own" : chat_template)
           : absl::StrCat("no chat template: ", served->chat_template_status.message()));
-  worker_metrics.SetModelLoadSeconds(served->load_seconds);
-  Log(absl::StrCat("loaded ", served_model_name, " (", served->config.architecture, ", ",
-                   served->weight_type, ") on ", device, " in ", served->load_seconds,
+  metrics->SetModelLoadSeconds(served->load_seconds);
+  Log(absl::StrCat("loaded ", options.served_model_name, " (", served->config.architecture, ", ",
+                   served->weight_type, ") on ", options.device, " in ", served->load_seconds,
                    " s, float order of ggml's ", GgmlVariantName(served->model->ggml_variant()),
                    " CPU library"));
   if (absl::Status s = WarmUp(*served->model); !s.ok()) {
-    Log(absl::StrCat("warm-up failed: ", s.message()));
-    return 2;
+    return absl::Status(s.code(), absl::StrCat("warm-up failed: ", s.message()));
   }
+  return served;
+}
 
+// The continuous-batching engine over `served`, reporting each step to
+// `metrics`.
+absl::StatusOr<std::unique_ptr<Engine>> StartEngine(const ServedModel& served,
+                                                    size_t kv_budget_bytes,
+                                                    WorkerMetrics* metrics) {
   EngineOptions engine_options;
-  engine_options.kv_budget_bytes = *kv_budget;
+  engine_options.kv_budget_bytes = kv_budget_bytes;
   engine_options.max_running = absl::GetFlag(FLAGS_max_batch);
   engine_options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   engine_options.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens);
   if (engine_options.max_running < 1 || engine_options.max_waiting < 0 ||
       engine_options.max_prefill_tokens_per_step < 1) {
-    Log("--max_batch and --max_prefill_tokens must be at least 1, --max_waiting at least 0");
-    return 2;
+    return absl::InvalidArgumentError(
+        "--max_batch and --max_prefill_tokens must be at least 1, --max_waiting at least 0");
   }
-  engine_options.on_step = [&worker_metrics](int32_t batch_size, const EngineStats& stats) {
-    worker_metrics.OnEngineStep(batch_size, stats);
+  engine_options.on_step = [metrics](int32_t batch_size, const EngineStats& stats) {
+    metrics->OnEngineStep(batch_size, stats);
   };
-  auto engine = std::make_unique<Engine>(served->model.get(), served->tokenizer.get(),
+  auto engine = std::make_unique<Engine>(served.model.get(), served.tokenizer.get(),
                                          engine_options);
-  worker_metrics.OnEngineStep(0, engine->Stats());
+  metrics->OnEngineStep(0, engine->Stats());
+  return engine;
+}
 
-  service.Attach(engine.get(), &*served);
+// Attaches the model and engine to the service and turns health SERVING.
+void StartServing(const ServedModel& served, Engine* engine, size_t kv_budget_bytes,
+                  WorkerService* service, grpc::Server* server, WorkerMetrics* metrics) {
+  service->Attach(engine, &served);
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);
-  worker_metrics.SetServing(true);
-  Log(absl::StrCat("serving (kv budget ", *kv_budget, " bytes, max batch ",
-                   engine_options.max_running, ")"));
+  metrics->SetServing(true);
+  Log(absl::StrCat("serving (kv budget ", kv_budget_bytes, " bytes, max batch ",
+                   engine->options().max_running, ")"));
+}
 
-  std::unique_ptr<SchedulerRegistration> registration;
-  if (!schedulers.empty()) {
-    SchedulerRegistrationOptions registration_options;
-    registration_options.schedulers = schedulers;
-    registration_options.advertise_address = absl::GetFlag(FLAGS_advertise_address);
-    if (registration_options.advertise_address.empty()) {
-      registration_options.advertise_address = absl::StrCat(":", port);
-    }
-    registration_options.model = served_model_name;
-    registration_options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
-    registration_options.credentials = scheduler_credentials;
-    registration_options.log = Log;
-    Log(absl::StrCat("registering with ", absl::StrJoin(schedulers, ", "), " as ",
-                     registration_options.advertise_address, " every ",
-                     absl::FormatDuration(registration_options.heartbeat_interval),
-                     tls_files.ca.empty() ? " (plaintext: no --tls_ca)" : " (tls)"));
-    registration = std::make_unique<SchedulerRegistration>(std::move(registration_options));
-    registration->Start();
+// Registers with --scheduler and heartbeats until Stop; null without one.
+std::unique_ptr<SchedulerRegistration> StartRegistration(const StartupOptions& options,
+                                                         int port) {
+  if (options.schedulers.empty()) return nullptr;
+  SchedulerRegistrationOptions registration_options;
+  registration_options.schedulers = options.schedulers;
+  registration_options.advertise_address = absl::GetFlag(FLAGS_advertise_address);
+  if (registration_options.advertise_address.empty()) {
+    registration_options.advertise_address = absl::StrCat(":", port);
   }
+  registration_options.model = options.served_model_name;
+  registration_options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
+  registration_options.credentials = options.scheduler_credentials;
+  registration_options.log = Log;
+  Log(absl::StrCat("registering with ", absl::StrJoin(options.schedulers, ", "), " as ",
+                   registration_options.advertise_address, " every ",
+                   absl::FormatDuration(registration_options.heartbeat_interval),
+                   options.tls_files.ca.empty() ? " (plaintext: no --tls_ca)" : " (tls)"));
+  auto registration = std::make_unique<SchedulerRegistration>(std::move(registration_options));
+  registration->Start();
+  return registration;
+}
 
-  {
-    std::unique_lock<std::mutex> lock(g_shutdown.mu);
-    g_shutdown.serving = true;
-    g_shutdown.cv.wait(lock, [] { return g_shutdown.requested; });
-  }
+// From here on a termination signal drains instead of exiting.
+void ServeUntilShutdownRequested() {
+  std::unique_lock<std::mutex> lock(g_shutdown.mu);
+  g_shutdown.serving = true;
+  g_shutdown.cv.wait(lock, [] { return g_shutdown.requested; });
+}
 
-  // Drain: unhealthy first so balancers stop sending, then refuse new jobs,
-  // let running ones finish, cancel what is left at the timeout. Heartbeats
-  // go on: schedulers see Info.draining.
-  service.SetDraining();
+// Unhealthy first so balancers stop sending, then refuse new jobs, let
+// running ones finish, cancel what is left at --drain_timeout. Heartbeats go
+// on until the end: schedulers see Info.draining.
+void Drain(WorkerService* service, WorkerMetrics* metrics, std::unique_ptr<Engine> engine,
+           std::unique_ptr<grpc::Server> server, SchedulerRegistration* registration) {
+  service->SetDraining();
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
-  worker_metrics.SetServing(false);
+  metrics->SetServing(false);
   engine->StopAccepting();
   const auto drain_deadline = std::chrono::steady_clock::now() +
                               absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_drain_timeout));
@@ -412,6 +424,61 @@ int Run() {
   engine.reset();
   server.reset();
   Log("drained, exiting");
+}
+
+// A step that fails is logged and exits 2. Locals are declared in the order
+// that makes the server go before the service, metrics and registry it uses.
+int Run() {
+  absl::StatusOr<StartupOptions> options = ParseStartupOptions();
+  if (!options.ok()) {
+    Log(std::string(options.status().message()));
+    return 2;
+  }
+  if (absl::Status s = InstallTerminationSignalThread(); !s.ok()) {
+    Log(std::string(s.message()));
+    return 2;
+  }
+  auto registry = std::make_shared<metrics::Registry>();
+  absl::StatusOr<std::unique_ptr<metrics::Exposer>> exposer = StartMetrics(registry);
+  if (!exposer.ok()) {
+    Log(absl::StrCat("metrics: ", exposer.status().message()));
+    return 2;
+  }
+  absl::StatusOr<ModelHeader> header = LoadModelHeader(options->model_path);
+  if (!header.ok()) {
+    Log(std::string(header.status().message()));
+    return 2;
+  }
+  WorkerMetrics worker_metrics(
+      *registry, WorkerBuildInfo{kVersion, options->served_model_name,
+                                 header->model.config.architecture, header->model.weight_type,
+                                 options->device});
+  worker_metrics.SetServing(false);
+  WorkerService service(MakeServiceOptions(*options, &worker_metrics));
+  absl::StatusOr<GrpcServer> grpc_server = StartGrpcServer(*options, &service);
+  if (!grpc_server.ok()) {
+    Log(std::string(grpc_server.status().message()));
+    return 2;
+  }
+  absl::StatusOr<ServedModel> served = LoadAndWarmUpModel(*options, &worker_metrics);
+  if (!served.ok()) {
+    Log(std::string(served.status().message()));
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<Engine>> engine =
+      StartEngine(*served, header->kv_budget_bytes, &worker_metrics);
+  if (!engine.ok()) {
+    Log(std::string(engine.status().message()));
+    return 2;
+  }
+  StartServing(*served, engine->get(), header->kv_budget_bytes, &service,
+               grpc_server->server.get(), &worker_metrics);
+  std::unique_ptr<SchedulerRegistration> registration =
+      StartRegistration(*options, grpc_server->port);
+
+  ServeUntilShutdownRequested();
+  Drain(&service, &worker_metrics, std::move(*engine), std::move(grpc_server->server),
+        registration.get());
   return 0;
 }
 
