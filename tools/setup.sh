@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libcpp-httplib-dev prometheus nodejs npm
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-torch libutf8proc-dev
   libsentencepiece-dev sentencepiece
+  systemd  # systemd-analyze verify of deploy/systemd (deploy/deploy_test.py); not started
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
