@@ -14,12 +14,14 @@ SCHEDULER_PORT="${LLORCH_DEMO_SCHEDULER_PORT:-50051}"
 WORKER_PORT="${LLORCH_DEMO_PORT:-50061}"
 SCHEDULER_METRICS="${LLORCH_DEMO_SCHEDULER_METRICS_PORT:-9465}"
 WORKER_METRICS="${LLORCH_DEMO_METRICS_PORT:-9464}"
+HTTP_PORT="${LLORCH_DEMO_HTTP_PORT:-8080}"  # OpenAI-compatible API and the chat page at /
 MODEL_NAME="$(basename "$LLORCH_DEFAULT_MODEL" .gguf)"  # the worker's default served name
 SCHEDULER_LOG="$(mktemp -t llorch-scheduler-demo.XXXXXX.log)"
 WORKER_LOG="$(mktemp -t llorch-worker-demo.XXXXXX.log)"
 
 "$ROOT/build/bin/llorch-scheduler" --listen "127.0.0.1:$SCHEDULER_PORT" \
-  --metrics_host 127.0.0.1 --metrics_port "$SCHEDULER_METRICS" 2>"$SCHEDULER_LOG" &
+  --metrics_host 127.0.0.1 --metrics_port "$SCHEDULER_METRICS" \
+  --http_listen "127.0.0.1:$HTTP_PORT" 2>"$SCHEDULER_LOG" &
 SCHEDULER=$!
 "$ROOT/build/bin/llorch-worker" --model "$LLORCH_DEFAULT_MODEL" --listen "127.0.0.1:$WORKER_PORT" \
   --metrics_host 127.0.0.1 --metrics_port "$WORKER_METRICS" \
@@ -39,5 +41,6 @@ grep -q "up (model $MODEL_NAME)" "$SCHEDULER_LOG" || { cat "$SCHEDULER_LOG" "$WO
 echo "[llorch-scheduler on 127.0.0.1:$SCHEDULER_PORT (metrics http://127.0.0.1:$SCHEDULER_METRICS/metrics)," \
   "llorch-worker on 127.0.0.1:$WORKER_PORT (metrics http://127.0.0.1:$WORKER_METRICS/metrics)," \
   "model $MODEL_NAME]" >&2
+echo "[chat page: http://127.0.0.1:$HTTP_PORT/ (OpenAI API: http://127.0.0.1:$HTTP_PORT/v1)]" >&2
 "$ROOT/build/bin/llorch" generate --scheduler "127.0.0.1:$SCHEDULER_PORT" --model "$MODEL_NAME" \
   --chat "user:${1:-$PROMPT}" --max-tokens "${MAX_TOKENS:-128}" --temperature 0.2 --seed 42

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-torch libutf8proc-dev
   libsentencepiece-dev sentencepiece
   systemd  # systemd-analyze verify of deploy/systemd (deploy/deploy_test.py); not started
+  chromium  # headless, drives the chat page (services/openai/chat_page_test.py)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

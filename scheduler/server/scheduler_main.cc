@@ -3,9 +3,12 @@
 // no model: it admits Generate calls, queues them per model, places them on
 // workers (--workers, DNS names re-resolved, and workers that register with
 // `llorch-worker --scheduler`), relays their streams and retries a job whose
-// worker dies before its first token. On SIGTERM/SIGINT: NOT_SERVING, then
-// running streams get --drain_timeout to finish, then exit 0.
+// worker dies before its first token. With --http_listen it also serves an
+// OpenAI-compatible HTTP API that translates onto its own gRPC API
+// (services/openai). On SIGTERM/SIGINT: NOT_SERVING, then running streams get
+// --drain_timeout to finish, then exit 0.
 #include <chrono>
+#include <future>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -28,6 +31,7 @@
 #include "common/grpc/tls.h"
 #include "common/metrics/exposer.h"
 #include "scheduler/scheduler_core.h"
+#include "services/openai/http_server.h"
 #include "services/scheduler/scheduler_metrics.h"
 #include "services/scheduler/scheduler_service.h"
 
@@ -68,6 +72,12 @@ ABSL_FLAG(int, max_stream_buffer_events, 64,
           "worker's own limit)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM, how long running streams may finish before they are cancelled");
+ABSL_FLAG(std::string, http_listen, "",
+          "OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, "
+          "/health) on HOST:PORT (port 0 picks one); empty: off. TLS and bearer tokens as the "
+          "gRPC port's");
+ABSL_FLAG(int, http_threads, 64,
+          "HTTP requests served at once (a streaming answer holds one thread)");
 
 namespace llorch {
 namespace {
@@ -164,15 +174,65 @@ absl::StatusOr<scheduler::CoreOptions> CoreOptionsFromFlags() {
 // Waits for SIGTERM/SIGINT, then drains: NOT_SERVING first so balancers
 // stop sending, then the server stops taking calls and waits for running
 // streams until --drain_timeout.
-void ServeUntilSignal(grpc::Server& server, SchedulerMetrics& metrics) {
+void ServeUntilSignal(grpc::Server& server, SchedulerMetrics& metrics, openai::HttpServer* http) {
   const int signal_number = cli::WaitForTerminationSignal();
   Log(absl::StrCat("signal ", signal_number, ": draining"));
   grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
   health->SetServingStatus(false);
   health->SetServingStatus(kServiceName, false);
   metrics.SetServing(false);
-  server.Shutdown(std::chrono::system_clock::now() +
-                  absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_drain_timeout)));
+  const std::chrono::system_clock::time_point deadline =
+      std::chrono::system_clock::now() +
+      absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_drain_timeout));
+  if (http != nullptr) {
+    // New HTTP completions get 503. Running ones call through the in-process
+    // channel, which Shutdown closes at once: they finish first, within the
+    // same deadline (gRPC calls meanwhile go on as they would).
+    http->StartDrain();
+    http->WaitIdle(deadline);
+  }
+  server.Shutdown(deadline);
+}
+
+// --http_listen: the OpenAI-compatible API, calling this server's own gRPC
+// API in-process (null when the flag is empty).
+absl::StatusOr<std::unique_ptr<openai::HttpServer>> StartHttp(
+    grpc::Server& server, scheduler::SchedulerCore& core,
+    const std::optional<BearerTokens>& tokens) {
+  const std::string listen = absl::GetFlag(FLAGS_http_listen);
+  if (listen.empty()) return std::unique_ptr<openai::HttpServer>();
+  openai::HttpServerOptions options;
+  options.listen = listen;
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  options.channel = server.InProcessChannel(args);
+  options.tokens = tokens ? &*tokens : nullptr;
+  options.threads = absl::GetFlag(FLAGS_http_threads);
+  options.log = Log;
+  // /health needs no token: it asks the core, not ListWorkers.
+  options.workers_up = [&core] {
+    auto up = std::make_shared<std::promise<int>>();
+    std::future<int> result = up->get_future();
+    core.Snapshot([up](scheduler::CoreSnapshot snapshot) {
+      int n = 0;
+      for (const scheduler::WorkerRecord& w : snapshot.workers) {
+        n += w.state == scheduler::WorkerState::kUp;
+      }
+      up->set_value(n);
+    });
+    return result.wait_for(std::chrono::seconds(5)) == std::future_status::ready ? result.get() : 0;
+  };
+  absl::StatusOr<std::unique_ptr<openai::HttpServer>> http =
+      openai::HttpServer::Start(std::move(options));
+  if (!http.ok()) return http.status();
+  Log(absl::StrCat("http listening on port ", (*http)->port(), " (",
+                   (*http)->tls() ? "tls on" : "tls off",
+                   tokens ? absl::StrCat(", ", tokens->size(), " bearer tokens") : "",
+                   "; OpenAI-compatible API at ", (*http)->tls() ? "https" : "http", "://",
+                   listen.substr(0, listen.rfind(':')), ":", (*http)->port(), "/v1)"));
+  return http;
 }
 
 int Run() {
@@ -242,14 +302,21 @@ int Run() {
                                                      ? ClientCerts::kNone
                                                      : ClientCerts::kVerifyIfPresented),
                    tokens ? absl::StrCat(", ", tokens->size(), " bearer tokens") : "", ")"));
+  absl::StatusOr<std::unique_ptr<openai::HttpServer>> http = StartHttp(*server, core, tokens);
+  if (!http.ok()) {
+    Log(absl::StrCat("http: ", http.status().message()));
+    return 2;
+  }
+
   server->GetHealthCheckService()->SetServingStatus(true);
   server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
   scheduler_metrics.SetServing(true);
   Log(absl::StrCat("serving (", entries->size(), " --workers entries, max queue ",
                    core_options->max_queue, " per model)"));
 
-  ServeUntilSignal(*server, scheduler_metrics);
+  ServeUntilSignal(*server, scheduler_metrics, http->get());
   server->Wait();
+  if (*http != nullptr) (*http)->Stop();
   Log("drained, exiting");
   return 0;
 }
@@ -278,7 +345,8 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("tls_cert").Value("PATH"), cli::FlagSpec("tls_key").Value("PATH"),
        cli::FlagSpec("tls_ca").Value("PATH"), cli::FlagSpec("auth_tokens_file").Value("PATH"),
        cli::FlagSpec("max_stream_buffer_events").AtLeast(1),
-       cli::FlagSpec("drain_timeout").Value("DURATION")});
+       cli::FlagSpec("drain_timeout").Value("DURATION"),
+       cli::FlagSpec("http_listen").Value("HOST:PORT"), cli::FlagSpec("http_threads").AtLeast(1)});
   return command;
 }
 
