@@ -1,22 +1,115 @@
 #!/usr/bin/env bash
-# Concurrency benchmark: starts llorch-worker on a model (default SmolLM2)
-# and prints aggregate generated tok/s at 1, 2, 4, 8 and 16 concurrent
-# streams, each against one stream in the same run. Run on an idle machine.
+# Serving under load: llorch against llama.cpp's llama-server on the same
+# GGUF (default SmolLM2), the same threads, the same load from the same
+# client (`llorch bench-serve`): for each concurrency level, --requests
+# streaming requests of PROMPT_TOKENS prompt tokens and exactly MAX_TOKENS
+# generated tokens (greedy, EOS ignored). One server at a time, so they never
+# share the cores:
+#   1. llama-server (tools/bench/build-llamacpp-server.sh builds it once),
+#      -np = the highest level, through its OpenAI API;
+#   2. llorch-scheduler + one llorch-worker, through the scheduler's OpenAI
+#      HTTP port (--http_listen) and then its gRPC Generate.
+# Prints each run's table and the ratios llorch / llama.cpp per level.
 # Usage: tools/bench-serve.sh [MODEL.gguf] [extra llorch bench-serve flags]
+# Env: THREADS (default: all cores), CONCURRENCY (1,2,4,8,16), REQUESTS (16
+# per level), PROMPT_TOKENS (128), MAX_TOKENS (64), OUT (directory for the
+# CSVs; default a new temporary one), PLOT=docs/bench-serve.png (one plot of
+# all runs; needs gnuplot), PEER=0 (skip llama.cpp), HTTP=0 (skip llorch's
+# HTTP port). Run on an idle machine: client and servers share its cores.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/env.sh"
 MODEL="${1:-$LLORCH_DEFAULT_MODEL}"; shift || true
-LOG="$(mktemp -t llorch-bench-serve.XXXXXX.log)"
-"$ROOT/build/bin/llorch-worker" --model "$MODEL" --listen 127.0.0.1:0 --metrics_port -1 \
-  --max_batch 16 2>"$LOG" &
-WORKER=$!
-trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true; rm -f "$LOG"' EXIT
-for _ in $(seq 1 600); do
-  grep -q "llorch-worker: serving" "$LOG" && break
-  kill -0 "$WORKER" 2>/dev/null || { cat "$LOG" >&2; exit 1; }
-  sleep 0.1
+THREADS="${THREADS:-$(nproc)}"
+CONCURRENCY="${CONCURRENCY:-1,2,4,8,16}"
+REQUESTS="${REQUESTS:-16}"
+PROMPT_TOKENS="${PROMPT_TOKENS:-128}"
+MAX_TOKENS="${MAX_TOKENS:-64}"
+PLOT="${PLOT:-}"
+OUT="${OUT:-$(mktemp -d -t llorch-bench-serve.XXXXXX)}"
+mkdir -p "$OUT"
+LLORCH="$ROOT/build/bin/llorch"
+MODEL_NAME="$(basename "$MODEL" .gguf)"  # the worker's served name
+MAX_LEVEL="$(tr ',' '\n' <<<"$CONCURRENCY" | sort -n | tail -n 1)"
+for bin in llorch llorch-scheduler llorch-worker; do
+  [[ -x "$ROOT/build/bin/$bin" ]] || { echo "bench-serve: build/bin/$bin missing (cmake --build build)" >&2; exit 1; }
 done
-PORT="$(sed -n 's/.*grpc listening on port \([0-9]*\).*/\1/p' "$LOG")"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores"
-"$ROOT/build/bin/llorch" bench-serve --worker "127.0.0.1:$PORT" "$@"
+[[ -f "$MODEL" ]] || { echo "bench-serve: no model $MODEL (tools/setup.sh fetches SmolLM2)" >&2; exit 1; }
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# wait_for LOG PATTERN PID...: until PATTERN is in LOG; fails when a PID dies.
+wait_for() {
+  local log="$1" pattern="$2" pid; shift 2
+  for _ in $(seq 1 1200); do
+    grep -q "$pattern" "$log" && return 0
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null || { tail -n 30 "$log" >&2; return 1; }; done
+    sleep 0.1
+  done
+  echo "bench-serve: timed out waiting for '$pattern' in $log" >&2; return 1
+}
+bench() { "$LLORCH" bench-serve --concurrency "$CONCURRENCY" --requests "$REQUESTS" \
+  --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" "$@"; }
+
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "model: $MODEL; threads $THREADS; levels $CONCURRENCY; $REQUESTS requests per level;" \
+  "$PROMPT_TOKENS-token prompts, $MAX_TOKENS generated tokens; CSVs in $OUT"
+
+COMPARE=()
+if [[ "${PEER:-1}" != 0 ]]; then
+  SERVER="$("$ROOT/tools/bench/build-llamacpp-server.sh" | tail -n 1)"
+  PORT="$(free_port)"
+  LOG="$OUT/llama-server.log"
+  # One slot per request in flight, each with room for its prompt and output.
+  "$SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
+    -np "$MAX_LEVEL" -c "$((MAX_LEVEL * (PROMPT_TOKENS + MAX_TOKENS + 64)))" --no-webui >"$LOG" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 1200); do
+    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+    kill -0 "${PIDS[0]}" 2>/dev/null || { tail -n 30 "$LOG" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo
+  echo "## llama.cpp llama-server ($("$SERVER" --version 2>&1 | grep -m1 -i version || true)), OpenAI API"
+  bench --openai "http://127.0.0.1:$PORT" --model "$MODEL_NAME" --label "llama.cpp" \
+    --csv "$OUT/llamacpp.csv" "$@"
+  COMPARE+=("$OUT/llamacpp.csv")
+  cleanup
+fi
+
+SCHED_LOG="$OUT/llorch-scheduler.log"
+WORKER_LOG="$OUT/llorch-worker.log"
+"$ROOT/build/bin/llorch-scheduler" --listen 127.0.0.1:0 --metrics_port -1 \
+  --http_listen 127.0.0.1:0 2>"$SCHED_LOG" &
+PIDS+=($!)
+wait_for "$SCHED_LOG" "http listening on port" "${PIDS[0]}"
+wait_for "$SCHED_LOG" "grpc listening on port" "${PIDS[0]}"
+SCHED_PORT="$(sed -n 's/.*grpc listening on port \([0-9]*\).*/\1/p' "$SCHED_LOG")"
+HTTP_PORT="$(sed -n 's/.*http listening on port \([0-9]*\).*/\1/p' "$SCHED_LOG")"
+"$ROOT/build/bin/llorch-worker" --model "$MODEL" --listen 127.0.0.1:0 --metrics_port -1 \
+  --threads "$THREADS" --max_batch "$MAX_LEVEL" --scheduler "127.0.0.1:$SCHED_PORT" 2>"$WORKER_LOG" &
+PIDS+=($!)
+wait_for "$SCHED_LOG" "up (model $MODEL_NAME)" "${PIDS[@]}"
+
+join() { local IFS=,; echo "$*"; }
+if [[ "${HTTP:-1}" != 0 ]]; then
+  echo
+  echo "## llorch (llorch-scheduler + 1 llorch-worker), OpenAI API (--http_listen)"
+  bench --openai "http://127.0.0.1:$HTTP_PORT" --model "$MODEL_NAME" --label "llorch HTTP" \
+    --csv "$OUT/llorch-http.csv" ${COMPARE[@]+--compare "$(join "${COMPARE[@]}")"} "$@"
+  COMPARE+=("$OUT/llorch-http.csv")
+fi
+echo
+echo "## llorch (llorch-scheduler + 1 llorch-worker), gRPC Generate"
+bench --scheduler "127.0.0.1:$SCHED_PORT" --model "$MODEL_NAME" --label "llorch gRPC" \
+  --csv "$OUT/llorch-grpc.csv" ${COMPARE[@]+--compare "$(join "${COMPARE[@]}")"} \
+  ${PLOT:+--plot "$PLOT"} "$@"
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); CSVs and server logs in $OUT${PLOT:+; plot $PLOT}"

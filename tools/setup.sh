@@ -14,6 +14,7 @@ APT_PACKAGES=(
   libsentencepiece-dev sentencepiece
   systemd  # systemd-analyze verify of deploy/systemd (deploy/deploy_test.py); not started
   chromium  # headless, drives the chat page (services/openai/chat_page_test.py)
+  gnuplot-nox  # draws `llorch bench-serve --plot` (docs/bench-serve.png)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

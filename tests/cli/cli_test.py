@@ -9,16 +9,23 @@ refused, numbers range-checked, --a-b and --a_b spellings, --flag=value and
 --flag value. The server clients (generate, models, workers, cancel,
 health): flag errors, unreachable servers, and against a real llorch-worker
 health, generate's started line, cancel and Ctrl-C (through a scheduler:
-tested with the scheduler). Argv: path to llorch [, GGUF model; default
+tested with the scheduler); bench-serve: its flags, a short run against the
+worker (table, CSV, progress lines, --compare, --plot when gnuplot is
+installed) and its --openai client against a fake streaming server in this
+process. Argv: path to llorch [, GGUF model; default
 $LLORCH_DEFAULT_MODEL]; llorch-worker is looked for beside llorch.
 """
+import csv
+import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 LLORCH = sys.argv[1]
@@ -107,8 +114,9 @@ HELP = {  # subcommand: (flags it lists, flags of other subcommands it must not 
     "generate": (["--worker", "--scheduler", "--model", "--tls-ca", "--tls-cert", "--tls-key",
                   "--token-file", "--prompt", "--chat", "--max-tokens", "--seed", "--timeout",
                   "--job-id", "--format"], ["--threads", "--device", "--prefill-chunk", "--service"]),
-    "bench-serve": (["--worker", "--streams", "--gen-tokens", "--requests"],
-                    ["--model", "--max-tokens", "--reps"]),
+    "bench-serve": (["--worker", "--scheduler", "--openai", "--model", "--concurrency", "--requests",
+                     "--prompt-tokens", "--max-tokens", "--csv", "--plot", "--label", "--compare"],
+                    ["--streams", "--gen-tokens", "--reps", "--threads", "--prompt "]),
     "convert": (["--model", "--out", "--type"], ["--threads", "--prompt", "--text"]),
     "inspect": (["--model"], ["--threads", "--text", "--prompt"]),
     "tokenize": (["--model", "--text", "--no-bos"], ["--max-tokens", "--threads", "--prompt"]),
@@ -134,7 +142,7 @@ check(re.search(r"--logprobs N .*default: 5", score_help) is not None and
       re.search(r"--logprobs N .*default: 0", run("run", "--help").stdout) is not None,
       "score's --logprobs defaults to 5, run's to 0")
 check("(default: 64;" in run("bench-serve", "--help").stdout and
-      "(default: 128;" in run("bench", "--help").stdout, "bench-serve's --gen-tokens 64, bench's 128")
+      "(default: 128;" in run("bench", "--help").stdout, "bench-serve's --max-tokens 64, bench's --gen-tokens 128")
 for args in (["--help"], ["help"], ["-h"]):
     out = run(*args).stdout
     check(all(re.search(rf"^  {c} +\S", out, re.M) for c in HELP), f"`llorch {args[0]}` lists every subcommand")
@@ -260,10 +268,17 @@ usage_error(["health", "--scheduler", "127.0.0.1:1", "--tls-cert", EMPTY.name], 
 usage_error(["health", "--scheduler", "127.0.0.1:1", "--tls-ca", "/nonexistent.pem"], "/nonexistent.pem")
 usage_error(["models", "--scheduler", "127.0.0.1:1", "--token-file", EMPTY.name], "--token-file", "empty")
 usage_error(["models", "--scheduler", "127.0.0.1:1", "--token-file", "/nonexistent"], "--token-file")
+usage_error(["bench-serve", "--worker", "127.0.0.1:1", "--openai", "http://127.0.0.1:1"],
+            "exactly one of --worker, --scheduler and --openai")
+usage_error(["bench-serve", "--openai", "http://127.0.0.1:1"], "--model is required")
+usage_error(["bench-serve", "--openai", "ftp://h", "--model", "m"], "--openai", "ftp://h")
+usage_error(["bench-serve", "--worker", "127.0.0.1:1", "--concurrency", "1,32"], "above --requests 16")
+usage_error(["bench-serve", "--openai", "http://127.0.0.1:1", "--model", "m"], "HTTP_CONNECTION")
 for args in (["models", "--scheduler", "127.0.0.1:1"], ["workers", "--scheduler", "127.0.0.1:1"],
              ["cancel", "--scheduler", "127.0.0.1:1", "job-1"], ["health", "--scheduler", "127.0.0.1:1"],
              ["generate", "--scheduler", "127.0.0.1:1", "--model", "m", "--prompt", "x"]):
     usage_error(args, "127.0.0.1:1: UNAVAILABLE")
+usage_error(["bench-serve", "--worker", "127.0.0.1:1"], "127.0.0.1:1", "warm-up request failed: UNAVAILABLE")
 
 
 class ServingWorker:
@@ -340,7 +355,76 @@ with ServingWorker() as w:
     check(rc == -signal.SIGINT and "interrupted" in err and not rest,
           f"Ctrl-C during generate: the call cancelled, then died of SIGINT (rc {rc}, {err.strip()!r})")
     check(run("health", "--worker", w.address).stdout == "SERVING\n", "the worker serves on after the cancel")
+
+    # bench-serve: a row per level in the table and the CSV, progress on
+    # stderr; its own CSV back through --compare, and the plot.
+    bench_dir = tempfile.mkdtemp()
+    bench_csv = os.path.join(bench_dir, "worker.csv")
+    p = run("bench-serve", "--worker", w.address, "--concurrency", "1,2", "--requests", "2",
+            "--prompt-tokens", "8", "--max-tokens", "4", "--label", "w,1", "--csv", bench_csv)
+    rows = list(csv.DictReader(open(bench_csv)))
+    check([r["concurrency"] for r in rows] == ["1", "2"] and
+          all(r["label"] == "w,1" and r["ok"] == "2" and r["errors"] == "" and
+              r["completion_tokens"] == "8" and 8 <= float(r["prompt_tokens"]) <= 10 and
+              float(r["output_tok_s"]) > 0 and float(r["ttft_p50_ms"]) > 0 for r in rows),
+          "bench-serve --worker --csv: one row per level, 2 requests x 4 tokens each, no errors")
+    check(re.search(r"^\| 2 \| 2 \| 0 \| \d+ \|", p.stdout, re.M) is not None,
+          "bench-serve: a table row per level on stdout")
+    check("concurrency 2: 2/2 requests, 0 errors" in p.stderr,
+          "bench-serve: progress as plain lines on stderr when it is not a terminal")
+    plot = ["--plot", os.path.join(bench_dir, "plot.png")] if shutil.which("gnuplot") else []
+    p = run("bench-serve", "--worker", w.address, "--concurrency", "2", "--requests", "2",
+            "--max-tokens", "2", "--warmup", "0", "--compare", bench_csv, *plot)
+    check("/ w,1:" in p.stdout and re.search(r"^\| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", p.stdout, re.M),
+          "bench-serve --compare: a ratio table against the earlier CSV")
+    if plot:
+        check(open(plot[1], "rb").read(8) == b"\x89PNG\r\n\x1a\n", "bench-serve --plot: a PNG")
+    shutil.rmtree(bench_dir)
     os.unlink(TOKEN.name)
 os.unlink(EMPTY.name)
+
+
+class FakeOpenAi(http.server.BaseHTTPRequestHandler):
+    """Streams max_tokens one-token chunks, a final chunk with usage, [DONE]."""
+    bodies = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeOpenAi.bodies.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        chunk = json.dumps({"choices": [{"text": "x", "index": 0, "finish_reason": None}]})
+        for _ in range(body["max_tokens"]):
+            event = f"data: {chunk}\r\n\r\n".encode()
+            self.wfile.write(event[:7])  # an event split across reads
+            self.wfile.flush()
+            self.wfile.write(event[7:])
+            self.wfile.flush()
+        final = {"choices": [{"text": "", "index": 0, "finish_reason": "length"}],
+                 "usage": {"prompt_tokens": 6, "completion_tokens": body["max_tokens"]}}
+        self.wfile.write(f": comment\ndata: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+
+    def log_message(self, *args):
+        pass
+
+
+fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAi)
+threading.Thread(target=fake.serve_forever, daemon=True).start()
+fake_csv = tempfile.NamedTemporaryFile(suffix=".csv", delete=False).name
+p = run("bench-serve", "--openai", f"http://127.0.0.1:{fake.server_address[1]}/v1", "--model", "fake",
+        "--concurrency", "1,2", "--requests", "2", "--prompt-tokens", "5", "--max-tokens", "3",
+        "--csv", fake_csv)
+rows = list(csv.DictReader(open(fake_csv)))
+path, body = FakeOpenAi.bodies[-1]
+check(path == "/v1/completions" and body["stream"] is True and body["ignore_eos"] is True and
+      body["temperature"] == 0 and body["max_tokens"] == 3 and body["model"] == "fake" and
+      len(body["prompt"].split()) == 5 and len(FakeOpenAi.bodies) == 5,
+      "bench-serve --openai: streamed /v1/completions, greedy, ignore_eos, a 5-word prompt; warm-up + 2 x 2")
+check(len(rows) == 2 and all(r["ok"] == "2" and r["completion_tokens"] == "6" and r["prompt_tokens"] == "6.0"
+                             for r in rows),
+      "bench-serve --openai: SSE chunks parsed, usage read, no errors")
+fake.shutdown()
+os.unlink(fake_csv)
 
 sys.exit(1 if failures else 0)
