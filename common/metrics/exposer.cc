@@ -8,6 +8,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/metrics/process_collector.h"
 #include "common/metrics/text_serializer.h"
 
 namespace llorch::metrics {
@@ -134,6 +135,8 @@ absl::StatusOr<std::unique_ptr<Exposer>> ServeMetrics(
       Exposer::Create(absl::StrCat(v6 ? "[" : "", host, v6 ? "]" : "", ":", port));
   if (!exposer.ok()) return exposer.status();
   (*exposer)->RegisterCollectable(collectable);
+  static const std::shared_ptr<Collectable> process = std::make_shared<ProcessCollector>();
+  (*exposer)->RegisterCollectable(process);
   const int bound = (*exposer)->GetListeningPorts()[0];
   log(absl::StrCat("metrics listening on port ", bound, " (http://", host, ":", bound,
                    "/metrics)"));

@@ -66,7 +66,8 @@ class Exposer {
 
 // The /metrics endpoint of a server process: `collectable` served on
 // host:port (an IPv6 host without brackets is fine; port 0 picks one), and
-// "metrics listening on port N (http://HOST:N/metrics)" given to `log`.
+// "metrics listening on port N (http://HOST:N/metrics)" given to `log`; the
+// process metrics (ProcessCollector) follow `collectable`'s.
 // Null for port < 0 (metrics off). `collectable` must outlive the exposer.
 absl::StatusOr<std::unique_ptr<Exposer>> ServeMetrics(
     const std::string& host, int port, const std::shared_ptr<Collectable>& collectable,

@@ -42,7 +42,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
-from prometheus_server import TestFailure, die_with_parent  # noqa: E402
+from processes import Processes, TestFailure, check, die_with_parent, served_name  # noqa: E402
 
 PAGE_SOURCE = os.path.join(HERE, "static", "index.html")
 SKIP = 77
@@ -50,65 +50,6 @@ SKIP = 77
 
 class Skip(Exception):
     pass
-
-
-def check(condition, message):
-    if not condition:
-        raise TestFailure(message)
-
-
-def served_name(path):
-    return os.path.splitext(os.path.basename(path.rstrip("/")))[0]
-
-
-# --- processes ---------------------------------------------------------------
-
-class Processes:
-    """Started processes; all get SIGTERM at the end."""
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.started = []
-
-    def start(self, argv, name, wait_for, ports=("grpc",)):
-        log_path = os.path.join(self.tmp, f"{name}.log")
-        log = open(log_path, "w")
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=die_with_parent)
-        self.started.append((name, process, log_path))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            text = open(log_path).read()
-            found = {kind: re.search(rf"{kind} listening on port (\d+)", text) for kind in ports}
-            if all(found.values()) and wait_for in text:
-                return {kind: int(m.group(1)) for kind, m in found.items()}
-            if process.poll() is not None:
-                raise TestFailure(f"{name} exited ({process.returncode}):\n{text}")
-            time.sleep(0.05)
-        raise TestFailure(f"{name} did not start:\n{open(log_path).read()}")
-
-    def log(self, name):
-        return open(os.path.join(self.tmp, f"{name}.log")).read()
-
-    def wait_log(self, name, pattern, what, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if re.search(pattern, self.log(name)):
-                return
-            time.sleep(0.05)
-        raise TestFailure(f"no {what} in {name}'s log:\n{self.log(name)}")
-
-    def stop_all(self):
-        codes = {}
-        for name, process, _ in reversed(self.started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                codes[name] = process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                codes[name] = "no exit within 40 s of SIGTERM"
-        return codes
 
 
 def worker_jobs(cli, address, worker_address):
@@ -324,7 +265,8 @@ def run(scheduler_bin, worker_bin, cli, model, screenshot, tmp):
         ports = procs.start([scheduler_bin, "--listen", "127.0.0.1:0", "--metrics_port", "-1",
                              "--workers", f"127.0.0.1:{wport}", "--http_listen", "127.0.0.1:0"],
                             "scheduler", "llorch-scheduler: serving", ports=("grpc", "http"))
-        procs.wait_log("scheduler", rf"up \(model {re.escape(name)}\)", f"{name} up line")
+        procs.wait_log("scheduler", rf"up \(model {re.escape(name)}\)", f"{name} up line",
+                       timeout=60)
         address, worker_address = f"127.0.0.1:{ports['grpc']}", f"127.0.0.1:{wport}"
         url = f"http://127.0.0.1:{ports['http']}/"
 

@@ -42,74 +42,12 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "support"))
-from prometheus_server import TestFailure, die_with_parent  # noqa: E402
+from processes import Processes, TestFailure, check, served_name  # noqa: E402
 
 import httpx2  # noqa: E402  (the openai client's HTTP library)
 import openai  # noqa: E402
 
 TINY = "tiny-f32-gqa"
-
-
-def check(condition, message):
-    if not condition:
-        raise TestFailure(message)
-
-
-def served_name(path):
-    """A worker's default served model name: the file's name without its extension."""
-    return os.path.splitext(os.path.basename(path.rstrip("/")))[0]
-
-
-class Processes:
-    """Started processes; all get SIGTERM at the end and must exit 0."""
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.started = []
-
-    def start(self, argv, name, wait_for, ports=("grpc",)):
-        log_path = os.path.join(self.tmp, f"{name}.log")
-        log = open(log_path, "w")
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                   preexec_fn=die_with_parent)
-        self.started.append((name, process, log_path))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            text = open(log_path).read()
-            found = {kind: re.search(rf"{kind} listening on port (\d+)", text) for kind in ports}
-            if all(found.values()) and wait_for in text:
-                return {kind: int(m.group(1)) for kind, m in found.items()}
-            if process.poll() is not None:
-                raise TestFailure(f"{name} exited ({process.returncode}):\n{text}")
-            time.sleep(0.05)
-        raise TestFailure(f"{name} did not start:\n{open(log_path).read()}")
-
-    def log(self, name):
-        return open(os.path.join(self.tmp, f"{name}.log")).read()
-
-    def wait_log(self, name, pattern, what, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if re.search(pattern, self.log(name)):
-                return
-            time.sleep(0.05)
-        raise TestFailure(f"no {what} in {name}'s log:\n{self.log(name)}")
-
-    def process(self, name):
-        return next(p for n, p, _ in self.started if n == name)
-
-    def stop_all(self):
-        codes = {}
-        # Schedulers first: workers then see no live calls.
-        for name, process, _ in reversed(self.started):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                codes[name] = process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                codes[name] = "no exit within 40 s of SIGTERM"
-        return codes
 
 
 def grpc_generate(cli, address, model, max_tokens, prompt=None, chat=None, extra=()):

@@ -20,46 +20,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "support"))
-from prometheus_server import TestFailure, die_with_parent  # noqa: E402
+from processes import Processes, TestFailure, check  # noqa: E402
 
 SKIPPED = 77
 MODEL_NAME = "tiny-f32-gqa"  # the worker's default served name: the file's name
-
-
-def check(condition, message):
-    if not condition:
-        raise TestFailure(message)
-
-
-def start(argv, log_path, name, wait_for):
-    """Starts a process logging to log_path; returns it and its gRPC port
-    once the log holds the port and `wait_for`."""
-    log = open(log_path, "w")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                               preexec_fn=die_with_parent)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = open(log_path).read()
-        port = re.search(r"grpc listening on port (\d+)", text)
-        if port and wait_for in text:
-            return process, int(port.group(1))
-        if process.poll() is not None:
-            raise TestFailure(f"{name} exited ({process.returncode}):\n{text}")
-        time.sleep(0.05)
-    process.kill()
-    raise TestFailure(f"{name} did not start:\n{open(log_path).read()}")
-
-
-def wait_log(log_path, pattern, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if re.search(pattern, open(log_path).read()):
-            return
-        time.sleep(0.05)
-    raise TestFailure(f"no {what} in the log:\n{open(log_path).read()}")
 
 
 def grpcurl(grpcurl_bin, address, *args, data=None):
@@ -93,20 +59,20 @@ def field(message, name):
 
 
 def run(scheduler_bin, worker_bin, model, grpcurl_bin, tmp):
-    worker, worker_port = start(
-        [worker_bin, "--model", model, "--listen", "127.0.0.1:0", "--metrics_port", "-1",
-         "--threads", "1"],
-        f"{tmp}/worker.log", "llorch-worker", "llorch-worker: serving")
-    scheduler = None
+    procs = Processes(tmp)
     try:
-        scheduler_log = f"{tmp}/scheduler.log"
-        scheduler, port = start(
+        worker_port = procs.start(
+            [worker_bin, "--model", model, "--listen", "127.0.0.1:0", "--metrics_port", "-1",
+             "--threads", "1"],
+            "llorch-worker", "llorch-worker: serving", timeout=60)["grpc"]
+        port = procs.start(
             [scheduler_bin, "--listen", "127.0.0.1:0", "--metrics_port", "-1",
              "--workers", f"127.0.0.1:{worker_port}"],
-            scheduler_log, "llorch-scheduler", "llorch-scheduler: serving")
+            "llorch-scheduler", "llorch-scheduler: serving", timeout=60)["grpc"]
         address = f"127.0.0.1:{port}"
-        wait_log(scheduler_log, rf"worker 127\.0\.0\.1:{worker_port} up \(model {MODEL_NAME}\)",
-                 "worker up line")
+        procs.wait_log("llorch-scheduler",
+                       rf"worker 127\.0\.0\.1:{worker_port} up \(model {MODEL_NAME}\)",
+                       "worker up line", timeout=15)
 
         services = grpcurl(grpcurl_bin, address, "list").split()
         for expected in ["llorch.v1.Scheduler", "grpc.health.v1.Health"]:
@@ -148,16 +114,7 @@ def run(scheduler_bin, worker_bin, model, grpcurl_bin, tmp):
         print(f"Generate: started on {started['worker']}, 5 tokens {text!r}, "
               f"finished {finished['reason']}")
     finally:
-        codes = {}
-        for name, process in [("llorch-scheduler", scheduler), ("llorch-worker", worker)]:
-            if process is None:
-                continue
-            process.send_signal(signal.SIGTERM)
-            try:
-                codes[name] = process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                codes[name] = "no exit within 30 s of SIGTERM"
+        codes = procs.stop_all(timeout=30)
     for name, code in codes.items():
         check(code == 0, f"{name} exited with {code} on SIGTERM")
 

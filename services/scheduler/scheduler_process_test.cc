@@ -45,6 +45,7 @@
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "llorch/v1/scheduler.grpc.pb.h"
 #include "llorch/worker/v1/worker.grpc.pb.h"
+#include "tests/support/cli_run.h"
 #include "tests/support/scheduler_process.h"
 #include "tests/support/test_certs.h"
 #include "tests/support/worker_process.h"
@@ -53,6 +54,9 @@ namespace llorch {
 namespace {
 
 namespace wv1 = ::llorch::worker::v1;
+using ::llorch::testing::CliReasonName;
+using ::llorch::testing::CliRun;
+using ::llorch::testing::RunCliCommand;
 using ::llorch::testing::SchedulerClientOptions;
 using ::llorch::testing::SchedulerProcess;
 using ::llorch::testing::WorkerProcess;
@@ -428,40 +432,9 @@ IdleWait WaitWorkerIdle(WorkerProcess& worker, Clock::time_point since,
 
 // ---- `llorch run --format jsonl`: the reference. ----
 
-struct CliRun {
-  std::vector<nlohmann::json> tokens;
-  nlohmann::json finished;
-};
-
 CliRun RunCli(const std::string& model, const std::string& args) {
-  const std::string command =
-      absl::StrCat(LLORCH_CLI_BINARY, " run --model '", ModelPath(model),
-                   "' --format jsonl --threads 1 ", args, " 2>/dev/null");
-  CliRun run;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::string line;
-  char buffer[4096];
-  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) {
-    line += buffer;
-    if (line.empty() || line.back() != '\n') continue;
-    nlohmann::json event = nlohmann::json::parse(line);
-    line.clear();
-    if (event["event"] == "token") run.tokens.push_back(event);
-    if (event["event"] == "finished") run.finished = event;
-  }
-  EXPECT_EQ(pclose(pipe), 0) << command;
-  return run;
-}
-
-const char* ReasonName(v1::FinishReason reason) {
-  switch (reason) {
-    case v1::FINISH_REASON_EOS: return "eos";
-    case v1::FINISH_REASON_LENGTH: return "length";
-    case v1::FINISH_REASON_STOP: return "stop";
-    case v1::FINISH_REASON_CANCELLED: return "cancelled";
-    default: return "unspecified";
-  }
+  return RunCliCommand(absl::StrCat(LLORCH_CLI_BINARY, " run --model '", ModelPath(model),
+                                    "' --format jsonl --threads 1 ", args, " 2>/dev/null"));
 }
 
 // ---- A child process whose stdout the test reads (grpcurl as a client). ----
@@ -669,7 +642,7 @@ TEST_F(SchedulerClusterTest, GenerateEqualsLlorchRun) {
         EXPECT_EQ(token.top_logprobs(k).id(), cli.tokens[i]["top_logprobs"][k][0].get<int>());
       }
     }
-    EXPECT_EQ(ReasonName(result.finished->reason()), cli.finished["reason"].get<std::string>());
+    EXPECT_EQ(CliReasonName(result.finished->reason()), cli.finished["reason"].get<std::string>());
     EXPECT_EQ(result.finished->prompt_tokens(), result.started->prompt_tokens());
     EXPECT_EQ(result.finished->completion_tokens(), static_cast<int>(cli.tokens.size()));
     EXPECT_GT(result.finished->ttft_seconds(), 0);

@@ -17,11 +17,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "support"))
-from prometheus_server import PrometheusServer, TestFailure, die_with_parent  # noqa: E402
+from processes import Processes, TestFailure, check  # noqa: E402
+from prometheus_server import PrometheusServer, check_exposition  # noqa: E402
 
 REQUIRED = [
     "llorch_scheduler_requests_total", "llorch_scheduler_queue_depth",
@@ -30,55 +29,29 @@ REQUIRED = [
     "llorch_scheduler_dispatches_total", "llorch_scheduler_retries_total",
     "llorch_scheduler_relayed_tokens_total", "llorch_scheduler_serving",
     "llorch_scheduler_build_info",
+    # the process collector every llorch server exposes (common/metrics)
+    "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds",
+    "llorch_process_heap_bytes",
 ]
-
-
-def check(condition, message):
-    if not condition:
-        raise TestFailure(message)
-
-
-def start(argv, log_path, ready, ports):
-    """Starts a process; returns it and the ports named by `ports` (regexes) once ready(log)."""
-    log = open(log_path, "w")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                               preexec_fn=die_with_parent)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = open(log_path).read()
-        found = [re.search(p, text) for p in ports]
-        if all(found) and ready(text):
-            return process, [int(m.group(1)) for m in found]
-        if process.poll() is not None:
-            raise TestFailure(f"{argv[0]} exited:\n{text}")
-        time.sleep(0.05)
-    raise TestFailure(f"{argv[0]} did not start:\n{open(log_path).read()}")
-
-
-def stop(process):
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise TestFailure(f"pid {process.pid} did not exit on SIGTERM")
 
 
 def run(scheduler_bin, worker_bin, cli_bin, model, tmp):
     model_name = os.path.splitext(os.path.basename(model))[0]
-    workers = []
-    for i in range(2):
-        process, (port,) = start(
-            [worker_bin, "--model", model, "--listen", "127.0.0.1:0", "--metrics_port", "-1"],
-            f"{tmp}/worker{i}.log", lambda log: "llorch-worker: serving" in log, [r"grpc listening on port (\d+)"])
-        workers.append((process, port))
-    addresses = ",".join(f"127.0.0.1:{port}" for _, port in workers)
-    scheduler, (grpc_port, metrics_port) = start(
-        [scheduler_bin, "--listen", "127.0.0.1:0", "--workers", addresses,
-         "--metrics_host", "127.0.0.1", "--metrics_port", "0"],
-        f"{tmp}/scheduler.log", lambda log: log.count(f"up (model {model_name})") == 2,
-        [r"grpc listening on port (\d+)", r"metrics listening on port (\d+)"])
+    procs = Processes(tmp)
     try:
+        worker_ports = [
+            procs.start([worker_bin, "--model", model, "--listen", "127.0.0.1:0",
+                         "--metrics_port", "-1"],
+                        f"worker{i}", "llorch-worker: serving", timeout=60)["grpc"]
+            for i in range(2)]
+        addresses = ",".join(f"127.0.0.1:{port}" for port in worker_ports)
+        ports = procs.start(
+            [scheduler_bin, "--listen", "127.0.0.1:0", "--workers", addresses,
+             "--metrics_host", "127.0.0.1", "--metrics_port", "0"],
+            "scheduler", "llorch-scheduler: serving", ports=("grpc", "metrics"), timeout=60)
+        up = re.escape(f"up (model {model_name})")
+        procs.wait_log("scheduler", rf"{up}[\s\S]*{up}", "second worker up line", timeout=60)
+        grpc_port, metrics_port = ports["grpc"], ports["metrics"]
         completion_tokens = 0
         num_requests = 6
         for i in range(num_requests):
@@ -97,15 +70,7 @@ def run(scheduler_bin, worker_bin, cli_bin, model, tmp):
         check(missing.returncode != 0 and "NOT_FOUND" in missing.stderr,
               f"unknown model: expected NOT_FOUND, got {missing.returncode}: {missing.stderr}")
 
-        exposition = urllib.request.urlopen(
-            f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-        promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition,
-                                  capture_output=True, text=True)
-        check(promtool.returncode == 0 and not (promtool.stdout + promtool.stderr).strip(),
-              f"promtool check metrics complained:\n{promtool.stdout}{promtool.stderr}")
-        for name in REQUIRED:
-            check(f"# TYPE {name} " in exposition, f"{name} missing from /metrics")
-        print(f"promtool check metrics: OK ({len(REQUIRED)} required families present)")
+        check_exposition(metrics_port, REQUIRED)
 
         with PrometheusServer(tmp, [f"127.0.0.1:{metrics_port}"], job="llorch_scheduler") as prom:
             prom.wait_targets_up()
@@ -121,18 +86,18 @@ def run(scheduler_bin, worker_bin, cli_bin, model, tmp):
             # Both workers got work: placement spreads sequential requests too
             # (round robin among equally loaded workers).
             prom.query_scalar("count(llorch_scheduler_dispatches_total > 0)", 2)
-            workers[0][0].kill()
-            workers[0][0].wait()
+            procs.process("worker0").kill()
+            procs.process("worker0").wait()
             prom.query_scalar('llorch_scheduler_workers{state="down"}', 1)
             prom.query_scalar('llorch_scheduler_workers{state="up"}', 1)
             print(f"OK: Prometheus read {num_requests} requests, {completion_tokens} relayed "
                   "tokens, dispatches on both workers, and the killed worker as down")
     finally:
-        code = stop(scheduler)
-        for process, _ in workers:
-            if process.poll() is None:
-                stop(process)
-    check(code == 0, f"scheduler exited with {code} on SIGTERM")
+        codes = procs.stop_all(timeout=30)
+    # worker0 was killed above; only the scheduler's exit code is checked.
+    stuck = [name for name, code in codes.items() if isinstance(code, str)]
+    check(not stuck, f"{stuck} did not exit on SIGTERM")
+    check(codes["scheduler"] == 0, f"scheduler exited with {codes['scheduler']} on SIGTERM")
 
 
 def main():

@@ -27,12 +27,16 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "services/worker/worker_client.h"
+#include "tests/support/cli_run.h"
 #include "tests/support/worker_process.h"
 
 namespace llorch {
 namespace {
 
 namespace v1 = worker::v1;
+using ::llorch::testing::CliReasonName;
+using ::llorch::testing::CliRun;
+using ::llorch::testing::RunCliCommand;
 using ::llorch::testing::WorkerProcess;
 using HealthStatus = ::grpc::health::v1::HealthCheckResponse;
 
@@ -72,39 +76,9 @@ v1::ExecuteRequest Greedy(const std::string& job_id, const std::string& text, in
 }
 
 // `llorch run --format jsonl` on the same model and parameters.
-struct CliRun {
-  std::vector<nlohmann::json> tokens;
-  nlohmann::json finished;
-};
-
 CliRun RunCli(const std::string& model, const std::string& args) {
-  const std::string command = absl::StrCat(LLORCH_CLI_BINARY, " run --model '", ModelPath(model),
-                                           "' --format jsonl ", args, " 2>/dev/null");
-  CliRun run;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  std::string line;
-  char buffer[4096];
-  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) {
-    line += buffer;
-    if (line.empty() || line.back() != '\n') continue;
-    nlohmann::json event = nlohmann::json::parse(line);
-    line.clear();
-    if (event["event"] == "token") run.tokens.push_back(event);
-    if (event["event"] == "finished") run.finished = event;
-  }
-  EXPECT_EQ(pclose(pipe), 0) << command;
-  return run;
-}
-
-const char* ReasonName(v1::FinishReason reason) {
-  switch (reason) {
-    case v1::FINISH_REASON_EOS: return "eos";
-    case v1::FINISH_REASON_LENGTH: return "length";
-    case v1::FINISH_REASON_STOP: return "stop";
-    case v1::FINISH_REASON_CANCELLED: return "cancelled";
-    default: return "unspecified";
-  }
+  return RunCliCommand(absl::StrCat(LLORCH_CLI_BINARY, " run --model '", ModelPath(model),
+                                    "' --format jsonl ", args, " 2>/dev/null"));
 }
 
 // Proof 1: the stream carries exactly what `llorch run` prints.
@@ -157,7 +131,7 @@ TEST_P(StreamEqualsCliTest, GreedyAndSeededSampling) {
       ASSERT_EQ(token.top_logprobs_size(), 3);
       EXPECT_EQ(token.top_logprobs(0).id(), cli.tokens[i]["top_logprobs"][0][0].get<int>());
     }
-    EXPECT_EQ(ReasonName(result.finished->reason()), cli.finished["reason"].get<std::string>());
+    EXPECT_EQ(CliReasonName(result.finished->reason()), cli.finished["reason"].get<std::string>());
     EXPECT_EQ(result.finished->completion_tokens(), static_cast<int>(cli.tokens.size()));
     EXPECT_GT(result.finished->ttft_seconds(), 0);
   }

@@ -10,16 +10,14 @@ Usage: worker_prometheus_test.py LLORCH_WORKER LLORCH_CLI MODEL.gguf
 """
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "support"))
-from prometheus_server import PrometheusServer, TestFailure, die_with_parent  # noqa: E402
+from processes import Processes, TestFailure, check  # noqa: E402
+from prometheus_server import PrometheusServer, check_exposition  # noqa: E402
 
 REQUIRED = [
     "llorch_worker_requests_total", "llorch_worker_prompt_tokens_total",
@@ -28,36 +26,20 @@ REQUIRED = [
     "llorch_worker_active_jobs", "llorch_worker_waiting_jobs",
     "llorch_worker_kv_cache_used_bytes", "llorch_worker_kv_cache_capacity_bytes",
     "llorch_worker_batch_size", "llorch_worker_model_load_seconds", "llorch_worker_build_info",
+    # the process collector every llorch server exposes (common/metrics)
+    "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds",
+    "llorch_process_heap_bytes",
 ]
 
 
-def check(condition, message):
-    if not condition:
-        raise TestFailure(message)
-
-
-def start_worker(worker_bin, model, log_path):
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [worker_bin, "--model", model, "--listen", "127.0.0.1:0",
-         "--metrics_host", "127.0.0.1", "--metrics_port", "0"],
-        stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = open(log_path).read()
-        grpc = re.search(r"grpc listening on port (\d+)", text)
-        metrics = re.search(r"metrics listening on port (\d+)", text)
-        if grpc and metrics and "llorch-worker: serving" in text:
-            return process, int(grpc.group(1)), int(metrics.group(1))
-        if process.poll() is not None:
-            raise TestFailure(f"worker exited:\n{text}")
-        time.sleep(0.05)
-    raise TestFailure("worker did not start")
-
-
 def run(worker_bin, cli_bin, model, tmp):
-    worker, grpc_port, metrics_port = start_worker(worker_bin, model, f"{tmp}/worker.log")
+    procs = Processes(tmp)
     try:
+        ports = procs.start([worker_bin, "--model", model, "--listen", "127.0.0.1:0",
+                             "--metrics_host", "127.0.0.1", "--metrics_port", "0"],
+                            "worker", "llorch-worker: serving", ports=("grpc", "metrics"),
+                            timeout=60)
+        grpc_port, metrics_port = ports["grpc"], ports["metrics"]
         # Generations through the real client; count what the clients saw.
         completion_tokens = prompt_tokens = 0
         num_requests = 5
@@ -73,15 +55,7 @@ def run(worker_bin, cli_bin, model, tmp):
             completion_tokens += finished["completion_tokens"]
             prompt_tokens += finished["prompt_tokens"]
 
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
-        exposition = urllib.request.urlopen(url, timeout=5).read().decode()
-        promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition,
-                                  capture_output=True, text=True)
-        check(promtool.returncode == 0 and not (promtool.stdout + promtool.stderr).strip(),
-              f"promtool check metrics complained:\n{promtool.stdout}{promtool.stderr}")
-        for name in REQUIRED:
-            check(f"# TYPE {name} " in exposition, f"{name} missing from /metrics")
-        print(f"promtool check metrics: OK ({len(REQUIRED)} required families present)")
+        check_exposition(metrics_port, REQUIRED)
 
         with PrometheusServer(tmp, [f"127.0.0.1:{metrics_port}"], job="llorch_worker") as prom:
             prom.wait_targets_up()
@@ -97,12 +71,7 @@ def run(worker_bin, cli_bin, model, tmp):
             print(f"OK: Prometheus read {int(got)} generated tokens, {prompt_tokens} prompt "
                   f"tokens and {num_requests} requests back from the worker")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            code = worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            raise TestFailure("worker did not exit on SIGTERM")
+        code = procs.stop_all(timeout=30)["worker"]
     check(code == 0, f"worker exited with {code} on SIGTERM")
 
 

@@ -4,10 +4,8 @@
         prom.wait_target_up()
         value = prom.query_scalar("llorch_worker_generated_tokens_total")
 """
-import ctypes
 import json
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,14 +13,21 @@ import time
 import urllib.parse
 import urllib.request
 
-
-class TestFailure(Exception):
-    pass
+from processes import TestFailure, check, die_with_parent  # noqa: F401  (re-exported)
 
 
-def die_with_parent():
-    """preexec_fn: the child gets SIGTERM if the test process dies."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def check_exposition(metrics_port, required):
+    """Reads /metrics on 127.0.0.1:METRICS_PORT: `promtool check metrics` must
+    pass it without a word, and every family in `required` must be declared."""
+    exposition = urllib.request.urlopen(
+        f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=exposition,
+                              capture_output=True, text=True)
+    check(promtool.returncode == 0 and not (promtool.stdout + promtool.stderr).strip(),
+          f"promtool check metrics complained:\n{promtool.stdout}{promtool.stderr}")
+    for name in required:
+        check(f"# TYPE {name} " in exposition, f"{name} missing from /metrics")
+    print(f"promtool check metrics: OK ({len(required)} required families present)")
 
 
 def free_port():

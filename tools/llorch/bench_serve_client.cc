@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -71,6 +72,44 @@ void GrpcError(const grpc::Status& status, RequestRecord* r) {
   r->message = status.error_message();
 }
 
+// One greedy request that ignores EOS, streamed to its end. The worker's
+// Execute and the scheduler's Generate share the request fields and the
+// started/token/finished events; `call` starts the one or the other.
+template <typename Event, typename Request, typename Call>
+RequestRecord StreamGreedy(const Connection& connection, Request request,
+                           const std::string& prompt, const RequestShape& shape, Call call) {
+  request.set_text(prompt);
+  request.mutable_sampling()->set_temperature(0);
+  request.set_max_tokens(shape.max_tokens);
+  request.set_ignore_eos(true);
+  grpc::ClientContext context;
+  connection.Prepare(&context, shape.timeout_seconds);
+  TokenClock clock;
+  std::unique_ptr<grpc::ClientReader<Event>> reader = call(&context, request);
+  Event event;
+  bool finished = false;
+  RequestRecord& r = clock.record();
+  while (reader->Read(&event)) {
+    if (event.has_token()) {
+      clock.Token();
+    } else if (event.has_started()) {
+      r.prompt_tokens = event.started().prompt_tokens();
+    } else if (event.has_finished()) {
+      finished = true;
+      r.completion_tokens = event.finished().completion_tokens();
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    GrpcError(status, &r);
+    r.completion_tokens = clock.count();
+  } else if (!finished) {
+    r.error = "INCOMPLETE";
+    r.completion_tokens = clock.count();
+  }
+  return Finish(clock, shape);
+}
+
 class WorkerClient : public BenchClient {
  public:
   explicit WorkerClient(Connection connection)
@@ -81,37 +120,11 @@ class WorkerClient : public BenchClient {
   RequestRecord Send(int /*slot*/, const std::string& prompt, const RequestShape& shape) override {
     worker::v1::ExecuteRequest request;
     request.set_job_id(absl::StrCat(job_prefix_, "-", next_job_++));
-    request.set_text(prompt);
-    request.mutable_sampling()->set_temperature(0);
-    request.set_max_tokens(shape.max_tokens);
-    request.set_ignore_eos(true);
-    grpc::ClientContext context;
-    connection_.Prepare(&context, shape.timeout_seconds);
-    TokenClock clock;
-    std::unique_ptr<grpc::ClientReader<worker::v1::ExecuteEvent>> reader =
-        stub_->Execute(&context, request);
-    worker::v1::ExecuteEvent event;
-    bool finished = false;
-    RequestRecord& r = clock.record();
-    while (reader->Read(&event)) {
-      if (event.has_token()) {
-        clock.Token();
-      } else if (event.has_started()) {
-        r.prompt_tokens = event.started().prompt_tokens();
-      } else if (event.has_finished()) {
-        finished = true;
-        r.completion_tokens = event.finished().completion_tokens();
-      }
-    }
-    const grpc::Status status = reader->Finish();
-    if (!status.ok()) {
-      GrpcError(status, &r);
-      r.completion_tokens = clock.count();
-    } else if (!finished) {
-      r.error = "INCOMPLETE";
-      r.completion_tokens = clock.count();
-    }
-    return Finish(clock, shape);
+    return StreamGreedy<worker::v1::ExecuteEvent>(
+        connection_, std::move(request), prompt, shape,
+        [&](grpc::ClientContext* context, const worker::v1::ExecuteRequest& r) {
+          return stub_->Execute(context, r);
+        });
   }
 
  private:
@@ -131,37 +144,11 @@ class SchedulerClient : public BenchClient {
   RequestRecord Send(int /*slot*/, const std::string& prompt, const RequestShape& shape) override {
     api::GenerateRequest request;
     request.set_model(model_);
-    request.set_text(prompt);
-    request.mutable_sampling()->set_temperature(0);
-    request.set_max_tokens(shape.max_tokens);
-    request.set_ignore_eos(true);
-    grpc::ClientContext context;
-    connection_.Prepare(&context, shape.timeout_seconds);
-    TokenClock clock;
-    std::unique_ptr<grpc::ClientReader<api::GenerateResponse>> reader =
-        stub_->Generate(&context, request);
-    api::GenerateResponse event;
-    bool finished = false;
-    RequestRecord& r = clock.record();
-    while (reader->Read(&event)) {
-      if (event.has_token()) {
-        clock.Token();
-      } else if (event.has_started()) {
-        r.prompt_tokens = event.started().prompt_tokens();
-      } else if (event.has_finished()) {
-        finished = true;
-        r.completion_tokens = event.finished().completion_tokens();
-      }
-    }
-    const grpc::Status status = reader->Finish();
-    if (!status.ok()) {
-      GrpcError(status, &r);
-      r.completion_tokens = clock.count();
-    } else if (!finished) {
-      r.error = "INCOMPLETE";
-      r.completion_tokens = clock.count();
-    }
-    return Finish(clock, shape);
+    return StreamGreedy<api::GenerateResponse>(
+        connection_, std::move(request), prompt, shape,
+        [&](grpc::ClientContext* context, const api::GenerateRequest& r) {
+          return stub_->Generate(context, r);
+        });
   }
 
  private:

@@ -401,6 +401,21 @@ absl::StatusOr<bool> JsonFormat() {
 
 double CallTimeout() { return absl::GetFlag(FLAGS_call_timeout); }
 
+absl::Status PrintSchedulerAnswer(
+    absl::FunctionRef<grpc::Status(::llorch::v1::Scheduler::Stub&, grpc::ClientContext*)> call,
+    absl::FunctionRef<json()> as_json, absl::FunctionRef<std::string()> as_table) {
+  absl::StatusOr<bool> json_format = JsonFormat();
+  if (!json_format.ok()) return json_format.status();
+  absl::StatusOr<Connection> server = ConnectScheduler();
+  if (!server.ok()) return server.status();
+  grpc::ClientContext context;
+  server->Prepare(&context, CallTimeout());
+  grpc::Status status = call(*::llorch::v1::Scheduler::NewStub(server->channel), &context);
+  if (!status.ok()) return RpcError(server->address, status);
+  std::cout << (*json_format ? Dump(as_json()) + "\n" : as_table());
+  return absl::OkStatus();
+}
+
 std::string Table(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> widths;
   for (const auto& row : rows) {

@@ -15,9 +15,11 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/declare.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/cli/flags.h"
+#include "llorch/v1/scheduler.grpc.pb.h"
 #include "services/worker/worker_client.h"
 #include "worker/engine/job.h"
 #include "worker/engine/served_model.h"
@@ -117,6 +119,13 @@ absl::Status RpcError(const std::string& address, const grpc::Status& status);
 absl::StatusOr<bool> JsonFormat();
 double CallTimeout();
 
+// One short call to the scheduler of --scheduler (`call` gets a context with
+// --timeout and the token), then its answer printed as --format says:
+// `as_json()` on one line, or `as_table()`.
+absl::Status PrintSchedulerAnswer(
+    absl::FunctionRef<grpc::Status(::llorch::v1::Scheduler::Stub&, grpc::ClientContext*)> call,
+    absl::FunctionRef<json()> as_json, absl::FunctionRef<std::string()> as_table);
+
 // Rows as columns padded to their widest cell; the first row is the header.
 std::string Table(const std::vector<std::vector<std::string>>& rows);
 
@@ -141,6 +150,7 @@ cli::Subcommand ModelsCommand();
 cli::Subcommand WorkersCommand();
 cli::Subcommand CancelCommand();
 cli::Subcommand HealthCommand();
+cli::Subcommand SoakCommand();
 
 }  // namespace tool
 }  // namespace llorch

@@ -16,7 +16,8 @@ int main(int argc, char** argv) {
         tool::RunCommand(),      tool::ScoreCommand(),      tool::BenchCommand(),
         tool::GenerateCommand(), tool::BenchServeCommand(), tool::ConvertCommand(),
         tool::InspectCommand(),  tool::TokenizeCommand(),  tool::ModelsCommand(),
-        tool::WorkersCommand(),  tool::CancelCommand(),    tool::HealthCommand()};
+        tool::WorkersCommand(),  tool::CancelCommand(),    tool::HealthCommand(),
+        tool::SoakCommand()};
     // `llorch cancel JOB_ID`: the id as a bare argument.
     const std::vector<std::string> args = tool::BareArgumentAsFlag(
         std::vector<std::string>(argv + 1, argv + argc), "cancel", "job_id");

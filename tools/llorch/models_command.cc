@@ -1,5 +1,4 @@
 // llorch models: the models a llorch-scheduler serves (ListModels).
-#include <iostream>
 #include <string>
 #include <vector>
 
@@ -42,18 +41,12 @@ json ModelsJson(const api::ListModelsResponse& response) {
 }
 
 absl::Status Models() {
-  absl::StatusOr<bool> as_json = JsonFormat();
-  if (!as_json.ok()) return as_json.status();
-  absl::StatusOr<Connection> server = ConnectScheduler();
-  if (!server.ok()) return server.status();
-  grpc::ClientContext context;
-  server->Prepare(&context, CallTimeout());
   api::ListModelsResponse response;
-  grpc::Status status = api::Scheduler::NewStub(server->channel)
-                            ->ListModels(&context, api::ListModelsRequest(), &response);
-  if (!status.ok()) return RpcError(server->address, status);
-  std::cout << (*as_json ? Dump(ModelsJson(response)) + "\n" : ModelsTable(response));
-  return absl::OkStatus();
+  return PrintSchedulerAnswer(
+      [&](api::Scheduler::Stub& stub, grpc::ClientContext* context) {
+        return stub.ListModels(context, api::ListModelsRequest(), &response);
+      },
+      [&] { return ModelsJson(response); }, [&] { return ModelsTable(response); });
 }
 
 }  // namespace

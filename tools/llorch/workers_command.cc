@@ -1,5 +1,4 @@
 // llorch workers: a llorch-scheduler's workers and their load (ListWorkers).
-#include <iostream>
 #include <string>
 #include <vector>
 
@@ -60,18 +59,12 @@ json WorkersJson(const api::ListWorkersResponse& response) {
 }
 
 absl::Status Workers() {
-  absl::StatusOr<bool> as_json = JsonFormat();
-  if (!as_json.ok()) return as_json.status();
-  absl::StatusOr<Connection> server = ConnectScheduler();
-  if (!server.ok()) return server.status();
-  grpc::ClientContext context;
-  server->Prepare(&context, CallTimeout());
   api::ListWorkersResponse response;
-  grpc::Status status = api::Scheduler::NewStub(server->channel)
-                            ->ListWorkers(&context, api::ListWorkersRequest(), &response);
-  if (!status.ok()) return RpcError(server->address, status);
-  std::cout << (*as_json ? Dump(WorkersJson(response)) + "\n" : WorkersTable(response));
-  return absl::OkStatus();
+  return PrintSchedulerAnswer(
+      [&](api::Scheduler::Stub& stub, grpc::ClientContext* context) {
+        return stub.ListWorkers(context, api::ListWorkersRequest(), &response);
+      },
+      [&] { return WorkersJson(response); }, [&] { return WorkersTable(response); });
 }
 
 }  // namespace

@@ -222,10 +222,11 @@ TEST(EngineFaultsTest, AllocationFailuresAreResourceExhausted) {
   EXPECT_NE(other.message().find("boom"), std::string::npos);
 }
 
-TEST(EngineFaultsTest, ParseTestFaultAcceptsOnlyTheTwoForms) {
+TEST(EngineFaultsTest, ParseTestFaultAcceptsOnlyTheThreeForms) {
   EXPECT_EQ(ParseTestFault("forward:2")->point, TestFault::Point::kForward);
   EXPECT_EQ(ParseTestFault("kv_alloc:7")->nth, 7);
-  for (const char* bad : {"", "forward", "forward:0", "forward:x", "disk:1"}) {
+  EXPECT_EQ(ParseTestFault("leak:4096")->point, TestFault::Point::kLeak);
+  for (const char* bad : {"", "forward", "forward:0", "forward:x", "disk:1", "leak:-1"}) {
     EXPECT_TRUE(absl::IsInvalidArgument(ParseTestFault(bad).status())) << bad;
   }
 }

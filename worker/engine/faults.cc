@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <new>
@@ -37,11 +38,13 @@ absl::StatusOr<TestFault> ParseTestFault(absl::string_view spec) {
     fault.point = TestFault::Point::kForward;
   } else if (absl::ConsumePrefix(&rest, "kv_alloc:")) {
     fault.point = TestFault::Point::kKvAlloc;
+  } else if (absl::ConsumePrefix(&rest, "leak:")) {
+    fault.point = TestFault::Point::kLeak;
   }
   if (fault.point == TestFault::Point::kNone || !absl::SimpleAtoi(rest, &fault.nth) ||
       fault.nth < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "LLORCH_TEST_FAULT must be forward:N or kv_alloc:N with N >= 1, got '", spec, "'"));
+        "LLORCH_TEST_FAULT must be forward:N, kv_alloc:N or leak:N with N >= 1, got '", spec, "'"));
   }
   return fault;
 }
@@ -62,6 +65,12 @@ const TestFault& TestFaultFromEnv() {
 }
 
 void MaybeInjectFault(const TestFault& fault, TestFault::Point point, int64_t* count) {
+  if (fault.point == TestFault::Point::kLeak && point == TestFault::Point::kKvAlloc) {
+    char* leaked = new char[fault.nth];
+    std::memset(leaked, 1, fault.nth);               // touched, so resident
+    asm volatile("" : : "r"(leaked) : "memory");     // kept: the compiler may not elide it
+    return;                                          // and never freed: that is the fault
+  }
   if (fault.point != point || ++*count != fault.nth) return;
   if (point == TestFault::Point::kKvAlloc) throw std::bad_alloc();
   TORCH_CHECK(false, "LLORCH_TEST_FAULT: injected failure of model forward ", fault.nth);

@@ -23,14 +23,16 @@ absl::Status StatusFromCurrentException(absl::string_view what);
 // LLORCH_TEST_FAULT is set: "forward:N" makes the engine's Nth model forward
 // throw c10::Error, "kv_alloc:N" its Nth KV cache allocation throw
 // std::bad_alloc (N counts from 1 over the engine's life; warm-up is not
-// counted). Never set it in production.
+// counted), "leak:N" every KV cache allocation leak N bytes of touched heap
+// (so that `llorch soak` can show it catches a per-request leak). Never set
+// it in production.
 struct TestFault {
-  enum class Point { kNone, kForward, kKvAlloc };
+  enum class Point { kNone, kForward, kKvAlloc, kLeak };
   Point point = Point::kNone;
-  int64_t nth = 0;
+  int64_t nth = 0;  // kLeak: bytes per job
 };
 
-// "forward:N" | "kv_alloc:N" (N >= 1); InvalidArgument otherwise.
+// "forward:N" | "kv_alloc:N" | "leak:N" (N >= 1); InvalidArgument otherwise.
 absl::StatusOr<TestFault> ParseTestFault(absl::string_view spec);
 
 // LLORCH_TEST_FAULT, read once per process. Unset gives Point::kNone; a
@@ -38,7 +40,7 @@ absl::StatusOr<TestFault> ParseTestFault(absl::string_view spec);
 const TestFault& TestFaultFromEnv();
 
 // Throws as described above when `point` is the fault's point and `*count`,
-// incremented here, reaches its N.
+// incremented here, reaches its N; leaks at every kKvAlloc point under "leak:N".
 void MaybeInjectFault(const TestFault& fault, TestFault::Point point, int64_t* count);
 
 }  // namespace llorch
