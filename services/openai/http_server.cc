@@ -379,10 +379,16 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions 
   const int threads = std::max(1, self.options_.threads);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   // Not httplib's default SO_REUSEPORT: a second process could bind the
-  // same port and take half the connections.
+  // same port and take half the connections. A bounded send buffer (accepted
+  // sockets inherit it): a client that stops reading blocks our writes after
+  // ~128 KiB instead of the kernel's autotuned megabytes, so httplib's write
+  // timeout cuts it off and its job is cancelled (token streams need far
+  // less).
   http.set_socket_options([](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    int send_buffer = 64 << 10;
+    setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof(send_buffer));
   });
   http.set_tcp_nodelay(true);  // one token per chunk, sent at once
   http.set_payload_max_length(self.options_.max_body_bytes);

@@ -20,6 +20,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,6 +57,9 @@ ABSL_FLAG(int32_t, max_fd_growth, 8,
           "open descriptors a watched process may gain from the warm-up to the end");
 ABSL_FLAG(double, warmup_fraction, 0.25, "share of requests before the slopes are fitted");
 ABSL_FLAG(std::string, memory_csv, "", "write the checkpoints' readings here (CSV)");
+ABSL_FLAG(std::string, allow_codes, "",
+          "gRPC code names (comma-separated) that count as clear answers, not failures: "
+          "UNAVAILABLE while a fault test kills workers, RESOURCE_EXHAUSTED in a flood");
 ABSL_FLAG(double, soak_timeout, 300, "seconds after which a request counts as hung (lost)");
 
 namespace llorch {
@@ -162,6 +166,8 @@ struct Tally {
   std::mutex mu;
   std::map<std::string, int64_t> expected;  // "ok", "cancelled", ...
   std::map<std::string, int64_t> failures;  // by code
+  std::map<std::string, int64_t> allowed;   // failures by a code of --allow_codes
+  std::map<std::string, double> slowest;    // seconds to the slowest answer of each code
   std::map<std::string, int64_t> lost;      // by reason
   std::vector<std::string> examples;        // the first few failures and losses, in words
   int64_t tokens = 0;
@@ -172,6 +178,7 @@ SoakOutcome Send(const Connection& connection, api::Scheduler::Stub& stub, const
   const double limit = absl::GetFlag(FLAGS_soak_timeout);
   connection.Prepare(&context, c.action == SoakAction::kDeadline ? c.deadline_ms / 1000.0 : limit);
   SoakOutcome outcome;
+  const Clock::time_point sent = Clock::now();
   std::unique_ptr<grpc::ClientReader<api::GenerateResponse>> reader =
       stub.Generate(&context, c.request);
   bool acted = false;
@@ -199,18 +206,28 @@ SoakOutcome Send(const Connection& connection, api::Scheduler::Stub& stub, const
   const grpc::Status status = reader->Finish();
   outcome.code = status.error_code();
   outcome.message = status.error_message();
+  outcome.seconds = std::chrono::duration<double>(Clock::now() - sent).count();
   outcome.safety_deadline_hit =
       c.action != SoakAction::kDeadline && outcome.code == grpc::StatusCode::DEADLINE_EXCEEDED;
   return outcome;
 }
 
-void Record(const SoakCase& c, const SoakOutcome& o, Tally* tally) {
+void Record(const SoakCase& c, const SoakOutcome& o, const std::set<std::string>& allowed,
+            Tally* tally) {
   const SoakVerdict verdict = JudgeSoak(c, o);
   std::lock_guard<std::mutex> lock(tally->mu);
   tally->tokens += o.tokens;
   if (verdict.kind == SoakVerdict::Kind::kExpected) {
     ++tally->expected[verdict.label];
     return;
+  }
+  if (verdict.kind == SoakVerdict::Kind::kFailure) {
+    double& slowest = tally->slowest[verdict.label];
+    slowest = std::max(slowest, o.seconds);
+    if (allowed.count(verdict.label) > 0) {
+      ++tally->allowed[verdict.label];
+      return;
+    }
   }
   ++(verdict.kind == SoakVerdict::Kind::kLost ? tally->lost : tally->failures)[verdict.label];
   if (tally->examples.size() < 10) {
@@ -219,8 +236,8 @@ void Record(const SoakCase& c, const SoakOutcome& o, Tally* tally) {
   }
 }
 
-// After a round: every worker idle with its KV cache empty (the scheduler's
-// view is refreshed by its probes). Returns the bytes still in use.
+// After a round: every worker that is up idle with its KV cache empty (the
+// scheduler's view is refreshed by its probes). Returns the bytes still in use.
 int64_t WaitKvEmpty(const Connection& connection, api::Scheduler::Stub& stub, std::string* detail) {
   const Clock::time_point deadline = Clock::now() + std::chrono::seconds(15);
   while (true) {
@@ -234,6 +251,10 @@ int64_t WaitKvEmpty(const Connection& connection, api::Scheduler::Stub& stub, st
       int busy = 0;
       std::vector<std::string> parts;
       for (const api::WorkerStatus& w : response.workers()) {
+        if (w.state() != api::WORKER_STATE_UP) {  // its KV went with it; its figures are stale
+          parts.push_back(absl::StrCat(w.address(), " not up"));
+          continue;
+        }
         used += w.kv_used_bytes();
         busy += w.active_jobs() + w.waiting_jobs() + w.dispatched_jobs();
         parts.push_back(absl::StrCat(w.address(), " ", w.kv_used_bytes(), " B"));
@@ -248,10 +269,17 @@ int64_t WaitKvEmpty(const Connection& connection, api::Scheduler::Stub& stub, st
   }
 }
 
-std::string Counts(const std::map<std::string, int64_t>& counts) {
+// "ok 12, cancelled 3"; with `slowest`, "UNAVAILABLE 3 (slowest 0.02 s)".
+std::string Counts(const std::map<std::string, int64_t>& counts,
+                   const std::map<std::string, double>* slowest = nullptr) {
   if (counts.empty()) return "0";
   std::vector<std::string> parts;
-  for (const auto& [label, count] : counts) parts.push_back(absl::StrCat(label, " ", count));
+  for (const auto& [label, count] : counts) {
+    parts.push_back(absl::StrCat(label, " ", count));
+    if (slowest != nullptr && slowest->count(label) > 0) {
+      absl::StrAppend(&parts.back(), absl::StrFormat(" (slowest %.2f s)", slowest->at(label)));
+    }
+  }
   return absl::StrJoin(parts, ", ");
 }
 
@@ -328,7 +356,8 @@ absl::Status Report(const Tally& tally, const RunResult& run, const std::vector<
               static_cast<long long>(run.done), run.elapsed, run.done / run.elapsed,
               static_cast<long long>(tally.tokens));
   std::printf("as expected: %s\n", Counts(tally.expected).c_str());
-  std::printf("failures by code: %s\n", Counts(tally.failures).c_str());
+  std::printf("failures by code: %s\n", Counts(tally.failures, &tally.slowest).c_str());
+  std::printf("allowed codes (--allow_codes): %s\n", Counts(tally.allowed, &tally.slowest).c_str());
   std::printf("lost: %s\n", Counts(tally.lost).c_str());
   for (const std::string& example : tally.examples) std::printf("  %s\n", example.c_str());
   std::printf("KV in use after each round: %lld B at most; at the end %s\n",
@@ -337,14 +366,16 @@ absl::Status Report(const Tally& tally, const RunResult& run, const std::vector<
   const std::vector<std::string> growing =
       watched.empty() ? std::vector<std::string>()
                       : ReportMemory(watched, run.checkpoints, warmup, &slopes);
-  int64_t lost = 0, failed = 0;
+  int64_t lost = 0, failed = 0, allowed = 0;
+  for (const auto& [label, count] : tally.allowed) allowed += count;
   for (const auto& [label, count] : tally.lost) lost += count;
   for (const auto& [label, count] : tally.failures) failed += count;
   const bool pass = lost == 0 && failed == 0 && run.kv_left == 0 && growing.empty();
-  std::printf("soak %s: %lld requests, %.2f req/s, failures %lld, lost %lld, KV left %lld B, "
+  std::printf("soak %s: %lld requests, %.2f req/s, allowed %lld, failures %lld, lost %lld, "
+              "KV left %lld B, "
               "heap growth KiB per request served, after %lld [%s] (bound %.1f)\n",
               pass ? "PASS" : "FAIL", static_cast<long long>(run.done), run.done / run.elapsed,
-              static_cast<long long>(failed), static_cast<long long>(lost),
+              static_cast<long long>(allowed), static_cast<long long>(failed), static_cast<long long>(lost),
               static_cast<long long>(run.kv_left), static_cast<long long>(warmup),
               absl::StrJoin(slopes, ", ").c_str(), absl::GetFlag(FLAGS_max_heap_slope));
   std::fflush(stdout);
@@ -373,6 +404,11 @@ absl::Status Soak() {
   int64_t round = absl::GetFlag(FLAGS_checkpoint_every);
   if (round <= 0) round = std::max<int64_t>(1, total / 10);
   std::unique_ptr<api::Scheduler::Stub> stub = api::Scheduler::NewStub(connection->channel);
+  std::set<std::string> allowed_codes;
+  for (absl::string_view code :
+       absl::StrSplit(absl::GetFlag(FLAGS_allow_codes), ',', absl::SkipEmpty())) {
+    allowed_codes.insert(std::string(code));
+  }
 
   const Clock::time_point start = Clock::now();
   auto seconds = [&start] { return std::chrono::duration<double>(Clock::now() - start).count(); };
@@ -393,18 +429,24 @@ absl::Status Soak() {
   if (absl::Status s = checkpoint(); !s.ok()) return s;
   while (run.done < total && (duration <= 0 || seconds() < duration)) {
     const int64_t end = std::min(total, run.done + round);
-    std::atomic<int64_t> next{run.done};
+    std::atomic<int64_t> next{run.done}, sent{0};
     std::vector<std::thread> clients;
     for (int i = 0; i < concurrency; ++i) {
       clients.emplace_back([&] {
-        for (int64_t index; (index = next++) < end;) {
+        for (int64_t index; (index = next++) < end && (duration <= 0 || seconds() < duration);) {
           const SoakCase c = MakeSoakCase(mix, index);
-          Record(c, Send(*connection, *stub, c), &tally);
+          const SoakOutcome outcome = Send(*connection, *stub, c);
+          Record(c, outcome, allowed_codes, &tally);
+          ++sent;
+          // As a client would, back off before trying a server that is not there.
+          if (outcome.code == grpc::StatusCode::UNAVAILABLE) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          }
         }
       });
     }
     for (std::thread& t : clients) t.join();
-    run.done = end;
+    run.done += sent.load();
     if (absl::Status s = checkpoint(); !s.ok()) return s;
     std::fprintf(stderr, "soak: %lld/%lld requests, %.1f req/s\n",
                  static_cast<long long>(run.done), static_cast<long long>(total),
@@ -438,6 +480,7 @@ cli::Subcommand SoakCommand() {
         cli::FlagSpec("max_fd_growth").AtLeast(0),
         cli::FlagSpec("warmup_fraction").AtLeast(0).AtMost(0.9),
         cli::FlagSpec("memory_csv").Value("FILE"),
+        cli::FlagSpec("allow_codes").Value("CODE,..."),
         cli::FlagSpec("timeout").Reads("soak_timeout").Value("SECONDS").Above(0)}},
       &Soak);
 }

@@ -55,6 +55,7 @@ struct SoakOutcome {
   int tokens = 0;                         // Token events read
   std::optional<v1::Finished> finished;   // the Finished event, if one came
   bool safety_deadline_hit = false;       // the client's own limit for a hang
+  double seconds = 0;                     // request sent -> status received
 };
 
 struct SoakVerdict {
