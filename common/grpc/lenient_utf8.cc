@@ -9,11 +9,15 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/dynamic_message.h>
+#include <google/protobuf/unknown_field_set.h>
 
 namespace llorch {
 namespace {
 
 namespace pb = google::protobuf;
+
+// MarkUnparsed's unknown field: the largest field number there is.
+constexpr int kUnparsedField = (1 << 29) - 1;
 
 void StringsToBytes(pb::DescriptorProto* message) {
   for (pb::FieldDescriptorProto& field : *message->mutable_field()) {
@@ -126,6 +130,24 @@ grpc::Status DeserializeAllowingInvalidUtf8(grpc::ByteBuffer* buffer, pb::Messag
   message->Clear();
   CopyMessage(*twin, message);
   return grpc::Status::OK;
+}
+
+void MarkUnparsed(pb::Message* message, const std::string& why) {
+  message->Clear();
+  message->GetReflection()->MutableUnknownFields(message)->AddLengthDelimited(kUnparsedField,
+                                                                               why);
+}
+
+std::string UnparsedRequest(const pb::Message& message) {
+  const pb::UnknownFieldSet& unknown = message.GetReflection()->GetUnknownFields(message);
+  for (int i = 0; i < unknown.field_count(); ++i) {
+    const pb::UnknownField& field = unknown.field(i);
+    if (field.number() == kUnparsedField &&
+        field.type() == pb::UnknownField::TYPE_LENGTH_DELIMITED) {
+      return field.length_delimited();
+    }
+  }
+  return "";
 }
 
 }  // namespace llorch

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "services/worker/request_limits.h"
 
 namespace llorch::openai {
 namespace {
@@ -226,11 +227,11 @@ absl::Status ParseCommon(const json& body, OpenAiRequest* out) {
   const json* options = Field(body, "stream_options");
   if (options != nullptr) {
     if (!options->is_object()) return WrongType("stream_options", "an object", *options);
-    absl::StatusOr<std::optional<bool>> usage = Bool(*options, "include_usage");
-    if (!usage.ok()) {
-      return InvalidParam("stream_options.include_usage", usage.status().message());
+    const json* usage = Field(*options, "include_usage");
+    if (usage != nullptr && !usage->is_boolean()) {
+      return WrongType("stream_options.include_usage", "a boolean", *usage);
     }
-    out->include_usage = out->stream && usage->value_or(false);
+    out->include_usage = out->stream && usage != nullptr && usage->get<bool>();
   }
 
   // max_completion_tokens replaces max_tokens in OpenAI's chat API; either
@@ -310,7 +311,8 @@ absl::Status ParseChat(const json& body, OpenAiRequest* out) {
   absl::StatusOr<std::optional<bool>> logprobs = Bool(body, "logprobs");
   if (!logprobs.ok()) return logprobs.status();
   out->logprobs = logprobs->value_or(false);
-  absl::StatusOr<std::optional<int64_t>> top = Integer(body, "top_logprobs", 0, kInt32Max);
+  // The scheduler's range, checked here to name the request's field.
+  absl::StatusOr<std::optional<int64_t>> top = Integer(body, "top_logprobs", 0, kMaxLogprobs);
   if (!top.ok()) return top.status();
   if (top->has_value()) {
     if (!out->logprobs && **top > 0) {
@@ -379,9 +381,14 @@ absl::Status ParseCompletion(const json& body, OpenAiRequest* out) {
 std::string ParamFromMessage(absl::string_view message, const OpenAiRequest* request) {
   absl::ConsumePrefix(&message, "sampling parameter ");  // the sampler's checks
   const size_t space = message.find(' ');
-  const absl::string_view first = message.substr(0, space);
+  absl::string_view first = message.substr(0, space);
+  absl::ConsumeSuffix(&first, ":");  // the worker's "token_ids: ...", "stop_token_ids: ..."
   const absl::string_view root = first.substr(0, first.find_first_of("[.("));
   if (root == "text" || root == "token_ids") return "prompt";
+  if (root == "prompt") {  // the worker's: "prompt of 300 tokens does not fit the context ..."
+    return request != nullptr && request->endpoint == Endpoint::kChatCompletions ? "messages"
+                                                                                : "prompt";
+  }
   if (root == "messages") return std::string(first);
   if (root == "logprobs") {
     return request != nullptr && request->endpoint == Endpoint::kChatCompletions ? "top_logprobs"
@@ -409,6 +416,96 @@ json Bytes(absl::string_view text) {
 
 std::string AlternativeName(int32_t id) { return absl::StrCat("token_id:", id); }
 
+// Where the parser is in the body, from its events: the field of a value
+// that fails to parse (invalid UTF-8, a number out of range, NaN), as
+// "temperature", "messages[1].content" or "stop[0]"; "" between fields.
+class JsonPath {
+ public:
+  // `depth` is the parser's: a container's own level at its start and end,
+  // its parent's level + 1 for its keys and values.
+  void Track(int depth, json::parse_event_t event, const json& value) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        levels_.resize(depth);
+        levels_.push_back({event == json::parse_event_t::array_start, 0, ""});
+        break;
+      case json::parse_event_t::key:
+        if (depth >= 1 && static_cast<size_t>(depth) <= levels_.size()) {
+          levels_.resize(depth);
+          levels_[depth - 1].key = value.get<std::string>();
+        }
+        break;
+      case json::parse_event_t::value:
+        Done(depth - 1);
+        break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        levels_.resize(depth);
+        Done(depth - 1);
+        break;
+    }
+  }
+
+  std::string Field() const {
+    std::string out;
+    for (const Level& level : levels_) {
+      if (level.array) {
+        if (out.empty()) break;  // a top-level array is no field
+        absl::StrAppend(&out, "[", level.index, "]");
+      } else if (!level.key.empty()) {
+        absl::StrAppend(&out, out.empty() ? "" : ".", level.key);
+      } else {
+        break;  // between an object's fields
+      }
+    }
+    return out;
+  }
+
+ private:
+  struct Level {
+    bool array;
+    size_t index;     // arrays: the element being read
+    std::string key;  // objects: the field being read; "" between fields
+  };
+
+  // The value at `level` was read.
+  void Done(int level) {
+    if (level < 0 || static_cast<size_t>(level) >= levels_.size()) return;
+    Level& l = levels_[level];
+    if (l.array) {
+      ++l.index;
+    } else {
+      l.key.clear();
+    }
+  }
+
+  std::vector<Level> levels_;
+};
+
+// The scheduler's gRPC server takes requests of at most 4 MiB (gRPC's
+// default receive limit), and a larger one would get gRPC's own
+// RESOURCE_EXHAUSTED, which is 429 here: a rate limit that clients retry.
+// Such a request is far over a field's limit anyway: 400 naming the largest.
+absl::Status CheckGrpcSize(const OpenAiRequest& request) {
+  constexpr size_t kMaxGrpcRequestBytes = 4 << 20;
+  const v1::GenerateRequest& g = request.generate;
+  const size_t size = g.ByteSizeLong();
+  if (size <= kMaxGrpcRequestBytes) return absl::OkStatus();
+  size_t prompt = g.text().size();
+  if (g.has_token_ids()) prompt = g.token_ids().ByteSizeLong();
+  if (g.has_messages()) prompt = g.messages().ByteSizeLong();
+  size_t stop = 0;
+  for (const std::string& s : g.stop()) stop += s.size() + 2;
+  const size_t stop_ids = g.stop_token_ids_size() * size_t{5};
+  std::string param = request.endpoint == Endpoint::kChatCompletions ? "messages" : "prompt";
+  if (stop > prompt && stop >= stop_ids) param = "stop";
+  if (stop_ids > prompt && stop_ids > stop) param = "stop_token_ids";
+  return InvalidParam(param, absl::StrCat("'", param, "' is too large: the request is ", size,
+                                          " bytes in gRPC, more than the scheduler's limit of ",
+                                          kMaxGrpcRequestBytes));
+}
+
 }  // namespace
 
 absl::Status InvalidParam(absl::string_view param, absl::string_view message) {
@@ -424,11 +521,21 @@ std::string ParamOf(const absl::Status& status) {
 
 absl::StatusOr<OpenAiRequest> ParseRequest(Endpoint endpoint, absl::string_view body) {
   json parsed;
+  JsonPath path;
   try {
-    parsed = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("The request body is not valid JSON: ", e.what()));
+    parsed = json::parse(
+        body.begin(), body.end(),
+        [&path](int depth, json::parse_event_t event, json& value) {
+          path.Track(depth, event, value);
+          return true;
+        });
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e999
+    const std::string field = path.Field();
+    const std::string message =
+        absl::StrCat("The request body is not valid JSON",
+                     field.empty() ? "" : absl::StrCat(" (in '", field, "')"), ": ", e.what());
+    if (field.empty()) return absl::InvalidArgumentError(message);
+    return InvalidParam(field, message);
   }
   if (!parsed.is_object()) {
     return absl::InvalidArgumentError(
@@ -442,6 +549,7 @@ absl::StatusOr<OpenAiRequest> ParseRequest(Endpoint endpoint, absl::string_view 
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = CheckGrpcSize(out); !s.ok()) return s;
   return out;
 }
 

@@ -192,6 +192,11 @@ TEST(ParseRequestTest, WrongTypesNameTheField) {
   Refused(kChat, chat(R"("seed": "x")"), "seed");
   Refused(kChat, chat(R"("logprobs": 1)"), "logprobs");
   Refused(kChat, chat(R"("top_logprobs": 2)"), "top_logprobs");
+  EXPECT_THAT(Refused(kChat, chat(R"("logprobs": true, "top_logprobs": 21)"), "top_logprobs"),
+              HasSubstr("'top_logprobs' must be at most 20"));
+  EXPECT_THAT(Refused(kChat, chat(R"("stream_options": {"include_usage": "x"})"),
+                      "stream_options.include_usage"),
+              HasSubstr("'stream_options.include_usage'"));
   Refused(kChat, chat(R"("n": 2)"), "n");
   Refused(kChat, chat(R"("presence_penalty": 0.5)"), "presence_penalty");
   Refused(kChat, chat(R"("tools": [{"type": "function"}])"), "tools");
@@ -204,6 +209,46 @@ TEST(ParseRequestTest, WrongTypesNameTheField) {
   Refused(kCompletions, R"({"model": "m", "prompt": "x", "logprobs": true})", "logprobs");
   Refused(kCompletions, R"({"model": "m", "prompt": "x", "echo": true})", "echo");
   Refused(kCompletions, R"({"model": "m", "prompt": "x", "best_of": 3})", "best_of");
+}
+
+// A value the JSON parser refuses (invalid UTF-8, a number out of range,
+// NaN) is named by where it is; a bad key or trailing text is no field.
+TEST(ParseRequestTest, UnparsableValuesNameTheirField) {
+  Refused(kChat, R"({"model": "m", "temperature": 1e999})", "temperature");
+  Refused(kChat, R"({"model": "m", "temperature": NaN})", "temperature");
+  Refused(kChat, "{\"model\": \"\xc3\x28\"}", "model");
+  Refused(kChat,
+          "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, "
+          "{\"role\": \"user\", \"content\": \"\xed\xa0\x80\"}]}",
+          "messages[1].content");
+  Refused(kChat, R"({"model": "m", "stream_options": {"include_usage": tru}})",
+          "stream_options.include_usage");
+  Refused(kCompletions, "{\"model\": \"m\", \"stop\": [\"a\", \"\xff\"]}", "stop[1]");
+  Refused(kCompletions, R"({"model": "m", "prompt": "\ud800"})", "prompt");
+  Refused(kCompletions, "{\"model\": \"m\", \"\xff\": 1}", "");
+  Refused(kCompletions, R"({"model": "m", "prompt": "x"} trailing)", "");
+  Refused(kCompletions, "[1, \xff]", "");
+}
+
+// Over the scheduler's gRPC limit (4 MiB) a request would get gRPC's
+// RESOURCE_EXHAUSTED (429): 400 naming its largest field instead.
+TEST(ParseRequestTest, RequestsOverTheGrpcLimitNameTheirLargestField) {
+  const std::string big(5 << 20, 'a');
+  Refused(kCompletions, json{{"model", "m"}, {"prompt", big}}.dump(), "prompt");
+  Refused(kCompletions, json{{"model", "m"}, {"prompt", std::vector<int>(1 << 20, 1 << 30)}}.dump(),
+          "prompt");
+  Refused(kChat, json{{"model", "m"}, {"messages", {{{"role", "user"}, {"content", big}}}}}.dump(),
+          "messages");
+  Refused(kCompletions,
+          json{{"model", "m"}, {"prompt", "x"}, {"stop_token_ids", std::vector<int>(1 << 20, 1 << 30)}}
+              .dump(),
+          "stop_token_ids");
+  Refused(kCompletions,
+          json{{"model", "m"}, {"prompt", "x"}, {"stop", std::vector<std::string>(1 << 21, "ab")}}
+              .dump(),
+          "stop");
+  // Under it, the scheduler's own limits apply (1 MiB of text: its message).
+  Parse(kCompletions, json{{"model", "m"}, {"prompt", std::string(2 << 20, 'a')}});
 }
 
 TEST(ToApiErrorTest, CodesBecomeHttpStatusesAndTypes) {
@@ -254,6 +299,14 @@ TEST(ToApiErrorTest, TheSchedulersFieldBecomesTheParamInTheRequestsNames) {
   EXPECT_EQ(param("logprobs must be in [0, 20], got 21", completion), "logprobs");
   EXPECT_EQ(param("max_tokens must be at least 1, got -1", chat), "max_completion_tokens");
   EXPECT_EQ(param("the prompt has 9000 tokens, more than the context", chat), "");
+  EXPECT_EQ(param("token_ids: prompt token id 9 is outside the vocabulary [0, 8)", completion),
+            "prompt");
+  EXPECT_EQ(param("stop_token_ids: id 9 is outside the vocabulary [0, 8)", chat),
+            "stop_token_ids");
+  EXPECT_EQ(param("messages: the chat template says: boom", chat), "messages");
+  EXPECT_EQ(param("prompt of 300 tokens does not fit the context length 256", chat), "messages");
+  EXPECT_EQ(param("prompt of 300 tokens does not fit the context length 256", completion),
+            "prompt");
 }
 
 TEST(ErrorBodyTest, OpenAiShapeWithNulls) {

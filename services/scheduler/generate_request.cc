@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/grpc/lenient_utf8.h"
 #include "services/worker/request_limits.h"
 #include "worker/sampling/sampler.h"
 #include "worker/tokenizer/utf8.h"
@@ -114,6 +115,9 @@ absl::Status CheckStops(const v1::GenerateRequest& request) {
 }  // namespace
 
 absl::Status ValidateGenerateRequest(const v1::GenerateRequest& request) {
+  if (std::string unparsed = UnparsedRequest(request); !unparsed.empty()) {
+    return absl::InvalidArgumentError(unparsed);
+  }
   if (absl::Status s = CheckString("model", request.model(), kMaxModelNameBytes, true); !s.ok()) {
     return s;
   }

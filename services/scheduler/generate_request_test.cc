@@ -7,6 +7,8 @@
 #include <google/protobuf/descriptor.h>
 #include <gtest/gtest.h>
 
+#include "common/grpc/lenient_utf8.h"
+
 namespace llorch {
 namespace {
 
@@ -153,6 +155,10 @@ TEST(ValidateGenerateRequest, NamesTheField) {
        },
        "stop_token_ids"},
       {"negative stop id", [](v1::GenerateRequest* r) { r->add_stop_token_ids(-5); }, "stop_token_ids[0]"},
+      // Bytes that were no GenerateRequest at all (common/grpc/lenient_utf8.h).
+      {"unparsed",
+       [](v1::GenerateRequest* r) { MarkUnparsed(r, "the request is not a llorch.v1.GenerateRequest"); },
+       "GenerateRequest"},
   };
   EXPECT_TRUE(ValidateGenerateRequest(Valid()).ok());
   for (const BadCase& c : cases) {

@@ -6,10 +6,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/grpc/lenient_utf8.h"
 #include "common/grpc/status.h"
 #include "grpc/health/v1/health.pb.h"
 #include "services/scheduler/generate_call.h"
 #include "services/scheduler/generate_request.h"
+#include "worker/tokenizer/utf8.h"
 
 namespace llorch {
 namespace {
@@ -71,6 +73,22 @@ bool ParseAddress(const std::string& address, std::string* host, int* port) {
   if (colon == std::string::npos) return false;
   *host = address.substr(0, colon);
   return absl::SimpleAtoi(address.substr(colon + 1), port) && *port > 0 && *port < 65536;
+}
+
+bool ValidUtf8(const std::string& text) { return utf8::Sanitize(text) == text; }
+
+// INVALID_ARGUMENT for bytes that were no request at all (lenient_utf8.h).
+absl::Status Parsed(const google::protobuf::Message& request) {
+  const std::string why = UnparsedRequest(request);
+  return why.empty() ? absl::OkStatus() : absl::InvalidArgumentError(why);
+}
+
+// Cancel's job_id: required and UTF-8 (unknown ids succeed).
+absl::Status CheckCancelRequest(const v1::CancelRequest& request) {
+  if (absl::Status s = Parsed(request); !s.ok()) return s;
+  if (request.job_id().empty()) return absl::InvalidArgumentError("job_id is required");
+  if (!ValidUtf8(request.job_id())) return absl::InvalidArgumentError("job_id is not valid UTF-8");
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -135,19 +153,19 @@ grpc::ServerUnaryReactor* SchedulerService::Cancel(grpc::CallbackServerContext* 
                                                    v1::CancelResponse* /*response*/) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::Status status = Authenticate(*context);
-  if (status.ok() && request->job_id().empty()) {
-    status = absl::InvalidArgumentError("job_id is required");
-  }
+  if (status.ok()) status = CheckCancelRequest(*request);
   if (status.ok()) options_.core->Cancel(request->job_id());
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* SchedulerService::ListModels(grpc::CallbackServerContext* context,
-                                                       const v1::ListModelsRequest* /*request*/,
+                                                       const v1::ListModelsRequest* request,
                                                        v1::ListModelsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status status = Authenticate(*context); !status.ok()) {
+  absl::Status status = Authenticate(*context);
+  if (status.ok()) status = Parsed(*request);
+  if (!status.ok()) {
     reactor->Finish(ToGrpcStatus(status));
     return reactor;
   }
@@ -159,10 +177,12 @@ grpc::ServerUnaryReactor* SchedulerService::ListModels(grpc::CallbackServerConte
 }
 
 grpc::ServerUnaryReactor* SchedulerService::ListWorkers(grpc::CallbackServerContext* context,
-                                                        const v1::ListWorkersRequest* /*request*/,
+                                                        const v1::ListWorkersRequest* request,
                                                         v1::ListWorkersResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status status = Authenticate(*context); !status.ok()) {
+  absl::Status status = Authenticate(*context);
+  if (status.ok()) status = Parsed(*request);
+  if (!status.ok()) {
     reactor->Finish(ToGrpcStatus(status));
     return reactor;
   }
@@ -181,6 +201,17 @@ grpc::ServerUnaryReactor* SchedulerService::RegisterWorker(
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (absl::Status status = AuthenticateWorker(*context); !status.ok()) {
     reactor->Finish(ToGrpcStatus(status));
+    return reactor;
+  }
+  absl::Status parsed = Parsed(*request);
+  if (parsed.ok() && !ValidUtf8(request->address())) {
+    parsed = absl::InvalidArgumentError("address is not valid UTF-8");
+  }
+  if (parsed.ok() && !ValidUtf8(request->model())) {
+    parsed = absl::InvalidArgumentError("model is not valid UTF-8");
+  }
+  if (!parsed.ok()) {
+    reactor->Finish(ToGrpcStatus(parsed));
     return reactor;
   }
   std::string host;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/grpc/lenient_utf8.h"
 #include "worker/tokenizer/utf8.h"
 
 namespace llorch {
@@ -20,6 +21,7 @@ absl::Status TooLarge(absl::string_view field, size_t size, absl::string_view un
 
 absl::StatusOr<std::vector<int32_t>> ChatPrompt(const v1::ChatMessages& chat,
                                                 const ServedModel& served) {
+  if (chat.messages_size() == 0) return absl::InvalidArgumentError("messages is empty");
   if (chat.messages_size() > kMaxChatMessages) {
     return TooLarge("messages", chat.messages_size(), "messages", kMaxChatMessages);
   }
@@ -125,6 +127,9 @@ absl::StatusOr<std::vector<int32_t>> PromptIds(const v1::ExecuteRequest& request
 absl::StatusOr<JobRequest> ToJobRequest(const v1::ExecuteRequest& request,
                                         const ServedModel& served) {
   JobRequest job;
+  if (std::string unparsed = UnparsedRequest(request); !unparsed.empty()) {
+    return absl::InvalidArgumentError(unparsed);
+  }
   if (request.job_id().empty()) return absl::InvalidArgumentError("job_id is required");
   if (request.job_id().size() > kMaxJobIdBytes) {
     return absl::InvalidArgumentError(

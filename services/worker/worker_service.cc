@@ -8,9 +8,11 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc/lenient_utf8.h"
 #include "common/grpc/status.h"
 #include "grpc/health/v1/health.pb.h"
 #include "services/worker/execute_request.h"
+#include "worker/tokenizer/utf8.h"
 
 namespace llorch {
 namespace {
@@ -306,8 +308,12 @@ grpc::ServerUnaryReactor* WorkerService::Cancel(grpc::CallbackServerContext* con
   const WorkerServiceOptions* ready = Ready();
   if (ready == nullptr) {
     reactor->Finish(ToGrpcStatus(NotReady()));
+  } else if (std::string unparsed = UnparsedRequest(*request); !unparsed.empty()) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(unparsed)));
   } else if (request->job_id().empty()) {
     reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("job_id is required")));
+  } else if (utf8::Sanitize(request->job_id()) != request->job_id()) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("job_id is not valid UTF-8")));
   } else {
     ready->engine->Cancel(request->job_id());
     reactor->Finish(grpc::Status::OK);
@@ -316,12 +322,16 @@ grpc::ServerUnaryReactor* WorkerService::Cancel(grpc::CallbackServerContext* con
 }
 
 grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* context,
-                                              const v1::InfoRequest* /*request*/,
+                                              const v1::InfoRequest* request,
                                               v1::InfoResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const WorkerServiceOptions* ready = Ready();
   if (ready == nullptr) {
     reactor->Finish(ToGrpcStatus(NotReady()));
+    return reactor;
+  }
+  if (std::string unparsed = UnparsedRequest(*request); !unparsed.empty()) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(unparsed)));
     return reactor;
   }
   const ServedModel& model = *ready->model;

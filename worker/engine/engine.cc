@@ -40,7 +40,7 @@ absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
       return absl::UnavailableError("worker is draining and accepts no new jobs");
     }
     if (live_ids_.count(job_id)) {
-      return absl::AlreadyExistsError(absl::StrCat("job ", job_id, " is already live"));
+      return absl::AlreadyExistsError(absl::StrCat("job_id '", job_id, "' is already live"));
     }
     // Jobs that the next step admits into free batch slots do not count as
     // waiting (approximately: the KV budget may still hold them back).
