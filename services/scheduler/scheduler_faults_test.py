@@ -166,20 +166,28 @@ def kill9(cluster):
         cluster.worker_process(i).send_signal(signal.SIGKILL)
         cluster.worker_process(i).wait(timeout=10)
         down = cluster.wait_states({i: "DOWN"}, 5)
+        address = f"127.0.0.1:{cluster.worker_ports[i]}"
+        series = f'llorch_scheduler_dispatches_total{{worker="{address}"}}'
+        before = cluster.metric(series)
         cluster.start_worker(i)
         up = cluster.wait_states({i: "UP"}, 30)
         print(f"trial {trial + 1}: worker{i} killed, DOWN after {down:.2f} s, "
               f"back UP {up:.2f} s after its restart")
-        # It gets jobs again: the least loaded worker, it takes the next one
-        # (the soak keeps the other busy); a few tries for races with the load.
-        for _ in range(5):
+        # It gets jobs again: the soak's, or else (the load may be over) the
+        # next one, since an idle worker is the least loaded.
+        went = []
+        for _ in range(8):
+            if cluster.metric(series) > before:
+                dispatched_again += 1
+                break
             results = {}
             generate(cluster, "Hello", 2, 120, results, "probe")
             code, _, worker, stderr = results["probe"]
             check(code == 0, f"a request after the restart failed: {stderr}")
-            if worker.endswith(f":{cluster.worker_ports[i]}"):
-                dispatched_again += 1
-                break
+            went.append(worker)
+        else:
+            print(f"trial {trial + 1}: the restarted worker got none of {went}; workers: "
+                  f"{cluster.workers()}")
     code, text = soak.result()
     allowed, failures, lost, kv_left = summary_counts(text)
     retries = cluster.metric("llorch_scheduler_retries_total")
