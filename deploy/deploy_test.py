@@ -541,7 +541,8 @@ def check_k8s(flags):
 
 NOT_FOR_BUILD = {  # tools/setup.sh packages for tests, peers and caches, not for the programs
     "ccache", "unzip", "python3-venv", "python3-pip", "prometheus", "nodejs", "npm",
-    "python3-torch", "sentencepiece", "systemd", "chromium", "gnuplot-nox"}
+    "python3-torch", "sentencepiece", "systemd", "chromium", "gnuplot-nox", "clang",
+    "libclang-rt-14-dev"}
 IN_EVERY_DEBIAN_IMAGE = {"libc6", "libgcc-s1", "libstdc++6"}  # apt itself needs them
 
 

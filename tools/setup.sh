@@ -15,6 +15,7 @@ APT_PACKAGES=(
   systemd  # systemd-analyze verify of deploy/systemd (deploy/deploy_test.py); not started
   chromium  # headless, drives the chat page (services/openai/chat_page_test.py)
   gnuplot-nox  # draws `llorch bench-serve --plot` (docs/bench-serve.png)
+  clang libclang-rt-14-dev  # libFuzzer + ASan/UBSan runtimes for tests/fuzz (tools/fuzz.sh)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -126,6 +126,13 @@ StubMaker(std::shared_ptr<grpc::ChannelCredentials> credentials) {
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, -1);
+    // A stream's receive window stays 64 KiB (gRPC's bandwidth-delay probe
+    // would grow it to megabytes): when the scheduler stops reading a stream
+    // whose client stopped reading, at most this much waits here and the
+    // worker's writes stall, so its --max_stream_buffer_events cuts the job.
+    // Tokens are a few KiB/s; 64 KiB in flight is ample even over a WAN.
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
     // A worker found through a DNS name is called by IP; its certificate
     // names the DNS name.
     if (!tls_name.empty()) args.SetSslTargetNameOverride(tls_name);

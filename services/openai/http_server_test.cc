@@ -136,11 +136,13 @@ class FakeCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
       changed_.wait(lock, [this] { return done_; });
     }
     {
+      // Notified under the lock: once the test sees running == 0 it may
+      // destroy *observed_, condition variable included.
       std::lock_guard<std::mutex> lock(observed_->mu);
       observed_->cancelled += cancelled;
       --observed_->running;
+      observed_->changed.notify_all();
     }
-    observed_->changed.notify_all();
     delete this;
   }
 
@@ -240,6 +242,9 @@ class HttpServerTest : public ::testing::Test {
   void TearDown() override {
     if (http_) http_->Stop(1000ms);
     grpc_server_->Shutdown(std::chrono::system_clock::now() + 2s);
+    // Each FakeCall's thread still updates observed_ after its call is done:
+    // wait for the last one before the fixture (and observed_) goes away.
+    EXPECT_TRUE(observed_.WaitCancelled(0, 5s)) << "a fake Generate call is still running";
   }
 
   httplib::Result Post(const std::string& path, const json& body, httplib::Headers headers = {}) {

@@ -33,6 +33,8 @@
 #include <utility>
 #include <vector>
 
+#include <grpcpp/create_channel.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -1106,6 +1108,71 @@ TEST_F(SchedulerClusterTest, QueueWaitIsBounded) {
   EXPECT_TRUE(Cancel(scheduler->stub(), "w-running").ok());
   EXPECT_TRUE(running.Join().status.ok()) << running.Join().Describe();
   EXPECT_TRUE(WaitWorkerIdle(*smol1_, Clock::now()).elapsed_ms.has_value());
+}
+
+// A gRPC client that stops reading is cut off: the scheduler reads at most
+// --max_stream_buffer_events ahead of it, then the worker's stream waits, the
+// worker's own limit cancels the job and frees its KV, and the client gets
+// that status once it reads again; the scheduler's heap does not grow.
+TEST_F(SchedulerClusterTest, ClientThatStopsReadingIsCutOff) {
+  // SmolLM2: long enough a stream to fill every buffer on the way.
+  std::unique_ptr<WorkerProcess> worker = StartWorker(kSmol, {"--max_stream_buffer_events", "8"});
+  ASSERT_NE(worker, nullptr);
+  std::unique_ptr<SchedulerProcess> scheduler =
+      StartScheduler({"--workers", worker->address(), "--max_stream_buffer_events", "8"});
+  ASSERT_NE(scheduler, nullptr);
+  ASSERT_TRUE(WaitAllUp(*scheduler, {worker.get()}));
+  absl::StatusOr<double> heap_before = scheduler->MetricValue("llorch_process_heap_bytes");
+  ASSERT_TRUE(heap_before.ok()) << heap_before.status();
+
+  // Flow-control windows of 8 KiB that do not grow: the scheduler's writes
+  // stall after a few dozen of these ~230-byte events (20 alternatives each).
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8192);
+  auto stub = v1::Scheduler::NewStub(
+      grpc::CreateCustomChannel(scheduler->address(), grpc::InsecureChannelCredentials(), args));
+  v1::GenerateRequest request = Endless("unread");
+  request.set_logprobs(20);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + seconds(300));
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
+      stub->Generate(&context, request);
+
+  // Not reading: the job must end on its own, its KV freed.
+  const auto start = Clock::now();
+  bool busy_seen = false;
+  wv1::InfoResponse info;
+  while (MsSince(start) < 120000) {
+    info = WorkerInfo(*worker);
+    const bool busy = info.active_jobs() > 0 || info.kv_used_bytes() > 0;
+    busy_seen = busy_seen || busy;
+    if (busy_seen && !busy) break;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  const double cut_off_ms = MsSince(start);
+  EXPECT_TRUE(busy_seen);
+  EXPECT_EQ(info.active_jobs(), 0) << info.DebugString();
+  EXPECT_EQ(info.kv_used_bytes(), 0) << info.DebugString();
+  absl::StatusOr<double> heap_after = scheduler->MetricValue("llorch_process_heap_bytes");
+  ASSERT_TRUE(heap_after.ok()) << heap_after.status();
+  EXPECT_LT(*heap_after - *heap_before, 2 << 20);
+
+  // Reading now: what was relayed before the stall, then the worker's status.
+  int tokens = 0;
+  v1::GenerateResponse event;
+  while (reader->Read(&event)) tokens += event.has_token();
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_NE(status.error_message().find("not reading"), std::string::npos)
+      << status.error_message();
+  EXPECT_LT(tokens, 4000);
+  std::printf("cut off after %.0f ms: %d tokens reached the client, scheduler heap %+.0f KiB\n",
+              cut_off_ms, tokens, (*heap_after - *heap_before) / 1024);
+
+  const GenerateResult after = Generate(scheduler->stub(), Greedy(kSmol, "Hello", 4));
+  EXPECT_TRUE(after.status.ok()) << after.Describe();
+  EXPECT_EQ(after.tokens.size(), 4u);
 }
 
 // =====================================================================

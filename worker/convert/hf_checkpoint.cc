@@ -32,14 +32,27 @@ absl::StatusOr<json> ReadJson(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::stringstream text;
   text << in.rdbuf();
-  json value = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
-  return value;
+  try {
+    return json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not valid JSON (error at byte ", e.byte, ")"));
+  } catch (const json::exception& e) {  // e.g. a number past double's range
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON (", e.what(), ")"));
+  }
 }
 
 // Hyper-parameters as llama.cpp's converter writes them (it rejects other
 // integer types for these keys).
 GgufValue IntValue(int64_t v) { return GgufInt(GgufValueType::kUint32, v); }
+
+// No real model comes near this size, head or layer count (the largest have
+// hidden sizes of 2^14-2^15, intermediate sizes of 2^16, 2^17-2^18 token
+// vocabularies, 2^7 layers); a config.json value beyond it is corrupt, and
+// would make us loop or allocate for it.
+constexpr int64_t kMaxConfigSize = int64_t{1} << 24;
+// max_position_embeddings: written as uint32, as llama.cpp does.
+constexpr int64_t kMaxContext = (int64_t{1} << 31) - 1;
 
 // What the checkpoint says, with the model type's defaults.
 struct HfConfig {
@@ -53,7 +66,7 @@ struct HfConfig {
   std::vector<float> rope_freq_factors;
 };
 
-absl::StatusOr<HfConfig> ParseConfig(const std::string& dir, const json& c) {
+absl::StatusOr<HfConfig> ParseConfigOrThrow(const std::string& dir, const json& c) {
   HfConfig h;
   if (!c.is_object() || !c.contains("model_type") || !c["model_type"].is_string()) {
     return Invalid(dir, "config.json has no model_type");
@@ -74,6 +87,12 @@ absl::StatusOr<HfConfig> ParseConfig(const std::string& dir, const json& c) {
     if (!c[key].is_number_integer() || c[key].get<int64_t>() <= 0) {
       return Invalid(dir, absl::StrCat("config.json: ", key, " must be a positive integer"));
     }
+    const int64_t limit = std::string(key) == "max_position_embeddings" ? kMaxContext
+                                                                        : kMaxConfigSize;
+    if (c[key].is_number_unsigned() && c[key].get<uint64_t>() > static_cast<uint64_t>(limit)) {
+      return Invalid(dir, absl::StrCat("config.json: ", key, " ", c[key].get<uint64_t>(),
+                                       " is implausible (more than ", limit, ")"));
+    }
     *out = c[key].get<int64_t>();
     return absl::OkStatus();
   };
@@ -93,7 +112,7 @@ absl::StatusOr<HfConfig> ParseConfig(const std::string& dir, const json& c) {
   }
   h.head_dim = h.hidden / h.heads;
   if (c.contains("head_dim") && !c["head_dim"].is_null() &&
-      c["head_dim"].get<int64_t>() != h.head_dim) {
+      (!c["head_dim"].is_number_integer() || c["head_dim"].get<int64_t>() != h.head_dim)) {
     return Invalid(dir, "config.json: a head_dim other than hidden_size / num_attention_heads is "
                         "not supported");
   }
@@ -104,6 +123,9 @@ absl::StatusOr<HfConfig> ParseConfig(const std::string& dir, const json& c) {
   h.rope_dim = h.head_dim;
   if (h.arch == "phi2") {
     const double factor = c.value("partial_rotary_factor", 0.5);
+    if (!(factor > 0 && factor <= 1)) {
+      return Invalid(dir, "config.json: partial_rotary_factor must be in (0, 1]");
+    }
     h.rope_dim = static_cast<int64_t>(h.head_dim * factor);
     if (c.value("qk_layernorm", false)) return Invalid(dir, "phi with qk_layernorm is not supported");
   }
@@ -121,6 +143,7 @@ absl::StatusOr<HfConfig> ParseConfig(const std::string& dir, const json& c) {
   }
   if (c.contains("rope_scaling") && !c["rope_scaling"].is_null()) {
     const json& r = c["rope_scaling"];
+    if (!r.is_object()) return Invalid(dir, "config.json: rope_scaling is not an object");
     std::string type = r.value("rope_type", r.value("type", std::string()));
     h.rope_factor = r.value("factor", 1.0);
     if (type == "linear" && h.rope_factor > 0) {
@@ -149,6 +172,25 @@ absl::StatusOr<HfConfig> ParseConfig(const std::string& dir, const json& c) {
   }
   return h;
 }
+
+// config.json is untrusted: a value of an unexpected type (a string where a
+// number belongs) makes nlohmann's accessors above throw; that is a malformed
+// file, not a crash.
+absl::StatusOr<HfConfig> ParseConfig(const std::string& dir, const json& c) {
+  try {
+    return ParseConfigOrThrow(dir, c);
+  } catch (const json::exception& e) {
+    return Invalid(dir, absl::StrCat("config.json holds a value of the wrong type (", e.what(), ")"));
+  }
+}
+
+// The first error of a sequence of steps (the others are dropped).
+struct FirstError {
+  absl::Status status;
+  void push_back(absl::Status s) {
+    if (status.ok()) status = std::move(s);
+  }
+};
 
 // llama.cpp's row order for llama Q/K: within each head, rows i and
 // i + head_dim/2 (the halves HF rotates together) become rows 2i and 2i+1.
@@ -190,7 +232,9 @@ absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfCheckpoint(const std::string& di
 
   // The weights: one file, or shards listed by the index.
   std::vector<std::string> files;
-  if (absl::StatusOr<json> index = ReadJson(dir + "/model.safetensors.index.json"); index.ok()) {
+  absl::StatusOr<json> index = ReadJson(dir + "/model.safetensors.index.json");
+  if (!index.ok() && !absl::IsNotFound(index.status())) return index.status();
+  if (index.ok()) {
     if (!index->contains("weight_map") || !(*index)["weight_map"].is_object()) {
       return Invalid(dir, "model.safetensors.index.json has no weight_map");
     }
@@ -245,9 +289,10 @@ absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfCheckpoint(const std::string& di
   };
 
   const bool llama_order = h.arch == "llama";  // llama.cpp permutes Q/K for llama only
-  std::vector<absl::Status> statuses;
+  // Stops at the first missing tensor: num_hidden_layers may be absurd.
+  FirstError statuses;
   statuses.push_back(add("token_embd.weight", "model.embed_tokens.weight", 0));
-  for (int64_t l = 0; l < h.layers; ++l) {
+  for (int64_t l = 0; l < h.layers && statuses.status.ok(); ++l) {
     const std::string g = absl::StrCat("blk.", l, ".");
     const std::string m = absl::StrCat("model.layers.", l, ".");
     statuses.push_back(add(g + "attn_norm.weight", m + "input_layernorm.weight", 0));
@@ -292,9 +337,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfCheckpoint(const std::string& di
     statuses.push_back(add("output.weight", "lm_head.weight", 0));
     statuses.push_back(add_if_present("output.bias", "lm_head.bias", 0));
   }
-  for (const absl::Status& s : statuses) {
-    if (!s.ok()) return s;
-  }
+  if (!statuses.status.ok()) return statuses.status;
   if (!h.rope_freq_factors.empty()) {
     auto factors = std::make_shared<std::vector<float>>(h.rope_freq_factors);
     GgufTensorInfo info;

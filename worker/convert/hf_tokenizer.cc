@@ -16,6 +16,22 @@ namespace {
 
 using json = nlohmann::json;
 
+// No real tokenizer comes near this many ids (the largest, Gemma's, has
+// 262,144); an id or vocab_size beyond it is corrupt, and would make us
+// allocate for every id up to it.
+constexpr int64_t kMaxTokenIds = int64_t{1} << 20;
+
+// A token id as the files give it: an integer (not a float, which would not
+// convert), else -1.
+int64_t IdValue(const json& value) {
+  if (value.is_number_unsigned()) {
+    const uint64_t id = value.get<uint64_t>();
+    return id <= static_cast<uint64_t>(kMaxTokenIds) ? static_cast<int64_t>(id) : kMaxTokenIds;
+  }
+  if (value.is_number_integer()) return std::max<int64_t>(value.get<int64_t>(), -1);
+  return -1;
+}
+
 // Hugging Face's spellings of the split regexes of the pre-tokenizers we
 // implement (see worker/tokenizer/bpe_tokenizer.cc for llama.cpp's).
 constexpr char kLlama3Split[] =
@@ -30,9 +46,14 @@ absl::StatusOr<json> ReadJsonIfPresent(const std::string& path) {
   if (!in) return json();  // null: absent
   std::stringstream text;
   text << in.rdbuf();
-  json value = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
-  return value;
+  try {
+    return json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not valid JSON (error at byte ", e.byte, ")"));
+  } catch (const json::exception& e) {  // e.g. a number past double's range
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON (", e.what(), ")"));
+  }
 }
 
 // The model's chat template, as transformers finds it: chat_template.jinja,
@@ -71,6 +92,7 @@ absl::StatusOr<std::string> PreTokenizerName(const json& pre) {
   if (is_byte_level(pre, true)) return std::string("gpt-2");
   if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers")) {
     const json& steps = pre["pretokenizers"];
+    if (!steps.is_array()) return absl::InvalidArgumentError("pre-tokenizer Sequence without a list");
     if (steps.size() == 2 && steps[0].value("type", "") == "Split" &&
         is_byte_level(steps[1], false) && steps[0].contains("pattern")) {
       const std::string regex = steps[0]["pattern"].value("Regex", "");
@@ -122,10 +144,8 @@ absl::StatusOr<bool> SentencePieceSpacePrefix(const json& normalizer, const json
   return prepend;
 }
 
-}  // namespace
-
-absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
-                                    std::map<std::string, GgufValue>* metadata) {
+absl::Status AddMetadata(const std::string& dir, int64_t vocab_size,
+                         std::map<std::string, GgufValue>* metadata) {
   absl::StatusOr<json> tokenizer = ReadJsonIfPresent(dir + "/tokenizer.json");
   if (!tokenizer.ok()) return tokenizer.status();
   if (tokenizer->is_null()) {
@@ -135,6 +155,9 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     return absl::OkStatus();
   }
   const std::string where = dir + "/tokenizer.json";
+  if (!tokenizer->is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": not a JSON object"));
+  }
   const json& model = (*tokenizer)["model"];
   if (!model.is_object() || model.value("type", "") != "BPE" || !model.contains("vocab") ||
       !model["vocab"].is_object() || !model.contains("merges")) {
@@ -164,10 +187,29 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     pre_name = *pre;
   }
 
+  const json& added_tokens = tokenizer->value("added_tokens", json::array());
+  if (!added_tokens.is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": added_tokens is not a list"));
+  }
+  for (const json& added : added_tokens) {
+    if (!added.is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": an added token is not an object"));
+    }
+  }
+  if (vocab_size > kMaxTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": vocab_size ", vocab_size,
+                                                   " is implausible (more than ", kMaxTokenIds, ")"));
+  }
   if (vocab_size <= 0) {  // tokenizer only: as many ids as the files name
-    for (const auto& [text, id] : model["vocab"].items()) vocab_size = std::max<int64_t>(vocab_size, id.get<int64_t>() + 1);
-    for (const json& added : tokenizer->value("added_tokens", json::array())) {
-      vocab_size = std::max<int64_t>(vocab_size, added.value("id", int64_t{-1}) + 1);
+    for (const auto& [text, id] : model["vocab"].items()) {
+      vocab_size = std::max<int64_t>(vocab_size, IdValue(id) + 1);
+    }
+    for (const json& added : added_tokens) {
+      vocab_size = std::max<int64_t>(vocab_size, IdValue(added.value("id", json())) + 1);
+    }
+    if (vocab_size > kMaxTokenIds) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": token ids up to ", kMaxTokenIds, " and beyond are implausible"));
     }
   }
   // Tokens by id: the model's vocabulary, then added tokens; ids the files
@@ -175,7 +217,13 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
   std::vector<std::string> tokens(vocab_size);
   std::vector<int64_t> types(vocab_size, 0);
   std::map<std::string, int64_t> ids;
-  auto place = [&](const std::string& text, int64_t id, int64_t type) -> absl::Status {
+  auto place = [&](const std::string& text, const json& id_value, int64_t type) -> absl::Status {
+    if (!id_value.is_number_integer()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": token ", text, " has the id ",
+                                                     id_value.dump().substr(0, 40),
+                                                     ", not an integer"));
+    }
+    const int64_t id = IdValue(id_value);
     if (id < 0 || id >= vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat(where, ": token id ", id, " (", text,
                                                      ") is outside the embedding's ", vocab_size,
@@ -195,14 +243,13 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     } else if (!unk_text.empty() && text == unk_text) {
       type = /*unknown=*/2;
     }
-    if (absl::Status s = place(text, id.get<int64_t>(), type); !s.ok()) return s;
+    if (absl::Status s = place(text, id, type); !s.ok()) return s;
   }
-  if (tokenizer->contains("added_tokens") && (*tokenizer)["added_tokens"].is_array()) {
-    for (const json& added : (*tokenizer)["added_tokens"]) {
-      const int64_t type = added.value("special", false) ? /*control=*/3 : /*user-defined=*/4;
-      if (absl::Status s = place(added.value("content", ""), added.value("id", -1), type); !s.ok()) {
-        return s;
-      }
+  for (const json& added : added_tokens) {
+    const int64_t type = added.value("special", false) ? /*control=*/3 : /*user-defined=*/4;
+    if (absl::Status s = place(added.value("content", ""), added.value("id", json()), type);
+        !s.ok()) {
+      return s;
     }
   }
   for (int64_t id = 0; id < vocab_size; ++id) {
@@ -212,7 +259,8 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
   for (const json& merge : model["merges"]) {
     if (merge.is_string()) {
       merges.push_back(merge.get<std::string>());
-    } else if (merge.is_array() && merge.size() == 2) {
+    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+               merge[1].is_string()) {
       merges.push_back(absl::StrCat(merge[0].get<std::string>(), " ", merge[1].get<std::string>()));
     } else {
       return absl::InvalidArgumentError(absl::StrCat(where, ": malformed merge"));
@@ -237,7 +285,16 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
     }
     const json& e = source->value("eos_token_id", json());
     if (e.is_number_integer()) eos_list = {e.get<int64_t>()};
-    if (e.is_array() && !e.empty()) eos_list = e.get<std::vector<int64_t>>();
+    if (e.is_array() && !e.empty()) {
+      eos_list.clear();
+      for (const json& id : e) {
+        if (!id.is_number_integer()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(dir, ": eos_token_id lists ", id.dump().substr(0, 40), ", not an id"));
+        }
+        eos_list.push_back(id.get<int64_t>());
+      }
+    }
   }
   bool add_bos = false, add_eos = false;
   if (tokenizer_config->is_object()) {
@@ -323,6 +380,24 @@ absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
   GgufValue add_bos_value = GgufInt(GgufValueType::kBool, add_bos ? 1 : 0);
   m["tokenizer.ggml.add_bos_token"] = add_bos_value;
   m["tokenizer.ggml.add_eos_token"] = GgufInt(GgufValueType::kBool, add_eos ? 1 : 0);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
+                                    std::map<std::string, GgufValue>* metadata) {
+  // The files are untrusted JSON: a value of an unexpected type (a number
+  // where a name belongs, a list where an object does) makes nlohmann throw
+  // from the accessors above; it is a malformed file, not a crash.
+  std::map<std::string, GgufValue> added;
+  try {
+    if (absl::Status s = AddMetadata(dir, vocab_size, &added); !s.ok()) return s;
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": tokenizer files hold an unexpected value: ", e.what()));
+  }
+  for (auto& [key, value] : added) (*metadata)[key] = std::move(value);
   return absl::OkStatus();
 }
 

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -490,14 +491,38 @@ absl::Status GgufFile::Parse() {
   const size_t header_end = cursor.offset();
   data_offset_ = (header_end + alignment_ - 1) / alignment_ * alignment_;
   for (GgufTensorInfo& info : tensors_) {
+    if (info.offset > kImplausibleBytes) {  // data_offset_ + offset could wrap
+      return absl::DataLossError(absl::StrCat(
+          path_, ": truncated or corrupt file: tensor ", Quoted(info.name), " has data offset ",
+          info.offset, ", past the end of the file (", map_size_, " bytes)"));
+    }
     const uint64_t begin = data_offset_ + info.offset;
-    if (info.offset > kImplausibleBytes || begin + info.num_bytes > map_size_) {
+    if (begin + info.num_bytes > map_size_) {
       return absl::DataLossError(absl::StrCat(
           path_, ": truncated file: data of tensor ", Quoted(info.name), " (",
           info.num_bytes, " bytes at offset ", begin, ") extends past the end of the file (",
           map_size_, " bytes)"));
     }
     info.data = map_ + begin;
+  }
+  // Each tensor's bytes are its own: llama.cpp lays them out one after the
+  // other, and two tensors sharing bytes is a corrupt tensor table.
+  std::vector<const GgufTensorInfo*> by_offset;
+  by_offset.reserve(tensors_.size());
+  for (const GgufTensorInfo& info : tensors_) {
+    if (info.num_bytes > 0) by_offset.push_back(&info);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const GgufTensorInfo& before = *by_offset[i - 1];
+    const GgufTensorInfo& after = *by_offset[i];
+    if (after.offset < before.offset + before.num_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path_, ": the data of tensors ", Quoted(before.name), " (bytes ", before.offset, " to ",
+          before.offset + before.num_bytes, " of the data section) and ", Quoted(after.name),
+          " (from byte ", after.offset, ") overlap"));
+    }
   }
   return absl::OkStatus();
 }

@@ -220,6 +220,11 @@ def write_corrupt(out_dir):
             lambda d: struct.pack_into("<Q", d, two[3], 1 << 20))
     variant("absurd_offset.gguf", "DATA_LOSS", "tensor_two",
             lambda d: struct.pack_into("<Q", d, two[3], (1 << 64) - 32))
+    # tensor_one (Q8_0, 2 x 64) fills bytes [0, 136) of the data section.
+    variant("overlapping_tensors.gguf", "INVALID_ARGUMENT", "overlap",
+            lambda d: struct.pack_into("<Q", d, two[3], 128))
+    variant("same_offset_tensors.gguf", "INVALID_ARGUMENT", "overlap",
+            lambda d: struct.pack_into("<Q", d, two[3], 0))
     variant("huge_dims.gguf", "INVALID_ARGUMENT", "tensor_two",
             lambda d: struct.pack_into("<Q", d, two[1], 1 << 62))
     variant("dup_tensor.gguf", "INVALID_ARGUMENT", "duplicate tensor",

@@ -10,12 +10,14 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "worker/gguf/gguf.h"
+#include "worker/model/model_config.h"
 #include "worker/model/test_models.h"
 
 namespace llorch {
@@ -164,6 +166,37 @@ INSTANTIATE_TEST_SUITE_P(Models, CacheCorrectnessTest,
                          ::testing::Values("tiny-f32-gqa", "tiny-f32-mha-untied", "tiny-q8_0",
                                            "tiny-qwen2-f32", "tiny-phi3-f32", "tiny-phi2-f32",
                                            "tiny-phi2-q4_0", "smollm2"));
+
+// Found by tests/fuzz (gguf_fuzzer): feed_forward_length 2^62 overflowed
+// 2 * ffn (undefined behaviour) while the shapes were checked.
+TEST(ModelConfigTest, ImplausiblyLargeSizesAreRefused) {
+  auto u64 = [](int64_t v) { return GgufInt(GgufValueType::kUint64, v); };
+  auto tensor = [](std::string name, std::vector<int64_t> shape) {
+    GgufTensorInfo info;
+    info.name = std::move(name);
+    info.shape = std::move(shape);
+    return info;
+  };
+  for (const char* key : {"llama.feed_forward_length", "llama.embedding_length",
+                          "llama.context_length", "llama.attention.head_count"}) {
+    std::map<std::string, GgufValue> metadata = {
+        {"general.architecture", GgufString("llama")},
+        {"llama.block_count", u64(1)},
+        {"llama.context_length", u64(64)},
+        {"llama.embedding_length", u64(32)},
+        {"llama.feed_forward_length", u64(64)},
+        {"llama.attention.head_count", u64(2)},
+        {"llama.attention.layer_norm_rms_epsilon", GgufFloat32(1e-5)}};
+    metadata[key] = u64(int64_t{1} << 62);
+    auto gguf = GgufFile::FromParts(
+        "test.gguf", metadata, {tensor("token_embd.weight", {32, 10}), tensor("output_norm.weight", {32})},
+        {});
+    auto config = ModelConfigFromGguf(*gguf);
+    ASSERT_FALSE(config.ok()) << key;
+    EXPECT_TRUE(absl::IsInvalidArgument(config.status())) << config.status();
+    EXPECT_NE(config.status().message().find(key), std::string::npos) << config.status();
+  }
+}
 
 }  // namespace
 }  // namespace llorch

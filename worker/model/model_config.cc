@@ -15,6 +15,10 @@ absl::Status Invalid(const GgufFile& gguf, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(gguf.path(), ": ", message));
 }
 
+// Far beyond any real model's sizes; bigger values are corrupt, and would
+// overflow the products and sums of sizes below (2 * ffn, q + 2 * kv rows).
+constexpr int64_t kMaxHyperParameter = int64_t{1} << 32;
+
 absl::StatusOr<int64_t> RequiredInt(const GgufFile& gguf, const std::string& key) {
   absl::StatusOr<int64_t> value = gguf.GetInt(key);
   if (!value.ok()) {
@@ -25,6 +29,9 @@ absl::StatusOr<int64_t> RequiredInt(const GgufFile& gguf, const std::string& key
   }
   if (*value <= 0) {
     return Invalid(gguf, absl::StrCat("key ", key, " must be positive, got ", *value));
+  }
+  if (*value > kMaxHyperParameter) {
+    return Invalid(gguf, absl::StrCat("key ", key, " is implausibly large: ", *value));
   }
   return *value;
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +25,9 @@ absl::Status Invalid(const std::string& path, const std::string& message) {
 }  // namespace
 
 int64_t SafeTensor::num_elements() const {
+  // Open() checked that the product fits (it is the byte count over the
+  // element size), unless a dimension is 0.
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
@@ -61,7 +65,7 @@ absl::StatusOr<std::unique_ptr<SafeTensorsFile>> SafeTensorsFile::Open(const std
   const uint8_t* data = file->map_ + 8 + header_size;
   const size_t data_size = file->map_size_ - 8 - header_size;
 
-  std::vector<std::pair<size_t, size_t>> ranges;
+  std::vector<std::pair<std::pair<size_t, size_t>, std::string>> ranges;  // [begin, end), name
   for (const auto& [name, entry] : json.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) return Invalid(path, "__metadata__ is not an object");
@@ -90,33 +94,60 @@ absl::StatusOr<std::unique_ptr<SafeTensorsFile>> SafeTensorsFile::Open(const std
       return Invalid(path, absl::StrCat("tensor ", name, " has dtype ", dtype,
                                         " (supported: F32, F16, BF16)"));
     }
+    // The element count, in 64 bits without overflow (a shape's product can
+    // exceed them, and dimensions past INT64_MAX would turn negative).
+    uint64_t elements = 1;
+    bool too_many = false;
     for (const auto& d : entry["shape"]) {
-      if (!d.is_number_unsigned()) return Invalid(path, absl::StrCat("tensor ", name, ": bad shape"));
-      tensor.shape.push_back(d.get<int64_t>());
+      if (!d.is_number_unsigned() ||
+          d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        return Invalid(path, absl::StrCat("tensor ", name, ": bad shape"));
+      }
+      const uint64_t dim = d.get<uint64_t>();
+      tensor.shape.push_back(static_cast<int64_t>(dim));
+      if (dim != 0 && elements > std::numeric_limits<uint64_t>::max() / dim) too_many = true;
+      elements *= dim;
+    }
+    if (std::find(tensor.shape.begin(), tensor.shape.end(), 0) != tensor.shape.end()) {
+      elements = 0, too_many = false;
     }
     const auto& offsets = entry["data_offsets"];
     if (!offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
       return Invalid(path, absl::StrCat("tensor ", name, ": bad data_offsets"));
     }
     const size_t begin = offsets[0].get<size_t>(), end = offsets[1].get<size_t>();
-    if (begin > end || end > data_size) {
+    if (begin > end) {
+      return Invalid(path, absl::StrCat("tensor ", name, " has data_offsets [", begin, ", ", end,
+                                        "], which end before they begin"));
+    }
+    if (end > data_size) {
       return absl::DataLossError(absl::StrCat(path, ": tensor ", name, " bytes [", begin, ", ",
                                               end, ") lie outside the data section of ",
                                               data_size, " bytes"));
     }
-    if (static_cast<size_t>(tensor.num_elements()) * element_bytes != end - begin) {
-      return Invalid(path, absl::StrCat("tensor ", name, " has ", end - begin,
-                                        " bytes, its shape needs ",
-                                        tensor.num_elements() * element_bytes));
+    if (too_many || elements > (end - begin) / element_bytes ||
+        elements * element_bytes != end - begin) {
+      return Invalid(path, absl::StrCat(
+          "tensor ", name, " has ", end - begin, " bytes, its shape needs ",
+          too_many || elements > std::numeric_limits<uint64_t>::max() / element_bytes
+              ? std::string("more than 2^64")
+              : absl::StrCat(elements * element_bytes)));
     }
     tensor.data = data + begin;
     tensor.num_bytes = end - begin;
-    ranges.emplace_back(begin, end);
+    ranges.push_back({{begin, end}, name});
     file->tensors_[name] = std::move(tensor);
   }
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].second) return Invalid(path, "tensor data ranges overlap");
+    const auto& [before, before_name] = ranges[i - 1];
+    const auto& [after, after_name] = ranges[i];
+    if (after.first < before.second) {
+      return Invalid(path, absl::StrCat("the data of tensors ", before_name, " (bytes [",
+                                        before.first, ", ", before.second, ")) and ", after_name,
+                                        " (bytes [", after.first, ", ", after.second,
+                                        ")) overlap"));
+    }
   }
   return file;
 }

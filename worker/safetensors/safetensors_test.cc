@@ -85,6 +85,13 @@ TEST_F(SafeTensorsTest, RejectsMalformedFiles) {
       {"overlap", R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                   R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
        12, -1, absl::StatusCode::kInvalidArgument, "overlap"},
+      {"overlap names both tensors",
+       R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+       R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+       8, -1, absl::StatusCode::kInvalidArgument, "tensors a (bytes [0, 8)) and b"},
+      {"reversed offsets", R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", 8, -1,
+       absl::StatusCode::kInvalidArgument, "end before they begin"},
+      {"header length 2^62", "{}", 0, int64_t{1} << 62, absl::StatusCode::kDataLoss, "header"},
       {"missing field", R"({"x":{"dtype":"F32","shape":[2]}})", 8, -1,
        absl::StatusCode::kInvalidArgument, "malformed"},
   };
@@ -102,6 +109,27 @@ TEST_F(SafeTensorsTest, RejectsMalformedFiles) {
   std::ofstream(dir_ + "/short.safetensors") << "abc";
   EXPECT_EQ(SafeTensorsFile::Open(dir_ + "/short.safetensors").status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+// Found by tests/fuzz (safetensors_fuzzer): the shape's element count
+// overflowed int64 (undefined behaviour), and dimensions past INT64_MAX read
+// as negative, so [2^64-1, 2^64-1] F32 passed as 4 bytes of shape [-1, -1].
+TEST_F(SafeTensorsTest, ShapesWhoseSizeOverflowsAreRefused) {
+  for (const char* shape : {"[4294967296,4294967296]", "[4611686018427387904,4]",
+                            "[18446744073709551615,18446744073709551615]",
+                            "[9223372036854775808]"}) {
+    const std::string path = Write(
+        std::string(R"({"x":{"dtype":"F32","shape":)") + shape + R"(,"data_offsets":[0,4]}})",
+        std::vector<uint8_t>(4));
+    auto file = SafeTensorsFile::Open(path);
+    EXPECT_TRUE(absl::IsInvalidArgument(file.status())) << shape << ": " << file.status();
+  }
+  // A zero dimension still makes an empty tensor, however big the others.
+  const std::string path = Write(
+      R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]}})", {});
+  auto file = SafeTensorsFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->Find("x")->num_bytes, 0u);
 }
 
 }  // namespace

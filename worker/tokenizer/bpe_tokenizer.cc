@@ -248,11 +248,12 @@ class BpeTokenizer : public Tokenizer {
         }
         return bytes;
       }
-      case TokenType::kByte:
-        if (text.size() == 6 && text.compare(0, 3, "<0x") == 0) {
-          return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
-        }
-        return text;
+      case TokenType::kByte: {
+        // "<0xXX>"; a byte token with other text (a corrupt vocabulary) is
+        // rendered as its text.
+        const int byte = ByteTokenValue(text);
+        return byte >= 0 ? std::string(1, static_cast<char>(byte)) : text;
+      }
       default:
         return "";
     }

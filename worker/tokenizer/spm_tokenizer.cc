@@ -68,11 +68,12 @@ class SpmTokenizer : public Tokenizer {
         return text;
       case TokenType::kNormal:
         return absl::StrReplaceAll(text, {{kSpaceMarker, " "}});
-      case TokenType::kByte:
-        if (text.size() == 6 && text.compare(0, 3, "<0x") == 0) {
-          return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
-        }
-        return text;
+      case TokenType::kByte: {
+        // "<0xXX>"; a byte token with other text (a corrupt vocabulary) is
+        // rendered as its text.
+        const int byte = ByteTokenValue(text);
+        return byte >= 0 ? std::string(1, static_cast<char>(byte)) : text;
+      }
       default:
         return "";  // unused/undefined tokens render as nothing (llama.cpp)
     }

@@ -22,6 +22,25 @@ TokenIndex BuildTokenIndex(const std::vector<std::string>& tokens) {
   return index;
 }
 
+int ByteTokenValue(absl::string_view text) {
+  if (text.size() != 6 || text.substr(0, 3) != "<0x" || text[5] != '>') return -1;
+  int value = 0;
+  for (char c : text.substr(3, 2)) {
+    int digit;
+    if (c >= '0' && c <= '9') {
+      digit = c - '0';
+    } else if (c >= 'A' && c <= 'F') {
+      digit = c - 'A' + 10;
+    } else if (c >= 'a' && c <= 'f') {
+      digit = c - 'a' + 10;
+    } else {
+      return -1;
+    }
+    value = value * 16 + digit;
+  }
+  return value;
+}
+
 SpecialTokenSplitter::SpecialTokenSplitter(const VocabData& vocab) {
   std::vector<bool> rstrip(vocab.tokens.size(), false);
   for (int32_t id : vocab.rstrip_ids) {
@@ -186,20 +205,23 @@ std::string TakeComplete(std::string* pending, bool flush) {
 IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer,
                                                absl::Span<const int32_t> context)
     : tokenizer_(tokenizer) {
-  // The text starts here unless the context holds something besides a BOS:
-  // a completion continues its prompt, so its first piece keeps its space.
+  // The text starts here when there is no context or only a BOS: a
+  // completion continues its prompt, so its first piece keeps its space. As
+  // in Decode(context + ids), only the sequence's first id is skipped as BOS.
   const int32_t bos = tokenizer->vocab().bos_id;
-  starts_text_ = std::all_of(context.begin(), context.end(),
-                             [bos](int32_t id) { return bos >= 0 && id == bos; });
+  may_skip_bos_ = context.empty();
+  starts_text_ = context.empty() || (context.size() == 1 && bos >= 0 && context[0] == bos);
 }
 
 std::string IncrementalDetokenizer::Push(int32_t id) {
   std::string piece = tokenizer_->TokenToPiece(id, /*render_special=*/false);
   if (starts_text_) {
     // Same rule as Decode: skip a leading BOS, strip the prefix space of the
-    // first real piece.
+    // piece after it (a second BOS is that piece: rendered, nothing stripped).
     const int32_t bos = tokenizer_->vocab().bos_id;
-    if (!(bos >= 0 && id == bos)) {
+    if (may_skip_bos_ && bos >= 0 && id == bos) {
+      may_skip_bos_ = false;
+    } else {
       starts_text_ = false;
       if (tokenizer_->vocab().add_space_prefix && !piece.empty() && piece[0] == ' ') {
         piece.erase(0, 1);

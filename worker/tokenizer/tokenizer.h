@@ -95,13 +95,14 @@ class Tokenizer {
 // render as "". Text is what llama.cpp's server and TGI stream: the pieces as
 // they are, except that a stream with no context (a whole text, or a
 // completion of a prompt that is only BOS) loses the first piece's prefix
-// space as Decode does. So the concatenated output plus Flush() equals
+// space as Decode does (one leading BOS of the whole sequence skipped, the
+// piece after it stripped). So the concatenated output plus Flush() equals
 // Decode(ids, false) without context, and the concatenated token_to_piece of
 // the ids (Hugging Face: decode(prompt + ids) minus decode(prompt)) with one.
 class IncrementalDetokenizer {
  public:
   // `context`: the tokens before the streamed ones (the prompt); only whether
-  // it holds anything besides BOS matters.
+  // it is empty, a lone BOS, or more matters.
   explicit IncrementalDetokenizer(const Tokenizer* tokenizer,
                                   absl::Span<const int32_t> context = {});
   // Returns the newly completed text (possibly empty).
@@ -112,7 +113,8 @@ class IncrementalDetokenizer {
  private:
   const Tokenizer* tokenizer_;
   std::string pending_;
-  bool starts_text_ = true;  // the next real piece starts a whole text
+  bool starts_text_ = true;   // the next real piece starts a whole text
+  bool may_skip_bos_ = true;  // ...unless it is the sequence's leading BOS
 };
 
 }  // namespace llorch

@@ -49,6 +49,10 @@ class SpecialTokenSplitter {
 using TokenIndex = std::unordered_map<std::string, int32_t>;
 TokenIndex BuildTokenIndex(const std::vector<std::string>& tokens);
 
+// The byte a byte token's text "<0xXX>" stands for (XX two hex digits), or
+// -1 when the text is not of that form (a corrupt vocabulary).
+int ByteTokenValue(absl::string_view text);
+
 inline TokenType TypeOf(const VocabData& vocab, int32_t id) {
   return vocab.token_types.empty() ? TokenType::kNormal : vocab.token_types[id];
 }

@@ -243,6 +243,53 @@ TEST(IncrementalDetokenizerTest, CompletionKeepsTheSpaceThatContinuesThePrompt) 
   }
 }
 
+// Found by tests/fuzz (spm_encode_fuzzer): [BOS, BOS, "▁x"] streamed as "x"
+// while Decode gives " x" (only the sequence's first BOS is skipped).
+TEST(IncrementalDetokenizerTest, OnlyTheLeadingBosIsSkipped) {
+  auto tokenizer = LoadTokenizer(VocabPath("llama-spm"));
+  ASSERT_NE(tokenizer, nullptr);
+  const int32_t bos = tokenizer->vocab().bos_id;
+  ASSERT_GE(bos, 0);
+  const std::vector<int32_t> hello = tokenizer->Encode("Hello", false, false);  // "▁Hello"
+  for (const std::vector<int32_t>& context :
+       {std::vector<int32_t>{}, std::vector<int32_t>{bos}, std::vector<int32_t>{bos, bos}}) {
+    for (int leading_bos = 0; leading_bos <= 2; ++leading_bos) {
+      std::vector<int32_t> ids(leading_bos, bos);
+      ids.insert(ids.end(), hello.begin(), hello.end());
+      IncrementalDetokenizer detokenizer(tokenizer.get(), context);
+      std::string streamed;
+      for (int32_t id : ids) streamed += detokenizer.Push(id);
+      streamed += detokenizer.Flush();
+      std::vector<int32_t> all = context;
+      all.insert(all.end(), ids.begin(), ids.end());
+      const std::string whole = tokenizer->Decode(all, false);
+      const std::string before = tokenizer->Decode(context, false);
+      EXPECT_EQ(before + streamed, whole)
+          << "context " << context.size() << " BOS, " << leading_bos << " leading BOS";
+    }
+  }
+}
+
+// Found by tests/fuzz (gguf_fuzzer): a byte-typed token whose text is not
+// "<0xXX>" threw std::invalid_argument out of std::stoi (the process died).
+TEST(TokenToPieceTest, MalformedByteTokenRendersAsItsText) {
+  for (const char* model : {"llama", "gpt2"}) {
+    VocabData vocab;
+    vocab.model = model;
+    vocab.pre = "gpt-2";
+    vocab.tokens = {"<0x41>", "<0xZZ>", "<0x4", "<0x4a>", "<0x+1>"};
+    vocab.token_types.assign(vocab.tokens.size(), TokenType::kByte);
+    auto tokenizer = Tokenizer::Create(vocab);
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    EXPECT_EQ((*tokenizer)->TokenToPiece(0, false), "A") << model;
+    EXPECT_EQ((*tokenizer)->TokenToPiece(1, false), "<0xZZ>") << model;
+    EXPECT_EQ((*tokenizer)->TokenToPiece(2, false), "<0x4") << model;
+    EXPECT_EQ((*tokenizer)->TokenToPiece(3, false), "J") << model;
+    EXPECT_EQ((*tokenizer)->TokenToPiece(4, false), "<0x+1>") << model;
+    EXPECT_EQ((*tokenizer)->Decode({0, 1, 2, 3, 4}, false), "A<0xZZ><0x4J<0x+1>") << model;
+  }
+}
+
 TEST(SpecialTokensTest, ControlTextsBecomeTokensOnlyWithParseSpecial) {
   for (const std::string name : {"llama-spm", "llama-bpe", "qwen2"}) {
     auto tokenizer = LoadTokenizer(VocabPath(name));
