@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Local throughput report: llorch vs llama.cpp on the same GGUF files, same
-# threads, same run. Prints prompt and decode tok/s and their ratios.
+# threads, same run. Prints prompt and decode tok/s and their ratios, then a
+# second table of peak resident memory: each engine's whole bench process, and
+# llorch's baseline (the process before it reads a model: libtorch's pages).
 #   tools/bench-local.sh [--threads N] [--prompt P] [--gen G] [--reps R] [--skip-tinyllama]
 # A report, not a test: figures go into docs/performance.md with the machine.
 set -euo pipefail
@@ -32,12 +34,18 @@ if ((TINYLLAMA)); then
   models+=("$TINY")
 fi
 
+RSS_DIR="$(mktemp -d)"
+trap 'rm -rf "$RSS_DIR"' EXIT
+PEAK="$ROOT/tools/bench/peak_rss.py"
+"$PEAK" "$RSS_DIR/baseline" "$ROOT/build/bin/llorch" --help >/dev/null 2>&1 || true
+memory_rows=()
+
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $THREADS; prompt $PROMPT, gen $GEN, median of $REPS"
 printf '%-40s %12s %12s %8s %12s %12s %8s\n' model "llorch pp" "llama.cpp pp" ratio "llorch tg" "llama.cpp tg" ratio
 for m in "${models[@]}"; do
-  ours="$("$ROOT/build/bin/llorch" bench --model "$m" --threads "$THREADS" --prompt-tokens "$PROMPT" \
+  ours="$("$PEAK" "$RSS_DIR/ours" "$ROOT/build/bin/llorch" bench --model "$m" --threads "$THREADS" --prompt-tokens "$PROMPT" \
           --gen-tokens "$GEN" --reps "$REPS")"
-  peer="$("$ROOT/build/bin/llamacpp_bench" --model "$m" --threads "$THREADS" --prompt "$PROMPT" \
+  peer="$("$PEAK" "$RSS_DIR/peer" "$ROOT/build/bin/llamacpp_bench" --model "$m" --threads "$THREADS" --prompt "$PROMPT" \
           --gen "$GEN" --reps "$REPS" 2>/dev/null)"
   python3 - "$m" "$ours" "$peer" <<'PY'
 import json, os, sys
@@ -45,5 +53,19 @@ name, ours, peer = os.path.basename(sys.argv[1]), json.loads(sys.argv[2]), json.
 pp, ppp = ours["prompt_tok_s"], peer["prompt_tok_s"]
 tg, ptg = ours["decode_tok_s"], peer["decode_tok_s"]
 print(f"{name:<40} {pp:12.1f} {ppp:12.1f} {pp/ppp:8.2f} {tg:12.1f} {ptg:12.1f} {tg/ptg:8.2f}")
+PY
+  memory_rows+=("$(basename "$m") $(stat -c %s "$m") $(cat "$RSS_DIR/ours") $(cat "$RSS_DIR/peer")")
+done
+
+echo
+echo "peak resident memory, MiB (llorch baseline: $(( $(cat "$RSS_DIR/baseline") / 1024 )) MiB before any model)"
+printf '%-40s %10s %10s %12s %8s %14s %8s\n' model file llorch "llama.cpp" ratio "llorch-base" ratio
+for row in "${memory_rows[@]}"; do
+  python3 - "$(cat "$RSS_DIR/baseline")" $row <<'PY'
+import sys
+base, name, size, ours, peer = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+mib = lambda kib: kib / 1024
+print(f"{name:<40} {size / 2**20:10.0f} {mib(ours):10.0f} {mib(peer):12.0f} {ours / peer:8.2f} "
+      f"{mib(ours - base):14.0f} {(ours - base) / peer:8.2f}")
 PY
 done

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -868,6 +869,46 @@ TEST(WorkerProcessDuplicateIdTest, CancelledDuplicateSparesTheLiveJob) {
     EXPECT_TRUE(code == grpc::StatusCode::ALREADY_EXISTS || code == grpc::StatusCode::CANCELLED)
         << code;
   }
+}
+
+// Memory: the weights are held once (not beside the mapped file's pages or
+// an F32 copy of the embedding), and the worker's peak resident memory stays
+// within its weights, its KV budget and a constant for the process itself
+// (libtorch's and gRPC's pages, buffers: docs/operations.md, "Memory").
+TEST(WorkerProcessMemoryTest, PeakIsWeightsPlusKvBudgetPlusAConstant) {
+  constexpr int64_t kProcessBytes = int64_t{320} << 20;
+  std::unique_ptr<WorkerProcess> worker = StartWorker("smollm2", {"--kv_budget", "64MiB"});
+  ASSERT_NE(worker, nullptr);
+  grpc::ClientContext context;
+  v1::InfoResponse info;
+  ASSERT_TRUE(worker->stub().Info(&context, v1::InfoRequest(), &info).ok());
+  // SmolLM2-135M Q4_1: the ggml blocks as the file has them (98 MB); the
+  // KV of one position: 30 layers x 3 KV heads x 64 x (key, value) x F32.
+  const auto file_bytes = static_cast<int64_t>(std::filesystem::file_size(ModelPath("smollm2")));
+  EXPECT_GT(info.weight_bytes(), file_bytes * 9 / 10);
+  EXPECT_LT(info.weight_bytes(), file_bytes * 21 / 20);
+  EXPECT_EQ(info.kv_bytes_per_token(), 30 * 3 * 64 * 2 * 4);
+  EXPECT_EQ(info.kv_capacity_bytes(), int64_t{64} << 20);
+
+  // Eight jobs at once, long enough to fill much of the budget.
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      ExecuteResult r = Execute(*worker, Greedy(absl::StrCat("mem-", i),
+                                                Prompts(8)[i], 96));
+      EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  absl::StatusOr<int64_t> peak = worker->PeakRssBytes();
+  ASSERT_TRUE(peak.ok()) << peak.status();
+  const int64_t bound = info.weight_bytes() + info.kv_capacity_bytes() + kProcessBytes;
+  std::printf("peak RSS %.1f MiB: weights %.1f MiB + KV budget %.1f MiB + %.1f MiB (bound: + %.0f)\n",
+              *peak / 1048576.0, info.weight_bytes() / 1048576.0,
+              info.kv_capacity_bytes() / 1048576.0,
+              (*peak - info.weight_bytes() - info.kv_capacity_bytes()) / 1048576.0,
+              kProcessBytes / 1048576.0);
+  EXPECT_LE(*peak, bound);
 }
 
 // Info.worker_id: --worker_id, else the host name and the gRPC port.

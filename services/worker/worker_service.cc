@@ -12,6 +12,7 @@
 #include "common/grpc/status.h"
 #include "grpc/health/v1/health.pb.h"
 #include "services/worker/execute_request.h"
+#include "worker/model/kv_cache.h"
 #include "worker/tokenizer/utf8.h"
 
 namespace llorch {
@@ -353,6 +354,8 @@ grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* conte
   response->set_max_batch(engine_options.max_running);
   response->set_max_waiting(engine_options.max_waiting);
   response->set_draining(draining_.load(std::memory_order_relaxed));
+  if (model.model != nullptr) response->set_weight_bytes(model.model->WeightBytes());
+  response->set_kv_bytes_per_token(static_cast<int64_t>(KvCache::BytesFor(model.config, 1)));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -139,19 +139,28 @@ absl::StatusOr<int> ChildProcess::Stop(int signal_number, std::chrono::milliseco
   }
 }
 
-absl::StatusOr<int64_t> ChildProcess::RssBytes() const {
-  std::ifstream in(absl::StrCat("/proc/", pid_, "/status"));
+namespace {
+
+// A "Key:   N kB" line of /proc/PID/status, in bytes.
+absl::StatusOr<int64_t> StatusBytes(pid_t pid, absl::string_view key) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
   std::string line;
   while (std::getline(in, line)) {
-    if (absl::StartsWith(line, "VmRSS:")) {
+    if (absl::StartsWith(line, absl::StrCat(key, ":"))) {
       std::vector<std::string> parts =
-          absl::StrSplit(line, ' ', absl::SkipWhitespace());  // VmRSS: N kB
+          absl::StrSplit(line, ' ', absl::SkipWhitespace());  // Key: N kB
       int64_t kb = 0;
       if (parts.size() >= 2 && absl::SimpleAtoi(parts[1], &kb)) return kb * 1024;
     }
   }
-  return absl::NotFoundError("no VmRSS");
+  return absl::NotFoundError(absl::StrCat("no ", key));
 }
+
+}  // namespace
+
+absl::StatusOr<int64_t> ChildProcess::RssBytes() const { return StatusBytes(pid_, "VmRSS"); }
+
+absl::StatusOr<int64_t> ChildProcess::PeakRssBytes() const { return StatusBytes(pid_, "VmHWM"); }
 
 absl::StatusOr<std::string> ChildProcess::Metrics(int port) {
   if (port < 0) return absl::FailedPreconditionError("metrics are off");

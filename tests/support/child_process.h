@@ -43,8 +43,9 @@ class ChildProcess {
 
   pid_t pid() const { return pid_; }
   std::string Log() const;  // its stderr and stdout so far
-  // Resident set size from /proc/PID/status.
+  // Resident set size from /proc/PID/status, now and at its peak.
   absl::StatusOr<int64_t> RssBytes() const;
+  absl::StatusOr<int64_t> PeakRssBytes() const;
 
   // GET /metrics on 127.0.0.1:`port` (FailedPrecondition when `port` < 0,
   // i.e. metrics are off), and one sample's value from it: `name` is the

@@ -47,6 +47,7 @@ class WorkerProcess {
 
   // Resident set size from /proc/PID/status.
   absl::StatusOr<int64_t> RssBytes() const { return child_->RssBytes(); }
+  absl::StatusOr<int64_t> PeakRssBytes() const { return child_->PeakRssBytes(); }
   // GET /metrics, and one unlabelled sample's value from it.
   absl::StatusOr<std::string> Metrics() const { return ChildProcess::Metrics(metrics_port_); }
   absl::StatusOr<double> MetricValue(const std::string& name) const {

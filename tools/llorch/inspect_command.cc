@@ -6,6 +6,7 @@
 #include "tools/llorch/common.h"
 #include "worker/gguf/gguf.h"
 #include "worker/model/ggml_ops.h"
+#include "worker/model/kv_cache.h"
 #include "worker/model/model_config.h"
 
 namespace llorch {
@@ -51,9 +52,11 @@ absl::Status Inspect() {
   absl::StatusOr<ServedModel> loaded = LoadModel(request);
   if (!loaded.ok()) return loaded.status();
   int64_t num_parameters = 0;
+  int64_t weight_bytes = 0;
   std::map<std::string, int> tensor_types;
   for (const GgufTensorInfo& t : loaded->gguf->tensors()) {
     num_parameters += t.num_elements();
+    weight_bytes += static_cast<int64_t>(t.num_bytes);
     tensor_types[GgmlTypeName(t.type)] += 1;
   }
   std::string variant_source;
@@ -62,6 +65,10 @@ absl::Status Inspect() {
   json out = {{"file", loaded->gguf->path()},
               {"gguf_version", loaded->gguf->version()},
               {"parameters", num_parameters},
+              // The weights as the file holds them; a worker's Info says
+              // what they take once loaded (weight_bytes).
+              {"weight_bytes", weight_bytes},
+              {"kv_bytes_per_token", KvCache::BytesFor(loaded->config, 1)},
               {"tensor_types", tensor_types},
               // The float order llorch's CPU path follows here (ggml_ops.h).
               {"ggml_variant", GgmlVariantName(*variant)},

@@ -28,18 +28,7 @@ absl::Status Invalid(const std::string& dir, const std::string& message) {
 }
 
 absl::StatusOr<json> ReadJson(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not valid JSON (error at byte ", e.byte, ")"));
-  } catch (const json::exception& e) {  // e.g. a number past double's range
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON (", e.what(), ")"));
-  }
+  return ReadJsonFile(path, /*missing_ok=*/false);
 }
 
 // Hyper-parameters as llama.cpp's converter writes them (it rejects other

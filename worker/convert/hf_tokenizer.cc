@@ -42,18 +42,7 @@ constexpr char kQwen2Split[] =
     "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 absl::StatusOr<json> ReadJsonIfPresent(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return json();  // null: absent
-  std::stringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not valid JSON (error at byte ", e.byte, ")"));
-  } catch (const json::exception& e) {  // e.g. a number past double's range
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON (", e.what(), ")"));
-  }
+  return ReadJsonFile(path, /*missing_ok=*/true);
 }
 
 // The model's chat template, as transformers finds it: chat_template.jinja,
@@ -384,6 +373,24 @@ absl::Status AddMetadata(const std::string& dir, int64_t vocab_size,
 }
 
 }  // namespace
+
+absl::StatusOr<json> ReadJsonFile(const std::string& path, bool missing_ok) {
+  std::ifstream in(path);
+  if (!in) {
+    if (missing_ok) return json();  // null: absent
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    return json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not valid JSON (error at byte ", e.byte, ")"));
+  } catch (const json::exception& e) {  // e.g. a number past double's range
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON (", e.what(), ")"));
+  }
+}
 
 absl::Status AddHfTokenizerMetadata(const std::string& dir, int64_t vocab_size,
                                     std::map<std::string, GgufValue>* metadata) {

@@ -65,16 +65,6 @@ absl::Status SetChatTemplateFile(ServedModel* served, const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int32_t>> ChatPromptIds(const ServedModel& served,
-                                                   absl::Span<const ChatMessage> messages,
-                                                   bool add_generation_prompt,
-                                                   std::string* rendered) {
-  if (!served.chat_template.has_value()) return served.chat_template_status;
-  absl::StatusOr<std::string> text = served.chat_template->Render(messages, add_generation_prompt);
-  if (!text.ok()) return text.status();
-  if (rendered != nullptr) *rendered = *text;
-  return served.tokenizer->Encode(*text, /*add_special=*/false, /*parse_special=*/true);
-}
 
 absl::StatusOr<ServedModel> LoadServedModel(const std::string& path,
                                             const LoadOptions* load_options) {

@@ -313,6 +313,15 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
   return file;
 }
 
+void GgufFile::ReleasePages(const GgufTensorInfo& tensor) const {
+  if (map_ == nullptr || tensor.data < map_ || tensor.data >= map_ + map_size_) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(tensor.data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(tensor.data) + tensor.num_bytes) / page * page;
+  // Advice only: a failure leaves the pages resident, nothing else.
+  if (begin < end) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 GgufValue GgufInt(GgufValueType type, int64_t v) {
   GgufValue value;
   value.type = type;

@@ -94,6 +94,12 @@ class GgufFile {
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* FindTensor(absl::string_view name) const;  // nullptr if absent
 
+  // Drops the resident pages that lie wholly inside a tensor's data once the
+  // loader has copied it: the mapping is private and read-only, so a page
+  // touched again is read back from the file. Keeps the weights in memory
+  // once (the copy) instead of twice. No-op for a GGUF built in memory.
+  void ReleasePages(const GgufTensorInfo& tensor) const;
+
  private:
   GgufFile() = default;
   absl::Status Parse();

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -151,7 +152,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   int64_t num_parameters = 0;
   auto load = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
     absl::StatusOr<at::Tensor> t = LoadTensor(gguf, name);
-    if (t.ok()) num_parameters += t->numel();
+    if (t.ok()) {
+      num_parameters += t->numel();
+      gguf.ReleasePages(*gguf.FindTensor(name));
+    }
     return t;
   };
 #define LLORCH_ASSIGN_OR_RETURN(lhs, expr) \
@@ -185,6 +189,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
                                                          s.message()));
         }
         num_parameters += info->num_elements();
+        gguf.ReleasePages(*info);
       }
       matrix.rows = kquant->rows;
       matrix.in = kquant->in;
@@ -206,6 +211,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
         std::memcpy(dst, info->data, info->num_bytes);
         dst += info->num_bytes;
         num_parameters += info->num_elements();
+        gguf.ReleasePages(*info);
       }
       matrix.raw_type = first->type;
       matrix.rows = rows;
@@ -223,7 +229,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     matrix.quant = quant;
     if (quant == ActivationQuant::kQ8_1) {
       std::vector<at::Tensor> offsets;
-      for (const std::string& name : names) offsets.push_back(LoadBlockOffsets(*gguf.FindTensor(name)));
+      for (const std::string& name : names) {
+        offsets.push_back(LoadBlockOffsets(*gguf.FindTensor(name)));
+        gguf.ReleasePages(*gguf.FindTensor(name));
+      }
       matrix.block_offsets = at::cat(offsets, 0).contiguous().to(model->device_);
     }
     return matrix;
@@ -249,24 +258,38 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     if (!_result.ok()) return _result.status();                \
     if (_result->defined()) lhs = std::move(*_result).to(model->device_); \
   }
-  LLORCH_ASSIGN_OR_RETURN(model->token_embd_, load("token_embd.weight"));
   LLORCH_ASSIGN_OR_RETURN(model->output_norm_, load("output_norm.weight"));
   LLORCH_ASSIGN_OPTIONAL_OR_RETURN(model->output_norm_bias_,
                                    load_optional(gguf.FindTensor("output_norm.bias") ? "output_norm.bias" : ""));
   LLORCH_ASSIGN_OPTIONAL_OR_RETURN(model->output_bias_,
                                    load_optional(gguf.FindTensor("output.bias") ? "output.bias" : ""));
-  if (c.tied_embeddings) {
-    // The lookup uses the F32 table; the LM head multiplies the same file
-    // tensor (counted once).
-    const int64_t counted = num_parameters;
-    absl::StatusOr<Matrix> output = load_matrix({"token_embd.weight"});
-    if (!output.ok()) return output.status();
-    model->output_ = std::move(*output);
-    num_parameters = counted;
+  // The LM head, then the embedding (counted once when the two are tied).
+  const int64_t before_output = num_parameters;
+  absl::StatusOr<Matrix> output =
+      load_matrix({c.tied_embeddings ? "token_embd.weight" : "output.weight"});
+  if (!output.ok()) return output.status();
+  model->output_ = std::move(*output);
+  if (c.tied_embeddings) num_parameters = before_output;
+  const GgufTensorInfo& embd = *gguf.FindTensor("token_embd.weight");
+  Embedding& embedding = model->token_embd_;
+  embedding.type = embd.type;
+  embedding.hidden = embd.shape[0];
+  if (model->device_.is_cpu() && embd.type != GgmlType::kF32 && GgmlCanDequantize(embd.type)) {
+    const Matrix& head = model->output_;
+    if (c.tied_embeddings && head.raw.defined() && head.raw_type == embd.type) {
+      embedding.raw = head.raw;  // the same rows: held once
+    } else {
+      embedding.raw = at::empty({embd.shape[1], static_cast<int64_t>(embd.num_bytes / embd.shape[1])},
+                                at::kByte);
+      std::memcpy(embedding.raw.data_ptr<uint8_t>(), embd.data, embd.num_bytes);
+      gguf.ReleasePages(embd);
+    }
+    num_parameters += embd.num_elements();
+  } else if (c.tied_embeddings && model->output_.weight.defined()) {
+    embedding.table = model->output_.weight;  // the same F32 table: held once
+    num_parameters += embd.num_elements();
   } else {
-    absl::StatusOr<Matrix> output = load_matrix({"output.weight"});
-    if (!output.ok()) return output.status();
-    model->output_ = std::move(*output);
+    LLORCH_ASSIGN_OR_RETURN(embedding.table, load("token_embd.weight"));
   }
   model->layers_.resize(c.num_layers);
   for (int64_t l = 0; l < c.num_layers; ++l) {
@@ -340,6 +363,55 @@ at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight,
   }
   at::Tensor mean_square = x.pow(2).mean(-1, /*keepdim=*/true);  // [n, 1]
   return x * at::rsqrt(mean_square + config_.norm_eps) * weight;
+}
+
+int64_t LlamaModel::WeightBytes() const {
+  std::set<const void*> seen;  // storages and K-quant matrices counted so far
+  int64_t bytes = 0;
+  auto add = [&](const at::Tensor& t) {
+    if (!t.defined()) return;
+    if (seen.insert(t.storage().data()).second) bytes += static_cast<int64_t>(t.storage().nbytes());
+  };
+  auto add_matrix = [&](const Matrix& m) {
+    add(m.weight);
+    add(m.block_offsets);
+    add(m.raw);
+    if (m.kquant != nullptr && seen.insert(m.kquant.get()).second) {
+      bytes += static_cast<int64_t>(m.kquant->blocks.size() * sizeof(KQuantBlock));
+    }
+  };
+  add(token_embd_.table);
+  add(token_embd_.raw);
+  add(output_norm_);
+  add(output_norm_bias_);
+  add_matrix(output_);
+  add(output_bias_);
+  for (const Layer& layer : layers_) {
+    for (const at::Tensor* t : {&layer.attn_norm, &layer.attn_norm_bias, &layer.qkv_bias,
+                                &layer.wo_bias, &layer.ffn_norm, &layer.ffn_in_bias,
+                                &layer.down_bias}) {
+      add(*t);
+    }
+    for (const Matrix* m : {&layer.wqkv, &layer.wo, &layer.w_ffn_in, &layer.w_down}) add_matrix(*m);
+  }
+  return bytes;
+}
+
+at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
+  const Embedding& e = token_embd_;
+  if (e.table.defined()) return e.table.index_select(0, ids);  // [N, hidden]
+  const int64_t n = ids.size(0);
+  at::Tensor out = at::empty({n, e.hidden}, at::kFloat);  // [N, hidden]
+  const int64_t* id = ids.data_ptr<int64_t>();
+  const uint8_t* rows = e.raw.data_ptr<uint8_t>();
+  const int64_t row_bytes = e.raw.size(1);
+  for (int64_t i = 0; i < n; ++i) {
+    // Ids were validated against the vocabulary; rows are whole blocks.
+    absl::Status s = DequantizeToF32(e.type, rows + id[i] * row_bytes, e.hidden,
+                                     out.data_ptr<float>() + i * e.hidden);
+    TORCH_CHECK(s.ok(), "token embedding row ", id[i], ": ", s.ToString());
+  }
+  return out;
 }
 
 at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
@@ -573,7 +645,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
 
   at::Tensor ids = at::from_blob(all_tokens.data(), {rows}, at::kInt).to(at::kLong).to(device_);
   at::Tensor pos = at::from_blob(positions.data(), {rows}, long_cpu).to(device_);
-  at::Tensor x = token_embd_.index_select(0, ids);  // [N, hidden]
+  at::Tensor x = Embed(ids);  // [N, hidden]
   at::Tensor cos = rope_cos_.index_select(0, pos);  // [N, rope_dim / 2]
   at::Tensor sin = rope_sin_.index_select(0, pos);
 

@@ -77,6 +77,9 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   c10::Device device() const { return device_; }
   int64_t num_parameters() const { return num_parameters_; }
+  // Bytes the weights take in memory, each buffer counted once (a tied
+  // embedding shares the LM head's). RoPE tables and KV caches excluded.
+  int64_t WeightBytes() const;
   // Whose float order the CPU path follows (see LoadOptions::ggml_variant).
   GgmlVariant ggml_variant() const { return ggml_variant_; }
 
@@ -127,7 +130,20 @@ class LlamaModel {
     at::Tensor down_bias;                  // [hidden]
   };
 
+  // The token embedding. On the CPU, for a file whose embedding is not F32,
+  // the ggml rows (shared with the LM head when the two are tied) are kept
+  // and a row is dequantised when it is looked up, as ggml's get_rows does:
+  // no F32 copy of the whole table. Otherwise an F32 table on the device.
+  struct Embedding {
+    at::Tensor table;  // [vocab, hidden] F32, or undefined
+    at::Tensor raw;    // [vocab, row bytes] ggml rows, or undefined
+    GgmlType type = GgmlType::kF32;
+    int64_t hidden = 0;
+  };
+
   LlamaModel() : device_(c10::kCPU) {}
+  // The rows of `ids` ([N] int64 on the device): [N, hidden] F32.
+  at::Tensor Embed(const at::Tensor& ids) const;
   absl::Status Validate(const ForwardItem& item) const;
   // Writes the item's keys/values for `layer` and attends: [n, hidden].
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -145,9 +161,9 @@ class LlamaModel {
   GgmlVariant ggml_variant_ = GgmlVariant::kAvx2;
   c10::Device device_;
   int64_t num_parameters_ = 0;
-  at::Tensor token_embd_;   // [vocab, hidden]
+  Embedding token_embd_;
   at::Tensor output_norm_, output_norm_bias_;  // [hidden]
-  Matrix output_;           // [vocab, hidden]; the same storage as token_embd_ when tied
+  Matrix output_;           // [vocab, hidden]; when tied, its raw rows are token_embd_'s
   at::Tensor output_bias_;  // [vocab] (phi2)
   std::vector<Layer> layers_;
   at::Tensor rope_cos_;     // [context, rope_dim / 2]
