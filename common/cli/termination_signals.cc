@@ -1,5 +1,6 @@
 #include "common/cli/termination_signals.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -27,11 +28,18 @@ absl::Status CatchTerminationSignals() {
   return absl::OkStatus();
 }
 
+// Waits in poll(), not read(): ThreadSanitizer defers a signal that lands on
+// a thread outside a call it knows to block, until that thread next leaves an
+// intercepted call; a read() restarted by SA_RESTART never left, so the
+// scheduler slept through SIGTERM. poll() is such a blocking call, and its
+// timeout bounds any other deferral to a second.
 int WaitForTerminationSignal() {
-  unsigned char signal_number = 0;
-  while (read(g_pipe[0], &signal_number, 1) != 1) {
+  pollfd readable{g_pipe[0], POLLIN, 0};
+  while (true) {
+    if (poll(&readable, 1, /*timeout_ms=*/1000) != 1) continue;
+    unsigned char signal_number = 0;
+    if (read(g_pipe[0], &signal_number, 1) == 1) return signal_number;
   }
-  return signal_number;
 }
 
 }  // namespace llorch::cli
