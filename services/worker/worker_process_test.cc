@@ -930,6 +930,45 @@ TEST(WorkerProcessInfoTest, WorkerIdDefaultsToHostAndPort) {
   EXPECT_EQ(worker_id(*named), "w-7");
 }
 
+// --kv_type f16: Info reports it and half the KV bytes per position (a
+// budget in tokens is that many positions), and the stream carries what
+// `llorch run --kv-type f16` prints.
+TEST(WorkerProcessInfoTest, KvTypeF16HalvesKvBytesAndStreamsWhatTheCliPrints) {
+  std::unique_ptr<WorkerProcess> f32 = StartWorker("tiny-f32-gqa", {"--kv_budget", "1000tokens"});
+  std::unique_ptr<WorkerProcess> f16 =
+      StartWorker("tiny-f32-gqa", {"--kv_budget", "1000tokens", "--kv_type", "f16"});
+  ASSERT_NE(f32, nullptr);
+  ASSERT_NE(f16, nullptr);
+  auto info = [](WorkerProcess& worker) {
+    grpc::ClientContext context;
+    v1::InfoResponse response;
+    EXPECT_TRUE(worker.stub().Info(&context, v1::InfoRequest(), &response).ok());
+    return response;
+  };
+  const v1::InfoResponse f32_info = info(*f32), f16_info = info(*f16);
+  EXPECT_EQ(f32_info.kv_type(), "f32");
+  EXPECT_EQ(f16_info.kv_type(), "f16");
+  EXPECT_GT(f16_info.kv_bytes_per_token(), 0);
+  EXPECT_EQ(f16_info.kv_bytes_per_token() * 2, f32_info.kv_bytes_per_token());
+  EXPECT_EQ(f16_info.kv_capacity_bytes(), 1000 * f16_info.kv_bytes_per_token());
+  EXPECT_EQ(f32_info.kv_capacity_bytes(), 1000 * f32_info.kv_bytes_per_token());
+
+  const std::string prompt = "The three primary colours are";
+  CliRun cli = RunCli("tiny-f32-gqa", absl::StrCat("--prompt '", prompt,
+                                                   "' --kv-type f16 --temperature 0 "
+                                                   "--max-tokens 24 --ignore-eos"));
+  ASSERT_EQ(cli.tokens.size(), 24u);
+  v1::ExecuteRequest request = Greedy("f16-cache", prompt, 24);
+  request.set_ignore_eos(true);
+  ExecuteResult result = Execute(*f16, request);
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  ASSERT_EQ(result.tokens.size(), cli.tokens.size());
+  for (size_t i = 0; i < cli.tokens.size(); ++i) {
+    EXPECT_EQ(result.tokens[i].id(), cli.tokens[i]["id"].get<int>()) << "token " << i;
+    EXPECT_NEAR(result.tokens[i].logprob(), cli.tokens[i]["logprob"].get<double>(), 1e-4);
+  }
+}
+
 // Info.model, the metrics' model label and the log name the model as
 // --served_model_name says, else as its file without the extension: not
 // the GGUF's general.name ("llorch random llama (tiny, f32, seed 1)" here).

@@ -354,8 +354,12 @@ grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* conte
   response->set_max_batch(engine_options.max_running);
   response->set_max_waiting(engine_options.max_waiting);
   response->set_draining(draining_.load(std::memory_order_relaxed));
-  if (model.model != nullptr) response->set_weight_bytes(model.model->WeightBytes());
-  response->set_kv_bytes_per_token(static_cast<int64_t>(KvCache::BytesFor(model.config, 1)));
+  if (model.model != nullptr) {
+    response->set_weight_bytes(model.model->WeightBytes());
+    response->set_kv_bytes_per_token(
+        static_cast<int64_t>(KvCache::BytesFor(model.config, 1, model.model->kv_type())));
+    response->set_kv_type(KvTypeName(model.model->kv_type()));
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

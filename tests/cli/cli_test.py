@@ -168,6 +168,7 @@ usage_error(["run", "--model", MODEL, "--prompt", "x", "--max-tokens=4294967297"
             "--max-tokens", "[1, 2147483647]", "4294967297")
 usage_error(["run", "--model", MODEL, "--prompt", "x", "--max_tokens", "0"], "--max-tokens", "0")
 usage_error(["run", "--model", MODEL, "--prompt", "x", "--threads", "-1"], "--threads")
+usage_error(["run", "--model", MODEL, "--prompt", "x", "--kv-type", "q4"], "--kv-type", "f16")
 usage_error(["run", "--model", MODEL, "--prompt", "x", "--temperature", "-0.5"], "--temperature", ">= 0")
 usage_error(["run", "--model", MODEL, "--prompt", "x", "--logprobs", "21"], "--logprobs", "[0, 20]")
 usage_error(["run", "--model", MODEL, "--prompt", "x", "--seed", "-1"], "--seed")
@@ -229,6 +230,10 @@ for args, needle in ((["--max_batch", "0"], "--max_batch"), (["--metrics-port", 
     p = worker("--model", MODEL, *args)
     check(p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and needle in p.stderr,
           f"llorch-worker {' '.join(args)}: exit 2, one line naming {needle}")
+p = worker("--model", MODEL, "--metrics_port", "-1", "--kv_type", "q4")
+check(p.returncode == 2 and p.stderr.strip().splitlines() == [
+    "llorch-worker: --kv_type: KV cache type must be f32, f16 or bf16, got 'q4'"],
+      "llorch-worker --kv_type q4: exit 2, one line naming --kv_type and its values")
 for spelling in ("--metrics-port", "--metrics_port"):
     log = worker("--model", MODEL, "--listen", "127.0.0.1:0", "--metrics_host", "127.0.0.1",
                  spelling, "0", wait_for="grpc listening")

@@ -63,6 +63,9 @@ ABSL_FLAG(std::string, gelu, "auto",
 ABSL_FLAG(std::string, ggml_variant, "auto",
           "whose float order the CPU path follows; auto: LLORCH_GGML_VARIANT, else what "
           "llama.cpp's ggml picks on this CPU");
+ABSL_FLAG(std::string, kv_type, "f32",
+          "element type of the KV cache (f16 and bf16 halve its memory; attention computes "
+          "in f32)");
 
 // The servers (generate, bench-serve, models, workers, cancel, health).
 ABSL_FLAG(std::string, worker, "", "address of a running llorch-worker");
@@ -107,7 +110,8 @@ std::vector<cli::FlagSpec> SamplingFlags() {
 std::vector<cli::FlagSpec> LoadFlags() {
   return {cli::FlagSpec("threads").AtLeast(1), cli::FlagSpec("device").Value("cpu|cuda|mps"),
           cli::FlagSpec("gelu").Value("auto|exact|ggml"),
-          cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512")};
+          cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512"),
+          cli::FlagSpec("kv_type").Value("f32|f16|bf16")};
 }
 
 cli::Subcommand MakeSubcommand(std::string name, std::string summary, std::string usage,
@@ -176,6 +180,11 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
     }
     options.ggml_variant = *parsed;
   }
+  absl::StatusOr<KvType> kv_type = ParseKvType(absl::GetFlag(FLAGS_kv_type));
+  if (!kv_type.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-type: ", kv_type.status().message()));
+  }
+  options.kv_type = *kv_type;
   return options;
 }
 

@@ -44,7 +44,7 @@ cli::FlagSpec FormatFlag();
 cli::FlagSpec WorkerFlag();
 std::vector<cli::FlagSpec> PromptFlags();    // --prompt, --prompt-ids, --system, --chat
 std::vector<cli::FlagSpec> SamplingFlags();  // --max-tokens ... --logprobs (run, generate)
-std::vector<cli::FlagSpec> LoadFlags();      // --threads, --device, --gelu, --ggml-variant
+std::vector<cli::FlagSpec> LoadFlags();      // --threads, --device, --gelu, --ggml-variant, --kv-type
 
 // A subcommand of `llorch` whose flags are the concatenated groups.
 cli::Subcommand MakeSubcommand(std::string name, std::string summary, std::string usage,

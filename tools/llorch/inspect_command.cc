@@ -68,7 +68,11 @@ absl::Status Inspect() {
               // The weights as the file holds them; a worker's Info says
               // what they take once loaded (weight_bytes).
               {"weight_bytes", weight_bytes},
-              {"kv_bytes_per_token", KvCache::BytesFor(loaded->config, 1)},
+              // One position of one job at each --kv_type.
+              {"kv_bytes_per_token",
+               {{"f32", KvCache::BytesFor(loaded->config, 1, KvType::kF32)},
+                {"f16", KvCache::BytesFor(loaded->config, 1, KvType::kF16)},
+                {"bf16", KvCache::BytesFor(loaded->config, 1, KvType::kBF16)}}},
               {"tensor_types", tensor_types},
               // The float order llorch's CPU path follows here (ggml_ops.h).
               {"ggml_variant", GgmlVariantName(*variant)},

@@ -28,7 +28,8 @@ absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
   const ModelConfig& config = model_->config();
   if (absl::Status s = Job::Validate(prompt, params, config); !s.ok()) return s;
   const size_t kv_bytes = KvCache::BytesFor(
-      config, Job::CacheCapacity(config, static_cast<int64_t>(prompt.size()), params.max_tokens));
+      config, Job::CacheCapacity(config, static_cast<int64_t>(prompt.size()), params.max_tokens),
+      model_->kv_type());
   if (kv_bytes > options_.kv_budget_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "job ", job_id, " needs ", kv_bytes, " bytes of KV cache, more than the budget of ",

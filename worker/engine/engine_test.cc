@@ -133,7 +133,7 @@ TEST_F(EngineTest, CancelFreesKvAndIsIdempotent) {
 
 TEST_F(EngineTest, RejectsBadSubmissions) {
   EngineOptions options;
-  options.kv_budget_bytes = KvCache::BytesFor(model_->config(), 64);
+  options.kv_budget_bytes = KvCache::BytesFor(model_->config(), 64, KvType::kF32);
   options.max_waiting = 1;
   options.max_running = 1;
   Engine engine(model_.get(), tokenizer_.get(), options);

@@ -140,6 +140,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   model->config_ = *config;
   model->ggml_gelu_ = options.gelu != LoadOptions::Gelu::kExact;
   model->device_ = *device;
+  model->kv_type_ = options.kv_type;
   if (options.ggml_variant.has_value()) {
     model->ggml_variant_ = *options.ggml_variant;
   } else {
@@ -340,7 +341,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
 }
 
 std::unique_ptr<KvCache> LlamaModel::NewCache(int64_t capacity) const {
-  return std::make_unique<KvCache>(config_, capacity, device_);
+  return std::make_unique<KvCache>(config_, capacity, device_, kv_type_);
 }
 
 at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight,
@@ -568,12 +569,19 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   v_cache.narrow(1, pos, n).copy_(v.transpose(0, 1));
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (device_.is_cpu()) {
+    // A 16-bit cache is widened to F32 ([kv_heads, total, head_dim]) and
+    // attended over exactly as an F32 cache holding the same values.
+    at::Tensor keys = k_cache, values = v_cache;
+    if (k_cache.scalar_type() != at::kFloat) {
+      keys = k_cache.narrow(1, 0, total).to(at::kFloat);
+      values = v_cache.narrow(1, 0, total).to(at::kFloat);
+    }
     // Row by row, so that results do not depend on chunking or batching.
     at::Tensor query = q.contiguous();                             // [n, heads, head_dim]
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
-    const AttentionShape shape{c.num_heads, kv_heads, head_dim, k_cache.size(1), c.sliding_window};
-    CausalAttention(shape, query.data_ptr<float>(), n, pos, k_cache.data_ptr<float>(),
-                    v_cache.data_ptr<float>(), scale, item.decode, ggml_variant_,
+    const AttentionShape shape{c.num_heads, kv_heads, head_dim, keys.size(1), c.sliding_window};
+    CausalAttention(shape, query.data_ptr<float>(), n, pos, keys.data_ptr<float>(),
+                    values.data_ptr<float>(), scale, item.decode, ggml_variant_,
                     out.data_ptr<float>(),
                     [](int64_t begin, int64_t end, const RangeFn& body) {
                       at::parallel_for(begin, end, /*grain_size=*/1,
@@ -581,8 +589,9 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
                     });
     return out;
   }
-  at::Tensor keys = k_cache.narrow(1, 0, total);    // [kv_heads, total, head_dim]
-  at::Tensor values = v_cache.narrow(1, 0, total);  // [kv_heads, total, head_dim]
+  // [kv_heads, total, head_dim], in the activations' type
+  at::Tensor keys = k_cache.narrow(1, 0, total).to(q.scalar_type());
+  at::Tensor values = v_cache.narrow(1, 0, total).to(q.scalar_type());
 
   // Query heads h*group .. h*group+group-1 share KV head h.
   at::Tensor qg = q.reshape({n, kv_heads, group, head_dim})

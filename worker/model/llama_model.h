@@ -42,6 +42,8 @@ struct LoadOptions {
   // Whose float order the CPU path follows (ggml_ops.h): unset means
   // LLORCH_GGML_VARIANT or, without it, the variant ggml picks on this CPU.
   std::optional<GgmlVariant> ggml_variant;
+  // Element type of every job's KV cache (NewCache).
+  KvType kv_type = KvType::kF32;
 };
 
 // How activations are rounded before meeting a weight matrix.
@@ -82,6 +84,7 @@ class LlamaModel {
   int64_t WeightBytes() const;
   // Whose float order the CPU path follows (see LoadOptions::ggml_variant).
   GgmlVariant ggml_variant() const { return ggml_variant_; }
+  KvType kv_type() const { return kv_type_; }
 
   // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose
   // positions [0, pos) must already hold this sequence's keys and values.
@@ -98,7 +101,7 @@ class LlamaModel {
   // rows of every item in order (n rows if all_logits, else 1), [rows, vocab].
   absl::StatusOr<at::Tensor> ForwardBatch(absl::Span<const ForwardItem> items) const;
 
-  // A fresh cache for one job.
+  // A fresh cache for one job, of kv_type().
   std::unique_ptr<KvCache> NewCache(int64_t capacity) const;
 
  private:
@@ -159,6 +162,7 @@ class LlamaModel {
   ModelConfig config_;
   bool ggml_gelu_ = true;
   GgmlVariant ggml_variant_ = GgmlVariant::kAvx2;
+  KvType kv_type_ = KvType::kF32;
   c10::Device device_;
   int64_t num_parameters_ = 0;
   Embedding token_embd_;

@@ -41,8 +41,17 @@ class CacheCorrectnessTest : public ::testing::TestWithParam<std::string> {
     if (test_name.rfind("DeviceMatchesCpu", 0) == 0 && TestDevice() == "cpu") {
       GTEST_SKIP() << "set LLORCH_TEST_DEVICE to compare a device with the CPU";
     }
-    auto gguf = GgufFile::Open(path);
-    ASSERT_TRUE(gguf.ok()) << gguf.status();
+    ASSERT_NO_FATAL_FAILURE(model_ = LoadModel(KvType::kF32));
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int32_t> dist(0, model_->config().vocab_size - 1);
+    for (int i = 0; i < 24; ++i) tokens_.push_back(dist(rng));
+    ASSERT_NO_FATAL_FAILURE(full_ = FullForward(*model_));
+  }
+
+  static std::unique_ptr<LlamaModel> LoadModel(KvType kv_type) {
+    auto gguf = GgufFile::Open(TestModelPath(GetParam()));
+    EXPECT_TRUE(gguf.ok()) << gguf.status();
+    if (!gguf.ok()) return nullptr;
     LoadOptions options;
     options.device = TestDevice();
     // In F32: 8-bit activation rounding (the default for quantised weights,
@@ -51,40 +60,45 @@ class CacheCorrectnessTest : public ::testing::TestWithParam<std::string> {
     // and without ggml's F16-rounded GELU (phi2) for the same reason.
     options.quantize_activations = false;
     options.gelu = LoadOptions::Gelu::kExact;
+    options.kv_type = kv_type;
     auto model = LlamaModel::Load(**gguf, options);
-    ASSERT_TRUE(model.ok()) << model.status();
-    model_ = std::move(*model);
-    std::mt19937 rng(7);
-    std::uniform_int_distribution<int32_t> dist(0, model_->config().vocab_size - 1);
-    for (int i = 0; i < 24; ++i) tokens_.push_back(dist(rng));
-    // Reference: the whole sequence in one forward on a fresh cache.
-    auto cache = model_->NewCache(tokens_.size());
-    auto full = model_->Forward(tokens_, 0, cache.get(), /*all_logits=*/true);
-    ASSERT_TRUE(full.ok()) << full.status();
-    full_ = *full;  // [n, vocab]
+    EXPECT_TRUE(model.ok()) << model.status();
+    return model.ok() ? std::move(*model) : nullptr;
+  }
+
+  // Reference: the whole sequence in one forward on a fresh cache, [n, vocab].
+  at::Tensor FullForward(const LlamaModel& model) const {
+    auto cache = model.NewCache(tokens_.size());
+    auto full = model.Forward(tokens_, 0, cache.get(), /*all_logits=*/true);
+    EXPECT_TRUE(full.ok()) << full.status();
+    return full.ok() ? *full : at::Tensor();
   }
 
   // Feeds tokens_ in chunks of the given sizes (the last repeats) and checks
   // every position's logits against the full forward.
   void CheckChunks(const std::vector<int64_t>& chunk_sizes) {
+    CheckChunksOf(*model_, full_, chunk_sizes, 1e-4);
+  }
+  void CheckChunksOf(const LlamaModel& model, const at::Tensor& full,
+                     const std::vector<int64_t>& chunk_sizes, double tolerance) {
     const int64_t n = tokens_.size();
-    auto cache = model_->NewCache(n);
+    auto cache = model.NewCache(n);
     int64_t pos = 0;
     size_t chunk_index = 0;
     double max_diff = 0;
     while (pos < n) {
       const int64_t size =
           std::min(n - pos, chunk_sizes[std::min(chunk_index++, chunk_sizes.size() - 1)]);
-      auto logits = model_->Forward(absl::MakeConstSpan(tokens_).subspan(pos, size), pos,
-                                    cache.get(), /*all_logits=*/true);
+      auto logits = model.Forward(absl::MakeConstSpan(tokens_).subspan(pos, size), pos,
+                                  cache.get(), /*all_logits=*/true);
       ASSERT_TRUE(logits.ok()) << logits.status();
       ASSERT_EQ(logits->size(0), size);
-      max_diff = std::max(
-          max_diff, (*logits - full_.narrow(0, pos, size)).abs().max().item<double>());
+      max_diff = std::max(max_diff,
+                          (*logits - full.narrow(0, pos, size)).abs().max().item<double>());
       pos += size;
       EXPECT_EQ(cache->num_tokens(), pos);
     }
-    EXPECT_LE(max_diff, 1e-4) << "chunks starting with " << chunk_sizes[0];
+    EXPECT_LE(max_diff, tolerance) << "chunks starting with " << chunk_sizes[0];
   }
 
   std::unique_ptr<LlamaModel> model_;
@@ -113,6 +127,43 @@ TEST_P(CacheCorrectnessTest, RejectsBadInput) {
   EXPECT_FALSE(model_->Forward(bad_id, 0, cache.get(), false).ok());
   const std::vector<int32_t> one = {1};
   EXPECT_FALSE(model_->Forward(one, 2, cache.get(), false).ok());  // gap in the cache
+}
+
+// --kv_type f16 / bf16: keys and values held in 16 bits (half the bytes),
+// each rounded once when written; attention reads them widened to F32. The
+// change from the F32 cache is that rounding: nonzero, larger for bf16
+// (8-bit significand) than for f16 (11 bits), and small. Chunked prefill and
+// one-token steps still give the whole-sequence logits, within what the
+// rounding itself moves: the 1e-7 by which F32 products differ between batch
+// shapes flip a few of the 16-bit roundings (by one unit each), never more
+// than rounding every key and value moves the logits.
+TEST_P(CacheCorrectnessTest, SixteenBitCaches) {
+  const int64_t n = tokens_.size();
+  const size_t f32_bytes = KvCache::BytesFor(model_->config(), n, KvType::kF32);
+  EXPECT_EQ(model_->NewCache(n)->num_bytes(), f32_bytes);
+  std::map<KvType, double> moved;  // max |logit - F32 cache's logit|
+  for (KvType type : {KvType::kF16, KvType::kBF16}) {
+    SCOPED_TRACE(KvTypeName(type));
+    std::unique_ptr<LlamaModel> model;
+    ASSERT_NO_FATAL_FAILURE(model = LoadModel(type));
+    ASSERT_NE(model, nullptr);
+    EXPECT_EQ(model->kv_type(), type);
+    auto cache = model->NewCache(n);
+    EXPECT_EQ(cache->type(), type);
+    EXPECT_EQ(cache->num_bytes() * 2, f32_bytes);
+    EXPECT_EQ(cache->num_bytes(), KvCache::BytesFor(model->config(), n, type));
+    at::Tensor full;
+    ASSERT_NO_FATAL_FAILURE(full = FullForward(*model));
+    moved[type] = (full - full_).abs().max().item<double>();
+    CheckChunksOf(*model, full, {5, 1}, std::max(1e-4, moved[type]));
+    CheckChunksOf(*model, full, {3}, std::max(1e-4, moved[type]));
+    const double scale = full_.abs().max().item<double>();
+    std::cout << GetParam() << " " << KvTypeName(type) << " cache: max |Δlogit| " << moved[type]
+              << " (max |logit| " << scale << ")\n";
+    EXPECT_LT(moved[type], 0.05 * scale);
+  }
+  EXPECT_GT(moved[KvType::kF16], 0);
+  EXPECT_LT(moved[KvType::kF16], moved[KvType::kBF16]);
 }
 
 // Continuous batching: jobs at different positions, some prefilling a chunk

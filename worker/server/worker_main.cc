@@ -55,6 +55,9 @@ ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address /metrics binds to");
 ABSL_FLAG(std::string, kv_budget, "1GiB",
           "KV cache memory of all running jobs: bytes with an optional KiB/MiB/GiB suffix, "
           "or a number of token positions with the suffix 'tokens'");
+ABSL_FLAG(std::string, kv_type, "f32",
+          "element type of the KV cache: f32 | f16 | bf16 (16 bits halve KV memory; attention "
+          "still computes in f32)");
 ABSL_FLAG(int, max_batch, 16, "jobs decoded together");
 ABSL_FLAG(int, max_waiting, 256, "jobs queued for admission before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_prefill_tokens, 512, "prompt tokens prefilled per engine step");
@@ -104,8 +107,18 @@ ShutdownState g_shutdown;
 
 void Log(const std::string& line) { std::cerr << "llorch-worker: " << line << std::endl; }
 
+// --kv_type, its error naming the flag.
+absl::StatusOr<KvType> KvTypeFromFlag() {
+  absl::StatusOr<KvType> kv_type = ParseKvType(absl::GetFlag(FLAGS_kv_type));
+  if (!kv_type.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv_type: ", kv_type.status().message()));
+  }
+  return kv_type;
+}
+
 // "1GiB", "512MiB", "1000000" -> bytes; "8192tokens" -> positions x bytes per position.
-absl::StatusOr<size_t> ParseKvBudget(std::string text, const ModelConfig& config) {
+absl::StatusOr<size_t> ParseKvBudget(std::string text, const ModelConfig& config,
+                                     KvType kv_type) {
   text = std::string(absl::StripAsciiWhitespace(text));
   uint64_t value = 0;
   std::string number = text;
@@ -128,7 +141,7 @@ absl::StatusOr<size_t> ParseKvBudget(std::string text, const ModelConfig& config
         "--kv_budget must be a positive size such as 1GiB, 512MiB or 8192tokens, got '", text,
         "'"));
   }
-  if (tokens) return KvCache::BytesFor(config, static_cast<int64_t>(value));
+  if (tokens) return KvCache::BytesFor(config, static_cast<int64_t>(value), kv_type);
   return static_cast<size_t>(value * unit);
 }
 
@@ -231,7 +244,10 @@ absl::StatusOr<ModelHeader> LoadModelHeader(const std::string& model_path) {
       !chat_template.empty()) {
     if (absl::Status s = SetChatTemplateFile(&*model, chat_template); !s.ok()) return s;
   }
-  absl::StatusOr<size_t> kv_budget = ParseKvBudget(absl::GetFlag(FLAGS_kv_budget), model->config);
+  absl::StatusOr<KvType> kv_type = KvTypeFromFlag();
+  if (!kv_type.ok()) return kv_type.status();
+  absl::StatusOr<size_t> kv_budget =
+      ParseKvBudget(absl::GetFlag(FLAGS_kv_budget), model->config, *kv_type);
   if (!kv_budget.ok()) return kv_budget.status();
   return ModelHeader{std::move(*model), *kv_budget};
 }
@@ -282,10 +298,13 @@ absl::StatusOr<GrpcServer> StartGrpcServer(const StartupOptions& options,
   return grpc_server;
 }
 
-// --device and --ggml_variant as LoadOptions.
+// --device, --ggml_variant and --kv_type as LoadOptions.
 absl::StatusOr<LoadOptions> MakeLoadOptions(const std::string& device) {
   LoadOptions load_options;
   load_options.device = device;
+  absl::StatusOr<KvType> kv_type = KvTypeFromFlag();
+  if (!kv_type.ok()) return kv_type.status();
+  load_options.kv_type = *kv_type;
   if (const std::string variant = absl::GetFlag(FLAGS_ggml_variant); variant != "auto") {
     absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(variant);
     if (!parsed.ok()) {
@@ -498,6 +517,7 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("listen").Value("HOST:PORT"),
        cli::FlagSpec("metrics_port").AtLeast(-1).AtMost(65535),
        cli::FlagSpec("metrics_host").Value("HOST"), cli::FlagSpec("kv_budget").Value("SIZE"),
+       cli::FlagSpec("kv_type").Value("f32|f16|bf16"),
        cli::FlagSpec("max_batch").AtLeast(1), cli::FlagSpec("max_waiting").AtLeast(0),
        cli::FlagSpec("max_prefill_tokens").AtLeast(1), cli::FlagSpec("threads").AtLeast(0),
        "device", "ggml_variant", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
