@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -194,23 +195,27 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
   }
 
   // The last event: the stream finishes with `status` once queued events
-  // are written (or at once if the call is broken).
+  // are written (or at once if the call is broken). Marked ended inside
+  // Pump's critical section: once ended_ is visible, a gRPC thread's
+  // OnWriteDone may finish the call and OnDone delete `this`, so the engine
+  // thread must not touch `this` after releasing the lock (ASan found a
+  // use-after-free when End set ended_ and then called Pump separately).
   void End(grpc::Status status) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
+    Pump([&] {
       final_status_ = std::move(status);
       ended_ = true;
-    }
-    Pump();
+    });
   }
 
-  // Starts the next write, or finishes the call; one write in flight at a
-  // time. The gRPC calls happen outside the lock; nothing touches `this`
-  // after Finish, since OnDone may already be deleting it.
-  void Pump() {
+  // Applies `update` to the state, then starts the next write or finishes
+  // the call; one write in flight at a time. The gRPC calls happen outside
+  // the lock and are the last use of `this`: after Finish, or after a write
+  // that ends an ended stream, OnDone may already be deleting it.
+  void Pump(const std::function<void()>& update = nullptr) {
     enum { kNothing, kWrite, kFinish } action = kNothing;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (update) update();
       if (writing_ || finish_called_) return;
       if (broken_) {
         pending_.clear();

@@ -219,7 +219,8 @@ def ours_tokenize(args, model_path, text):
 def ours_score(args, model_path, ids):
     out = run_cmd([args.llorch, "score", "--model", model_path,
                    "--prompt-ids", ",".join(map(str, ids)), "--logprobs", "5",
-                   "--threads", str(args.threads)], timeout=args.engine_timeout)
+                   "--threads", str(args.threads), "--kv-type", args.kv_type],
+                  timeout=args.engine_timeout)
     rows = [json.loads(line) for line in out.splitlines() if line.strip()]
     if len(rows) != len(ids):
         raise RuntimeError(f"llorch score printed {len(rows)} positions for {len(ids)} ids")
@@ -234,7 +235,7 @@ def ours_run(args, model_path, prompt_ids):
     out = run_cmd([args.llorch, "run", "--model", model_path,
                    "--prompt-ids", ",".join(map(str, prompt_ids)),
                    "--temperature", "0", "--max-tokens", str(args.n), "--format", "jsonl",
-                   "--logprobs", "2", "--threads", str(args.threads)],
+                   "--logprobs", "2", "--threads", str(args.threads), "--kv-type", args.kv_type],
                   timeout=args.engine_timeout)
     events = [json.loads(line) for line in out.splitlines() if line.strip()]
     tokens = [e for e in events if e.get("event") == "token"]
@@ -487,6 +488,9 @@ def parse_args(argv):
     ap.add_argument("--peer-timeout", type=int, default=900)
     ap.add_argument("--engine-timeout", type=int, default=300)
     ap.add_argument("--json-out", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--kv-type", default="f32",
+                    help="llorch's KV cache type (the peer's stays F32): measures what a "
+                         "16-bit cache costs in agreement; the tolerances are F32's")
     args = ap.parse_args(argv)
     args.min_prompt_tokens = {args.long_prompt: args.long_min_tokens + 1}
     return args

@@ -220,6 +220,26 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       matrix.quant = quant;
       return matrix;
     }
+    if (quant == ActivationQuant::kNone && same_type && model->device_.is_cpu() &&
+        FloatMatmulSupports(first->type)) {
+      // CPU: F32, F16 and BF16 rows as the file holds them, in their type.
+      int64_t rows = 0;
+      for (const std::string& name : names) rows += gguf.FindTensor(name)->shape[1];
+      const size_t row_bytes = GgmlRowBytes(first->type, first->shape[0]);
+      matrix.raw = at::empty({rows, static_cast<int64_t>(row_bytes)}, at::kByte);
+      uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
+      for (const std::string& name : names) {
+        const GgufTensorInfo* info = gguf.FindTensor(name);
+        std::memcpy(dst, info->data, info->num_bytes);
+        dst += info->num_bytes;
+        num_parameters += info->num_elements();
+        gguf.ReleasePages(*info);
+      }
+      matrix.raw_type = first->type;
+      matrix.rows = rows;
+      matrix.in = first->shape[0];
+      return matrix;
+    }
     std::vector<at::Tensor> parts;
     for (const std::string& name : names) {
       absl::StatusOr<at::Tensor> part = load(name);
@@ -288,6 +308,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     num_parameters += embd.num_elements();
   } else if (c.tied_embeddings && model->output_.weight.defined()) {
     embedding.table = model->output_.weight;  // the same F32 table: held once
+    num_parameters += embd.num_elements();
+  } else if (c.tied_embeddings && model->output_.raw.defined() &&
+             model->output_.raw_type == GgmlType::kF32) {
+    embedding.table = model->output_.raw.view(at::kFloat);  // [vocab, hidden], held once
     num_parameters += embd.num_elements();
   } else {
     LLORCH_ASSIGN_OR_RETURN(embedding.table, load("token_embd.weight"));
@@ -415,9 +439,41 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   return out;
 }
 
+// Activation rows up to which FloatMatmul beats GEMM (decode steps); above,
+// GEMM's register blocking wins.
+constexpr int64_t kFloatMatmulMaxRows = 8;
+// 16-bit weight rows widened to F32 per GEMM call for prompts (8 MiB at 2048).
+constexpr int64_t kWidenRows = 1024;
+
+at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix) const {
+  at::Tensor input = x.contiguous();  // [n, in]
+  const int64_t n = input.size(0);
+  if (n <= kFloatMatmulMaxRows) {
+    at::Tensor out = at::empty({n, matrix.rows}, input.options());  // [n, out]
+    FloatMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
+                input.data_ptr<float>(), n, out.data_ptr<float>(),
+                [](int64_t begin, int64_t end, const RangeFn& body) {
+                  at::parallel_for(begin, end, /*grain_size=*/16,
+                                   [&](int64_t b, int64_t e) { body(b, e); });
+                });
+    return out;
+  }
+  const at::ScalarType type = matrix.raw_type == GgmlType::kF16    ? at::kHalf
+                              : matrix.raw_type == GgmlType::kBF16 ? at::kBFloat16
+                                                                   : at::kFloat;
+  at::Tensor weight = matrix.raw.view(type);  // [out, in]
+  if (type == at::kFloat) return at::matmul(input, weight.t());
+  std::vector<at::Tensor> parts;  // [n, <= kWidenRows] each
+  for (int64_t row = 0; row < matrix.rows; row += kWidenRows) {
+    const int64_t count = std::min(kWidenRows, matrix.rows - row);
+    parts.push_back(at::matmul(input, weight.narrow(0, row, count).to(at::kFloat).t()));
+  }
+  return parts.size() == 1 ? parts[0] : at::cat(parts, 1);  // [n, out]
+}
+
 at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
-  // x: [n, in], weight: [out, in] -> [n, out]. One row goes through mv,
-  // which is ~3x faster than GEMM on Debian's libtorch/OpenBLAS.
+  // x: [n, in], weight: [out, in] -> [n, out].
+  if (matrix.raw.defined() && FloatMatmulSupports(matrix.raw_type)) return FloatLinear(x, matrix);
   if (matrix.raw.defined()) {
     // ggml blocks on the CPU: activations rounded to 8 bits and integer
     // block dot products, as llama.cpp computes them; per-row results do not

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "worker/gguf/ggml_types.h"
+#include "worker/model/float_matmul.h"
 #include "worker/model/ggml_ops.h"
 #include "worker/model/kquant_matmul.h"
 #include "worker/model/kv_cache.h"
@@ -111,7 +112,8 @@ class LlamaModel {
     ActivationQuant quant = ActivationQuant::kNone;
     at::Tensor block_offsets;  // kQ8_1 on the F32 path: the weight's per-block m, [out, in / 32]
     // CPU kernel path (quantize_activations and a supported type): the ggml
-    // blocks, [out, row bytes]; `weight` is then undefined.
+    // blocks, [out, row bytes]; `weight` is then undefined. On the CPU, F32,
+    // F16 and BF16 weights are held here too, in their own type (FloatMatmul).
     at::Tensor raw;
     // CPU K-quant path (Q4_K, Q5_K, Q6_K): the unpacked blocks.
     std::shared_ptr<const KQuantMatrix> kquant;
@@ -153,6 +155,8 @@ class LlamaModel {
                        int64_t layer, const ForwardItem& item) const;
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   at::Tensor Linear(const at::Tensor& x, const Matrix& matrix) const;
+  // Linear for F32/F16/BF16 rows in `matrix.raw` (CPU).
+  at::Tensor FloatLinear(const at::Tensor& x, const Matrix& matrix) const;
   at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
 
   // silu(gate) * up over the fused [n, 2 * ffn] product, as ggml computes it on the CPU.

@@ -1,0 +1,207 @@
+#include "worker/model/float_matmul.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/float_bits.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LLORCH_FLOAT_MATMUL_AVX2 1
+#include <immintrin.h>
+#endif
+
+namespace llorch {
+namespace {
+
+// Weight rows per block: a block stays in cache while every group of
+// activation rows passes over it.
+constexpr int64_t kRowBlock = 16;
+// Activation rows that share one pass over a weight row (registers: 2 per row).
+constexpr int64_t kRowsPerPass = 4;
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  if (exponent == 0x1f) return BitsToFloat(sign | 0x7f800000u | (mantissa << 13));
+  if (exponent == 0) {  // zero or subnormal: mantissa x 2^-24, exact in F32
+    const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
+    return sign != 0 ? -magnitude : magnitude;
+  }
+  return BitsToFloat(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+float BFloat16ToFloat(uint16_t b) { return BitsToFloat(static_cast<uint32_t>(b) << 16); }
+
+// Element i of a weight row of `type`, widened to F32 (exactly).
+float WeightAt(GgmlType type, const void* row, int64_t i) {
+  switch (type) {
+    case GgmlType::kF16:
+      return HalfToFloat(static_cast<const uint16_t*>(row)[i]);
+    case GgmlType::kBF16:
+      return BFloat16ToFloat(static_cast<const uint16_t*>(row)[i]);
+    default:
+      return static_cast<const float*>(row)[i];
+  }
+}
+
+size_t ElementBytes(GgmlType type) { return type == GgmlType::kF32 ? 4 : 2; }
+
+// The dot product of FloatMatmul's comment, one lane at a time.
+float DotPortable(GgmlType type, const void* w, const float* x, int64_t in) {
+  float acc[2][8] = {};
+  int64_t i = 0;
+  for (; i + 16 <= in; i += 16) {
+    for (int reg = 0; reg < 2; ++reg) {
+      for (int lane = 0; lane < 8; ++lane) {
+        const int64_t k = i + 8 * reg + lane;
+        acc[reg][lane] = std::fma(WeightAt(type, w, k), x[k], acc[reg][lane]);
+      }
+    }
+  }
+  float lanes[8];
+  for (int lane = 0; lane < 8; ++lane) lanes[lane] = acc[0][lane] + acc[1][lane];
+  for (int lane = 0; lane < 4; ++lane) lanes[lane] = lanes[lane] + lanes[lane + 4];
+  for (int lane = 0; lane < 2; ++lane) lanes[lane] = lanes[lane] + lanes[lane + 2];
+  float sum = lanes[0] + lanes[1];
+  for (; i < in; ++i) sum = std::fma(WeightAt(type, w, i), x[i], sum);
+  return sum;
+}
+
+#ifdef LLORCH_FLOAT_MATMUL_AVX2
+
+template <GgmlType kType>
+inline __m256 Load8(const void* row, int64_t i) {
+  if constexpr (kType == GgmlType::kF32) {
+    return _mm256_loadu_ps(static_cast<const float*>(row) + i);
+  } else {
+    const __m128i bits =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i));
+    if constexpr (kType == GgmlType::kF16) {
+      return _mm256_cvtph_ps(bits);
+    } else {
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+    }
+  }
+}
+
+// (lanes i + i+4), then (+ i+2), then (+ i+1): DotPortable's order.
+inline float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// One weight row against kRows activation rows (x, rows `in` apart);
+// out[t * out_stride] = dot(w, x row t).
+template <GgmlType kType, int kRows>
+void RowTimesRows(const void* w, const float* x, int64_t in, float* out, int64_t out_stride) {
+  __m256 acc[kRows][2];
+  for (int t = 0; t < kRows; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= in; i += 16) {
+    const __m256 w0 = Load8<kType>(w, i), w1 = Load8<kType>(w, i + 8);
+    for (int t = 0; t < kRows; ++t) {
+      acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * in + i), acc[t][0]);
+      acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * in + i + 8), acc[t][1]);
+    }
+  }
+  for (int t = 0; t < kRows; ++t) {
+    float sum = HorizontalSum(_mm256_add_ps(acc[t][0], acc[t][1]));
+    for (int64_t k = i; k < in; ++k) sum = std::fma(WeightAt(kType, w, k), x[t * in + k], sum);
+    out[t * out_stride] = sum;
+  }
+}
+
+template <GgmlType kType>
+void RowBlockAvx2(const uint8_t* weight, int64_t rows, int64_t in, const float* x, int64_t n,
+                  float* out, int64_t begin, int64_t end) {
+  const size_t row_bytes = static_cast<size_t>(in) * ElementBytes(kType);
+  for (int64_t block = begin; block < end; block += kRowBlock) {
+    const int64_t block_end = std::min(end, block + kRowBlock);
+    for (int64_t t = 0; t < n; t += kRowsPerPass) {
+      const int64_t group = std::min<int64_t>(kRowsPerPass, n - t);
+      for (int64_t r = block; r < block_end; ++r) {
+        const void* w = weight + r * row_bytes;
+        const float* xt = x + t * in;
+        float* o = out + t * rows + r;
+        switch (group) {
+          case 1: RowTimesRows<kType, 1>(w, xt, in, o, rows); break;
+          case 2: RowTimesRows<kType, 2>(w, xt, in, o, rows); break;
+          case 3: RowTimesRows<kType, 3>(w, xt, in, o, rows); break;
+          default: RowTimesRows<kType, 4>(w, xt, in, o, rows); break;
+        }
+      }
+    }
+  }
+}
+
+#endif  // LLORCH_FLOAT_MATMUL_AVX2
+
+void CheckArguments(GgmlType type, int64_t rows, int64_t in, int64_t n) {
+  if (!FloatMatmulSupports(type) || rows < 0 || in < 0 || n < 0) {
+    std::fprintf(stderr, "FloatMatmul: unsupported type %d or bad sizes rows=%lld in=%lld n=%lld\n",
+                 static_cast<int>(type), static_cast<long long>(rows),
+                 static_cast<long long>(in), static_cast<long long>(n));
+    std::abort();
+  }
+}
+
+}  // namespace
+
+bool FloatMatmulSupports(GgmlType type) {
+  return type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16;
+}
+
+void FloatMatmul(GgmlType type, const void* weight, int64_t rows, int64_t in, const float* x,
+                 int64_t n, float* out, const ParallelFor& parallel_for) {
+  CheckArguments(type, rows, in, n);
+  if (rows == 0 || n == 0) return;
+#ifdef LLORCH_FLOAT_MATMUL_AVX2
+  const auto* w = static_cast<const uint8_t*>(weight);
+  parallel_for(0, rows, [&](int64_t begin, int64_t end) {
+    switch (type) {
+      case GgmlType::kF16:
+        RowBlockAvx2<GgmlType::kF16>(w, rows, in, x, n, out, begin, end);
+        break;
+      case GgmlType::kBF16:
+        RowBlockAvx2<GgmlType::kBF16>(w, rows, in, x, n, out, begin, end);
+        break;
+      default:
+        RowBlockAvx2<GgmlType::kF32>(w, rows, in, x, n, out, begin, end);
+        break;
+    }
+  });
+#else
+  (void)parallel_for;
+  float_matmul_internal::FloatMatmulPortable(type, weight, rows, in, x, n, out);
+#endif
+}
+
+namespace float_matmul_internal {
+
+bool UsesAvx2() {
+#ifdef LLORCH_FLOAT_MATMUL_AVX2
+  return true;
+#else
+  return false;
+#endif
+}
+
+void FloatMatmulPortable(GgmlType type, const void* weight, int64_t rows, int64_t in,
+                         const float* x, int64_t n, float* out) {
+  CheckArguments(type, rows, in, n);
+  const size_t row_bytes = static_cast<size_t>(in) * ElementBytes(type);
+  const auto* w = static_cast<const uint8_t*>(weight);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      out[t * rows + r] = DotPortable(type, w + r * row_bytes, x + t * in, in);
+    }
+  }
+}
+
+}  // namespace float_matmul_internal
+}  // namespace llorch

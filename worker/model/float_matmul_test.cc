@@ -1,0 +1,163 @@
+// FloatMatmul: the AVX2 kernels give the portable code's bits; every output
+// is within the float error bound of a double-precision dot product; results
+// do not depend on how many activation rows share a call or how the weight
+// rows are split between threads; F16 and BF16 weights are widened exactly.
+#include "worker/model/float_matmul.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace llorch {
+namespace {
+
+using float_matmul_internal::FloatMatmulPortable;
+
+// IEEE binary16 -> double from the definition (sign, exponent, fraction).
+double HalfValue(uint16_t h) {
+  const int sign = (h & 0x8000) ? -1 : 1;
+  const int exponent = (h >> 10) & 0x1f, fraction = h & 0x3ff;
+  if (exponent == 0) return sign * std::ldexp(fraction, -24);
+  return sign * std::ldexp(1024 + fraction, exponent - 25);
+}
+
+uint16_t FloatToBFloat16(float f) {  // truncation: any bf16 value will do
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+double BFloat16Value(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Random weights of `type` (their exact values in `values`) and activations.
+struct Problem {
+  GgmlType type;
+  int64_t rows, in, n;
+  std::vector<uint8_t> weight;
+  std::vector<double> values;  // [rows, in]
+  std::vector<float> x;        // [n, in]
+};
+
+Problem MakeProblem(GgmlType type, int64_t rows, int64_t in, int64_t n, uint32_t seed) {
+  Problem p{type, rows, in, n, {}, {}, {}};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const size_t element = type == GgmlType::kF32 ? 4 : 2;
+  p.weight.resize(rows * in * element);
+  p.values.resize(rows * in);
+  for (int64_t i = 0; i < rows * in; ++i) {
+    const float v = normal(rng);
+    if (type == GgmlType::kF32) {
+      std::memcpy(&p.weight[i * 4], &v, 4);
+      p.values[i] = v;
+    } else if (type == GgmlType::kF16) {
+      // A random half around 1: sign, exponent 12..17 (1/8 .. 4), fraction.
+      const uint16_t h = static_cast<uint16_t>((v < 0 ? 0x8000 : 0) | ((12 + rng() % 6) << 10) |
+                                               (rng() & 0x3ff));
+      std::memcpy(&p.weight[i * 2], &h, 2);
+      p.values[i] = HalfValue(h);
+    } else {
+      const uint16_t b = FloatToBFloat16(v);
+      std::memcpy(&p.weight[i * 2], &b, 2);
+      p.values[i] = BFloat16Value(b);
+    }
+  }
+  p.x.resize(n * in);
+  for (float& v : p.x) v = normal(rng);
+  return p;
+}
+
+std::vector<float> Multiply(const Problem& p, const ParallelFor& parallel_for = SerialFor) {
+  std::vector<float> out(p.n * p.rows, std::numeric_limits<float>::quiet_NaN());
+  FloatMatmul(p.type, p.weight.data(), p.rows, p.in, p.x.data(), p.n, out.data(), parallel_for);
+  return out;
+}
+
+class FloatMatmulTest : public ::testing::TestWithParam<GgmlType> {};
+
+TEST_P(FloatMatmulTest, Avx2EqualsPortableAndBothAreWithinTheErrorBound) {
+  if (!float_matmul_internal::UsesAvx2()) GTEST_SKIP() << "built without AVX2";
+  for (int64_t in : {1, 15, 16, 17, 31, 64, 100, 576, 2053}) {
+    for (int64_t n : {1, 2, 3, 4, 5, 9}) {
+      SCOPED_TRACE(::testing::Message() << "in " << in << " n " << n);
+      const Problem p = MakeProblem(GetParam(), 37, in, n, static_cast<uint32_t>(in * 31 + n));
+      const std::vector<float> fast = Multiply(p);
+      std::vector<float> portable(p.n * p.rows);
+      FloatMatmulPortable(p.type, p.weight.data(), p.rows, p.in, p.x.data(), p.n,
+                          portable.data());
+      ASSERT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * 4), 0);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = 0; r < p.rows; ++r) {
+          double exact = 0, magnitude = 0;
+          for (int64_t k = 0; k < in; ++k) {
+            exact += p.values[r * in + k] * p.x[t * in + k];
+            magnitude += std::abs(p.values[r * in + k] * p.x[t * in + k]);
+          }
+          // A float dot product of `in` terms errs by at most in * eps * sum |terms|.
+          const double bound = in * std::numeric_limits<float>::epsilon() * magnitude;
+          ASSERT_LE(std::abs(fast[t * p.rows + r] - exact), bound) << "row " << r << " t " << t;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(FloatMatmulTest, RowsOfABatchEqualRowsAloneWhateverTheSplit) {
+  const Problem p = MakeProblem(GetParam(), 101, 300, 7, 11);
+  const std::vector<float> batched = Multiply(p);
+  for (int64_t t = 0; t < p.n; ++t) {
+    Problem alone = p;
+    alone.n = 1;
+    alone.x.assign(p.x.begin() + t * p.in, p.x.begin() + (t + 1) * p.in);
+    const std::vector<float> out = Multiply(alone);
+    ASSERT_EQ(std::memcmp(out.data(), batched.data() + t * p.rows, p.rows * 4), 0) << "row " << t;
+  }
+  // Uneven splits, as a thread pool may cut [0, rows).
+  const std::vector<float> split = Multiply(p, [](int64_t begin, int64_t end, const RangeFn& body) {
+    for (int64_t b = begin; b < end; b += 7) body(b, std::min(end, b + 7));
+  });
+  EXPECT_EQ(std::memcmp(split.data(), batched.data(), split.size() * 4), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, FloatMatmulTest,
+                         ::testing::Values(GgmlType::kF32, GgmlType::kF16, GgmlType::kBF16),
+                         [](const ::testing::TestParamInfo<GgmlType>& info) {
+                           return std::string(GgmlTypeName(info.param));
+                         });
+
+// Every finite F16 value, as the one nonzero weight of a row against x = e0,
+// comes out as its value: the widening (F16C or the portable code) is exact.
+TEST(FloatMatmulWidening, EveryFiniteHalfIsExact) {
+  constexpr int64_t kIn = 16;
+  std::vector<uint16_t> weight;
+  std::vector<double> expected;
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if (((h >> 10) & 0x1f) == 0x1f) continue;  // inf and NaN
+    std::vector<uint16_t> row(kIn, 0);
+    row[0] = static_cast<uint16_t>(h);
+    weight.insert(weight.end(), row.begin(), row.end());
+    expected.push_back(HalfValue(static_cast<uint16_t>(h)));
+  }
+  std::vector<float> x(kIn, 0.0f);
+  x[0] = 1.0f;
+  const int64_t rows = static_cast<int64_t>(expected.size());
+  std::vector<float> out(rows), portable(rows);
+  FloatMatmul(GgmlType::kF16, weight.data(), rows, kIn, x.data(), 1, out.data());
+  FloatMatmulPortable(GgmlType::kF16, weight.data(), rows, kIn, x.data(), 1, portable.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    ASSERT_EQ(out[r], expected[r]) << "row " << r;
+    ASSERT_EQ(portable[r], expected[r]) << "row " << r;
+  }
+}
+
+}  // namespace
+}  // namespace llorch
