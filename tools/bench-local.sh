@@ -4,11 +4,14 @@
 # second table of peak resident memory: each engine's whole bench process, and
 # llorch's baseline (the process before it reads a model: libtorch's pages).
 #   tools/bench-local.sh [--threads N] [--prompt P] [--gen G] [--reps R] [--skip-tinyllama]
+#                        [--tinyllama-types f32,f16,bf16,q8_0,q4_0,q4_1]
+# The TinyLlama-shaped random models (default: f32) are written once into the
+# models cache (~4.7 GB in F32, half in F16/BF16).
 # A report, not a test: figures go into docs/performance.md with the machine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/env.sh"
-THREADS=2 PROMPT=256 GEN=64 REPS=3 TINYLLAMA=1
+THREADS=2 PROMPT=256 GEN=64 REPS=3 TINYLLAMA=1 TINYLLAMA_TYPES=f32
 while (($#)); do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
@@ -16,6 +19,7 @@ while (($#)); do
     --gen) GEN="$2"; shift 2 ;;
     --reps) REPS="$2"; shift 2 ;;
     --skip-tinyllama) TINYLLAMA=0; shift ;;
+    --tinyllama-types) TINYLLAMA_TYPES="$2"; shift 2 ;;
     *) echo "bench-local: unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -24,14 +28,16 @@ done
 
 models=("$LLORCH_DEFAULT_MODEL")
 if ((TINYLLAMA)); then
-  TINY="$LLORCH_MODELS/random-tinyllama-f32.gguf"
-  if [[ ! -s "$TINY" ]]; then
-    echo "bench-local: writing a random TinyLlama-shaped F32 model (once, ~4.7 GB)" >&2
-    "$ROOT/tools/venv-python" "$ROOT/tools/make-test-model.py" --shape tinyllama --type f32 \
-      --seed 1 --out "$TINY.tmp" --quiet
-    mv "$TINY.tmp" "$TINY"
-  fi
-  models+=("$TINY")
+  for type in ${TINYLLAMA_TYPES//,/ }; do
+    TINY="$LLORCH_MODELS/random-tinyllama-$type.gguf"
+    if [[ ! -s "$TINY" ]]; then
+      echo "bench-local: writing a random TinyLlama-shaped $type model (once)" >&2
+      "$ROOT/tools/venv-python" "$ROOT/tools/make-test-model.py" --shape tinyllama --type "$type" \
+        --seed 1 --out "$TINY.tmp" --quiet
+      mv "$TINY.tmp" "$TINY"
+    fi
+    models+=("$TINY")
+  done
 fi
 
 RSS_DIR="$(mktemp -d)"

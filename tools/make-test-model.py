@@ -33,6 +33,7 @@ from gguf import LlamaFileType
 WEIGHT_TYPES = {
     "f32": (QT.F32, LlamaFileType.ALL_F32),
     "f16": (QT.F16, LlamaFileType.MOSTLY_F16),
+    "bf16": (QT.BF16, LlamaFileType.MOSTLY_BF16),
     "q8_0": (QT.Q8_0, LlamaFileType.MOSTLY_Q8_0),
     "q4_0": (QT.Q4_0, LlamaFileType.MOSTLY_Q4_0),
     "q4_1": (QT.Q4_1, LlamaFileType.MOSTLY_Q4_1),

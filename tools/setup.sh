@@ -9,7 +9,7 @@ source "$ROOT/tools/env.sh"
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config unzip python3-venv python3-pip
   libtorch-dev libopenblas0-pthread libabsl-dev libpcre2-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libcpp-httplib-dev prometheus nodejs npm
+  libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev prometheus nodejs npm
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-torch libutf8proc-dev
   libsentencepiece-dev sentencepiece
   systemd  # systemd-analyze verify of deploy/systemd (deploy/deploy_test.py); not started

@@ -115,8 +115,9 @@ absl::StatusOr<ServedModel> FinishLoad(const std::string& path, const LoadOption
   if (load_options != nullptr) {
     const auto start = std::chrono::steady_clock::now();
     LoadOptions options = *load_options;
-    if (options.gelu == LoadOptions::Gelu::kAuto && IsDirectory(path)) {
-      options.gelu = LoadOptions::Gelu::kExact;
+    if (IsDirectory(path)) {
+      if (options.gelu == LoadOptions::Gelu::kAuto) options.gelu = LoadOptions::Gelu::kExact;
+      options.round_activations_to_weight_type = false;
     }
     absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(*served.gguf, options);
     if (!model.ok()) return model.status();

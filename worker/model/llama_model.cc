@@ -141,6 +141,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   model->ggml_gelu_ = options.gelu != LoadOptions::Gelu::kExact;
   model->device_ = *device;
   model->kv_type_ = options.kv_type;
+  model->round_activations_to_weight_type_ = options.round_activations_to_weight_type;
   if (options.ggml_variant.has_value()) {
     model->ggml_variant_ = *options.ggml_variant;
   } else {
@@ -446,7 +447,13 @@ constexpr int64_t kFloatMatmulMaxRows = 8;
 constexpr int64_t kWidenRows = 1024;
 
 at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix) const {
+  const at::ScalarType type = matrix.raw_type == GgmlType::kF16    ? at::kHalf
+                              : matrix.raw_type == GgmlType::kBF16 ? at::kBFloat16
+                                                                   : at::kFloat;
   at::Tensor input = x.contiguous();  // [n, in]
+  if (type != at::kFloat && round_activations_to_weight_type_) {
+    input = input.to(type).to(at::kFloat);  // round to nearest even, as ggml's conversions
+  }
   const int64_t n = input.size(0);
   if (n <= kFloatMatmulMaxRows) {
     at::Tensor out = at::empty({n, matrix.rows}, input.options());  // [n, out]
@@ -458,9 +465,6 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix) co
                 });
     return out;
   }
-  const at::ScalarType type = matrix.raw_type == GgmlType::kF16    ? at::kHalf
-                              : matrix.raw_type == GgmlType::kBF16 ? at::kBFloat16
-                                                                   : at::kFloat;
   at::Tensor weight = matrix.raw.view(type);  // [out, in]
   if (type == at::kFloat) return at::matmul(input, weight.t());
   std::vector<at::Tensor> parts;  // [n, <= kWidenRows] each

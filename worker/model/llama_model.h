@@ -40,6 +40,11 @@ struct LoadOptions {
   // Hugging Face checkpoint directories.
   enum class Gelu { kAuto, kExact, kGgmlF16 };
   Gelu gelu = Gelu::kAuto;
+  // F16 and BF16 weights on the CPU: round each activation to the weight's
+  // type before the product, as ggml does (the type's vec_dot_type), so a
+  // GGUF gives llama.cpp's numbers. Off for Hugging Face directories
+  // (LoadServedModel), which transformers multiplies in F32.
+  bool round_activations_to_weight_type = true;
   // Whose float order the CPU path follows (ggml_ops.h): unset means
   // LLORCH_GGML_VARIANT or, without it, the variant ggml picks on this CPU.
   std::optional<GgmlVariant> ggml_variant;
@@ -167,6 +172,7 @@ class LlamaModel {
   bool ggml_gelu_ = true;
   GgmlVariant ggml_variant_ = GgmlVariant::kAvx2;
   KvType kv_type_ = KvType::kF32;
+  bool round_activations_to_weight_type_ = true;
   c10::Device device_;
   int64_t num_parameters_ = 0;
   Embedding token_embd_;
