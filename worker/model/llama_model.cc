@@ -200,9 +200,13 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       matrix.kquant = std::move(kquant);
       return matrix;
     }
-    if (quant != ActivationQuant::kNone && model->device_.is_cpu() &&
-        QuantMatmulSupports(first->type)) {
-      // CPU: keep the ggml blocks and multiply them directly.
+    const bool cpu_quant_kernel =
+        quant != ActivationQuant::kNone && QuantMatmulSupports(first->type);
+    const bool cpu_float_kernel =
+        quant == ActivationQuant::kNone && same_type && FloatMatmulSupports(first->type);
+    if (model->device_.is_cpu() && (cpu_quant_kernel || cpu_float_kernel)) {
+      // CPU: keep the rows as the file holds them (ggml blocks, or F32/F16/
+      // BF16 in their own type) and multiply them directly.
       int64_t rows = 0;
       for (const std::string& name : names) rows += gguf.FindTensor(name)->shape[1];
       const size_t row_bytes = GgmlRowBytes(first->type, first->shape[0]);
@@ -219,26 +223,6 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       matrix.rows = rows;
       matrix.in = first->shape[0];
       matrix.quant = quant;
-      return matrix;
-    }
-    if (quant == ActivationQuant::kNone && same_type && model->device_.is_cpu() &&
-        FloatMatmulSupports(first->type)) {
-      // CPU: F32, F16 and BF16 rows as the file holds them, in their type.
-      int64_t rows = 0;
-      for (const std::string& name : names) rows += gguf.FindTensor(name)->shape[1];
-      const size_t row_bytes = GgmlRowBytes(first->type, first->shape[0]);
-      matrix.raw = at::empty({rows, static_cast<int64_t>(row_bytes)}, at::kByte);
-      uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
-      for (const std::string& name : names) {
-        const GgufTensorInfo* info = gguf.FindTensor(name);
-        std::memcpy(dst, info->data, info->num_bytes);
-        dst += info->num_bytes;
-        num_parameters += info->num_elements();
-        gguf.ReleasePages(*info);
-      }
-      matrix.raw_type = first->type;
-      matrix.rows = rows;
-      matrix.in = first->shape[0];
       return matrix;
     }
     std::vector<at::Tensor> parts;
