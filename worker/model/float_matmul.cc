@@ -22,17 +22,6 @@ constexpr int64_t kRowBlock = 16;
 // Activation rows that share one pass over a weight row (registers: 2 per row).
 constexpr int64_t kRowsPerPass = 4;
 
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
-  if (exponent == 0x1f) return BitsToFloat(sign | 0x7f800000u | (mantissa << 13));
-  if (exponent == 0) {  // zero or subnormal: mantissa x 2^-24, exact in F32
-    const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
-    return sign != 0 ? -magnitude : magnitude;
-  }
-  return BitsToFloat(sign | ((exponent + 112) << 23) | (mantissa << 13));
-}
-
 float BFloat16ToFloat(uint16_t b) { return BitsToFloat(static_cast<uint32_t>(b) << 16); }
 
 // Element i of a weight row of `type`, widened to F32 (exactly).

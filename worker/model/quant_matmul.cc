@@ -60,20 +60,6 @@ uint32_t LoadU32(const uint8_t* p) {
   return v;
 }
 
-// Exact IEEE half -> single (the algorithm of ggml_compute_fp16_to_fp32).
-float HalfToFloatPortable(uint16_t h) {
-  const uint32_t w = static_cast<uint32_t>(h) << 16;
-  const uint32_t sign = w & 0x80000000u;
-  const uint32_t two_w = w + w;
-  const float normalized =
-      BitsToFloat((two_w >> 4) + (0xE0u << 23)) * BitsToFloat(0x07800000u);
-  const float denormalized =
-      BitsToFloat((two_w >> 17) | (126u << 23)) - 0.5f;
-  const uint32_t magnitude = two_w < (1u << 27) ? FloatToBits(denormalized)
-                                                : FloatToBits(normalized);
-  return BitsToFloat(sign | magnitude);
-}
-
 // Single -> half, round to nearest even (ggml_compute_fp32_to_fp16).
 uint16_t FloatToHalfPortable(float f) {
   float base = (std::fabs(f) * BitsToFloat(0x77800000u)) *  // 2^112
@@ -116,8 +102,8 @@ void QuantizeActivationsPortable(const float* x, int64_t num_blocks,
       out[b].qs[j] = static_cast<int8_t>(qi);
       sum += qi;
     }
-    out[b].d = HalfToFloatPortable(FloatToHalfPortable(d));
-    out[b].s = with_sum ? HalfToFloatPortable(FloatToHalfPortable(
+    out[b].d = HalfToFloat(FloatToHalfPortable(d));
+    out[b].s = with_sum ? HalfToFloat(FloatToHalfPortable(
                               d * static_cast<float>(sum)))
                         : 0.0f;
   }
@@ -140,7 +126,7 @@ struct PortableQ4_0 {
 struct PortableQ4_1 {
   static constexpr size_t kBytes = 20;
   static constexpr bool kHasMin = true;
-  static float Min(const uint8_t* b) { return HalfToFloatPortable(LoadU16(b + 2)); }
+  static float Min(const uint8_t* b) { return HalfToFloat(LoadU16(b + 2)); }
   static void Quants(const uint8_t* b, int32_t* q) {
     for (int j = 0; j < 16; ++j) {
       q[j] = b[4 + j] & 0x0F;
@@ -165,7 +151,7 @@ struct PortableQ5_0 {
 struct PortableQ5_1 {
   static constexpr size_t kBytes = 24;
   static constexpr bool kHasMin = true;
-  static float Min(const uint8_t* b) { return HalfToFloatPortable(LoadU16(b + 2)); }
+  static float Min(const uint8_t* b) { return HalfToFloat(LoadU16(b + 2)); }
   static void Quants(const uint8_t* b, int32_t* q) {
     const uint32_t qh = LoadU32(b + 4);
     for (int j = 0; j < 16; ++j) {
@@ -202,7 +188,7 @@ float DotRowPortable(const uint8_t* weight_row, int64_t num_blocks,
     const ActBlock& y = act[b];
     W::Quants(block, q);
     if (W::kHasMin) summs = std::fma(W::Min(block), y.s, summs);
-    const float scale = HalfToFloatPortable(LoadU16(block)) * y.d;
+    const float scale = HalfToFloat(LoadU16(block)) * y.d;
     for (int k = 0; k < 8; ++k) {
       int32_t lane = 0;
       for (int j = 4 * k; j < 4 * k + 4; ++j) lane += q[j] * y.qs[j];
