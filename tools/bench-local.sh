@@ -4,9 +4,10 @@
 # second table of peak resident memory: each engine's whole bench process, and
 # llorch's baseline (the process before it reads a model: libtorch's pages).
 #   tools/bench-local.sh [--threads N] [--prompt P] [--gen G] [--reps R] [--skip-tinyllama]
-#                        [--tinyllama-types f32,f16,bf16,q8_0,q4_0,q4_1]
+#                        [--tinyllama-types f32,f16,bf16,q8_0,q4_0,q4_1,q4_k,q5_k,q6_k]
 # The TinyLlama-shaped random models (default: f32) are written once into the
-# models cache (~4.7 GB in F32, half in F16/BF16).
+# models cache (~4.7 GB in F32, half in F16/BF16; quantised ones by llama.cpp's
+# quantiser from the F32 one).
 # A report, not a test: figures go into docs/performance.md with the machine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,8 +33,17 @@ if ((TINYLLAMA)); then
     TINY="$LLORCH_MODELS/random-tinyllama-$type.gguf"
     if [[ ! -s "$TINY" ]]; then
       echo "bench-local: writing a random TinyLlama-shaped $type model (once)" >&2
-      "$ROOT/tools/venv-python" "$ROOT/tools/make-test-model.py" --shape tinyllama --type "$type" \
-        --seed 1 --out "$TINY.tmp" --quiet
+      case "$type" in
+        f32|f16|bf16)
+          "$ROOT/tools/venv-python" "$ROOT/tools/make-test-model.py" --shape tinyllama --type "$type" \
+            --seed 1 --out "$TINY.tmp" --quiet ;;
+        *)  # quantised by llama.cpp's own quantiser from the F32 model
+          F32="$LLORCH_MODELS/random-tinyllama-f32.gguf"
+          [[ -s "$F32" ]] || "$ROOT/tools/venv-python" "$ROOT/tools/make-test-model.py" --shape tinyllama \
+            --type f32 --seed 1 --out "$F32" --quiet
+          "$ROOT/tools/bench/build-llamacpp-tool.sh" quantize >/dev/null
+          "$ROOT/build/bin/llamacpp_quantize" "$F32" "$TINY.tmp" "$type" >/dev/null 2>&1 ;;
+      esac
       mv "$TINY.tmp" "$TINY"
     fi
     models+=("$TINY")

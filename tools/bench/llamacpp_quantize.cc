@@ -1,7 +1,7 @@
 // Quantises a GGUF with llama.cpp's own quantiser (llama_model_quantize from
 // the prebuilt libllama of node-llama-cpp), every matrix to one type: the
-// K-quant test models are written by the peer we compare against.
-//   llamacpp_quantize IN.gguf OUT.gguf q4_k|q5_k|q6_k
+// quantised test models are written by the peer we compare against.
+//   llamacpp_quantize IN.gguf OUT.gguf q8_0|q4_0|q4_1|q4_k|q5_k|q6_k
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -10,12 +10,18 @@
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::fprintf(stderr, "usage: %s IN.gguf OUT.gguf q4_k|q5_k|q6_k\n", argv[0]);
+    std::fprintf(stderr, "usage: %s IN.gguf OUT.gguf q8_0|q4_0|q4_1|q4_k|q5_k|q6_k\n", argv[0]);
     return 2;
   }
   const std::string type = argv[3];
   llama_ftype ftype;
-  if (type == "q4_k") {
+  if (type == "q8_0") {
+    ftype = LLAMA_FTYPE_MOSTLY_Q8_0;
+  } else if (type == "q4_0") {
+    ftype = LLAMA_FTYPE_MOSTLY_Q4_0;
+  } else if (type == "q4_1") {
+    ftype = LLAMA_FTYPE_MOSTLY_Q4_1;
+  } else if (type == "q4_k") {
     ftype = LLAMA_FTYPE_MOSTLY_Q4_K_S;
   } else if (type == "q5_k") {
     ftype = LLAMA_FTYPE_MOSTLY_Q5_K_S;

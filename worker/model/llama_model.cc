@@ -14,6 +14,7 @@
 #include "worker/gguf/gguf.h"
 #include "worker/model/attention_cpu.h"
 #include "worker/model/ggml_ops.h"
+#include "worker/model/interleaved_matmul.h"
 #include "worker/model/quant_matmul.h"
 
 namespace llorch {
@@ -208,17 +209,30 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       // CPU: keep the rows as the file holds them (ggml blocks, or F32/F16/
       // BF16 in their own type) and multiply them directly.
       int64_t rows = 0;
-      for (const std::string& name : names) rows += gguf.FindTensor(name)->shape[1];
+      // Q4_0/Q8_0 tensors of whole groups of 8 rows are interleaved, as
+      // llama.cpp repacks each such tensor (and computes Q4_0 accordingly).
+      bool interleave = cpu_quant_kernel;
+      for (const std::string& name : names) {
+        const GgufTensorInfo* info = gguf.FindTensor(name);
+        rows += info->shape[1];
+        interleave &= InterleavedMatmulSupports(info->type, info->shape[1], info->shape[0]);
+      }
       const size_t row_bytes = GgmlRowBytes(first->type, first->shape[0]);
       matrix.raw = at::empty({rows, static_cast<int64_t>(row_bytes)}, at::kByte);
       uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
       for (const std::string& name : names) {
         const GgufTensorInfo* info = gguf.FindTensor(name);
-        std::memcpy(dst, info->data, info->num_bytes);
+        if (interleave) {
+          InterleaveRows(info->type, static_cast<const uint8_t*>(info->data), info->shape[1],
+                         info->shape[0], dst);
+        } else {
+          std::memcpy(dst, info->data, info->num_bytes);
+        }
         dst += info->num_bytes;
         num_parameters += info->num_elements();
         gguf.ReleasePages(*info);
       }
+      matrix.interleaved = interleave;
       matrix.raw_type = first->type;
       matrix.rows = rows;
       matrix.in = first->shape[0];
@@ -284,6 +298,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     const Matrix& head = model->output_;
     if (c.tied_embeddings && head.raw.defined() && head.raw_type == embd.type) {
       embedding.raw = head.raw;  // the same rows: held once
+      embedding.interleaved = head.interleaved;
     } else {
       embedding.raw = at::empty({embd.shape[1], static_cast<int64_t>(embd.num_bytes / embd.shape[1])},
                                 at::kByte);
@@ -415,9 +430,15 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   const int64_t* id = ids.data_ptr<int64_t>();
   const uint8_t* rows = e.raw.data_ptr<uint8_t>();
   const int64_t row_bytes = e.raw.size(1);
+  std::vector<uint8_t> row(e.interleaved ? row_bytes : 0);
   for (int64_t i = 0; i < n; ++i) {
     // Ids were validated against the vocabulary; rows are whole blocks.
-    absl::Status s = DequantizeToF32(e.type, rows + id[i] * row_bytes, e.hidden,
+    const uint8_t* ggml_row = rows + id[i] * row_bytes;
+    if (e.interleaved) {
+      DeinterleaveRow(e.type, rows, e.hidden, id[i], row.data());
+      ggml_row = row.data();
+    }
+    absl::Status s = DequantizeToF32(e.type, ggml_row, e.hidden,
                                      out.data_ptr<float>() + i * e.hidden);
     TORCH_CHECK(s.ok(), "token embedding row ", id[i], ": ", s.ToString());
   }
@@ -462,6 +483,18 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix) co
 at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
   // x: [n, in], weight: [out, in] -> [n, out].
   if (matrix.raw.defined() && FloatMatmulSupports(matrix.raw_type)) return FloatLinear(x, matrix);
+  if (matrix.interleaved) {
+    // Q4_0/Q8_0, 8 rows interleaved: llama.cpp's repacked-weight results.
+    at::Tensor input = x.contiguous();
+    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    InterleavedMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
+                      input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
+                      [](int64_t begin, int64_t end, const RangeFn& body) {
+                        at::parallel_for(begin, end, /*grain_size=*/4,
+                                         [&](int64_t b, int64_t e) { body(b, e); });
+                      });
+    return out;
+  }
   if (matrix.raw.defined()) {
     // ggml blocks on the CPU: activations rounded to 8 bits and integer
     // block dot products, as llama.cpp computes them; per-row results do not

@@ -123,6 +123,9 @@ class LlamaModel {
     // CPU K-quant path (Q4_K, Q5_K, Q6_K): the unpacked blocks.
     std::shared_ptr<const KQuantMatrix> kquant;
     GgmlType raw_type = GgmlType::kF32;
+    // `raw` holds Q4_0/Q8_0 rows interleaved by 8 (InterleavedMatmul), as
+    // llama.cpp repacks them on the CPU.
+    bool interleaved = false;
     int64_t rows = 0;
     int64_t in = 0;
   };
@@ -147,6 +150,7 @@ class LlamaModel {
   struct Embedding {
     at::Tensor table;  // [vocab, hidden] F32, or undefined
     at::Tensor raw;    // [vocab, row bytes] ggml rows, or undefined
+    bool interleaved = false;  // `raw` is the LM head's, rows interleaved by 8
     GgmlType type = GgmlType::kF32;
     int64_t hidden = 0;
   };

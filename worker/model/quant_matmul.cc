@@ -35,13 +35,7 @@ namespace {
 
 constexpr int64_t kBlock = 32;
 
-// An activation block quantised to 8 bits. d and s hold the fp16-rounded
-// values (as float) that ggml's block_q8_0/block_q8_1 would store.
-struct ActBlock {
-  float d;
-  float s;
-  int8_t qs[kBlock];
-};
+using quant_matmul_internal::ActBlock;
 
 [[noreturn]] void Fail(const char* message) {
   std::fprintf(stderr, "QuantMatmul: %s\n", message);
@@ -493,13 +487,8 @@ void QuantMatmulImpl(GgmlType type, const uint8_t* weight, int64_t rows,
   ActBlock* acts = scratch.data();
   const auto quantize = [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-#ifdef LLORCH_QUANT_MATMUL_AVX2
-      if (avx2) {
-        QuantizeActivationsAvx2(x + t * in, num_blocks, with_sum, acts + t * num_blocks);
-        continue;
-      }
-#endif
-      QuantizeActivationsPortable(x + t * in, num_blocks, with_sum, acts + t * num_blocks);
+      quant_matmul_internal::QuantizeActivations(x + t * in, num_blocks, with_sum, avx2,
+                                                 acts + t * num_blocks);
     }
   };
   // Quantising is cheap next to the products: split only large batches.
@@ -531,6 +520,19 @@ void QuantMatmul(GgmlType type, const uint8_t* weight, int64_t rows,
 }
 
 namespace quant_matmul_internal {
+
+void QuantizeActivations(const float* x, int64_t num_blocks, bool with_sum, bool avx2,
+                         ActBlock* out) {
+#ifdef LLORCH_QUANT_MATMUL_AVX2
+  if (avx2) {
+    QuantizeActivationsAvx2(x, num_blocks, with_sum, out);
+    return;
+  }
+#else
+  (void)avx2;
+#endif
+  QuantizeActivationsPortable(x, num_blocks, with_sum, out);
+}
 
 bool UsesAvx2() {
 #ifdef LLORCH_QUANT_MATMUL_AVX2

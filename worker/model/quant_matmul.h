@@ -50,6 +50,18 @@ void QuantMatmul(GgmlType type, const uint8_t* weight, int64_t rows,
                  const ParallelFor& parallel_for = SerialFor);
 
 namespace quant_matmul_internal {
+// An activation block rounded to 8 bits (ggml's block_q8_0 / block_q8_1): d
+// and s hold the fp16-rounded values (as float) that ggml would store; s is
+// fp16(d * sum(qs)) for Q8_1, else 0.
+struct ActBlock {
+  float d;
+  float s;
+  int8_t qs[32];
+};
+// Rounds `num_blocks` blocks of 32 floats of x as ggml's quantize_row_q8_0
+// (q8_1 when with_sum); the AVX2 and portable code give the same bits.
+void QuantizeActivations(const float* x, int64_t num_blocks, bool with_sum, bool avx2,
+                         ActBlock* out);
 // True when QuantMatmul uses the AVX2 kernels (built with AVX2, FMA, F16C).
 bool UsesAvx2();
 // QuantMatmul computed with the portable scalar code, which reproduces the

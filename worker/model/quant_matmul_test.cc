@@ -17,6 +17,7 @@
 
 #include "gtest/gtest.h"
 #include "worker/gguf/ggml_types.h"
+#include "worker/model/interleaved_matmul.h"
 
 namespace llorch {
 namespace {
@@ -52,6 +53,16 @@ class GgmlCpu {
     return *get_traits_(static_cast<int>(type));
   }
 
+  // llama.cpp's repacked Q4_0 kernels (ggml::cpu::repack::gemv/gemm<block_q4_0,
+  // 8, 8, GGML_TYPE_Q8_0>) and the 4-row activation quantiser gemm takes;
+  // null where this build of the library lacks them.
+  using RepackFn = void (*)(int n, float* s, size_t bs, const void* vx, const void* vy,
+                            int nr, int nc);
+  using QuantizeMatFn = void (*)(const float* x, void* y, int64_t nrows, int64_t n_per_row);
+  RepackFn q4_0_gemv = nullptr;
+  RepackFn q4_0_gemm = nullptr;
+  QuantizeMatFn quantize_mat_q8_0_4x8 = nullptr;
+
  private:
   using GetTraitsFn = const ggml_type_traits_cpu* (*)(int);
 
@@ -68,6 +79,12 @@ class GgmlCpu {
     init();  // fills ggml's fp16 tables
     auto* cpu = new GgmlCpu();
     cpu->get_traits_ = get_traits;
+    cpu->q4_0_gemv = reinterpret_cast<RepackFn>(
+        dlsym(handle, "_ZN4ggml3cpu6repack4gemvI10block_q4_0Ll8ELl8EL9ggml_type8EEEviPfmPKvS7_ii"));
+    cpu->q4_0_gemm = reinterpret_cast<RepackFn>(
+        dlsym(handle, "_ZN4ggml3cpu6repack4gemmI10block_q4_0Ll8ELl8EL9ggml_type8EEEviPfmPKvS7_ii"));
+    cpu->quantize_mat_q8_0_4x8 = reinterpret_cast<QuantizeMatFn>(
+        dlsym(handle, "_Z19ggml_quantize_mat_tILl8EL9ggml_type8EEvPKfPvll"));
     return cpu;
   }
 
@@ -364,6 +381,170 @@ TEST(QuantMatmulTest, MatchesDequantisedProductWithinActivationRounding) {
           ASSERT_LE(error, bound) << "t=" << t << " r=" << r << " exact=" << exact;
         }
       }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Interleaved Q4_0 / Q8_0 (interleaved_matmul.h).
+
+std::vector<uint8_t> Interleaved(GgmlType type, const std::vector<uint8_t>& w, int64_t rows,
+                                 int64_t in) {
+  std::vector<uint8_t> out(w.size());
+  InterleaveRows(type, w.data(), rows, in, out.data());
+  return out;
+}
+
+// llama.cpp's own repacking of Q4_0 rows into block_q4_0x8 (repack.cpp,
+// make_block_q4_0x8 with an interleave of 8: 8 scales, then 8-byte pieces of
+// the rows in turn, each nibble xor 8 to make it signed).
+std::vector<uint8_t> GgmlRepackQ4_0x8(const std::vector<uint8_t>& w, int64_t rows, int64_t in) {
+  const int64_t num_blocks = in / 32;
+  std::vector<uint8_t> out(w.size());
+  uint8_t* dst = out.data();
+  for (int64_t g = 0; g < rows / 8; ++g) {
+    for (int64_t b = 0; b < num_blocks; ++b, dst += 144) {
+      const uint8_t* block[8];
+      for (int i = 0; i < 8; ++i) block[i] = w.data() + ((g * 8 + i) * num_blocks + b) * 18;
+      for (int i = 0; i < 8; ++i) std::memcpy(dst + 2 * i, block[i], 2);
+      for (int i = 0; i < 16; ++i) {
+        for (int j = 0; j < 8; ++j) dst[16 + 8 * i + j] = block[i % 8][2 + (i / 8) * 8 + j] ^ 0x88;
+      }
+    }
+  }
+  return out;
+}
+
+TEST(InterleavedMatmulTest, SupportsQ4_0AndQ8_0WithRowsInEights) {
+  EXPECT_TRUE(InterleavedMatmulSupports(GgmlType::kQ4_0, 64, 2048));
+  EXPECT_TRUE(InterleavedMatmulSupports(GgmlType::kQ8_0, 8, 32));
+  EXPECT_FALSE(InterleavedMatmulSupports(GgmlType::kQ4_0, 60, 2048));
+  EXPECT_FALSE(InterleavedMatmulSupports(GgmlType::kQ4_1, 64, 2048));
+  EXPECT_FALSE(InterleavedMatmulSupports(GgmlType::kQ8_0, 64, 48));
+}
+
+TEST(InterleavedMatmulTest, DeinterleavedRowsAreTheFilesRows) {
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ8_0}) {
+    const int64_t rows = 24, in = 96;
+    const std::vector<uint8_t> w = RandomBlockBytes(type, rows, in, 5);
+    const std::vector<uint8_t> packed = Interleaved(type, w, rows, in);
+    const size_t row_bytes = GgmlRowBytes(type, in);
+    std::vector<uint8_t> row(row_bytes);
+    for (int64_t r = 0; r < rows; ++r) {
+      DeinterleaveRow(type, packed.data(), in, r, row.data());
+      EXPECT_EQ(0, std::memcmp(row.data(), w.data() + r * row_bytes, row_bytes)) << "row " << r;
+    }
+  }
+}
+
+// Q8_0: the same bits as the row-by-row kernel, i.e. ggml's vec_dot.
+TEST(InterleavedMatmulTest, Q8_0EqualsGgmlVecDotExactly) {
+  REQUIRE_GGML(cpu);
+  const GgmlType type = GgmlType::kQ8_0;
+  uint32_t seed = 7;
+  for (int64_t in : {32, 576, 2048, 5632}) {
+    for (int64_t rows : {8, 24, 1000}) {
+      for (bool random_bytes : {false, true}) {
+        const std::vector<uint8_t> w = random_bytes ? RandomBlockBytes(type, rows, in, seed++)
+                                                    : QuantisedWeights(*cpu, type, rows, in, seed++);
+        const std::vector<uint8_t> packed = Interleaved(type, w, rows, in);
+        const int64_t max_n = 9;
+        const std::vector<float> x = RandomActivations(max_n, in, seed++);
+        const std::vector<float> expected =
+            GgmlProduct(*cpu, type, w.data(), rows, in, x.data(), max_n);
+        for (int64_t n : {1, 2, 5, 9}) {
+          SCOPED_TRACE("in=" + std::to_string(in) + " rows=" + std::to_string(rows) +
+                       " n=" + std::to_string(n) + (random_bytes ? " random bytes" : ""));
+          const std::vector<float> want(expected.begin(), expected.begin() + n * rows);
+          std::vector<float> got(n * rows, NAN);
+          std::string first;
+          InterleavedMatmul(type, packed.data(), rows, in, x.data(), n, got.data(), TwoThreadFor);
+          EXPECT_EQ(CountMismatches(got, want, &first), 0) << first;
+          std::fill(got.begin(), got.end(), NAN);
+          interleaved_matmul_internal::InterleavedMatmulPortable(type, packed.data(), rows, in,
+                                                                 x.data(), n, got.data());
+          EXPECT_EQ(CountMismatches(got, want, &first), 0) << "portable: " << first;
+        }
+      }
+    }
+  }
+}
+
+// Q4_0: the same bits as llama.cpp's repacked kernels, the ones it runs for
+// Q4_0 on AVX2 machines: gemv for one activation row, gemm for groups of 4.
+TEST(InterleavedMatmulTest, Q4_0EqualsGgmlRepackedKernelsExactly) {
+  REQUIRE_GGML(cpu);
+  if (cpu->q4_0_gemv == nullptr || cpu->q4_0_gemm == nullptr ||
+      cpu->quantize_mat_q8_0_4x8 == nullptr) {
+    GTEST_SKIP() << "this libggml-cpu lacks the repacked Q4_0 kernels";
+  }
+  const GgmlType type = GgmlType::kQ4_0;
+  uint32_t seed = 11;
+  for (int64_t in : {32, 576, 2048, 5632}) {
+    for (int64_t rows : {8, 24, 1000}) {
+      for (bool random_bytes : {false, true}) {
+        SCOPED_TRACE("in=" + std::to_string(in) + " rows=" + std::to_string(rows) +
+                     (random_bytes ? " random bytes" : ""));
+        const std::vector<uint8_t> w = random_bytes ? RandomBlockBytes(type, rows, in, seed++)
+                                                    : QuantisedWeights(*cpu, type, rows, in, seed++);
+        const std::vector<uint8_t> packed = Interleaved(type, w, rows, in);
+        const std::vector<uint8_t> ggml_packed = GgmlRepackQ4_0x8(w, rows, in);
+        const int64_t n = 8;
+        const std::vector<float> x = RandomActivations(n, in, seed++);
+        // gemv, one activation row at a time (quantize_row_q8_0).
+        std::vector<float> want(n * rows);
+        std::vector<uint8_t> act(GgmlRowBytes(GgmlType::kQ8_0, in));
+        for (int64_t t = 0; t < n; ++t) {
+          cpu->Traits(GgmlType::kQ8_0).from_float(x.data() + t * in, act.data(), in);
+          cpu->q4_0_gemv(static_cast<int>(in), want.data() + t * rows, rows, ggml_packed.data(),
+                         act.data(), 1, static_cast<int>(rows));
+        }
+        // gemm, activation rows 4 at a time (ggml_quantize_mat_t<8, Q8_0>).
+        std::vector<float> want_gemm(n * rows);
+        std::vector<uint8_t> act4(4 * GgmlRowBytes(GgmlType::kQ8_0, in));
+        for (int64_t t = 0; t < n; t += 4) {
+          cpu->quantize_mat_q8_0_4x8(x.data() + t * in, act4.data(), 4, in);
+          cpu->q4_0_gemm(static_cast<int>(in), want_gemm.data() + t * rows, rows,
+                         ggml_packed.data(), act4.data(), 4, static_cast<int>(rows));
+        }
+        std::string first;
+        EXPECT_EQ(CountMismatches(want_gemm, want, &first), 0) << "ggml gemm vs gemv: " << first;
+        for (int64_t count : {1, 3, 8}) {
+          const std::vector<float> expected(want.begin(), want.begin() + count * rows);
+          std::vector<float> got(count * rows, NAN);
+          InterleavedMatmul(type, packed.data(), rows, in, x.data(), count, got.data(),
+                            TwoThreadFor);
+          EXPECT_EQ(CountMismatches(got, expected, &first), 0) << "n=" << count << ": " << first;
+          std::fill(got.begin(), got.end(), NAN);
+          interleaved_matmul_internal::InterleavedMatmulPortable(type, packed.data(), rows, in,
+                                                                 x.data(), count, got.data());
+          EXPECT_EQ(CountMismatches(got, expected, &first), 0)
+              << "portable n=" << count << ": " << first;
+        }
+      }
+    }
+  }
+}
+
+// Without llama.cpp: batch invariance and AVX2 == portable on every Q4_0/Q8_0
+// shape a test machine can run.
+TEST(InterleavedMatmulTest, RowResultDoesNotDependOnBatch) {
+  const int64_t in = 576, rows = 72, n = 37;
+  const std::vector<float> x = RandomActivations(n, in, 123);
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ8_0}) {
+    const std::vector<uint8_t> packed =
+        Interleaved(type, RandomBlockBytes(type, rows, in, 77), rows, in);
+    std::vector<float> batch(n * rows), portable(n * rows);
+    InterleavedMatmul(type, packed.data(), rows, in, x.data(), n, batch.data(), TwoThreadFor);
+    interleaved_matmul_internal::InterleavedMatmulPortable(type, packed.data(), rows, in,
+                                                           x.data(), n, portable.data());
+    std::string first;
+    EXPECT_EQ(CountMismatches(batch, portable, &first), 0) << GgmlTypeName(type) << ": " << first;
+    for (int64_t t : {0, 5, 36}) {
+      std::vector<float> alone(rows);
+      InterleavedMatmul(type, packed.data(), rows, in, x.data() + t * in, 1, alone.data());
+      const std::vector<float> in_batch(batch.begin() + t * rows, batch.begin() + (t + 1) * rows);
+      EXPECT_EQ(CountMismatches(alone, in_batch, &first), 0) << GgmlTypeName(type) << " row " << t;
     }
   }
 }

@@ -1,0 +1,319 @@
+#include "worker/model/interleaved_matmul.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "common/float_bits.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LLORCH_INTERLEAVED_AVX2 1
+#include <immintrin.h>
+#endif
+
+// Compiled with -ffp-contract=off: only the fma calls written here are fused.
+
+namespace llorch {
+namespace {
+
+using quant_matmul_internal::ActBlock;
+
+constexpr int64_t kBlock = 32;
+constexpr int64_t kGroupRows = 8;
+constexpr int64_t kScaleBytes = 2 * kGroupRows;  // 8 fp16 scales
+
+[[noreturn]] void Fail(const char* message) {
+  std::fprintf(stderr, "InterleavedMatmul: %s\n", message);
+  std::abort();
+}
+
+// Quant bytes per row and block (Q4_0: 16 of nibbles, Q8_0: 32).
+int64_t QuantBytes(GgmlType type) { return type == GgmlType::kQ4_0 ? 16 : 32; }
+// Bytes of one group's block: 8 rows' scales and quants.
+int64_t GroupBlockBytes(GgmlType type) { return kGroupRows * (2 + QuantBytes(type)); }
+
+uint16_t LoadU16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Where row r's block b lives: its scale and its 4-byte chunks.
+struct BlockRef {
+  const uint8_t* group_block;  // the group's block b
+  int64_t lane;                // r % 8
+  float Scale() const { return HalfToFloat(LoadU16(group_block + 2 * lane)); }
+  // Quant byte j of the row's block (0 <= j < 16 or 32).
+  uint8_t Byte(int64_t j) const { return group_block[kScaleBytes + 32 * (j / 4) + 4 * lane + j % 4]; }
+};
+
+BlockRef Locate(GgmlType type, const uint8_t* interleaved, int64_t num_blocks, int64_t row,
+                int64_t b) {
+  const int64_t group = row / kGroupRows;
+  return {interleaved + (group * num_blocks + b) * GroupBlockBytes(type), row % kGroupRows};
+}
+
+// ---------------------------------------------------------------------------
+// Portable code: the same integers and float operations as the AVX2 code.
+
+// ggml's vec_dot order: 8 float lanes of 4 elements, then hsum_float_8.
+float DotQ8_0Portable(const uint8_t* interleaved, int64_t num_blocks, int64_t row,
+                      const ActBlock* act) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const BlockRef w = Locate(GgmlType::kQ8_0, interleaved, num_blocks, row, b);
+    const float scale = w.Scale() * act[b].d;
+    for (int k = 0; k < 8; ++k) {
+      int32_t lane = 0;
+      for (int j = 4 * k; j < 4 * k + 4; ++j) {
+        lane += static_cast<int8_t>(w.Byte(j)) * act[b].qs[j];
+      }
+      acc[k] = std::fma(scale, static_cast<float>(lane), acc[k]);
+    }
+  }
+  const float r0 = acc[0] + acc[4], r1 = acc[1] + acc[5], r2 = acc[2] + acc[6],
+              r3 = acc[3] + acc[7];
+  return (r0 + r2) + (r1 + r3);
+}
+
+// llama.cpp's repacked Q4_0 order: each block's exact integer dot, scaled
+// and accumulated block after block.
+float DotQ4_0Portable(const uint8_t* interleaved, int64_t num_blocks, int64_t row,
+                      const ActBlock* act) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const BlockRef w = Locate(GgmlType::kQ4_0, interleaved, num_blocks, row, b);
+    int32_t dot = 0;
+    for (int j = 0; j < 16; ++j) {
+      const uint8_t byte = w.Byte(j);
+      dot += ((byte & 0x0F) - 8) * act[b].qs[j] + ((byte >> 4) - 8) * act[b].qs[j + 16];
+    }
+    acc = std::fma(static_cast<float>(dot), w.Scale() * act[b].d, acc);
+  }
+  return acc;
+}
+
+void GroupsPortable(GgmlType type, const uint8_t* interleaved, int64_t rows,
+                    int64_t num_blocks, const ActBlock* acts, int64_t n, float* out,
+                    int64_t g0, int64_t g1) {
+  for (int64_t r = g0 * kGroupRows; r < g1 * kGroupRows; ++r) {
+    for (int64_t t = 0; t < n; ++t) {
+      const ActBlock* act = acts + t * num_blocks;
+      out[t * rows + r] = type == GgmlType::kQ4_0
+                              ? DotQ4_0Portable(interleaved, num_blocks, r, act)
+                              : DotQ8_0Portable(interleaved, num_blocks, r, act);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// AVX2 code: a group's 8 rows live in the 8 lanes of one register.
+#ifdef LLORCH_INTERLEAVED_AVX2
+
+inline __m256i Broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return _mm256_set1_epi32(v);
+}
+
+// Q4_0, kCols activation rows at once (the unpacked nibbles are shared).
+// Nibbles are used unsigned (maddubs) and the offset of 8 is taken out of the
+// exact integer dot: sum (q - 8) y = sum q y - 8 sum y. No int16 overflow:
+// eight pair sums of at most 2 * 15 * 128 stay below 2^15.
+template <int kCols>
+void GroupQ4_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act0,
+                   const int32_t* act_sum0, int64_t act_stride, float* out, int64_t out_stride) {
+  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ4_0);
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[kCols];
+  for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
+    __m256i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
+    for (int j = 0; j < 4; ++j) {
+      const __m256i raw =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + kScaleBytes + 32 * j));
+      q[j] = _mm256_and_si256(raw, low_mask);
+      q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_mask);
+    }
+    for (int c = 0; c < kCols; ++c) {
+      const ActBlock& y = act0[c * act_stride + b];
+      __m256i pairs = _mm256_maddubs_epi16(q[0], Broadcast4(y.qs));
+      for (int k = 1; k < 8; ++k) {
+        pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(q[k], Broadcast4(y.qs + 4 * k)));
+      }
+      const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(pairs, ones),
+                                           _mm256_set1_epi32(8 * act_sum0[c * act_stride + b]));
+      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(y.d)),
+                               acc[c]);
+    }
+  }
+  for (int c = 0; c < kCols; ++c) _mm256_storeu_ps(out + c * out_stride, acc[c]);
+}
+
+// Q8_0, one activation row: eight accumulators, acc[k] holding lane k (4
+// elements) of the 8 rows, as ggml's vec_dot keeps them per row; summed in
+// hsum_float_8's order at the end.
+void GroupQ8_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act, float* out) {
+  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ8_0);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[8];
+  for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    const __m256 scale =
+        _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group))),
+                      _mm256_set1_ps(act[b].d));
+    for (int k = 0; k < 8; ++k) {
+      const __m256i w =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + kScaleBytes + 32 * k));
+      const __m256i y = Broadcast4(act[b].qs + 4 * k);
+      // maddubs takes unsigned * signed bytes: the weight's sign moves onto y
+      // (|w| of -128 read unsigned is 128; |y| <= 127: no pair sum saturates).
+      const __m256i lanes = _mm256_madd_epi16(
+          _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)), ones);
+      acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[k]);
+    }
+  }
+  const __m256 sum = _mm256_add_ps(
+      _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
+      _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])));
+  _mm256_storeu_ps(out, sum);
+}
+
+// Activation rows per pass over a thread's groups (their blocks stay in L2).
+constexpr int64_t kActChunk = 32;
+
+void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t num_blocks,
+                const ActBlock* acts, const int32_t* act_sums, int64_t n, float* out,
+                int64_t g0, int64_t g1) {
+  const int64_t group_bytes = num_blocks * GroupBlockBytes(type);
+  for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
+    const int64_t t_end = std::min(n, t0 + kActChunk);
+    for (int64_t g = g0; g < g1; ++g) {
+      const uint8_t* group = interleaved + g * group_bytes;
+      float* o = out + g * kGroupRows;
+      if (type == GgmlType::kQ8_0) {
+        for (int64_t t = t0; t < t_end; ++t) {
+          GroupQ8_0Avx2(group, num_blocks, acts + t * num_blocks, o + t * rows);
+        }
+        continue;
+      }
+      int64_t t = t0;
+      for (; t + 4 <= t_end; t += 4) {
+        GroupQ4_0Avx2<4>(group, num_blocks, acts + t * num_blocks, act_sums + t * num_blocks,
+                         num_blocks, o + t * rows, rows);
+      }
+      const ActBlock* a = acts + t * num_blocks;
+      const int32_t* s = act_sums + t * num_blocks;
+      switch (t_end - t) {
+        case 3: GroupQ4_0Avx2<3>(group, num_blocks, a, s, num_blocks, o + t * rows, rows); break;
+        case 2: GroupQ4_0Avx2<2>(group, num_blocks, a, s, num_blocks, o + t * rows, rows); break;
+        case 1: GroupQ4_0Avx2<1>(group, num_blocks, a, s, num_blocks, o + t * rows, rows); break;
+        default: break;
+      }
+    }
+  }
+}
+
+#endif  // LLORCH_INTERLEAVED_AVX2
+
+void InterleavedMatmulImpl(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t in,
+                           const float* x, int64_t n, float* out,
+                           const ParallelFor& parallel_for, bool avx2) {
+  if (!InterleavedMatmulSupports(type, rows, in)) Fail("unsupported type or shape");
+  if (n < 0) Fail("negative row count");
+  if (n == 0) return;
+  const int64_t num_blocks = in / kBlock;
+  // Reused across calls on the same thread: no allocation per token.
+  thread_local std::vector<ActBlock> acts;
+  thread_local std::vector<int32_t> act_sums;  // sum of each block's qs (Q4_0)
+  if (acts.size() < static_cast<size_t>(n * num_blocks)) {
+    acts.resize(n * num_blocks);
+    act_sums.resize(n * num_blocks);
+  }
+  ActBlock* act = acts.data();
+  int32_t* act_sum = act_sums.data();
+  const auto quantize = [&](int64_t t0, int64_t t1) {
+    quant_matmul_internal::QuantizeActivations(x + t0 * in, (t1 - t0) * num_blocks,
+                                               /*with_sum=*/false, avx2, act + t0 * num_blocks);
+    if (type != GgmlType::kQ4_0) return;
+    for (int64_t i = t0 * num_blocks; i < t1 * num_blocks; ++i) {
+      int32_t sum = 0;
+      for (int j = 0; j < kBlock; ++j) sum += act[i].qs[j];
+      act_sum[i] = sum;
+    }
+  };
+  // Quantising is cheap next to the products: split only large batches.
+  if (n >= 64) {
+    parallel_for(0, n, quantize);
+  } else {
+    quantize(0, n);
+  }
+  parallel_for(0, rows / kGroupRows, [&](int64_t g0, int64_t g1) {
+#ifdef LLORCH_INTERLEAVED_AVX2
+    if (avx2) {
+      GroupsAvx2(type, interleaved, rows, num_blocks, act, act_sum, n, out, g0, g1);
+      return;
+    }
+#endif
+    GroupsPortable(type, interleaved, rows, num_blocks, act, n, out, g0, g1);
+  });
+}
+
+}  // namespace
+
+bool InterleavedMatmulSupports(GgmlType type, int64_t rows, int64_t in) {
+  return (type == GgmlType::kQ4_0 || type == GgmlType::kQ8_0) && rows > 0 &&
+         rows % kGroupRows == 0 && in > 0 && in % kBlock == 0;
+}
+
+void InterleaveRows(GgmlType type, const uint8_t* ggml_rows, int64_t rows, int64_t in,
+                    uint8_t* out) {
+  if (!InterleavedMatmulSupports(type, rows, in)) Fail("unsupported type or shape");
+  const int64_t num_blocks = in / kBlock;
+  const int64_t quant_bytes = QuantBytes(type);
+  const int64_t ggml_block_bytes = 2 + quant_bytes;
+  for (int64_t g = 0; g < rows / kGroupRows; ++g) {
+    for (int64_t b = 0; b < num_blocks; ++b, out += GroupBlockBytes(type)) {
+      for (int64_t lane = 0; lane < kGroupRows; ++lane) {
+        const uint8_t* block =
+            ggml_rows + ((g * kGroupRows + lane) * num_blocks + b) * ggml_block_bytes;
+        std::memcpy(out + 2 * lane, block, 2);
+        for (int64_t c = 0; c < quant_bytes / 4; ++c) {
+          std::memcpy(out + kScaleBytes + 32 * c + 4 * lane, block + 2 + 4 * c, 4);
+        }
+      }
+    }
+  }
+}
+
+void DeinterleaveRow(GgmlType type, const uint8_t* interleaved, int64_t in, int64_t row,
+                     uint8_t* ggml_row) {
+  const int64_t num_blocks = in / kBlock;
+  const int64_t quant_bytes = QuantBytes(type);
+  for (int64_t b = 0; b < num_blocks; ++b, ggml_row += 2 + quant_bytes) {
+    const BlockRef w = Locate(type, interleaved, num_blocks, row, b);
+    std::memcpy(ggml_row, w.group_block + 2 * w.lane, 2);
+    for (int64_t j = 0; j < quant_bytes; ++j) ggml_row[2 + j] = w.Byte(j);
+  }
+}
+
+void InterleavedMatmul(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t in,
+                       const float* x, int64_t n, float* out, const ParallelFor& parallel_for) {
+  InterleavedMatmulImpl(type, interleaved, rows, in, x, n, out, parallel_for,
+                        quant_matmul_internal::UsesAvx2());
+}
+
+namespace interleaved_matmul_internal {
+
+void InterleavedMatmulPortable(GgmlType type, const uint8_t* interleaved, int64_t rows,
+                               int64_t in, const float* x, int64_t n, float* out) {
+  InterleavedMatmulImpl(type, interleaved, rows, in, x, n, out, SerialFor, /*avx2=*/false);
+}
+
+}  // namespace interleaved_matmul_internal
+}  // namespace llorch

@@ -1,0 +1,93 @@
+// Google Benchmark: the quantised kernels on TinyLlama-sized layer matrices,
+// row by row (QuantMatmul: ggml's vec_dot order) against 8 rows interleaved
+// (InterleavedMatmul, llama.cpp's repacked layout). bytes_per_second is weight
+// bytes read per second; compare with the machine's memory bandwidth.
+//
+//   build/bin/quant_matmul_bench [--benchmark_filter=...]
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "worker/gguf/ggml_types.h"
+#include "worker/model/interleaved_matmul.h"
+#include "worker/model/quant_matmul.h"
+
+namespace llorch {
+namespace {
+
+// Random block bytes with small finite fp16 scales (the values do not change
+// the work done).
+std::vector<uint8_t> RandomRows(GgmlType type, int64_t rows, int64_t in) {
+  std::mt19937 rng(1);
+  std::vector<uint8_t> out(rows * GgmlRowBytes(type, in));
+  for (uint8_t& b : out) b = static_cast<uint8_t>(rng());
+  const size_t block_bytes = GgmlBlockBytes(type);
+  for (size_t offset = 0; offset < out.size(); offset += block_bytes) {
+    out[offset] = 0x00;
+    out[offset + 1] = 0x20;  // fp16 2^-7
+  }
+  return out;
+}
+
+std::vector<float> RandomActivations(int64_t n, int64_t in) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal;
+  std::vector<float> x(n * in);
+  for (float& v : x) v = normal(rng);
+  return x;
+}
+
+ParallelFor TorchParallelFor(int64_t grain) {
+  return [grain](int64_t begin, int64_t end, const RangeFn& body) {
+    at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { body(b, e); });
+  };
+}
+
+// Args: rows, in, activation rows.
+void BM_RowByRow(benchmark::State& state, GgmlType type) {
+  const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
+  const std::vector<uint8_t> w = RandomRows(type, rows, in);
+  const std::vector<float> x = RandomActivations(n, in);
+  std::vector<float> out(n * rows);
+  const ParallelFor parallel_for = TorchParallelFor(32);
+  for (auto _ : state) {
+    QuantMatmul(type, w.data(), rows, in, x.data(), n, out.data(), parallel_for);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
+}
+
+void BM_Interleaved(benchmark::State& state, GgmlType type) {
+  const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
+  const std::vector<uint8_t> rows_data = RandomRows(type, rows, in);
+  std::vector<uint8_t> w(rows_data.size());
+  InterleaveRows(type, rows_data.data(), rows, in, w.data());
+  const std::vector<float> x = RandomActivations(n, in);
+  std::vector<float> out(n * rows);
+  const ParallelFor parallel_for = TorchParallelFor(4);
+  for (auto _ : state) {
+    InterleavedMatmul(type, w.data(), rows, in, x.data(), n, out.data(), parallel_for);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
+}
+
+void Shapes(benchmark::internal::Benchmark* b) {
+  for (int64_t n : {1, 4, 8, 64}) {
+    b->Args({2 * 5632, 2048, n});  // fused gate and up
+    b->Args({2048, 5632, n});      // down
+  }
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
+BENCHMARK_CAPTURE(BM_RowByRow, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_RowByRow, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
+
+}  // namespace
+}  // namespace llorch
+
+BENCHMARK_MAIN();
