@@ -34,6 +34,12 @@ bool FloatMatmulSupports(GgmlType type);
 void FloatMatmul(GgmlType type, const void* weight, int64_t rows, int64_t in, const float* x,
                  int64_t n, float* out, const ParallelFor& parallel_for = SerialFor);
 
+// dst[i] = weight element i widened to F32 (exact), for i < count; `src`
+// holds `count` elements of `type` (F32, F16 or BF16). `parallel_for`
+// splits the elements. For prompts: GEMM on widened blocks of rows.
+void WidenToFloat(GgmlType type, const void* src, int64_t count, float* dst,
+                  const ParallelFor& parallel_for = SerialFor);
+
 namespace float_matmul_internal {
 // True when FloatMatmul uses the AVX2 kernels (built with AVX2, FMA, F16C).
 bool UsesAvx2();

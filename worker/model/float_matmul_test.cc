@@ -159,5 +159,35 @@ TEST(FloatMatmulWidening, EveryFiniteHalfIsExact) {
   }
 }
 
+// WidenToFloat (prompts' GEMM input): every finite half and every bf16 bit
+// pattern of a finite float widens to its exact value, split over threads,
+// with a tail that is not a multiple of the vector width.
+TEST(FloatMatmulWidening, WidenToFloatIsExactForEveryHalfAndBFloat16) {
+  const ParallelFor two_parts = [](int64_t begin, int64_t end, const RangeFn& body) {
+    const int64_t mid = begin + (end - begin) / 2;
+    if (begin < mid) body(begin, mid);
+    if (mid < end) body(mid, end);
+  };
+  for (GgmlType type : {GgmlType::kF16, GgmlType::kBF16}) {
+    std::vector<uint16_t> bits;
+    std::vector<double> expected;
+    for (uint32_t b = 0; b < 0x10000; ++b) {
+      const uint16_t v = static_cast<uint16_t>(b);
+      const bool finite = type == GgmlType::kF16 ? ((v >> 10) & 0x1f) != 0x1f
+                                                 : ((v >> 7) & 0xff) != 0xff;
+      if (!finite) continue;
+      bits.push_back(v);
+      expected.push_back(type == GgmlType::kF16 ? HalfValue(v) : BFloat16Value(v));
+    }
+    bits.resize(bits.size() - 3);  // a tail of 8k + 5 elements
+    expected.resize(bits.size());
+    std::vector<float> out(bits.size(), std::numeric_limits<float>::quiet_NaN());
+    WidenToFloat(type, bits.data(), static_cast<int64_t>(bits.size()), out.data(), two_parts);
+    for (size_t i = 0; i < bits.size(); ++i) {
+      ASSERT_EQ(out[i], expected[i]) << GgmlTypeName(type) << " bits " << bits[i];
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llorch

@@ -472,12 +472,23 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix) co
   }
   at::Tensor weight = matrix.raw.view(type);  // [out, in]
   if (type == at::kFloat) return at::matmul(input, weight.t());
-  std::vector<at::Tensor> parts;  // [n, <= kWidenRows] each
+  // 16-bit rows widened block by block over all threads into one reused
+  // buffer, each block's product written straight into its columns of out.
+  at::Tensor out = at::empty({n, matrix.rows}, input.options());  // [n, out]
+  thread_local at::Tensor widened;                                // [<= kWidenRows, in]
+  if (!widened.defined() || widened.numel() < kWidenRows * matrix.in) {
+    widened = at::empty({kWidenRows * matrix.in}, at::kFloat);
+  }
+  const int64_t row_bytes = matrix.raw.size(1);
   for (int64_t row = 0; row < matrix.rows; row += kWidenRows) {
     const int64_t count = std::min(kWidenRows, matrix.rows - row);
-    parts.push_back(at::matmul(input, weight.narrow(0, row, count).to(at::kFloat).t()));
+    WidenToFloat(matrix.raw_type, matrix.raw.data_ptr<uint8_t>() + row * row_bytes,
+                 count * matrix.in, widened.data_ptr<float>());
+    at::Tensor block = widened.narrow(0, 0, count * matrix.in).view({count, matrix.in});
+    at::Tensor columns = out.narrow(1, row, count);  // [n, count], strided
+    at::matmul_out(columns, input, block.t());
   }
-  return parts.size() == 1 ? parts[0] : at::cat(parts, 1);  // [n, out]
+  return out;
 }
 
 at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
