@@ -65,8 +65,9 @@ TOLERANCE_QUANTIZED = 0.02
 #   float: F32/F16/BF16 weights. No 8-bit activation rounding amplifies the
 #          last-bit differences of libtorch's products: the fixed type tolerance.
 #   exact: quantised weights whose products llorch computes as llama.cpp does
-#          (ggml's vec_dot order, which tinyBLAS shares for Q8_0; for Q4_0 the
-#          order of its repacked q4_0_8x8 kernels, worker/model/interleaved_matmul.h), with llorch
+#          (ggml's vec_dot order, which tinyBLAS shares for Q8_0; for Q4_0 and
+#          Q4_K the order of its repacked q4_0_8x8 / q4_K_8x8 kernels,
+#          worker/model/interleaved_matmul.h, kquant_matmul.h), with llorch
 #          following the float order of the very CPU library llama.cpp loaded
 #          (worker/model/ggml_ops.h): the fixed tolerance TOLERANCE_QUANTIZED.
 #   noise: any other quantised case (a product llama.cpp sums in its own order,
@@ -77,12 +78,8 @@ TOLERANCE_QUANTIZED = 0.02
 #          agree only where the peer's top-1/top-2 margin exceeds both the fixed
 #          threshold and the largest |Δlogprob| between its own paths (a closer
 #          call flips between llama.cpp's own paths too).
-EXACT_QUANT_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_1"}
-NOT_FOLLOWED_WHY = {
-    "Q4_K": "Q4_K: llama.cpp repacks it (q4_K_8x8) on AVX2 CPUs; llorch sums K-quants in its own order",
-    "Q5_K": "K-quants: llorch sums them in its own order, not a ggml SIMD kernel's",
-    "Q6_K": "K-quants: llorch sums them in its own order, not a ggml SIMD kernel's",
-}
+EXACT_QUANT_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}
+NOT_FOLLOWED_WHY = {}
 NOISE_FACTOR = 1.5
 NOISE_CAP = 0.05
 

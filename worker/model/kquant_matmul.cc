@@ -1,107 +1,62 @@
 #include "worker/model/kquant_matmul.h"
 
-#include <c10/util/Half.h>
-
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
 
-#if defined(__AVX2__)
+#include "common/float_bits.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LLORCH_QUANT_MATMUL_AVX2 1
 #include <immintrin.h>
 #endif
 
-#include "absl/strings/str_cat.h"
+// Exactness notes (what ggml's x86 build computes; checked against the
+// prebuilt libggml-cpu-haswell.so and, on AVX-512 CPUs, -zen4/-skylakex):
+// - Activations: quantize_row_q8_K_ref: the signed value of largest
+//   magnitude (the first on ties) sets iscale = -127 / max, q = round-half-
+//   even(iscale * x) capped at 127, d = 1 / iscale, bsums per 16.
+// - Integer products are exact whatever the order; what matters is which
+//   lane a product lands in (vec_dot) and the float operations, written here
+//   with explicit fma() (this file is compiled with -ffp-contract=off).
+// - Q5_K's mins term: ggml's `summs += dmin * sum` is fused by its compiler
+//   (as `summs += m * s` for Q4_1/Q5_1): summs = fma(dmin, sum, summs).
+// Block layouts (ggml-common.h): Q4_K f16 d, f16 dmin, scales[12], qs[128];
+// Q5_K the same with qh[32] before qs; Q6_K ql[128], qh[64], int8
+// scales[16], f16 d.
 
 namespace llorch {
 namespace {
 
+constexpr size_t kQ4KBytes = 144;
+constexpr size_t kQ5KBytes = 176;
+constexpr size_t kQ6KBytes = 210;
+
+[[noreturn]] void Fail(const char* message) {
+  std::fprintf(stderr, "KQuantMatmul: %s\n", message);
+  std::abort();
+}
+
 float HalfAt(const uint8_t* p) {
   uint16_t bits;
-  std::memcpy(&bits, p, 2);
-  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
+  std::memcpy(&bits, p, sizeof(bits));
+  return HalfToFloat(bits);
 }
 
-// The 6-bit scale and min of 32-element group j of a Q4_K/Q5_K block.
-void GroupScaleMin(const uint8_t* packed, int j, int16_t* scale, int16_t* min) {
-  if (j < 4) {
-    *scale = packed[j] & 63;
-    *min = packed[j + 4] & 63;
-  } else {
-    *scale = static_cast<int16_t>((packed[j + 4] & 0x0f) | ((packed[j - 4] >> 6) << 4));
-    *min = static_cast<int16_t>((packed[j + 4] >> 4) | ((packed[j] >> 6) << 4));
-  }
-}
-
-// Q4_K: f16 d, f16 dmin, 12 bytes of scales/mins, 128 bytes of nibbles; each
-// 64 elements take the low then the high nibbles of 32 bytes.
-void UnpackQ4K(const uint8_t* src, KQuantBlock* b) {
-  b->d = HalfAt(src);
-  b->dmin = HalfAt(src + 2);
-  const uint8_t* q = src + 16;
-  for (int g = 0; g < 8; ++g) {
-    int16_t scale, min;
-    GroupScaleMin(src + 4, g, &scale, &min);
-    b->scale[2 * g] = b->scale[2 * g + 1] = scale;
-    b->min[2 * g] = b->min[2 * g + 1] = min;
-    const uint8_t* bytes = q + (g / 2) * 32;
-    for (int l = 0; l < 32; ++l) {
-      b->q[g * 32 + l] = static_cast<uint8_t>(g % 2 == 0 ? bytes[l] & 0x0f : bytes[l] >> 4);
-    }
-  }
-}
-
-// Q5_K: as Q4_K plus 32 bytes of fifth bits (bit g of byte l for element l
-// of group g), before the nibbles.
-void UnpackQ5K(const uint8_t* src, KQuantBlock* b) {
-  b->d = HalfAt(src);
-  b->dmin = HalfAt(src + 2);
-  const uint8_t* qh = src + 16;
-  const uint8_t* ql = src + 48;
-  for (int g = 0; g < 8; ++g) {
-    int16_t scale, min;
-    GroupScaleMin(src + 4, g, &scale, &min);
-    b->scale[2 * g] = b->scale[2 * g + 1] = scale;
-    b->min[2 * g] = b->min[2 * g + 1] = min;
-    const uint8_t* bytes = ql + (g / 2) * 32;
-    for (int l = 0; l < 32; ++l) {
-      const int low = g % 2 == 0 ? bytes[l] & 0x0f : bytes[l] >> 4;
-      b->q[g * 32 + l] = static_cast<uint8_t>(low + (((qh[l] >> g) & 1) << 4));
-    }
-  }
-}
-
-// Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales,
-// f16 d. Each 128 elements: 4 runs of 32 from the low/high nibbles of 64
-// bytes and successive bit pairs of 32 bytes.
-void UnpackQ6K(const uint8_t* src, KQuantBlock* b) {
-  const uint8_t* ql = src;
-  const uint8_t* qh = src + 128;
-  const int8_t* scales = reinterpret_cast<const int8_t*>(src + 192);
-  b->d = HalfAt(src + 208);
-  b->dmin = 0;
-  b->offset = 32;
-  for (int g = 0; g < 16; ++g) b->scale[g] = scales[g], b->min[g] = 0;
-  for (int half = 0; half < 2; ++half) {
-    const uint8_t* low = ql + half * 64;
-    const uint8_t* high = qh + half * 32;
-    uint8_t* q = b->q + half * 128;
-    for (int l = 0; l < 32; ++l) {
-      q[l] = static_cast<uint8_t>((low[l] & 0x0f) | (((high[l] >> 0) & 3) << 4));
-      q[l + 32] = static_cast<uint8_t>((low[l + 32] & 0x0f) | (((high[l] >> 2) & 3) << 4));
-      q[l + 64] = static_cast<uint8_t>((low[l] >> 4) | (((high[l] >> 4) & 3) << 4));
-      q[l + 96] = static_cast<uint8_t>((low[l + 32] >> 4) | (((high[l] >> 6) & 3) << 4));
-    }
-  }
-}
-
-// One activation block rounded as ggml's quantize_row_q8_K: the signed value
-// of largest magnitude (the first on ties) sets iscale = -127 / max.
+// One activation block rounded as ggml's quantize_row_q8_K_ref.
 struct Q8KBlock {
-  float d = 0;
+  float d;
   int8_t q[kKBlock];
-  int16_t sum16[16];  // sums of q per 16 elements (|sum| <= 16 * 128)
+  int16_t bsums[16];  // sums of q per 16 elements
 };
 
-void QuantizeRowQ8K(const float* x, int64_t num_blocks, Q8KBlock* out) {
+// `four_row_rule`: as ggml_quantize_mat_q8_K_4x8 (the rows llama.cpp's
+// repacked gemm takes), which differs only on ties of magnitude: the scale is
+// negative whenever some element equals +amax, not by the first such element.
+void QuantizeRowQ8K(const float* x, int64_t num_blocks, bool four_row_rule, Q8KBlock* out) {
   for (int64_t b = 0; b < num_blocks; ++b, x += kKBlock) {
     Q8KBlock& block = out[b];
     float amax = 0, max = 0;
@@ -109,10 +64,15 @@ void QuantizeRowQ8K(const float* x, int64_t num_blocks, Q8KBlock* out) {
       const float a = std::fabs(x[j]);
       if (a > amax) amax = a, max = x[j];
     }
+    if (four_row_rule && amax != 0) {
+      for (int64_t j = 0; j < kKBlock; ++j) {
+        if (x[j] == amax) max = amax;
+      }
+    }
     if (amax == 0) {
       block.d = 0;
       std::memset(block.q, 0, sizeof(block.q));
-      std::memset(block.sum16, 0, sizeof(block.sum16));
+      std::memset(block.bsums, 0, sizeof(block.bsums));
       continue;
     }
     const float iscale = -127.0f / max;
@@ -123,70 +83,461 @@ void QuantizeRowQ8K(const float* x, int64_t num_blocks, Q8KBlock* out) {
     for (int g = 0; g < 16; ++g) {
       int32_t sum = 0;
       for (int l = 0; l < 16; ++l) sum += block.q[g * 16 + l];
-      block.sum16[g] = static_cast<int16_t>(sum);
+      block.bsums[g] = static_cast<int16_t>(sum);
     }
     block.d = 1.0f / iscale;
   }
 }
 
-// Σ_g scale[g] * Σ_{l in g} q[l] * a[l] over one block, with q unsigned
-// (the offset is applied by the caller): an exact integer.
-int32_t ScaledProducts(const KQuantBlock& w, const Q8KBlock& a) {
-#if defined(__AVX2__)
-  __m256i acc = _mm256_setzero_si256();
-  for (int j = 0; j < 8; ++j) {  // 32 elements: groups 2j and 2j+1
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.q + 32 * j));
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q + 32 * j));
-    // u8 x s8 pairs -> 16 x int16 (no saturation: 2 * 63 * 128 < 32768).
-    const __m256i pairs = _mm256_maddubs_epi16(q, x);
-    const __m256i scales = _mm256_set_m128i(_mm_set1_epi16(w.scale[2 * j + 1]),
-                                            _mm_set1_epi16(w.scale[2 * j]));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scales));
-  }
-  __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(1, 0, 3, 2)));
-  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(sum);
-#else
-  int32_t products = 0;
-  for (int g = 0; g < 16; ++g) {
-    int32_t group = 0;
-    for (int l = 0; l < 16; ++l) group += w.q[g * 16 + l] * a.q[g * 16 + l];
-    products += w.scale[g] * group;
-  }
-  return products;
-#endif
+// The 8 six-bit scales and 8 mins of a Q4_K/Q5_K block (12 packed bytes).
+void ScalesAndMins(const uint8_t* packed, uint8_t scales[8], uint8_t mins[8]) {
+  constexpr uint32_t kMask1 = 0x3f3f3f3f, kMask2 = 0x0f0f0f0f, kMask3 = 0x03030303;
+  uint32_t u[4];
+  std::memcpy(u, packed, 12);
+  u[3] = ((u[2] >> 4) & kMask2) | (((u[1] >> 6) & kMask3) << 4);
+  const uint32_t low_mins = u[1] & kMask1;
+  u[1] = (u[2] & kMask2) | (((u[0] >> 6) & kMask3) << 4);
+  u[2] = low_mins;
+  u[0] &= kMask1;
+  std::memcpy(scales, u, 8);
+  std::memcpy(mins, u + 2, 8);
 }
 
-// Σ_g x[g] * y[g] over 16 int16 pairs: an exact integer.
-int32_t GroupDot(const int16_t* x, const int16_t* y) {
-#if defined(__AVX2__)
-  const __m256i products =
-      _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)),
-                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y)));
-  __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(products),
-                              _mm256_extracti128_si256(products, 1));
-  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(1, 0, 3, 2)));
-  sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, _MM_SHUFFLE(2, 3, 0, 1)));
-  return _mm_cvtsi128_si32(sum);
-#else
-  int32_t sum = 0;
-  for (int g = 0; g < 16; ++g) sum += x[g] * y[g];
-  return sum;
-#endif
+// Σ_k mins[k] * (sum of activation quants of 32-element group k): exact.
+int32_t MinsTimesSums(const uint8_t mins[8], const Q8KBlock& a, int32_t pairs[4]) {
+  int32_t total = 0;
+  for (int i = 0; i < 4; ++i) {
+    pairs[i] = mins[2 * i] * (a.bsums[4 * i] + a.bsums[4 * i + 1]) +
+               mins[2 * i + 1] * (a.bsums[4 * i + 2] + a.bsums[4 * i + 3]);
+    total += pairs[i];
+  }
+  return total;
 }
 
-float DotRow(const KQuantBlock* w, const Q8KBlock* a, int64_t num_blocks) {
-  float sum = 0;
+// ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)): ggml's hsum_float_8.
+float HorizontalSum8(const float* a) {
+  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+// ---------------------------------------------------------------------------
+// Portable code: vec_dot's lanes, element by element.
+
+// Q4_K/Q5_K: quant of element e (0..255) of a block.
+int Q4KQuant(const uint8_t* block, int e) {
+  const uint8_t byte = block[16 + (e / 64) * 32 + e % 32];
+  return (e % 64) < 32 ? byte & 15 : byte >> 4;
+}
+int Q5KQuant(const uint8_t* block, int e) {
+  const uint8_t byte = block[48 + (e / 64) * 32 + e % 32];
+  const int low = (e % 64) < 32 ? byte & 15 : byte >> 4;
+  return low | (((block[16 + e % 32] >> (e / 32)) & 1) << 4);
+}
+// Q6_K: unsigned quant (0..63; the value is q - 32).
+int Q6KQuant(const uint8_t* block, int e) {
+  const int half = e / 128, k = (e % 128) / 32, l = e % 32;
+  const uint8_t low = block[64 * half + (k % 2) * 32 + l];
+  const uint8_t high = block[128 + 32 * half + l];
+  return ((k < 2 ? low & 15 : low >> 4)) | (((high >> (2 * k)) & 3) << 4);
+}
+
+void LanesQ4KOrQ5K(GgmlType type, const uint8_t* block, const uint8_t scales[8],
+                   const Q8KBlock& a, int32_t lanes[8]) {
+  std::fill(lanes, lanes + 8, 0);
+  for (int e = 0; e < kKBlock; ++e) {
+    const int q = type == GgmlType::kQ4_K ? Q4KQuant(block, e) : Q5KQuant(block, e);
+    lanes[(e % 32) / 4] += scales[e / 32] * q * a.q[e];
+  }
+}
+
+void LanesQ6K(const uint8_t* block, const Q8KBlock& a, int32_t lanes[8]) {
+  const int8_t* scales = reinterpret_cast<const int8_t*>(block + 192);
+  std::fill(lanes, lanes + 8, 0);
+  for (int e = 0; e < kKBlock; ++e) {
+    lanes[(e % 32) / 4] += scales[e / 16] * Q6KQuant(block, e) * a.q[e];
+  }
+  for (int lane = 0; lane < 8; ++lane) {  // the -32 offset, via the sums
+    lanes[lane] -= 32 * (a.bsums[2 * lane] * scales[2 * lane] +
+                         a.bsums[2 * lane + 1] * scales[2 * lane + 1]);
+  }
+}
+
+// `grouped`: the row is one of a group of 4 for llama.cpp's repacked gemm,
+// which accumulates in float per 64 elements instead of per block.
+float DotPortable(GgmlType type, KQuantOrder order, bool grouped, const uint8_t* row,
+                  const Q8KBlock* a, int64_t num_blocks) {
+  const size_t bytes = GgmlBlockBytes(type);
+  float acc[8] = {0}, acc_min[4] = {0};
+  float summs = 0, acc_row = 0, acc_row_min = 0;
+  int32_t lanes[8], pairs[4];
+  uint8_t scales[8], mins[8];
   for (int64_t b = 0; b < num_blocks; ++b) {
-    int32_t products = ScaledProducts(w[b], a[b]);
-    const int32_t mins = GroupDot(w[b].min, a[b].sum16);
-    const int32_t offsets = w[b].offset != 0 ? GroupDot(w[b].scale, a[b].sum16) : 0;
-    products -= w[b].offset * offsets;  // (q - offset) * a = q * a - offset * a
-    sum += w[b].d * a[b].d * static_cast<float>(products) -
-           w[b].dmin * a[b].d * static_cast<float>(mins);
+    const uint8_t* block = row + b * bytes;
+    float d;
+    if (type == GgmlType::kQ6_K) {
+      d = a[b].d * HalfAt(block + 208);
+      LanesQ6K(block, a[b], lanes);
+    } else {
+      d = a[b].d * HalfAt(block);
+      const float dmin = -a[b].d * HalfAt(block + 2);
+      ScalesAndMins(block + 4, scales, mins);
+      LanesQ4KOrQ5K(type, block, scales, a[b], lanes);
+      const int32_t min_sum = MinsTimesSums(mins, a[b], pairs);
+      if (order == KQuantOrder::kRepacked) {
+        const float scale = HalfAt(block) * a[b].d, min_scale = HalfAt(block + 2) * a[b].d;
+        if (grouped) {  // per 64 elements: groups 2j and 2j + 1
+          for (int j = 0; j < 4; ++j) {
+            int32_t sum = 0;
+            for (int e = 64 * j; e < 64 * j + 64; ++e) {
+              sum += scales[e / 32] * (type == GgmlType::kQ4_K ? Q4KQuant(block, e)
+                                                                : Q5KQuant(block, e)) * a[b].q[e];
+            }
+            acc_row = std::fma(static_cast<float>(sum), scale, acc_row);
+            acc_row_min = std::fma(static_cast<float>(pairs[j]), min_scale, acc_row_min);
+          }
+          continue;
+        }
+        int32_t sum = 0;
+        for (int32_t lane : lanes) sum += lane;
+        acc_row = std::fma(static_cast<float>(sum), scale, acc_row);
+        acc_row_min = std::fma(static_cast<float>(min_sum), min_scale, acc_row_min);
+        continue;
+      }
+      if (type == GgmlType::kQ4_K) {
+        for (int i = 0; i < 4; ++i) {
+          acc_min[i] = std::fma(dmin, static_cast<float>(pairs[i]), acc_min[i]);
+        }
+      } else {
+        summs = std::fma(dmin, static_cast<float>(min_sum), summs);
+      }
+    }
+    for (int lane = 0; lane < 8; ++lane) {
+      acc[lane] = std::fma(d, static_cast<float>(lanes[lane]), acc[lane]);
+    }
   }
-  return sum;
+  if (order == KQuantOrder::kRepacked) return acc_row - acc_row_min;
+  if (type == GgmlType::kQ4_K) {
+    return HorizontalSum8(acc) + ((acc_min[0] + acc_min[2]) + (acc_min[1] + acc_min[3]));
+  }
+  return HorizontalSum8(acc) + summs;
+}
+
+void RowsPortable(GgmlType type, KQuantOrder order, const uint8_t* grouped,
+                  const uint8_t* weight, int64_t rows, int64_t num_blocks, const Q8KBlock* acts,
+                  int64_t n, float* out, int64_t r0, int64_t r1) {
+  const size_t row_bytes = num_blocks * GgmlBlockBytes(type);
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t t = 0; t < n; ++t) {
+      out[t * rows + r] = DotPortable(type, order, grouped != nullptr && grouped[t] != 0,
+                                      weight + r * row_bytes, acts + t * num_blocks, num_blocks);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// AVX2 code: the same lanes; the weight block is decoded once and multiplied
+// by up to 4 activation rows.
+#if defined(LLORCH_QUANT_MATMUL_AVX2)
+
+inline __m256i Load256(const void* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Exact integer sums of the lanes.
+inline int32_t SumInt8(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+inline int32_t SumInt4(__m128i s) {
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline float HorizontalSumAvx2(__m256 a) {
+  __m128 r = _mm_add_ps(_mm256_extractf128_ps(a, 1), _mm256_castps256_ps128(a));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+// (a0 + a2) + (a1 + a3).
+inline float HorizontalSum4(__m128 a) {
+  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  a = _mm_add_ss(a, _mm_movehdup_ps(a));
+  return _mm_cvtss_f32(a);
+}
+
+// The activation group sums (8 x int16, one per 32 elements).
+inline __m128i GroupSums(const Q8KBlock& a) {
+  const __m256i bsums = Load256(a.bsums);
+  return _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+}
+
+// Q4_K and Q5_K: 8 groups of 32 with a scale and a min each; kHighBits for
+// Q5_K's fifth bit.
+template <bool kHighBits, bool kRepacked>
+struct Avx2Q4KOrQ5K {
+  static constexpr size_t kBytes = kHighBits ? kQ5KBytes : kQ4KBytes;
+
+  template <int kCols>
+  static void Tile(const uint8_t* row, int64_t num_blocks, const Q8KBlock* act,
+                   int64_t act_stride, const uint8_t* grouped, float* out, int64_t out_stride) {
+    __m256 acc[kCols];
+    __m128 acc_min[kCols];
+    bool per_64[kCols];  // repacked gemm order: float sums per 64 elements
+    for (int c = 0; c < kCols; ++c) per_64[c] = kRepacked && grouped != nullptr && grouped[c];
+    float summs[kCols], acc_row[kCols], acc_row_min[kCols];
+    for (int c = 0; c < kCols; ++c) {
+      acc[c] = _mm256_setzero_ps();
+      acc_min[c] = _mm_setzero_ps();
+      summs[c] = acc_row[c] = acc_row_min[c] = 0.0f;
+    }
+    const __m256i low_nibble = _mm256_set1_epi8(0x0f);
+    const __m256i fifth_bit = _mm256_set1_epi8(0x10);
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      const uint8_t* block = row + b * kBytes;
+      const float dw = HalfAt(block), dmin_w = HalfAt(block + 2);
+      uint8_t scales[8], mins[8];
+      ScalesAndMins(block + 4, scales, mins);
+      const uint8_t* qs = block + (kHighBits ? 48 : 16);
+      const __m256i high_bits = kHighBits ? Load256(block + 16) : _mm256_setzero_si256();
+      __m256i sum[kCols];
+      for (int c = 0; c < kCols; ++c) sum[c] = _mm256_setzero_si256();
+      for (int j = 0; j < 4; ++j) {  // groups 2j (low nibbles) and 2j + 1 (high)
+        const __m256i bits = Load256(qs + 32 * j);
+        __m256i q_low = _mm256_and_si256(bits, low_nibble);
+        __m256i q_high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_nibble);
+        if (kHighBits) {
+          // Bit g of byte l is the fifth bit of element l of group g.
+          q_low = _mm256_or_si256(q_low, _mm256_and_si256(_mm256_slli_epi16(
+              _mm256_srli_epi16(high_bits, 2 * j), 4), fifth_bit));
+          q_high = _mm256_or_si256(q_high, _mm256_and_si256(_mm256_slli_epi16(
+              _mm256_srli_epi16(high_bits, 2 * j + 1), 4), fifth_bit));
+        }
+        const __m256i scale_low = _mm256_set1_epi16(scales[2 * j]);
+        const __m256i scale_high = _mm256_set1_epi16(scales[2 * j + 1]);
+        for (int c = 0; c < kCols; ++c) {
+          const Q8KBlock& a = act[c * act_stride + b];
+          const int8_t* q8 = a.q + 64 * j;
+          // u8 x s8 pairs -> int16 (no saturation: 2 * 31 * 127 < 32768).
+          const __m256i p_low =
+              _mm256_madd_epi16(_mm256_maddubs_epi16(q_low, Load256(q8)), scale_low);
+          const __m256i p_high =
+              _mm256_madd_epi16(_mm256_maddubs_epi16(q_high, Load256(q8 + 32)), scale_high);
+          const __m256i p = _mm256_add_epi32(p_low, p_high);
+          if (kRepacked && per_64[c]) {
+            const int32_t min_sum =
+                mins[2 * j] * (a.bsums[4 * j] + a.bsums[4 * j + 1]) +
+                mins[2 * j + 1] * (a.bsums[4 * j + 2] + a.bsums[4 * j + 3]);
+            acc_row[c] = std::fma(static_cast<float>(SumInt8(p)), dw * a.d, acc_row[c]);
+            acc_row_min[c] = std::fma(static_cast<float>(min_sum), dmin_w * a.d, acc_row_min[c]);
+          } else {
+            sum[c] = _mm256_add_epi32(sum[c], p);
+          }
+        }
+      }
+      const __m128i mins16 =
+          _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
+      for (int c = 0; c < kCols; ++c) {
+        const Q8KBlock& a = act[c * act_stride + b];
+        const __m128i min_pairs = _mm_madd_epi16(mins16, GroupSums(a));
+        if (kRepacked) {
+          if (per_64[c]) continue;
+          acc_row[c] = std::fma(static_cast<float>(SumInt8(sum[c])), dw * a.d, acc_row[c]);
+          acc_row_min[c] =
+              std::fma(static_cast<float>(SumInt4(min_pairs)), dmin_w * a.d, acc_row_min[c]);
+          continue;
+        }
+        const float dmin = -a.d * dmin_w;
+        if (kHighBits) {
+          summs[c] = std::fma(dmin, static_cast<float>(SumInt4(min_pairs)), summs[c]);
+        } else {
+          acc_min[c] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_pairs), acc_min[c]);
+        }
+        acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(a.d * dw), _mm256_cvtepi32_ps(sum[c]), acc[c]);
+      }
+    }
+    for (int c = 0; c < kCols; ++c) {
+      float result;
+      if (kRepacked) {
+        result = acc_row[c] - acc_row_min[c];
+      } else if (kHighBits) {
+        result = HorizontalSumAvx2(acc[c]) + summs[c];
+      } else {
+        result = HorizontalSumAvx2(acc[c]) + HorizontalSum4(acc_min[c]);
+      }
+      out[c * out_stride] = result;
+    }
+  }
+};
+
+// Byte shuffles that spread scales 2i and 2i + 1 over 8 bytes each.
+alignas(16) constexpr uint8_t kScalePairShuffle[8][16] = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+    {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9},
+    {10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13},
+    {14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
+
+// Q6_K: 16 groups of 16 with an int8 scale each, quants stored + 32.
+struct Avx2Q6K {
+  static constexpr size_t kBytes = kQ6KBytes;
+
+  template <int kCols>
+  static void Tile(const uint8_t* row, int64_t num_blocks, const Q8KBlock* act,
+                   int64_t act_stride, const uint8_t* /*grouped*/, float* out,
+                   int64_t out_stride) {
+    __m256 acc[kCols];
+    for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
+    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    const __m256i m12 = _mm256_set1_epi8(12), m48 = _mm256_set1_epi8(48);
+    const __m256i m192 = _mm256_set1_epi8(static_cast<char>(0xc0));
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      const uint8_t* block = row + b * kBytes;
+      const float dw = HalfAt(block + 208);
+      const __m128i scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 192));
+      __m256i sum[kCols];
+      for (int c = 0; c < kCols; ++c) sum[c] = _mm256_setzero_si256();
+      for (int half = 0; half < 2; ++half) {  // elements 128 * half + [0, 128)
+        const __m256i low1 = Load256(block + 64 * half);
+        const __m256i low2 = Load256(block + 64 * half + 32);
+        const __m256i high = Load256(block + 128 + 32 * half);
+        __m256i q[4], s[4];
+        q[0] = _mm256_or_si256(_mm256_and_si256(low1, m15),
+                               _mm256_slli_epi16(_mm256_and_si256(high, m3), 4));
+        q[1] = _mm256_or_si256(_mm256_and_si256(low2, m15),
+                               _mm256_slli_epi16(_mm256_and_si256(high, m12), 2));
+        q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low1, 4), m15),
+                               _mm256_and_si256(high, m48));
+        q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(low2, 4), m15),
+                               _mm256_srli_epi16(_mm256_and_si256(high, m192), 2));
+        for (int k = 0; k < 4; ++k) {
+          s[k] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
+              scales, _mm_load_si128(reinterpret_cast<const __m128i*>(
+                          kScalePairShuffle[4 * half + k]))));
+        }
+        for (int c = 0; c < kCols; ++c) {
+          const int8_t* q8 = act[c * act_stride + b].q + 128 * half;
+          __m256i p[4];
+          for (int k = 0; k < 4; ++k) {
+            // No saturation: 2 * 63 * 127 < 32768.
+            p[k] = _mm256_madd_epi16(s[k], _mm256_maddubs_epi16(q[k], Load256(q8 + 32 * k)));
+          }
+          sum[c] = _mm256_add_epi32(sum[c], _mm256_add_epi32(p[0], p[1]));
+          sum[c] = _mm256_add_epi32(sum[c], _mm256_add_epi32(p[2], p[3]));
+        }
+      }
+      const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
+      for (int c = 0; c < kCols; ++c) {
+        const Q8KBlock& a = act[c * act_stride + b];
+        // The -32 offset of every quant: 32 * Σ scale * (sums of 16).
+        const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(Load256(a.bsums), scales16), 5);
+        const float d = a.d * dw;
+        acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d),
+                                 _mm256_cvtepi32_ps(_mm256_sub_epi32(sum[c], offset)), acc[c]);
+      }
+    }
+    for (int c = 0; c < kCols; ++c) out[c * out_stride] = HorizontalSumAvx2(acc[c]);
+  }
+};
+
+// Activation rows per pass over a thread's weight rows: their quantised
+// blocks stay in L2 while the weight rows stream past.
+constexpr int64_t kActChunk = 32;
+
+template <class K>
+void RowsAvx2(const uint8_t* grouped, const uint8_t* weight, int64_t rows, int64_t num_blocks,
+              const Q8KBlock* acts, int64_t n, float* out, int64_t r0, int64_t r1) {
+  const size_t row_bytes = num_blocks * K::kBytes;
+  for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
+    const int64_t t_end = std::min(n, t0 + kActChunk);
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = weight + r * row_bytes;
+      int64_t t = t0;
+      for (; t + 4 <= t_end; t += 4) {
+        K::template Tile<4>(row, num_blocks, acts + t * num_blocks, num_blocks,
+                            grouped ? grouped + t : nullptr, out + t * rows + r, rows);
+      }
+      const Q8KBlock* act = acts + t * num_blocks;
+      const uint8_t* g = grouped ? grouped + t : nullptr;
+      float* o = out + t * rows + r;
+      switch (t_end - t) {
+        case 3: K::template Tile<3>(row, num_blocks, act, num_blocks, g, o, rows); break;
+        case 2: K::template Tile<2>(row, num_blocks, act, num_blocks, g, o, rows); break;
+        case 1: K::template Tile<1>(row, num_blocks, act, num_blocks, g, o, rows); break;
+        default: break;
+      }
+    }
+  }
+}
+
+using RowsFn = void (*)(const uint8_t*, const uint8_t*, int64_t, int64_t, const Q8KBlock*,
+                        int64_t, float*, int64_t, int64_t);
+
+RowsFn SelectRowsAvx2(GgmlType type, KQuantOrder order) {
+  const bool repacked = order == KQuantOrder::kRepacked;
+  switch (type) {
+    case GgmlType::kQ4_K:
+      return repacked ? RowsAvx2<Avx2Q4KOrQ5K<false, true>> : RowsAvx2<Avx2Q4KOrQ5K<false, false>>;
+    case GgmlType::kQ5_K:
+      return repacked ? RowsAvx2<Avx2Q4KOrQ5K<true, true>> : RowsAvx2<Avx2Q4KOrQ5K<true, false>>;
+    case GgmlType::kQ6_K:
+      return RowsAvx2<Avx2Q6K>;
+    default:
+      return nullptr;
+  }
+}
+
+#endif  // LLORCH_QUANT_MATMUL_AVX2
+
+// ---------------------------------------------------------------------------
+
+void KQuantMatmulImpl(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
+                      const float* x, int64_t n, float* out, KQuantOrder order,
+                      const ParallelFor& parallel_for, const uint8_t* in_groups_of_4,
+                      bool avx2) {
+  if (!KQuantSupports(type)) Fail("unsupported weight type");
+  if (in <= 0 || in % kKBlock != 0) Fail("`in` must be a positive multiple of 256");
+  if (rows < 0 || n < 0) Fail("negative row count");
+  if (order == KQuantOrder::kRepacked && type == GgmlType::kQ6_K) {
+    order = KQuantOrder::kVecDot;  // ggml never repacks Q6_K on x86
+  }
+  const uint8_t* grouped = order == KQuantOrder::kRepacked ? in_groups_of_4 : nullptr;
+  if (rows == 0 || n == 0) return;
+  const int64_t num_blocks = in / kKBlock;
+  // Reused across calls on the same thread: no allocation per token.
+  thread_local std::vector<Q8KBlock> scratch;
+  if (scratch.size() < static_cast<size_t>(n * num_blocks)) scratch.resize(n * num_blocks);
+  Q8KBlock* acts = scratch.data();
+  const auto quantize = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      QuantizeRowQ8K(x + t * in, num_blocks, grouped != nullptr && grouped[t] != 0,
+                     acts + t * num_blocks);
+    }
+  };
+  if (n >= 64) {
+    parallel_for(0, n, quantize);
+  } else {
+    quantize(0, n);
+  }
+#if defined(LLORCH_QUANT_MATMUL_AVX2)
+  if (avx2) {
+    const RowsFn rows_fn = SelectRowsAvx2(type, order);
+    parallel_for(0, rows, [&](int64_t r0, int64_t r1) {
+      rows_fn(grouped, weight, rows, num_blocks, acts, n, out, r0, r1);
+    });
+    return;
+  }
+#else
+  (void)avx2;
+#endif
+  parallel_for(0, rows, [&](int64_t r0, int64_t r1) {
+    RowsPortable(type, order, grouped, weight, rows, num_blocks, acts, n, out, r0, r1);
+  });
 }
 
 }  // namespace
@@ -195,43 +546,34 @@ bool KQuantSupports(GgmlType type) {
   return type == GgmlType::kQ4_K || type == GgmlType::kQ5_K || type == GgmlType::kQ6_K;
 }
 
-absl::Status AppendKQuantRows(GgmlType type, const uint8_t* data, int64_t rows, int64_t in,
-                              KQuantMatrix* matrix) {
-  if (!KQuantSupports(type)) {
-    return absl::InvalidArgumentError(absl::StrCat("not a supported K-quant: ", GgmlTypeName(type)));
-  }
-  if (in % kKBlock != 0 || (matrix->rows > 0 && matrix->in != in)) {
-    return absl::InvalidArgumentError(absl::StrCat("K-quant rows of ", in, " elements"));
-  }
-  const int64_t blocks_per_row = in / kKBlock;
-  const size_t block_bytes = GgmlBlockBytes(type);
-  void (*unpack)(const uint8_t*, KQuantBlock*) =
-      type == GgmlType::kQ4_K ? UnpackQ4K : type == GgmlType::kQ5_K ? UnpackQ5K : UnpackQ6K;
-  const size_t first = matrix->blocks.size();
-  matrix->blocks.resize(first + rows * blocks_per_row);
-  for (int64_t i = 0; i < rows * blocks_per_row; ++i) {
-    unpack(data + i * block_bytes, &matrix->blocks[first + i]);
-  }
-  matrix->in = in;
-  matrix->rows += rows;
-  return absl::OkStatus();
+KQuantOrder KQuantOrderFor(GgmlType type, int64_t rows) {
+  return type == GgmlType::kQ4_K && rows % 8 == 0 ? KQuantOrder::kRepacked
+                                                  : KQuantOrder::kVecDot;
 }
 
-void KQuantMatmul(const KQuantMatrix& weight, const float* x, int64_t n, float* out,
-                  const ParallelFor& parallel_for) {
-  const int64_t num_blocks = weight.in / kKBlock;
-  std::vector<Q8KBlock> activations(n * num_blocks);
-  for (int64_t t = 0; t < n; ++t) {
-    QuantizeRowQ8K(x + t * weight.in, num_blocks, activations.data() + t * num_blocks);
-  }
-  parallel_for(0, weight.rows, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const KQuantBlock* row = weight.blocks.data() + r * num_blocks;
-      for (int64_t t = 0; t < n; ++t) {
-        out[t * weight.rows + r] = DotRow(row, activations.data() + t * num_blocks, num_blocks);
-      }
-    }
-  });
+void KQuantMatmul(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
+                  const float* x, int64_t n, float* out, KQuantOrder order,
+                  const ParallelFor& parallel_for, const uint8_t* in_groups_of_4) {
+  KQuantMatmulImpl(type, weight, rows, in, x, n, out, order, parallel_for, in_groups_of_4,
+                   kquant_matmul_internal::UsesAvx2());
 }
 
+namespace kquant_matmul_internal {
+
+bool UsesAvx2() {
+#if defined(LLORCH_QUANT_MATMUL_AVX2)
+  return true;
+#else
+  return false;
+#endif
+}
+
+void KQuantMatmulPortable(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
+                          const float* x, int64_t n, float* out, KQuantOrder order,
+                          const uint8_t* in_groups_of_4) {
+  KQuantMatmulImpl(type, weight, rows, in, x, n, out, order, SerialFor, in_groups_of_4,
+                   /*avx2=*/false);
+}
+
+}  // namespace kquant_matmul_internal
 }  // namespace llorch

@@ -1,23 +1,33 @@
-// Matrix products on K-quantised weights (Q4_K, Q5_K, Q6_K) the way
-// llama.cpp computes them: each activation row is rounded to ggml's Q8_K
-// (blocks of 256, 8 bits, a float scale) and multiplied by the weights'
-// integers with integer sums per 16 elements, scaled per block. Every output
-// is computed on its own in a fixed order, so results do not depend on how
-// many rows share a call or on threads (continuous batching relies on it).
+// Matrix products on K-quantised weights (Q4_K, Q5_K, Q6_K) computed
+// straight from the file's blocks, bit-identical to llama.cpp's x86 CPU
+// backend (the AVX2 and AVX-512 libraries compute these the same way).
 //
-// The weights are unpacked once at load into a uniform layout (1.3 bytes per
-// weight): 8-bit quants, and per 16 elements an integer scale and min. The
-// integer part runs on AVX2 where built (LLORCH_QUANT_MATMUL_AVX2) and gives
-// the same integers as the portable code, so results are identical; the
-// float part is the same code everywhere. Summation order is llorch's own,
-// not a particular ggml SIMD kernel's.
+// llama.cpp rounds each activation row to Q8_K (blocks of 256, 8 bits, a
+// float scale, sums per 16) and takes integer products with the weight's
+// quants and 6- or 8-bit sub-block scales. Two float orders follow:
+// - vec_dot (ggml_vec_dot_<type>_q8_K): the integer products of each block
+//   land in 8 int32 lanes (lane L holds elements 4L..4L+3 of every 32);
+//   each lane is converted to float and accumulated across blocks as
+//   acc[L] = fma(dx * dw, lane[L], acc[L]); the result is ggml's
+//   horizontal sum of the lanes plus the mins' term.
+// - repacked (Q4_K only: ggml's q4_K_8x8 kernels, used for every Q4_K weight
+//   whose rows come in eights): per block one integer sum for the scaled
+//   products and one for the mins, acc = fma(sum, dw * dx, acc) and
+//   acc_min = fma(mins, dmin * dx, acc_min); the result is acc - acc_min.
+//   llama.cpp multiplies the activation rows of a call in groups of 4 (gemm)
+//   and the last n % 4 one by one (gemv); its gemm sums the same way but per
+//   64 elements instead of per block, and rounds ties of magnitude in the
+//   activations' scale sign differently. `in_groups_of_4` says which rows
+//   take that order, so that a caller can reproduce llama.cpp's grouping per
+//   sequence.
+// Every output is computed on its own, so results do not depend on the
+// other rows of a call or on threads (continuous batching relies on it).
+// The AVX2 code and the portable code give the same bits.
 #ifndef LLORCH_WORKER_MODEL_KQUANT_MATMUL_H_
 #define LLORCH_WORKER_MODEL_KQUANT_MATMUL_H_
 
 #include <cstdint>
-#include <vector>
 
-#include "absl/status/statusor.h"
 #include "worker/gguf/ggml_types.h"
 #include "worker/model/quant_matmul.h"
 
@@ -25,33 +35,37 @@ namespace llorch {
 
 inline constexpr int64_t kKBlock = 256;
 
-struct KQuantBlock {
-  float d = 0;              // scale of the integer products
-  float dmin = 0;           // scale of the mins (0 for Q6_K)
-  int16_t scale[16] = {0};  // per 16 elements
-  int16_t min[16] = {0};    // per 16 elements (Q4_K/Q5_K: the 32-element min, twice)
-  // Quants stored unsigned (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63); the value
-  // is q - offset (offset 32 for Q6_K, else 0).
-  uint8_t q[kKBlock] = {0};
-  int16_t offset = 0;
-};
-
-struct KQuantMatrix {
-  int64_t rows = 0;
-  int64_t in = 0;                   // a multiple of 256
-  std::vector<KQuantBlock> blocks;  // rows x (in / 256), row-major
-};
+// Which of llama.cpp's two float orders a weight follows (see above).
+enum class KQuantOrder { kVecDot, kRepacked };
 
 bool KQuantSupports(GgmlType type);
 
-// Appends `rows` rows of `in` elements in ggml's `type` blocks to `matrix`
-// (whose `in` must match when it already has rows).
-absl::Status AppendKQuantRows(GgmlType type, const uint8_t* data, int64_t rows, int64_t in,
-                              KQuantMatrix* matrix);
+// The order llama.cpp's x86 CPU backend (AVX2 or AVX-512) uses for a weight
+// of `rows` rows of `type` used as a matrix: Q4_K tensors of whole groups of
+// 8 rows are repacked, everything else runs vec_dot.
+KQuantOrder KQuantOrderFor(GgmlType type, int64_t rows);
 
-// out[t * rows + r] = dot(weight row r, Q8_K(x row t)) for t < n.
-void KQuantMatmul(const KQuantMatrix& weight, const float* x, int64_t n, float* out,
-                  const ParallelFor& parallel_for = SerialFor);
+// out[t * rows + r] = dot(weight row r, Q8_K(x row t)) for t < n, r < rows.
+// `weight`: `rows` rows of `in` elements in ggml's `type` blocks (GgmlRowBytes
+// each, no alignment needed). Requires KQuantSupports(type), in % 256 == 0
+// (the process aborts with a message otherwise). `parallel_for` splits the
+// weight rows; the result does not depend on the split. x must not alias
+// out. Not reentrant from inside parallel_for's body on the same thread.
+// `in_groups_of_4`: null, or n flags; for kRepacked, rows t with a nonzero
+// flag follow llama.cpp's 4-row gemm order, the others its 1-row gemv order.
+void KQuantMatmul(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
+                  const float* x, int64_t n, float* out, KQuantOrder order,
+                  const ParallelFor& parallel_for = SerialFor,
+                  const uint8_t* in_groups_of_4 = nullptr);
+
+namespace kquant_matmul_internal {
+// True when KQuantMatmul uses the AVX2 kernels.
+bool UsesAvx2();
+// KQuantMatmul computed with the portable scalar code.
+void KQuantMatmulPortable(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
+                          const float* x, int64_t n, float* out, KQuantOrder order,
+                          const uint8_t* in_groups_of_4 = nullptr);
+}  // namespace kquant_matmul_internal
 
 }  // namespace llorch
 

@@ -179,30 +179,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     const ActivationQuant quant = options.quantize_activations && same_type
                                       ? ActivationQuantFor(first->type)
                                       : ActivationQuant::kNone;
-    if (quant == ActivationQuant::kQ8_K && model->device_.is_cpu() &&
-        KQuantSupports(first->type)) {
-      // CPU: unpacked K-quant blocks, multiplied with integer sums.
-      auto kquant = std::make_shared<KQuantMatrix>();
-      for (const std::string& name : names) {
-        const GgufTensorInfo* info = gguf.FindTensor(name);
-        if (absl::Status s = AppendKQuantRows(info->type, info->data, info->shape[1],
-                                              info->shape[0], kquant.get());
-            !s.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(gguf.path(), ": tensor ", name, ": ",
-                                                         s.message()));
-        }
-        num_parameters += info->num_elements();
-        gguf.ReleasePages(*info);
-      }
-      matrix.rows = kquant->rows;
-      matrix.in = kquant->in;
-      matrix.raw_type = first->type;
-      matrix.quant = quant;
-      matrix.kquant = std::move(kquant);
-      return matrix;
-    }
     const bool cpu_quant_kernel =
-        quant != ActivationQuant::kNone && QuantMatmulSupports(first->type);
+        quant != ActivationQuant::kNone && same_type &&
+        (QuantMatmulSupports(first->type) || KQuantSupports(first->type));
     const bool cpu_float_kernel =
         quant == ActivationQuant::kNone && same_type && FloatMatmulSupports(first->type);
     if (model->device_.is_cpu() && (cpu_quant_kernel || cpu_float_kernel)) {
@@ -210,13 +189,17 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       // BF16 in their own type) and multiply them directly.
       int64_t rows = 0;
       // Q4_0/Q8_0 tensors of whole groups of 8 rows are interleaved, as
-      // llama.cpp repacks each such tensor (and computes Q4_0 accordingly).
+      // llama.cpp repacks each such tensor (and computes Q4_0 accordingly);
+      // Q4_K ones keep their layout and follow the repacked kernels' order.
       bool interleave = cpu_quant_kernel;
+      bool kquant_repacked = true;
       for (const std::string& name : names) {
         const GgufTensorInfo* info = gguf.FindTensor(name);
         rows += info->shape[1];
         interleave &= InterleavedMatmulSupports(info->type, info->shape[1], info->shape[0]);
+        kquant_repacked &= KQuantOrderFor(info->type, info->shape[1]) == KQuantOrder::kRepacked;
       }
+      matrix.kquant_order = kquant_repacked ? KQuantOrder::kRepacked : KQuantOrder::kVecDot;
       const size_t row_bytes = GgmlRowBytes(first->type, first->shape[0]);
       matrix.raw = at::empty({rows, static_cast<int64_t>(row_bytes)}, at::kByte);
       uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
@@ -401,9 +384,6 @@ int64_t LlamaModel::WeightBytes() const {
     add(m.weight);
     add(m.block_offsets);
     add(m.raw);
-    if (m.kquant != nullptr && seen.insert(m.kquant.get()).second) {
-      bytes += static_cast<int64_t>(m.kquant->blocks.size() * sizeof(KQuantBlock));
-    }
   };
   add(token_embd_.table);
   add(token_embd_.raw);
@@ -491,7 +471,8 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix) co
   return out;
 }
 
-at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
+at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
+                              const uint8_t* in_groups_of_4) const {
   // x: [n, in], weight: [out, in] -> [n, out].
   if (matrix.raw.defined() && FloatMatmulSupports(matrix.raw_type)) return FloatLinear(x, matrix);
   if (matrix.interleaved) {
@@ -506,6 +487,21 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
                       });
     return out;
   }
+  if (matrix.raw.defined() && KQuantSupports(matrix.raw_type)) {
+    // K-quant blocks on the CPU: activations rounded to Q8_K, integer
+    // products, in llama.cpp's order for this weight.
+    at::Tensor input = x.contiguous();
+    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    KQuantMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
+                 input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
+                 matrix.kquant_order,
+                 [](int64_t begin, int64_t end, const RangeFn& body) {
+                   at::parallel_for(begin, end, /*grain_size=*/16,
+                                    [&](int64_t b, int64_t e) { body(b, e); });
+                 },
+                 in_groups_of_4);
+    return out;
+  }
   if (matrix.raw.defined()) {
     // ggml blocks on the CPU: activations rounded to 8 bits and integer
     // block dot products, as llama.cpp computes them; per-row results do not
@@ -518,16 +514,6 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix) const {
                   at::parallel_for(begin, end, /*grain_size=*/32,
                                    [&](int64_t b, int64_t e) { body(b, e); });
                 });
-    return out;
-  }
-  if (matrix.kquant != nullptr) {
-    at::Tensor input = x.contiguous();
-    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
-    KQuantMatmul(*matrix.kquant, input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
-                 [](int64_t begin, int64_t end, const RangeFn& body) {
-                   at::parallel_for(begin, end, /*grain_size=*/16,
-                                    [&](int64_t b, int64_t e) { body(b, e); });
-                 });
     return out;
   }
   const at::Tensor& weight = matrix.weight;
@@ -715,6 +701,13 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   std::vector<int64_t> positions;      // absolute position of each row
   std::vector<int64_t> output_rows;    // rows whose logits are returned
   std::vector<int64_t> row_begin;      // first row of each item
+  // Rows llama.cpp would multiply in groups of 4 (its repacked Q4_K gemm):
+  // per sequence, all but the last n % 4 rows of a call; the same for the
+  // rows whose logits are computed.
+  std::vector<uint8_t> in_groups_of_4, output_in_groups_of_4;
+  auto mark_groups = [](int64_t n, std::vector<uint8_t>* flags) {
+    for (int64_t j = 0; j < n; ++j) flags->push_back(j < n - n % 4);
+  };
   for (size_t i = 0; i < items.size(); ++i) {
     const ForwardItem& item = items[i];
     if (absl::Status s = Validate(item); !s.ok()) return s;
@@ -733,6 +726,8 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     } else {
       output_rows.push_back(begin + n - 1);
     }
+    mark_groups(n, &in_groups_of_4);
+    mark_groups(item.all_logits ? n : 1, &output_in_groups_of_4);
   }
   at::NoGradGuard no_grad;
   const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N
@@ -749,7 +744,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
     at::Tensor h = Norm(x, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
-    at::Tensor qkv = Linear(h, layer.wqkv);  // [N, q_dim + 2 * kv_dim]
+    at::Tensor qkv = Linear(h, layer.wqkv, in_groups_of_4.data());  // [N, q_dim + 2 * kv_dim]
     if (layer.qkv_bias.defined()) qkv = qkv + layer.qkv_bias;
     at::Tensor q = Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
     at::Tensor k = Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
@@ -767,7 +762,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       }
       attn = at::cat(parts, 0);
     }
-    at::Tensor attn_out = Linear(attn, layer.wo);  // [N, hidden]
+    at::Tensor attn_out = Linear(attn, layer.wo, in_groups_of_4.data());  // [N, hidden]
     if (layer.wo_bias.defined()) attn_out = attn_out + layer.wo_bias;
 
     // Parallel residual (phi2): the FFN reads the same normed input as
@@ -779,7 +774,8 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       x = x + attn_out;
       ffn_input = Norm(x, layer.ffn_norm, at::Tensor());
     }
-    at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in);  // [N, 2 * ffn] | [N, ffn]
+    // [N, 2 * ffn] | [N, ffn]
+    at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in, in_groups_of_4.data());
     at::Tensor act;                                         // [N, ffn]
     if (c.ffn == FfnType::kSiluGated) {
       act = SiluGated(ffn_in);
@@ -787,7 +783,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       if (layer.ffn_in_bias.defined()) ffn_in = ffn_in + layer.ffn_in_bias;
       act = Gelu(ffn_in);
     }
-    at::Tensor ffn_out = Linear(act, layer.w_down);  // [N, hidden]
+    at::Tensor ffn_out = Linear(act, layer.w_down, in_groups_of_4.data());  // [N, hidden]
     if (layer.down_bias.defined()) ffn_out = ffn_out + layer.down_bias;
     x = c.parallel_residual ? x + attn_out + ffn_out : x + ffn_out;
   }
@@ -801,7 +797,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     x = x.index_select(0, keep);  // [outputs, hidden]
   }
   x = Norm(x, output_norm_, output_norm_bias_);
-  at::Tensor logits = Linear(x, output_);  // [outputs, vocab]
+  at::Tensor logits = Linear(x, output_, output_in_groups_of_4.data());  // [outputs, vocab]
   if (output_bias_.defined()) logits = logits + output_bias_;
   return logits.to(at::kCPU).contiguous();
 }

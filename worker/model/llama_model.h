@@ -120,12 +120,12 @@ class LlamaModel {
     // blocks, [out, row bytes]; `weight` is then undefined. On the CPU, F32,
     // F16 and BF16 weights are held here too, in their own type (FloatMatmul).
     at::Tensor raw;
-    // CPU K-quant path (Q4_K, Q5_K, Q6_K): the unpacked blocks.
-    std::shared_ptr<const KQuantMatrix> kquant;
     GgmlType raw_type = GgmlType::kF32;
     // `raw` holds Q4_0/Q8_0 rows interleaved by 8 (InterleavedMatmul), as
     // llama.cpp repacks them on the CPU.
     bool interleaved = false;
+    // K-quant `raw` rows: which of llama.cpp's orders they follow.
+    KQuantOrder kquant_order = KQuantOrder::kVecDot;
     int64_t rows = 0;
     int64_t in = 0;
   };
@@ -163,7 +163,9 @@ class LlamaModel {
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        int64_t layer, const ForwardItem& item) const;
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
-  at::Tensor Linear(const at::Tensor& x, const Matrix& matrix) const;
+  // `in_groups_of_4`: null or one flag per row of x (see KQuantMatmul).
+  at::Tensor Linear(const at::Tensor& x, const Matrix& matrix,
+                    const uint8_t* in_groups_of_4 = nullptr) const;
   // Linear for F32/F16/BF16 rows in `matrix.raw` (CPU).
   at::Tensor FloatLinear(const at::Tensor& x, const Matrix& matrix) const;
   at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;

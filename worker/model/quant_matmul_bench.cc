@@ -1,6 +1,6 @@
 // Google Benchmark: the quantised kernels on TinyLlama-sized layer matrices,
 // row by row (QuantMatmul: ggml's vec_dot order) against 8 rows interleaved
-// (InterleavedMatmul, llama.cpp's repacked layout). bytes_per_second is weight
+// (InterleavedMatmul, llama.cpp's repacked layout), and the K-quants. bytes_per_second is weight
 // bytes read per second; compare with the machine's memory bandwidth.
 //
 //   build/bin/quant_matmul_bench [--benchmark_filter=...]
@@ -12,6 +12,7 @@
 
 #include "worker/gguf/ggml_types.h"
 #include "worker/model/interleaved_matmul.h"
+#include "worker/model/kquant_matmul.h"
 #include "worker/model/quant_matmul.h"
 
 namespace llorch {
@@ -74,6 +75,22 @@ void BM_Interleaved(benchmark::State& state, GgmlType type) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
 }
 
+// K-quants straight from the file's blocks, in llama.cpp's order for the
+// type (Q4_K: its repacked kernels' order).
+void BM_KQuant(benchmark::State& state, GgmlType type) {
+  const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
+  const std::vector<uint8_t> w = RandomRows(type, rows, in);
+  const std::vector<float> x = RandomActivations(n, in);
+  std::vector<float> out(n * rows);
+  const ParallelFor parallel_for = TorchParallelFor(16);
+  for (auto _ : state) {
+    KQuantMatmul(type, w.data(), rows, in, x.data(), n, out.data(), KQuantOrderFor(type, rows),
+                 parallel_for);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
+}
+
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {1, 4, 8, 64}) {
     b->Args({2 * 5632, 2048, n});  // fused gate and up
@@ -86,6 +103,9 @@ BENCHMARK_CAPTURE(BM_RowByRow, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_RowByRow, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_KQuant, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_KQuant, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_KQuant, q6_k, GgmlType::kQ6_K)->Apply(Shapes);
 
 }  // namespace
 }  // namespace llorch

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "worker/gguf/ggml_types.h"
 #include "worker/model/interleaved_matmul.h"
+#include "worker/model/kquant_matmul.h"
 
 namespace llorch {
 namespace {
@@ -40,44 +42,56 @@ struct ggml_type_traits_cpu {
 
 class GgmlCpu {
  public:
-  // Null when the library is missing or cannot run here (no AVX2).
-  static const GgmlCpu* Get() {
-    static const GgmlCpu* instance = Load();
-    return instance;
+  // `variant`: one of the prebuilt CPU libraries (haswell = AVX2, zen4 /
+  // skylakex = AVX-512). Null when the library is missing or cannot run on
+  // this CPU (its own ggml_backend_score says so).
+  static const GgmlCpu* Get(const std::string& variant = "haswell") {
+    static std::map<std::string, const GgmlCpu*>* instances =
+        new std::map<std::string, const GgmlCpu*>();
+    auto it = instances->find(variant);
+    if (it == instances->end()) it = instances->emplace(variant, Load(variant)).first;
+    return it->second;
   }
-  static std::string LibraryPath() {
-    return std::string(LLORCH_GGML_CPU_LIB_DIR) + "/libggml-cpu-haswell.so";
+  static std::string LibraryPath(const std::string& variant = "haswell") {
+    return std::string(LLORCH_GGML_CPU_LIB_DIR) + "/libggml-cpu-" + variant + ".so";
   }
 
   const ggml_type_traits_cpu& Traits(GgmlType type) const {
     return *get_traits_(static_cast<int>(type));
   }
 
-  // llama.cpp's repacked Q4_0 kernels (ggml::cpu::repack::gemv/gemm<block_q4_0,
-  // 8, 8, GGML_TYPE_Q8_0>) and the 4-row activation quantiser gemm takes;
-  // null where this build of the library lacks them.
+  // llama.cpp's repacked kernels (ggml::cpu::repack::gemv/gemm<block, 8, 8,
+  // vec_dot type>) and the 4-row activation quantisers gemm takes; null
+  // where this build of the library lacks them.
   using RepackFn = void (*)(int n, float* s, size_t bs, const void* vx, const void* vy,
                             int nr, int nc);
   using QuantizeMatFn = void (*)(const float* x, void* y, int64_t nrows, int64_t n_per_row);
   RepackFn q4_0_gemv = nullptr;
   RepackFn q4_0_gemm = nullptr;
   QuantizeMatFn quantize_mat_q8_0_4x8 = nullptr;
+  RepackFn q4_K_gemv = nullptr;
+  RepackFn q4_K_gemm = nullptr;
+  QuantizeMatFn quantize_mat_q8_K_4x8 = nullptr;
+  std::string variant;
 
  private:
   using GetTraitsFn = const ggml_type_traits_cpu* (*)(int);
 
-  static const GgmlCpu* Load() {
+  static const GgmlCpu* Load(const std::string& variant) {
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
       return nullptr;
     }
-    void* handle = dlopen(LibraryPath().c_str(), RTLD_NOW | RTLD_LOCAL);
+    void* handle = dlopen(LibraryPath(variant).c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) return nullptr;
+    auto score = reinterpret_cast<int (*)()>(dlsym(handle, "ggml_backend_score"));
+    if (score != nullptr && score() == 0) return nullptr;  // not for this CPU
     auto init = reinterpret_cast<void (*)()>(dlsym(handle, "ggml_cpu_init"));
     auto get_traits =
         reinterpret_cast<GetTraitsFn>(dlsym(handle, "ggml_get_type_traits_cpu"));
     if (init == nullptr || get_traits == nullptr) return nullptr;
     init();  // fills ggml's fp16 tables
     auto* cpu = new GgmlCpu();
+    cpu->variant = variant;
     cpu->get_traits_ = get_traits;
     cpu->q4_0_gemv = reinterpret_cast<RepackFn>(
         dlsym(handle, "_ZN4ggml3cpu6repack4gemvI10block_q4_0Ll8ELl8EL9ggml_type8EEEviPfmPKvS7_ii"));
@@ -85,11 +99,26 @@ class GgmlCpu {
         dlsym(handle, "_ZN4ggml3cpu6repack4gemmI10block_q4_0Ll8ELl8EL9ggml_type8EEEviPfmPKvS7_ii"));
     cpu->quantize_mat_q8_0_4x8 = reinterpret_cast<QuantizeMatFn>(
         dlsym(handle, "_Z19ggml_quantize_mat_tILl8EL9ggml_type8EEvPKfPvll"));
+    cpu->q4_K_gemv = reinterpret_cast<RepackFn>(
+        dlsym(handle, "_ZN4ggml3cpu6repack4gemvI10block_q4_KLl8ELl8EL9ggml_type15EEEviPfmPKvS7_ii"));
+    cpu->q4_K_gemm = reinterpret_cast<RepackFn>(
+        dlsym(handle, "_ZN4ggml3cpu6repack4gemmI10block_q4_KLl8ELl8EL9ggml_type15EEEviPfmPKvS7_ii"));
+    cpu->quantize_mat_q8_K_4x8 = reinterpret_cast<QuantizeMatFn>(
+        dlsym(handle, "_Z19ggml_quantize_mat_tILl8EL9ggml_type15EEvPKfPvll"));
     return cpu;
   }
 
   GetTraitsFn get_traits_ = nullptr;
 };
+
+// The variants this CPU can run: haswell, and the AVX-512 ones where present.
+std::vector<const GgmlCpu*> RunnableVariants() {
+  std::vector<const GgmlCpu*> out;
+  for (const char* variant : {"haswell", "skylakex", "zen4"}) {
+    if (const GgmlCpu* cpu = GgmlCpu::Get(variant)) out.push_back(cpu);
+  }
+  return out;
+}
 
 #define REQUIRE_GGML(cpu)                                                  \
   const GgmlCpu* cpu = GgmlCpu::Get();                                     \
@@ -157,12 +186,19 @@ std::vector<uint8_t> RandomBlockBytes(GgmlType type, int64_t rows, int64_t in,
   const size_t block_bytes = GgmlBlockBytes(type);
   std::vector<uint8_t> out(rows * GgmlRowBytes(type, in));
   for (uint8_t& b : out) b = static_cast<uint8_t>(byte(rng));
-  const bool has_min = type == GgmlType::kQ4_1 || type == GgmlType::kQ5_1;
+  // Where the block's fp16 fields are (scale, and min for the types with one).
+  std::vector<size_t> fields = {0};
+  if (type == GgmlType::kQ4_1 || type == GgmlType::kQ5_1 || type == GgmlType::kQ4_K ||
+      type == GgmlType::kQ5_K) {
+    fields = {0, 2};
+  } else if (type == GgmlType::kQ6_K) {
+    fields = {208};
+  }
   for (size_t offset = 0; offset < out.size(); offset += block_bytes) {
-    for (int field = 0; field < (has_min ? 2 : 1); ++field) {
+    for (size_t field : fields) {
       const uint16_t half = static_cast<uint16_t>(
           (byte(rng) & 1) << 15 | exponent(rng) << 10 | mantissa(rng));
-      std::memcpy(&out[offset + 2 * field], &half, 2);
+      std::memcpy(&out[offset + field], &half, 2);
     }
   }
   return out;
@@ -560,6 +596,227 @@ double ThreadCpuSeconds() {
 // Run with --gtest_also_run_disabled_tests. Single-thread runs are timed in
 // thread CPU time (other processes share this machine's cores), two-thread
 // runs in wall time; best of 7.
+// ---------------------------------------------------------------------------
+// K-quants (KQuantMatmul).
+
+const GgmlType kKTypes[] = {GgmlType::kQ4_K, GgmlType::kQ5_K, GgmlType::kQ6_K};
+
+// The 6-bit scale and min of sub-block j of a Q4_K block (12 packed bytes).
+void Q4KScaleMin(const uint8_t* packed, int j, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = packed[j] & 63;
+    *min = packed[j + 4] & 63;
+  } else {
+    *scale = (packed[j + 4] & 0x0f) | ((packed[j - 4] >> 6) << 4);
+    *min = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
+  }
+}
+
+// Q4_K rows as llama.cpp repacks them for its q4_K_8x8 kernels
+// (block_q4_Kx8, ggml-cpu/repack.h): per group of 8 rows and block, the 8 d,
+// the 8 dmin, 12 bytes of scales and mins per sub-block (the low 6 bits of
+// rows 0-3 and 4-7, the rest of rows 4-7's bits in the top bits and a third
+// run of bytes), then 8 quant bytes of each row in turn.
+std::vector<uint8_t> GgmlRepackQ4_Kx8(const std::vector<uint8_t>& w, int64_t rows, int64_t in) {
+  constexpr size_t kBlockBytes = 144, kPackedBytes = 16 + 16 + 96 + 1024;
+  const int64_t num_blocks = in / 256;
+  std::vector<uint8_t> out(rows / 8 * num_blocks * kPackedBytes);
+  uint8_t* dst = out.data();
+  for (int64_t r0 = 0; r0 < rows; r0 += 8) {
+    for (int64_t b = 0; b < num_blocks; ++b, dst += kPackedBytes) {
+      const uint8_t* src[8];
+      for (int i = 0; i < 8; ++i) src[i] = w.data() + ((r0 + i) * num_blocks + b) * kBlockBytes;
+      for (int i = 0; i < 8; ++i) {
+        std::memcpy(dst + 2 * i, src[i], 2);
+        std::memcpy(dst + 16 + 2 * i, src[i] + 2, 2);
+      }
+      for (int j = 0; j < 8; ++j) {
+        uint8_t sc[8], mn[8];
+        for (int i = 0; i < 8; ++i) Q4KScaleMin(src[i] + 4, j, &sc[i], &mn[i]);
+        uint8_t* g = dst + 32 + 12 * j;
+        for (int k = 0; k < 4; ++k) {
+          g[k] = static_cast<uint8_t>((sc[k] & 63) + ((sc[k + 4] & 48) << 2));
+          g[k + 4] = static_cast<uint8_t>((mn[k] & 63) + ((mn[k + 4] & 48) << 2));
+          g[k + 8] = static_cast<uint8_t>((sc[k + 4] & 15) + ((mn[k + 4] & 15) << 4));
+        }
+      }
+      for (int i = 0; i < 128; ++i) std::memcpy(dst + 128 + 8 * i, src[i % 8] + 16 + (i / 8) * 8, 8);
+    }
+  }
+  return out;
+}
+
+TEST(KQuantMatmulTest, OrderFollowsLlamaCppsRepacking) {
+  EXPECT_EQ(KQuantOrderFor(GgmlType::kQ4_K, 2048), KQuantOrder::kRepacked);
+  EXPECT_EQ(KQuantOrderFor(GgmlType::kQ4_K, 6), KQuantOrder::kVecDot);
+  EXPECT_EQ(KQuantOrderFor(GgmlType::kQ5_K, 2048), KQuantOrder::kVecDot);
+  EXPECT_EQ(KQuantOrderFor(GgmlType::kQ6_K, 2048), KQuantOrder::kVecDot);
+}
+
+// Bit-identical to llama.cpp's vec_dot (quantize_row_q8_K, then
+// ggml_vec_dot_<type>_q8_K) in every CPU library this machine can run, for
+// every batch size, split across threads, and in the portable code.
+TEST(KQuantMatmulTest, VecDotEqualsGgmlExactly) {
+  REQUIRE_GGML(haswell);
+  const int64_t kIns[] = {256, 2048, 5632};
+  const int64_t kRows[] = {1, 7, 300};
+  const int64_t kBatches[] = {1, 2, 3, 5, 9};
+  const int64_t max_n = 9;
+  for (const GgmlCpu* cpu : RunnableVariants()) {
+    uint32_t seed = 1;
+    for (GgmlType type : kKTypes) {
+      for (int64_t in : kIns) {
+        const std::vector<float> x = RandomActivations(max_n, in, seed++);
+        for (int64_t rows : kRows) {
+          for (bool random_bytes : {false, true}) {
+            if (random_bytes && rows > 7) continue;  // keep the run short
+            const std::vector<uint8_t> w = random_bytes
+                                               ? RandomBlockBytes(type, rows, in, seed++)
+                                               : QuantisedWeights(*cpu, type, rows, in, seed++);
+            const std::vector<float> expected =
+                GgmlProduct(*cpu, type, w.data(), rows, in, x.data(), max_n);
+            for (int64_t n : kBatches) {
+              SCOPED_TRACE(cpu->variant + " " + GgmlTypeName(type) + " in=" +
+                           std::to_string(in) + " rows=" + std::to_string(rows) +
+                           " n=" + std::to_string(n) +
+                           (random_bytes ? " random bytes" : " ggml-quantised"));
+              const std::vector<float> want(expected.begin(), expected.begin() + n * rows);
+              std::vector<float> got(n * rows, NAN);
+              std::string first;
+              KQuantMatmul(type, w.data(), rows, in, x.data(), n, got.data(),
+                           KQuantOrder::kVecDot, TwoThreadFor);
+              EXPECT_EQ(CountMismatches(got, want, &first), 0) << first;
+              if (n == max_n || rows <= 7) {
+                std::fill(got.begin(), got.end(), NAN);
+                kquant_matmul_internal::KQuantMatmulPortable(type, w.data(), rows, in, x.data(),
+                                                             n, got.data(), KQuantOrder::kVecDot);
+                EXPECT_EQ(CountMismatches(got, want, &first), 0) << "portable: " << first;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Q4_K in the repacked order: the same bits as llama.cpp's q4_K_8x8 gemv (one
+// activation row) and gemm (4 rows; it sums per 64 elements, so its results
+// differ from gemv's), which it runs for Q4_K weights of whole groups of 8
+// rows in its AVX2 and AVX-512 libraries.
+TEST(KQuantMatmulTest, Q4_KRepackedEqualsGgmlRepackedKernelsExactly) {
+  REQUIRE_GGML(haswell);
+  const GgmlType type = GgmlType::kQ4_K;
+  for (const GgmlCpu* cpu : RunnableVariants()) {
+    if (cpu->q4_K_gemv == nullptr || cpu->q4_K_gemm == nullptr ||
+        cpu->quantize_mat_q8_K_4x8 == nullptr) {
+      ADD_FAILURE() << cpu->variant << " lacks the repacked Q4_K kernels";
+      continue;
+    }
+    uint32_t seed = 31;
+    for (int64_t in : {256, 2048, 5632}) {
+      for (int64_t rows : {8, 24, 256}) {
+        for (bool random_bytes : {false, true}) {
+          SCOPED_TRACE(cpu->variant + " in=" + std::to_string(in) + " rows=" +
+                       std::to_string(rows) + (random_bytes ? " random bytes" : ""));
+          const std::vector<uint8_t> w = random_bytes
+                                             ? RandomBlockBytes(type, rows, in, seed++)
+                                             : QuantisedWeights(*cpu, type, rows, in, seed++);
+          const std::vector<uint8_t> packed = GgmlRepackQ4_Kx8(w, rows, in);
+          const int64_t n = 8;
+          const std::vector<float> x = RandomActivations(n, in, seed++);
+          std::vector<float> want(n * rows);
+          std::vector<uint8_t> act(GgmlRowBytes(GgmlType::kQ8_K, in));
+          for (int64_t t = 0; t < n; ++t) {
+            cpu->Traits(GgmlType::kQ8_K).from_float(x.data() + t * in, act.data(), in);
+            cpu->q4_K_gemv(static_cast<int>(in), want.data() + t * rows, rows, packed.data(),
+                           act.data(), 1, static_cast<int>(rows));
+          }
+          std::vector<float> want_gemm(n * rows);
+          std::vector<uint8_t> act4(4 * GgmlRowBytes(GgmlType::kQ8_K, in));
+          for (int64_t t = 0; t < n; t += 4) {
+            cpu->quantize_mat_q8_K_4x8(x.data() + t * in, act4.data(), 4, in);
+            cpu->q4_K_gemm(static_cast<int>(in), want_gemm.data() + t * rows, rows,
+                           packed.data(), act4.data(), 4, static_cast<int>(rows));
+          }
+          // The repacking is right: ggml's own vec_dot on the rows agrees to rounding.
+          if (!random_bytes) {
+            const std::vector<float> vec_dot =
+                GgmlProduct(*cpu, type, w.data(), rows, in, x.data(), n);
+            for (size_t i = 0; i < want.size(); ++i) {
+              ASSERT_NEAR(want[i], vec_dot[i], 1e-4f * (1.0f + std::fabs(vec_dot[i]))) << i;
+            }
+          }
+          // As llama.cpp's mul_mat: the first count - count % 4 rows through
+          // gemm, the rest through gemv.
+          std::string first;
+          for (int64_t count : {1, 3, 4, 7, 8}) {
+            std::vector<float> expected(count * rows);
+            std::vector<uint8_t> grouped(count);
+            for (int64_t t = 0; t < count; ++t) {
+              grouped[t] = t < count - count % 4;
+              const std::vector<float>& source = grouped[t] ? want_gemm : want;
+              std::copy(source.begin() + t * rows, source.begin() + (t + 1) * rows,
+                        expected.begin() + t * rows);
+            }
+            std::vector<float> got(count * rows, NAN);
+            KQuantMatmul(type, w.data(), rows, in, x.data(), count, got.data(),
+                         KQuantOrder::kRepacked, TwoThreadFor, grouped.data());
+            EXPECT_EQ(CountMismatches(got, expected, &first), 0) << "n=" << count << ": " << first;
+            std::fill(got.begin(), got.end(), NAN);
+            kquant_matmul_internal::KQuantMatmulPortable(type, w.data(), rows, in, x.data(), count,
+                                                         got.data(), KQuantOrder::kRepacked,
+                                                         grouped.data());
+            EXPECT_EQ(CountMismatches(got, expected, &first), 0)
+                << "portable n=" << count << ": " << first;
+          }
+          // Without grouping every row takes gemv's order.
+          std::vector<float> got(n * rows, NAN);
+          KQuantMatmul(type, w.data(), rows, in, x.data(), n, got.data(), KQuantOrder::kRepacked,
+                       TwoThreadFor);
+          EXPECT_EQ(CountMismatches(got, want, &first), 0) << "ungrouped: " << first;
+        }
+      }
+    }
+  }
+}
+
+// Without llama.cpp: a row's result is the same alone and in a batch, and the
+// AVX2 code equals the portable code, in both orders.
+TEST(KQuantMatmulTest, RowResultDoesNotDependOnBatch) {
+  const int64_t in = 512, rows = 40, n = 37;
+  const std::vector<float> x = RandomActivations(n, in, 77);
+  for (GgmlType type : kKTypes) {
+    for (KQuantOrder order : {KQuantOrder::kVecDot, KQuantOrder::kRepacked}) {
+      SCOPED_TRACE(std::string(GgmlTypeName(type)) +
+                   (order == KQuantOrder::kRepacked ? " repacked" : " vec_dot"));
+      const std::vector<uint8_t> w = RandomBlockBytes(type, rows, in, 5);
+      std::vector<float> batch(n * rows), portable(n * rows);
+      KQuantMatmul(type, w.data(), rows, in, x.data(), n, batch.data(), order, TwoThreadFor);
+      kquant_matmul_internal::KQuantMatmulPortable(type, w.data(), rows, in, x.data(), n,
+                                                   portable.data(), order);
+      std::string first;
+      EXPECT_EQ(CountMismatches(batch, portable, &first), 0) << "portable: " << first;
+      std::vector<uint8_t> grouped(n);
+      for (int64_t t = 0; t < n; ++t) grouped[t] = t % 3 != 0;
+      KQuantMatmul(type, w.data(), rows, in, x.data(), n, batch.data(), order, TwoThreadFor,
+                   grouped.data());
+      kquant_matmul_internal::KQuantMatmulPortable(type, w.data(), rows, in, x.data(), n,
+                                                   portable.data(), order, grouped.data());
+      EXPECT_EQ(CountMismatches(batch, portable, &first), 0) << "grouped portable: " << first;
+      KQuantMatmul(type, w.data(), rows, in, x.data(), n, batch.data(), order, TwoThreadFor);
+      for (int64_t t = 0; t < n; t += 5) {
+        std::vector<float> single(rows);
+        KQuantMatmul(type, w.data(), rows, in, x.data() + t * in, 1, single.data(), order);
+        const std::vector<float> from_batch(batch.begin() + t * rows,
+                                            batch.begin() + (t + 1) * rows);
+        EXPECT_EQ(CountMismatches(single, from_batch, &first), 0) << "row " << t << ": " << first;
+      }
+    }
+  }
+}
+
+
 TEST(QuantMatmulBenchmark, DISABLED_SmolLm2LayerMatricesQ4_1) {
   struct Shape { int64_t rows, in; };
   const Shape kShapes[] = {{960, 576}, {576, 576}, {3072, 576}, {576, 1536}};
