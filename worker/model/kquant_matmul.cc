@@ -274,6 +274,46 @@ inline __m128i GroupSums(const Q8KBlock& a) {
   return _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
 }
 
+// Byte shuffles that broadcast int16 element k of a 128-bit half.
+alignas(32) constexpr uint8_t kBroadcastWord[8][32] = {
+    {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1},
+    {2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+    {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5},
+    {6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+    {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9},
+    {10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11,
+     10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+    {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
+     12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13},
+    {14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15,
+     14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15}};
+
+// A Q4_K/Q5_K block's 8 scales (int16, in both 128-bit halves) and 8 mins
+// (int16), unpacked from its 12 bytes with vector ops (the lanes of ggml's
+// utmp words: u0 & m1, (u2 & m2) | ((u0 >> 6) & m3) << 4, u1 & m1,
+// (u2 >> 4 & m2) | ((u1 >> 6) & m3) << 4).
+inline void UnpackScalesAndMins(const uint8_t* packed, __m256i* scales, __m128i* mins) {
+  // Reads 16 bytes; the 4 past the scales are the block's own quants.
+  const __m128i u = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
+  const __m128i a = _mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0));  // u0 u2 u1 u2
+  const __m128i b = _mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0));  // u0 u0 u1 u1
+  const __m128i low6 = _mm_and_si128(a, _mm_set1_epi32(0x3f3f3f3f));
+  const __m128i high = _mm_or_si128(
+      _mm_and_si128(_mm_srlv_epi32(a, _mm_set_epi32(4, 0, 0, 0)), _mm_set1_epi32(0x0f0f0f0f)),
+      _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(b, 6), _mm_set1_epi32(0x03030303)), 4));
+  const __m128i words = _mm_blend_epi32(low6, high, 0b1010);  // sc0-3 sc4-7 m0-3 m4-7
+  const __m256i wide = _mm256_cvtepu8_epi16(words);
+  *scales = _mm256_permute2x128_si256(wide, wide, 0x00);
+  *mins = _mm256_extracti128_si256(wide, 1);
+}
+
+// [Σ lanes of s, Σ lanes of m, same, same]: exact integer totals.
+inline __m128i TotalsOf(__m256i s, __m128i m) {
+  const __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  const __m128i h = _mm_hadd_epi32(t, m);
+  return _mm_hadd_epi32(h, h);
+}
+
 // Q4_K and Q5_K: 8 groups of 32 with a scale and a min each; kHighBits for
 // Q5_K's fifth bit.
 template <bool kHighBits, bool kRepacked>
@@ -285,25 +325,35 @@ struct Avx2Q4KOrQ5K {
                    int64_t act_stride, const uint8_t* grouped, float* out, int64_t out_stride) {
     __m256 acc[kCols];
     __m128 acc_min[kCols];
+    // Repacked order: lane 0 the products' sum, lane 1 the mins' sum.
+    __m128 acc_pair[kCols];
+    float summs[kCols];
     bool per_64[kCols];  // repacked gemm order: float sums per 64 elements
-    for (int c = 0; c < kCols; ++c) per_64[c] = kRepacked && grouped != nullptr && grouped[c];
-    float summs[kCols], acc_row[kCols], acc_row_min[kCols];
     for (int c = 0; c < kCols; ++c) {
       acc[c] = _mm256_setzero_ps();
-      acc_min[c] = _mm_setzero_ps();
-      summs[c] = acc_row[c] = acc_row_min[c] = 0.0f;
+      acc_min[c] = acc_pair[c] = _mm_setzero_ps();
+      summs[c] = 0.0f;
+      per_64[c] = kRepacked && grouped != nullptr && grouped[c];
     }
     const __m256i low_nibble = _mm256_set1_epi8(0x0f);
     const __m256i fifth_bit = _mm256_set1_epi8(0x10);
     for (int64_t b = 0; b < num_blocks; ++b) {
       const uint8_t* block = row + b * kBytes;
-      const float dw = HalfAt(block), dmin_w = HalfAt(block + 2);
-      uint8_t scales[8], mins[8];
-      ScalesAndMins(block + 4, scales, mins);
+      int32_t header;
+      std::memcpy(&header, block, 4);
+      const __m128 d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128(header));  // dw, dmin_w, 0, 0
+      __m256i scales;
+      __m128i mins;
+      UnpackScalesAndMins(block + 4, &scales, &mins);
       const uint8_t* qs = block + (kHighBits ? 48 : 16);
       const __m256i high_bits = kHighBits ? Load256(block + 16) : _mm256_setzero_si256();
+      // Per column, lane k: mins[2k] * sum(group 2k) + mins[2k + 1] * sum(group 2k + 1).
+      __m128i min_pairs[kCols];
       __m256i sum[kCols];
-      for (int c = 0; c < kCols; ++c) sum[c] = _mm256_setzero_si256();
+      for (int c = 0; c < kCols; ++c) {
+        sum[c] = _mm256_setzero_si256();
+        min_pairs[c] = _mm_madd_epi16(mins, GroupSums(act[c * act_stride + b]));
+      }
       for (int j = 0; j < 4; ++j) {  // groups 2j (low nibbles) and 2j + 1 (high)
         const __m256i bits = Load256(qs + 32 * j);
         __m256i q_low = _mm256_and_si256(bits, low_nibble);
@@ -315,8 +365,9 @@ struct Avx2Q4KOrQ5K {
           q_high = _mm256_or_si256(q_high, _mm256_and_si256(_mm256_slli_epi16(
               _mm256_srli_epi16(high_bits, 2 * j + 1), 4), fifth_bit));
         }
-        const __m256i scale_low = _mm256_set1_epi16(scales[2 * j]);
-        const __m256i scale_high = _mm256_set1_epi16(scales[2 * j + 1]);
+        const __m256i scale_low = _mm256_shuffle_epi8(scales, Load256(kBroadcastWord[2 * j]));
+        const __m256i scale_high =
+            _mm256_shuffle_epi8(scales, Load256(kBroadcastWord[2 * j + 1]));
         for (int c = 0; c < kCols; ++c) {
           const Q8KBlock& a = act[c * act_stride + b];
           const int8_t* q8 = a.q + 64 * j;
@@ -327,33 +378,30 @@ struct Avx2Q4KOrQ5K {
               _mm256_madd_epi16(_mm256_maddubs_epi16(q_high, Load256(q8 + 32)), scale_high);
           const __m256i p = _mm256_add_epi32(p_low, p_high);
           if (kRepacked && per_64[c]) {
-            const int32_t min_sum =
-                mins[2 * j] * (a.bsums[4 * j] + a.bsums[4 * j + 1]) +
-                mins[2 * j + 1] * (a.bsums[4 * j + 2] + a.bsums[4 * j + 3]);
-            acc_row[c] = std::fma(static_cast<float>(SumInt8(p)), dw * a.d, acc_row[c]);
-            acc_row_min[c] = std::fma(static_cast<float>(min_sum), dmin_w * a.d, acc_row_min[c]);
+            const __m128i lane_j = _mm_cmpeq_epi32(_mm_set_epi32(3, 2, 1, 0), _mm_set1_epi32(j));
+            acc_pair[c] = _mm_fmadd_ps(
+                _mm_cvtepi32_ps(TotalsOf(p, _mm_and_si128(min_pairs[c], lane_j))),
+                _mm_mul_ps(d_dmin, _mm_set1_ps(a.d)), acc_pair[c]);
           } else {
             sum[c] = _mm256_add_epi32(sum[c], p);
           }
         }
       }
-      const __m128i mins16 =
-          _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mins)));
       for (int c = 0; c < kCols; ++c) {
         const Q8KBlock& a = act[c * act_stride + b];
-        const __m128i min_pairs = _mm_madd_epi16(mins16, GroupSums(a));
         if (kRepacked) {
           if (per_64[c]) continue;
-          acc_row[c] = std::fma(static_cast<float>(SumInt8(sum[c])), dw * a.d, acc_row[c]);
-          acc_row_min[c] =
-              std::fma(static_cast<float>(SumInt4(min_pairs)), dmin_w * a.d, acc_row_min[c]);
+          acc_pair[c] = _mm_fmadd_ps(_mm_cvtepi32_ps(TotalsOf(sum[c], min_pairs[c])),
+                                     _mm_mul_ps(d_dmin, _mm_set1_ps(a.d)), acc_pair[c]);
           continue;
         }
-        const float dmin = -a.d * dmin_w;
+        const float dw = _mm_cvtss_f32(d_dmin);
+        const float dmin = -a.d * _mm_cvtss_f32(_mm_movehdup_ps(d_dmin));
         if (kHighBits) {
-          summs[c] = std::fma(dmin, static_cast<float>(SumInt4(min_pairs)), summs[c]);
+          summs[c] = std::fma(dmin, static_cast<float>(SumInt4(min_pairs[c])), summs[c]);
         } else {
-          acc_min[c] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_pairs), acc_min[c]);
+          acc_min[c] =
+              _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(min_pairs[c]), acc_min[c]);
         }
         acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(a.d * dw), _mm256_cvtepi32_ps(sum[c]), acc[c]);
       }
@@ -361,7 +409,7 @@ struct Avx2Q4KOrQ5K {
     for (int c = 0; c < kCols; ++c) {
       float result;
       if (kRepacked) {
-        result = acc_row[c] - acc_row_min[c];
+        result = _mm_cvtss_f32(acc_pair[c]) - _mm_cvtss_f32(_mm_movehdup_ps(acc_pair[c]));
       } else if (kHighBits) {
         result = HorizontalSumAvx2(acc[c]) + summs[c];
       } else {
