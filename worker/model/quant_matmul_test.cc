@@ -804,6 +804,16 @@ TEST(KQuantMatmulTest, RowResultDoesNotDependOnBatch) {
       kquant_matmul_internal::KQuantMatmulPortable(type, w.data(), rows, in, x.data(), n,
                                                    portable.data(), order, grouped.data());
       EXPECT_EQ(CountMismatches(batch, portable, &first), 0) << "grouped portable: " << first;
+      for (int64_t t = 1; t < n; t += 7) {  // one grouped row alone
+        if (!grouped[t]) continue;
+        std::vector<float> single(rows);
+        const uint8_t one = 1;
+        KQuantMatmul(type, w.data(), rows, in, x.data() + t * in, 1, single.data(), order,
+                     TwoThreadFor, &one);
+        const std::vector<float> from_batch(batch.begin() + t * rows,
+                                            batch.begin() + (t + 1) * rows);
+        EXPECT_EQ(CountMismatches(single, from_batch, &first), 0) << "grouped row " << t;
+      }
       KQuantMatmul(type, w.data(), rows, in, x.data(), n, batch.data(), order, TwoThreadFor);
       for (int64_t t = 0; t < n; t += 5) {
         std::vector<float> single(rows);
