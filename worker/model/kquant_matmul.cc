@@ -319,7 +319,6 @@ inline __m128i TotalsOf(__m256i s, __m128i m) {
 template <bool kHighBits, bool kRepacked>
 struct Avx2Q4KOrQ5K {
   static constexpr size_t kBytes = kHighBits ? kQ5KBytes : kQ4KBytes;
-  static constexpr bool kRows4 = kRepacked;  // has Rows4Repacked
 
   // Repacked order, 4 activation rows that all take the same order (kPer64:
   // llama.cpp's gemm, else its gemv): the integer totals of the 4 rows are
@@ -401,90 +400,6 @@ struct Avx2Q4KOrQ5K {
     alignas(16) float result[4];
     _mm_store_ps(result, _mm_sub_ps(acc, acc_min));
     for (int c = 0; c < 4; ++c) out[c * out_stride] = result[c];
-  }
-
-  // Repacked order, 4 weight rows by one activation row (a decode step): the
-  // activation is loaded once for the 4 rows, their integer totals reduced
-  // together and accumulated in one 4-lane vector (lane i: weight row i).
-  template <bool kPer64>
-  static void Rows4Repacked(const uint8_t* row0, size_t row_bytes, int64_t num_blocks,
-                            const Q8KBlock* act, float* out) {
-    __m128 acc = _mm_setzero_ps(), acc_min = _mm_setzero_ps();
-    const __m256i low_nibble = _mm256_set1_epi8(0x0f);
-    const __m256i fifth_bit = _mm256_set1_epi8(0x10);
-    for (int64_t b = 0; b < num_blocks; ++b) {
-      const Q8KBlock& a = act[b];
-      const uint8_t* block[4];
-      for (int i = 0; i < 4; ++i) block[i] = row0 + i * row_bytes + b * kBytes;
-      int32_t header[4];
-      for (int i = 0; i < 4; ++i) std::memcpy(&header[i], block[i], 4);
-      // d0 m0 d1 m1 d2 m2 d3 m3 -> d0..d3 | m0..m3
-      const __m256 halves = _mm256_permutevar8x32_ps(
-          _mm256_cvtph_ps(_mm_set_epi32(header[3], header[2], header[1], header[0])),
-          _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0));
-      const __m128 dx = _mm_set1_ps(a.d);
-      const __m128 scale = _mm_mul_ps(_mm256_castps256_ps128(halves), dx);
-      const __m128 min_scale = _mm_mul_ps(_mm256_extractf128_ps(halves, 1), dx);
-      const __m128i group_sums = GroupSums(a);
-      __m256i scales[4];
-      __m128i min_pairs[4], min[4];
-      for (int i = 0; i < 4; ++i) {
-        __m128i mins;
-        UnpackScalesAndMins(block[i] + 4, &scales[i], &mins);
-        min_pairs[i] = _mm_madd_epi16(mins, group_sums);
-      }
-      const __m128i t0 = _mm_unpacklo_epi32(min_pairs[0], min_pairs[1]);
-      const __m128i t1 = _mm_unpacklo_epi32(min_pairs[2], min_pairs[3]);
-      const __m128i t2 = _mm_unpackhi_epi32(min_pairs[0], min_pairs[1]);
-      const __m128i t3 = _mm_unpackhi_epi32(min_pairs[2], min_pairs[3]);
-      min[0] = _mm_unpacklo_epi64(t0, t1);
-      min[1] = _mm_unpackhi_epi64(t0, t1);
-      min[2] = _mm_unpacklo_epi64(t2, t3);
-      min[3] = _mm_unpackhi_epi64(t2, t3);
-      __m128i block_sum = _mm_setzero_si128();
-      for (int j = 0; j < 4; ++j) {
-        const __m256i q8_low = Load256(a.q + 64 * j);
-        const __m256i q8_high = Load256(a.q + 64 * j + 32);
-        const __m256i shuffle_low = Load256(kBroadcastWord[2 * j]);
-        const __m256i shuffle_high = Load256(kBroadcastWord[2 * j + 1]);
-        __m256i p[4];
-        for (int i = 0; i < 4; ++i) {
-          const uint8_t* qs = block[i] + (kHighBits ? 48 : 16);
-          const __m256i bits = Load256(qs + 32 * j);
-          __m256i q_low = _mm256_and_si256(bits, low_nibble);
-          __m256i q_high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_nibble);
-          if (kHighBits) {
-            const __m256i high_bits = Load256(block[i] + 16);
-            q_low = _mm256_or_si256(q_low, _mm256_and_si256(_mm256_slli_epi16(
-                _mm256_srli_epi16(high_bits, 2 * j), 4), fifth_bit));
-            q_high = _mm256_or_si256(q_high, _mm256_and_si256(_mm256_slli_epi16(
-                _mm256_srli_epi16(high_bits, 2 * j + 1), 4), fifth_bit));
-          }
-          p[i] = _mm256_add_epi32(
-              _mm256_madd_epi16(_mm256_maddubs_epi16(q_low, q8_low),
-                                _mm256_shuffle_epi8(scales[i], shuffle_low)),
-              _mm256_madd_epi16(_mm256_maddubs_epi16(q_high, q8_high),
-                                _mm256_shuffle_epi8(scales[i], shuffle_high)));
-        }
-        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]),
-                                            _mm256_hadd_epi32(p[2], p[3]));
-        const __m128i totals =
-            _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        if (kPer64) {
-          acc = _mm_fmadd_ps(_mm_cvtepi32_ps(totals), scale, acc);
-          acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(min[j]), min_scale, acc_min);
-        } else {
-          block_sum = _mm_add_epi32(block_sum, totals);
-        }
-      }
-      if (!kPer64) {
-        const __m128i min_sum =
-            _mm_add_epi32(_mm_add_epi32(min[0], min[1]), _mm_add_epi32(min[2], min[3]));
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(block_sum), scale, acc);
-        acc_min = _mm_fmadd_ps(_mm_cvtepi32_ps(min_sum), min_scale, acc_min);
-      }
-    }
-    _mm_storeu_ps(out, _mm_sub_ps(acc, acc_min));
   }
 
   template <int kCols>
@@ -611,9 +526,6 @@ alignas(16) constexpr uint8_t kScalePairShuffle[8][16] = {
 // Q6_K: 16 groups of 16 with an int8 scale each, quants stored + 32.
 struct Avx2Q6K {
   static constexpr size_t kBytes = kQ6KBytes;
-  static constexpr bool kRows4 = false;
-  template <bool kPer64>
-  static void Rows4Repacked(const uint8_t*, size_t, int64_t, const Q8KBlock*, float*) {}
 
   template <int kCols>
   static void Tile(const uint8_t* row, int64_t num_blocks, const Q8KBlock* act,
@@ -683,22 +595,7 @@ void RowsAvx2(const uint8_t* grouped, const uint8_t* weight, int64_t rows, int64
   const size_t row_bytes = num_blocks * K::kBytes;
   for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
     const int64_t t_end = std::min(n, t0 + kActChunk);
-    int64_t r = r0;
-    if constexpr (K::kRows4) {
-      if (t_end - t0 == 1) {  // one activation row: 4 weight rows at a time
-        const bool per_64 = grouped != nullptr && grouped[t0];
-        for (; r + 4 <= r1; r += 4) {
-          if (per_64) {
-            K::template Rows4Repacked<true>(weight + r * row_bytes, row_bytes, num_blocks,
-                                            acts + t0 * num_blocks, out + t0 * rows + r);
-          } else {
-            K::template Rows4Repacked<false>(weight + r * row_bytes, row_bytes, num_blocks,
-                                             acts + t0 * num_blocks, out + t0 * rows + r);
-          }
-        }
-      }
-    }
-    for (; r < r1; ++r) {
+    for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = weight + r * row_bytes;
       int64_t t = t0;
       for (; t + 4 <= t_end; t += 4) {
