@@ -187,6 +187,44 @@ LLORCH_VNNI_TARGET void GroupQ4_0Vnni(const uint8_t* group, int64_t num_blocks,
   for (int c = 0; c < kCols; ++c) _mm256_storeu_ps(out + c * out_stride, acc[c]);
 }
 
+// Q8_0 in vec_dot's order (eight lane accumulators per activation row), two
+// activation rows per pass so that each weight load and |w| serve both; the
+// 16 accumulators fit AVX-512's 32 registers.
+template <int kCols>
+LLORCH_VNNI_TARGET void GroupQ8_0Vnni(const uint8_t* group, int64_t num_blocks,
+                                      const ActBlock* act0, int64_t act_stride, float* out,
+                                      int64_t out_stride) {
+  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ8_0);
+  __m256 acc[kCols][8];
+  for (int c = 0; c < kCols; ++c) {
+    for (int k = 0; k < 8; ++k) acc[c][k] = _mm256_setzero_ps();
+  }
+  for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
+    __m256 scale[kCols];
+    for (int c = 0; c < kCols; ++c) {
+      scale[c] = _mm256_mul_ps(dw, _mm256_set1_ps(act0[c * act_stride + b].d));
+    }
+    for (int k = 0; k < 8; ++k) {
+      const __m256i w =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + kScaleBytes + 32 * k));
+      const __m256i abs_w = _mm256_abs_epi8(w);  // -128 stays 0x80: 128 unsigned
+      for (int c = 0; c < kCols; ++c) {
+        const __m256i y = _mm256_sign_epi8(Broadcast4(act0[c * act_stride + b].qs + 4 * k), w);
+        const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, y);
+        acc[c][k] = _mm256_fmadd_ps(scale[c], _mm256_cvtepi32_ps(lanes), acc[c][k]);
+      }
+    }
+  }
+  for (int c = 0; c < kCols; ++c) {
+    const __m256* a = acc[c];
+    const __m256 sum = _mm256_add_ps(
+        _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6])),
+        _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7])));
+    _mm256_storeu_ps(out + c * out_stride, sum);
+  }
+}
+
 bool HasVnni() {
   static const bool has = __builtin_cpu_supports("avx512f") &&
                           __builtin_cpu_supports("avx512bw") &&
@@ -237,7 +275,19 @@ void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t
       const uint8_t* group = interleaved + g * group_bytes;
       float* o = out + g * kGroupRows;
       if (type == GgmlType::kQ8_0) {
-        for (int64_t t = t0; t < t_end; ++t) {
+        int64_t t = t0;
+        if (vnni) {
+          for (; t + 2 <= t_end; t += 2) {
+            GroupQ8_0Vnni<2>(group, num_blocks, acts + t * num_blocks, num_blocks, o + t * rows,
+                             rows);
+          }
+          if (t < t_end) {
+            GroupQ8_0Vnni<1>(group, num_blocks, acts + t * num_blocks, num_blocks, o + t * rows,
+                             rows);
+          }
+          continue;
+        }
+        for (; t < t_end; ++t) {
           GroupQ8_0Avx2(group, num_blocks, acts + t * num_blocks, o + t * rows);
         }
         continue;
