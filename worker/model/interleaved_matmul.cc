@@ -119,6 +119,18 @@ inline __m256i Broadcast4(const int8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
+// The 8 rows' nibbles of one Q4_0 block: q[k] holds elements 4k..4k+3 of
+// each row as unsigned bytes.
+inline void UnpackQ4_0Group(const uint8_t* group, __m256i q[8]) {
+  const __m256i low_mask = _mm256_set1_epi8(0x0F);
+  for (int j = 0; j < 4; ++j) {
+    const __m256i raw =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + kScaleBytes + 32 * j));
+    q[j] = _mm256_and_si256(raw, low_mask);
+    q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_mask);
+  }
+}
+
 // Q4_0, kCols activation rows at once (the unpacked nibbles are shared).
 // Nibbles are used unsigned (maddubs) and the offset of 8 is taken out of the
 // exact integer dot: sum (q - 8) y = sum q y - 8 sum y. No int16 overflow:
@@ -127,19 +139,13 @@ template <int kCols>
 void GroupQ4_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act0,
                    const int32_t* act_sum0, int64_t act_stride, float* out, int64_t out_stride) {
   const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ4_0);
-  const __m256i low_mask = _mm256_set1_epi8(0x0F);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kCols];
   for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     __m256i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
-    for (int j = 0; j < 4; ++j) {
-      const __m256i raw =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + kScaleBytes + 32 * j));
-      q[j] = _mm256_and_si256(raw, low_mask);
-      q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_mask);
-    }
+    UnpackQ4_0Group(group, q);
     for (int c = 0; c < kCols; ++c) {
       const ActBlock& y = act0[c * act_stride + b];
       __m256i pairs = _mm256_maddubs_epi16(q[0], Broadcast4(y.qs));
@@ -164,18 +170,12 @@ LLORCH_VNNI_TARGET void GroupQ4_0Vnni(const uint8_t* group, int64_t num_blocks,
                                       const ActBlock* act0, const int32_t* act_sum0,
                                       int64_t act_stride, float* out, int64_t out_stride) {
   const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ4_0);
-  const __m256i low_mask = _mm256_set1_epi8(0x0F);
   __m256 acc[kCols];
   for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     __m256i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
-    for (int j = 0; j < 4; ++j) {
-      const __m256i raw =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + kScaleBytes + 32 * j));
-      q[j] = _mm256_and_si256(raw, low_mask);
-      q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_mask);
-    }
+    UnpackQ4_0Group(group, q);
     for (int c = 0; c < kCols; ++c) {
       const ActBlock& y = act0[c * act_stride + b];
       __m256i dot = _mm256_set1_epi32(-8 * act_sum0[c * act_stride + b]);

@@ -320,6 +320,23 @@ template <bool kHighBits, bool kRepacked>
 struct Avx2Q4KOrQ5K {
   static constexpr size_t kBytes = kHighBits ? kQ5KBytes : kQ4KBytes;
 
+  // Quants of groups 2j (low nibbles) and 2j + 1 (high nibbles) as bytes;
+  // for Q5_K bit g of high_bits byte l is the fifth bit of element l of group g.
+  static void GroupPairQuants(const uint8_t* qs, __m256i high_bits, int j, __m256i* q_low,
+                              __m256i* q_high) {
+    const __m256i low_nibble = _mm256_set1_epi8(0x0f);
+    const __m256i bits = Load256(qs + 32 * j);
+    *q_low = _mm256_and_si256(bits, low_nibble);
+    *q_high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_nibble);
+    if (kHighBits) {
+      const __m256i fifth_bit = _mm256_set1_epi8(0x10);
+      *q_low = _mm256_or_si256(*q_low, _mm256_and_si256(
+          _mm256_slli_epi16(_mm256_srli_epi16(high_bits, 2 * j), 4), fifth_bit));
+      *q_high = _mm256_or_si256(*q_high, _mm256_and_si256(
+          _mm256_slli_epi16(_mm256_srli_epi16(high_bits, 2 * j + 1), 4), fifth_bit));
+    }
+  }
+
   // Repacked order, 4 activation rows that all take the same order (kPer64:
   // llama.cpp's gemm, else its gemv): the integer totals of the 4 rows are
   // reduced together and accumulated in one 4-lane vector (lane c: row c).
@@ -327,8 +344,6 @@ struct Avx2Q4KOrQ5K {
   static void TileRepacked4(const uint8_t* row, int64_t num_blocks, const Q8KBlock* act,
                             int64_t act_stride, float* out, int64_t out_stride) {
     __m128 acc = _mm_setzero_ps(), acc_min = _mm_setzero_ps();
-    const __m256i low_nibble = _mm256_set1_epi8(0x0f);
-    const __m256i fifth_bit = _mm256_set1_epi8(0x10);
     for (int64_t b = 0; b < num_blocks; ++b) {
       const uint8_t* block = row + b * kBytes;
       int32_t header;
@@ -359,15 +374,8 @@ struct Avx2Q4KOrQ5K {
       const __m256i high_bits = kHighBits ? Load256(block + 16) : _mm256_setzero_si256();
       __m128i block_sum = _mm_setzero_si128();
       for (int j = 0; j < 4; ++j) {
-        const __m256i bits = Load256(qs + 32 * j);
-        __m256i q_low = _mm256_and_si256(bits, low_nibble);
-        __m256i q_high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_nibble);
-        if (kHighBits) {
-          q_low = _mm256_or_si256(q_low, _mm256_and_si256(_mm256_slli_epi16(
-              _mm256_srli_epi16(high_bits, 2 * j), 4), fifth_bit));
-          q_high = _mm256_or_si256(q_high, _mm256_and_si256(_mm256_slli_epi16(
-              _mm256_srli_epi16(high_bits, 2 * j + 1), 4), fifth_bit));
-        }
+        __m256i q_low, q_high;
+        GroupPairQuants(qs, high_bits, j, &q_low, &q_high);
         const __m256i scale_low = _mm256_shuffle_epi8(scales, Load256(kBroadcastWord[2 * j]));
         const __m256i scale_high =
             _mm256_shuffle_epi8(scales, Load256(kBroadcastWord[2 * j + 1]));
@@ -427,8 +435,6 @@ struct Avx2Q4KOrQ5K {
       }
       return;
     }
-    const __m256i low_nibble = _mm256_set1_epi8(0x0f);
-    const __m256i fifth_bit = _mm256_set1_epi8(0x10);
     for (int64_t b = 0; b < num_blocks; ++b) {
       const uint8_t* block = row + b * kBytes;
       int32_t header;
@@ -447,16 +453,8 @@ struct Avx2Q4KOrQ5K {
         min_pairs[c] = _mm_madd_epi16(mins, GroupSums(act[c * act_stride + b]));
       }
       for (int j = 0; j < 4; ++j) {  // groups 2j (low nibbles) and 2j + 1 (high)
-        const __m256i bits = Load256(qs + 32 * j);
-        __m256i q_low = _mm256_and_si256(bits, low_nibble);
-        __m256i q_high = _mm256_and_si256(_mm256_srli_epi16(bits, 4), low_nibble);
-        if (kHighBits) {
-          // Bit g of byte l is the fifth bit of element l of group g.
-          q_low = _mm256_or_si256(q_low, _mm256_and_si256(_mm256_slli_epi16(
-              _mm256_srli_epi16(high_bits, 2 * j), 4), fifth_bit));
-          q_high = _mm256_or_si256(q_high, _mm256_and_si256(_mm256_slli_epi16(
-              _mm256_srli_epi16(high_bits, 2 * j + 1), 4), fifth_bit));
-        }
+        __m256i q_low, q_high;
+        GroupPairQuants(qs, high_bits, j, &q_low, &q_high);
         const __m256i scale_low = _mm256_shuffle_epi8(scales, Load256(kBroadcastWord[2 * j]));
         const __m256i scale_high =
             _mm256_shuffle_epi8(scales, Load256(kBroadcastWord[2 * j + 1]));
