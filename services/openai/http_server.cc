@@ -236,7 +236,7 @@ class SseAnswer {
         first_(std::move(first)),
         builder_(request_,
                  ResponseBuilder::ResponseId(request_.endpoint, first_.started().job_id()),
-                 created),
+                 created, first_.started().cached_prompt_tokens()),
         poll_(poll),
         active_(std::move(active)) {}
 
@@ -573,7 +573,8 @@ void HttpServer::Generate(Endpoint endpoint, const httplib::Request& request,
   }
 
   ResponseBuilder builder(*parsed,
-                          ResponseBuilder::ResponseId(endpoint, first.started().job_id()), created);
+                          ResponseBuilder::ResponseId(endpoint, first.started().job_id()), created,
+                          first.started().cached_prompt_tokens());
   std::optional<v1::Finished> finished;
   v1::GenerateResponse event;
   for (;;) {

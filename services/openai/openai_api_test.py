@@ -13,6 +13,8 @@ $LLORCH_DEFAULT_MODEL) and a llorch-scheduler with --http_listen
   - streamed chunks arrive as they are generated (several chunks spread over
     the generation; their concatenation is the text); include_usage gives a
     last chunk with the usage;
+  - a conversation's second turn reports the prompt tokens it found in the
+    worker's prefix cache (usage.prompt_tokens_details.cached_tokens);
   - curl -N sees the server-sent events as they come;
   - an unknown model raises openai.NotFoundError, streaming or not;
   - malformed bodies, wrong methods and unknown routes get their documented
@@ -226,6 +228,34 @@ def test_same_as_grpc(client, cli, address, model, chat, prompt, max_tokens):
     check_same(f"{model} streamed completion", "".join(texts),
                chunks[-1].choices[0].finish_reason, None, ref)
     print(f"{model} completion = gRPC: {r.choices[0].text!r}; streamed in {len(chunks)} chunks")
+
+
+def test_prefix_cache(client, model):
+    """A conversation's second turn maps the blocks its first turn computed:
+    usage.prompt_tokens_details.cached_tokens counts them (whole 16-token
+    blocks), and the same request twice gives the same greedy text."""
+    system = (f"Session {time.time_ns()}. You are a concise assistant who answers questions "
+              "about geography in one short sentence, without lists or greetings.")
+    turn1 = [{"role": "system", "content": system},
+             {"role": "user", "content": "What is the capital of Italy?"}]
+    first = client.chat.completions.create(model=model, messages=turn1, max_tokens=16,
+                                           temperature=0)
+    check(first.usage.prompt_tokens_details.cached_tokens == 0,
+          f"a new conversation found cached tokens: {first.usage}")
+    turn2 = turn1 + [{"role": "assistant", "content": first.choices[0].message.content},
+                     {"role": "user", "content": "And of Spain?"}]
+    answers = []
+    for attempt in range(2):
+        r = client.chat.completions.create(model=model, messages=turn2, max_tokens=16,
+                                           temperature=0)
+        cached = r.usage.prompt_tokens_details.cached_tokens
+        check(0 < cached < r.usage.prompt_tokens and cached % 16 == 0,
+              f"turn 2 (attempt {attempt}): cached_tokens {cached} of {r.usage.prompt_tokens}")
+        answers.append((r.choices[0].message.content, cached))
+    check(answers[0][0] == answers[1][0] and answers[1][1] >= answers[0][1],
+          f"the same turn twice: {answers}")
+    print(f"{model} prefix cache: turn 2 reused {answers[0][1]} then {answers[1][1]} of "
+          f"{r.usage.prompt_tokens} prompt tokens; answer {answers[0][0]!r}")
 
 
 def test_logprobs(client, cli, address, model):
@@ -536,6 +566,7 @@ def run(scheduler_bin, worker_bin, cli, tiny_model, tmp):
                           chat="What is the capital of France? Answer in one sentence.",
                           prompt="The capital of France is", max_tokens=40)
         test_logprobs(client, cli, address, TINY)
+        test_prefix_cache(client, smol)
         test_streaming_is_live(client, smol)
         ref_text, _, _ = grpc_generate(cli, address, smol, 32, prompt="Once upon a time",
                                        extra=["--ignore-eos"])

@@ -635,13 +635,15 @@ std::string FinishReasonName(v1::FinishReason reason) {
   }
 }
 
-ResponseBuilder::ResponseBuilder(const OpenAiRequest& request, std::string id, int64_t created)
+ResponseBuilder::ResponseBuilder(const OpenAiRequest& request, std::string id, int64_t created,
+                                 int32_t cached_prompt_tokens)
     : endpoint_(request.endpoint),
       model_(request.generate.model()),
       id_(std::move(id)),
       created_(created),
       logprobs_(request.logprobs),
-      include_usage_(request.include_usage) {}
+      include_usage_(request.include_usage),
+      cached_prompt_tokens_(cached_prompt_tokens) {}
 
 std::string ResponseBuilder::ResponseId(Endpoint endpoint, const std::string& job_id) {
   return absl::StrCat(endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-", job_id);
@@ -749,7 +751,8 @@ json ResponseBuilder::FinalChunk(const v1::Finished& finished) {
 json ResponseBuilder::UsageOf(const v1::Finished& finished) const {
   return {{"prompt_tokens", finished.prompt_tokens()},
           {"completion_tokens", finished.completion_tokens()},
-          {"total_tokens", finished.prompt_tokens() + finished.completion_tokens()}};
+          {"total_tokens", finished.prompt_tokens() + finished.completion_tokens()},
+          {"prompt_tokens_details", {{"cached_tokens", cached_prompt_tokens_}}}};
 }
 
 json ResponseBuilder::UsageChunk(const v1::Finished& finished) const {

@@ -90,8 +90,10 @@ std::string FinishReasonName(v1::FinishReason reason);
 // "token_id:ID" (vLLM's form for ids) with bytes null.
 class ResponseBuilder {
  public:
-  // `id`: "chatcmpl-JOB" / "cmpl-JOB" (ResponseId); `created`: Unix seconds.
-  ResponseBuilder(const OpenAiRequest& request, std::string id, int64_t created);
+  // `id`: "chatcmpl-JOB" / "cmpl-JOB" (ResponseId); `created`: Unix seconds;
+  // `cached_prompt_tokens`: Started's, for usage.prompt_tokens_details.
+  ResponseBuilder(const OpenAiRequest& request, std::string id, int64_t created,
+                  int32_t cached_prompt_tokens = 0);
 
   static std::string ResponseId(Endpoint endpoint, const std::string& job_id);
 
@@ -124,6 +126,7 @@ class ResponseBuilder {
   const int64_t created_;
   const bool logprobs_;
   const bool include_usage_;
+  const int32_t cached_prompt_tokens_;
   std::string text_;
   size_t text_chars_ = 0;  // code points in text_ (completions' text_offset)
   // Per token: chat content entries, or completions' four lists.

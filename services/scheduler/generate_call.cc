@@ -184,6 +184,7 @@ void GenerateCall::QueueStarted() {
   if (worker_started_) {
     started->set_prompt_tokens(worker_started_->prompt_tokens());
     started->set_seed(worker_started_->seed());
+    started->set_cached_prompt_tokens(worker_started_->cached_prompt_tokens());
   }
   pending_.push_back(std::move(event));
 }

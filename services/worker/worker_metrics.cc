@@ -64,6 +64,27 @@ WorkerMetrics::WorkerMetrics(metrics::Registry& registry, const WorkerBuildInfo&
                              .Help("KV cache budget (--kv_budget).")
                              .Register(registry)
                              .Add({})),
+      kv_blocks_(BuildGauge()
+                     .Name("llorch_worker_kv_cache_blocks")
+                     .Help("KV cache blocks (--kv_block_size positions each) by state: used by "
+                           "jobs, cached (kept for their prefix, reclaimable) or free.")
+                     .Register(registry)),
+      preemptions_(BuildCounter()
+                       .Name("llorch_worker_preemptions_total")
+                       .Help("Jobs that gave their KV blocks back when the pool ran dry, to be "
+                             "recomputed.")
+                       .Register(registry)
+                       .Add({})),
+      prefix_queried_tokens_(BuildCounter()
+                                 .Name("llorch_worker_prefix_cache_queried_tokens_total")
+                                 .Help("Prompt tokens looked up in the prefix cache.")
+                                 .Register(registry)
+                                 .Add({})),
+      prefix_hit_tokens_(BuildCounter()
+                             .Name("llorch_worker_prefix_cache_hit_tokens_total")
+                             .Help("Prompt tokens found in the prefix cache (not computed).")
+                             .Register(registry)
+                             .Add({})),
       batch_size_(BuildHistogram()
                       .Name("llorch_worker_batch_size")
                       .Help("Jobs in each engine forward step.")
@@ -105,6 +126,16 @@ void WorkerMetrics::OnEngineStep(int32_t batch_size, const EngineStats& stats) {
   waiting_jobs_.Set(stats.waiting);
   kv_used_bytes_.Set(static_cast<double>(stats.kv_used_bytes));
   kv_capacity_bytes_.Set(static_cast<double>(stats.kv_budget_bytes));
+  kv_blocks_.Add({{"state", "used"}}).Set(stats.kv_blocks_used);
+  kv_blocks_.Add({{"state", "cached"}}).Set(stats.kv_blocks_cached);
+  kv_blocks_.Add({{"state", "free"}})
+      .Set(stats.kv_blocks_total - stats.kv_blocks_used - stats.kv_blocks_cached);
+  preemptions_.Increment(static_cast<double>(stats.preemptions - last_stats_.preemptions));
+  prefix_queried_tokens_.Increment(
+      static_cast<double>(stats.prefix_queried_tokens - last_stats_.prefix_queried_tokens));
+  prefix_hit_tokens_.Increment(
+      static_cast<double>(stats.prefix_hit_tokens - last_stats_.prefix_hit_tokens));
+  last_stats_ = stats;
 }
 
 }  // namespace llorch

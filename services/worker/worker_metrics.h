@@ -43,6 +43,11 @@ class WorkerMetrics {
   metrics::Gauge& waiting_jobs_;
   metrics::Gauge& kv_used_bytes_;
   metrics::Gauge& kv_capacity_bytes_;
+  metrics::Family<metrics::Gauge>& kv_blocks_;
+  metrics::Counter& preemptions_;
+  metrics::Counter& prefix_queried_tokens_;
+  metrics::Counter& prefix_hit_tokens_;
+  EngineStats last_stats_;  // engine thread: the totals already counted
   metrics::Histogram& batch_size_;
   metrics::Gauge& model_load_seconds_;
   metrics::Gauge& serving_;

@@ -888,7 +888,9 @@ TEST(WorkerProcessMemoryTest, PeakIsWeightsPlusKvBudgetPlusAConstant) {
   EXPECT_GT(info.weight_bytes(), file_bytes * 9 / 10);
   EXPECT_LT(info.weight_bytes(), file_bytes * 21 / 20);
   EXPECT_EQ(info.kv_bytes_per_token(), 30 * 3 * 64 * 2 * 4);
-  EXPECT_EQ(info.kv_capacity_bytes(), int64_t{64} << 20);
+  // The pool: the budget in whole blocks of 16 positions.
+  const int64_t block_bytes = 16 * info.kv_bytes_per_token();
+  EXPECT_EQ(info.kv_capacity_bytes(), ((int64_t{64} << 20) / block_bytes) * block_bytes);
 
   // Eight jobs at once, long enough to fill much of the budget.
   std::vector<std::thread> threads;
@@ -950,8 +952,9 @@ TEST(WorkerProcessInfoTest, KvTypeF16HalvesKvBytesAndStreamsWhatTheCliPrints) {
   EXPECT_EQ(f16_info.kv_type(), "f16");
   EXPECT_GT(f16_info.kv_bytes_per_token(), 0);
   EXPECT_EQ(f16_info.kv_bytes_per_token() * 2, f32_info.kv_bytes_per_token());
-  EXPECT_EQ(f16_info.kv_capacity_bytes(), 1000 * f16_info.kv_bytes_per_token());
-  EXPECT_EQ(f32_info.kv_capacity_bytes(), 1000 * f32_info.kv_bytes_per_token());
+  // 1000 positions in whole blocks of 16: 62 blocks.
+  EXPECT_EQ(f16_info.kv_capacity_bytes(), 992 * f16_info.kv_bytes_per_token());
+  EXPECT_EQ(f32_info.kv_capacity_bytes(), 992 * f32_info.kv_bytes_per_token());
 
   const std::string prompt = "The three primary colours are";
   CliRun cli = RunCli("tiny-f32-gqa", absl::StrCat("--prompt '", prompt,

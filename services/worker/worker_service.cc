@@ -101,6 +101,7 @@ class ExecuteReactor final : public grpc::ServerWriteReactor<v1::ExecuteEvent> {
     event.mutable_started()->set_job_id(job_id_);
     event.mutable_started()->set_prompt_tokens(start.prompt_tokens);
     event.mutable_started()->set_seed(start.seed);
+    event.mutable_started()->set_cached_prompt_tokens(start.cached_prompt_tokens);
     admitted_ = Clock::now();
     Push(std::move(event));
   }

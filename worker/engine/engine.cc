@@ -8,8 +8,34 @@
 
 namespace llorch {
 
+namespace {
+
+int32_t NumBlocks(const LlamaModel* model, const EngineOptions& options) {
+  const size_t block_bytes =
+      KvPool::BytesPerBlock(model->config(), options.kv_block_size, model->kv_type());
+  return static_cast<int32_t>(options.kv_budget_bytes / block_bytes);
+}
+
+// What the prefix cache knows position p of `tokens` by.
+std::vector<int64_t> PositionKeys(const std::vector<int32_t>& tokens, int32_t num_prompt,
+                                  int64_t begin, int64_t end) {
+  std::vector<int64_t> keys;
+  keys.reserve(end - begin);
+  for (int64_t p = begin; p < end; ++p) keys.push_back(PositionKey(tokens[p], p >= num_prompt));
+  return keys;
+}
+
+}  // namespace
+
 Engine::Engine(const LlamaModel* model, const Tokenizer* tokenizer, EngineOptions options)
-    : model_(model), tokenizer_(tokenizer), options_(options) {
+    : model_(model),
+      tokenizer_(tokenizer),
+      options_(options),
+      pool_(model->NewPool(NumBlocks(model, options), options.kv_block_size)),
+      blocks_(NumBlocks(model, options), options.kv_block_size, options.prefix_cache),
+      block_bytes_(KvPool::BytesPerBlock(model->config(), options.kv_block_size,
+                                         model->kv_type())) {
+  PublishStats();
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -27,13 +53,14 @@ absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
   if (job_id.empty()) return absl::InvalidArgumentError("job_id is empty");
   const ModelConfig& config = model_->config();
   if (absl::Status s = Job::Validate(prompt, params, config); !s.ok()) return s;
-  const size_t kv_bytes = KvCache::BytesFor(
-      config, Job::CacheCapacity(config, static_cast<int64_t>(prompt.size()), params.max_tokens),
-      model_->kv_type());
-  if (kv_bytes > options_.kv_budget_bytes) {
+  // A job runs alone when it must, so it fits if its longest sequence fits
+  // the whole pool.
+  const int32_t num_blocks = blocks_.BlocksFor(
+      Job::CacheCapacity(config, static_cast<int64_t>(prompt.size()), params.max_tokens));
+  if (num_blocks > blocks_.num_blocks()) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "job ", job_id, " needs ", kv_bytes, " bytes of KV cache, more than the budget of ",
-        options_.kv_budget_bytes));
+        "job ", job_id, " needs ", num_blocks * block_bytes_,
+        " bytes of KV cache, more than the budget of ", options_.kv_budget_bytes));
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -51,8 +78,8 @@ absl::Status Engine::Submit(std::string job_id, std::vector<int32_t> prompt,
           absl::StrCat("wait queue full (", options_.max_waiting, " jobs)"));
     }
     live_ids_[job_id] = sink.get();
-    waiting_.push_back(Request{std::move(job_id), std::move(prompt), std::move(params),
-                               std::move(sink), kv_bytes});
+    waiting_.push_back(
+        Request{std::move(job_id), std::move(prompt), std::move(params), std::move(sink)});
   }
   wake_.notify_all();
   return absl::OkStatus();
@@ -83,8 +110,21 @@ void Engine::StopAccepting() {
 
 EngineStats Engine::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return EngineStats{running_count_, static_cast<int32_t>(waiting_.size()), kv_used_bytes_,
-                     options_.kv_budget_bytes};
+  EngineStats stats = stats_;
+  stats.running = running_count_;
+  stats.waiting += static_cast<int32_t>(waiting_.size());
+  return stats;
+}
+
+void Engine::PublishStats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.waiting = static_cast<int32_t>(preempted_.size());
+  stats_.kv_used_bytes = static_cast<size_t>(blocks_.num_used()) * block_bytes_;
+  stats_.kv_budget_bytes = static_cast<size_t>(blocks_.num_blocks()) * block_bytes_;
+  stats_.kv_blocks_total = blocks_.num_blocks();
+  stats_.kv_blocks_used = blocks_.num_used();
+  stats_.kv_blocks_cached = blocks_.num_cached();
+  stats_.kv_block_size = blocks_.block_size();
 }
 
 void Engine::Loop() {
@@ -94,11 +134,15 @@ void Engine::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [this] {
-        return stopping_ || !cancelled_.empty() || !running_.empty() || !waiting_.empty();
+        return stopping_ || !cancelled_.empty() || !running_.empty() || !waiting_.empty() ||
+               !preempted_.empty();
       });
       if (stopping_) {
         for (Request& r : waiting_) cancelled_.push_back(Cancellation{r.job_id, nullptr});
         for (Running& r : running_) cancelled_.push_back(Cancellation{r.job->job_id(), nullptr});
+        for (Running& r : preempted_) {
+          cancelled_.push_back(Cancellation{r.job->job_id(), nullptr});
+        }
       }
       cancelled.swap(cancelled_);
       dropped = TakeCancelledWaiting(cancelled);
@@ -109,18 +153,21 @@ void Engine::Loop() {
       summary.reason = FinishReason::kCancelled;
       r.sink->OnFinished(summary);
     }
-    FinishCancelledRunning(cancelled);
-    std::vector<Request> admitted;
+    FinishCancelled(cancelled);
+    ResumePreempted();
+    std::vector<std::pair<Request, Reservation>> admitted;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_ && waiting_.empty() && running_.empty()) {
+      if (stopping_ && waiting_.empty() && running_.empty() && preempted_.empty()) {
         running_count_ = 0;
         return;
       }
       admitted = TakeAdmissible();
     }
-    for (Request& r : admitted) Start(std::move(r));
+    for (auto& [request, reservation] : admitted) Start(std::move(request), std::move(reservation));
+    PublishStats();
     const int32_t batch_size = running_.empty() ? 0 : Step();
+    PublishStats();
     if (options_.on_step) options_.on_step(batch_size, Stats());
   }
 }
@@ -143,60 +190,160 @@ std::vector<Engine::Request> Engine::TakeCancelledWaiting(
   return dropped;
 }
 
-// Frees the caches of cancelled running jobs before this turn's admissions.
-void Engine::FinishCancelledRunning(const std::vector<Cancellation>& cancelled) {
-  for (Running& r : running_) {
+// Frees the blocks of cancelled running and preempted jobs before this
+// turn's admissions.
+void Engine::FinishCancelled(const std::vector<Cancellation>& cancelled) {
+  const auto finish_matching = [&](Running& r, bool is_running) {
     const auto matches = [&](const Cancellation& c) {
       return c.Matches(r.job->job_id(), r.sink.get());
     };
     if (std::any_of(cancelled.begin(), cancelled.end(), matches)) {
       r.job->Cancel();
-      Finish(r, absl::OkStatus());
+      Finish(r, absl::OkStatus(), is_running);
     }
-  }
-  running_.erase(std::remove_if(running_.begin(), running_.end(),
-                                [](const Running& r) { return r.job == nullptr; }),
-                 running_.end());
+  };
+  const auto gone = [](const Running& r) { return r.job == nullptr; };
+  for (Running& r : running_) finish_matching(r, true);
+  running_.erase(std::remove_if(running_.begin(), running_.end(), gone), running_.end());
+  for (Running& r : preempted_) finish_matching(r, false);
+  preempted_.erase(std::remove_if(preempted_.begin(), preempted_.end(), gone), preempted_.end());
 }
 
-std::vector<Engine::Request> Engine::TakeAdmissible() {
-  // First come, first served: the head of the queue waits for room rather
-  // than being overtaken by smaller jobs (no starvation). Its KV bytes and
-  // batch slot are reserved now, so Stats() and Submit see them while the
-  // cache is allocated outside the lock.
-  std::vector<Request> admitted;
-  while (!waiting_.empty() && running_count_ < options_.max_running &&
-         kv_used_bytes_ + waiting_.front().kv_bytes <= options_.kv_budget_bytes) {
-    kv_used_bytes_ += waiting_.front().kv_bytes;
+std::optional<Engine::Reservation> Engine::Reserve(const std::vector<int32_t>& tokens,
+                                                   int32_t num_prompt, int64_t max_positions) {
+  // Every position up to the last token's (fed next) needs a row; the last
+  // one is always computed, so that the job gets logits to sample from.
+  const int64_t num_positions = static_cast<int64_t>(tokens.size());
+  const std::vector<int64_t> keys = PositionKeys(tokens, num_prompt, 0, num_positions);
+  BlockManager::Match match = blocks_.Lookup(
+      keys, static_cast<int32_t>((num_positions - 1) / blocks_.block_size()));
+  const int64_t reserved_positions =
+      options_.reserve_whole_jobs ? std::max(num_positions, max_positions) : num_positions;
+  const int32_t num_fresh =
+      blocks_.BlocksFor(reserved_positions) - static_cast<int32_t>(match.blocks.size());
+  // Beside running jobs, keep a little room for them to grow (vLLM's
+  // watermark) rather than preempting one at its next block.
+  const int32_t headroom = running_.empty() ? 0 : std::max(1, blocks_.num_blocks() / 100);
+  if (num_fresh + headroom > blocks_.num_available()) {
+    for (BlockId b : match.blocks) blocks_.Release(b);
+    return std::nullopt;
+  }
+  Reservation reservation;
+  reservation.num_cached = static_cast<int32_t>(match.blocks.size());
+  reservation.chain = match.end;
+  reservation.blocks = std::move(match.blocks);
+  for (int32_t i = 0; i < num_fresh; ++i) reservation.blocks.push_back(*blocks_.Allocate());
+  return reservation;
+}
+
+void Engine::ResumePreempted() {
+  while (!preempted_.empty() &&
+         static_cast<int32_t>(running_.size()) < options_.max_running) {
+    Running& r = preempted_.front();
+    std::optional<Reservation> reservation =
+        Reserve(r.job->tokens(), r.job->prompt_tokens(), r.job->max_positions());
+    if (!reservation) return;
+    KvCache* cache = r.job->cache();
+    for (BlockId b : reservation->blocks) cache->AppendBlock(b);
+    cache->set_num_tokens(int64_t{reservation->num_cached} * blocks_.block_size());
+    r.num_chained = reservation->num_cached;
+    r.chain = reservation->chain;
+    running_.push_back(std::move(r));
+    preempted_.pop_front();
+    std::lock_guard<std::mutex> lock(mu_);
     running_count_ += 1;
-    admitted.push_back(std::move(waiting_.front()));
+  }
+}
+
+std::vector<std::pair<Engine::Request, Engine::Reservation>> Engine::TakeAdmissible() {
+  // First come, first served: the head of the queue waits for room rather
+  // than being overtaken by smaller jobs (no starvation), and preempted
+  // jobs go first. Its blocks and batch slot are reserved now, so Stats()
+  // and Submit see them while the job is created outside the lock.
+  std::vector<std::pair<Request, Reservation>> admitted;
+  while (preempted_.empty() && !waiting_.empty() && running_count_ < options_.max_running) {
+    Request& head = waiting_.front();
+    std::optional<Reservation> reservation =
+        Reserve(head.prompt, static_cast<int32_t>(head.prompt.size()),
+                Job::CacheCapacity(model_->config(), static_cast<int64_t>(head.prompt.size()),
+                                   head.params.max_tokens));
+    if (!reservation) break;
+    stats_.prefix_queried_tokens += static_cast<int64_t>(head.prompt.size());
+    stats_.prefix_hit_tokens += int64_t{reservation->num_cached} * blocks_.block_size();
+    running_count_ += 1;
+    admitted.emplace_back(std::move(head), std::move(*reservation));
     waiting_.pop_front();
   }
   return admitted;
 }
 
-void Engine::Start(Request request) {
+void Engine::Start(Request request, Reservation reservation) {
   absl::StatusOr<std::unique_ptr<Job>> job;
+  const int64_t num_cached_tokens = int64_t{reservation.num_cached} * blocks_.block_size();
   try {
     MaybeInjectFault(options_.test_fault, TestFault::Point::kKvAlloc, &kv_allocations_);
+    auto cache = std::make_unique<KvCache>(pool_.get());
+    for (BlockId b : reservation.blocks) cache->AppendBlock(b);
+    cache->set_num_tokens(num_cached_tokens);
     job = Job::Create(request.job_id, std::move(request.prompt), std::move(request.params),
-                      model_, tokenizer_);
+                      model_, tokenizer_, std::move(cache));
   } catch (...) {
     job = StatusFromCurrentException(
         absl::StrCat("allocating the KV cache of job ", request.job_id));
   }
   if (!job.ok()) {
+    for (BlockId b : reservation.blocks) blocks_.Release(b);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      kv_used_bytes_ -= request.kv_bytes;
       running_count_ -= 1;
       live_ids_.erase(request.job_id);
     }
+    PublishStats();
     request.sink->OnError(job.status());
     return;
   }
-  request.sink->OnStarted(JobStart{(*job)->prompt_tokens(), (*job)->seed()});
-  running_.push_back(Running{std::move(*job), std::move(request.sink), request.kv_bytes});
+  request.sink->OnStarted(JobStart{(*job)->prompt_tokens(),
+                                   static_cast<int32_t>(num_cached_tokens), (*job)->seed()});
+  running_.push_back(Running{std::move(*job), std::move(request.sink), reservation.num_cached,
+                             reservation.chain});
+}
+
+void Engine::ReleaseBlocks(const KvCache& cache) {
+  for (BlockId b : cache.block_table()) blocks_.Release(b);
+}
+
+void Engine::Preempt(Running& running) {
+  ReleaseBlocks(*running.job->cache());
+  running.job->Preempt();
+  running.num_chained = 0;
+  running.chain = blocks_.Root();
+  preempted_.push_front(std::move(running));
+  running.job = nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  running_count_ -= 1;
+  stats_.preemptions += 1;
+}
+
+void Engine::GrowForDecode() {
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (running_[i].job == nullptr) continue;  // preempted just now
+    KvCache* cache = running_[i].job->cache();
+    // Prefill and recompute inputs had their blocks reserved at admission.
+    while (running_[i].job != nullptr && cache->capacity() < cache->num_tokens() + 1) {
+      if (std::optional<BlockId> block = blocks_.Allocate()) {
+        cache->AppendBlock(*block);
+        continue;
+      }
+      // The pool is dry: the most recently admitted job gives its blocks
+      // back (vLLM's policy); that may be this job itself.
+      size_t victim = running_.size() - 1;
+      while (running_[victim].job == nullptr) --victim;
+      Preempt(running_[victim]);
+    }
+  }
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [](const Running& r) { return r.job == nullptr; }),
+                 running_.end());
 }
 
 absl::StatusOr<at::Tensor> Engine::Forward(const std::vector<ForwardItem>& items) {
@@ -209,23 +356,32 @@ absl::StatusOr<at::Tensor> Engine::Forward(const std::vector<ForwardItem>& items
 }
 
 int32_t Engine::Step() {
-  // Decode tokens first (one per job), then prefill chunks within the
-  // per-step token budget, oldest job first.
+  GrowForDecode();
+  // Decode tokens first (one per job), then prefill chunks and recomputed
+  // tokens within the per-step token budget, oldest job first.
   std::vector<ForwardItem> items;
   std::vector<size_t> owners;  // index into running_ per item
   int64_t prefill_budget = options_.max_prefill_tokens_per_step;
   for (size_t i = 0; i < running_.size(); ++i) {
     Job& job = *running_[i].job;
-    if (!job.decoding()) continue;  // still prefilling
+    if (!job.decoding() || job.replaying()) continue;
     items.push_back({job.NextInput(1), job.next_pos(), job.cache(), false, /*decode=*/true});
     owners.push_back(i);
   }
   for (size_t i = 0; i < running_.size() && prefill_budget > 0; ++i) {
     Job& job = *running_[i].job;
-    if (job.decoding()) continue;
+    if (job.decoding() && !job.replaying()) continue;
     absl::Span<const int32_t> chunk = job.NextInput(prefill_budget);
+    if (!job.decoding() && job.next_pos() + static_cast<int64_t>(chunk.size()) <
+                               job.prompt_tokens()) {
+      // A prompt chunk that stops short of the prompt's end ends on a
+      // multiple of 4 positions: a row's grouping (Q4_K) then depends only
+      // on the prompt, never on the budget left or the prefix cache.
+      chunk = chunk.first(chunk.size() - chunk.size() % 4);
+      if (chunk.empty()) break;
+    }
     prefill_budget -= static_cast<int64_t>(chunk.size());
-    items.push_back({chunk, job.next_pos(), job.cache(), false});
+    items.push_back({chunk, job.next_pos(), job.cache(), false, /*decode=*/job.decoding()});
     owners.push_back(i);
   }
   if (items.empty()) return 0;
@@ -237,7 +393,8 @@ int32_t Engine::Step() {
     const int64_t vocab = model_->config().vocab_size;
     for (size_t k = 0; k < owners.size(); ++k) {
       Running& r = running_[owners[k]];
-      if (!r.job->ready_to_sample()) continue;  // prefill not done yet
+      RegisterFullBlocks(r);
+      if (!r.job->ready_to_sample()) continue;  // prefill or recompute not done yet
       TokenEvent event;
       try {
         event = r.job->Accept(logits->data_ptr<float>() + k * vocab);
@@ -257,7 +414,20 @@ int32_t Engine::Step() {
   return static_cast<int32_t>(items.size());
 }
 
-void Engine::Finish(Running& running, const absl::Status& error) {
+void Engine::RegisterFullBlocks(Running& running) {
+  if (!blocks_.prefix_cache()) return;
+  const KvCache& cache = *running.job->cache();
+  const int64_t block_size = blocks_.block_size();
+  const int32_t num_full = static_cast<int32_t>(cache.num_tokens() / block_size);
+  for (int32_t b = running.num_chained; b < num_full; ++b) {
+    const std::vector<int64_t> keys = PositionKeys(
+        running.job->tokens(), running.job->prompt_tokens(), b * block_size, (b + 1) * block_size);
+    running.chain = blocks_.Register(cache.block_table()[b], running.chain, keys);
+  }
+  running.num_chained = std::max(running.num_chained, num_full);
+}
+
+void Engine::Finish(Running& running, const absl::Status& error, bool is_running) {
   JobSummary summary;
   summary.reason = running.job->finish_reason();
   summary.prompt_tokens = running.job->prompt_tokens();
@@ -265,13 +435,16 @@ void Engine::Finish(Running& running, const absl::Status& error) {
   summary.ttft_ms = running.job->ttft_ms();
   summary.decode_tokens_per_s = running.job->decode_tokens_per_s();
   const std::string job_id = running.job->job_id();
-  running.job.reset();  // frees the KV cache before anyone hears the job ended
+  // Blocks go back (full ones stay cached for their prefix) before anyone
+  // hears the job ended.
+  ReleaseBlocks(*running.job->cache());
+  running.job.reset();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    kv_used_bytes_ -= running.kv_bytes;
-    running_count_ -= 1;
+    if (is_running) running_count_ -= 1;
     live_ids_.erase(job_id);
   }
+  PublishStats();
   if (error.ok()) {
     running.sink->OnFinished(summary);
   } else {

@@ -1,11 +1,14 @@
 // The engine: one thread owns the model's compute and every job's state;
-// other threads talk to it through a queue (TGI/vLLM style). Each step it
-// admits waiting jobs that fit the KV budget (allocating their caches), then
-// runs one forward over a batch mixing prefill chunks (bounded tokens per
-// step) and one decode token for every running job, and delivers events.
-// Sinks and KV allocation run outside the engine's lock, so a sink may call
-// Cancel. An exception in a forward or an allocation ends only the jobs it
-// touched (see faults.h); the engine serves on.
+// other threads talk to it through a queue (TGI/vLLM style). KV memory is a
+// pool of blocks (BlockManager): a job is admitted when its prompt's blocks
+// fit (those of a cached prefix are mapped, not computed) and grows block
+// by block; when the pool runs dry mid-decode, the most recently admitted
+// job gives its blocks back and is recomputed later, its stream unbroken.
+// Each step runs one forward over a batch mixing prefill chunks (bounded
+// tokens per step) and one decode token for every running job, and delivers
+// events. Sinks run outside the engine's lock, so a sink may call Cancel.
+// An exception in a forward or an admission ends only the jobs it touched
+// (see faults.h); the engine serves on.
 #ifndef LLORCH_WORKER_ENGINE_ENGINE_H_
 #define LLORCH_WORKER_ENGINE_ENGINE_H_
 
@@ -16,12 +19,15 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/engine/block_manager.h"
 #include "worker/engine/faults.h"
 #include "worker/engine/job.h"
 #include "worker/model/llama_model.h"
@@ -31,16 +37,34 @@ namespace llorch {
 
 struct EngineStats {
   int32_t running = 0;
-  int32_t waiting = 0;
-  size_t kv_used_bytes = 0;
-  size_t kv_budget_bytes = 0;
+  int32_t waiting = 0;  // queued, and preempted jobs waiting to be recomputed
+  size_t kv_used_bytes = 0;    // blocks referenced by jobs
+  size_t kv_budget_bytes = 0;  // the pool
+  int32_t kv_blocks_total = 0;
+  int32_t kv_blocks_used = 0;
+  int32_t kv_blocks_cached = 0;  // unreferenced, kept for their prefix
+  int32_t kv_block_size = 0;
+  // Since the engine started: jobs preempted for KV memory; prompt tokens
+  // looked up in the prefix cache and those found there.
+  int64_t preemptions = 0;
+  int64_t prefix_queried_tokens = 0;
+  int64_t prefix_hit_tokens = 0;
 };
 
 struct EngineOptions {
-  size_t kv_budget_bytes = size_t{1} << 30;  // KV memory of all running jobs together
+  // KV memory of all jobs together: a pool of blocks of kv_block_size
+  // positions, allocated when the engine starts.
+  size_t kv_budget_bytes = size_t{1} << 30;
+  int32_t kv_block_size = 16;
+  // Full blocks outlive their jobs and are mapped by later jobs whose
+  // sequences start with the same tokens.
+  bool prefix_cache = true;
   int32_t max_running = 16;                 // jobs decoding together (batch size)
   int32_t max_waiting = 256;                // jobs queued beyond free batch slots
   int64_t max_prefill_tokens_per_step = 512;
+  // Admission reserves blocks for prompt + max_tokens up front, as before
+  // paging (no preemption ever). For comparisons (tools/bench-kv.sh).
+  bool reserve_whole_jobs = false;
   // Called on the engine thread after every loop turn (admissions,
   // cancellations and at most one forward): `batch_size` is the number of
   // jobs in that forward, 0 when none ran. For metrics; must not block.
@@ -58,6 +82,7 @@ struct JobSummary {
 
 struct JobStart {
   int32_t prompt_tokens = 0;
+  int32_t cached_prompt_tokens = 0;  // found in the prefix cache, not computed
   uint64_t seed = 0;  // the one the job samples with (Job::seed)
 };
 
@@ -104,12 +129,19 @@ class Engine {
     std::vector<int32_t> prompt;
     GenerationParams params;
     std::shared_ptr<JobSink> sink;
-    size_t kv_bytes = 0;
+  };
+  // KV blocks set aside for a job being admitted: cached blocks of its
+  // prefix (already computed) followed by fresh ones.
+  struct Reservation {
+    std::vector<BlockId> blocks;
+    int32_t num_cached = 0;  // leading blocks found in the prefix cache
+    BlockManager::ChainLink chain;
   };
   struct Running {
     std::unique_ptr<Job> job;
     std::shared_ptr<JobSink> sink;
-    size_t kv_bytes = 0;
+    int32_t num_chained = 0;        // full blocks matched or registered
+    BlockManager::ChainLink chain;  // the content they end with
   };
   struct Cancellation {
     std::string job_id;
@@ -120,19 +152,37 @@ class Engine {
   };
 
   // Engine thread. The Take* ones run with mu_ held and only move state;
-  // the others call sinks or allocate, taking mu_ only briefly.
+  // the others call sinks, taking mu_ only briefly.
   void Loop();
   std::vector<Request> TakeCancelledWaiting(const std::vector<Cancellation>& cancelled);
-  void FinishCancelledRunning(const std::vector<Cancellation>& cancelled);
-  std::vector<Request> TakeAdmissible();  // reserves their KV bytes and batch slots
-  void Start(Request request);            // allocates the job's KV cache
-  int32_t Step();                         // returns the batch size
+  void FinishCancelled(const std::vector<Cancellation>& cancelled);
+  void ResumePreempted();  // preempted jobs go before new ones
+  std::vector<std::pair<Request, Reservation>> TakeAdmissible();
+  // Maps the longest cached prefix of `tokens` (whose first `num_prompt`
+  // are prompt rows) and allocates blocks for the rest, up to `max_positions`
+  // with reserve_whole_jobs; nullopt (nothing held) when they do not fit
+  // beside the running jobs.
+  std::optional<Reservation> Reserve(const std::vector<int32_t>& tokens, int32_t num_prompt,
+                                     int64_t max_positions);
+  void Start(Request request, Reservation reservation);
+  // Gives each decoding job room for its next token, preempting the most
+  // recently admitted jobs when the pool runs dry.
+  void GrowForDecode();
+  void Preempt(Running& running);
+  int32_t Step();  // returns the batch size
   absl::StatusOr<at::Tensor> Forward(const std::vector<ForwardItem>& items);
-  void Finish(Running& running, const absl::Status& error);
+  void RegisterFullBlocks(Running& running);  // into the prefix cache
+  void ReleaseBlocks(const KvCache& cache);
+  // `is_running`: in running_ (not preempted), counted in running_count_.
+  void Finish(Running& running, const absl::Status& error, bool is_running = true);
+  void PublishStats();  // the block manager's counts, for Stats()
 
   const LlamaModel* model_;
   const Tokenizer* tokenizer_;
   const EngineOptions options_;
+  std::unique_ptr<KvPool> pool_;  // the tensors; blocks_ says who owns which block
+  BlockManager blocks_;           // engine thread only
+  const size_t block_bytes_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
@@ -141,9 +191,10 @@ class Engine {
   std::deque<Request> waiting_;                     // guarded by mu_
   std::vector<Cancellation> cancelled_;             // guarded by mu_
   std::map<std::string, const JobSink*> live_ids_;  // waiting or running; guarded by mu_
-  std::vector<Running> running_;  // engine thread only (counts mirrored below)
-  int32_t running_count_ = 0;     // running or being started; guarded by mu_
-  size_t kv_used_bytes_ = 0;      // including reservations; guarded by mu_
+  std::vector<Running> running_;    // engine thread only, in admission order
+  std::deque<Running> preempted_;   // engine thread only, next to resume first
+  int32_t running_count_ = 0;       // running or being started; guarded by mu_
+  EngineStats stats_;               // block counts and totals; guarded by mu_
   int64_t forwards_ = 0, kv_allocations_ = 0;  // engine thread; for test_fault
   std::thread thread_;
 };

@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <future>
@@ -25,9 +26,13 @@ class CollectingSink : public JobSink {
  public:
   void OnStarted(const JobStart& start) override {
     started = start.prompt_tokens;
+    cached = start.cached_prompt_tokens;
     seed = start.seed;
   }
-  void OnToken(const TokenEvent& event) override { ids.push_back(event.id); }
+  void OnToken(const TokenEvent& event) override {
+    ids.push_back(event.id);
+    logprobs.push_back(event.logprob);
+  }
   void OnFinished(const JobSummary& s) override {
     summary = s;
     done.set_value();
@@ -39,8 +44,10 @@ class CollectingSink : public JobSink {
   void Wait() { done.get_future().wait(); }
 
   int32_t started = -1;
+  int32_t cached = -1;
   uint64_t seed = 0;
   std::vector<int32_t> ids;
+  std::vector<float> logprobs;
   JobSummary summary;
   absl::Status error;
   std::promise<void> done;
@@ -111,6 +118,137 @@ TEST_F(EngineTest, ConcurrentJobsMatchJobsAlone) {
       EXPECT_EQ(sinks[j]->ids, alone[j]) << "job " << j << " of " << num_jobs;
     }
     EXPECT_EQ(engine.Stats().kv_used_bytes, 0u);
+  }
+}
+
+// Quantised weights give bit-identical rows whatever the batch and chunk
+// shapes; F32/F16/BF16 prompt rows go through GEMM, whose last bits depend
+// on the rows it is given, so there only the tokens are exact.
+// (LLORCH_ENGINE_TEST_EXACT is set by the CMake tests on quantised models.)
+void ExpectSameResults(const std::vector<int32_t>& ids, const std::vector<float>& logprobs,
+                       const std::vector<int32_t>& want_ids,
+                       const std::vector<float>& want_logprobs, const std::string& what) {
+  EXPECT_EQ(ids, want_ids) << what;
+  if (std::getenv("LLORCH_ENGINE_TEST_EXACT") != nullptr) {
+    EXPECT_EQ(logprobs, want_logprobs) << what;
+    return;
+  }
+  ASSERT_EQ(logprobs.size(), want_logprobs.size()) << what;
+  for (size_t i = 0; i < logprobs.size(); ++i) {
+    EXPECT_NEAR(logprobs[i], want_logprobs[i], 1e-4) << what << ", token " << i;
+  }
+}
+
+// Runs `prompts` (greedy, `max_tokens` each) through one engine, all
+// submitted at once; returns each job's sink once all finished.
+std::vector<std::shared_ptr<CollectingSink>> RunAll(Engine& engine,
+                                                    const std::vector<std::vector<int32_t>>& prompts,
+                                                    const GenerationParams& params) {
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (size_t j = 0; j < prompts.size(); ++j) {
+    sinks.push_back(std::make_shared<CollectingSink>());
+    EXPECT_TRUE(engine.Submit("job" + std::to_string(j), prompts[j], params, sinks.back()).ok());
+  }
+  for (auto& sink : sinks) {
+    sink->Wait();
+    EXPECT_TRUE(sink->error.ok()) << sink->error;
+  }
+  return sinks;
+}
+
+// Jobs whose prompts share a long start map the blocks an earlier job
+// computed, and give the tokens and log-probs they give with the prefix
+// cache off (each job computing its whole prompt).
+TEST_F(EngineTest, PrefixCacheReuseGivesIdenticalResults) {
+  const std::vector<int32_t> shared = Prompt(45, 11);  // 2 full blocks of 16, then 13
+  std::vector<std::vector<int32_t>> prompts;
+  for (int j = 0; j < 4; ++j) {
+    std::vector<int32_t> prompt = shared;
+    for (int32_t t : Prompt(3 + 7 * j, 100 + j)) prompt.push_back(t);
+    prompts.push_back(prompt);
+  }
+  prompts.push_back(shared);  // a prompt that is all cached but its last token
+  std::vector<std::vector<int32_t>> alone_ids;
+  std::vector<std::vector<float>> alone_logprobs;
+  for (bool prefix_cache : {false, true}) {
+    EngineOptions options;
+    options.prefix_cache = prefix_cache;
+    options.max_prefill_tokens_per_step = 24;  // chunks that end inside blocks
+    Engine engine(model_.get(), tokenizer_.get(), options);
+    // One after another, so each later job finds the earlier ones' blocks.
+    for (size_t j = 0; j < prompts.size(); ++j) {
+      auto sinks = RunAll(engine, {prompts[j]}, Greedy(20));
+      if (!prefix_cache) {
+        EXPECT_EQ(sinks[0]->cached, 0);
+        alone_ids.push_back(sinks[0]->ids);
+        alone_logprobs.push_back(sinks[0]->logprobs);
+        continue;
+      }
+      // The first job finds nothing; later ones the 2 shared full blocks
+      // (the last one: 2 blocks, as its 45th token must be computed).
+      EXPECT_EQ(sinks[0]->cached, j == 0 ? 0 : 32) << "job " << j;
+      ExpectSameResults(sinks[0]->ids, sinks[0]->logprobs, alone_ids[j], alone_logprobs[j],
+                        "job " + std::to_string(j));
+    }
+    const EngineStats stats = engine.Stats();
+    EXPECT_EQ(stats.kv_used_bytes, 0u);
+    if (prefix_cache) {
+      EXPECT_EQ(stats.prefix_hit_tokens, 4 * 32);
+      EXPECT_GT(stats.kv_blocks_cached, 0);
+    } else {
+      EXPECT_EQ(stats.prefix_hit_tokens, 0);
+      EXPECT_EQ(stats.kv_blocks_cached, 0);
+    }
+  }
+}
+
+// A pool far smaller than the jobs' prompt + max_tokens: all are admitted
+// (paging needs only their prompts' blocks), the pool runs dry mid-decode,
+// the most recent jobs are preempted and recomputed, and every job still
+// gives the tokens and log-probs it gives alone (ExpectSameResults).
+TEST_F(EngineTest, PreemptedJobsGiveIdenticalResults) {
+  constexpr int kJobs = 6;
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::vector<int32_t>> alone_ids;
+  std::vector<std::vector<float>> alone_logprobs;
+  for (int j = 0; j < kJobs; ++j) {
+    prompts.push_back(Prompt(5 + 9 * j, 40 + j));
+    auto job = Job::Create("alone", prompts.back(), Greedy(40), model_.get(), tokenizer_.get());
+    ASSERT_TRUE(job.ok());
+    std::vector<int32_t> ids;
+    std::vector<float> logprobs;
+    ASSERT_TRUE(RunJob(*model_, **job, 512, [&](const TokenEvent& e) {
+                  ids.push_back(e.id);
+                  logprobs.push_back(e.logprob);
+                }).ok());
+    alone_ids.push_back(ids);
+    alone_logprobs.push_back(logprobs);
+  }
+  for (bool prefix_cache : {false, true}) {
+    SCOPED_TRACE(prefix_cache ? "prefix cache on" : "prefix cache off");
+    EngineOptions options;
+    options.prefix_cache = prefix_cache;
+    options.kv_block_size = 8;
+    // 20 blocks of 8: the longest job (50 + 39 positions) fits alone; all
+    // six together need 6 * ~10 blocks.
+    options.kv_budget_bytes = KvPool::BytesPerBlock(model_->config(), 8, KvType::kF32) * 20;
+    int32_t widest_batch = 0;
+    options.on_step = [&](int32_t batch_size, const EngineStats&) {
+      widest_batch = std::max(widest_batch, batch_size);
+    };
+    Engine engine(model_.get(), tokenizer_.get(), options);
+    auto sinks = RunAll(engine, prompts, Greedy(40));
+    for (int j = 0; j < kJobs; ++j) {
+      ExpectSameResults(sinks[j]->ids, sinks[j]->logprobs, alone_ids[j], alone_logprobs[j],
+                        "job " + std::to_string(j));
+      EXPECT_EQ(sinks[j]->summary.completion_tokens, 40);
+    }
+    const EngineStats stats = engine.Stats();
+    EXPECT_GT(stats.preemptions, 0);
+    EXPECT_GE(widest_batch, 4);  // reservations of prompt + max_tokens: 1 or 2 at once
+    EXPECT_EQ(stats.kv_used_bytes, 0u);
+    EXPECT_EQ(stats.running, 0);
+    EXPECT_EQ(stats.waiting, 0);
   }
 }
 

@@ -68,7 +68,8 @@ absl::Status Job::Validate(const std::vector<int32_t>& prompt, const GenerationP
 
 absl::StatusOr<std::unique_ptr<Job>> Job::Create(std::string job_id, std::vector<int32_t> prompt,
                                                  GenerationParams params, const LlamaModel* model,
-                                                 const Tokenizer* tokenizer) {
+                                                 const Tokenizer* tokenizer,
+                                                 std::unique_ptr<KvCache> cache) {
   const ModelConfig& config = model->config();
   if (absl::Status s = Validate(prompt, params, config); !s.ok()) return s;
   const int64_t num_prompt = static_cast<int64_t>(prompt.size());
@@ -79,7 +80,8 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(std::string job_id, std::vector
   job->tokenizer_ = tokenizer;
   job->tokens_ = std::move(prompt);
   job->num_prompt_tokens_ = static_cast<int32_t>(num_prompt);
-  job->cache_ = model->NewCache(CacheCapacity(config, num_prompt, job->params_.max_tokens));
+  job->max_positions_ = CacheCapacity(config, num_prompt, job->params_.max_tokens);
+  job->cache_ = cache != nullptr ? std::move(cache) : model->NewCache(job->max_positions_);
   job->sampler_ = std::make_unique<Sampler>(job->params_.sampling);
   job->detokenizer_ = std::make_unique<IncrementalDetokenizer>(tokenizer, job->tokens_);
   job->stop_matcher_ = std::make_unique<StopMatcher>(job->params_.stop_strings);
@@ -90,7 +92,8 @@ absl::StatusOr<std::unique_ptr<Job>> Job::Create(std::string job_id, std::vector
 absl::Span<const int32_t> Job::NextInput(int64_t max_tokens) const {
   if (finished()) return {};
   const int64_t begin = cache_->num_tokens();
-  const int64_t end = std::min<int64_t>(static_cast<int64_t>(tokens_.size()), begin + max_tokens);
+  int64_t end = std::min<int64_t>(static_cast<int64_t>(tokens_.size()), begin + max_tokens);
+  if (begin < num_prompt_tokens_) end = std::min<int64_t>(end, num_prompt_tokens_);
   return absl::MakeConstSpan(tokens_).subspan(begin, end - begin);
 }
 
@@ -123,7 +126,7 @@ TokenEvent Job::Accept(const float* logits) {
   } else if (is_eos) {
     finish_ = FinishReason::kEos;
   } else if (completion_tokens() >= params_.max_tokens ||
-             static_cast<int64_t>(tokens_.size()) > cache_->capacity()) {
+             static_cast<int64_t>(tokens_.size()) > max_positions_) {
     // The cache cannot take this token: the context (or max_tokens) is used up.
     finish_ = FinishReason::kLength;
   }

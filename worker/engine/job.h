@@ -49,13 +49,15 @@ struct TokenEvent {
 
 class Job {
  public:
-  // Validates and allocates the job's KV cache for prompt + max_tokens
-  // positions (capped by the context length).
+  // Validates and takes `cache`, or without one allocates a contiguous
+  // cache of max_positions() (prompt + max_tokens, capped by the context
+  // length). A given cache grows by blocks as its owner adds them.
   static absl::StatusOr<std::unique_ptr<Job>> Create(std::string job_id,
                                                      std::vector<int32_t> prompt,
                                                      GenerationParams params,
                                                      const LlamaModel* model,
-                                                     const Tokenizer* tokenizer);
+                                                     const Tokenizer* tokenizer,
+                                                     std::unique_ptr<KvCache> cache = nullptr);
 
   // KV positions a job needs: prompt + max_tokens - 1 (the last generated
   // token is never fed back), capped by the context length.
@@ -69,15 +71,25 @@ class Job {
   // drawn at Create. The same prompt and params with it replay the job.
   uint64_t seed() const { return *sampler_->params().seed; }
   int32_t prompt_tokens() const { return num_prompt_tokens_; }
+  // Positions the job may ever hold in its cache (CacheCapacity).
+  int64_t max_positions() const { return max_positions_; }
   // Past the prompt: the next input is a generated token (ForwardItem::decode).
   bool decoding() const { return next_pos() >= num_prompt_tokens_; }
+  // Prompt followed by the generated ids.
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  // Generated tokens whose keys and values are not in the cache beyond the
+  // one fed next (a preempted job being recomputed).
+  bool replaying() const {
+    return decoding() && next_pos() + 1 < static_cast<int64_t>(tokens_.size());
+  }
   int32_t completion_tokens() const { return static_cast<int32_t>(tokens_.size()) - num_prompt_tokens_; }
   KvCache* cache() { return cache_.get(); }
   bool finished() const { return finish_ != FinishReason::kNone; }
   FinishReason finish_reason() const { return finish_; }
 
   // Tokens not yet in the cache, at most `max_tokens` of them, starting at
-  // absolute position next_pos(). Empty when the job is finished.
+  // absolute position next_pos(), never prompt and generated tokens
+  // together. Empty when the job is finished.
   absl::Span<const int32_t> NextInput(int64_t max_tokens) const;
   int64_t next_pos() const { return cache_->num_tokens(); }
   // True once the cache holds every token: the last forward's logits predict
@@ -88,6 +100,10 @@ class Job {
   // appends the token and updates the stop state.
   TokenEvent Accept(const float* logits);
   void Cancel() { finish_ = FinishReason::kCancelled; }
+  // Forgets the cache's contents (its blocks were given back): the job
+  // computes its prompt and the tokens it generated again, samples nothing
+  // until it has caught up, and streams on from where it stopped.
+  void Preempt() { cache_->Reset(); }
 
   double ttft_ms() const;
   double decode_tokens_per_s() const;
@@ -101,6 +117,7 @@ class Job {
   const Tokenizer* tokenizer_ = nullptr;
   std::vector<int32_t> tokens_;  // prompt followed by generated ids
   int32_t num_prompt_tokens_ = 0;
+  int64_t max_positions_ = 0;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<Sampler> sampler_;
   std::unique_ptr<IncrementalDetokenizer> detokenizer_;

@@ -25,7 +25,8 @@ void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int
       const float* v = values + (h / group) * shape.capacity * head_dim;  // [capacity, head_dim]
       scratch.resize(last + 1);
       GgmlAttendRow(query, k, v, head_dim, first, last, scale, decode, variant, scratch.data(),
-                    out + i * heads * head_dim + h * head_dim);
+                    out + i * heads * head_dim + h * head_dim, shape.block_table,
+                    shape.block_size);
     }
   });
 }

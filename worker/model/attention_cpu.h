@@ -18,12 +18,16 @@ struct AttentionShape {
   int64_t heads = 0;
   int64_t kv_heads = 0;   // query head h reads KV head h / (heads / kv_heads)
   int64_t head_dim = 0;
-  int64_t capacity = 0;   // cache positions per KV head
+  int64_t capacity = 0;   // cache rows per KV head
   int64_t window = 0;     // > 0: a query sees only the last `window` keys (itself included)
+  // Paged cache: position j is row block_table[j / block_size] * block_size
+  // + j % block_size. Null: position j is row j.
+  const int32_t* block_table = nullptr;
+  int64_t block_size = 0;
 };
 
 // q: [n, heads, head_dim]; keys, values: [kv_heads, capacity, head_dim] with
-// positions [0, pos + n) filled; query row i sits at pos + i and sees keys
+// the rows of positions [0, pos + n) filled; query row i sits at pos + i and sees keys
 // 0..pos + i (or the last `window` of them). out: [n, heads * head_dim]. All contiguous float32.
 // `decode`: the rows are generated tokens, summed in llama.cpp's one-token
 // order (GgmlAttendRow); prompt rows use its batch order. `variant`: whose

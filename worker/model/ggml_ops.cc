@@ -277,12 +277,17 @@ void Softmax(int64_t first, int64_t last, float max_score, float* scratch) {
 template <GgmlVariant V>
 void AttendRow(const float* query, const float* keys, const float* values, int64_t head_dim,
                int64_t first, int64_t last, float scale, bool one_token_order, float* scratch,
-               float* out) {
+               float* out, const int32_t* block_table, int64_t block_size) {
   constexpr int kLanes = Order<V>::kLanes;
+  const auto row = [&](int64_t j) {  // position j's row in the cache
+    return block_table == nullptr
+               ? j * head_dim
+               : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
+  };
   // Scores of the visible keys; the rest count as -inf (probability 0).
   float max_score = -std::numeric_limits<float>::infinity();
   for (int64_t j = first; j <= last; ++j) {
-    scratch[j] = DotF32<V>(keys + j * head_dim, query, head_dim) * scale;
+    scratch[j] = DotF32<V>(keys + row(j), query, head_dim) * scale;
     max_score = std::max(max_score, scratch[j]);
   }
   Softmax<V>(first, last, max_score, scratch);
@@ -295,7 +300,7 @@ void AttendRow(const float* query, const float* keys, const float* values, int64
   acc.assign(chains * chain_size, 0.0f);
   for (int64_t j = first; j <= last; ++j) {
     const float p = scratch[j];
-    const float* v = values + j * head_dim;  // [head_dim]
+    const float* v = values + row(j);  // [head_dim]
     float* lane = acc.data() + ((j / kLanes) % chains) * chain_size + (j % kLanes) * head_dim;
     for (int64_t d = 0; d < head_dim; ++d) lane[d] = std::fma(v[d], p, lane[d]);
   }
@@ -390,13 +395,14 @@ void GgmlSwiglu(const float* gate, const float* up, int64_t n, GgmlVariant varia
 
 void GgmlAttendRow(const float* query, const float* keys, const float* values, int64_t head_dim,
                    int64_t first, int64_t last, float scale, bool one_token_order,
-                   GgmlVariant variant, float* scratch, float* out) {
+                   GgmlVariant variant, float* scratch, float* out,
+                   const int32_t* block_table, int64_t block_size) {
   if (variant == GgmlVariant::kAvx512) {
     AttendRow<GgmlVariant::kAvx512>(query, keys, values, head_dim, first, last, scale,
-                                    one_token_order, scratch, out);
+                                    one_token_order, scratch, out, block_table, block_size);
   } else {
     AttendRow<GgmlVariant::kAvx2>(query, keys, values, head_dim, first, last, scale,
-                                  one_token_order, scratch, out);
+                                  one_token_order, scratch, out, block_table, block_size);
   }
 }
 

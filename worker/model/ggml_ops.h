@@ -75,10 +75,13 @@ void GgmlSwiglu(const float* gate, const float* up, int64_t n, GgmlVariant varia
 // values by tinyBLAS (batches of two or more tokens: one register-wide chain
 // of fused multiply-adds per output) or, with `one_token_order`, by
 // ggml_vec_dot_f32 (llama.cpp's one-token steps: four chains folded).
-// `scratch` holds last + 1 floats.
+// `scratch` holds last + 1 floats. With `block_table`, keys and values are
+// paged: position j is row block_table[j / block_size] * block_size +
+// j % block_size (the same sums, in the same order, as a contiguous cache).
 void GgmlAttendRow(const float* query, const float* keys, const float* values, int64_t head_dim,
                    int64_t first, int64_t last, float scale, bool one_token_order,
-                   GgmlVariant variant, float* scratch, float* out);
+                   GgmlVariant variant, float* scratch, float* out,
+                   const int32_t* block_table = nullptr, int64_t block_size = 0);
 
 }  // namespace llorch
 

@@ -1,11 +1,12 @@
-// The KV cache of one job. Each job owns its own: nothing request-specific
-// lives in the model. Keys and values are preallocated for `capacity`
-// positions (prompt + the tokens the job may generate), gpt-fast style, in
-// the element type the worker was started with (--kv_type).
+// KV memory: a pool of fixed-size blocks (vLLM's paged KV) and each job's
+// own cache, a table of the blocks its positions live in. Nothing
+// request-specific lives in the model. Keys and values are stored in the
+// element type the worker was started with (--kv_type).
 #ifndef LLORCH_WORKER_MODEL_KV_CACHE_H_
 #define LLORCH_WORKER_MODEL_KV_CACHE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,31 +30,78 @@ const char* KvTypeName(KvType type);
 absl::StatusOr<KvType> ParseKvType(absl::string_view name);
 size_t KvTypeBytes(KvType type);
 
+// Keys and values of every layer for a pool of `num_blocks` blocks of
+// `block_size` positions: per layer [kv_heads, num_blocks * block_size,
+// head_dim], so one block of one KV head is `block_size` contiguous rows.
+// Which job owns which block is the engine's BlockManager's business. Not
+// zero-filled: a position is read only after it is written, and pages of a
+// large pool that are never used are never touched.
+class KvPool {
+ public:
+  KvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size, c10::Device device,
+         KvType type = KvType::kF32);
+
+  int64_t num_blocks() const { return num_blocks_; }
+  int64_t block_size() const { return block_size_; }
+  int64_t num_slots() const { return num_blocks_ * block_size_; }
+  KvType type() const { return type_; }
+  size_t num_bytes() const;
+
+  at::Tensor& keys(int64_t layer) { return keys_[layer]; }      // [kv_heads, num_slots, head_dim]
+  at::Tensor& values(int64_t layer) { return values_[layer]; }  // [kv_heads, num_slots, head_dim]
+
+  // Bytes one block of `block_size` positions of `type` takes for this model.
+  static size_t BytesPerBlock(const ModelConfig& config, int64_t block_size, KvType type);
+
+ private:
+  int64_t num_blocks_;
+  int64_t block_size_;
+  KvType type_;
+  std::vector<at::Tensor> keys_;
+  std::vector<at::Tensor> values_;
+};
+
+// One job's KV cache: the blocks of a pool its positions live in, in order
+// (position p sits in block_table()[p / block_size] at row p % block_size).
 class KvCache {
  public:
-  // Allocates [num_kv_heads, capacity, head_dim] keys and values per layer.
+  // A contiguous cache of its own for `capacity` positions (one block), for
+  // jobs run outside the engine (CLI, warm-up, tests).
   KvCache(const ModelConfig& config, int64_t capacity, c10::Device device,
           KvType type = KvType::kF32);
+  // An empty cache in a shared pool; blocks come from whoever manages it.
+  explicit KvCache(KvPool* pool) : pool_(pool) {}
 
-  int64_t capacity() const { return capacity_; }
-  KvType type() const { return type_; }
+  KvPool& pool() { return *pool_; }
+  int64_t block_size() const { return pool_->block_size(); }
+  const std::vector<int32_t>& block_table() const { return block_table_; }
+  void AppendBlock(int32_t block) { block_table_.push_back(block); }
+  // Forgets every position and block (a preempted job, to be recomputed).
+  void Reset() {
+    block_table_.clear();
+    num_tokens_ = 0;
+  }
+  // The pool row of absolute position `pos` (< capacity()).
+  int64_t Slot(int64_t pos) const {
+    return int64_t{block_table_[pos / block_size()]} * block_size() + pos % block_size();
+  }
+
+  int64_t capacity() const { return static_cast<int64_t>(block_table_.size()) * block_size(); }
+  KvType type() const { return pool_->type(); }
   // Positions [0, num_tokens) hold valid keys/values.
   int64_t num_tokens() const { return num_tokens_; }
   void set_num_tokens(int64_t n) { num_tokens_ = n; }
+  // Bytes of the blocks it holds.
   size_t num_bytes() const;
-
-  at::Tensor& keys(int64_t layer) { return keys_[layer]; }      // [kv_heads, capacity, head_dim]
-  at::Tensor& values(int64_t layer) { return values_[layer]; }  // [kv_heads, capacity, head_dim]
 
   // Bytes a cache of `capacity` positions of `type` takes for this model.
   static size_t BytesFor(const ModelConfig& config, int64_t capacity, KvType type);
 
  private:
-  int64_t capacity_;
-  KvType type_;
+  std::unique_ptr<KvPool> owned_pool_;  // the contiguous constructor's
+  KvPool* pool_;
+  std::vector<int32_t> block_table_;
   int64_t num_tokens_ = 0;
-  std::vector<at::Tensor> keys_;
-  std::vector<at::Tensor> values_;
 };
 
 }  // namespace llorch

@@ -1,9 +1,11 @@
 #include "worker/model/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <set>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -351,6 +353,10 @@ std::unique_ptr<KvCache> LlamaModel::NewCache(int64_t capacity) const {
   return std::make_unique<KvCache>(config_, capacity, device_, kv_type_);
 }
 
+std::unique_ptr<KvPool> LlamaModel::NewPool(int64_t num_blocks, int64_t block_size) const {
+  return std::make_unique<KvPool>(config_, num_blocks, block_size, device_, kv_type_);
+}
+
 at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias) const {
   // x: [n, hidden]
@@ -630,6 +636,34 @@ absl::Status LlamaModel::Validate(const ForwardItem& item) const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The rows of positions [0, total) of one layer's pool: [kv_heads, total, head_dim].
+at::Tensor GatherKv(const at::Tensor& pool, const KvCache& cache, int64_t total) {
+  if (cache.block_table().size() == 1) return pool.narrow(1, cache.Slot(0), total);
+  std::vector<int64_t> slots(total);
+  for (int64_t p = 0; p < total; ++p) slots[p] = cache.Slot(p);
+  at::Tensor index = at::from_blob(slots.data(), {total}, at::kLong).to(pool.device());
+  return pool.index_select(1, index);
+}
+
+// Stores k, v ([n, kv_heads, head_dim]) of positions [pos, pos + n) in the
+// pool rows the cache's blocks give them, one copy per block touched.
+void WriteKv(const at::Tensor& k, const at::Tensor& v, int64_t pos, KvCache* cache,
+             at::Tensor& k_pool, at::Tensor& v_pool) {
+  const int64_t n = k.size(0), block_size = cache->block_size();
+  at::Tensor k_heads = k.transpose(0, 1), v_heads = v.transpose(0, 1);  // [kv_heads, n, head_dim]
+  for (int64_t i = 0; i < n;) {
+    const int64_t run = std::min(n - i, block_size - (pos + i) % block_size);
+    const int64_t slot = cache->Slot(pos + i);
+    k_pool.narrow(1, slot, run).copy_(k_heads.narrow(1, i, run));
+    v_pool.narrow(1, slot, run).copy_(v_heads.narrow(1, i, run));
+    i += run;
+  }
+}
+
+}  // namespace
+
 at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  int64_t layer, const ForwardItem& item) const {
   // q: [n, heads, head_dim]; k, v: [n, kv_heads, head_dim], already rotated.
@@ -637,23 +671,28 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   const int64_t n = q.size(0), pos = item.pos, total = pos + n;  // keys attended over
   const int64_t kv_heads = c.num_kv_heads, group = c.num_heads / c.num_kv_heads;
   const int64_t head_dim = c.head_dim;
-  at::Tensor& k_cache = item.cache->keys(layer);  // [kv_heads, capacity, head_dim]
-  at::Tensor& v_cache = item.cache->values(layer);
-  k_cache.narrow(1, pos, n).copy_(k.transpose(0, 1));
-  v_cache.narrow(1, pos, n).copy_(v.transpose(0, 1));
+  KvCache& cache = *item.cache;
+  at::Tensor& k_pool = cache.pool().keys(layer);  // [kv_heads, slots, head_dim]
+  at::Tensor& v_pool = cache.pool().values(layer);
+  WriteKv(k, v, pos, &cache, k_pool, v_pool);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (device_.is_cpu()) {
-    // A 16-bit cache is widened to F32 ([kv_heads, total, head_dim]) and
+    // An F32 cache is read in place through the block table; a 16-bit one
+    // is first widened to F32 ([kv_heads, total, head_dim], exact) and
     // attended over exactly as an F32 cache holding the same values.
-    at::Tensor keys = k_cache, values = v_cache;
-    if (k_cache.scalar_type() != at::kFloat) {
-      keys = k_cache.narrow(1, 0, total).to(at::kFloat);
-      values = v_cache.narrow(1, 0, total).to(at::kFloat);
+    at::Tensor keys = k_pool, values = v_pool;
+    AttentionShape shape{c.num_heads, kv_heads, head_dim, k_pool.size(1), c.sliding_window};
+    if (k_pool.scalar_type() != at::kFloat) {
+      keys = GatherKv(k_pool, cache, total).to(at::kFloat);
+      values = GatherKv(v_pool, cache, total).to(at::kFloat);
+      shape.capacity = total;
+    } else {
+      shape.block_table = cache.block_table().data();
+      shape.block_size = cache.block_size();
     }
     // Row by row, so that results do not depend on chunking or batching.
     at::Tensor query = q.contiguous();                             // [n, heads, head_dim]
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
-    const AttentionShape shape{c.num_heads, kv_heads, head_dim, keys.size(1), c.sliding_window};
     CausalAttention(shape, query.data_ptr<float>(), n, pos, keys.data_ptr<float>(),
                     values.data_ptr<float>(), scale, item.decode, ggml_variant_,
                     out.data_ptr<float>(),
@@ -664,8 +703,8 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
     return out;
   }
   // [kv_heads, total, head_dim], in the activations' type
-  at::Tensor keys = k_cache.narrow(1, 0, total).to(q.scalar_type());
-  at::Tensor values = v_cache.narrow(1, 0, total).to(q.scalar_type());
+  at::Tensor keys = GatherKv(k_pool, cache, total).to(q.scalar_type());
+  at::Tensor values = GatherKv(v_pool, cache, total).to(q.scalar_type());
 
   // Query heads h*group .. h*group+group-1 share KV head h.
   at::Tensor qg = q.reshape({n, kv_heads, group, head_dim})
@@ -703,10 +742,11 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   std::vector<int64_t> row_begin;      // first row of each item
   // Rows llama.cpp would multiply in groups of 4 (its repacked Q4_K gemm):
   // per sequence, all but the last n % 4 rows of a call; the same for the
-  // rows whose logits are computed.
+  // rows whose logits are computed. Generated tokens never are: each was one
+  // row of its own step, also when several are recomputed together.
   std::vector<uint8_t> in_groups_of_4, output_in_groups_of_4;
-  auto mark_groups = [](int64_t n, std::vector<uint8_t>* flags) {
-    for (int64_t j = 0; j < n; ++j) flags->push_back(j < n - n % 4);
+  auto mark_groups = [](int64_t n, bool decode, std::vector<uint8_t>* flags) {
+    for (int64_t j = 0; j < n; ++j) flags->push_back(!decode && j < n - n % 4);
   };
   for (size_t i = 0; i < items.size(); ++i) {
     const ForwardItem& item = items[i];
@@ -726,8 +766,8 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     } else {
       output_rows.push_back(begin + n - 1);
     }
-    mark_groups(n, &in_groups_of_4);
-    mark_groups(item.all_logits ? n : 1, &output_in_groups_of_4);
+    mark_groups(n, item.decode, &in_groups_of_4);
+    mark_groups(item.all_logits ? n : 1, item.decode, &output_in_groups_of_4);
   }
   at::NoGradGuard no_grad;
   const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N

@@ -67,11 +67,13 @@ struct ForwardItem {
   int64_t pos = 0;
   KvCache* cache = nullptr;
   bool all_logits = false;  // logits for every token, not just the last
-  // A generated token (not a prompt chunk): its attention is summed in
-  // llama.cpp's one-token order, prompt rows in its batch order, so that
-  // both scoring and generation agree with llama.cpp to the bit. Set by the
-  // job's phase, never by the batch's shape, so a job's results do not
-  // depend on what it is batched with.
+  // Generated tokens (not a prompt chunk): each row is computed exactly as
+  // a one-token step (llama.cpp's one-token attention order, no row
+  // grouping), prompt rows in its batch order, so that both scoring and
+  // generation agree with llama.cpp to the bit. Set by the job's phase,
+  // never by the batch's shape, so a job's results do not depend on what it
+  // is batched with; several generated tokens in one item (a preempted job
+  // recomputed) give what their one-token steps gave.
   bool decode = false;
 };
 
@@ -109,6 +111,9 @@ class LlamaModel {
 
   // A fresh cache for one job, of kv_type().
   std::unique_ptr<KvCache> NewCache(int64_t capacity) const;
+  // A pool of `num_blocks` blocks of `block_size` positions, of kv_type(),
+  // for paged caches (KvCache(KvPool*)).
+  std::unique_ptr<KvPool> NewPool(int64_t num_blocks, int64_t block_size) const;
 
  private:
   // A weight matrix [out, in] and the activation rounding its file type implies.

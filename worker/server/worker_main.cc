@@ -58,6 +58,16 @@ ABSL_FLAG(std::string, kv_budget, "1GiB",
 ABSL_FLAG(std::string, kv_type, "f32",
           "element type of the KV cache: f32 | f16 | bf16 (16 bits halve KV memory; attention "
           "still computes in f32)");
+ABSL_FLAG(int, kv_block_size, 16,
+          "positions per KV cache block (a multiple of 4): jobs hold whole blocks, and "
+          "prefixes are shared and cached by whole blocks");
+ABSL_FLAG(bool, prefix_cache, true,
+          "keep full KV blocks after their job ends, and map them into later jobs whose "
+          "prompts start with the same tokens (results are identical either way)");
+ABSL_FLAG(std::string, kv_admission, "paged",
+          "paged: a job is admitted when its prompt's KV blocks fit and grows block by block "
+          "(preempted and recomputed if the pool runs dry); reserve: it waits until prompt + "
+          "max_tokens fit (the pre-paging policy, for comparisons)");
 ABSL_FLAG(int, max_batch, 16, "jobs decoded together");
 ABSL_FLAG(int, max_waiting, 256, "jobs queued for admission before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_prefill_tokens, 512, "prompt tokens prefilled per engine step");
@@ -355,10 +365,31 @@ absl::StatusOr<std::unique_ptr<Engine>> StartEngine(const ServedModel& served,
   engine_options.max_running = absl::GetFlag(FLAGS_max_batch);
   engine_options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   engine_options.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens);
+  engine_options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
+  engine_options.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
+  const std::string admission = absl::GetFlag(FLAGS_kv_admission);
+  if (admission != "paged" && admission != "reserve") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv_admission must be paged or reserve, got '", admission, "'"));
+  }
+  engine_options.reserve_whole_jobs = admission == "reserve";
   if (engine_options.max_running < 1 || engine_options.max_waiting < 0 ||
       engine_options.max_prefill_tokens_per_step < 1) {
     return absl::InvalidArgumentError(
         "--max_batch and --max_prefill_tokens must be at least 1, --max_waiting at least 0");
+  }
+  if (engine_options.kv_block_size < 4 || engine_options.kv_block_size > 1024 ||
+      engine_options.kv_block_size % 4 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_block_size must be a multiple of 4 in [4, 1024], got ",
+        engine_options.kv_block_size));
+  }
+  const size_t block_bytes = KvPool::BytesPerBlock(
+      served.model->config(), engine_options.kv_block_size, served.model->kv_type());
+  if (kv_budget_bytes < block_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv_budget of ", kv_budget_bytes, " bytes holds no KV block of ",
+        engine_options.kv_block_size, " positions (", block_bytes, " bytes)"));
   }
   engine_options.on_step = [metrics](int32_t batch_size, const EngineStats& stats) {
     metrics->OnEngineStep(batch_size, stats);
@@ -518,6 +549,8 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("metrics_port").AtLeast(-1).AtMost(65535),
        cli::FlagSpec("metrics_host").Value("HOST"), cli::FlagSpec("kv_budget").Value("SIZE"),
        cli::FlagSpec("kv_type").Value("f32|f16|bf16"),
+       cli::FlagSpec("kv_block_size").AtLeast(4).AtMost(1024), "prefix_cache",
+       cli::FlagSpec("kv_admission").Value("paged|reserve"),
        cli::FlagSpec("max_batch").AtLeast(1), cli::FlagSpec("max_waiting").AtLeast(0),
        cli::FlagSpec("max_prefill_tokens").AtLeast(1), cli::FlagSpec("threads").AtLeast(0),
        "device", "ggml_variant", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",

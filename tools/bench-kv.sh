@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# KV memory under load (issue 15's proofs 2 and 3), llorch-scheduler + one
+# llorch-worker through the OpenAI API (tools/bench/kv_bench.py, the `openai`
+# client), one server at a time on the same cores:
+#   1. paging: at a fixed KV budget (BUDGET), REQUESTS chat requests that stop
+#      early (max_tokens MAX_TOKENS, far above what they use), CONCURRENCY in
+#      flight: jobs running at once and aggregate tok/s with
+#      --kv_admission=reserve (prompt + max_tokens reserved up front, as
+#      before paging) and =paged; the ratio paged / reserve.
+#   2. chat: CONVERSATIONS conversations x TURNS turns sharing a system prompt,
+#      each turn the whole history: time to first token per turn with the
+#      prefix cache on and off, and llama.cpp's llama-server (cache_prompt, one
+#      slot per conversation; PEER=0 skips it).
+# Usage: tools/bench-kv.sh [MODEL.gguf]   (default SmolLM2)
+# Env: THREADS (all cores), BUDGET (4096tokens), REQUESTS (48),
+# CONCURRENCY (32), MAX_TOKENS (512), CONVERSATIONS (8), TURNS (6),
+# MODES (paging,chat). Run on an idle machine.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+source "$ROOT/tools/env.sh"
+MODEL="${1:-$LLORCH_DEFAULT_MODEL}"
+THREADS="${THREADS:-$(nproc)}"
+BUDGET="${BUDGET:-4096tokens}"
+REQUESTS="${REQUESTS:-48}"
+CONCURRENCY="${CONCURRENCY:-32}"
+MAX_TOKENS="${MAX_TOKENS:-512}"
+CONVERSATIONS="${CONVERSATIONS:-8}"
+TURNS="${TURNS:-6}"
+MODES="${MODES:-paging,chat}"
+OUT="$(mktemp -d -t llorch-bench-kv.XXXXXX)"
+MODEL_NAME="$(basename "$MODEL" .gguf)"
+PY="$ROOT/tools/venv-python"
+for bin in llorch-scheduler llorch-worker; do
+  [[ -x "$ROOT/build/bin/$bin" ]] || { echo "bench-kv: build/bin/$bin missing" >&2; exit 1; }
+done
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() {
+  local log="$1" pattern="$2" pid; shift 2
+  for _ in $(seq 1 1200); do
+    grep -q "$pattern" "$log" && return 0
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null || { tail -n 30 "$log" >&2; return 1; }; done
+    sleep 0.1
+  done
+  echo "bench-kv: timed out waiting for '$pattern' in $log" >&2; return 1
+}
+
+# start_llorch NAME WORKER_FLAGS...: scheduler (HTTP) + one worker; sets
+# HTTP_URL and METRICS_URL.
+start_llorch() {
+  local name="$1"; shift
+  local sched_log="$OUT/$name-scheduler.log" worker_log="$OUT/$name-worker.log"
+  local metrics_port; metrics_port="$(free_port)"
+  "$ROOT/build/bin/llorch-scheduler" --listen 127.0.0.1:0 --metrics_port -1 \
+    --http_listen 127.0.0.1:0 2>"$sched_log" &
+  PIDS+=($!)
+  wait_for "$sched_log" "grpc listening on port" "${PIDS[@]}"
+  wait_for "$sched_log" "http listening on port" "${PIDS[@]}"
+  local sched_port http_port
+  sched_port="$(sed -n 's/.*grpc listening on port \([0-9]*\).*/\1/p' "$sched_log")"
+  http_port="$(sed -n 's/.*http listening on port \([0-9]*\).*/\1/p' "$sched_log")"
+  "$ROOT/build/bin/llorch-worker" --model "$MODEL" --listen 127.0.0.1:0 \
+    --metrics_port "$metrics_port" --metrics_host 127.0.0.1 --threads "$THREADS" \
+    --scheduler "127.0.0.1:$sched_port" "$@" 2>"$worker_log" &
+  PIDS+=($!)
+  wait_for "$sched_log" "up (model $MODEL_NAME)" "${PIDS[@]}"
+  HTTP_URL="http://127.0.0.1:$http_port/v1"
+  METRICS_URL="http://127.0.0.1:$metrics_port/metrics"
+}
+
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%FT%TZ)"
+echo "model: $MODEL; threads $THREADS; logs in $OUT"
+
+if [[ ",$MODES," == *",paging,"* ]]; then
+  echo
+  echo "## paging: --kv_budget $BUDGET, $REQUESTS chat requests, $CONCURRENCY in flight," \
+    "max_tokens $MAX_TOKENS (they stop at EOS)"
+  for admission in reserve paged; do
+    start_llorch "paging-$admission" --kv_budget "$BUDGET" --kv_admission "$admission" \
+      --max_batch "$CONCURRENCY" --prefix_cache=false
+    result="$("$PY" "$ROOT/tools/bench/kv_bench.py" paging "$HTTP_URL" "$MODEL_NAME" "$METRICS_URL" \
+      --requests "$REQUESTS" --concurrency "$CONCURRENCY" --max-tokens "$MAX_TOKENS")"
+    echo "$admission: $result"
+    echo "$result" >"$OUT/paging-$admission.json"
+    cleanup
+  done
+  python3 - "$OUT/paging-reserve.json" "$OUT/paging-paged.json" <<'EOF'
+import json, sys
+r, p = (json.load(open(f)) for f in sys.argv[1:3])
+ratio = lambda a, b: f"{a / b:.2f}x" if b else "n/a"
+print(f"paged / reserve: mean running {ratio(p['mean_running'], r['mean_running'])}, "
+      f"peak running {ratio(p['peak_running'], r['peak_running'])}, "
+      f"tok/s {ratio(p['tokens_per_s'], r['tokens_per_s'])}")
+EOF
+fi
+
+if [[ ",$MODES," == *",chat,"* ]]; then
+  echo
+  echo "## chat: $CONVERSATIONS conversations x $TURNS turns (shared system prompt, whole history" \
+    "each turn), time to first token"
+  chat() { "$PY" "$ROOT/tools/bench/kv_bench.py" chat "$@" --conversations "$CONVERSATIONS" \
+    --turns "$TURNS"; }
+  for prefix in true false; do
+    start_llorch "chat-prefix-$prefix" --prefix_cache="$prefix" --max_batch "$CONVERSATIONS"
+    result="$(chat "$HTTP_URL" "$MODEL_NAME" "$METRICS_URL")"
+    echo "llorch prefix_cache=$prefix: $result"
+    echo "$result" >"$OUT/chat-llorch-$prefix.json"
+    cleanup
+  done
+  if [[ "${PEER:-1}" != 0 ]]; then
+    SERVER="$("$ROOT/tools/bench/build-llamacpp-server.sh" | tail -n 1)"
+    PORT="$(free_port)"
+    LOG="$OUT/llama-server.log"
+    "$SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
+      -np "$CONVERSATIONS" -c "$((CONVERSATIONS * 2048))" --no-webui >"$LOG" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 1200); do
+      curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
+      kill -0 "${PIDS[0]}" 2>/dev/null || { tail -n 30 "$LOG" >&2; exit 1; }
+      sleep 0.1
+    done
+    result="$(chat "http://127.0.0.1:$PORT/v1" "$MODEL_NAME")"
+    echo "llama.cpp llama-server (cache_prompt): $result"
+    echo "$result" >"$OUT/chat-llamacpp.json"
+    cleanup
+  fi
+  python3 - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+rows = [("llorch, prefix cache", "chat-llorch-true.json"),
+        ("llorch, no prefix cache", "chat-llorch-false.json"),
+        ("llama.cpp, cache_prompt", "chat-llamacpp.json")]
+base = None
+print("| server | TTFT turn 1 (ms) | TTFT turns 2+ (ms) | ratio to llorch with cache |")
+print("|---|---|---|---|")
+for label, name in rows:
+    path = os.path.join(out, name)
+    if not os.path.exists(path):
+        continue
+    r = json.load(open(path))
+    t1, later = r["ttft_s_per_turn"][0], r["ttft_s_turns_2_on"]
+    if base is None:
+        base = later
+    print(f"| {label} | {t1 * 1000:.0f} | {later * 1000:.0f} | {later / base:.2f} |")
+EOF
+fi
