@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "worker/engine/step_planner.h"
 #include "worker/model/kv_cache.h"
 
 namespace llorch {
@@ -31,6 +32,7 @@ Engine::Engine(const LlamaModel* model, const Tokenizer* tokenizer, EngineOption
     : model_(model),
       tokenizer_(tokenizer),
       options_(options),
+      runner_(model, options.test_fault),
       pool_(model->NewPool(NumBlocks(model, options), options.kv_block_size)),
       blocks_(NumBlocks(model, options), options.kv_block_size, options.prefix_cache),
       block_bytes_(KvPool::BytesPerBlock(model->config(), options.kv_block_size,
@@ -221,9 +223,7 @@ std::optional<Engine::Reservation> Engine::Reserve(const std::vector<int32_t>& t
       options_.reserve_whole_jobs ? std::max(num_positions, max_positions) : num_positions;
   const int32_t num_fresh =
       blocks_.BlocksFor(reserved_positions) - static_cast<int32_t>(match.blocks.size());
-  // Beside running jobs, keep a little room for them to grow (vLLM's
-  // watermark) rather than preempting one at its next block.
-  const int32_t headroom = running_.empty() ? 0 : std::max(1, blocks_.num_blocks() / 100);
+  const int32_t headroom = AdmissionHeadroom(blocks_.num_blocks(), !running_.empty());
   if (num_fresh + headroom > blocks_.num_available()) {
     for (BlockId b : match.blocks) blocks_.Release(b);
     return std::nullopt;
@@ -334,11 +334,11 @@ void Engine::GrowForDecode() {
         cache->AppendBlock(*block);
         continue;
       }
-      // The pool is dry: the most recently admitted job gives its blocks
-      // back (vLLM's policy); that may be this job itself.
-      size_t victim = running_.size() - 1;
-      while (running_[victim].job == nullptr) --victim;
-      Preempt(running_[victim]);
+      // The pool is dry: a job gives its blocks back (step_planner.h); that
+      // may be this job itself.
+      std::vector<bool> preempted;
+      for (const Running& r : running_) preempted.push_back(r.job == nullptr);
+      Preempt(running_[PickPreemptionVictim(preempted)]);
     }
   }
   running_.erase(std::remove_if(running_.begin(), running_.end(),
@@ -346,46 +346,20 @@ void Engine::GrowForDecode() {
                  running_.end());
 }
 
-absl::StatusOr<at::Tensor> Engine::Forward(const std::vector<ForwardItem>& items) {
-  try {
-    MaybeInjectFault(options_.test_fault, TestFault::Point::kForward, &forwards_);
-    return model_->ForwardBatch(items);
-  } catch (...) {
-    return StatusFromCurrentException("model forward");
-  }
-}
-
 int32_t Engine::Step() {
   GrowForDecode();
-  // Decode tokens first (one per job), then prefill chunks and recomputed
-  // tokens within the per-step token budget, oldest job first.
+  std::vector<Job*> jobs;
+  for (Running& r : running_) jobs.push_back(r.job.get());
+  const std::vector<PlannedInput> plan =
+      PlanStep(absl::MakeConstSpan(jobs), options_.max_prefill_tokens_per_step);
   std::vector<ForwardItem> items;
   std::vector<size_t> owners;  // index into running_ per item
-  int64_t prefill_budget = options_.max_prefill_tokens_per_step;
-  for (size_t i = 0; i < running_.size(); ++i) {
-    Job& job = *running_[i].job;
-    if (!job.decoding() || job.replaying()) continue;
-    items.push_back({job.NextInput(1), job.next_pos(), job.cache(), false, /*decode=*/true});
-    owners.push_back(i);
-  }
-  for (size_t i = 0; i < running_.size() && prefill_budget > 0; ++i) {
-    Job& job = *running_[i].job;
-    if (job.decoding() && !job.replaying()) continue;
-    absl::Span<const int32_t> chunk = job.NextInput(prefill_budget);
-    if (!job.decoding() && job.next_pos() + static_cast<int64_t>(chunk.size()) <
-                               job.prompt_tokens()) {
-      // A prompt chunk that stops short of the prompt's end ends on a
-      // multiple of 4 positions: a row's grouping (Q4_K) then depends only
-      // on the prompt, never on the budget left or the prefix cache.
-      chunk = chunk.first(chunk.size() - chunk.size() % 4);
-      if (chunk.empty()) break;
-    }
-    prefill_budget -= static_cast<int64_t>(chunk.size());
-    items.push_back({chunk, job.next_pos(), job.cache(), false, /*decode=*/job.decoding()});
-    owners.push_back(i);
+  for (const PlannedInput& input : plan) {
+    items.push_back({input.tokens, input.pos, jobs[input.job]->cache(), false, input.decode});
+    owners.push_back(input.job);
   }
   if (items.empty()) return 0;
-  absl::StatusOr<at::Tensor> logits = Forward(items);
+  absl::StatusOr<at::Tensor> logits = runner_.Run(items);
   if (!logits.ok()) {
     // A batch-level failure fails the jobs in it; others are untouched.
     for (size_t owner : owners) Finish(running_[owner], logits.status());

@@ -30,6 +30,7 @@
 #include "worker/engine/block_manager.h"
 #include "worker/engine/faults.h"
 #include "worker/engine/job.h"
+#include "worker/engine/model_runner.h"
 #include "worker/model/llama_model.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -170,7 +171,6 @@ class Engine {
   void GrowForDecode();
   void Preempt(Running& running);
   int32_t Step();  // returns the batch size
-  absl::StatusOr<at::Tensor> Forward(const std::vector<ForwardItem>& items);
   void RegisterFullBlocks(Running& running);  // into the prefix cache
   void ReleaseBlocks(const KvCache& cache);
   // `is_running`: in running_ (not preempted), counted in running_count_.
@@ -180,6 +180,7 @@ class Engine {
   const LlamaModel* model_;
   const Tokenizer* tokenizer_;
   const EngineOptions options_;
+  ModelRunner runner_;            // engine thread only
   std::unique_ptr<KvPool> pool_;  // the tensors; blocks_ says who owns which block
   BlockManager blocks_;           // engine thread only
   const size_t block_bytes_;
@@ -195,7 +196,7 @@ class Engine {
   std::deque<Running> preempted_;   // engine thread only, next to resume first
   int32_t running_count_ = 0;       // running or being started; guarded by mu_
   EngineStats stats_;               // block counts and totals; guarded by mu_
-  int64_t forwards_ = 0, kv_allocations_ = 0;  // engine thread; for test_fault
+  int64_t kv_allocations_ = 0;    // engine thread; for test_fault
   std::thread thread_;
 };
 

@@ -5,7 +5,7 @@
 // is reading the weights, so each weight row is read once per call and meets
 // every activation row while it is in cache, over all threads. F16 and BF16
 // rows are widened to F32 in registers (F16C, a shift), so a 16-bit model is
-// held in 16 bits and read at half the bytes. Prompts (many rows) go to GEMM.
+// held in 16 bits and read at half the bytes. Prompt rows go to FloatGemm.
 //
 // Every output is one fixed order of operations (below), whatever n is, how
 // the rows are split between threads, or whether the AVX2 or the portable

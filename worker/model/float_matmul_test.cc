@@ -1,12 +1,15 @@
-// FloatMatmul: the AVX2 kernels give the portable code's bits; every output
+// FloatMatmul and FloatGemm: the AVX2 kernels give the portable code's bits; every output
 // is within the float error bound of a double-precision dot product; results
 // do not depend on how many activation rows share a call or how the weight
 // rows are split between threads; F16 and BF16 weights are widened exactly.
 #include "worker/model/float_matmul.h"
 
+#include "worker/model/float_gemm.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <random>
 #include <vector>
 
@@ -126,6 +129,60 @@ TEST_P(FloatMatmulTest, RowsOfABatchEqualRowsAloneWhateverTheSplit) {
     for (int64_t b = begin; b < end; b += 7) body(b, std::min(end, b + 7));
   });
   EXPECT_EQ(std::memcmp(split.data(), batched.data(), split.size() * 4), 0);
+}
+
+std::vector<float> Gemm(const Problem& p, const ParallelFor& parallel_for = SerialFor) {
+  std::vector<float> out(p.n * p.rows, std::numeric_limits<float>::quiet_NaN());
+  FloatGemm(p.type, p.weight.data(), p.rows, p.in, p.x.data(), p.n, out.data(), parallel_for);
+  return out;
+}
+
+TEST_P(FloatMatmulTest, GemmAvx2EqualsPortableAndIsWithinTheErrorBound) {
+  if (!float_gemm_internal::UsesAvx2()) GTEST_SKIP() << "built without AVX2";
+  for (int64_t rows : {1, 6, 13}) {
+    for (int64_t in : {1, 17, 100, 576}) {
+      for (int64_t n : {1, 15, 16, 17, 64, 65, 130}) {
+        SCOPED_TRACE(::testing::Message() << "rows " << rows << " in " << in << " n " << n);
+        const Problem p = MakeProblem(GetParam(), rows, in, n, static_cast<uint32_t>(rows + in + n));
+        const std::vector<float> fast = Gemm(p);
+        std::vector<float> portable(p.n * p.rows);
+        float_gemm_internal::FloatGemmPortable(p.type, p.weight.data(), p.rows, p.in, p.x.data(),
+                                               p.n, portable.data());
+        ASSERT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * 4), 0);
+        for (int64_t t = 0; t < n; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double exact = 0, magnitude = 0;
+            for (int64_t k = 0; k < in; ++k) {
+              exact += p.values[r * in + k] * p.x[t * in + k];
+              magnitude += std::abs(p.values[r * in + k] * p.x[t * in + k]);
+            }
+            const double bound = in * std::numeric_limits<float>::epsilon() * magnitude;
+            ASSERT_LE(std::abs(fast[t * rows + r] - exact), bound) << "row " << r << " t " << t;
+          }
+        }
+      }
+    }
+  }
+}
+
+// A prompt row gives the same bits alone, in any chunk of rows, and
+// whatever the threads' split of the weight rows.
+TEST_P(FloatMatmulTest, GemmRowsEqualRowsAloneInAnyChunk) {
+  const Problem p = MakeProblem(GetParam(), 29, 130, 70, 5);
+  const std::vector<float> all = Gemm(p);
+  for (auto [first, count] : std::vector<std::pair<int64_t, int64_t>>{
+           {0, 1}, {3, 1}, {69, 1}, {5, 13}, {16, 48}, {1, 69}, {40, 30}}) {
+    Problem part = p;
+    part.n = count;
+    part.x.assign(p.x.begin() + first * p.in, p.x.begin() + (first + count) * p.in);
+    const std::vector<float> out = Gemm(part);
+    ASSERT_EQ(std::memcmp(out.data(), all.data() + first * p.rows, out.size() * 4), 0)
+        << "rows " << first << " + " << count;
+  }
+  const std::vector<float> split = Gemm(p, [](int64_t begin, int64_t end, const RangeFn& body) {
+    for (int64_t b = begin; b < end; b += 2) body(b, std::min(end, b + 2));
+  });
+  EXPECT_EQ(std::memcmp(split.data(), all.data(), split.size() * 4), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, FloatMatmulTest,

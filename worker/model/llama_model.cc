@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/gguf/gguf.h"
 #include "worker/model/attention_cpu.h"
+#include "worker/model/float_gemm.h"
 #include "worker/model/ggml_ops.h"
 #include "worker/model/interleaved_matmul.h"
 #include "worker/model/quant_matmul.h"
@@ -431,56 +432,49 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   return out;
 }
 
-// Activation rows up to which FloatMatmul beats GEMM (decode steps); above,
-// GEMM's register blocking wins.
-constexpr int64_t kFloatMatmulMaxRows = 8;
-// 16-bit weight rows widened to F32 per GEMM call for prompts (8 MiB at 2048).
-constexpr int64_t kWidenRows = 1024;
-
-at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix) const {
-  const at::ScalarType type = matrix.raw_type == GgmlType::kF16    ? at::kHalf
-                              : matrix.raw_type == GgmlType::kBF16 ? at::kBFloat16
-                                                                   : at::kFloat;
+at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix,
+                                   const uint8_t* decode) const {
   at::Tensor input = x.contiguous();  // [n, in]
-  if (type != at::kFloat && round_activations_to_weight_type_) {
-    input = input.to(type).to(at::kFloat);  // round to nearest even, as ggml's conversions
+  if (matrix.raw_type != GgmlType::kF32 && round_activations_to_weight_type_) {
+    // Round to nearest even, as ggml's conversions.
+    input = input.to(matrix.raw_type == GgmlType::kF16 ? at::kHalf : at::kBFloat16).to(at::kFloat);
   }
   const int64_t n = input.size(0);
-  if (n <= kFloatMatmulMaxRows) {
-    at::Tensor out = at::empty({n, matrix.rows}, input.options());  // [n, out]
-    FloatMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
-                input.data_ptr<float>(), n, out.data_ptr<float>(),
-                [](int64_t begin, int64_t end, const RangeFn& body) {
-                  at::parallel_for(begin, end, /*grain_size=*/16,
-                                   [&](int64_t b, int64_t e) { body(b, e); });
-                });
-    return out;
-  }
-  at::Tensor weight = matrix.raw.view(type);  // [out, in]
-  if (type == at::kFloat) return at::matmul(input, weight.t());
-  // 16-bit rows widened block by block over all threads into one reused
-  // buffer, each block's product written straight into its columns of out.
   at::Tensor out = at::empty({n, matrix.rows}, input.options());  // [n, out]
-  thread_local at::Tensor widened;                                // [<= kWidenRows, in]
-  if (!widened.defined() || widened.numel() < kWidenRows * matrix.in) {
-    widened = at::empty({kWidenRows * matrix.in}, at::kFloat);
-  }
-  const int64_t row_bytes = matrix.raw.size(1);
-  for (int64_t row = 0; row < matrix.rows; row += kWidenRows) {
-    const int64_t count = std::min(kWidenRows, matrix.rows - row);
-    WidenToFloat(matrix.raw_type, matrix.raw.data_ptr<uint8_t>() + row * row_bytes,
-                 count * matrix.in, widened.data_ptr<float>());
-    at::Tensor block = widened.narrow(0, 0, count * matrix.in).view({count, matrix.in});
-    at::Tensor columns = out.narrow(1, row, count);  // [n, count], strided
-    at::matmul_out(columns, input, block.t());
+  const ParallelFor parallel_for = [](int64_t begin, int64_t end, const RangeFn& body) {
+    at::parallel_for(begin, end, /*grain_size=*/1, [&](int64_t b, int64_t e) { body(b, e); });
+  };
+  // Runs of rows of one kind: generated tokens by FloatMatmul (each weight
+  // row read once for the few of them), prompt rows by FloatGemm. Both give
+  // a row the same bits whatever else shares the call.
+  for (int64_t begin = 0; begin < n;) {
+    const bool is_decode = decode != nullptr && decode[begin] != 0;
+    int64_t end = begin + 1;
+    while (end < n && (decode != nullptr && decode[end] != 0) == is_decode) ++end;
+    const float* rows_in = input.data_ptr<float>() + begin * matrix.in;
+    float* rows_out = out.data_ptr<float>() + begin * matrix.rows;
+    if (is_decode) {
+      FloatMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in, rows_in,
+                  end - begin, rows_out,
+                  [](int64_t b0, int64_t e0, const RangeFn& body) {
+                    at::parallel_for(b0, e0, /*grain_size=*/16,
+                                     [&](int64_t b, int64_t e) { body(b, e); });
+                  });
+    } else {
+      FloatGemm(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in, rows_in,
+                end - begin, rows_out, parallel_for);
+    }
+    begin = end;
   }
   return out;
 }
 
 at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
-                              const uint8_t* in_groups_of_4) const {
+                              const RowKinds& kinds) const {
   // x: [n, in], weight: [out, in] -> [n, out].
-  if (matrix.raw.defined() && FloatMatmulSupports(matrix.raw_type)) return FloatLinear(x, matrix);
+  if (matrix.raw.defined() && FloatMatmulSupports(matrix.raw_type)) {
+    return FloatLinear(x, matrix, kinds.decode);
+  }
   if (matrix.interleaved) {
     // Q4_0/Q8_0, 8 rows interleaved: llama.cpp's repacked-weight results.
     at::Tensor input = x.contiguous();
@@ -505,7 +499,7 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
                    at::parallel_for(begin, end, /*grain_size=*/16,
                                     [&](int64_t b, int64_t e) { body(b, e); });
                  },
-                 in_groups_of_4);
+                 kinds.in_groups_of_4);
     return out;
   }
   if (matrix.raw.defined()) {
@@ -748,6 +742,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   auto mark_groups = [](int64_t n, bool decode, std::vector<uint8_t>* flags) {
     for (int64_t j = 0; j < n; ++j) flags->push_back(!decode && j < n - n % 4);
   };
+  std::vector<uint8_t> decode_rows, output_decode_rows;  // generated-token rows
   for (size_t i = 0; i < items.size(); ++i) {
     const ForwardItem& item = items[i];
     if (absl::Status s = Validate(item); !s.ok()) return s;
@@ -768,6 +763,9 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     }
     mark_groups(n, item.decode, &in_groups_of_4);
     mark_groups(item.all_logits ? n : 1, item.decode, &output_in_groups_of_4);
+    decode_rows.insert(decode_rows.end(), n, item.decode ? 1 : 0);
+    output_decode_rows.insert(output_decode_rows.end(), item.all_logits ? n : 1,
+                              item.decode ? 1 : 0);
   }
   at::NoGradGuard no_grad;
   const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N
@@ -781,10 +779,11 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   at::Tensor cos = rope_cos_.index_select(0, pos);  // [N, rope_dim / 2]
   at::Tensor sin = rope_sin_.index_select(0, pos);
 
+  const RowKinds kinds{in_groups_of_4.data(), decode_rows.data()};
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
     at::Tensor h = Norm(x, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
-    at::Tensor qkv = Linear(h, layer.wqkv, in_groups_of_4.data());  // [N, q_dim + 2 * kv_dim]
+    at::Tensor qkv = Linear(h, layer.wqkv, kinds);  // [N, q_dim + 2 * kv_dim]
     if (layer.qkv_bias.defined()) qkv = qkv + layer.qkv_bias;
     at::Tensor q = Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
     at::Tensor k = Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
@@ -802,7 +801,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       }
       attn = at::cat(parts, 0);
     }
-    at::Tensor attn_out = Linear(attn, layer.wo, in_groups_of_4.data());  // [N, hidden]
+    at::Tensor attn_out = Linear(attn, layer.wo, kinds);  // [N, hidden]
     if (layer.wo_bias.defined()) attn_out = attn_out + layer.wo_bias;
 
     // Parallel residual (phi2): the FFN reads the same normed input as
@@ -815,7 +814,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       ffn_input = Norm(x, layer.ffn_norm, at::Tensor());
     }
     // [N, 2 * ffn] | [N, ffn]
-    at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in, in_groups_of_4.data());
+    at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in, kinds);
     at::Tensor act;                                         // [N, ffn]
     if (c.ffn == FfnType::kSiluGated) {
       act = SiluGated(ffn_in);
@@ -823,7 +822,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       if (layer.ffn_in_bias.defined()) ffn_in = ffn_in + layer.ffn_in_bias;
       act = Gelu(ffn_in);
     }
-    at::Tensor ffn_out = Linear(act, layer.w_down, in_groups_of_4.data());  // [N, hidden]
+    at::Tensor ffn_out = Linear(act, layer.w_down, kinds);  // [N, hidden]
     if (layer.down_bias.defined()) ffn_out = ffn_out + layer.down_bias;
     x = c.parallel_residual ? x + attn_out + ffn_out : x + ffn_out;
   }
@@ -837,7 +836,8 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     x = x.index_select(0, keep);  // [outputs, hidden]
   }
   x = Norm(x, output_norm_, output_norm_bias_);
-  at::Tensor logits = Linear(x, output_, output_in_groups_of_4.data());  // [outputs, vocab]
+  at::Tensor logits =  // [outputs, vocab]
+      Linear(x, output_, RowKinds{output_in_groups_of_4.data(), output_decode_rows.data()});
   if (output_bias_.defined()) logits = logits + output_bias_;
   return logits.to(at::kCPU).contiguous();
 }

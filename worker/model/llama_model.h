@@ -168,11 +168,15 @@ class LlamaModel {
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        int64_t layer, const ForwardItem& item) const;
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
-  // `in_groups_of_4`: null or one flag per row of x (see KQuantMatmul).
-  at::Tensor Linear(const at::Tensor& x, const Matrix& matrix,
-                    const uint8_t* in_groups_of_4 = nullptr) const;
+  // How each row of a Linear's input is multiplied, as llama.cpp would have
+  // computed it: one flag per row of x, or null for none.
+  struct RowKinds {
+    const uint8_t* in_groups_of_4 = nullptr;  // Q4_K gemm rows (see KQuantMatmul)
+    const uint8_t* decode = nullptr;          // generated tokens (FloatMatmul, else FloatGemm)
+  };
+  at::Tensor Linear(const at::Tensor& x, const Matrix& matrix, const RowKinds& kinds) const;
   // Linear for F32/F16/BF16 rows in `matrix.raw` (CPU).
-  at::Tensor FloatLinear(const at::Tensor& x, const Matrix& matrix) const;
+  at::Tensor FloatLinear(const at::Tensor& x, const Matrix& matrix, const uint8_t* decode) const;
   at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
 
   // silu(gate) * up over the fused [n, 2 * ffn] product, as ggml computes it on the CPU.

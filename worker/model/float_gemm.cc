@@ -1,0 +1,192 @@
+#include "worker/model/float_gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "worker/model/float_matmul.h"  // WidenToFloat, FloatMatmulSupports
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LLORCH_FLOAT_GEMM_AVX2 1
+#include <immintrin.h>
+#endif
+
+namespace llorch {
+namespace {
+
+// Weights are packed a panel at a time: kPanel weight rows x kDepth columns,
+// k-major (16 KiB, in L1), and every register tile of kTileRows activation
+// rows sweeps it (12 of the 16 AVX2 registers accumulate). Between depth
+// blocks an output's running sum waits in `out` (stored and reloaded
+// exactly), so its fma chain still runs k = 0 .. in - 1 in order.
+constexpr int kPanel = 16;
+constexpr int kTileRows = 6;
+constexpr int64_t kDepth = 256;
+
+void CheckArguments(GgmlType type, int64_t rows, int64_t in, int64_t n) {
+  if (!FloatMatmulSupports(type) || rows < 0 || in < 0 || n < 0) {
+    std::fprintf(stderr, "FloatGemm: unsupported type %d or bad sizes rows=%lld in=%lld n=%lld\n",
+                 static_cast<int>(type), static_cast<long long>(rows),
+                 static_cast<long long>(in), static_cast<long long>(n));
+    std::abort();
+  }
+}
+
+size_t ElementBytes(GgmlType type) { return type == GgmlType::kF32 ? 4 : 2; }
+
+// Weight rows [r0, r0 + count) as F32 rows: in place for F32, else widened
+// (exactly) into `buffer`.
+const float* WeightRowsF32(GgmlType type, const void* weight, int64_t r0, int64_t count,
+                           int64_t in, std::vector<float>* buffer) {
+  const auto* bytes = static_cast<const uint8_t*>(weight) + r0 * in * ElementBytes(type);
+  if (type == GgmlType::kF32) return reinterpret_cast<const float*>(bytes);
+  buffer->resize(static_cast<size_t>(count * in));
+  WidenToFloat(type, bytes, count * in, buffer->data());
+  return buffer->data();
+}
+
+#ifdef LLORCH_FLOAT_GEMM_AVX2
+
+// panel[k * 16 + c] = weight row r0 + c, column k0 + k, widened to F32;
+// zero for rows past `count`.
+void PackPanel(GgmlType type, const void* weight, int64_t in, int64_t r0, int count, int64_t k0,
+               int64_t depth, float* panel, float* row_buffer) {
+  for (int c = 0; c < kPanel; ++c) {
+    if (c >= count) {
+      for (int64_t k = 0; k < depth; ++k) panel[k * kPanel + c] = 0.0f;
+      continue;
+    }
+    const float* row;
+    if (type == GgmlType::kF32) {
+      row = static_cast<const float*>(weight) + (r0 + c) * in + k0;
+    } else {
+      WidenToFloat(type, static_cast<const uint16_t*>(weight) + (r0 + c) * in + k0, depth,
+                   row_buffer);
+      row = row_buffer;
+    }
+    for (int64_t k = 0; k < depth; ++k) panel[k * kPanel + c] = row[k];
+  }
+}
+
+// T activation rows (x, row-major with stride `in`, at the block's first
+// column) times a packed panel: out[t * rows + c] for c < cols, continuing
+// the sums already there unless `first`.
+template <int T>
+void Tile(const float* panel, int64_t depth, const float* x, int64_t in, float* out, int64_t rows,
+          int cols, bool first) {
+  // Loops over t are unrolled so that the accumulators stay in registers.
+  alignas(32) float edge[T][kPanel];  // a partial panel's outputs
+  __m256 acc[T][2];
+#pragma GCC unroll 6
+  for (int t = 0; t < T; ++t) {
+    if (first) {
+      acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    } else if (cols == kPanel) {
+      acc[t][0] = _mm256_loadu_ps(out + t * rows);
+      acc[t][1] = _mm256_loadu_ps(out + t * rows + 8);
+    } else {
+      for (int c = 0; c < kPanel; ++c) edge[t][c] = c < cols ? out[t * rows + c] : 0.0f;
+      acc[t][0] = _mm256_load_ps(edge[t]);
+      acc[t][1] = _mm256_load_ps(edge[t] + 8);
+    }
+  }
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m256 w0 = _mm256_load_ps(panel + k * kPanel);
+    const __m256 w1 = _mm256_load_ps(panel + k * kPanel + 8);
+#pragma GCC unroll 6
+    for (int t = 0; t < T; ++t) {
+      const __m256 xt = _mm256_broadcast_ss(x + t * in + k);
+      acc[t][0] = _mm256_fmadd_ps(xt, w0, acc[t][0]);
+      acc[t][1] = _mm256_fmadd_ps(xt, w1, acc[t][1]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int t = 0; t < T; ++t) {
+    if (cols == kPanel) {
+      _mm256_storeu_ps(out + t * rows, acc[t][0]);
+      _mm256_storeu_ps(out + t * rows + 8, acc[t][1]);
+    } else {
+      _mm256_store_ps(edge[t], acc[t][0]);
+      _mm256_store_ps(edge[t] + 8, acc[t][1]);
+      for (int c = 0; c < cols; ++c) out[t * rows + c] = edge[t][c];
+    }
+  }
+}
+
+void TileAnyRows(int count, const float* panel, int64_t depth, const float* x, int64_t in,
+                 float* out, int64_t rows, int cols, bool first) {
+  switch (count) {
+    case 1: Tile<1>(panel, depth, x, in, out, rows, cols, first); break;
+    case 2: Tile<2>(panel, depth, x, in, out, rows, cols, first); break;
+    case 3: Tile<3>(panel, depth, x, in, out, rows, cols, first); break;
+    case 4: Tile<4>(panel, depth, x, in, out, rows, cols, first); break;
+    case 5: Tile<5>(panel, depth, x, in, out, rows, cols, first); break;
+    default: Tile<6>(panel, depth, x, in, out, rows, cols, first); break;
+  }
+}
+
+#endif  // LLORCH_FLOAT_GEMM_AVX2
+
+}  // namespace
+
+namespace float_gemm_internal {
+
+bool UsesAvx2() {
+#ifdef LLORCH_FLOAT_GEMM_AVX2
+  return true;
+#else
+  return false;
+#endif
+}
+
+void FloatGemmPortable(GgmlType type, const void* weight, int64_t rows, int64_t in,
+                       const float* x, int64_t n, float* out) {
+  CheckArguments(type, rows, in, n);
+  std::vector<float> widened;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* w = WeightRowsF32(type, weight, r, 1, in, &widened);
+    for (int64_t t = 0; t < n; ++t) {
+      float acc = 0.0f;
+      for (int64_t k = 0; k < in; ++k) acc = std::fma(w[k], x[t * in + k], acc);
+      out[t * rows + r] = acc;
+    }
+  }
+}
+
+}  // namespace float_gemm_internal
+
+void FloatGemm(GgmlType type, const void* weight, int64_t rows, int64_t in, const float* x,
+               int64_t n, float* out, const ParallelFor& parallel_for) {
+  CheckArguments(type, rows, in, n);
+  if (rows == 0 || n == 0) return;
+#ifdef LLORCH_FLOAT_GEMM_AVX2
+  const int64_t panels = (rows + kPanel - 1) / kPanel;
+  parallel_for(0, panels, [&](int64_t p0, int64_t p1) {
+    std::vector<float> storage(kDepth * kPanel + kDepth + 8);
+    // 32-byte aligned panel, then a row buffer for 16-bit widening.
+    float* panel = storage.data() + (8 - reinterpret_cast<uintptr_t>(storage.data()) / 4 % 8) % 8;
+    float* row_buffer = panel + kDepth * kPanel;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t r0 = p * kPanel;
+      const int cols = static_cast<int>(std::min<int64_t>(kPanel, rows - r0));
+      for (int64_t k0 = 0; k0 < in; k0 += kDepth) {
+        const int64_t depth = std::min(kDepth, in - k0);
+        PackPanel(type, weight, in, r0, cols, k0, depth, panel, row_buffer);
+        for (int64_t t = 0; t < n; t += kTileRows) {
+          const int count = static_cast<int>(std::min<int64_t>(kTileRows, n - t));
+          TileAnyRows(count, panel, depth, x + t * in + k0, in, out + t * rows + r0, rows, cols,
+                      k0 == 0);
+        }
+      }
+    }
+  });
+#else
+  (void)parallel_for;
+  float_gemm_internal::FloatGemmPortable(type, weight, rows, in, x, n, out);
+#endif
+}
+
+}  // namespace llorch
