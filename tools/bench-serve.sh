@@ -36,25 +36,7 @@ for bin in llorch llorch-scheduler llorch-worker; do
 done
 [[ -f "$MODEL" ]] || { echo "bench-serve: no model $MODEL (tools/setup.sh fetches SmolLM2)" >&2; exit 1; }
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# wait_for LOG PATTERN PID...: until PATTERN is in LOG; fails when a PID dies.
-wait_for() {
-  local log="$1" pattern="$2" pid; shift 2
-  for _ in $(seq 1 1200); do
-    grep -q "$pattern" "$log" && return 0
-    for pid in "$@"; do kill -0 "$pid" 2>/dev/null || { tail -n 30 "$log" >&2; return 1; }; done
-    sleep 0.1
-  done
-  echo "bench-serve: timed out waiting for '$pattern' in $log" >&2; return 1
-}
+source "$ROOT/tools/bench/serve-lib.sh"
 bench() { "$LLORCH" bench-serve --concurrency "$CONCURRENCY" --requests "$REQUESTS" \
   --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" "$@"; }
 

@@ -349,7 +349,8 @@ v1::Finished MakeFinished(v1::FinishReason reason, int prompt, int completion) {
 TEST(ResponseBuilderTest, ChatResponse) {
   OpenAiRequest request = Parse(kChat, {{"model", "smol"},
                                         {"messages", {{{"role", "user"}, {"content", "hi"}}}}});
-  ResponseBuilder builder(request, ResponseBuilder::ResponseId(kChat, "job-1"), 1700000000);
+  ResponseBuilder builder(request, ResponseBuilder::ResponseId(kChat, "job-1"), 1700000000,
+                          /*cached_prompt_tokens=*/3);
   builder.Add(MakeToken(0, 10, "Hel", -0.5f));
   builder.Add(MakeToken(1, 11, "lo", -0.25f));
   const json response = builder.Response(MakeFinished(v1::FINISH_REASON_EOS, 5, 2));
@@ -357,7 +358,8 @@ TEST(ResponseBuilderTest, ChatResponse) {
     "id": "chatcmpl-job-1", "object": "chat.completion", "created": 1700000000, "model": "smol",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"},
                  "logprobs": null, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})"));
+    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+              "prompt_tokens_details": {"cached_tokens": 3}}})"));
 }
 
 TEST(ResponseBuilderTest, CompletionResponseWithLogprobs) {
@@ -416,7 +418,8 @@ TEST(ResponseBuilderTest, ChatStreamChunks) {
   const json usage = builder.UsageChunk(MakeFinished(v1::FINISH_REASON_STOP, 4, 2));
   EXPECT_EQ(usage["choices"], json::array());
   EXPECT_EQ(usage["usage"],
-            json::parse(R"({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6})"));
+            json::parse(R"({"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6,
+                            "prompt_tokens_details": {"cached_tokens": 0}})"));
   EXPECT_EQ(builder.text(), "€");
 }
 
