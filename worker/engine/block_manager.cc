@@ -111,6 +111,7 @@ void BlockManager::Forget(BlockId block) {
   b.hash_next = kNone;
   b.content = 0;
   b.parent_content = 0;
+  ++generation_;
 }
 
 bool BlockManager::SameContent(BlockId block, uint64_t parent_content,
@@ -160,6 +161,7 @@ BlockManager::ChainLink BlockManager::Register(BlockId block, ChainLink parent,
     head->second = block;
   }
   b.content = next_content_++;
+  ++generation_;
   b.parent_content = parent.content;
   b.hash = hash;
   std::copy(block_keys.begin(), block_keys.end(), KeysOf(block).begin());

@@ -93,6 +93,8 @@ class BlockManager {
 
   // The hashes of every registered block (cached or in use), for placement.
   std::vector<uint64_t> RegisteredHashes() const;
+  // Changes whenever a block is registered or forgotten.
+  uint64_t generation() const { return generation_; }
 
  private:
   static constexpr BlockId kNone = -1;
@@ -126,6 +128,7 @@ class BlockManager {
   absl::flat_hash_map<uint64_t, BlockId> by_hash_;  // first block of each hash's chain
   int32_t num_used_ = 0;
   uint64_t next_content_ = 1;
+  uint64_t generation_ = 0;
 };
 
 }  // namespace llorch

@@ -36,7 +36,8 @@ Engine::Engine(const LlamaModel* model, const Tokenizer* tokenizer, EngineOption
       pool_(model->NewPool(NumBlocks(model, options), options.kv_block_size)),
       blocks_(NumBlocks(model, options), options.kv_block_size, options.prefix_cache),
       block_bytes_(KvPool::BytesPerBlock(model->config(), options.kv_block_size,
-                                         model->kv_type())) {
+                                         model->kv_type())),
+      root_hash_(blocks_.Root().hash) {
   PublishStats();
   thread_ = std::thread([this] { Loop(); });
 }
@@ -118,8 +119,37 @@ EngineStats Engine::Stats() const {
   return stats;
 }
 
+int32_t Engine::CachedPrefixTokens(const std::vector<int32_t>& prompt) const {
+  std::shared_ptr<const absl::flat_hash_set<uint64_t>> hashes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    hashes = cached_hashes_;
+  }
+  if (hashes == nullptr || prompt.empty()) return 0;
+  const int64_t block_size = options_.kv_block_size;
+  const int64_t max_blocks = (static_cast<int64_t>(prompt.size()) - 1) / block_size;
+  const std::vector<int64_t> keys =
+      PositionKeys(prompt, static_cast<int32_t>(prompt.size()), 0, max_blocks * block_size);
+  uint64_t hash = root_hash_;
+  int64_t found = 0;
+  while (found < max_blocks) {
+    hash = ChainHash(hash, absl::MakeConstSpan(keys).subspan(found * block_size, block_size));
+    if (!hashes->contains(hash)) break;
+    ++found;
+  }
+  return static_cast<int32_t>(found * block_size);
+}
+
 void Engine::PublishStats() {
+  std::shared_ptr<const absl::flat_hash_set<uint64_t>> hashes;
+  if (blocks_.prefix_cache() && blocks_.generation() != cached_hashes_generation_) {
+    cached_hashes_generation_ = blocks_.generation();
+    const std::vector<uint64_t> registered = blocks_.RegisteredHashes();
+    hashes = std::make_shared<const absl::flat_hash_set<uint64_t>>(registered.begin(),
+                                                                   registered.end());
+  }
   std::lock_guard<std::mutex> lock(mu_);
+  if (hashes != nullptr) cached_hashes_ = std::move(hashes);
   stats_.waiting = static_cast<int32_t>(preempted_.size());
   stats_.kv_used_bytes = static_cast<size_t>(blocks_.num_used()) * block_bytes_;
   stats_.kv_budget_bytes = static_cast<size_t>(blocks_.num_blocks()) * block_bytes_;

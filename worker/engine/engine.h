@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/engine/block_manager.h"
@@ -122,6 +123,10 @@ class Engine {
   // jobs go on. Idempotent.
   void StopAccepting();
   EngineStats Stats() const;
+  // Leading prompt tokens whose blocks the prefix cache held after the last
+  // step (whole blocks, never the last token): what a job with this prompt
+  // would find, for placement. Any thread; by block hashes.
+  int32_t CachedPrefixTokens(const std::vector<int32_t>& prompt) const;
   const EngineOptions& options() const { return options_; }
 
  private:
@@ -184,6 +189,7 @@ class Engine {
   std::unique_ptr<KvPool> pool_;  // the tensors; blocks_ says who owns which block
   BlockManager blocks_;           // engine thread only
   const size_t block_bytes_;
+  const uint64_t root_hash_;  // blocks_.Root().hash, for any thread
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
@@ -196,6 +202,9 @@ class Engine {
   std::deque<Running> preempted_;   // engine thread only, next to resume first
   int32_t running_count_ = 0;       // running or being started; guarded by mu_
   EngineStats stats_;               // block counts and totals; guarded by mu_
+  // The registered blocks' hashes as of the last step (CachedPrefixTokens).
+  std::shared_ptr<const absl::flat_hash_set<uint64_t>> cached_hashes_;  // guarded by mu_
+  uint64_t cached_hashes_generation_ = ~uint64_t{0};  // engine thread
   int64_t kv_allocations_ = 0;    // engine thread; for test_fault
   std::thread thread_;
 };

@@ -171,13 +171,19 @@ TEST_F(EngineTest, PrefixCacheReuseGivesIdenticalResults) {
       auto sinks = RunAll(engine, {prompts[j]}, Greedy(20));
       if (!prefix_cache) {
         EXPECT_EQ(sinks[0]->cached, 0);
+        EXPECT_EQ(engine.CachedPrefixTokens(prompts[j]), 0);
         alone_ids.push_back(sinks[0]->ids);
         alone_logprobs.push_back(sinks[0]->logprobs);
         continue;
       }
       // The first job finds nothing; later ones the 2 shared full blocks
-      // (the last one: 2 blocks, as its 45th token must be computed).
+      // (the last one: 2 blocks, as its 45th token must be computed), and
+      // placement's view (CachedPrefixTokens) agrees beforehand.
       EXPECT_EQ(sinks[0]->cached, j == 0 ? 0 : 32) << "job " << j;
+      if (j + 1 < prompts.size()) {
+        EXPECT_EQ(engine.CachedPrefixTokens(prompts[j + 1]), 32) << "job " << j + 1;
+      }
+      EXPECT_EQ(engine.CachedPrefixTokens(Prompt(45, 999)), 0);
       ExpectSameResults(sinks[0]->ids, sinks[0]->logprobs, alone_ids[j], alone_logprobs[j],
                         "job " + std::to_string(j));
     }
