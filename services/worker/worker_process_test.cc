@@ -932,6 +932,57 @@ TEST(WorkerProcessInfoTest, WorkerIdDefaultsToHostAndPort) {
   EXPECT_EQ(worker_id(*named), "w-7");
 }
 
+// MatchPrefix tells what a request would find in the prefix cache: nothing
+// before, whole blocks of its prompt after the same request ran (as the
+// job's Started then reports), nothing for another prompt; a bad request is
+// refused as Execute refuses it.
+TEST(WorkerProcessInfoTest, MatchPrefixReportsTheBlocksARequestWouldReuse) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker("smollm2");
+  ASSERT_NE(worker, nullptr);
+  auto match = [&](const v1::ExecuteRequest& request, v1::MatchPrefixResponse* response) {
+    grpc::ClientContext context;
+    return worker->stub().MatchPrefix(&context, request, response);
+  };
+  v1::ExecuteRequest request = Greedy("", "", 8);
+  v1::ChatMessage* system = request.mutable_messages()->add_messages();
+  system->set_role("system");
+  system->set_content(
+      "You answer questions about the geography of Europe in one short sentence each.");
+  v1::ChatMessage* user = request.mutable_messages()->add_messages();
+  user->set_role("user");
+  user->set_content("What is the capital of Portugal?");
+  v1::MatchPrefixResponse before;
+  ASSERT_TRUE(match(request, &before).ok());
+  EXPECT_GT(before.prompt_tokens(), 32);
+  EXPECT_EQ(before.cached_prompt_tokens(), 0);
+
+  request.set_job_id("first");
+  const ExecuteResult first = Execute(*worker, request);
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  ASSERT_TRUE(first.started.has_value());
+  EXPECT_EQ(first.started->prompt_tokens(), before.prompt_tokens());
+  EXPECT_EQ(first.started->cached_prompt_tokens(), 0);
+
+  v1::MatchPrefixResponse after;
+  ASSERT_TRUE(match(request, &after).ok());
+  EXPECT_EQ(after.prompt_tokens(), before.prompt_tokens());
+  EXPECT_GT(after.cached_prompt_tokens(), 0);
+  EXPECT_EQ(after.cached_prompt_tokens() % 16, 0);
+  EXPECT_LT(after.cached_prompt_tokens(), after.prompt_tokens());
+  request.set_job_id("second");
+  const ExecuteResult second = Execute(*worker, request);
+  ASSERT_TRUE(second.started.has_value());
+  EXPECT_EQ(second.started->cached_prompt_tokens(), after.cached_prompt_tokens());
+  EXPECT_EQ(second.text(), first.text());
+
+  v1::MatchPrefixResponse other;
+  ASSERT_TRUE(match(Greedy("", "Once upon a time in a land far away there lived a king", 8),
+                    &other).ok());
+  EXPECT_EQ(other.cached_prompt_tokens(), 0);
+  v1::MatchPrefixResponse refused;
+  EXPECT_EQ(match(v1::ExecuteRequest(), &refused).error_code(), grpc::INVALID_ARGUMENT);
+}
+
 // --kv_type f16: Info reports it and half the KV bytes per position (a
 // budget in tokens is that many positions), and the stream carries what
 // `llorch run --kv-type f16` prints.

@@ -328,6 +328,28 @@ grpc::ServerUnaryReactor* WorkerService::Cancel(grpc::CallbackServerContext* con
   return reactor;
 }
 
+grpc::ServerUnaryReactor* WorkerService::MatchPrefix(grpc::CallbackServerContext* context,
+                                                     const v1::ExecuteRequest* request,
+                                                     v1::MatchPrefixResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const WorkerServiceOptions* ready = Ready();
+  if (ready == nullptr) {
+    reactor->Finish(ToGrpcStatus(NotReady()));
+    return reactor;
+  }
+  v1::ExecuteRequest probe = *request;
+  if (probe.job_id().empty()) probe.set_job_id("match-prefix");
+  absl::StatusOr<JobRequest> job = ToJobRequest(probe, *ready->model);
+  if (!job.ok()) {
+    reactor->Finish(ToGrpcStatus(job.status()));
+    return reactor;
+  }
+  response->set_prompt_tokens(static_cast<int32_t>(job->prompt.size()));
+  response->set_cached_prompt_tokens(ready->engine->CachedPrefixTokens(job->prompt));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* WorkerService::Info(grpc::CallbackServerContext* context,
                                               const v1::InfoRequest* request,
                                               v1::InfoResponse* response) {

@@ -57,6 +57,9 @@ class WorkerService final : public worker::v1::Worker::CallbackService {
   grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* context,
                                  const worker::v1::InfoRequest* request,
                                  worker::v1::InfoResponse* response) override;
+  grpc::ServerUnaryReactor* MatchPrefix(grpc::CallbackServerContext* context,
+                                        const worker::v1::ExecuteRequest* request,
+                                        worker::v1::MatchPrefixResponse* response) override;
 
  private:
   // The options with engine and model set; null before Attach.
