@@ -99,17 +99,8 @@ if [[ ",$MODES," == *",chat,"* ]]; then
     cleanup
   done
   if [[ "${PEER:-1}" != 0 ]]; then
-    SERVER="$("$ROOT/tools/bench/build-llamacpp-server.sh" | tail -n 1)"
-    PORT="$(free_port)"
-    LOG="$OUT/llama-server.log"
-    "$SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
-      -np "$CONVERSATIONS" -c "$((CONVERSATIONS * 2048))" --no-webui >"$LOG" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 1 1200); do
-      curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-      kill -0 "${PIDS[0]}" 2>/dev/null || { tail -n 30 "$LOG" >&2; exit 1; }
-      sleep 0.1
-    done
+    start_llama_server "$MODEL" "$THREADS" "$CONVERSATIONS" "$((CONVERSATIONS * 2048))" \
+      "$OUT/llama-server.log"
     result="$(chat "http://127.0.0.1:$PORT/v1" "$MODEL_NAME")"
     echo "llama.cpp llama-server (cache_prompt): $result"
     echo "$result" >"$OUT/chat-llamacpp.json"

@@ -46,18 +46,9 @@ echo "model: $MODEL; threads $THREADS; levels $CONCURRENCY; $REQUESTS requests p
 
 COMPARE=()
 if [[ "${PEER:-1}" != 0 ]]; then
-  SERVER="$("$ROOT/tools/bench/build-llamacpp-server.sh" | tail -n 1)"
-  PORT="$(free_port)"
-  LOG="$OUT/llama-server.log"
   # One slot per request in flight, each with room for its prompt and output.
-  "$SERVER" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -t "$THREADS" -tb "$THREADS" \
-    -np "$MAX_LEVEL" -c "$((MAX_LEVEL * (PROMPT_TOKENS + MAX_TOKENS + 64)))" --no-webui >"$LOG" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 1200); do
-    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-    kill -0 "${PIDS[0]}" 2>/dev/null || { tail -n 30 "$LOG" >&2; exit 1; }
-    sleep 0.1
-  done
+  start_llama_server "$MODEL" "$THREADS" "$MAX_LEVEL" \
+    "$((MAX_LEVEL * (PROMPT_TOKENS + MAX_TOKENS + 64)))" "$OUT/llama-server.log"
   echo
   echo "## llama.cpp llama-server ($("$SERVER" --version 2>&1 | grep -m1 -i version || true)), OpenAI API"
   bench --openai "http://127.0.0.1:$PORT" --model "$MODEL_NAME" --label "llama.cpp" \
