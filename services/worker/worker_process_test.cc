@@ -633,7 +633,7 @@ TEST(ReflectionTest, ListsServicesAndDescribesWorker) {
   ASSERT_EQ(file.service_size(), 1);
   std::vector<std::string> methods;
   for (const auto& method : file.service(0).method()) methods.push_back(method.name());
-  EXPECT_EQ(absl::StrJoin(methods, ","), "Execute,Cancel,Info");
+  EXPECT_EQ(absl::StrJoin(methods, ","), "Execute,Cancel,Info,MatchPrefix");
   EXPECT_TRUE(file.service(0).method(0).server_streaming());
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());

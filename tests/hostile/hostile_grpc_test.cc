@@ -57,6 +57,7 @@ constexpr char kSchedulerCancel[] = "/llorch.v1.Scheduler/Cancel";
 constexpr char kRegister[] = "/llorch.v1.Scheduler/RegisterWorker";
 constexpr char kExecute[] = "/llorch.worker.v1.Worker/Execute";
 constexpr char kWorkerCancel[] = "/llorch.worker.v1.Worker/Cancel";
+constexpr char kMatchPrefix[] = "/llorch.worker.v1.Worker/MatchPrefix";
 
 // ---- Calls with bytes. ----
 
@@ -621,6 +622,18 @@ TEST_F(HostileGrpcTest, Catalogue) {
       {"info: bytes that are no protobuf", "Worker.Info", true,
        [&] { return Unary(worker, "/llorch.worker.v1.Worker/Info", "\xff\xff\xff\xff"); },
        Invalid("llorch.worker.v1.InfoRequest")},
+      {"match prefix of a good request", "Worker.MatchPrefix", true,
+       [&] { return Unary(worker, kMatchPrefix, good_worker_bytes); }, Ok("ok")},
+      {"match prefix: bytes that are no protobuf", "Worker.MatchPrefix", true,
+       [&] { return Unary(worker, kMatchPrefix, "\xff\xff\xff\xff"); },
+       Invalid("llorch.worker.v1.ExecuteRequest")},
+      {"match prefix with job_id invalid UTF-8", "Worker.MatchPrefix", true,
+       [&] {
+         wv1::ExecuteRequest r = ToWorker(Good(""));
+         r.set_job_id(kStray);
+         return Unary(worker, kMatchPrefix, Bytes(r));
+       },
+       Invalid("job_id")},
       {"an unknown method", "Scheduler.Nope", false,
        [&] { return Unary(scheduler, "/llorch.v1.Scheduler/Nope", good_bytes); },
        {Code::UNIMPLEMENTED, ""}},
