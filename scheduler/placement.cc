@@ -18,6 +18,15 @@ bool Better(const WorkerRecord& a, const WorkerRecord& b) {
          std::make_tuple(WorkerLoad(b), -FreeKvBytes(b), b.last_dispatch, b.address);
 }
 
+bool Eligible(const WorkerRecord& worker, const absl::flat_hash_set<std::string>& exclude) {
+  return worker.state == WorkerState::kUp && !worker.dns_gone && !exclude.contains(worker.address);
+}
+
+int32_t CachedTokens(const PrefixHits& hits, const std::string& address) {
+  auto it = hits.find(address);
+  return it == hits.end() ? 0 : it->second;
+}
+
 }  // namespace
 
 int32_t WorkerLoad(const WorkerRecord& worker) {
@@ -34,22 +43,48 @@ int32_t WorkerSlots(const WorkerRecord& worker, const PlacementOptions& options)
 
 Placement PickWorker(const WorkerRegistry& registry, const std::string& model,
                      const absl::flat_hash_set<std::string>& exclude,
-                     const PlacementOptions& options) {
+                     const PlacementOptions& options, const PrefixHits& hits) {
   const std::vector<const WorkerRecord*> workers = registry.ForModel(model);
   if (workers.empty()) return {PlacementVerdict::kUnknownModel, ""};
   bool any_up = false;
-  const WorkerRecord* best = nullptr;
+  std::vector<const WorkerRecord*> free;  // up, eligible, with a free slot
   for (const WorkerRecord* worker : workers) {
-    if (worker->state != WorkerState::kUp || worker->dns_gone ||
-        exclude.contains(worker->address)) {
-      continue;
-    }
+    if (!Eligible(*worker, exclude)) continue;
     any_up = true;
-    if (worker->dispatched_jobs >= WorkerSlots(*worker, options)) continue;
-    if (best == nullptr || Better(*worker, *best)) best = worker;
+    if (worker->dispatched_jobs < WorkerSlots(*worker, options)) free.push_back(worker);
   }
-  if (best != nullptr) return {PlacementVerdict::kPlaced, best->address};
-  return {any_up ? PlacementVerdict::kBusy : PlacementVerdict::kNoWorkerUp, ""};
+  if (free.empty()) {
+    return {any_up ? PlacementVerdict::kBusy : PlacementVerdict::kNoWorkerUp, ""};
+  }
+  const WorkerRecord* least = *std::min_element(
+      free.begin(), free.end(), [](const WorkerRecord* a, const WorkerRecord* b) { return Better(*a, *b); });
+  const WorkerRecord* best = least;
+  if (options.policy == PlacementPolicy::kCacheAware) {
+    const int32_t max_load = WorkerLoad(*least) + std::max(0, options.max_load_imbalance);
+    for (const WorkerRecord* worker : free) {
+      if (WorkerLoad(*worker) > max_load) continue;
+      const int32_t cached = CachedTokens(hits, worker->address);
+      const int32_t best_cached = CachedTokens(hits, best->address);
+      if (cached > best_cached || (cached == best_cached && Better(*worker, *best))) best = worker;
+    }
+  }
+  Placement placement{PlacementVerdict::kPlaced, best->address};
+  placement.cached_tokens = CachedTokens(hits, best->address);
+  placement.by_prefix = best != least;
+  return placement;
+}
+
+std::vector<std::string> PrefixProbeTargets(const WorkerRegistry& registry,
+                                            const std::string& model,
+                                            const absl::flat_hash_set<std::string>& exclude,
+                                            const PlacementOptions& options) {
+  if (options.policy != PlacementPolicy::kCacheAware) return {};
+  std::vector<std::string> targets;
+  for (const WorkerRecord* worker : registry.ForModel(model)) {
+    if (Eligible(*worker, exclude)) targets.push_back(worker->address);
+  }
+  if (targets.size() < 2) targets.clear();
+  return targets;
 }
 
 }  // namespace llorch::scheduler

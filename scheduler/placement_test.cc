@@ -60,8 +60,9 @@ class PlacementTest : public ::testing::Test {
     registry_.ProbeSucceeded(address, info, kT0);
   }
 
-  Placement Pick(const std::string& model, const absl::flat_hash_set<std::string>& exclude = {}) {
-    return PickWorker(registry_, model, exclude, options_);
+  Placement Pick(const std::string& model, const absl::flat_hash_set<std::string>& exclude = {},
+                 const PrefixHits& hits = {}) {
+    return PickWorker(registry_, model, exclude, options_, hits);
   }
 
   // Picks and records the dispatch, as the core does.
@@ -228,6 +229,87 @@ TEST_F(PlacementTest, RetiringDnsWorkerGetsNoNewJobs) {
   registry_.SetDnsAddresses("svc", {}, no_stub);
   ASSERT_NE(registry_.Find("a:1"), nullptr);
   EXPECT_EQ(Pick("llama").verdict, PlacementVerdict::kNoWorkerUp);
+}
+
+// ---- Cache-aware placement (issue 15). ----
+
+TEST_F(PlacementTest, CacheAwarePicksTheWorkerHoldingMostOfThePrompt) {
+  AddUp("a:1", "llama");
+  AddUp("b:1", "llama", Load().Active(1));
+  AddUp("c:1", "llama", Load().Active(2));
+  // On load alone a:1 wins; c:1 holds most of the prompt.
+  const Placement placement = Pick("llama", {}, {{"a:1", 0}, {"b:1", 32}, {"c:1", 48}});
+  EXPECT_EQ(placement.address, "c:1");
+  EXPECT_EQ(placement.cached_tokens, 48);
+  EXPECT_TRUE(placement.by_prefix);
+  // Nothing cached anywhere: load decides, and says so.
+  const Placement cold = Pick("llama", {}, {{"a:1", 0}, {"b:1", 0}});
+  EXPECT_EQ(cold.address, "a:1");
+  EXPECT_EQ(cold.cached_tokens, 0);
+  EXPECT_FALSE(cold.by_prefix);
+  // The least loaded one holding most: chosen, not "by prefix".
+  const Placement both = Pick("llama", {}, {{"a:1", 64}, {"c:1", 48}});
+  EXPECT_EQ(both.address, "a:1");
+  EXPECT_EQ(both.cached_tokens, 64);
+  EXPECT_FALSE(both.by_prefix);
+}
+
+TEST_F(PlacementTest, CacheAwareFallsBackToLoadWhenTooUnbalanced) {
+  options_.max_load_imbalance = 2;
+  AddUp("a:1", "llama", Load().Active(1).MaxBatch(8));
+  AddUp("b:1", "llama", Load().Active(3).MaxBatch(8));
+  AddUp("c:1", "llama", Load().Active(4).MaxBatch(8));
+  const PrefixHits hits = {{"b:1", 16}, {"c:1", 80}};
+  // c:1 is 3 jobs above a:1: too many; b:1 (2 above) still may win.
+  EXPECT_EQ(Pick("llama", {}, hits).address, "b:1");
+  options_.max_load_imbalance = 3;
+  EXPECT_EQ(Pick("llama", {}, hits).address, "c:1");
+  options_.max_load_imbalance = 0;
+  EXPECT_EQ(Pick("llama", {}, hits).address, "a:1");
+}
+
+TEST_F(PlacementTest, CacheAwareTiesGoToLoadThenTheUsualOrder) {
+  AddUp("a:1", "llama", Load().Active(1));
+  AddUp("b:1", "llama", Load().Active(2));
+  AddUp("c:1", "llama", Load().Active(1).Kv(0, 2000));
+  EXPECT_EQ(Pick("llama", {}, {{"a:1", 32}, {"b:1", 32}, {"c:1", 32}}).address, "c:1");
+  EXPECT_EQ(Pick("llama", {}, {{"a:1", 32}, {"b:1", 32}}).address, "a:1");
+}
+
+TEST_F(PlacementTest, CacheAwareSkipsFullExcludedAndDownWorkers) {
+  options_.max_jobs_per_worker = 1;
+  AddUp("a:1", "llama");
+  AddUp("b:1", "llama");
+  AddUp("c:1", "llama");
+  AddUp("d:1", "llama");
+  registry_.OnDispatched("b:1", kT0);                        // full
+  registry_.MarkDown("c:1", absl::UnavailableError("x"));  // down
+  const PrefixHits hits = {{"b:1", 64}, {"c:1", 64}, {"d:1", 64}};
+  EXPECT_EQ(Pick("llama", {"d:1"}, hits).address, "a:1");  // d:1 failed this job
+  EXPECT_EQ(Pick("llama", {}, hits).address, "d:1");
+}
+
+TEST_F(PlacementTest, LeastLoadedPolicyIgnoresPrefixHits) {
+  options_.policy = PlacementPolicy::kLeastLoaded;
+  AddUp("a:1", "llama");
+  AddUp("b:1", "llama", Load().Active(1));
+  const Placement placement = Pick("llama", {}, {{"b:1", 64}});
+  EXPECT_EQ(placement.address, "a:1");
+  EXPECT_FALSE(placement.by_prefix);
+}
+
+TEST_F(PlacementTest, PrefixProbesOnlyWhenThereIsAChoice) {
+  AddUp("a:1", "llama");
+  AddUp("q:1", "qwen");
+  EXPECT_TRUE(PrefixProbeTargets(registry_, "llama", {}, options_).empty());  // one worker
+  AddUp("b:1", "llama", Load().Active(7));  // busy workers are asked too: slots free up
+  AddUp("c:1", "llama");
+  registry_.MarkDown("c:1", absl::UnavailableError("x"));
+  EXPECT_EQ(PrefixProbeTargets(registry_, "llama", {}, options_),
+            (std::vector<std::string>{"a:1", "b:1"}));
+  EXPECT_TRUE(PrefixProbeTargets(registry_, "llama", {"a:1"}, options_).empty());
+  options_.policy = PlacementPolicy::kLeastLoaded;
+  EXPECT_TRUE(PrefixProbeTargets(registry_, "llama", {}, options_).empty());
 }
 
 }  // namespace

@@ -89,7 +89,9 @@ SchedulerCore::~SchedulerCore() {
   if (resolver_.joinable()) resolver_.join();
   // Probes still in flight hold no pointer to us past this: their callbacks
   // post, and Post drops messages once stopping. Wait them out.
-  const auto deadline = Clock::now() + options_.probe_timeout + std::chrono::seconds(1);
+  const auto deadline = Clock::now() +
+                        std::max(options_.probe_timeout, options_.prefix_probe_timeout) +
+                        std::chrono::seconds(1);
   while (probes_in_flight_.load() > 0 && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -245,6 +247,7 @@ void SchedulerCore::OnSubmit(const std::string& job_id, const std::string& model
   entry.model = model;
   entry.handle = std::move(job);
   entry.submitted = Clock::now();
+  StartPrefixProbes(job_id, entry);
   Drain(model);
   ReportQueue(model);
 }
@@ -340,13 +343,18 @@ void SchedulerCore::Drain(const std::string& model) {
       continue;
     }
     JobEntry& job = it->second;
-    const Placement placement = PickWorker(registry_, model, job.tried, options_.placement);
+    if (AwaitingPrefixProbes(job, Clock::now())) {
+      // Its answers come within prefix_probe_timeout; later jobs keep FIFO.
+      ReportQueue(model);
+      return;
+    }
+    const Placement placement =
+        PickWorker(registry_, model, job.tried, options_.placement, job.prefix_hits);
     switch (placement.verdict) {
       case PlacementVerdict::kPlaced: {
         const JobQueue::Entry taken = queue.Take(index);
         if (options_.observer) {
-          options_.observer->OnDispatch(model, placement.address,
-                                        Seconds(Clock::now() - taken.enqueued));
+          options_.observer->OnDispatch(model, placement, Seconds(Clock::now() - taken.enqueued));
         }
         RunOn(job_id, job, placement.address);
         break;
@@ -508,6 +516,69 @@ void SchedulerCore::OnRegister(const std::string& address,
   WorkerRecord* worker = registry_.Find(address);
   if (!known || worker->state != WorkerState::kUp) Probe(*worker);
   done(absl::OkStatus());
+}
+
+// Asks every candidate worker how much of the job's prompt it holds, in
+// parallel; each answer is posted back to the core thread.
+void SchedulerCore::StartPrefixProbes(const std::string& job_id, JobEntry& job) {
+  const wv1::ExecuteRequest* request = job.handle->PrefixProbeRequest();
+  if (request == nullptr) return;
+  const std::vector<std::string> targets =
+      PrefixProbeTargets(registry_, job.model, job.tried, options_.placement);
+  if (targets.empty()) return;
+  struct Call {
+    grpc::ClientContext context;
+    wv1::MatchPrefixResponse response;
+  };
+  job.prefix_probe_round = ++prefix_probe_rounds_;
+  job.prefix_probes_due = Clock::now() + options_.prefix_probe_timeout;
+  for (const std::string& address : targets) {
+    WorkerRecord* worker = registry_.Find(address);
+    if (worker == nullptr || worker->stub == nullptr || worker->stub->async() == nullptr) continue;
+    auto call = std::make_shared<Call>();
+    call->context.set_deadline(std::chrono::system_clock::now() +
+                               std::chrono::duration_cast<std::chrono::microseconds>(
+                                   options_.prefix_probe_timeout));
+    ++job.prefix_probes_pending;
+    ++probes_in_flight_;
+    // The handle rides along: it owns `request` until the call is done.
+    worker->stub->async()->MatchPrefix(
+        &call->context, request, &call->response,
+        [this, call, handle = job.handle, job_id, round = job.prefix_probe_round,
+         address](grpc::Status status) {
+          Post([this, call, job_id, round, address, status] {
+            OnPrefixProbeResult(job_id, round, address, status,
+                                call->response.cached_prompt_tokens());
+          });
+          --probes_in_flight_;
+        });
+  }
+}
+
+void SchedulerCore::OnPrefixProbeResult(const std::string& job_id, uint64_t round,
+                                        const std::string& address, const grpc::Status& status,
+                                        int32_t cached_tokens) {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end() || it->second.prefix_probe_round != round ||
+      it->second.prefix_probes_pending == 0) {
+    return;  // the job ended (maybe its id is live again, as another job)
+  }
+  JobEntry& job = it->second;
+  if (status.ok()) {
+    job.prefix_hits[address] = cached_tokens;
+  } else {
+    ++job.prefix_probes_failed;  // e.g. an older worker without MatchPrefix
+  }
+  if (--job.prefix_probes_pending > 0) return;
+  if (options_.observer) {
+    options_.observer->OnPrefixProbes(job.model, Seconds(Clock::now() - job.submitted),
+                                      job.prefix_probes_failed);
+  }
+  if (!job.running) Drain(job.model);
+}
+
+bool SchedulerCore::AwaitingPrefixProbes(const JobEntry& job, Clock::time_point now) const {
+  return job.prefix_probes_pending > 0 && now < job.prefix_probes_due;
 }
 
 void SchedulerCore::Snapshot(std::function<void(CoreSnapshot)> done) {

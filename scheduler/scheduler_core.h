@@ -47,6 +47,9 @@ class JobHandle {
   virtual void CancelQueued() = 0;
   // Cancel(job_id) while the job runs on `address`: ask that worker.
   virtual void CancelRunning() = 0;
+  // The request workers' MatchPrefix is asked about (cache-aware placement);
+  // null: place on load alone. Must stay valid while the handle lives.
+  virtual const worker::v1::ExecuteRequest* PrefixProbeRequest() const { return nullptr; }
 };
 
 // Metrics and logs hook in here; called on the core thread.
@@ -57,8 +60,11 @@ class CoreObserver {
   virtual void OnWorkerAdded(const WorkerRecord& worker) {}
   virtual void OnWorkerRemoved(const std::string& address) {}
   virtual void OnQueueDepth(const std::string& model, size_t depth) {}
-  virtual void OnDispatch(const std::string& model, const std::string& address,
+  virtual void OnDispatch(const std::string& model, const Placement& placement,
                           double queue_seconds) {}
+  // A job's MatchPrefix probes all answered (or timed out) after `seconds`;
+  // `failed` of them gave no answer.
+  virtual void OnPrefixProbes(const std::string& model, double seconds, int failed) {}
   virtual void OnRetry(const std::string& model, const std::string& address,
                        const absl::Status& why) {}
   // Rejected by the core (queue full, waited too long, no worker, ...).
@@ -71,6 +77,10 @@ struct CoreOptions {
   PlacementOptions placement;
   Clock::duration probe_interval = std::chrono::milliseconds(500);
   Clock::duration probe_timeout = std::chrono::seconds(1);
+  // Cache-aware placement asks the candidate workers' MatchPrefix when a job
+  // arrives; the job waits at most this long for the answers (a worker
+  // that did not answer counts as holding nothing).
+  Clock::duration prefix_probe_timeout = std::chrono::milliseconds(200);
   Clock::duration dns_refresh = std::chrono::seconds(5);
   // A registered worker gone silent (no heartbeat, probes failing) this long
   // is forgotten.
@@ -135,6 +145,13 @@ class SchedulerCore {
     int attempts = 0;     // workers that failed it
     absl::flat_hash_set<std::string> tried;
     Clock::time_point submitted;
+    // Cache-aware placement: the workers' answers so far, how many are
+    // still out (the job is not placed before they are in or overdue).
+    PrefixHits prefix_hits;
+    uint64_t prefix_probe_round = 0;  // tells a reused job_id's answers apart
+    int prefix_probes_pending = 0;
+    int prefix_probes_failed = 0;
+    Clock::time_point prefix_probes_due;
   };
   struct DnsEntry {
     std::string host;
@@ -152,6 +169,11 @@ class SchedulerCore {
   void OnAttemptEnded(const std::string& job_id, const std::string& address,
                       const absl::Status& worker_failure, bool retry);
   void OnRegister(const std::string& address, const std::function<void(absl::Status)>& done);
+  void StartPrefixProbes(const std::string& job_id, JobEntry& job);
+  void OnPrefixProbeResult(const std::string& job_id, uint64_t round, const std::string& address,
+                           const grpc::Status& status, int32_t cached_tokens);
+  // Whether the job still waits for MatchPrefix answers.
+  bool AwaitingPrefixProbes(const JobEntry& job, Clock::time_point now) const;
   void Tick(Clock::time_point now);
   void ProbeDue(Clock::time_point now);
   void Probe(WorkerRecord& worker);
@@ -186,6 +208,7 @@ class SchedulerCore {
   std::map<std::string, JobQueue> queues_;
   absl::flat_hash_map<std::string, JobEntry> jobs_;
   Clock::time_point next_probe_;
+  uint64_t prefix_probe_rounds_ = 0;
 };
 
 // "job-" and 16 random hex digits.

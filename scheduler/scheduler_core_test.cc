@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -22,7 +23,8 @@ namespace {
 namespace wv1 = worker::v1;
 using std::chrono::milliseconds;
 
-// Answers Info with a model name and a batch size; nothing else is called.
+// Answers Info with a model name and a batch size, and MatchPrefix with
+// set_cached() tokens (after set_match_delay(); UNIMPLEMENTED when < 0).
 class FakeWorker final : public wv1::Worker::CallbackService {
  public:
   FakeWorker(std::string model, int max_batch) : model_(std::move(model)), max_batch_(max_batch) {
@@ -45,9 +47,32 @@ class FakeWorker final : public wv1::Worker::CallbackService {
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* MatchPrefix(grpc::CallbackServerContext* context,
+                                        const wv1::ExecuteRequest* request,
+                                        wv1::MatchPrefixResponse* response) override {
+    ++match_calls_;
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (cached_ < 0) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "no MatchPrefix"));
+      return reactor;
+    }
+    std::this_thread::sleep_for(milliseconds(match_delay_ms_.load()));
+    response->set_prompt_tokens(100);
+    response->set_cached_prompt_tokens(cached_);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  void set_cached(int cached) { cached_ = cached; }
+  void set_match_delay(milliseconds delay) { match_delay_ms_ = static_cast<int>(delay.count()); }
+  int match_calls() const { return match_calls_; }
+
  private:
   std::string model_;
   int max_batch_;
+  std::atomic<int> cached_{0};
+  std::atomic<int> match_calls_{0};
+  std::atomic<int> match_delay_ms_{0};
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };
@@ -63,6 +88,10 @@ class FakeJob final : public JobHandle {
   }
   void CancelQueued() override { Record("cancel queued"); }
   void CancelRunning() override { Record("cancel running"); }
+  const wv1::ExecuteRequest* PrefixProbeRequest() const override {
+    return probe_ ? &request_ : nullptr;
+  }
+  void set_probe(bool probe) { probe_ = probe; }
 
   // Waits for the n-th event (0-based) and returns it ("" on timeout).
   std::string Event(size_t n, milliseconds timeout = milliseconds(5000)) {
@@ -84,6 +113,8 @@ class FakeJob final : public JobHandle {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::string> events_;
+  bool probe_ = true;
+  wv1::ExecuteRequest request_;
 };
 
 std::shared_ptr<WorkerStub> MakeStub(const std::string& address, const std::string&) {
@@ -252,6 +283,85 @@ TEST(SchedulerCoreTest, RetriesOnAnotherWorkerThenGivesUp) {
   EXPECT_EQ(job->Event(2), "reject UNAVAILABLE");
   // Both answer probes, so both come back.
   ASSERT_TRUE(WaitFor(core, [](const CoreSnapshot& s) { return AllUp(s, 2); }));
+}
+
+// ---- Cache-aware placement (issue 15). ----
+
+std::string DispatchedTo(FakeJob& job) {
+  const std::string event = job.Event(0);
+  if (event.rfind("dispatch ", 0) != 0) return event;
+  return event.substr(9, event.rfind(' ') - 9);
+}
+
+// Two idle workers: load alone would alternate; the one holding the prompt's
+// prefix gets every job (within --placement_max_imbalance).
+TEST(SchedulerCoreTest, CacheAwarePlacementFollowsThePrefix) {
+  FakeWorker a("m", 8), b("m", 8);
+  const bool a_first = a.address() < b.address();
+  FakeWorker& holder = a_first ? b : a;  // loses every tie on load
+  FakeWorker& other = a_first ? a : b;
+  holder.set_cached(64);
+  other.set_cached(0);
+  SchedulerCore core(FastOptions());
+  core.AddWorkerEntries({a.address(), b.address()});
+  core.Start();
+  ASSERT_TRUE(WaitFor(core, [](const CoreSnapshot& s) { return AllUp(s, 2); }));
+  for (int i = 0; i < 3; ++i) {
+    auto job = std::make_shared<FakeJob>();
+    const std::string id = "j" + std::to_string(i);
+    core.Submit(id, "m", job);
+    EXPECT_EQ(DispatchedTo(*job), holder.address()) << i;
+    core.AttemptEnded(id, holder.address(), absl::OkStatus(), /*retry=*/false);
+  }
+  EXPECT_EQ(holder.match_calls(), 3);
+  EXPECT_EQ(other.match_calls(), 3);
+  // Least-loaded placement asks nobody and alternates.
+  CoreOptions options = FastOptions();
+  options.placement.policy = PlacementPolicy::kLeastLoaded;
+  SchedulerCore plain(options);
+  plain.AddWorkerEntries({a.address(), b.address()});
+  plain.Start();
+  ASSERT_TRUE(WaitFor(plain, [](const CoreSnapshot& s) { return AllUp(s, 2); }));
+  std::vector<std::string> placed;
+  for (int i = 0; i < 2; ++i) {
+    auto job = std::make_shared<FakeJob>();
+    const std::string id = "p" + std::to_string(i);
+    plain.Submit(id, "m", job);
+    placed.push_back(DispatchedTo(*job));
+    plain.AttemptEnded(id, placed.back(), absl::OkStatus(), /*retry=*/false);
+  }
+  EXPECT_NE(placed[0], placed[1]);
+  EXPECT_EQ(holder.match_calls(), 3);
+}
+
+// A worker that answers MatchPrefix late or not at all costs a job at most
+// --prefix_probe_timeout, and counts as holding nothing.
+TEST(SchedulerCoreTest, SlowOrMissingPrefixAnswersOnlyDelayUpToTheTimeout) {
+  FakeWorker a("m", 8), b("m", 8);
+  a.set_cached(64);
+  a.set_match_delay(milliseconds(1500));  // past the deadline
+  b.set_cached(-1);                        // UNIMPLEMENTED (an older worker)
+  CoreOptions options = FastOptions();
+  options.prefix_probe_timeout = milliseconds(200);
+  SchedulerCore core(options);
+  core.AddWorkerEntries({a.address(), b.address()});
+  core.Start();
+  ASSERT_TRUE(WaitFor(core, [](const CoreSnapshot& s) { return AllUp(s, 2); }));
+  auto job = std::make_shared<FakeJob>();
+  const auto start = Clock::now();
+  core.Submit("slow", "m", job);
+  const std::string placed = DispatchedTo(*job);
+  const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_TRUE(placed == a.address() || placed == b.address()) << placed;
+  EXPECT_GE(waited, 0.15);
+  EXPECT_LT(waited, 1.0);
+  // A job without a request to probe is placed at once.
+  auto plain = std::make_shared<FakeJob>();
+  plain->set_probe(false);
+  const auto plain_start = Clock::now();
+  core.Submit("plain", "m", plain);
+  EXPECT_EQ(DispatchedTo(*plain).rfind("127.0.0.1:", 0), 0u);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - plain_start).count(), 0.15);
 }
 
 }  // namespace

@@ -11,10 +11,15 @@
 #      each turn the whole history: time to first token per turn with the
 #      prefix cache on and off, and llama.cpp's llama-server (cache_prompt, one
 #      slot per conversation; PEER=0 skips it).
+#   3. placement: the same chats through one scheduler and two workers (each
+#      with half the threads), --placement least_loaded and cache_aware: the
+#      prompt tokens found in the workers' prefix caches, as a share of what
+#      one worker holding every conversation reuses (the reusable tokens,
+#      measured in the same run), and time to first token.
 # Usage: tools/bench-kv.sh [MODEL.gguf]   (default SmolLM2)
 # Env: THREADS (all cores), BUDGET (4096tokens), REQUESTS (48),
 # CONCURRENCY (32), MAX_TOKENS (512), CONVERSATIONS (8), TURNS (6),
-# MODES (paging,chat). Run on an idle machine.
+# MODES (paging,chat,placement). Run on an idle machine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/env.sh"
@@ -26,7 +31,7 @@ CONCURRENCY="${CONCURRENCY:-32}"
 MAX_TOKENS="${MAX_TOKENS:-512}"
 CONVERSATIONS="${CONVERSATIONS:-8}"
 TURNS="${TURNS:-6}"
-MODES="${MODES:-paging,chat}"
+MODES="${MODES:-paging,chat,placement}"
 OUT="$(mktemp -d -t llorch-bench-kv.XXXXXX)"
 MODEL_NAME="$(basename "$MODEL" .gguf)"
 PY="$ROOT/tools/venv-python"
@@ -36,27 +41,42 @@ done
 
 source "$ROOT/tools/bench/serve-lib.sh"
 
-# start_llorch NAME WORKER_FLAGS...: scheduler (HTTP) + one worker; sets
-# HTTP_URL and METRICS_URL.
+# start_llorch NAME WORKER_FLAGS...: scheduler (HTTP) + NUM_WORKERS workers
+# (default 1) of WORKER_THREADS threads each (default THREADS); the scheduler
+# gets SCHED_FLAGS. Sets HTTP_URL, METRICS_URL (the first worker's) and
+# SCHED_METRICS_URL.
 start_llorch() {
   local name="$1"; shift
-  local sched_log="$OUT/$name-scheduler.log" worker_log="$OUT/$name-worker.log"
-  local metrics_port; metrics_port="$(free_port)"
-  "$ROOT/build/bin/llorch-scheduler" --listen 127.0.0.1:0 --metrics_port -1 \
-    --http_listen 127.0.0.1:0 2>"$sched_log" &
+  local sched_log="$OUT/$name-scheduler.log"
+  local sched_metrics_port; sched_metrics_port="$(free_port)"
+  # shellcheck disable=SC2086
+  "$ROOT/build/bin/llorch-scheduler" --listen 127.0.0.1:0 --metrics_port "$sched_metrics_port" \
+    --metrics_host 127.0.0.1 --http_listen 127.0.0.1:0 ${SCHED_FLAGS:-} 2>"$sched_log" &
   PIDS+=($!)
   wait_for "$sched_log" "grpc listening on port" "${PIDS[@]}"
   wait_for "$sched_log" "http listening on port" "${PIDS[@]}"
-  local sched_port http_port
+  local sched_port http_port i metrics_port pid
   sched_port="$(sed -n 's/.*grpc listening on port \([0-9]*\).*/\1/p' "$sched_log")"
   http_port="$(sed -n 's/.*http listening on port \([0-9]*\).*/\1/p' "$sched_log")"
-  "$ROOT/build/bin/llorch-worker" --model "$MODEL" --listen 127.0.0.1:0 \
-    --metrics_port "$metrics_port" --metrics_host 127.0.0.1 --threads "$THREADS" \
-    --scheduler "127.0.0.1:$sched_port" "$@" 2>"$worker_log" &
-  PIDS+=($!)
-  wait_for "$sched_log" "up (model $MODEL_NAME)" "${PIDS[@]}"
+  METRICS_URL=""
+  for ((i = 1; i <= ${NUM_WORKERS:-1}; i++)); do
+    metrics_port="$(free_port)"
+    "$ROOT/build/bin/llorch-worker" --model "$MODEL" --listen 127.0.0.1:0 \
+      --metrics_port "$metrics_port" --metrics_host 127.0.0.1 \
+      --threads "${WORKER_THREADS:-$THREADS}" --scheduler "127.0.0.1:$sched_port" "$@" \
+      2>"$OUT/$name-worker$i.log" &
+    PIDS+=($!)
+    [[ -n "$METRICS_URL" ]] || METRICS_URL="http://127.0.0.1:$metrics_port/metrics"
+  done
+  for _ in $(seq 1 1200); do
+    (( $(grep -c "up (model $MODEL_NAME)" "$sched_log") >= ${NUM_WORKERS:-1} )) && break
+    for pid in "${PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null || { tail -n 30 "$OUT/$name"-*.log >&2; exit 1; }
+    done
+    sleep 0.1
+  done
   HTTP_URL="http://127.0.0.1:$http_port/v1"
-  METRICS_URL="http://127.0.0.1:$metrics_port/metrics"
+  SCHED_METRICS_URL="http://127.0.0.1:$sched_metrics_port/metrics"
 }
 
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%FT%TZ)"
@@ -124,5 +144,47 @@ for label, name in rows:
     if base is None:
         base = later
     print(f"| {label} | {t1 * 1000:.0f} | {later * 1000:.0f} | {later / base:.2f} |")
+EOF
+fi
+
+if [[ ",$MODES," == *",placement,"* ]]; then
+  half=$(( THREADS / 2 > 0 ? THREADS / 2 : 1 ))
+  echo
+  echo "## placement: $CONVERSATIONS conversations x $TURNS turns through one scheduler and two" \
+    "workers ($half threads each); reusable = cached tokens with one worker holding every" \
+    "conversation ($THREADS threads)"
+  chat() { "$PY" "$ROOT/tools/bench/kv_bench.py" chat "$@" --conversations "$CONVERSATIONS" \
+    --turns "$TURNS"; }
+  start_llorch "placement-one-worker" --max_batch "$CONVERSATIONS"
+  result="$(chat "$HTTP_URL" "$MODEL_NAME" "$METRICS_URL" --scheduler-metrics "$SCHED_METRICS_URL")"
+  echo "one worker: $result"
+  echo "$result" >"$OUT/placement-one.json"
+  cleanup
+  for placement in least_loaded cache_aware; do
+    SCHED_FLAGS="--placement $placement" NUM_WORKERS=2 WORKER_THREADS="$half" \
+      start_llorch "placement-$placement" --max_batch "$CONVERSATIONS"
+    result="$(chat "$HTTP_URL" "$MODEL_NAME" "$METRICS_URL" \
+      --scheduler-metrics "$SCHED_METRICS_URL")"
+    echo "two workers, --placement $placement: $result"
+    echo "$result" >"$OUT/placement-$placement.json"
+    cleanup
+  done
+  python3 - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+one = json.load(open(os.path.join(out, "placement-one.json")))
+reusable = one["cached_tokens_total"]
+print(f"reusable prompt tokens (one worker): {reusable} of {one['prompt_tokens_total']}")
+print("| placement | cached tokens | of reusable | prompt tokens computed | TTFT turns 2+ (ms) | "
+      "placed by prefix | prefix probes, mean (ms) |")
+print("|---|---|---|---|---|---|---|")
+for placement in ("least_loaded", "cache_aware"):
+    r = json.load(open(os.path.join(out, f"placement-{placement}.json")))
+    share = f"{100 * r['cached_tokens_total'] / reusable:.1f}%" if reusable else "n/a"
+    probe = r.get("prefix_probe_mean_s")
+    print(f"| {placement} | {r['cached_tokens_total']} | {share} | "
+          f"{r['prompt_tokens_total'] - r['cached_tokens_total']} | "
+          f"{r['ttft_s_turns_2_on'] * 1000:.0f} | {r.get('prefix_placements') or 0:.0f} | "
+          f"{'-' if probe is None else f'{probe * 1000:.1f}'} |")
 EOF
 fi

@@ -2,8 +2,10 @@
 # Every family in every format llorch reads, through the whole stack: each
 # model is served by llorch-worker and generated from over gRPC (llorch
 # generate), and the stream must equal `llorch run` on the same model
-# (greedy, 16 tokens, EOS ignored). Prints family / format / dtype / result
-# and exits non-zero on any failure.
+# (greedy, 16 tokens, EOS ignored). Prints family / format / dtype / result,
+# with the served stream's decode tokens/s (the worker's Finished, one
+# request, its default threads) and the worker's peak resident memory
+# (VmHWM), and exits non-zero on any failure.
 #   Random-weight checkpoints of llama, mistral, qwen2, phi3 and phi (Phi-2)
 #   are built with transformers (tests/conformance/hf_test_models.py; their
 #   tokenizer.json from HF tokenizers, or a SentencePiece tokenizer.model),
@@ -48,8 +50,11 @@ ids_of() {  # jsonl on stdin -> comma-separated token ids
   python3 -c 'import json,sys; print(",".join(str(json.loads(l)["id"]) for l in sys.stdin if "\"token\"" in l))'
 }
 
+# The last run_one's worker: decode tok/s of its stream and peak RSS (MiB).
+SPEED="-"; RSS="-"
 run_one() {  # path -> "ok" or a reason
   local model="$1" log="$WORK/worker.log" port pid reference served code
+  SPEED="-"; RSS="-"
   [[ "$model" == CONVERT-FAILED:* ]] && { echo "convert failed: ${model#CONVERT-FAILED:}"; return; }
   reference="$("$BIN/llorch" run --model "$model" --prompt "$PROMPT" --temperature 0 --max-tokens 16 \
     --ignore-eos --format jsonl 2>"$WORK/run.log" | ids_of)"
@@ -66,8 +71,17 @@ run_one() {  # path -> "ok" or a reason
     kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
     echo "worker did not start: $(tail -1 "$log")"; return
   fi
-  served="$("$BIN/llorch" generate --worker "127.0.0.1:$port" --prompt "$PROMPT" --temperature 0 \
-    --max-tokens 16 --ignore-eos --format jsonl 2>"$WORK/generate.log" | ids_of)"
+  "$BIN/llorch" generate --worker "127.0.0.1:$port" --prompt "$PROMPT" --temperature 0 \
+    --max-tokens 16 --ignore-eos --format jsonl >"$WORK/generate.jsonl" 2>"$WORK/generate.log"
+  served="$(ids_of <"$WORK/generate.jsonl")"
+  SPEED="$(python3 -c 'import json,sys
+for l in sys.stdin:
+    e = json.loads(l)
+    if e.get("event") == "finished" and e.get("decode_tokens_per_s"): print(f"{e[\"decode_tokens_per_s\"]:.0f}")' \
+    <"$WORK/generate.jsonl")"
+  SPEED="${SPEED:--}"
+  RSS="$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status" 2>/dev/null)"
+  RSS="${RSS:--}"
   kill -TERM "$pid"; wait "$pid"; code=$?
   if [[ -z "$served" ]]; then echo "generate failed: $(tail -1 "$WORK/generate.log")"
   elif [[ "$served" != "$reference" ]]; then echo "stream differs from llorch run"
@@ -76,13 +90,16 @@ run_one() {  # path -> "ok" or a reason
 }
 
 failures=0
-printf '%-8s | %-28s | %-5s | %s\n' family format dtype result
-printf '%s\n' "---------|------------------------------|-------|-------"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u +%FT%TZ)"
+printf '%-8s | %-28s | %-5s | %-7s | %-13s | %s\n' family format dtype "tok/s" "worker RSS MiB" result
+printf '%s\n' "---------|------------------------------|-------|---------|----------------|-------"
 for row in "${ROWS[@]}"; do
   IFS='|' read -r family format dtype path <<<"$row"
-  result="$(run_one "$path")"
+  run_one "$path" >"$WORK/result"
+  result="$(cat "$WORK/result")"
   [[ "$result" == ok ]] || failures=$((failures + 1))
-  printf '%-8s | %-28s | %-5s | %s\n' "$family" "$format" "$dtype" "$result"
+  printf '%-8s | %-28s | %-5s | %-7s | %-14s | %s\n' "$family" "$format" "$dtype" "$SPEED" "$RSS" \
+    "$result"
 done
 echo "$(( ${#ROWS[@]} - failures ))/${#ROWS[@]} models generated through llorch-worker"
 exit $(( failures > 0 ))

@@ -47,6 +47,15 @@ ABSL_FLAG(absl::Duration, max_queue_wait, absl::Seconds(60),
           "how long a job may wait for a worker before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_jobs_per_worker, 0,
           "jobs the scheduler runs on one worker at once (0: the worker's --max_batch)");
+ABSL_FLAG(std::string, placement, "cache_aware",
+          "how a job's worker is chosen: cache_aware (the worker holding most of the prompt in "
+          "its prefix cache, asked through MatchPrefix, unless its load is too far above the "
+          "least loaded one's) or least_loaded");
+ABSL_FLAG(int, placement_max_imbalance, 4,
+          "cache_aware: a worker holding more of the prompt may have at most this many more "
+          "jobs than the least loaded one");
+ABSL_FLAG(absl::Duration, prefix_probe_timeout, absl::Milliseconds(200),
+          "cache_aware: how long a new job waits for the workers' MatchPrefix answers");
 ABSL_FLAG(int, max_retries, 2,
           "other workers a job may move to when its worker fails before the first token");
 ABSL_FLAG(absl::Duration, probe_interval, absl::Milliseconds(500),
@@ -147,6 +156,17 @@ absl::StatusOr<scheduler::CoreOptions> CoreOptionsFromFlags() {
   options.max_queue = static_cast<size_t>(absl::GetFlag(FLAGS_max_queue));
   options.max_queue_wait = ToChrono(absl::GetFlag(FLAGS_max_queue_wait));
   options.placement.max_jobs_per_worker = absl::GetFlag(FLAGS_max_jobs_per_worker);
+  const std::string placement = absl::GetFlag(FLAGS_placement);
+  if (placement == "cache_aware") {
+    options.placement.policy = scheduler::PlacementPolicy::kCacheAware;
+  } else if (placement == "least_loaded") {
+    options.placement.policy = scheduler::PlacementPolicy::kLeastLoaded;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--placement must be cache_aware or least_loaded, got '", placement, "'"));
+  }
+  options.placement.max_load_imbalance = absl::GetFlag(FLAGS_placement_max_imbalance);
+  options.prefix_probe_timeout = ToChrono(absl::GetFlag(FLAGS_prefix_probe_timeout));
   options.max_retries = absl::GetFlag(FLAGS_max_retries);
   options.probe_interval = ToChrono(absl::GetFlag(FLAGS_probe_interval));
   options.probe_timeout = ToChrono(absl::GetFlag(FLAGS_probe_timeout));
@@ -156,6 +176,7 @@ absl::StatusOr<scheduler::CoreOptions> CoreOptionsFromFlags() {
   for (auto [name, value] : {std::pair<const char*, std::chrono::steady_clock::duration>{
                                  "--probe_interval", options.probe_interval},
                              {"--probe_timeout", options.probe_timeout},
+                             {"--prefix_probe_timeout", options.prefix_probe_timeout},
                              {"--dns_refresh", options.dns_refresh},
                              {"--heartbeat_interval", options.heartbeat_interval}}) {
     if (value <= std::chrono::steady_clock::duration::zero()) {
@@ -343,7 +364,11 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("metrics_port").AtLeast(-1).AtMost(65535),
        cli::FlagSpec("metrics_host").Value("HOST"), cli::FlagSpec("max_queue").AtLeast(0),
        cli::FlagSpec("max_queue_wait").Value("DURATION"),
-       cli::FlagSpec("max_jobs_per_worker").AtLeast(0), cli::FlagSpec("max_retries").AtLeast(0),
+       cli::FlagSpec("max_jobs_per_worker").AtLeast(0),
+       cli::FlagSpec("placement").Value("cache_aware|least_loaded"),
+       cli::FlagSpec("placement_max_imbalance").AtLeast(0),
+       cli::FlagSpec("prefix_probe_timeout").Value("DURATION"),
+       cli::FlagSpec("max_retries").AtLeast(0),
        cli::FlagSpec("probe_interval").Value("DURATION"),
        cli::FlagSpec("probe_timeout").Value("DURATION"),
        cli::FlagSpec("dns_refresh").Value("DURATION"),

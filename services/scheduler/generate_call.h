@@ -60,6 +60,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   void Reject(const absl::Status& status) override;
   void CancelQueued() override;
   void CancelRunning() override;
+  const worker::v1::ExecuteRequest* PrefixProbeRequest() const override { return &execute_; }
 
   // From the current attempt (gRPC threads). False: stop reading until
   // Attempt::Resume (the client is behind).

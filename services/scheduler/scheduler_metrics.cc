@@ -62,6 +62,32 @@ SchedulerMetrics::SchedulerMetrics(metrics::Registry& registry, const std::strin
                    .Help("Jobs moved to another worker after theirs failed before the first token.")
                    .Register(registry)
                    .Add({})),
+      prefix_placements_(BuildCounter()
+                             .Name("llorch_scheduler_prefix_placements_total")
+                             .Help("Jobs placed on a worker other than the least loaded one "
+                                   "because it held more of the prompt (--placement "
+                                   "cache_aware).")
+                             .Register(registry)
+                             .Add({})),
+      expected_cached_tokens_(BuildCounter()
+                                  .Name("llorch_scheduler_expected_cached_tokens_total")
+                                  .Help("Prompt tokens the chosen workers said they held in "
+                                        "their prefix caches when the jobs were placed.")
+                                  .Register(registry)
+                                  .Add({})),
+      prefix_probe_seconds_(BuildHistogram()
+                                .Name("llorch_scheduler_prefix_probe_seconds")
+                                .Help("From a job's arrival to the last MatchPrefix answer of "
+                                      "the workers asked about it.")
+                                .Register(registry)
+                                .Add({}, LatencyBuckets())),
+      prefix_probe_failures_(BuildCounter()
+                                 .Name("llorch_scheduler_prefix_probe_failures_total")
+                                 .Help("MatchPrefix calls that failed or timed out "
+                                       "(--prefix_probe_timeout); the job was placed as if "
+                                       "that worker held nothing.")
+                                 .Register(registry)
+                                 .Add({})),
       serving_(BuildGauge()
                    .Name("llorch_scheduler_serving")
                    .Help("1 while the scheduler accepts Generate calls.")
@@ -118,10 +144,17 @@ void SchedulerMetrics::OnQueueDepth(const std::string& model, size_t depth) {
   queue_depth_.Add({{"model", model}}).Set(static_cast<double>(depth));
 }
 
-void SchedulerMetrics::OnDispatch(const std::string& /*model*/, const std::string& address,
-                                  double queue_seconds) {
-  dispatches_.Add({{"worker", address}}).Increment();
+void SchedulerMetrics::OnDispatch(const std::string& /*model*/,
+                                  const scheduler::Placement& placement, double queue_seconds) {
+  dispatches_.Add({{"worker", placement.address}}).Increment();
   queue_wait_.Observe(queue_seconds);
+  if (placement.by_prefix) prefix_placements_.Increment();
+  expected_cached_tokens_.Increment(placement.cached_tokens);
+}
+
+void SchedulerMetrics::OnPrefixProbes(const std::string& /*model*/, double seconds, int failed) {
+  prefix_probe_seconds_.Observe(seconds);
+  prefix_probe_failures_.Increment(failed);
 }
 
 void SchedulerMetrics::OnRetry(const std::string& model, const std::string& address,

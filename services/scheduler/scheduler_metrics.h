@@ -36,8 +36,9 @@ class SchedulerMetrics final : public scheduler::CoreObserver {
   void OnWorkerAdded(const scheduler::WorkerRecord& worker) override;
   void OnWorkerRemoved(const std::string& address) override;
   void OnQueueDepth(const std::string& model, size_t depth) override;
-  void OnDispatch(const std::string& model, const std::string& address,
+  void OnDispatch(const std::string& model, const scheduler::Placement& placement,
                   double queue_seconds) override;
+  void OnPrefixProbes(const std::string& model, double seconds, int failed) override;
   void OnRetry(const std::string& model, const std::string& address,
                const absl::Status& why) override;
 
@@ -51,6 +52,10 @@ class SchedulerMetrics final : public scheduler::CoreObserver {
   metrics::Family<metrics::Gauge>& workers_;
   metrics::Family<metrics::Counter>& dispatches_;
   metrics::Counter& retries_;
+  metrics::Counter& prefix_placements_;
+  metrics::Counter& expected_cached_tokens_;
+  metrics::Histogram& prefix_probe_seconds_;
+  metrics::Counter& prefix_probe_failures_;
   metrics::Gauge& serving_;
   // Core thread only: the state of every worker, for the workers gauge.
   std::map<std::string, scheduler::WorkerState> states_;

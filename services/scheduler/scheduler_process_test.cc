@@ -734,6 +734,57 @@ TEST_F(SchedulerClusterTest, LoadSpreadsAndListWorkersTellsTheTruth) {
       << last.DebugString();
 }
 
+// Issue 15, cache-aware placement: the same long prompt again goes to the
+// worker holding it (whose Started says so), not round robin to the other;
+// a scheduler with --placement least_loaded over the same workers alternates
+// and finds nothing cached on the second.
+TEST_F(SchedulerClusterTest, CacheAwarePlacementSendsAPromptWhereItIsCached) {
+  auto run = [](SchedulerProcess& scheduler, const std::string& prompt, int n) {
+    std::vector<GenerateResult> results;
+    for (int i = 0; i < n; ++i) results.push_back(Generate(scheduler.stub(), Greedy(kSmol, prompt, 2)));
+    return results;
+  };
+  const std::string tale =
+      "Once upon a time, in a village between two rivers, there lived a baker who rose every "
+      "morning before dawn to knead the dough, light the oven and sing to the sleeping town. ";
+  const std::vector<GenerateResult> cache_aware = run(*scheduler_, "Cache-aware. " + tale, 3);
+  const std::vector<GenerateResult> least_loaded = [&] {
+    std::unique_ptr<SchedulerProcess> plain =
+        StartScheduler({"--workers", absl::StrCat(smol1_->address(), ",", smol2_->address()),
+                        "--placement", "least_loaded"});
+    EXPECT_NE(plain, nullptr);
+    if (plain == nullptr || !WaitAllUp(*plain, {smol1_, smol2_})) return std::vector<GenerateResult>();
+    return run(*plain, "Least-loaded. " + tale, 2);
+  }();
+  for (const auto* results : {&cache_aware, &least_loaded}) {
+    for (const GenerateResult& r : *results) {
+      ASSERT_TRUE(r.status.ok() && r.started.has_value()) << r.Describe() << Tail(scheduler_->Log());
+    }
+  }
+  ASSERT_EQ(least_loaded.size(), 2u);
+  const int prompt_tokens = cache_aware[0].started->prompt_tokens();
+  ASSERT_GT(prompt_tokens, 32);  // two whole blocks or more
+  const int whole_blocks = (prompt_tokens - 1) / 16 * 16;  // --kv_block_size 16; last token computed
+  EXPECT_EQ(cache_aware[0].started->cached_prompt_tokens(), 0);
+  for (size_t i = 1; i < cache_aware.size(); ++i) {
+    EXPECT_EQ(cache_aware[i].started->worker(), cache_aware[0].started->worker()) << i;
+    EXPECT_EQ(cache_aware[i].started->cached_prompt_tokens(), whole_blocks) << i;
+    EXPECT_EQ(cache_aware[i].ids(), cache_aware[0].ids()) << i;
+  }
+  EXPECT_NE(least_loaded[1].started->worker(), least_loaded[0].started->worker());
+  EXPECT_EQ(least_loaded[1].started->cached_prompt_tokens(), 0);
+  // Each job's two probes answered (none failed), recorded in /metrics.
+  absl::StatusOr<std::string> metrics = scheduler_->Metrics();
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  auto sample = [&](const std::string& name) {
+    const size_t at = metrics->find("\n" + name + " ");
+    return at == std::string::npos ? -1.0 : std::stod(metrics->substr(at + name.size() + 2));
+  };
+  EXPECT_GE(sample("llorch_scheduler_prefix_probe_seconds_count"), 3) << *metrics;
+  EXPECT_EQ(sample("llorch_scheduler_prefix_probe_failures_total"), 0) << *metrics;
+  EXPECT_GE(sample("llorch_scheduler_expected_cached_tokens_total"), 2 * whole_blocks) << *metrics;
+}
+
 // Proof 2: two models, each on its own workers; ListModels lists both.
 TEST_F(SchedulerClusterTest, TwoModelsRouteToTheirOwnWorkers) {
   absl::StatusOr<v1::ListModelsResponse> models = ListModels(stub());

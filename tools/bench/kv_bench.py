@@ -13,7 +13,9 @@
       its turns one after another (the whole history each time, as chat
       clients do), conversations in parallel. Prints one JSON line: time to
       first token (streamed) per turn index (mean, seconds), the mean over
-      turns 2.., prompt tokens and cached tokens per turn (where reported).
+      turns 2.., prompt tokens and cached tokens per turn (where reported)
+      and in all; with --scheduler-metrics, the llorch scheduler's placement
+      figures (jobs placed by prefix, mean MatchPrefix probe time).
 
 Greedy and deterministic: every server answers the same questions the same
 way, so the histories (and prompts) match across servers of one model.
@@ -46,6 +48,7 @@ SYSTEM = ("You are a helpful, concise assistant for a geography and science quiz
 
 
 def worker_metric(metrics_url, name):
+    """An unlabelled sample of `name` (a counter, gauge, or a histogram's _sum)."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=2) as r:
             for line in r.read().decode().splitlines():
@@ -54,6 +57,15 @@ def worker_metric(metrics_url, name):
     except OSError:
         return None
     return None
+
+
+def scheduler_figures(metrics_url):
+    """Cumulative placement figures of a llorch scheduler."""
+    get = lambda name: worker_metric(metrics_url, name) or 0  # noqa: E731
+    return {"prefix_placements": get("llorch_scheduler_prefix_placements_total"),
+            "probe_sum": get("llorch_scheduler_prefix_probe_seconds_sum"),
+            "probe_count": get("llorch_scheduler_prefix_probe_seconds_count"),
+            "probe_failures": get("llorch_scheduler_prefix_probe_failures_total")}
 
 
 def paging(args):
@@ -161,8 +173,7 @@ def chat(args):
                     if cached is not None:
                         cached_tokens[turn].append(cached)
 
-    hit_before = worker_metric(args.metrics_url, "llorch_worker_prefix_cache_hit_tokens_total") \
-        if args.metrics_url else None
+    before = scheduler_figures(args.scheduler_metrics) if args.scheduler_metrics else None
     start = time.monotonic()
     threads = [threading.Thread(target=conversation, args=(c,)) for c in range(args.conversations)]
     for t in threads:
@@ -172,13 +183,24 @@ def chat(args):
     wall = time.monotonic() - start
     mean = lambda xs: round(statistics.mean(xs), 4) if xs else None  # noqa: E731
     later = [x for turn in ttft[1:] for x in turn]
+    placement = {}
+    if before is not None:
+        after = scheduler_figures(args.scheduler_metrics)
+        delta = {k: after[k] - before[k] for k in after}
+        placement = {
+            "prefix_placements": delta["prefix_placements"],
+            "prefix_probe_failures": delta["probe_failures"],
+            "prefix_probe_mean_s": round(delta["probe_sum"] / delta["probe_count"], 5)
+            if delta["probe_count"] else None}
     print(json.dumps({
         "conversations": args.conversations, "turns": args.turns, "errors": len(errors),
         "first_error": errors[:1],
         "ttft_s_per_turn": [mean(t) for t in ttft], "ttft_s_turns_2_on": mean(later),
         "prompt_tokens_per_turn": [mean(p) for p in prompt_tokens],
         "cached_tokens_per_turn": [mean(c) for c in cached_tokens],
-        "wall_s": round(wall, 2)}))
+        "prompt_tokens_total": sum(sum(p) for p in prompt_tokens),
+        "cached_tokens_total": sum(sum(c) for c in cached_tokens),
+        **placement, "wall_s": round(wall, 2)}))
 
 
 def main():
@@ -196,6 +218,7 @@ def main():
     c.add_argument("url")
     c.add_argument("model")
     c.add_argument("metrics_url", nargs="?", default="")
+    c.add_argument("--scheduler-metrics", default="")
     c.add_argument("--conversations", type=int, default=8)
     c.add_argument("--turns", type=int, default=6)
     c.add_argument("--max-tokens", type=int, default=48)
