@@ -77,7 +77,7 @@ run_one() {  # path -> "ok" or a reason
   SPEED="$(python3 -c 'import json,sys
 for l in sys.stdin:
     e = json.loads(l)
-    if e.get("event") == "finished" and e.get("decode_tokens_per_s"): print(f"{e[\"decode_tokens_per_s\"]:.0f}")' \
+    if e.get("event") == "finished" and e.get("decode_tokens_per_s"): print(round(e["decode_tokens_per_s"]))' \
     <"$WORK/generate.jsonl")"
   SPEED="${SPEED:--}"
   RSS="$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status" 2>/dev/null)"

@@ -1023,6 +1023,54 @@ TEST(WorkerProcessInfoTest, KvTypeF16HalvesKvBytesAndStreamsWhatTheCliPrints) {
   }
 }
 
+// --kv_type q8_0: Info reports it and 34 bytes per 32 values (0.27x F32),
+// the stream carries what `llorch run --kv-type q8_0` prints; a model whose
+// head_dim is no multiple of 32 is refused at start, saying why.
+TEST(WorkerProcessInfoTest, KvTypeQ8_0TakesAQuarterAndStreamsWhatTheCliPrints) {
+  std::unique_ptr<WorkerProcess> f32 = StartWorker("tiny-q4_k", {"--kv_budget", "1000tokens"});
+  std::unique_ptr<WorkerProcess> q8 =
+      StartWorker("tiny-q4_k", {"--kv_budget", "1000tokens", "--kv_type", "q8_0"});
+  ASSERT_NE(f32, nullptr);
+  ASSERT_NE(q8, nullptr);
+  auto info = [](WorkerProcess& worker) {
+    grpc::ClientContext context;
+    v1::InfoResponse response;
+    EXPECT_TRUE(worker.stub().Info(&context, v1::InfoRequest(), &response).ok());
+    return response;
+  };
+  const v1::InfoResponse f32_info = info(*f32), q8_info = info(*q8);
+  EXPECT_EQ(q8_info.kv_type(), "q8_0");
+  EXPECT_GT(q8_info.kv_bytes_per_token(), 0);
+  EXPECT_EQ(q8_info.kv_bytes_per_token() * 128, f32_info.kv_bytes_per_token() * 34);
+  EXPECT_EQ(q8_info.kv_capacity_bytes(), 992 * q8_info.kv_bytes_per_token());
+
+  const std::string prompt = "The three primary colours are";
+  CliRun cli = RunCli("tiny-q4_k", absl::StrCat("--prompt '", prompt,
+                                                "' --kv-type q8_0 --temperature 0 "
+                                                "--max-tokens 24 --ignore-eos"));
+  ASSERT_EQ(cli.tokens.size(), 24u);
+  v1::ExecuteRequest request = Greedy("q8-cache", prompt, 24);
+  request.set_ignore_eos(true);
+  ExecuteResult result = Execute(*q8, request);
+  ASSERT_TRUE(result.status.ok()) << result.status.error_message();
+  ASSERT_EQ(result.tokens.size(), cli.tokens.size());
+  for (size_t i = 0; i < cli.tokens.size(); ++i) {
+    EXPECT_EQ(result.tokens[i].id(), cli.tokens[i]["id"].get<int>()) << "token " << i;
+    EXPECT_NEAR(result.tokens[i].logprob(), cli.tokens[i]["logprob"].get<double>(), 1e-4);
+  }
+
+  // The worker listens (health NOT_SERVING) while it loads, then exits.
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> refused = WorkerProcess::Start(
+      LLORCH_WORKER_BINARY, ModelPath("tiny-f32-gqa"), {"--kv_type", "q8_0"});
+  const absl::Status served =
+      refused.ok() ? (*refused)->WaitServing(std::chrono::seconds(60)) : refused.status();
+  ASSERT_FALSE(served.ok());
+  EXPECT_TRUE(absl::StrContains(served.message(),
+                                "a q8_0 KV cache needs head_dim to be a multiple of 32; this "
+                                "model's is 16"))
+      << served;
+}
+
 // Info.model, the metrics' model label and the log name the model as
 // --served_model_name says, else as its file without the extension: not
 // the GGUF's general.name ("llorch random llama (tiny, f32, seed 1)" here).

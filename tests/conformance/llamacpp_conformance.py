@@ -180,6 +180,7 @@ def peer_batch(args, model_path, jobs, sequential):
         "lock": file_sha256(PEER_LOCK) if os.path.exists(PEER_LOCK) else "",
         "n": args.n,
         "jobs": jobs,
+        "kv_type": args.peer_kv_type,
     }, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:24]
     cache_dir = os.path.join(args.work_dir, "peer-cache")
@@ -193,7 +194,8 @@ def peer_batch(args, model_path, jobs, sequential):
         json.dump(jobs, f, ensure_ascii=False)
     try:
         out = run_cmd([args.node, PEER_SCRIPT, "batch", "--model", model_path, "--jobs", jobs_file,
-                       "--n", str(args.n), "--top", "10", "--sequential", "1" if sequential else "0"],
+                       "--n", str(args.n), "--top", "10", "--sequential", "1" if sequential else "0",
+                       "--kv-type", args.peer_kv_type],
                       timeout=args.peer_timeout)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         raise SetupError(f"the llama.cpp peer failed: {e}") from e
@@ -486,8 +488,11 @@ def parse_args(argv):
     ap.add_argument("--engine-timeout", type=int, default=300)
     ap.add_argument("--json-out", default=None, help="also write the rows as JSON here")
     ap.add_argument("--kv-type", default="f32",
-                    help="llorch's KV cache type (the peer's stays F32): measures what a "
-                         "16-bit cache costs in agreement; the tolerances are F32's")
+                    help="llorch's KV cache type: measures what a 16-bit or q8_0 cache costs "
+                         "in agreement; the tolerances are F32's")
+    ap.add_argument("--peer-kv-type", default="f32",
+                    help="llama.cpp's KV cache type (q8_0 with flash attention, as llama.cpp "
+                         "needs): with --kv-type f32, what its own cache type costs")
     args = ap.parse_args(argv)
     args.min_prompt_tokens = {args.long_prompt: args.long_min_tokens + 1}
     return args

@@ -76,15 +76,20 @@ async function loadModel(modelPath) {
   return {llama, model};
 }
 
+// --kv-type: the KV cache's type (f32 by default). llama.cpp holds a
+// quantised V cache only with flash attention, so q8_0 turns it on.
+const kKvTypes = {f32: "F32", f16: "F16", bf16: "BF16", q8_0: "Q8_0"};
+let kvType = "f32";
+
 async function createContext(model, contextSize, batchSize = 512) {
   return model.createContext({
     contextSize,
     batchSize: Math.min(contextSize, batchSize),
     sequences: 1,
     threads: kThreads,
-    flashAttention: false,
-    experimentalKvCacheKeyType: "F32",
-    experimentalKvCacheValueType: "F32",
+    flashAttention: kvType === "q8_0",
+    experimentalKvCacheKeyType: kKvTypes[kvType],
+    experimentalKvCacheValueType: kKvTypes[kvType],
   });
 }
 
@@ -189,6 +194,10 @@ async function main() {
   const [command, ...rest] = process.argv.slice(2);
   const args = parseArgs(rest);
   if (!args.model) throw new Error("--model is required");
+  if (args["kv-type"] != null) {
+    if (!(args["kv-type"] in kKvTypes)) throw new Error(`--kv-type must be one of ${Object.keys(kKvTypes)}`);
+    kvType = args["kv-type"];
+  }
   const n = Number(args.n ?? 64);
   const topN = Number(args.top ?? 10);
   const {llama, model} = await loadModel(args.model);

@@ -46,6 +46,18 @@ json VocabJson(const VocabData& vocab) {
           {"add_bos", vocab.add_bos}};
 }
 
+
+// Bytes of one position of one job at each --kv_type the model can use on
+// the CPU (q8_0 needs head_dim % 32 == 0).
+json KvBytesPerToken(const ModelConfig& config) {
+  json out = json::object();
+  for (KvType type : {KvType::kF32, KvType::kF16, KvType::kBF16, KvType::kQ8_0}) {
+    if (!CheckKvType(type, config.head_dim, c10::Device(c10::kCPU)).ok()) continue;
+    out[KvTypeName(type)] = KvCache::BytesFor(config, 1, type);
+  }
+  return out;
+}
+
 absl::Status Inspect() {
   LoadRequest request;
   request.weights = false;
@@ -68,11 +80,8 @@ absl::Status Inspect() {
               // The weights as the file holds them; a worker's Info says
               // what they take once loaded (weight_bytes).
               {"weight_bytes", weight_bytes},
-              // One position of one job at each --kv_type.
-              {"kv_bytes_per_token",
-               {{"f32", KvCache::BytesFor(loaded->config, 1, KvType::kF32)},
-                {"f16", KvCache::BytesFor(loaded->config, 1, KvType::kF16)},
-                {"bf16", KvCache::BytesFor(loaded->config, 1, KvType::kBF16)}}},
+              // One position of one job at each --kv_type this model can use.
+              {"kv_bytes_per_token", KvBytesPerToken(loaded->config)},
               {"tensor_types", tensor_types},
               // The float order llorch's CPU path follows here (ggml_ops.h).
               {"ggml_variant", GgmlVariantName(*variant)},

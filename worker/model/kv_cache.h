@@ -12,6 +12,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <c10/core/Device.h>
+
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -21,18 +24,26 @@ namespace llorch {
 
 // How keys and values are stored. Attention always computes in F32: a
 // 16-bit cache halves KV memory, and its only numerical effect is each key
-// and value rounded to 16 bits when it is written.
-enum class KvType { kF32, kF16, kBF16 };
+// and value rounded to 16 bits when it is written. Q8_0 (ggml's block_q8_0:
+// per 32 values one F16 scale and 32 int8, 34 bytes) takes 0.27x of F32;
+// each head's row of head_dim values is rounded as ggml's quantize_row_q8_0
+// rounds it, and widened to F32 for attention. CPU only, head_dim % 32 == 0.
+enum class KvType { kF32, kF16, kBF16, kQ8_0 };
 
-// "f32", "f16" or "bf16".
+// "f32", "f16", "bf16" or "q8_0".
 const char* KvTypeName(KvType type);
 // Parses what KvTypeName prints.
 absl::StatusOr<KvType> ParseKvType(absl::string_view name);
-size_t KvTypeBytes(KvType type);
+// Bytes one position of one KV head takes (head_dim values of `type`).
+size_t KvRowBytes(KvType type, int64_t head_dim);
+// OK when a model with this head size can hold its cache as `type` on
+// `device`; else why not (INVALID_ARGUMENT).
+absl::Status CheckKvType(KvType type, int64_t head_dim, c10::Device device);
 
 // Keys and values of every layer for a pool of `num_blocks` blocks of
 // `block_size` positions: per layer [kv_heads, num_blocks * block_size,
-// head_dim], so one block of one KV head is `block_size` contiguous rows.
+// head_dim] (Q8_0: [kv_heads, slots, KvRowBytes] bytes), so one block of one
+// KV head is `block_size` contiguous rows.
 // Which job owns which block is the engine's BlockManager's business. Not
 // zero-filled: a position is read only after it is written, and pages of a
 // large pool that are never used are never touched.
@@ -49,6 +60,9 @@ class KvPool {
 
   at::Tensor& keys(int64_t layer) { return keys_[layer]; }      // [kv_heads, num_slots, head_dim]
   at::Tensor& values(int64_t layer) { return values_[layer]; }  // [kv_heads, num_slots, head_dim]
+  // Q8_0: rows of a pool tensor above, as bytes, and as floats again.
+  static void QuantizeRows(const float* x, int64_t num_rows, int64_t head_dim, uint8_t* out);
+  static void DequantizeRow(const uint8_t* row, int64_t head_dim, float* out);
 
   // Bytes one block of `block_size` positions of `type` takes for this model.
   static size_t BytesPerBlock(const ModelConfig& config, int64_t block_size, KvType type);

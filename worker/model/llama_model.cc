@@ -139,6 +139,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   if (!config.ok()) return config.status();
   absl::StatusOr<c10::Device> device = ParseDevice(options.device);
   if (!device.ok()) return device.status();
+  if (absl::Status kv = CheckKvType(options.kv_type, config->head_dim, *device); !kv.ok()) {
+    return kv;
+  }
 
   std::unique_ptr<LlamaModel> model(new LlamaModel());
   model->config_ = *config;
@@ -641,10 +644,52 @@ at::Tensor GatherKv(const at::Tensor& pool, const KvCache& cache, int64_t total)
   return pool.index_select(1, index);
 }
 
+// Q8_0 pools: rounds each head's row of k and v ([n, kv_heads, head_dim]) as
+// ggml does and stores it at the row of its position.
+void WriteKvQ8(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvCache& cache,
+               at::Tensor& k_pool, at::Tensor& v_pool) {
+  const int64_t n = k.size(0), kv_heads = k.size(1), head_dim = k.size(2);
+  const int64_t slots = k_pool.size(1), row_bytes = k_pool.size(2);
+  for (auto [source, pool] : {std::pair<const at::Tensor*, at::Tensor*>{&k, &k_pool}, {&v, &v_pool}}) {
+    const at::Tensor rows = source->contiguous();
+    const float* x = rows.data_ptr<float>();
+    uint8_t* out = pool->data_ptr<uint8_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t slot = cache.Slot(pos + i);
+      for (int64_t h = 0; h < kv_heads; ++h) {
+        KvPool::QuantizeRows(x + (i * kv_heads + h) * head_dim, 1, head_dim,
+                             out + (h * slots + slot) * row_bytes);
+      }
+    }
+  }
+}
+
+// Q8_0 pools: positions [0, total) of the cache widened to F32,
+// [kv_heads, total, head_dim].
+at::Tensor DequantizeKv(const at::Tensor& pool, const KvCache& cache, int64_t total,
+                        int64_t head_dim) {
+  const int64_t kv_heads = pool.size(0), slots = pool.size(1), row_bytes = pool.size(2);
+  at::Tensor out = at::empty({kv_heads, total, head_dim}, pool.options().dtype(at::kFloat));
+  const uint8_t* rows = pool.data_ptr<uint8_t>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, kv_heads * total, /*grain_size=*/256, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t h = r / total, p = r % total;
+      KvPool::DequantizeRow(rows + (h * slots + cache.Slot(p)) * row_bytes, head_dim,
+                            dst + r * head_dim);
+    }
+  });
+  return out;
+}
+
 // Stores k, v ([n, kv_heads, head_dim]) of positions [pos, pos + n) in the
 // pool rows the cache's blocks give them, one copy per block touched.
 void WriteKv(const at::Tensor& k, const at::Tensor& v, int64_t pos, KvCache* cache,
              at::Tensor& k_pool, at::Tensor& v_pool) {
+  if (cache->type() == KvType::kQ8_0) {
+    WriteKvQ8(k, v, pos, *cache, k_pool, v_pool);
+    return;
+  }
   const int64_t n = k.size(0), block_size = cache->block_size();
   at::Tensor k_heads = k.transpose(0, 1), v_heads = v.transpose(0, 1);  // [kv_heads, n, head_dim]
   for (int64_t i = 0; i < n;) {
@@ -671,12 +716,16 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   WriteKv(k, v, pos, &cache, k_pool, v_pool);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (device_.is_cpu()) {
-    // An F32 cache is read in place through the block table; a 16-bit one
-    // is first widened to F32 ([kv_heads, total, head_dim], exact) and
-    // attended over exactly as an F32 cache holding the same values.
+    // An F32 cache is read in place through the block table; a 16-bit or
+    // Q8_0 one is first widened to F32 ([kv_heads, total, head_dim], exact)
+    // and attended over exactly as an F32 cache holding the same values.
     at::Tensor keys = k_pool, values = v_pool;
     AttentionShape shape{c.num_heads, kv_heads, head_dim, k_pool.size(1), c.sliding_window};
-    if (k_pool.scalar_type() != at::kFloat) {
+    if (cache.type() == KvType::kQ8_0) {
+      keys = DequantizeKv(k_pool, cache, total, head_dim);
+      values = DequantizeKv(v_pool, cache, total, head_dim);
+      shape.capacity = total;
+    } else if (k_pool.scalar_type() != at::kFloat) {
       keys = GatherKv(k_pool, cache, total).to(at::kFloat);
       values = GatherKv(v_pool, cache, total).to(at::kFloat);
       shape.capacity = total;

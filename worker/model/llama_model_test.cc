@@ -7,7 +7,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/float_bits.h"
 #include "gtest/gtest.h"
 #include "worker/gguf/gguf.h"
 #include "worker/model/model_config.h"
@@ -164,6 +167,75 @@ TEST_P(CacheCorrectnessTest, SixteenBitCaches) {
   }
   EXPECT_GT(moved[KvType::kF16], 0);
   EXPECT_LT(moved[KvType::kF16], moved[KvType::kBF16]);
+}
+
+// --kv_type q8_0: each head's row of keys and values rounded to ggml's
+// block_q8_0 (34 bytes per 32 values) when written, widened when read. The
+// change from the F32 cache is that rounding: nonzero and small; chunked
+// prefill and one-token steps agree as for 16-bit caches. Models whose
+// head_dim is not a multiple of 32 refuse it at load, naming the reason.
+TEST_P(CacheCorrectnessTest, Q8_0Cache) {
+  const int64_t n = tokens_.size();
+  auto gguf = GgufFile::Open(TestModelPath(GetParam()));
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  LoadOptions options;
+  options.device = TestDevice();
+  options.quantize_activations = false;
+  options.gelu = LoadOptions::Gelu::kExact;
+  options.kv_type = KvType::kQ8_0;
+  absl::StatusOr<std::unique_ptr<LlamaModel>> loaded = LlamaModel::Load(**gguf, options);
+  if (model_->config().head_dim % 32 != 0 || TestDevice() != "cpu") {
+    ASSERT_FALSE(loaded.ok());
+    EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(loaded.status().message()).find("q8_0 KV cache"), std::string::npos)
+        << loaded.status();
+    return;
+  }
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  LlamaModel& model = **loaded;
+  auto cache = model.NewCache(n);
+  EXPECT_EQ(cache->type(), KvType::kQ8_0);
+  const size_t f32_bytes = KvCache::BytesFor(model.config(), n, KvType::kF32);
+  EXPECT_EQ(cache->num_bytes() * 128, f32_bytes * 34);
+  at::Tensor full;
+  ASSERT_NO_FATAL_FAILURE(full = FullForward(model));
+  const double moved = (full - full_).abs().max().item<double>();
+  const double scale = full_.abs().max().item<double>();
+  std::cout << GetParam() << " q8_0 cache: max |Δlogit| " << moved << " (max |logit| " << scale
+            << ")\n";
+  EXPECT_GT(moved, 0);
+  EXPECT_LT(moved, 0.05 * scale);
+  CheckChunksOf(model, full, {5, 1}, std::max(1e-4, moved));
+  CheckChunksOf(model, full, {3}, std::max(1e-4, moved));
+}
+
+// The Q8_0 rows are ggml's: quantize_row_q8_0's scale (max|x|/127, stored
+// as F16) and rounding, and dequantize_row_q8_0 gives q * d back.
+TEST(KvQ8Test, RowsRoundAsGgmlDoes) {
+  std::vector<float> x(64);
+  for (int i = 0; i < 64; ++i) x[i] = std::sin(0.37f * i) * (i < 32 ? 3.0f : 0.01f);
+  x[5] = -4.5f;  // the first block's max |x|
+  std::vector<uint8_t> row(KvRowBytes(KvType::kQ8_0, 64));
+  ASSERT_EQ(row.size(), 68u);
+  KvPool::QuantizeRows(x.data(), 1, 64, row.data());
+  std::vector<float> back(64);
+  KvPool::DequantizeRow(row.data(), 64, back.data());
+  for (int b = 0; b < 2; ++b) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+    uint16_t bits;
+    std::memcpy(&bits, row.data() + b * 34, 2);
+    const float d = HalfToFloat(bits);
+    EXPECT_EQ(d, static_cast<float>(at::Half(amax / 127)));
+    for (int i = 0; i < 32; ++i) {
+      const int8_t q = static_cast<int8_t>(row[b * 34 + 2 + i]);
+      // x86 ggml scales by 127 / max|x| (its reference code by 1 / d: ties aside, the same).
+      EXPECT_EQ(q, static_cast<int8_t>(std::nearbyint(x[b * 32 + i] * (127.0f / amax))))
+          << b << " " << i;
+      EXPECT_EQ(back[b * 32 + i], q * d);
+    }
+  }
+  EXPECT_EQ(static_cast<int8_t>(row[2 + 5]), -127);
 }
 
 // Continuous batching: jobs at different positions, some prefilling a chunk
