@@ -9,7 +9,8 @@
 #      before paging) and =paged; the ratio paged / reserve.
 #   2. chat: CONVERSATIONS conversations x TURNS turns sharing a system prompt,
 #      each turn the whole history: time to first token per turn with the
-#      prefix cache on and off, and llama.cpp's llama-server (cache_prompt, one
+#      prefix cache on (with and without --cache_answers) and off, and
+#      llama.cpp's llama-server (cache_prompt, one
 #      slot per conversation; PEER=0 skips it).
 #   3. placement: the same chats through one scheduler and two workers (each
 #      with half the threads), --placement least_loaded and cache_aware: the
@@ -18,7 +19,8 @@
 #      measured in the same run), and time to first token.
 # Usage: tools/bench-kv.sh [MODEL.gguf]   (default SmolLM2)
 # Env: THREADS (all cores), BUDGET (4096tokens), REQUESTS (48),
-# CONCURRENCY (32), MAX_TOKENS (512), CONVERSATIONS (8), TURNS (6),
+# CONCURRENCY (32), MAX_TOKENS (512), CONVERSATIONS (8), TURNS (6), THINK_S (0: seconds
+# between a chat's turns, as a person reading and typing),
 # MODES (paging,chat,placement). Run on an idle machine.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -110,11 +112,13 @@ if [[ ",$MODES," == *",chat,"* ]]; then
   echo "## chat: $CONVERSATIONS conversations x $TURNS turns (shared system prompt, whole history" \
     "each turn), time to first token"
   chat() { "$PY" "$ROOT/tools/bench/kv_bench.py" chat "$@" --conversations "$CONVERSATIONS" \
-    --turns "$TURNS"; }
-  for prefix in true false; do
-    start_llorch "chat-prefix-$prefix" --prefix_cache="$prefix" --max_batch "$CONVERSATIONS"
+    --turns "$TURNS" --think-s "${THINK_S:-0}"; }
+  for prefix in answers true false; do
+    if [[ "$prefix" == answers ]]; then flags=(--prefix_cache=true --cache_answers=true)
+    else flags=(--prefix_cache="$prefix"); fi
+    start_llorch "chat-prefix-$prefix" "${flags[@]}" --max_batch "$CONVERSATIONS"
     result="$(chat "$HTTP_URL" "$MODEL_NAME" "$METRICS_URL")"
-    echo "llorch prefix_cache=$prefix: $result"
+    echo "llorch ${flags[*]}: $result"
     echo "$result" >"$OUT/chat-llorch-$prefix.json"
     cleanup
   done
@@ -130,11 +134,13 @@ if [[ ",$MODES," == *",chat,"* ]]; then
 import json, os, sys
 out = sys.argv[1]
 rows = [("llorch, prefix cache", "chat-llorch-true.json"),
+        ("llorch, prefix cache + --cache_answers", "chat-llorch-answers.json"),
         ("llorch, no prefix cache", "chat-llorch-false.json"),
         ("llama.cpp, cache_prompt", "chat-llamacpp.json")]
 base = None
-print("| server | TTFT turn 1 (ms) | TTFT turns 2+ (ms) | ratio to llorch with cache |")
-print("|---|---|---|---|")
+print("| server | TTFT turn 1 (ms) | TTFT turns 2+ (ms) | ratio to llorch with cache | "
+      "prompt tokens reused, turns 2+ |")
+print("|---|---|---|---|---|")
 for label, name in rows:
     path = os.path.join(out, name)
     if not os.path.exists(path):
@@ -143,7 +149,10 @@ for label, name in rows:
     t1, later = r["ttft_s_per_turn"][0], r["ttft_s_turns_2_on"]
     if base is None:
         base = later
-    print(f"| {label} | {t1 * 1000:.0f} | {later * 1000:.0f} | {later / base:.2f} |")
+    cached, prompt = r["cached_tokens_per_turn"][1:], r["prompt_tokens_per_turn"][1:]
+    reused = (f"{100 * sum(cached) / sum(prompt):.0f}%"
+              if cached and None not in cached and None not in prompt else "-")
+    print(f"| {label} | {t1 * 1000:.0f} | {later * 1000:.0f} | {later / base:.2f} | {reused} |")
 EOF
 fi
 

@@ -11,7 +11,8 @@
   kv_bench.py chat URL MODEL [METRICS_URL] --conversations 8 --turns 6
       Multi-turn chats sharing a long system prompt: each conversation sends
       its turns one after another (the whole history each time, as chat
-      clients do), conversations in parallel. Prints one JSON line: time to
+      clients do), conversations in parallel; --think-s: a pause before each
+      turn after the first (a person reading and typing). Prints one JSON line: time to
       first token (streamed) per turn index (mean, seconds), the mean over
       turns 2.., prompt tokens and cached tokens per turn (where reported)
       and in all; with --scheduler-metrics, the llorch scheduler's placement
@@ -140,6 +141,8 @@ def chat(args):
     def conversation(c):
         messages = [{"role": "system", "content": SYSTEM}]
         for turn in range(args.turns):
+            if turn > 0 and args.think_s > 0:
+                time.sleep(args.think_s)
             question = QUESTIONS[(c * args.turns + turn) % len(QUESTIONS)]
             messages.append({"role": "user", "content": question})
             sent = time.monotonic()
@@ -219,6 +222,7 @@ def main():
     c.add_argument("model")
     c.add_argument("metrics_url", nargs="?", default="")
     c.add_argument("--scheduler-metrics", default="")
+    c.add_argument("--think-s", type=float, default=0.0)
     c.add_argument("--conversations", type=int, default=8)
     c.add_argument("--turns", type=int, default=6)
     c.add_argument("--max-tokens", type=int, default=48)

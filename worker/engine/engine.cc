@@ -26,6 +26,15 @@ std::vector<int64_t> PositionKeys(const std::vector<int32_t>& tokens, int32_t nu
   return keys;
 }
 
+// Background jobs report to nobody.
+class NullSink final : public JobSink {
+ public:
+  void OnStarted(const JobStart&) override {}
+  void OnToken(const TokenEvent&) override {}
+  void OnFinished(const JobSummary&) override {}
+  void OnError(const absl::Status&) override {}
+};
+
 }  // namespace
 
 Engine::Engine(const LlamaModel* model, const Tokenizer* tokenizer, EngineOptions options)
@@ -114,7 +123,7 @@ void Engine::StopAccepting() {
 EngineStats Engine::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   EngineStats stats = stats_;
-  stats.running = running_count_;
+  stats.running = running_count_ - background_running_;
   stats.waiting += static_cast<int32_t>(waiting_.size());
   return stats;
 }
@@ -167,7 +176,7 @@ void Engine::Loop() {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [this] {
         return stopping_ || !cancelled_.empty() || !running_.empty() || !waiting_.empty() ||
-               !preempted_.empty();
+               !preempted_.empty() || !answers_.empty();
       });
       if (stopping_) {
         for (Request& r : waiting_) cancelled_.push_back(Cancellation{r.job_id, nullptr});
@@ -304,7 +313,62 @@ std::vector<std::pair<Engine::Request, Engine::Reservation>> Engine::TakeAdmissi
     admitted.emplace_back(std::move(head), std::move(*reservation));
     waiting_.pop_front();
   }
+  if (std::optional<std::pair<Request, Reservation>> answer = TakeBackgroundAnswer()) {
+    admitted.push_back(std::move(*answer));
+  }
   return admitted;
+}
+
+std::optional<std::pair<Engine::Request, Engine::Reservation>> Engine::TakeBackgroundAnswer() {
+  if (answers_.empty()) return std::nullopt;
+  if (stopping_ || draining_) {
+    answers_.clear();
+    return std::nullopt;
+  }
+  if (!preempted_.empty() || !waiting_.empty() || background_running_ > 0 ||
+      running_count_ >= options_.max_running) {
+    return std::nullopt;  // later: the loop is busy meanwhile
+  }
+  Request request = std::move(answers_.front());
+  answers_.pop_front();
+  const int64_t n = static_cast<int64_t>(request.prompt.size());
+  std::optional<Reservation> reservation =
+      Reserve(request.prompt, static_cast<int32_t>(n), n);
+  if (!reservation) return std::nullopt;  // no room now: not worth waiting for
+  running_count_ += 1;
+  background_running_ = 1;
+  return std::make_pair(std::move(request), std::move(*reservation));
+}
+
+void Engine::QueueAnswer(const Running& running) {
+  const Job& job = *running.job;
+  const std::vector<int32_t>& tokens = job.tokens();
+  const int64_t block_size = blocks_.block_size();
+  // Only worth it when the answer completes a block of prompt rows beyond
+  // those of the job's own prompt.
+  if (static_cast<int64_t>(tokens.size()) / block_size <= job.prompt_tokens() / block_size) return;
+  GenerationParams params;
+  params.max_tokens = 1;  // the prompt rows are the point; one sample ends it
+  params.ignore_eos = true;
+  params.sampling.temperature = 0;
+  // An id no client can send (not UTF-8): never matched by Cancel.
+  Request request{absl::StrCat("\xff", "answer:", job.job_id()), tokens, params,
+                  std::make_shared<NullSink>(), /*background=*/true};
+  std::lock_guard<std::mutex> lock(mu_);
+  answers_.push_back(std::move(request));
+  // The newest answers are the likeliest to be continued.
+  while (static_cast<int32_t>(answers_.size()) > options_.max_running) answers_.pop_front();
+}
+
+bool Engine::EndBackgroundJob() {
+  for (Running& r : running_) {
+    if (r.job != nullptr && r.background) {
+      r.job->Cancel();
+      Finish(r, absl::OkStatus());  // its full blocks stay cached
+      return true;
+    }
+  }
+  return false;
 }
 
 void Engine::Start(Request request, Reservation reservation) {
@@ -326,6 +390,7 @@ void Engine::Start(Request request, Reservation reservation) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       running_count_ -= 1;
+      if (request.background) background_running_ = 0;
       live_ids_.erase(request.job_id);
     }
     PublishStats();
@@ -335,7 +400,7 @@ void Engine::Start(Request request, Reservation reservation) {
   request.sink->OnStarted(JobStart{(*job)->prompt_tokens(),
                                    static_cast<int32_t>(num_cached_tokens), (*job)->seed()});
   running_.push_back(Running{std::move(*job), std::move(request.sink), reservation.num_cached,
-                             reservation.chain});
+                             reservation.chain, request.background});
 }
 
 void Engine::ReleaseBlocks(const KvCache& cache) {
@@ -364,8 +429,9 @@ void Engine::GrowForDecode() {
         cache->AppendBlock(*block);
         continue;
       }
-      // The pool is dry: a job gives its blocks back (step_planner.h); that
-      // may be this job itself.
+      // The pool is dry: a background job gives way first; else a job gives
+      // its blocks back (step_planner.h), which may be this job itself.
+      if (EndBackgroundJob()) continue;
       std::vector<bool> preempted;
       for (const Running& r : running_) preempted.push_back(r.job == nullptr);
       Preempt(running_[PickPreemptionVictim(preempted)]);
@@ -439,6 +505,10 @@ void Engine::Finish(Running& running, const absl::Status& error, bool is_running
   summary.ttft_ms = running.job->ttft_ms();
   summary.decode_tokens_per_s = running.job->decode_tokens_per_s();
   const std::string job_id = running.job->job_id();
+  if (options_.cache_answers && blocks_.prefix_cache() && error.ok() && !running.background &&
+      summary.reason != FinishReason::kCancelled) {
+    QueueAnswer(running);
+  }
   // Blocks go back (full ones stay cached for their prefix) before anyone
   // hears the job ended.
   ReleaseBlocks(*running.job->cache());
@@ -446,6 +516,7 @@ void Engine::Finish(Running& running, const absl::Status& error, bool is_running
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (is_running) running_count_ -= 1;
+    if (running.background) background_running_ = 0;
     live_ids_.erase(job_id);
   }
   PublishStats();

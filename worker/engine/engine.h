@@ -61,6 +61,14 @@ struct EngineOptions {
   // Full blocks outlive their jobs and are mapped by later jobs whose
   // sequences start with the same tokens.
   bool prefix_cache = true;
+  // With prefix_cache: once a job ends (not cancelled), its prompt and
+  // answer are computed again as prompt rows by a background job, when no
+  // other job waits, so that the next turn of a chat maps the answer's
+  // blocks too (a generated row is computed in one-token order, the same
+  // token in a later prompt in batch order: only prompt rows are shared).
+  // The background job is invisible in Stats() and gives way (ends) when
+  // KV memory runs short.
+  bool cache_answers = false;
   int32_t max_running = 16;                 // jobs decoding together (batch size)
   int32_t max_waiting = 256;                // jobs queued beyond free batch slots
   int64_t max_prefill_tokens_per_step = 512;
@@ -135,6 +143,7 @@ class Engine {
     std::vector<int32_t> prompt;
     GenerationParams params;
     std::shared_ptr<JobSink> sink;
+    bool background = false;  // an answer recomputed for the prefix cache
   };
   // KV blocks set aside for a job being admitted: cached blocks of its
   // prefix (already computed) followed by fresh ones.
@@ -148,6 +157,7 @@ class Engine {
     std::shared_ptr<JobSink> sink;
     int32_t num_chained = 0;        // full blocks matched or registered
     BlockManager::ChainLink chain;  // the content they end with
+    bool background = false;
   };
   struct Cancellation {
     std::string job_id;
@@ -181,6 +191,14 @@ class Engine {
   // `is_running`: in running_ (not preempted), counted in running_count_.
   void Finish(Running& running, const absl::Status& error, bool is_running = true);
   void PublishStats();  // the block manager's counts, for Stats()
+  // cache_answers: queues the ended job's sequence for a background job.
+  void QueueAnswer(const Running& running);
+  // Under mu_: admits the oldest queued answer when nothing else waits (or
+  // drops it when it does not fit now).
+  std::optional<std::pair<Request, Reservation>> TakeBackgroundAnswer();
+  // Ends the running background job, if any, to free its blocks; true if
+  // there was one.
+  bool EndBackgroundJob();
 
   const LlamaModel* model_;
   const Tokenizer* tokenizer_;
@@ -201,6 +219,8 @@ class Engine {
   std::vector<Running> running_;    // engine thread only, in admission order
   std::deque<Running> preempted_;   // engine thread only, next to resume first
   int32_t running_count_ = 0;       // running or being started; guarded by mu_
+  std::deque<Request> answers_;     // cache_answers: sequences to recompute; guarded by mu_
+  int32_t background_running_ = 0;  // 0 or 1, within running_count_; guarded by mu_
   EngineStats stats_;               // block counts and totals; guarded by mu_
   // The registered blocks' hashes as of the last step (CachedPrefixTokens).
   std::shared_ptr<const absl::flat_hash_set<uint64_t>> cached_hashes_;  // guarded by mu_

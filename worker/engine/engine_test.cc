@@ -13,6 +13,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -196,6 +197,54 @@ TEST_F(EngineTest, PrefixCacheReuseGivesIdenticalResults) {
       EXPECT_EQ(stats.prefix_hit_tokens, 0);
       EXPECT_EQ(stats.kv_blocks_cached, 0);
     }
+  }
+}
+
+// cache_answers: once a job ends, its prompt and answer are recomputed as
+// prompt rows in the background, so the next turn (prompt + answer + more)
+// maps the answer's blocks too, and still gives the tokens and log-probs it
+// gives with the prefix cache off. Without it, the next turn finds only the
+// first job's prompt blocks (its answer's rows are generated rows).
+TEST_F(EngineTest, CachedAnswersGiveIdenticalResults) {
+  const std::vector<int32_t> first = Prompt(21, 5);  // 1 full block of 16, then 5
+  std::vector<int32_t> answer_ids;
+  std::vector<int32_t> want_ids;
+  std::vector<float> want_logprobs;
+  for (int mode = 0; mode < 3; ++mode) {  // no prefix cache, prefix cache, + answers
+    SCOPED_TRACE(mode);
+    EngineOptions options;
+    options.prefix_cache = mode > 0;
+    options.cache_answers = mode == 2;
+    Engine engine(model_.get(), tokenizer_.get(), options);
+    auto turn1 = RunAll(engine, {first}, Greedy(40));
+    ASSERT_EQ(turn1[0]->ids.size(), 40u);
+    if (mode == 0) answer_ids = turn1[0]->ids;
+    EXPECT_EQ(turn1[0]->ids, answer_ids);
+    std::vector<int32_t> second = first;
+    second.insert(second.end(), answer_ids.begin(), answer_ids.end());  // 61 tokens
+    for (int32_t t : Prompt(6, 77)) second.push_back(t);                // 67 tokens
+    // The background job runs once nothing waits; wait for its blocks.
+    const int32_t want_cached = mode == 2 ? 48 : (mode == 1 ? 16 : 0);
+    for (int i = 0; i < 400 && engine.CachedPrefixTokens(second) < want_cached; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(engine.CachedPrefixTokens(second), want_cached);
+    EXPECT_EQ(engine.Stats().running, 0);  // the background job is not a running job
+    auto turn2 = RunAll(engine, {second}, Greedy(20));
+    EXPECT_EQ(turn2[0]->cached, want_cached);
+    if (mode == 0) {
+      want_ids = turn2[0]->ids;
+      want_logprobs = turn2[0]->logprobs;
+    }
+    ExpectSameResults(turn2[0]->ids, turn2[0]->logprobs, want_ids, want_logprobs, "turn 2");
+    for (int i = 0; i < 400 && engine.Stats().kv_used_bytes > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    const EngineStats stats = engine.Stats();
+    EXPECT_EQ(stats.kv_used_bytes, 0u);
+    // Prefix statistics count clients' jobs only.
+    EXPECT_EQ(stats.prefix_queried_tokens, 21 + 67);
+    EXPECT_EQ(stats.prefix_hit_tokens, want_cached);
   }
 }
 

@@ -64,6 +64,10 @@ ABSL_FLAG(int, kv_block_size, 16,
 ABSL_FLAG(bool, prefix_cache, true,
           "keep full KV blocks after their job ends, and map them into later jobs whose "
           "prompts start with the same tokens (results are identical either way)");
+ABSL_FLAG(bool, cache_answers, false,
+          "with --prefix_cache: recompute each finished job's prompt and answer as prompt rows "
+          "in the background (when no job waits), so a chat's next turn also finds the "
+          "answer's blocks cached");
 ABSL_FLAG(std::string, kv_admission, "paged",
           "paged: a job is admitted when its prompt's KV blocks fit and grows block by block "
           "(preempted and recomputed if the pool runs dry); reserve: it waits until prompt + "
@@ -367,6 +371,7 @@ absl::StatusOr<std::unique_ptr<Engine>> StartEngine(const ServedModel& served,
   engine_options.max_prefill_tokens_per_step = absl::GetFlag(FLAGS_max_prefill_tokens);
   engine_options.kv_block_size = absl::GetFlag(FLAGS_kv_block_size);
   engine_options.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
+  engine_options.cache_answers = absl::GetFlag(FLAGS_cache_answers);
   const std::string admission = absl::GetFlag(FLAGS_kv_admission);
   if (admission != "paged" && admission != "reserve") {
     return absl::InvalidArgumentError(
@@ -549,7 +554,7 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("metrics_port").AtLeast(-1).AtMost(65535),
        cli::FlagSpec("metrics_host").Value("HOST"), cli::FlagSpec("kv_budget").Value("SIZE"),
        cli::FlagSpec("kv_type").Value("f32|f16|bf16|q8_0"),
-       cli::FlagSpec("kv_block_size").AtLeast(4).AtMost(1024), "prefix_cache",
+       cli::FlagSpec("kv_block_size").AtLeast(4).AtMost(1024), "prefix_cache", "cache_answers",
        cli::FlagSpec("kv_admission").Value("paged|reserve"),
        cli::FlagSpec("max_batch").AtLeast(1), cli::FlagSpec("max_waiting").AtLeast(0),
        cli::FlagSpec("max_prefill_tokens").AtLeast(1), cli::FlagSpec("threads").AtLeast(0),
