@@ -983,6 +983,59 @@ TEST(WorkerProcessInfoTest, MatchPrefixReportsTheBlocksARequestWouldReuse) {
   EXPECT_EQ(match(v1::ExecuteRequest(), &refused).error_code(), grpc::INVALID_ARGUMENT);
 }
 
+// --cache_answers: after a chat turn, the worker recomputes prompt + answer
+// as prompt rows in the background, so the next turn (the history with the
+// answer, then a new question) maps blocks past the first prompt, and
+// streams the text a worker without it streams.
+TEST(WorkerProcessInfoTest, CacheAnswersLetsTheNextTurnMapTheAnswer) {
+  std::unique_ptr<WorkerProcess> plain = StartWorker("smollm2");
+  std::unique_ptr<WorkerProcess> answers = StartWorker("smollm2", {"--cache_answers"});
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(answers, nullptr);
+  auto turn = [](const std::vector<std::pair<std::string, std::string>>& messages) {
+    v1::ExecuteRequest request = Greedy("", "", 40);
+    for (const auto& [role, content] : messages) {
+      v1::ChatMessage* m = request.mutable_messages()->add_messages();
+      m->set_role(role);
+      m->set_content(content);
+    }
+    return request;
+  };
+  std::vector<std::pair<std::string, std::string>> history = {
+      {"system", "You are a geography teacher."},
+      {"user", "Describe the river Danube: where it starts, where it ends, what it crosses."}};
+  v1::ExecuteRequest first = turn(history);
+  first.set_job_id("turn-1");
+  const ExecuteResult one_plain = Execute(*plain, first);
+  const ExecuteResult one = Execute(*answers, first);
+  ASSERT_TRUE(one.status.ok() && one.started.has_value()) << one.status.error_message();
+  ASSERT_EQ(one.text(), one_plain.text());
+  ASSERT_GE(one.tokens.size(), 32u) << one.text();
+  history.push_back({"assistant", one.text()});
+  history.push_back({"user", "And the Rhine?"});
+  v1::ExecuteRequest second = turn(history);
+  auto cached = [&](WorkerProcess& worker) {
+    grpc::ClientContext context;
+    v1::MatchPrefixResponse response;
+    EXPECT_TRUE(worker.stub().MatchPrefix(&context, second, &response).ok());
+    return response.cached_prompt_tokens();
+  };
+  const int32_t first_prompt_blocks = one.started->prompt_tokens() / 16 * 16;
+  EXPECT_EQ(cached(*plain), first_prompt_blocks);  // the answer's rows are generated rows
+  int32_t found = 0;
+  for (int i = 0; i < 500 && (found = cached(*answers)) <= first_prompt_blocks; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(found, first_prompt_blocks + 16) << "the answer's blocks were not cached";
+  second.set_job_id("turn-2");
+  const ExecuteResult two_plain = Execute(*plain, second);
+  const ExecuteResult two = Execute(*answers, second);
+  ASSERT_TRUE(two.status.ok() && two.started.has_value()) << two.status.error_message();
+  EXPECT_EQ(two.started->cached_prompt_tokens(), found);
+  EXPECT_EQ(two_plain.started->cached_prompt_tokens(), first_prompt_blocks);
+  EXPECT_EQ(two.text(), two_plain.text());
+}
+
 // --kv_type f16: Info reports it and half the KV bytes per position (a
 // budget in tokens is that many positions), and the stream carries what
 // `llorch run --kv-type f16` prints.
