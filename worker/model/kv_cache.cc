@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/float_bits.h"
@@ -85,19 +84,19 @@ absl::Status CheckKvType(KvType type, int64_t head_dim, c10::Device device) {
 }
 
 void KvPool::QuantizeRows(const float* x, int64_t num_rows, int64_t head_dim, uint8_t* out) {
-  using quant_matmul_internal::ActBlock;
   const int64_t blocks = head_dim / kQ8Block;
-  std::vector<ActBlock> rounded(blocks);
+  const bool avx2 = quant_matmul_internal::UsesAvx2();
   for (int64_t r = 0; r < num_rows; ++r) {
-    // ggml's quantize_row_q8_0 (d = max|x| / 127, q = round(x / d)), the
-    // same bits on every CPU.
-    quant_matmul_internal::QuantizeActivations(x + r * head_dim, blocks, /*with_sum=*/false,
-                                               quant_matmul_internal::UsesAvx2(), rounded.data());
     uint8_t* row = out + r * blocks * kQ8BlockBytes;
     for (int64_t b = 0; b < blocks; ++b) {
-      const uint16_t d = ExactHalfBits(rounded[b].d);
+      // ggml's quantize_row_q8_0 (d = max|x| / 127, q = round(x / d)), the
+      // same bits on every CPU; one block at a time, nothing allocated.
+      quant_matmul_internal::ActBlock rounded;
+      quant_matmul_internal::QuantizeActivations(x + r * head_dim + b * kQ8Block, 1,
+                                                 /*with_sum=*/false, avx2, &rounded);
+      const uint16_t d = ExactHalfBits(rounded.d);
       std::memcpy(row + b * kQ8BlockBytes, &d, 2);
-      std::memcpy(row + b * kQ8BlockBytes + 2, rounded[b].qs, kQ8Block);
+      std::memcpy(row + b * kQ8BlockBytes + 2, rounded.qs, kQ8Block);
     }
   }
 }
