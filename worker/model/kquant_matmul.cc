@@ -234,6 +234,78 @@ void RowsPortable(GgmlType type, KQuantOrder order, const uint8_t* grouped,
 }
 
 // ---------------------------------------------------------------------------
+// Interleaved Q4_K (layout in the header): offsets within one group's block.
+constexpr int64_t kGroupRows = 8;
+constexpr size_t kGroupBlockBytes = kGroupRows * kQ4KInterleavedRowBlockBytes;
+constexpr size_t kGroupD = 0, kGroupDmin = 16, kGroupScales = 32, kGroupMins = 96;
+constexpr size_t kGroupQs = 160;
+static_assert(kGroupQs + kGroupRows * 128 == kGroupBlockBytes, "interleaved Q4_K layout");
+
+// The 12 packed bytes of 8 six-bit scales and mins (ScalesAndMins inverted).
+void PackScalesAndMins(const uint8_t scales[8], const uint8_t mins[8], uint8_t* packed) {
+  for (int j = 0; j < 4; ++j) {
+    packed[j] = static_cast<uint8_t>((scales[j] & 63) | ((scales[j + 4] >> 4) << 6));
+    packed[j + 4] = static_cast<uint8_t>((mins[j] & 63) | ((mins[j + 4] >> 4) << 6));
+    packed[j + 8] = static_cast<uint8_t>((scales[j + 4] & 15) | ((mins[j + 4] & 15) << 4));
+  }
+}
+
+// Block b of 8 ggml rows (`rows[r]` the row's first block) into one group block.
+void InterleaveGroupBlock(const uint8_t* const rows[kGroupRows], int64_t b, uint8_t* dst) {
+  for (int r = 0; r < kGroupRows; ++r) {
+    const uint8_t* block = rows[r] + b * kQ4KBytes;
+    std::memcpy(dst + kGroupD + 2 * r, block, 2);
+    std::memcpy(dst + kGroupDmin + 2 * r, block + 2, 2);
+    uint8_t scales[8], mins[8];
+    ScalesAndMins(block + 4, scales, mins);
+    for (int g = 0; g < 8; ++g) {
+      dst[kGroupScales + 8 * g + r] = scales[g];
+      dst[kGroupMins + 16 * (g / 2) + 2 * r + g % 2] = mins[g];
+    }
+    for (int chunk = 0; chunk < 32; ++chunk) {  // chunk 8j + k: bytes 32j + 4k of the quants
+      std::memcpy(dst + kGroupQs + 32 * chunk + 4 * r, block + 16 + 4 * chunk, 4);
+    }
+  }
+}
+
+// Row r (0..7) of a group block back as one ggml block (144 bytes).
+void DeinterleaveGroupBlock(const uint8_t* src, int r, uint8_t* block) {
+  std::memcpy(block, src + kGroupD + 2 * r, 2);
+  std::memcpy(block + 2, src + kGroupDmin + 2 * r, 2);
+  uint8_t scales[8], mins[8];
+  for (int g = 0; g < 8; ++g) {
+    scales[g] = src[kGroupScales + 8 * g + r];
+    mins[g] = src[kGroupMins + 16 * (g / 2) + 2 * r + g % 2];
+  }
+  PackScalesAndMins(scales, mins, block + 4);
+  for (int chunk = 0; chunk < 32; ++chunk) {
+    std::memcpy(block + 16 + 4 * chunk, src + kGroupQs + 32 * chunk + 4 * r, 4);
+  }
+}
+
+// Groups [g0, g1) of an interleaved matrix: each row copied back out, then
+// the portable repacked-order dot products.
+void GroupsPortable(const uint8_t* interleaved, int64_t rows, int64_t num_blocks,
+                    const Q8KBlock* acts, int64_t n, const uint8_t* grouped, float* out,
+                    int64_t g0, int64_t g1) {
+  std::vector<uint8_t> row(num_blocks * kQ4KBytes);
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint8_t* group = interleaved + g * num_blocks * kGroupBlockBytes;
+    for (int r = 0; r < kGroupRows; ++r) {
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        DeinterleaveGroupBlock(group + b * kGroupBlockBytes, r, row.data() + b * kQ4KBytes);
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        out[t * rows + g * kGroupRows + r] =
+            DotPortable(GgmlType::kQ4_K, KQuantOrder::kRepacked,
+                        grouped != nullptr && grouped[t] != 0, row.data(),
+                        acts + t * num_blocks, num_blocks);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
 // AVX2 code: the same lanes; the weight block is decoded once and multiplied
 // by up to 4 activation rows.
 #if defined(LLORCH_QUANT_MATMUL_AVX2)
@@ -630,24 +702,139 @@ RowsFn SelectRowsAvx2(GgmlType type, KQuantOrder order) {
   }
 }
 
+// Interleaved Q4_K: 8 weight rows (lane r of every vector: row r) times
+// kCols activation rows. Per sub-block of 32, the quant products of each row
+// are summed in int16 pairs (8 maddubs of at most 2 * 15 * 127: no overflow)
+// and multiplied by the row's scale once; the float steps are those of the
+// repacked order (DotPortable), per 64 elements or per block by `per_64`.
+inline __m256i Broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// The 8 rows' scales of one sub-block (8 bytes) as int16 pairs (row r at 2r, 2r + 1).
+inline __m256i RowScales(const uint8_t* p) {
+  const __m128i s = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(s, s));
+}
+
+// products[c]: int16 pairs per row of one sub-block (quant bytes `qs`, low or
+// high nibbles) times activation row c's 32 quants from element `first`.
+template <int kCols, bool kHighNibbles>
+inline void SubBlockProducts(const uint8_t* qs, const Q8KBlock* const act[], int64_t b,
+                             int first, __m256i products[]) {
+  const __m256i low_nibble = _mm256_set1_epi8(0x0f);
+  for (int c = 0; c < kCols; ++c) products[c] = _mm256_setzero_si256();
+  for (int k = 0; k < 8; ++k) {
+    __m256i q = Load256(qs + 32 * k);
+    if (kHighNibbles) q = _mm256_srli_epi16(q, 4);
+    q = _mm256_and_si256(q, low_nibble);
+    for (int c = 0; c < kCols; ++c) {
+      products[c] = _mm256_add_epi16(
+          products[c], _mm256_maddubs_epi16(q, Broadcast4(act[c][b].q + first + 4 * k)));
+      // Keeps the running sum in a register: without it GCC reassociates the
+      // adds into a tree and spills every product before summing.
+      asm("" : "+x"(products[c]));
+    }
+  }
+}
+
+template <int kCols>
+void Q4KGroupTileAvx2(const uint8_t* group, int64_t num_blocks, const Q8KBlock* const act[],
+                      const bool per_64[], float* const out[]) {
+  __m256 acc[kCols], acc_min[kCols];
+  for (int c = 0; c < kCols; ++c) acc[c] = acc_min[c] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const uint8_t* block = group + b * kGroupBlockBytes;
+    __m256i sum[kCols][4];  // int32 per row: scaled products of sub-blocks 2j, 2j + 1
+    for (int j = 0; j < 4; ++j) {
+      // Sub-block 2j (low nibbles), then 2j + 1 (high nibbles): with 4 int16
+      // accumulators at a time the 16 AVX2 registers need no spills.
+      __m256i low[kCols], high[kCols];
+      SubBlockProducts<kCols, false>(block + kGroupQs + 256 * j, act, b, 64 * j, low);
+      SubBlockProducts<kCols, true>(block + kGroupQs + 256 * j, act, b, 64 * j + 32, high);
+      const __m256i scale_low = RowScales(block + kGroupScales + 16 * j);
+      const __m256i scale_high = RowScales(block + kGroupScales + 16 * j + 8);
+      for (int c = 0; c < kCols; ++c) {
+        sum[c][j] = _mm256_add_epi32(_mm256_madd_epi16(low[c], scale_low),
+                                     _mm256_madd_epi16(high[c], scale_high));
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)));
+    const __m256 dmin =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + kGroupDmin)));
+    __m256i mins[4];  // int16 pairs per row: mins of sub-blocks 2j, 2j + 1
+    for (int j = 0; j < 4; ++j) {
+      mins[j] = _mm256_cvtepu8_epi16(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + kGroupMins + 16 * j)));
+    }
+    for (int c = 0; c < kCols; ++c) {
+      const Q8KBlock& a = act[c][b];
+      const __m256 dx = _mm256_set1_ps(a.d);
+      const __m256 scale = _mm256_mul_ps(dw, dx), min_scale = _mm256_mul_ps(dmin, dx);
+      alignas(16) int32_t group_sums[4];  // int16 pairs: activation sums of sub-blocks 2j, 2j + 1
+      _mm_store_si128(reinterpret_cast<__m128i*>(group_sums), GroupSums(a));
+      __m256i pairs[4];
+      for (int j = 0; j < 4; ++j) {
+        pairs[j] = _mm256_madd_epi16(mins[j], _mm256_set1_epi32(group_sums[j]));
+      }
+      if (per_64[c]) {
+        for (int j = 0; j < 4; ++j) {
+          acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[c][j]), scale, acc[c]);
+          acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pairs[j]), min_scale, acc_min[c]);
+        }
+      } else {
+        const __m256i total = _mm256_add_epi32(_mm256_add_epi32(sum[c][0], sum[c][1]),
+                                               _mm256_add_epi32(sum[c][2], sum[c][3]));
+        const __m256i min_total = _mm256_add_epi32(_mm256_add_epi32(pairs[0], pairs[1]),
+                                                   _mm256_add_epi32(pairs[2], pairs[3]));
+        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), scale, acc[c]);
+        acc_min[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(min_total), min_scale, acc_min[c]);
+      }
+    }
+  }
+  for (int c = 0; c < kCols; ++c) _mm256_storeu_ps(out[c], _mm256_sub_ps(acc[c], acc_min[c]));
+}
+
+void GroupsAvx2(const uint8_t* interleaved, int64_t rows, int64_t num_blocks,
+                const Q8KBlock* acts, int64_t n, const uint8_t* grouped, float* out, int64_t g0,
+                int64_t g1) {
+  const size_t group_bytes = num_blocks * kGroupBlockBytes;
+  for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
+    const int64_t t_end = std::min(n, t0 + kActChunk);
+    for (int64_t g = g0; g < g1; ++g) {
+      const uint8_t* group = interleaved + g * group_bytes;
+      for (int64_t t = t0; t < t_end; t += 4) {
+        const int cols = static_cast<int>(std::min<int64_t>(4, t_end - t));
+        const Q8KBlock* act[4];
+        bool per_64[4];
+        float* o[4];
+        for (int c = 0; c < cols; ++c) {
+          act[c] = acts + (t + c) * num_blocks;
+          per_64[c] = grouped != nullptr && grouped[t + c] != 0;
+          o[c] = out + (t + c) * rows + g * kGroupRows;
+        }
+        switch (cols) {
+          case 4: Q4KGroupTileAvx2<4>(group, num_blocks, act, per_64, o); break;
+          case 3: Q4KGroupTileAvx2<3>(group, num_blocks, act, per_64, o); break;
+          case 2: Q4KGroupTileAvx2<2>(group, num_blocks, act, per_64, o); break;
+          default: Q4KGroupTileAvx2<1>(group, num_blocks, act, per_64, o); break;
+        }
+      }
+    }
+  }
+}
+
 #endif  // LLORCH_QUANT_MATMUL_AVX2
 
 // ---------------------------------------------------------------------------
 
-void KQuantMatmulImpl(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
-                      const float* x, int64_t n, float* out, KQuantOrder order,
-                      const ParallelFor& parallel_for, const uint8_t* in_groups_of_4,
-                      bool avx2) {
-  if (!KQuantSupports(type)) Fail("unsupported weight type");
-  if (in <= 0 || in % kKBlock != 0) Fail("`in` must be a positive multiple of 256");
-  if (rows < 0 || n < 0) Fail("negative row count");
-  if (order == KQuantOrder::kRepacked && type == GgmlType::kQ6_K) {
-    order = KQuantOrder::kVecDot;  // ggml never repacks Q6_K on x86
-  }
-  const uint8_t* grouped = order == KQuantOrder::kRepacked ? in_groups_of_4 : nullptr;
-  if (rows == 0 || n == 0) return;
+// The n rows of x rounded to Q8_K (grouped rows by the 4-row rule), in a
+// buffer reused across calls on the same thread: no allocation per token.
+const Q8KBlock* QuantizeActivations(const float* x, int64_t n, int64_t in,
+                                    const uint8_t* grouped, const ParallelFor& parallel_for) {
   const int64_t num_blocks = in / kKBlock;
-  // Reused across calls on the same thread: no allocation per token.
   thread_local std::vector<Q8KBlock> scratch;
   if (scratch.size() < static_cast<size_t>(n * num_blocks)) scratch.resize(n * num_blocks);
   Q8KBlock* acts = scratch.data();
@@ -662,6 +849,23 @@ void KQuantMatmulImpl(GgmlType type, const uint8_t* weight, int64_t rows, int64_
   } else {
     quantize(0, n);
   }
+  return acts;
+}
+
+void KQuantMatmulImpl(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
+                      const float* x, int64_t n, float* out, KQuantOrder order,
+                      const ParallelFor& parallel_for, const uint8_t* in_groups_of_4,
+                      bool avx2) {
+  if (!KQuantSupports(type)) Fail("unsupported weight type");
+  if (in <= 0 || in % kKBlock != 0) Fail("`in` must be a positive multiple of 256");
+  if (rows < 0 || n < 0) Fail("negative row count");
+  if (order == KQuantOrder::kRepacked && type == GgmlType::kQ6_K) {
+    order = KQuantOrder::kVecDot;  // ggml never repacks Q6_K on x86
+  }
+  const uint8_t* grouped = order == KQuantOrder::kRepacked ? in_groups_of_4 : nullptr;
+  if (rows == 0 || n == 0) return;
+  const int64_t num_blocks = in / kKBlock;
+  const Q8KBlock* acts = QuantizeActivations(x, n, in, grouped, parallel_for);
 #if defined(LLORCH_QUANT_MATMUL_AVX2)
   if (avx2) {
     const RowsFn rows_fn = SelectRowsAvx2(type, order);
@@ -675,6 +879,25 @@ void KQuantMatmulImpl(GgmlType type, const uint8_t* weight, int64_t rows, int64_
 #endif
   parallel_for(0, rows, [&](int64_t r0, int64_t r1) {
     RowsPortable(type, order, grouped, weight, rows, num_blocks, acts, n, out, r0, r1);
+  });
+}
+
+void InterleavedImpl(const uint8_t* interleaved, int64_t rows, int64_t in, const float* x,
+                     int64_t n, float* out, const ParallelFor& parallel_for,
+                     const uint8_t* grouped, bool avx2) {
+  if (!KQuantInterleaveSupports(GgmlType::kQ4_K, rows, in)) {
+    Fail("interleaved Q4_K needs rows % 8 == 0 and in % 256 == 0");
+  }
+  if (rows == 0 || n == 0) return;
+  const int64_t num_blocks = in / kKBlock;
+  const Q8KBlock* acts = QuantizeActivations(x, n, in, grouped, parallel_for);
+  parallel_for(0, rows / kGroupRows, [&](int64_t g0, int64_t g1) {
+#if defined(LLORCH_QUANT_MATMUL_AVX2)
+    if (avx2) return GroupsAvx2(interleaved, rows, num_blocks, acts, n, grouped, out, g0, g1);
+#else
+    (void)avx2;
+#endif
+    GroupsPortable(interleaved, rows, num_blocks, acts, n, grouped, out, g0, g1);
   });
 }
 
@@ -696,6 +919,45 @@ void KQuantMatmul(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in
                    kquant_matmul_internal::UsesAvx2());
 }
 
+bool KQuantInterleaveSupports(GgmlType type, int64_t rows, int64_t in) {
+  return type == GgmlType::kQ4_K && rows >= 0 && rows % kGroupRows == 0 && in > 0 &&
+         in % kKBlock == 0;
+}
+
+size_t KQuantInterleavedBytes(int64_t rows, int64_t in) {
+  return static_cast<size_t>(rows * (in / kKBlock)) * kQ4KInterleavedRowBlockBytes;
+}
+
+void InterleaveKQuantRows(const uint8_t* ggml_rows, int64_t rows, int64_t in, uint8_t* out) {
+  const int64_t num_blocks = in / kKBlock;
+  for (int64_t g = 0; g < rows / kGroupRows; ++g) {
+    const uint8_t* group_rows[kGroupRows];
+    for (int r = 0; r < kGroupRows; ++r) {
+      group_rows[r] = ggml_rows + (g * kGroupRows + r) * num_blocks * kQ4KBytes;
+    }
+    for (int64_t b = 0; b < num_blocks; ++b, out += kGroupBlockBytes) {
+      InterleaveGroupBlock(group_rows, b, out);
+    }
+  }
+}
+
+void DeinterleaveKQuantRow(const uint8_t* interleaved, int64_t in, int64_t row,
+                           uint8_t* ggml_row) {
+  const int64_t num_blocks = in / kKBlock;
+  const uint8_t* group = interleaved + (row / kGroupRows) * num_blocks * kGroupBlockBytes;
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    DeinterleaveGroupBlock(group + b * kGroupBlockBytes, static_cast<int>(row % kGroupRows),
+                           ggml_row + b * kQ4KBytes);
+  }
+}
+
+void KQuantInterleavedMatmul(const uint8_t* interleaved, int64_t rows, int64_t in,
+                             const float* x, int64_t n, float* out,
+                             const ParallelFor& parallel_for, const uint8_t* in_groups_of_4) {
+  InterleavedImpl(interleaved, rows, in, x, n, out, parallel_for, in_groups_of_4,
+                  kquant_matmul_internal::UsesAvx2());
+}
+
 namespace kquant_matmul_internal {
 
 bool UsesAvx2() {
@@ -711,6 +973,12 @@ void KQuantMatmulPortable(GgmlType type, const uint8_t* weight, int64_t rows, in
                           const uint8_t* in_groups_of_4) {
   KQuantMatmulImpl(type, weight, rows, in, x, n, out, order, SerialFor, in_groups_of_4,
                    /*avx2=*/false);
+}
+
+void KQuantInterleavedMatmulPortable(const uint8_t* interleaved, int64_t rows, int64_t in,
+                                     const float* x, int64_t n, float* out,
+                                     const uint8_t* in_groups_of_4) {
+  InterleavedImpl(interleaved, rows, in, x, n, out, SerialFor, in_groups_of_4, /*avx2=*/false);
 }
 
 }  // namespace kquant_matmul_internal

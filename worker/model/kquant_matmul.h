@@ -26,6 +26,7 @@
 #ifndef LLORCH_WORKER_MODEL_KQUANT_MATMUL_H_
 #define LLORCH_WORKER_MODEL_KQUANT_MATMUL_H_
 
+#include <cstddef>
 #include <cstdint>
 
 #include "worker/gguf/ggml_types.h"
@@ -58,6 +59,43 @@ void KQuantMatmul(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in
                   const ParallelFor& parallel_for = SerialFor,
                   const uint8_t* in_groups_of_4 = nullptr);
 
+// Q4_K weights held with 8 rows interleaved per block (llorch's layout,
+// after llama.cpp's block_q4_Kx8): the same results as KQuantMatmul with
+// KQuantOrder::kRepacked on the ggml rows, with the vector work spread over
+// 8 weight rows instead of reduced across one: a 32-byte load of quants
+// holds 4 bytes of each of the 8 rows, multiplied by 4 activation bytes
+// broadcast, so each 32-bit lane sums one row and no horizontal sums remain.
+// Layout: rows in groups of 8; per group and block of 256 elements (1,184
+// bytes, 148 per row where ggml takes 144): the 8 rows' f16 d, their f16
+// dmin, the 6-bit scales unpacked to bytes (8 per sub-block of 32, row after
+// row), the mins as bytes (per pair of sub-blocks 2j, 2j + 1: row r's two at
+// 2r, 2r + 1), then 32 chunks of 32 bytes, chunk 8j + k holding quant bytes
+// [32j + 4k, 32j + 4k + 4) of each row in turn.
+inline constexpr size_t kQ4KInterleavedRowBlockBytes = 148;
+
+// True when a [rows, in] matrix of `type` can be held interleaved: Q4_K,
+// rows % 8 == 0, in % 256 == 0 (then KQuantOrderFor gives kRepacked).
+bool KQuantInterleaveSupports(GgmlType type, int64_t rows, int64_t in);
+
+// Bytes of a [rows, in] Q4_K matrix held interleaved.
+size_t KQuantInterleavedBytes(int64_t rows, int64_t in);
+
+// Writes `rows` Q4_K ggml rows of `in` elements into the interleaved layout
+// (KQuantInterleavedBytes(rows, in) bytes at `out`).
+void InterleaveKQuantRows(const uint8_t* ggml_rows, int64_t rows, int64_t in, uint8_t* out);
+
+// Copies row `row` of an interleaved matrix back out as one ggml Q4_K row.
+void DeinterleaveKQuantRow(const uint8_t* interleaved, int64_t in, int64_t row,
+                           uint8_t* ggml_row);
+
+// KQuantMatmul(kQ4_K, ..., KQuantOrder::kRepacked, ...) on interleaved rows:
+// the same bits. Requires KQuantInterleaveSupports(kQ4_K, rows, in).
+// `parallel_for` splits the groups of 8 rows.
+void KQuantInterleavedMatmul(const uint8_t* interleaved, int64_t rows, int64_t in,
+                             const float* x, int64_t n, float* out,
+                             const ParallelFor& parallel_for = SerialFor,
+                             const uint8_t* in_groups_of_4 = nullptr);
+
 namespace kquant_matmul_internal {
 // True when KQuantMatmul uses the AVX2 kernels.
 bool UsesAvx2();
@@ -65,6 +103,10 @@ bool UsesAvx2();
 void KQuantMatmulPortable(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
                           const float* x, int64_t n, float* out, KQuantOrder order,
                           const uint8_t* in_groups_of_4 = nullptr);
+// KQuantInterleavedMatmul computed with the portable scalar code.
+void KQuantInterleavedMatmulPortable(const uint8_t* interleaved, int64_t rows, int64_t in,
+                                     const float* x, int64_t n, float* out,
+                                     const uint8_t* in_groups_of_4 = nullptr);
 }  // namespace kquant_matmul_internal
 
 }  // namespace llorch

@@ -194,30 +194,36 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       // CPU: keep the rows as the file holds them (ggml blocks, or F32/F16/
       // BF16 in their own type) and multiply them directly.
       int64_t rows = 0;
-      // Q4_0/Q8_0 tensors of whole groups of 8 rows are interleaved, as
-      // llama.cpp repacks each such tensor (and computes Q4_0 accordingly);
-      // Q4_K ones keep their layout and follow the repacked kernels' order.
+      // Q4_0/Q8_0/Q4_K tensors of whole groups of 8 rows are interleaved by
+      // 8, as llama.cpp repacks each such tensor (and computes Q4_0 and Q4_K
+      // in its repacked kernels' orders).
       bool interleave = cpu_quant_kernel;
       bool kquant_repacked = true;
       for (const std::string& name : names) {
         const GgufTensorInfo* info = gguf.FindTensor(name);
         rows += info->shape[1];
-        interleave &= InterleavedMatmulSupports(info->type, info->shape[1], info->shape[0]);
+        interleave &= InterleavedMatmulSupports(info->type, info->shape[1], info->shape[0]) ||
+                      KQuantInterleaveSupports(info->type, info->shape[1], info->shape[0]);
         kquant_repacked &= KQuantOrderFor(info->type, info->shape[1]) == KQuantOrder::kRepacked;
       }
       matrix.kquant_order = kquant_repacked ? KQuantOrder::kRepacked : KQuantOrder::kVecDot;
-      const size_t row_bytes = GgmlRowBytes(first->type, first->shape[0]);
-      matrix.raw = at::empty({rows, static_cast<int64_t>(row_bytes)}, at::kByte);
+      const bool kquant_interleave = interleave && KQuantSupports(first->type);
+      const int64_t row_bytes =
+          kquant_interleave ? static_cast<int64_t>(KQuantInterleavedBytes(1, first->shape[0]))
+                            : static_cast<int64_t>(GgmlRowBytes(first->type, first->shape[0]));
+      matrix.raw = at::empty({rows, row_bytes}, at::kByte);
       uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
       for (const std::string& name : names) {
         const GgufTensorInfo* info = gguf.FindTensor(name);
-        if (interleave) {
-          InterleaveRows(info->type, static_cast<const uint8_t*>(info->data), info->shape[1],
-                         info->shape[0], dst);
+        const auto* src = static_cast<const uint8_t*>(info->data);
+        if (kquant_interleave) {
+          InterleaveKQuantRows(src, info->shape[1], info->shape[0], dst);
+        } else if (interleave) {
+          InterleaveRows(info->type, src, info->shape[1], info->shape[0], dst);
         } else {
-          std::memcpy(dst, info->data, info->num_bytes);
+          std::memcpy(dst, src, info->num_bytes);
         }
-        dst += info->num_bytes;
+        dst += info->shape[1] * row_bytes;
         num_parameters += info->num_elements();
         gguf.ReleasePages(*info);
       }
@@ -424,7 +430,10 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   for (int64_t i = 0; i < n; ++i) {
     // Ids were validated against the vocabulary; rows are whole blocks.
     const uint8_t* ggml_row = rows + id[i] * row_bytes;
-    if (e.interleaved) {
+    if (e.interleaved && KQuantSupports(e.type)) {
+      DeinterleaveKQuantRow(rows, e.hidden, id[i], row.data());
+      ggml_row = row.data();
+    } else if (e.interleaved) {
       DeinterleaveRow(e.type, rows, e.hidden, id[i], row.data());
       ggml_row = row.data();
     }
@@ -477,6 +486,19 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
   // x: [n, in], weight: [out, in] -> [n, out].
   if (matrix.raw.defined() && FloatMatmulSupports(matrix.raw_type)) {
     return FloatLinear(x, matrix, kinds.decode);
+  }
+  if (matrix.interleaved && KQuantSupports(matrix.raw_type)) {
+    // Q4_K, 8 rows interleaved: llama.cpp's repacked-weight results.
+    at::Tensor input = x.contiguous();
+    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    KQuantInterleavedMatmul(matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
+                            input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
+                            [](int64_t begin, int64_t end, const RangeFn& body) {
+                              at::parallel_for(begin, end, /*grain_size=*/2,
+                                               [&](int64_t b, int64_t e) { body(b, e); });
+                            },
+                            kinds.in_groups_of_4);
+    return out;
   }
   if (matrix.interleaved) {
     // Q4_0/Q8_0, 8 rows interleaved: llama.cpp's repacked-weight results.

@@ -126,8 +126,9 @@ class LlamaModel {
     // F16 and BF16 weights are held here too, in their own type (FloatMatmul).
     at::Tensor raw;
     GgmlType raw_type = GgmlType::kF32;
-    // `raw` holds Q4_0/Q8_0 rows interleaved by 8 (InterleavedMatmul), as
-    // llama.cpp repacks them on the CPU.
+    // `raw` holds Q4_0/Q8_0 rows (InterleavedMatmul) or Q4_K rows
+    // (KQuantInterleavedMatmul) interleaved by 8, as llama.cpp repacks them
+    // on the CPU.
     bool interleaved = false;
     // K-quant `raw` rows: which of llama.cpp's orders they follow.
     KQuantOrder kquant_order = KQuantOrder::kVecDot;

@@ -91,6 +91,22 @@ void BM_KQuant(benchmark::State& state, GgmlType type) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
 }
 
+// Q4_K rows interleaved by 8 (KQuantInterleavedMatmul): the same results.
+void BM_KQuantInterleaved(benchmark::State& state) {
+  const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
+  const std::vector<uint8_t> rows_data = RandomRows(GgmlType::kQ4_K, rows, in);
+  std::vector<uint8_t> w(KQuantInterleavedBytes(rows, in));
+  InterleaveKQuantRows(rows_data.data(), rows, in, w.data());
+  const std::vector<float> x = RandomActivations(n, in);
+  std::vector<float> out(n * rows);
+  const ParallelFor parallel_for = TorchParallelFor(2);
+  for (auto _ : state) {
+    KQuantInterleavedMatmul(w.data(), rows, in, x.data(), n, out.data(), parallel_for);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(rows_data.size()));
+}
+
 void Shapes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {1, 4, 8, 64}) {
     b->Args({2 * 5632, 2048, n});  // fused gate and up
@@ -104,6 +120,7 @@ BENCHMARK_CAPTURE(BM_Interleaved, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_RowByRow, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
+BENCHMARK(BM_KQuantInterleaved)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q6_k, GgmlType::kQ6_K)->Apply(Shapes);
 

@@ -723,6 +723,8 @@ TEST(KQuantMatmulTest, Q4_KRepackedEqualsGgmlRepackedKernelsExactly) {
                                              ? RandomBlockBytes(type, rows, in, seed++)
                                              : QuantisedWeights(*cpu, type, rows, in, seed++);
           const std::vector<uint8_t> packed = GgmlRepackQ4_Kx8(w, rows, in);
+          std::vector<uint8_t> interleaved(KQuantInterleavedBytes(rows, in));
+          InterleaveKQuantRows(w.data(), rows, in, interleaved.data());
           const int64_t n = 8;
           const std::vector<float> x = RandomActivations(n, in, seed++);
           std::vector<float> want(n * rows);
@@ -769,12 +771,26 @@ TEST(KQuantMatmulTest, Q4_KRepackedEqualsGgmlRepackedKernelsExactly) {
                                                          grouped.data());
             EXPECT_EQ(CountMismatches(got, expected, &first), 0)
                 << "portable n=" << count << ": " << first;
+            std::fill(got.begin(), got.end(), NAN);
+            KQuantInterleavedMatmul(interleaved.data(), rows, in, x.data(), count, got.data(),
+                                    TwoThreadFor, grouped.data());
+            EXPECT_EQ(CountMismatches(got, expected, &first), 0)
+                << "interleaved n=" << count << ": " << first;
+            std::fill(got.begin(), got.end(), NAN);
+            kquant_matmul_internal::KQuantInterleavedMatmulPortable(
+                interleaved.data(), rows, in, x.data(), count, got.data(), grouped.data());
+            EXPECT_EQ(CountMismatches(got, expected, &first), 0)
+                << "interleaved portable n=" << count << ": " << first;
           }
           // Without grouping every row takes gemv's order.
           std::vector<float> got(n * rows, NAN);
           KQuantMatmul(type, w.data(), rows, in, x.data(), n, got.data(), KQuantOrder::kRepacked,
                        TwoThreadFor);
           EXPECT_EQ(CountMismatches(got, want, &first), 0) << "ungrouped: " << first;
+          std::fill(got.begin(), got.end(), NAN);
+          KQuantInterleavedMatmul(interleaved.data(), rows, in, x.data(), n, got.data(),
+                                  TwoThreadFor);
+          EXPECT_EQ(CountMismatches(got, want, &first), 0) << "interleaved ungrouped: " << first;
         }
       }
     }
@@ -826,6 +842,61 @@ TEST(KQuantMatmulTest, RowResultDoesNotDependOnBatch) {
   }
 }
 
+// Interleaving Q4_K rows keeps every byte: each row comes back out as it went
+// in, whatever the bytes (random scales, mins and d included).
+TEST(KQuantMatmulTest, InterleavedQ4_KRowsComeBackOut) {
+  const int64_t in = 768, rows = 24;
+  EXPECT_TRUE(KQuantInterleaveSupports(GgmlType::kQ4_K, rows, in));
+  EXPECT_FALSE(KQuantInterleaveSupports(GgmlType::kQ4_K, 20, in));
+  EXPECT_FALSE(KQuantInterleaveSupports(GgmlType::kQ5_K, rows, in));
+  const std::vector<uint8_t> w = RandomBlockBytes(GgmlType::kQ4_K, rows, in, 9);
+  std::vector<uint8_t> interleaved(KQuantInterleavedBytes(rows, in));
+  EXPECT_EQ(interleaved.size(), w.size() / 144 * 148);
+  InterleaveKQuantRows(w.data(), rows, in, interleaved.data());
+  const size_t row_bytes = GgmlRowBytes(GgmlType::kQ4_K, in);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<uint8_t> row(row_bytes);
+    DeinterleaveKQuantRow(interleaved.data(), in, r, row.data());
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), w.begin() + r * row_bytes)) << "row " << r;
+  }
+}
+
+// Interleaved Q4_K, without llama.cpp: the same bits as KQuantMatmul on the
+// ggml rows for any batch (tiles of 4, 3, 2 and 1 rows, grouped and not,
+// mixed), alone or in a batch, AVX2 and portable.
+TEST(KQuantMatmulTest, InterleavedQ4_KEqualsRowByRowForAnyBatch) {
+  const int64_t in = 512, rows = 40;
+  for (int64_t n : {1, 2, 3, 5, 37}) {
+    SCOPED_TRACE("n=" + std::to_string(n));
+    const std::vector<float> x = RandomActivations(n, in, 70 + n);
+    const std::vector<uint8_t> w = RandomBlockBytes(GgmlType::kQ4_K, rows, in, 6);
+    std::vector<uint8_t> interleaved(KQuantInterleavedBytes(rows, in));
+    InterleaveKQuantRows(w.data(), rows, in, interleaved.data());
+    std::vector<uint8_t> grouped(n);
+    for (int64_t t = 0; t < n; ++t) grouped[t] = t % 3 != 0;
+    for (const uint8_t* flags : std::initializer_list<const uint8_t*>{nullptr, grouped.data()}) {
+      std::vector<float> want(n * rows), got(n * rows, NAN);
+      KQuantMatmul(GgmlType::kQ4_K, w.data(), rows, in, x.data(), n, want.data(),
+                   KQuantOrder::kRepacked, TwoThreadFor, flags);
+      std::string first;
+      KQuantInterleavedMatmul(interleaved.data(), rows, in, x.data(), n, got.data(),
+                              TwoThreadFor, flags);
+      EXPECT_EQ(CountMismatches(got, want, &first), 0) << first;
+      std::fill(got.begin(), got.end(), NAN);
+      kquant_matmul_internal::KQuantInterleavedMatmulPortable(interleaved.data(), rows, in,
+                                                              x.data(), n, got.data(), flags);
+      EXPECT_EQ(CountMismatches(got, want, &first), 0) << "portable: " << first;
+      for (int64_t t = 0; t < n; t += 4) {
+        std::vector<float> single(rows);
+        KQuantInterleavedMatmul(interleaved.data(), rows, in, x.data() + t * in, 1,
+                                single.data(), SerialFor, flags ? flags + t : nullptr);
+        const std::vector<float> from_batch(want.begin() + t * rows,
+                                            want.begin() + (t + 1) * rows);
+        EXPECT_EQ(CountMismatches(single, from_batch, &first), 0) << "row " << t << ": " << first;
+      }
+    }
+  }
+}
 
 TEST(QuantMatmulBenchmark, DISABLED_SmolLm2LayerMatricesQ4_1) {
   struct Shape { int64_t rows, in; };
