@@ -314,6 +314,10 @@ inline __m256i Load256(const void* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
+// An empty asm on a running integer sum: without it GCC reassociates a chain
+// of vector adds into a tree, computes every product first and spills them.
+inline void KeepInRegister(__m256i& v) { asm("" : "+x"(v)); }
+
 // Exact integer sums of the lanes.
 inline int32_t SumInt8(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -546,6 +550,7 @@ struct Avx2Q4KOrQ5K {
                 _mm_mul_ps(d_dmin, _mm_set1_ps(a.d)), acc_pair[c]);
           } else {
             sum[c] = _mm256_add_epi32(sum[c], p);
+            KeepInRegister(sum[c]);
           }
         }
       }
@@ -639,6 +644,7 @@ struct Avx2Q6K {
           }
           sum[c] = _mm256_add_epi32(sum[c], _mm256_add_epi32(p[0], p[1]));
           sum[c] = _mm256_add_epi32(sum[c], _mm256_add_epi32(p[2], p[3]));
+          KeepInRegister(sum[c]);
         }
       }
       const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
@@ -733,9 +739,7 @@ inline void SubBlockProducts(const uint8_t* qs, const Q8KBlock* const act[], int
     for (int c = 0; c < kCols; ++c) {
       products[c] = _mm256_add_epi16(
           products[c], _mm256_maddubs_epi16(q, Broadcast4(act[c][b].q + first + 4 * k)));
-      // Keeps the running sum in a register: without it GCC reassociates the
-      // adds into a tree and spills every product before summing.
-      asm("" : "+x"(products[c]));
+      KeepInRegister(products[c]);
     }
   }
 }
