@@ -30,10 +30,16 @@ constexpr int64_t kScaleBytes = 2 * kGroupRows;  // 8 fp16 scales
   std::abort();
 }
 
-// Quant bytes per row and block (Q4_0: 16 of nibbles, Q8_0: 32).
-int64_t QuantBytes(GgmlType type) { return type == GgmlType::kQ4_0 ? 16 : 32; }
-// Bytes of one group's block: 8 rows' scales and quants.
-int64_t GroupBlockBytes(GgmlType type) { return kGroupRows * (2 + QuantBytes(type)); }
+// Quant bytes per row and block (Q4_0/Q4_1: 16 of nibbles, Q8_0: 32).
+int64_t QuantBytes(GgmlType type) { return type == GgmlType::kQ8_0 ? 32 : 16; }
+// Bytes before a group block's quants: 8 fp16 scales (Q4_1: then 8 fp16 mins).
+int64_t HeaderBytes(GgmlType type) {
+  return type == GgmlType::kQ4_1 ? 2 * kScaleBytes : kScaleBytes;
+}
+// Bytes of one group's block: 8 rows' scales (and mins) and quants.
+int64_t GroupBlockBytes(GgmlType type) {
+  return HeaderBytes(type) + kGroupRows * QuantBytes(type);
+}
 
 uint16_t LoadU16(const uint8_t* p) {
   uint16_t v;
@@ -45,15 +51,20 @@ uint16_t LoadU16(const uint8_t* p) {
 struct BlockRef {
   const uint8_t* group_block;  // the group's block b
   int64_t lane;                // r % 8
+  int64_t header_bytes;        // HeaderBytes(type)
   float Scale() const { return HalfToFloat(LoadU16(group_block + 2 * lane)); }
+  float Min() const { return HalfToFloat(LoadU16(group_block + kScaleBytes + 2 * lane)); }
   // Quant byte j of the row's block (0 <= j < 16 or 32).
-  uint8_t Byte(int64_t j) const { return group_block[kScaleBytes + 32 * (j / 4) + 4 * lane + j % 4]; }
+  uint8_t Byte(int64_t j) const {
+    return group_block[header_bytes + 32 * (j / 4) + 4 * lane + j % 4];
+  }
 };
 
 BlockRef Locate(GgmlType type, const uint8_t* interleaved, int64_t num_blocks, int64_t row,
                 int64_t b) {
   const int64_t group = row / kGroupRows;
-  return {interleaved + (group * num_blocks + b) * GroupBlockBytes(type), row % kGroupRows};
+  return {interleaved + (group * num_blocks + b) * GroupBlockBytes(type), row % kGroupRows,
+          HeaderBytes(type)};
 }
 
 // ---------------------------------------------------------------------------
@@ -79,6 +90,31 @@ float DotQ8_0Portable(const uint8_t* interleaved, int64_t num_blocks, int64_t ro
   return (r0 + r2) + (r1 + r3);
 }
 
+// Q4_1 in ggml's vec_dot order (llama.cpp does not repack Q4_1): lane k sums
+// elements 4k..4k+3 (the low nibbles are elements 0-15, the high ones 16-31),
+// plus summs = fma(m, s, summs) per block.
+float DotQ4_1Portable(const uint8_t* interleaved, int64_t num_blocks, int64_t row,
+                      const ActBlock* act) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float summs = 0.0f;
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const BlockRef w = Locate(GgmlType::kQ4_1, interleaved, num_blocks, row, b);
+    summs = std::fma(w.Min(), act[b].s, summs);
+    const float scale = w.Scale() * act[b].d;
+    for (int k = 0; k < 8; ++k) {
+      int32_t lane = 0;
+      for (int e = 4 * k; e < 4 * k + 4; ++e) {
+        const int q = e < 16 ? w.Byte(e) & 0x0F : w.Byte(e - 16) >> 4;
+        lane += q * act[b].qs[e];
+      }
+      acc[k] = std::fma(scale, static_cast<float>(lane), acc[k]);
+    }
+  }
+  const float r0 = acc[0] + acc[4], r1 = acc[1] + acc[5], r2 = acc[2] + acc[6],
+              r3 = acc[3] + acc[7];
+  return ((r0 + r2) + (r1 + r3)) + summs;
+}
+
 // llama.cpp's repacked Q4_0 order: each block's exact integer dot, scaled
 // and accumulated block after block.
 float DotQ4_0Portable(const uint8_t* interleaved, int64_t num_blocks, int64_t row,
@@ -102,9 +138,11 @@ void GroupsPortable(GgmlType type, const uint8_t* interleaved, int64_t rows,
   for (int64_t r = g0 * kGroupRows; r < g1 * kGroupRows; ++r) {
     for (int64_t t = 0; t < n; ++t) {
       const ActBlock* act = acts + t * num_blocks;
-      out[t * rows + r] = type == GgmlType::kQ4_0
-                              ? DotQ4_0Portable(interleaved, num_blocks, r, act)
-                              : DotQ8_0Portable(interleaved, num_blocks, r, act);
+      switch (type) {
+        case GgmlType::kQ4_0: out[t * rows + r] = DotQ4_0Portable(interleaved, num_blocks, r, act); break;
+        case GgmlType::kQ4_1: out[t * rows + r] = DotQ4_1Portable(interleaved, num_blocks, r, act); break;
+        default: out[t * rows + r] = DotQ8_0Portable(interleaved, num_blocks, r, act); break;
+      }
     }
   }
 }
@@ -119,13 +157,12 @@ inline __m256i Broadcast4(const int8_t* p) {
   return _mm256_set1_epi32(v);
 }
 
-// The 8 rows' nibbles of one Q4_0 block: q[k] holds elements 4k..4k+3 of
-// each row as unsigned bytes.
-inline void UnpackQ4_0Group(const uint8_t* group, __m256i q[8]) {
+// The 8 rows' nibbles of one Q4_0/Q4_1 block (4 chunks of 32 bytes at
+// `quants`): q[k] holds elements 4k..4k+3 of each row as unsigned bytes.
+inline void UnpackNibbles(const uint8_t* quants, __m256i q[8]) {
   const __m256i low_mask = _mm256_set1_epi8(0x0F);
   for (int j = 0; j < 4; ++j) {
-    const __m256i raw =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group + kScaleBytes + 32 * j));
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(quants + 32 * j));
     q[j] = _mm256_and_si256(raw, low_mask);
     q[j + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low_mask);
   }
@@ -145,7 +182,7 @@ void GroupQ4_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     __m256i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
-    UnpackQ4_0Group(group, q);
+    UnpackNibbles(group + kScaleBytes, q);
     for (int c = 0; c < kCols; ++c) {
       const ActBlock& y = act0[c * act_stride + b];
       __m256i pairs = _mm256_maddubs_epi16(q[0], Broadcast4(y.qs));
@@ -175,7 +212,7 @@ LLORCH_VNNI_TARGET void GroupQ4_0Vnni(const uint8_t* group, int64_t num_blocks,
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     __m256i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
-    UnpackQ4_0Group(group, q);
+    UnpackNibbles(group + kScaleBytes, q);
     for (int c = 0; c < kCols; ++c) {
       const ActBlock& y = act0[c * act_stride + b];
       __m256i dot = _mm256_set1_epi32(-8 * act_sum0[c * act_stride + b]);
@@ -262,6 +299,35 @@ void GroupQ8_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
   _mm256_storeu_ps(out, sum);
 }
 
+// Q4_1, one activation row, vec_dot's order: acc[k] holds lane k (elements
+// 4k..4k+3) of the 8 rows, summs the 8 rows' fma(m, s, summs); the nibbles
+// are unsigned, so maddubs takes them as they are.
+void GroupQ4_1Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act, float* out) {
+  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ4_1);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[8];
+  for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
+  __m256 summs = _mm256_setzero_ps();
+  for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
+    const __m256 mw =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + kScaleBytes)));
+    summs = _mm256_fmadd_ps(mw, _mm256_set1_ps(act[b].s), summs);
+    const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(act[b].d));
+    __m256i q[8];  // q[k]: elements 4k..4k+3 of each row
+    UnpackNibbles(group + 2 * kScaleBytes, q);
+    for (int k = 0; k < 8; ++k) {
+      const __m256i lanes = _mm256_madd_epi16(
+          _mm256_maddubs_epi16(q[k], Broadcast4(act[b].qs + 4 * k)), ones);
+      acc[k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(lanes), acc[k]);
+    }
+  }
+  const __m256 sum = _mm256_add_ps(
+      _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
+      _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])));
+  _mm256_storeu_ps(out, _mm256_add_ps(sum, summs));
+}
+
 // Activation rows per pass over a thread's groups (their blocks stay in L2).
 constexpr int64_t kActChunk = 32;
 
@@ -274,6 +340,12 @@ void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t
     for (int64_t g = g0; g < g1; ++g) {
       const uint8_t* group = interleaved + g * group_bytes;
       float* o = out + g * kGroupRows;
+      if (type == GgmlType::kQ4_1) {
+        for (int64_t t = t0; t < t_end; ++t) {
+          GroupQ4_1Avx2(group, num_blocks, acts + t * num_blocks, o + t * rows);
+        }
+        continue;
+      }
       if (type == GgmlType::kQ8_0) {
         int64_t t = t0;
         if (vnni) {
@@ -335,7 +407,8 @@ void InterleavedMatmulImpl(GgmlType type, const uint8_t* interleaved, int64_t ro
   int32_t* act_sum = act_sums.data();
   const auto quantize = [&](int64_t t0, int64_t t1) {
     quant_matmul_internal::QuantizeActivations(x + t0 * in, (t1 - t0) * num_blocks,
-                                               /*with_sum=*/false, avx2, act + t0 * num_blocks);
+                                               /*with_sum=*/type == GgmlType::kQ4_1, avx2,
+                                               act + t0 * num_blocks);
     if (type != GgmlType::kQ4_0) return;
     for (int64_t i = t0 * num_blocks; i < t1 * num_blocks; ++i) {
       int32_t sum = 0;
@@ -364,7 +437,8 @@ void InterleavedMatmulImpl(GgmlType type, const uint8_t* interleaved, int64_t ro
 }  // namespace
 
 bool InterleavedMatmulSupports(GgmlType type, int64_t rows, int64_t in) {
-  return (type == GgmlType::kQ4_0 || type == GgmlType::kQ8_0) && rows > 0 &&
+  return (type == GgmlType::kQ4_0 || type == GgmlType::kQ4_1 || type == GgmlType::kQ8_0) &&
+         rows > 0 &&
          rows % kGroupRows == 0 && in > 0 && in % kBlock == 0;
 }
 
@@ -373,15 +447,20 @@ void InterleaveRows(GgmlType type, const uint8_t* ggml_rows, int64_t rows, int64
   if (!InterleavedMatmulSupports(type, rows, in)) Fail("unsupported type or shape");
   const int64_t num_blocks = in / kBlock;
   const int64_t quant_bytes = QuantBytes(type);
-  const int64_t ggml_block_bytes = 2 + quant_bytes;
+  const int64_t header_bytes = HeaderBytes(type);
+  const int64_t ggml_header_bytes = header_bytes / kGroupRows;  // d (and m) of one row
+  const int64_t ggml_block_bytes = ggml_header_bytes + quant_bytes;
   for (int64_t g = 0; g < rows / kGroupRows; ++g) {
     for (int64_t b = 0; b < num_blocks; ++b, out += GroupBlockBytes(type)) {
       for (int64_t lane = 0; lane < kGroupRows; ++lane) {
         const uint8_t* block =
             ggml_rows + ((g * kGroupRows + lane) * num_blocks + b) * ggml_block_bytes;
-        std::memcpy(out + 2 * lane, block, 2);
+        for (int64_t h = 0; h < ggml_header_bytes / 2; ++h) {  // d, then m
+          std::memcpy(out + kScaleBytes * h + 2 * lane, block + 2 * h, 2);
+        }
         for (int64_t c = 0; c < quant_bytes / 4; ++c) {
-          std::memcpy(out + kScaleBytes + 32 * c + 4 * lane, block + 2 + 4 * c, 4);
+          std::memcpy(out + header_bytes + 32 * c + 4 * lane, block + ggml_header_bytes + 4 * c,
+                      4);
         }
       }
     }
@@ -392,10 +471,13 @@ void DeinterleaveRow(GgmlType type, const uint8_t* interleaved, int64_t in, int6
                      uint8_t* ggml_row) {
   const int64_t num_blocks = in / kBlock;
   const int64_t quant_bytes = QuantBytes(type);
-  for (int64_t b = 0; b < num_blocks; ++b, ggml_row += 2 + quant_bytes) {
+  const int64_t ggml_header_bytes = HeaderBytes(type) / kGroupRows;
+  for (int64_t b = 0; b < num_blocks; ++b, ggml_row += ggml_header_bytes + quant_bytes) {
     const BlockRef w = Locate(type, interleaved, num_blocks, row, b);
-    std::memcpy(ggml_row, w.group_block + 2 * w.lane, 2);
-    for (int64_t j = 0; j < quant_bytes; ++j) ggml_row[2 + j] = w.Byte(j);
+    for (int64_t h = 0; h < ggml_header_bytes / 2; ++h) {
+      std::memcpy(ggml_row + 2 * h, w.group_block + kScaleBytes * h + 2 * w.lane, 2);
+    }
+    for (int64_t j = 0; j < quant_bytes; ++j) ggml_row[ggml_header_bytes + j] = w.Byte(j);
   }
 }
 

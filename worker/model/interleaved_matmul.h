@@ -1,16 +1,18 @@
-// Matrix products on Q4_0 and Q8_0 weights held with 8 rows interleaved per
-// block, the layout llama.cpp's CPU backend repacks such weights into: one
-// 32-byte load feeds eight rows, so a decode step does a third of the vector
-// work of the row-by-row kernels (quant_matmul.h) for the same bytes read.
+// Matrix products on Q4_0, Q4_1 and Q8_0 weights held with 8 rows
+// interleaved per block, the layout llama.cpp's CPU backend repacks Q4_0 and
+// Q8_0 weights into: one 32-byte load feeds eight rows, and a decode step
+// reads one stream of bytes instead of one per row, which the hardware
+// prefetches far better (3x the bytes per second on one core).
 //
 // Layout: rows in groups of 8; for each group and block b (32 elements), the
-// 8 rows' fp16 scales (16 bytes), then chunks of 32 bytes, chunk c holding
-// bytes [4c, 4c + 4) of each row's quants, row after row (Q4_0: 4 chunks of
-// packed nibbles; Q8_0: 8 chunks). The same size as the ggml rows.
+// 8 rows' fp16 scales (16 bytes; Q4_1: then their 8 fp16 mins), then chunks
+// of 32 bytes, chunk c holding bytes [4c, 4c + 4) of each row's quants, row
+// after row (Q4_0/Q4_1: 4 chunks of packed nibbles; Q8_0: 8 chunks). The
+// same size as the ggml rows.
 //
-// Results, activations rounded to Q8_0 as ggml does:
-// - Q8_0: bit-identical to QuantMatmul (ggml's vec_dot, which is what llama.cpp
-//   uses for Q8_0 on x86).
+// Results, activations rounded to Q8_0 (Q4_1: Q8_1) as ggml does:
+// - Q8_0 and Q4_1: bit-identical to QuantMatmul (ggml's vec_dot, which is
+//   what llama.cpp uses for them on x86).
 // - Q4_0: bit-identical to llama.cpp's repacked Q4_0 kernels, which it uses on
 //   AVX2 machines for every Q4_0 matrix with rows % 8 == 0 (gemv and gemm both
 //   sum each block's integer dot exactly, then acc = fma(dot, d_w * d_x, acc)
@@ -27,8 +29,8 @@
 
 namespace llorch {
 
-// True when a [rows, in] matrix of `type` can be held interleaved: Q4_0 or
-// Q8_0, rows % 8 == 0, in % 32 == 0 (llama.cpp's condition for repacking).
+// True when a [rows, in] matrix of `type` can be held interleaved: Q4_0, Q4_1
+// or Q8_0, rows % 8 == 0, in % 32 == 0 (llama.cpp's condition for repacking).
 bool InterleavedMatmulSupports(GgmlType type, int64_t rows, int64_t in);
 
 // Writes `rows` ggml rows of `in` elements into the interleaved layout

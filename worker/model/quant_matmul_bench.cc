@@ -118,6 +118,8 @@ void Shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK_CAPTURE(BM_RowByRow, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_RowByRow, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_RowByRow, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
 BENCHMARK(BM_KQuantInterleaved)->Apply(Shapes);

@@ -451,16 +451,17 @@ std::vector<uint8_t> GgmlRepackQ4_0x8(const std::vector<uint8_t>& w, int64_t row
   return out;
 }
 
-TEST(InterleavedMatmulTest, SupportsQ4_0AndQ8_0WithRowsInEights) {
+TEST(InterleavedMatmulTest, SupportsQ4_0Q4_1AndQ8_0WithRowsInEights) {
   EXPECT_TRUE(InterleavedMatmulSupports(GgmlType::kQ4_0, 64, 2048));
+  EXPECT_TRUE(InterleavedMatmulSupports(GgmlType::kQ4_1, 64, 2048));
   EXPECT_TRUE(InterleavedMatmulSupports(GgmlType::kQ8_0, 8, 32));
   EXPECT_FALSE(InterleavedMatmulSupports(GgmlType::kQ4_0, 60, 2048));
-  EXPECT_FALSE(InterleavedMatmulSupports(GgmlType::kQ4_1, 64, 2048));
+  EXPECT_FALSE(InterleavedMatmulSupports(GgmlType::kQ5_1, 64, 2048));
   EXPECT_FALSE(InterleavedMatmulSupports(GgmlType::kQ8_0, 64, 48));
 }
 
 TEST(InterleavedMatmulTest, DeinterleavedRowsAreTheFilesRows) {
-  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ8_0}) {
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ8_0}) {
     const int64_t rows = 24, in = 96;
     const std::vector<uint8_t> w = RandomBlockBytes(type, rows, in, 5);
     const std::vector<uint8_t> packed = Interleaved(type, w, rows, in);
@@ -473,11 +474,11 @@ TEST(InterleavedMatmulTest, DeinterleavedRowsAreTheFilesRows) {
   }
 }
 
-// Q8_0: the same bits as the row-by-row kernel, i.e. ggml's vec_dot.
-TEST(InterleavedMatmulTest, Q8_0EqualsGgmlVecDotExactly) {
+// Q8_0 and Q4_1: the same bits as ggml's vec_dot (and the row-by-row kernel).
+TEST(InterleavedMatmulTest, Q8_0AndQ4_1EqualGgmlVecDotExactly) {
   REQUIRE_GGML(cpu);
-  const GgmlType type = GgmlType::kQ8_0;
   uint32_t seed = 7;
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_1})
   for (int64_t in : {32, 576, 2048, 5632}) {
     for (int64_t rows : {8, 24, 1000}) {
       for (bool random_bytes : {false, true}) {
@@ -489,8 +490,9 @@ TEST(InterleavedMatmulTest, Q8_0EqualsGgmlVecDotExactly) {
         const std::vector<float> expected =
             GgmlProduct(*cpu, type, w.data(), rows, in, x.data(), max_n);
         for (int64_t n : {1, 2, 5, 9}) {
-          SCOPED_TRACE("in=" + std::to_string(in) + " rows=" + std::to_string(rows) +
-                       " n=" + std::to_string(n) + (random_bytes ? " random bytes" : ""));
+          SCOPED_TRACE(std::string(GgmlTypeName(type)) + " in=" + std::to_string(in) +
+                       " rows=" + std::to_string(rows) + " n=" + std::to_string(n) +
+                       (random_bytes ? " random bytes" : ""));
           const std::vector<float> want(expected.begin(), expected.begin() + n * rows);
           std::vector<float> got(n * rows, NAN);
           std::string first;
@@ -567,7 +569,7 @@ TEST(InterleavedMatmulTest, Q4_0EqualsGgmlRepackedKernelsExactly) {
 TEST(InterleavedMatmulTest, RowResultDoesNotDependOnBatch) {
   const int64_t in = 576, rows = 72, n = 37;
   const std::vector<float> x = RandomActivations(n, in, 123);
-  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ8_0}) {
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ8_0}) {
     const std::vector<uint8_t> packed =
         Interleaved(type, RandomBlockBytes(type, rows, in, 77), rows, in);
     std::vector<float> batch(n * rows), portable(n * rows);
