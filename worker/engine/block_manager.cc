@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <utility>
 
 namespace llorch {
 namespace {
@@ -34,7 +35,25 @@ BlockManager::BlockManager(int32_t num_blocks, int32_t block_size, bool prefix_c
   if (prefix_cache_) {
     keys_.resize(static_cast<size_t>(num_blocks) * block_size);
     by_hash_.reserve(num_blocks);
+    events_.reserve(2 * static_cast<size_t>(num_blocks));
   }
+}
+
+void BlockManager::RecordEvent(uint64_t hash, int32_t delta) {
+  if (events_.size() == events_.capacity()) {
+    events_dropped_ = true;  // never grows: the reader rebuilds instead
+    return;
+  }
+  events_.push_back(HashEvent{hash, delta});
+}
+
+bool BlockManager::TakeHashEvents(std::vector<HashEvent>* out) {
+  out->clear();
+  std::swap(*out, events_);
+  if (events_.capacity() < out->capacity()) events_.reserve(out->capacity());
+  const bool complete = !events_dropped_;
+  events_dropped_ = false;
+  return complete;
 }
 
 void BlockManager::LruPushBack(BlockId block) {
@@ -111,7 +130,7 @@ void BlockManager::Forget(BlockId block) {
   b.hash_next = kNone;
   b.content = 0;
   b.parent_content = 0;
-  ++generation_;
+  RecordEvent(b.hash, -1);
 }
 
 bool BlockManager::SameContent(BlockId block, uint64_t parent_content,
@@ -161,7 +180,7 @@ BlockManager::ChainLink BlockManager::Register(BlockId block, ChainLink parent,
     head->second = block;
   }
   b.content = next_content_++;
-  ++generation_;
+  RecordEvent(hash, +1);
   b.parent_content = parent.content;
   b.hash = hash;
   std::copy(block_keys.begin(), block_keys.end(), KeysOf(block).begin());

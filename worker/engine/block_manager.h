@@ -93,8 +93,19 @@ class BlockManager {
 
   // The hashes of every registered block (cached or in use), for placement.
   std::vector<uint64_t> RegisteredHashes() const;
-  // Changes whenever a block is registered or forgotten.
-  uint64_t generation() const { return generation_; }
+
+  // A block's hash registered (+1) or forgotten (-1): what a view of the
+  // registered hashes kept on another thread (placement's) needs to follow,
+  // in O(changes) rather than O(registered blocks) per step.
+  struct HashEvent {
+    uint64_t hash;
+    int32_t delta;
+  };
+  // Moves the events since the last call into `out` (cleared first; its
+  // capacity is reused). Returns false when more happened than the buffer
+  // holds (twice the blocks) and some were dropped: the caller then rebuilds
+  // its view from RegisteredHashes().
+  bool TakeHashEvents(std::vector<HashEvent>* out);
 
  private:
   static constexpr BlockId kNone = -1;
@@ -128,7 +139,9 @@ class BlockManager {
   absl::flat_hash_map<uint64_t, BlockId> by_hash_;  // first block of each hash's chain
   int32_t num_used_ = 0;
   uint64_t next_content_ = 1;
-  uint64_t generation_ = 0;
+  std::vector<HashEvent> events_;  // since TakeHashEvents; capacity reserved
+  bool events_dropped_ = false;
+  void RecordEvent(uint64_t hash, int32_t delta);
 };
 
 }  // namespace llorch

@@ -151,6 +151,70 @@ TEST(BlockManagerTest, WithoutPrefixCacheNothingIsKept) {
   EXPECT_TRUE(blocks.RegisteredHashes().empty());
 }
 
+// A view rebuilt from the events alone: hash -> count.
+void Apply(const std::vector<BlockManager::HashEvent>& events, std::multiset<uint64_t>* view) {
+  for (const BlockManager::HashEvent& e : events) {
+    if (e.delta > 0) {
+      view->insert(e.hash);
+    } else {
+      auto it = view->find(e.hash);
+      ASSERT_NE(it, view->end()) << "a hash forgotten that was never registered";
+      view->erase(it);
+    }
+  }
+}
+
+std::multiset<uint64_t> Registered(const BlockManager& blocks) {
+  const std::vector<uint64_t> hashes = blocks.RegisteredHashes();
+  return std::multiset<uint64_t>(hashes.begin(), hashes.end());
+}
+
+// Placement's view follows the events: after registrations, duplicates
+// (not registered twice), collisions (two blocks, one hash) and evictions,
+// applying the events gives RegisteredHashes() exactly.
+TEST(BlockManagerTest, HashEventsFollowRegistrationsAndEvictions) {
+  BlockManager blocks(3, 1, true, [](uint64_t, absl::Span<const int64_t>) -> uint64_t {
+    return 42;  // every block collides
+  });
+  std::vector<BlockManager::HashEvent> events;
+  std::multiset<uint64_t> view;
+  EXPECT_TRUE(blocks.TakeHashEvents(&events));
+  EXPECT_TRUE(events.empty());
+  BlockId a = *blocks.Allocate(), b = *blocks.Allocate(), c = *blocks.Allocate();
+  blocks.Register(a, blocks.Root(), Keys({1}));
+  blocks.Register(b, blocks.Root(), Keys({2}));  // same hash, other keys: both registered
+  blocks.Register(c, blocks.Root(), Keys({1}));  // the same content as a: not registered
+  ASSERT_TRUE(blocks.TakeHashEvents(&events));
+  EXPECT_EQ(events.size(), 2u);
+  Apply(events, &view);
+  EXPECT_EQ(view, Registered(blocks));
+  EXPECT_EQ(view.count(42), 2u);
+  for (BlockId id : {a, b, c}) blocks.Release(id);
+  BlockId d = *blocks.Allocate(), e = *blocks.Allocate(), f = *blocks.Allocate();  // evicts a, b
+  (void)d, (void)e, (void)f;
+  ASSERT_TRUE(blocks.TakeHashEvents(&events));
+  Apply(events, &view);
+  EXPECT_EQ(view, Registered(blocks));
+  EXPECT_TRUE(view.empty());
+}
+
+// More changes between two reads than the buffer holds: TakeHashEvents says
+// so (the reader rebuilds from RegisteredHashes), and nothing is allocated.
+TEST(BlockManagerTest, HashEventsReportOverflow) {
+  BlockManager blocks(2, 1, true);
+  std::vector<BlockManager::HashEvent> events;
+  for (int round = 0; round < 4; ++round) {  // 2 registrations and 2 evictions a round
+    BlockId a = *blocks.Allocate(), b = *blocks.Allocate();
+    blocks.Register(a, blocks.Root(), Keys({10 * round + 1}));
+    blocks.Register(b, blocks.Root(), Keys({10 * round + 2}));
+    blocks.Release(a);
+    blocks.Release(b);
+  }
+  EXPECT_FALSE(blocks.TakeHashEvents(&events));
+  EXPECT_TRUE(blocks.TakeHashEvents(&events));  // nothing since
+  EXPECT_TRUE(events.empty());
+}
+
 TEST(BlockManagerTest, ChainHashIsFixedAndOrderSensitive) {
   const std::vector<int64_t> k12 = Keys({1, 2}), k21 = Keys({2, 1});
   EXPECT_EQ(ChainHash(7, k12), ChainHash(7, k12));

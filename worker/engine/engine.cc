@@ -129,36 +129,41 @@ EngineStats Engine::Stats() const {
 }
 
 int32_t Engine::CachedPrefixTokens(const std::vector<int32_t>& prompt) const {
-  std::shared_ptr<const absl::flat_hash_set<uint64_t>> hashes;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    hashes = cached_hashes_;
-  }
-  if (hashes == nullptr || prompt.empty()) return 0;
+  if (!options_.prefix_cache || prompt.empty()) return 0;
   const int64_t block_size = options_.kv_block_size;
   const int64_t max_blocks = (static_cast<int64_t>(prompt.size()) - 1) / block_size;
   const std::vector<int64_t> keys =
       PositionKeys(prompt, static_cast<int32_t>(prompt.size()), 0, max_blocks * block_size);
+  std::vector<uint64_t> chain(max_blocks);  // the hash of each whole block of the prompt
   uint64_t hash = root_hash_;
-  int64_t found = 0;
-  while (found < max_blocks) {
-    hash = ChainHash(hash, absl::MakeConstSpan(keys).subspan(found * block_size, block_size));
-    if (!hashes->contains(hash)) break;
-    ++found;
+  for (int64_t i = 0; i < max_blocks; ++i) {
+    chain[i] = hash = ChainHash(hash, absl::MakeConstSpan(keys).subspan(i * block_size, block_size));
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t found = 0;
+  while (found < max_blocks && registered_hashes_.contains(chain[found])) ++found;
   return static_cast<int32_t>(found * block_size);
 }
 
 void Engine::PublishStats() {
-  std::shared_ptr<const absl::flat_hash_set<uint64_t>> hashes;
-  if (blocks_.prefix_cache() && blocks_.generation() != cached_hashes_generation_) {
-    cached_hashes_generation_ = blocks_.generation();
-    const std::vector<uint64_t> registered = blocks_.RegisteredHashes();
-    hashes = std::make_shared<const absl::flat_hash_set<uint64_t>>(registered.begin(),
-                                                                   registered.end());
+  // Placement's view of the registered hashes follows the block manager's
+  // events: O(changes) per step, a rebuild only if events were dropped.
+  bool complete = true;
+  std::vector<uint64_t> all;
+  if (blocks_.prefix_cache()) {
+    complete = blocks_.TakeHashEvents(&hash_events_);
+    if (!complete) all = blocks_.RegisteredHashes();
   }
   std::lock_guard<std::mutex> lock(mu_);
-  if (hashes != nullptr) cached_hashes_ = std::move(hashes);
+  if (!complete) {
+    registered_hashes_.clear();
+    for (uint64_t h : all) ++registered_hashes_[h];
+  } else {
+    for (const BlockManager::HashEvent& event : hash_events_) {
+      auto it = registered_hashes_.try_emplace(event.hash, 0).first;
+      if ((it->second += event.delta) == 0) registered_hashes_.erase(it);
+    }
+  }
   stats_.waiting = static_cast<int32_t>(preempted_.size());
   stats_.kv_used_bytes = static_cast<size_t>(blocks_.num_used()) * block_bytes_;
   stats_.kv_budget_bytes = static_cast<size_t>(blocks_.num_blocks()) * block_bytes_;

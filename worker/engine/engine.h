@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/engine/block_manager.h"
@@ -222,9 +222,10 @@ class Engine {
   std::deque<Request> answers_;     // cache_answers: sequences to recompute; guarded by mu_
   int32_t background_running_ = 0;  // 0 or 1, within running_count_; guarded by mu_
   EngineStats stats_;               // block counts and totals; guarded by mu_
-  // The registered blocks' hashes as of the last step (CachedPrefixTokens).
-  std::shared_ptr<const absl::flat_hash_set<uint64_t>> cached_hashes_;  // guarded by mu_
-  uint64_t cached_hashes_generation_ = ~uint64_t{0};  // engine thread
+  // The registered blocks' hashes (with their counts: distinct blocks may
+  // collide) as of the last step, for CachedPrefixTokens; guarded by mu_.
+  absl::flat_hash_map<uint64_t, int32_t> registered_hashes_;
+  std::vector<BlockManager::HashEvent> hash_events_;  // engine thread; reused
   int64_t kv_allocations_ = 0;    // engine thread; for test_fault
   std::thread thread_;
 };
