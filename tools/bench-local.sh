@@ -5,6 +5,11 @@
 # llorch's baseline (the process before it reads a model: libtorch's pages).
 #   tools/bench-local.sh [--threads N] [--prompt P] [--gen G] [--reps R] [--skip-tinyllama]
 #                        [--tinyllama-types f32,f16,bf16,q8_0,q4_0,q4_1,q4_k,q5_k,q6_k]
+#                        [--kv-type f32|f16|bf16|q8_0]
+# Both engines hold their KV cache in --kv-type (default f16, llama.cpp's
+# default and its fast path: with f32 its decode takes another attention path,
+# 40-45% slower on SmolLM2 here; llorch's own default is f32), so the memory
+# table compares the same cache.
 # The TinyLlama-shaped random models (default: f32) are written once into the
 # models cache (~4.7 GB in F32, half in F16/BF16; quantised ones by llama.cpp's
 # quantiser from the F32 one).
@@ -12,7 +17,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/env.sh"
-THREADS=2 PROMPT=256 GEN=64 REPS=3 TINYLLAMA=1 TINYLLAMA_TYPES=f32
+THREADS=2 PROMPT=256 GEN=64 REPS=3 TINYLLAMA=1 TINYLLAMA_TYPES=f32 KV_TYPE=f16
 while (($#)); do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
@@ -21,6 +26,7 @@ while (($#)); do
     --reps) REPS="$2"; shift 2 ;;
     --skip-tinyllama) TINYLLAMA=0; shift ;;
     --tinyllama-types) TINYLLAMA_TYPES="$2"; shift 2 ;;
+    --kv-type) KV_TYPE="$2"; shift 2 ;;
     *) echo "bench-local: unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -56,13 +62,13 @@ PEAK="$ROOT/tools/bench/peak_rss.py"
 "$PEAK" "$RSS_DIR/baseline" "$ROOT/build/bin/llorch" --help >/dev/null 2>&1 || true
 memory_rows=()
 
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $THREADS; prompt $PROMPT, gen $GEN, median of $REPS"
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $THREADS; prompt $PROMPT, gen $GEN, median of $REPS; KV cache $KV_TYPE"
 printf '%-40s %12s %12s %8s %12s %12s %8s\n' model "llorch pp" "llama.cpp pp" ratio "llorch tg" "llama.cpp tg" ratio
 for m in "${models[@]}"; do
   ours="$("$PEAK" "$RSS_DIR/ours" "$ROOT/build/bin/llorch" bench --model "$m" --threads "$THREADS" --prompt-tokens "$PROMPT" \
-          --gen-tokens "$GEN" --reps "$REPS")"
+          --gen-tokens "$GEN" --reps "$REPS" --kv-type "$KV_TYPE")"
   peer="$("$PEAK" "$RSS_DIR/peer" "$ROOT/build/bin/llamacpp_bench" --model "$m" --threads "$THREADS" --prompt "$PROMPT" \
-          --gen "$GEN" --reps "$REPS" 2>/dev/null)"
+          --gen "$GEN" --reps "$REPS" --kv-type "$KV_TYPE" 2>/dev/null)"
   python3 - "$m" "$ours" "$peer" <<'PY'
 import json, os, sys
 name, ours, peer = os.path.basename(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])

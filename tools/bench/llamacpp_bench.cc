@@ -7,7 +7,9 @@
 //
 //   llamacpp_bench --model M.gguf [--threads 2] [--prompt 512] [--gen 128]
 //                  [--reps 3] [--flash-attn auto|on|off] [--seed 1]
-//                  [--lib-dir DIR]
+//                  [--kv-type f32|f16|bf16|q8_0] [--lib-dir DIR]
+// --kv-type sets the KV cache's element type (llama.cpp's own default is f16;
+// tools/bench-local.sh passes llorch's, so both hold the same cache).
 
 #include <algorithm>
 #include <chrono>
@@ -35,8 +37,20 @@ struct Options {
   int gen_tokens = 128;
   int reps = 3;
   std::string flash_attn = "auto";
+  std::string kv_type = "f16";
   unsigned seed = 1;
 };
+
+// GGML type of a --kv-type name.
+ggml_type KvType(const std::string& name) {
+  if (name == "f32") return GGML_TYPE_F32;
+  if (name == "f16") return GGML_TYPE_F16;
+  if (name == "bf16") return GGML_TYPE_BF16;
+  if (name == "q8_0") return GGML_TYPE_Q8_0;
+  std::fprintf(stderr, "llamacpp_bench: --kv-type must be f32, f16, bf16 or q8_0, got '%s'\n",
+               name.c_str());
+  std::exit(1);
+}
 
 [[noreturn]] void Fail(const std::string& message) {
   std::fprintf(stderr, "llamacpp_bench: %s\n", message.c_str());
@@ -66,9 +80,11 @@ Options ParseArgs(int argc, char** argv) {
     else if (flag == "--reps") options.reps = PositiveInt("--reps", value);
     else if (flag == "--seed") options.seed = PositiveInt("--seed", value);
     else if (flag == "--flash-attn") options.flash_attn = value;
+    else if (flag == "--kv-type") options.kv_type = value;
     else Fail("unknown flag " + flag);
   }
   if (options.model.empty()) Fail("--model is required");
+  KvType(options.kv_type);  // fails on an unknown name
   if (options.flash_attn != "auto" && options.flash_attn != "on" &&
       options.flash_attn != "off") {
     Fail("--flash-attn must be auto, on or off, got '" + options.flash_attn + "'");
@@ -155,6 +171,8 @@ int main(int argc, char** argv) {
   context_params.n_threads = options.threads;
   context_params.n_threads_batch = options.threads;
   context_params.no_perf = true;
+  context_params.type_k = KvType(options.kv_type);
+  context_params.type_v = KvType(options.kv_type);
   context_params.flash_attn_type =
       options.flash_attn == "on"    ? LLAMA_FLASH_ATTN_TYPE_ENABLED
       : options.flash_attn == "off" ? LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -204,7 +222,7 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"engine\":\"llama.cpp\",\"model\":%s,\"model_desc\":%s,"
       "\"model_bytes\":%llu,\"n_params\":%llu,\"threads\":%d,"
-      "\"flash_attn\":%s,\"prompt_tokens\":%d,\"gen_tokens\":%d,\"reps\":%d,"
+      "\"flash_attn\":%s,\"kv_type\":%s,\"prompt_tokens\":%d,\"gen_tokens\":%d,\"reps\":%d,"
       "\"load_s\":%.3f,\"prompt_tok_s\":%.2f,\"decode_tok_s\":%.2f,"
       "\"prompt_tok_s_best\":%.2f,\"decode_tok_s_best\":%.2f,"
       "\"prompt_tok_s_all\":%s,\"decode_tok_s_all\":%s,\"system_info\":%s}\n",
@@ -212,7 +230,7 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(llama_model_size(model)),
       static_cast<unsigned long long>(llama_model_n_params(model)),
       options.threads, JsonString(options.flash_attn).c_str(),
-      options.prompt_tokens, options.gen_tokens, options.reps, load_s,
+      JsonString(options.kv_type).c_str(), options.prompt_tokens, options.gen_tokens, options.reps, load_s,
       Median(prompt_tok_s), Median(decode_tok_s),
       *std::max_element(prompt_tok_s.begin(), prompt_tok_s.end()),
       *std::max_element(decode_tok_s.begin(), decode_tok_s.end()), JsonArray(prompt_tok_s).c_str(),
