@@ -12,6 +12,8 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LLORCH_INTERLEAVED_AVX2 1
 #include <immintrin.h>
+
+#include "worker/model/avx2_helpers.h"
 #endif
 
 // Compiled with -ffp-contract=off: only the fma calls written here are fused.
@@ -151,11 +153,8 @@ void GroupsPortable(GgmlType type, const uint8_t* interleaved, int64_t rows,
 // AVX2 code: a group's 8 rows live in the 8 lanes of one register.
 #ifdef LLORCH_INTERLEAVED_AVX2
 
-inline __m256i Broadcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, sizeof(v));
-  return _mm256_set1_epi32(v);
-}
+using avx2::Broadcast4;
+using avx2::KeepInRegister;
 
 // The 8 rows' nibbles of one Q4_0/Q4_1 block (4 chunks of 32 bytes at
 // `quants`): q[k] holds elements 4k..4k+3 of each row as unsigned bytes.
@@ -188,6 +187,7 @@ void GroupQ4_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
       __m256i pairs = _mm256_maddubs_epi16(q[0], Broadcast4(y.qs));
       for (int k = 1; k < 8; ++k) {
         pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(q[k], Broadcast4(y.qs + 4 * k)));
+        KeepInRegister(pairs);
       }
       const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(pairs, ones),
                                            _mm256_set1_epi32(8 * act_sum0[c * act_stride + b]));

@@ -12,6 +12,8 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LLORCH_QUANT_MATMUL_AVX2 1
 #include <immintrin.h>
+
+#include "worker/model/avx2_helpers.h"
 #endif
 
 // Exactness notes (what ggml's x86 build computes; checked against the
@@ -314,9 +316,8 @@ inline __m256i Load256(const void* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
-// An empty asm on a running integer sum: without it GCC reassociates a chain
-// of vector adds into a tree, computes every product first and spills them.
-inline void KeepInRegister(__m256i& v) { asm("" : "+x"(v)); }
+using avx2::Broadcast4;
+using avx2::KeepInRegister;
 
 // Exact integer sums of the lanes.
 inline int32_t SumInt8(__m256i v) {
@@ -713,11 +714,6 @@ RowsFn SelectRowsAvx2(GgmlType type, KQuantOrder order) {
 // are summed in int16 pairs (8 maddubs of at most 2 * 15 * 127: no overflow)
 // and multiplied by the row's scale once; the float steps are those of the
 // repacked order (DotPortable), per 64 elements or per block by `per_64`.
-inline __m256i Broadcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm256_set1_epi32(v);
-}
 
 // The 8 rows' scales of one sub-block (8 bytes) as int16 pairs (row r at 2r, 2r + 1).
 inline __m256i RowScales(const uint8_t* p) {
@@ -892,6 +888,7 @@ void InterleavedImpl(const uint8_t* interleaved, int64_t rows, int64_t in, const
   if (!KQuantInterleaveSupports(GgmlType::kQ4_K, rows, in)) {
     Fail("interleaved Q4_K needs rows % 8 == 0 and in % 256 == 0");
   }
+  if (n < 0) Fail("negative row count");
   if (rows == 0 || n == 0) return;
   const int64_t num_blocks = in / kKBlock;
   const Q8KBlock* acts = QuantizeActivations(x, n, in, grouped, parallel_for);
