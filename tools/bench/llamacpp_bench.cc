@@ -9,7 +9,7 @@
 //                  [--reps 3] [--flash-attn auto|on|off] [--seed 1]
 //                  [--kv-type f32|f16|bf16|q8_0] [--lib-dir DIR]
 // --kv-type sets the KV cache's element type (llama.cpp's own default is f16;
-// tools/bench-local.sh passes llorch's, so both hold the same cache).
+// tools/bench-local.sh passes the same type to llorch, so both hold the same cache).
 
 #include <algorithm>
 #include <chrono>
