@@ -61,15 +61,19 @@ run_one() {  # path -> "ok" or a reason
   [[ -n "$reference" ]] || { echo "llorch run failed: $(tail -1 "$WORK/run.log")"; return; }
   "$BIN/llorch-worker" --model "$model" --listen 127.0.0.1:0 --metrics_port -1 2>"$log" &
   pid=$!
-  for _ in $(seq 1 300); do
+  # A start takes about a second; the generous limit is for a machine busy
+  # with other work, and a failure says whether the worker exited or hung.
+  for _ in $(seq 1 1800); do
     grep -q "llorch-worker: serving" "$log" && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   port="$(sed -n 's/.*grpc listening on port \([0-9]*\).*/\1/p' "$log")"
   if ! grep -q "llorch-worker: serving" "$log"; then
+    local how="still starting after 180 s"
+    if ! kill -0 "$pid" 2>/dev/null; then wait "$pid"; how="exited with status $?"; fi
     kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
-    echo "worker did not start: $(tail -1 "$log")"; return
+    echo "worker did not start ($how): $(tail -c 300 "$log" | tr '\n' ' ')"; return
   fi
   "$BIN/llorch" generate --worker "127.0.0.1:$port" --prompt "$PROMPT" --temperature 0 \
     --max-tokens 16 --ignore-eos --format jsonl >"$WORK/generate.jsonl" 2>"$WORK/generate.log"
