@@ -2,7 +2,10 @@
 # Local throughput report: llorch vs llama.cpp on the same GGUF files, same
 # threads, same run. Prints prompt and decode tok/s and their ratios, then a
 # second table of peak resident memory: each engine's whole bench process, and
-# llorch's baseline (the process before it reads a model: libtorch's pages).
+# llorch's baseline (the process before it reads a model: libtorch's pages),
+# and a third of decode's weight reads per second against the machine's read
+# bandwidth (tools/bench/read_bandwidth.cc, measured before and after each
+# model with the same threads): memory-bound decode (F32, F16, BF16) is judged by its share.
 #   tools/bench-local.sh [--threads N] [--prompt P] [--gen G] [--reps R] [--skip-tinyllama]
 #                        [--tinyllama-types f32,f16,bf16,q8_0,q4_0,q4_1,q4_k,q5_k,q6_k]
 #                        [--kv-type f32|f16|bf16|q8_0]
@@ -32,6 +35,7 @@ while (($#)); do
 done
 "$ROOT/tools/setup.sh" >/dev/null
 "$ROOT/tools/bench/build-llamacpp-tool.sh" bench >/dev/null
+[[ -x "$ROOT/build/bin/read_bandwidth" ]] || cmake --build "$ROOT/build" --target read_bandwidth >/dev/null
 
 models=("$LLORCH_DEFAULT_MODEL")
 if ((TINYLLAMA)); then
@@ -61,10 +65,12 @@ trap 'rm -rf "$RSS_DIR"' EXIT
 PEAK="$ROOT/tools/bench/peak_rss.py"
 "$PEAK" "$RSS_DIR/baseline" "$ROOT/build/bin/llorch" --help >/dev/null 2>&1 || true
 memory_rows=()
+bandwidth_rows=()
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $THREADS; prompt $PROMPT, gen $GEN, median of $REPS; KV cache $KV_TYPE"
 printf '%-40s %12s %12s %8s %12s %12s %8s\n' model "llorch pp" "llama.cpp pp" ratio "llorch tg" "llama.cpp tg" ratio
 for m in "${models[@]}"; do
+  machine="$("$ROOT/build/bin/read_bandwidth" --threads "$THREADS" --mib 2048 --reps 3)"
   ours="$("$PEAK" "$RSS_DIR/ours" "$ROOT/build/bin/llorch" bench --model "$m" --threads "$THREADS" --prompt-tokens "$PROMPT" \
           --gen-tokens "$GEN" --reps "$REPS" --kv-type "$KV_TYPE")"
   peer="$("$PEAK" "$RSS_DIR/peer" "$ROOT/build/bin/llamacpp_bench" --model "$m" --threads "$THREADS" --prompt "$PROMPT" \
@@ -77,6 +83,8 @@ tg, ptg = ours["decode_tok_s"], peer["decode_tok_s"]
 print(f"{name:<40} {pp:12.1f} {ppp:12.1f} {pp/ppp:8.2f} {tg:12.1f} {ptg:12.1f} {tg/ptg:8.2f}")
 PY
   memory_rows+=("$(basename "$m") $(stat -c %s "$m") $(cat "$RSS_DIR/ours") $(cat "$RSS_DIR/peer")")
+  machine_after="$("$ROOT/build/bin/read_bandwidth" --threads "$THREADS" --mib 2048 --reps 3)"
+  bandwidth_rows+=("$m"$'\t'"$ours"$'\t'"$peer"$'\t'"$machine"$'\t'"$machine_after")
 done
 
 echo
@@ -89,5 +97,26 @@ base, name, size, ours, peer = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), 
 mib = lambda kib: kib / 1024
 print(f"{name:<40} {size / 2**20:10.0f} {mib(ours):10.0f} {mib(peer):12.0f} {ours / peer:8.2f} "
       f"{mib(ours - base):14.0f} {(ours - base) / peer:8.2f}")
+PY
+done
+
+echo
+echo "decode weight reads, GB/s: the weights one token reads (every tensor but an untied token_embd,"
+echo "which is looked up) x decode tok/s, against the machine's read bandwidth (the better of one"
+echo "measurement before and one after the model's runs; tools/bench/read_bandwidth.cc)"
+printf '%-40s %10s %10s %12s %10s %10s %12s\n' model "MiB/token" llorch "llama.cpp" machine "llorch %" "llama.cpp %"
+for row in "${bandwidth_rows[@]}"; do
+  "$ROOT/tools/venv-python" - "$row" <<'PY'
+import json, os, sys
+import gguf
+path, ours, peer, before, after = sys.argv[1].split("\t")
+tensors = {t.name: int(t.n_bytes) for t in gguf.GGUFReader(path).tensors}
+read = sum(n for name, n in tensors.items()
+           if name != "token_embd.weight" or "output.weight" not in tensors)
+ours_gb = read * json.loads(ours)["decode_tok_s"] / 1e9
+peer_gb = read * json.loads(peer)["decode_tok_s"] / 1e9
+limit = max(json.loads(before)["read_gb_s"], json.loads(after)["read_gb_s"])
+print(f"{os.path.basename(path):<40} {read / 2**20:10.0f} {ours_gb:10.1f} {peer_gb:12.1f} {limit:10.1f} "
+      f"{100 * ours_gb / limit:10.0f} {100 * peer_gb / limit:12.0f}")
 PY
 done
