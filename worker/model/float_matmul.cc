@@ -105,12 +105,44 @@ void RowTimesRows(const void* w, const float* x, int64_t in, float* out, int64_t
   }
 }
 
+// kWeightRows weight rows (row_bytes apart) against one activation row:
+// out[j] = dot(w row j, x). Each row keeps RowTimesRows's two accumulators
+// and order (the same bits); the rows only interleave, so a step has
+// 2 * kWeightRows independent fma chains where one row has 2.
+template <GgmlType kType, int kWeightRows>
+void RowsTimesOne(const uint8_t* w, size_t row_bytes, const float* x, int64_t in, float* out) {
+  __m256 acc[kWeightRows][2];
+  for (int j = 0; j < kWeightRows; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= in; i += 16) {
+    const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
+    for (int j = 0; j < kWeightRows; ++j) {
+      const void* row = w + j * row_bytes;
+      acc[j][0] = _mm256_fmadd_ps(Load8<kType>(row, i), x0, acc[j][0]);
+      acc[j][1] = _mm256_fmadd_ps(Load8<kType>(row, i + 8), x1, acc[j][1]);
+    }
+  }
+  for (int j = 0; j < kWeightRows; ++j) {
+    float sum = HorizontalSum(_mm256_add_ps(acc[j][0], acc[j][1]));
+    for (int64_t k = i; k < in; ++k) sum = std::fma(WeightAt(kType, w + j * row_bytes, k), x[k], sum);
+    out[j] = sum;
+  }
+}
+
 template <GgmlType kType>
 void RowBlockAvx2(const uint8_t* weight, int64_t rows, int64_t in, const float* x, int64_t n,
                   float* out, int64_t begin, int64_t end) {
   const size_t row_bytes = static_cast<size_t>(in) * ElementBytes(kType);
   for (int64_t block = begin; block < end; block += kRowBlock) {
     const int64_t block_end = std::min(end, block + kRowBlock);
+    if (n == 1) {  // a decode step of one job: weight rows side by side
+      int64_t r = block;
+      for (; r + 4 <= block_end; r += 4) {
+        RowsTimesOne<kType, 4>(weight + r * row_bytes, row_bytes, x, in, out + r);
+      }
+      for (; r < block_end; ++r) RowsTimesOne<kType, 1>(weight + r * row_bytes, row_bytes, x, in, out + r);
+      continue;
+    }
     for (int64_t t = 0; t < n; t += kRowsPerPass) {
       const int64_t group = std::min<int64_t>(kRowsPerPass, n - t);
       for (int64_t r = block; r < block_end; ++r) {
