@@ -202,13 +202,36 @@ void FloatMatmul(GgmlType type, const void* weight, int64_t rows, int64_t in, co
 #endif
 }
 
-void WidenToFloat(GgmlType type, const void* src, int64_t count, float* dst,
-                  const ParallelFor& parallel_for) {
+namespace {
+
+void CheckWidenArguments(GgmlType type, int64_t count) {
   if (!FloatMatmulSupports(type) || count < 0) {
     std::fprintf(stderr, "WidenToFloat: unsupported type %d or count %lld\n",
                  static_cast<int>(type), static_cast<long long>(count));
     std::abort();
   }
+}
+
+// Elements [begin, end) of `half` (F16 or BF16) widened into dst.
+void WidenRange(GgmlType type, const uint16_t* half, int64_t begin, int64_t end, float* dst) {
+  int64_t i = begin;
+#ifdef LLORCH_FLOAT_MATMUL_AVX2
+  for (; i + 8 <= end; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(half + i));
+    const __m256 f = type == GgmlType::kF16
+                         ? _mm256_cvtph_ps(h)
+                         : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    _mm256_storeu_ps(dst + i, f);
+  }
+#endif
+  for (; i < end; ++i) dst[i] = WeightAt(type, half, i);
+}
+
+}  // namespace
+
+void WidenToFloat(GgmlType type, const void* src, int64_t count, float* dst,
+                  const ParallelFor& parallel_for) {
+  CheckWidenArguments(type, count);
   if (type == GgmlType::kF32) {
     std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
     return;
@@ -216,19 +239,17 @@ void WidenToFloat(GgmlType type, const void* src, int64_t count, float* dst,
   const auto* half = static_cast<const uint16_t*>(src);
   constexpr int64_t kChunk = 1 << 14;  // elements per task
   parallel_for(0, (count + kChunk - 1) / kChunk, [&](int64_t c0, int64_t c1) {
-    const int64_t end = std::min(count, c1 * kChunk);
-    int64_t i = c0 * kChunk;
-#ifdef LLORCH_FLOAT_MATMUL_AVX2
-    for (; i + 8 <= end; i += 8) {
-      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(half + i));
-      const __m256 f = type == GgmlType::kF16
-                           ? _mm256_cvtph_ps(h)
-                           : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-      _mm256_storeu_ps(dst + i, f);
-    }
-#endif
-    for (; i < end; ++i) dst[i] = WeightAt(type, half, i);
+    WidenRange(type, half, c0 * kChunk, std::min(count, c1 * kChunk), dst);
   });
+}
+
+void WidenRowToFloat(GgmlType type, const void* src, int64_t count, float* dst) {
+  CheckWidenArguments(type, count);
+  if (type == GgmlType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
+    return;
+  }
+  WidenRange(type, static_cast<const uint16_t*>(src), 0, count, dst);
 }
 
 namespace float_matmul_internal {

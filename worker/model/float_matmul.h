@@ -39,6 +39,9 @@ void FloatMatmul(GgmlType type, const void* weight, int64_t rows, int64_t in, co
 // splits the elements. For prompts: GEMM on widened blocks of rows.
 void WidenToFloat(GgmlType type, const void* src, int64_t count, float* dst,
                   const ParallelFor& parallel_for = SerialFor);
+// The same on this thread, for short runs (a KV row) where a ParallelFor
+// would cost more than the work.
+void WidenRowToFloat(GgmlType type, const void* src, int64_t count, float* dst);
 
 namespace float_matmul_internal {
 // True when FloatMatmul uses the AVX2 kernels (built with AVX2, FMA, F16C).

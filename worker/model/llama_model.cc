@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <set>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -16,6 +17,7 @@
 #include "worker/gguf/gguf.h"
 #include "worker/model/attention_cpu.h"
 #include "worker/model/float_gemm.h"
+#include "worker/model/float_matmul.h"
 #include "worker/model/ggml_ops.h"
 #include "worker/model/interleaved_matmul.h"
 #include "worker/model/quant_matmul.h"
@@ -373,17 +375,26 @@ at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight,
   if (config_.norm == NormType::kLayer) {
     return at::layer_norm(x, {x.size(1)}, weight, bias, config_.norm_eps);
   }
-  if (x.device().is_cpu() && x.scalar_type() == at::kFloat) {
+  if (x.device().is_cpu() && x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat) {
     // As ggml computes it, so that the 8-bit activation rounding that follows
     // lands as in llama.cpp (ggml_ops.h).
     at::Tensor input = x.contiguous();
     at::Tensor out = at::empty_like(input);  // [n, hidden]
     const int64_t hidden = input.size(1);
+    const at::Tensor w = weight.contiguous();  // [hidden], F32 as loaded
+    const float* scale = w.data_ptr<float>();
+    const float* in = input.data_ptr<float>();
+    float* normed = out.data_ptr<float>();
     at::parallel_for(0, input.size(0), 1, [&](int64_t begin, int64_t end) {
-      GgmlRmsNorm(input.data_ptr<float>() + begin * hidden, end - begin, hidden,
-                  config_.norm_eps, out.data_ptr<float>() + begin * hidden);
+      GgmlRmsNorm(in + begin * hidden, end - begin, hidden, config_.norm_eps,
+                  normed + begin * hidden);
+      // Times the weight in place: one product per element, as `out * weight`.
+      for (int64_t r = begin; r < end; ++r) {
+        float* row = normed + r * hidden;
+        for (int64_t i = 0; i < hidden; ++i) row[i] *= scale[i];
+      }
     });
-    return out * weight;
+    return out;
   }
   at::Tensor mean_square = x.pow(2).mean(-1, /*keepdim=*/true);  // [n, 1]
   return x * at::rsqrt(mean_square + config_.norm_eps) * weight;
@@ -572,14 +583,21 @@ at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,
   const int64_t rope_dim = config_.rope_dim, half = rope_dim / 2;
   if (x.device().is_cpu() && x.scalar_type() == at::kFloat) {
     // ggml's fused multiply-adds (ggml_ops.h).
-    at::Tensor input = x.contiguous();
-    at::Tensor out = at::empty_like(input);  // [n, heads, head_dim]
+    // Read in place when heads are rows of unit stride (q and k are column
+    // ranges of the fused QKV product).
+    const at::Tensor input = x.stride(2) == 1 ? x : x.contiguous();
+    at::Tensor out = at::empty({n, heads, head_dim}, input.options());
     at::Tensor c = cos.contiguous(), s = sin.contiguous();  // [n, half]
     const bool adjacent = config_.rope_type == RopeType::kAdjacent;
-    at::parallel_for(0, n * heads, 1, [&](int64_t begin, int64_t end) {
+    const float* in = input.data_ptr<float>();
+    const int64_t row_stride = input.stride(0), head_stride = input.stride(1);
+    // A head is a few hundred flops: a decode step's heads take less time
+    // than waking the other threads, so only prompts' rows are split.
+    const int64_t grain = std::max<int64_t>(1, 16384 / head_dim);
+    at::parallel_for(0, n * heads, grain, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t i = task / heads;
-        GgmlRopeHead(input.data_ptr<float>() + task * head_dim, c.data_ptr<float>() + i * half,
+        const int64_t i = task / heads, h = task % heads;
+        GgmlRopeHead(in + i * row_stride + h * head_stride, c.data_ptr<float>() + i * half,
                      s.data_ptr<float>() + i * half, half, adjacent, head_dim,
                      out.data_ptr<float>() + task * head_dim);
       }
@@ -686,22 +704,55 @@ void WriteKvQ8(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvCa
   }
 }
 
-// Q8_0 pools: positions [0, total) of the cache widened to F32,
-// [kv_heads, total, head_dim].
-at::Tensor DequantizeKv(const at::Tensor& pool, const KvCache& cache, int64_t total,
-                        int64_t head_dim) {
-  const int64_t kv_heads = pool.size(0), slots = pool.size(1), row_bytes = pool.size(2);
-  at::Tensor out = at::empty({kv_heads, total, head_dim}, pool.options().dtype(at::kFloat));
-  const uint8_t* rows = pool.data_ptr<uint8_t>();
-  float* dst = out.data_ptr<float>();
+// CPU pools of any type: positions [0, total) of the cache widened to F32
+// (exactly) into `out`, [kv_heads, total, head_dim], over all threads.
+void WidenKv(const at::Tensor& pool, const KvCache& cache, int64_t total, int64_t head_dim,
+             float* out) {
+  const int64_t kv_heads = pool.size(0), slots = pool.size(1);
+  const KvType type = cache.type();
+  const size_t row_bytes = KvRowBytes(type, head_dim);
+  const auto* rows = static_cast<const uint8_t*>(pool.data_ptr());
   at::parallel_for(0, kv_heads * total, /*grain_size=*/256, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t h = r / total, p = r % total;
-      KvPool::DequantizeRow(rows + (h * slots + cache.Slot(p)) * row_bytes, head_dim,
-                            dst + r * head_dim);
+      const uint8_t* row = rows + (h * slots + cache.Slot(p)) * row_bytes;
+      float* dst = out + r * head_dim;
+      if (type == KvType::kQ8_0) {
+        KvPool::DequantizeRow(row, head_dim, dst);
+        continue;
+      }
+      WidenRowToFloat(type == KvType::kF16 ? GgmlType::kF16 : GgmlType::kBF16, row, head_dim, dst);
     }
   });
-  return out;
+}
+
+// CPU pools of F32, F16 or BF16: stores rows of k and v ([n, kv_heads,
+// head_dim], unit stride in the last dimension) at their positions' slots,
+// rounded to the pool's type to nearest even, as at::Tensor::copy_ rounds.
+void WriteKvCpu(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvCache& cache,
+                at::Tensor& k_pool, at::Tensor& v_pool) {
+  const int64_t n = k.size(0), kv_heads = k.size(1), head_dim = k.size(2);
+  const int64_t slots = k_pool.size(1);
+  const KvType type = cache.type();
+  for (auto [source, pool] : {std::pair<const at::Tensor*, at::Tensor*>{&k, &k_pool}, {&v, &v_pool}}) {
+    const at::Tensor rows = source->stride(2) == 1 ? *source : source->contiguous();
+    const float* x = rows.data_ptr<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t slot = cache.Slot(pos + i);
+      for (int64_t h = 0; h < kv_heads; ++h) {
+        const float* src = x + i * rows.stride(0) + h * rows.stride(1);  // [head_dim]
+        const int64_t row = h * slots + slot;
+        if (type == KvType::kF32) {
+          std::memcpy(pool->data_ptr<float>() + row * head_dim, src, head_dim * sizeof(float));
+          continue;
+        }
+        auto* dst = static_cast<uint16_t*>(pool->data_ptr()) + row * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) {
+          dst[d] = type == KvType::kF16 ? c10::Half(src[d]).x : c10::BFloat16(src[d]).x;
+        }
+      }
+    }
+  }
 }
 
 // Stores k, v ([n, kv_heads, head_dim]) of positions [pos, pos + n) in the
@@ -710,6 +761,10 @@ void WriteKv(const at::Tensor& k, const at::Tensor& v, int64_t pos, KvCache* cac
              at::Tensor& k_pool, at::Tensor& v_pool) {
   if (cache->type() == KvType::kQ8_0) {
     WriteKvQ8(k, v, pos, *cache, k_pool, v_pool);
+    return;
+  }
+  if (k_pool.device().is_cpu()) {
+    WriteKvCpu(k, v, pos, *cache, k_pool, v_pool);
     return;
   }
   const int64_t n = k.size(0), block_size = cache->block_size();
@@ -741,25 +796,33 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
     // An F32 cache is read in place through the block table; a 16-bit or
     // Q8_0 one is first widened to F32 ([kv_heads, total, head_dim], exact)
     // and attended over exactly as an F32 cache holding the same values.
-    at::Tensor keys = k_pool, values = v_pool;
     AttentionShape shape{c.num_heads, kv_heads, head_dim, k_pool.size(1), c.sliding_window};
-    if (cache.type() == KvType::kQ8_0) {
-      keys = DequantizeKv(k_pool, cache, total, head_dim);
-      values = DequantizeKv(v_pool, cache, total, head_dim);
-      shape.capacity = total;
-    } else if (k_pool.scalar_type() != at::kFloat) {
-      keys = GatherKv(k_pool, cache, total).to(at::kFloat);
-      values = GatherKv(v_pool, cache, total).to(at::kFloat);
-      shape.capacity = total;
-    } else {
+    const float* keys = nullptr;
+    const float* values = nullptr;
+    if (cache.type() == KvType::kF32) {
+      keys = k_pool.data_ptr<float>();
+      values = v_pool.data_ptr<float>();
       shape.block_table = cache.block_table().data();
       shape.block_size = cache.block_size();
+    } else {
+      // Reused from step to step: no allocation once they are large enough.
+      thread_local std::vector<float> widened_keys, widened_values;
+      const size_t floats = static_cast<size_t>(kv_heads * total * head_dim);
+      if (widened_keys.size() < floats) {
+        widened_keys.resize(floats);
+        widened_values.resize(floats);
+      }
+      WidenKv(k_pool, cache, total, head_dim, widened_keys.data());
+      WidenKv(v_pool, cache, total, head_dim, widened_values.data());
+      keys = widened_keys.data();
+      values = widened_values.data();
+      shape.capacity = total;
     }
     // Row by row, so that results do not depend on chunking or batching.
     at::Tensor query = q.contiguous();                             // [n, heads, head_dim]
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
-    CausalAttention(shape, query.data_ptr<float>(), n, pos, keys.data_ptr<float>(),
-                    values.data_ptr<float>(), scale, item.decode, ggml_variant_,
+    CausalAttention(shape, query.data_ptr<float>(), n, pos, keys, values, scale, item.decode,
+                    ggml_variant_,
                     out.data_ptr<float>(),
                     [](int64_t begin, int64_t end, const RangeFn& body) {
                       at::parallel_for(begin, end, /*grain_size=*/1,
