@@ -140,7 +140,7 @@ void RowBlockAvx2(const uint8_t* weight, int64_t rows, int64_t in, const float* 
       for (; r + 4 <= block_end; r += 4) {
         RowsTimesOne<kType, 4>(weight + r * row_bytes, row_bytes, x, in, out + r);
       }
-      for (; r < block_end; ++r) RowsTimesOne<kType, 1>(weight + r * row_bytes, row_bytes, x, in, out + r);
+      for (; r < block_end; ++r) RowTimesRows<kType, 1>(weight + r * row_bytes, x, in, out + r, rows);
       continue;
     }
     for (int64_t t = 0; t < n; t += kRowsPerPass) {

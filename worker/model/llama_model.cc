@@ -737,16 +737,17 @@ void WriteKvCpu(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvC
   for (auto [source, pool] : {std::pair<const at::Tensor*, at::Tensor*>{&k, &k_pool}, {&v, &v_pool}}) {
     const at::Tensor rows = source->stride(2) == 1 ? *source : source->contiguous();
     const float* x = rows.data_ptr<float>();
+    void* base = pool->data_ptr();
     for (int64_t i = 0; i < n; ++i) {
       const int64_t slot = cache.Slot(pos + i);
       for (int64_t h = 0; h < kv_heads; ++h) {
         const float* src = x + i * rows.stride(0) + h * rows.stride(1);  // [head_dim]
         const int64_t row = h * slots + slot;
         if (type == KvType::kF32) {
-          std::memcpy(pool->data_ptr<float>() + row * head_dim, src, head_dim * sizeof(float));
+          std::memcpy(static_cast<float*>(base) + row * head_dim, src, head_dim * sizeof(float));
           continue;
         }
-        auto* dst = static_cast<uint16_t*>(pool->data_ptr()) + row * head_dim;
+        auto* dst = static_cast<uint16_t*>(base) + row * head_dim;
         for (int64_t d = 0; d < head_dim; ++d) {
           dst[d] = type == KvType::kF16 ? c10::Half(src[d]).x : c10::BFloat16(src[d]).x;
         }
