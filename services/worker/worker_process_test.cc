@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -494,25 +495,37 @@ TEST(LoadTest, NoFailuresAndBoundedMemory) {
       }
     }
   };
-  for (int i = 0; i < 30; ++i) one(i);  // warm the allocators
+  auto eight_in_flight = [&](int first, int count) {
+    std::atomic<int> next{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&] {
+        for (int i = next++; i < count; i = next++) one(first + i);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+  };
+  // Warm both shapes first: batches of many one-token steps take their own
+  // code (attention across threads, per-thread buffers) and fault in library
+  // pages the worker released at start; that is not growth under load.
+  for (int i = 0; i < 30; ++i) one(i);
+  eight_in_flight(100, 60);
   absl::StatusOr<int64_t> rss_before = worker->RssBytes();
   ASSERT_TRUE(rss_before.ok());
   for (int i = 0; i < 300; ++i) one(1000 + i);
-  std::atomic<int> next{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
-    threads.emplace_back([&] {
-      for (int i = next++; i < 300; i = next++) one(2000 + i);
-    });
-  }
-  for (std::thread& t : threads) t.join();
+  eight_in_flight(2000, 300);
   absl::StatusOr<int64_t> rss_after = worker->RssBytes();
   ASSERT_TRUE(rss_after.ok());
   EXPECT_EQ(failures.load(), 0);
-  const double growth = static_cast<double>(*rss_after - *rss_before) / *rss_before;
-  std::printf("RSS %.1f MiB -> %.1f MiB (%+.2f%%)\n", *rss_before / 1048576.0,
-              *rss_after / 1048576.0, 100 * growth);
-  EXPECT_LT(growth, 0.05);
+  // A bound, not a leak detector (tools/soak.sh fits the idle heap's slope per
+  // request): the per-thread malloc arenas of the 8-in-flight phase move the
+  // heap by up to ~10 MiB either way between runs (measured: 120-131 MiB of
+  // anonymous memory across rounds, no trend). 600 requests leaking a logits
+  // row, a KV block or a job's buffers each would pass 16 MiB.
+  const int64_t growth = *rss_after - *rss_before;
+  std::printf("RSS %.1f MiB -> %.1f MiB (%+.1f MiB)\n", *rss_before / 1048576.0,
+              *rss_after / 1048576.0, growth / 1048576.0);
+  EXPECT_LT(growth, int64_t{16} << 20);
   absl::StatusOr<double> total = worker->MetricValue("llorch_worker_generated_tokens_total");
   ASSERT_TRUE(total.ok());
   EXPECT_GT(*total, 600 * 8);
@@ -876,7 +889,7 @@ TEST(WorkerProcessDuplicateIdTest, CancelledDuplicateSparesTheLiveJob) {
 // within its weights, its KV budget and a constant for the process itself
 // (libtorch's and gRPC's pages, buffers: docs/operations.md, "Memory").
 TEST(WorkerProcessMemoryTest, PeakIsWeightsPlusKvBudgetPlusAConstant) {
-  constexpr int64_t kProcessBytes = int64_t{320} << 20;
+  constexpr int64_t kProcessBytes = int64_t{160} << 20;
   std::unique_ptr<WorkerProcess> worker = StartWorker("smollm2", {"--kv_budget", "64MiB"});
   ASSERT_NE(worker, nullptr);
   grpc::ClientContext context;
@@ -911,6 +924,69 @@ TEST(WorkerProcessMemoryTest, PeakIsWeightsPlusKvBudgetPlusAConstant) {
               (*peak - info.weight_bytes() - info.kv_capacity_bytes()) / 1048576.0,
               kProcessBytes / 1048576.0);
   EXPECT_LE(*peak, bound);
+}
+
+// The threads of process `pid` that sleep inside libgomp's code (OpenMP team
+// threads between parallel regions: libgomp makes its futex calls itself),
+// from each thread's program counter in /proc/PID/task/TID/syscall; -1 when
+// libgomp is not mapped or those files cannot be read.
+int ThreadsParkedInLibgomp(pid_t pid) {
+  std::vector<std::pair<uint64_t, uint64_t>> libgomp_text;
+  std::ifstream maps(absl::StrCat("/proc/", pid, "/maps"));
+  for (std::string line; std::getline(maps, line);) {
+    // "start-end perms offset dev inode path"
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.size() < 6 || fields[1].find('x') == std::string::npos ||
+        fields[5].find("libgomp") == std::string::npos) {
+      continue;
+    }
+    std::vector<std::string> range = absl::StrSplit(fields[0], '-');
+    libgomp_text.emplace_back(std::stoull(range[0], nullptr, 16), std::stoull(range[1], nullptr, 16));
+  }
+  if (libgomp_text.empty()) return -1;
+  int parked = 0, readable = 0;
+  for (const auto& task : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/task"))) {
+    std::ifstream syscall(task.path() / "syscall");
+    std::string line;
+    if (!std::getline(syscall, line)) continue;  // "NR args... sp pc", or "running"
+    ++readable;
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.size() < 3) continue;
+    const uint64_t pc = std::stoull(fields.back(), nullptr, 16);
+    for (const auto& [begin, end] : libgomp_text) parked += pc >= begin && pc < end;
+  }
+  return readable > 0 ? parked : -1;
+}
+
+// One OpenMP team in a serving worker, the engine thread's: libgomp stops
+// spinning at barriers once it manages more threads than CPUs, and a second
+// team (the loader's, kept while its thread lived) made every parallel region
+// of a step sleep and wake (one stream 31 tok/s instead of 98 on 2 cores).
+TEST(WorkerProcessThreadsTest, OnlyTheEngineThreadKeepsAnOpenMpTeam) {
+  std::unique_ptr<WorkerProcess> worker = StartWorker("tiny-f32-gqa", {"--threads", "2"});
+  ASSERT_NE(worker, nullptr);
+  const int after_load = ThreadsParkedInLibgomp(worker->pid());
+  if (after_load < 0) {
+    GTEST_SKIP() << "libgomp is not mapped (a build without OpenMP), or /proc/PID/task/*/syscall "
+                    "cannot be read";
+  }
+  EXPECT_EQ(after_load, 0) << "the loader's OpenMP team outlived the load";
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.emplace_back([&, i] {
+      ExecuteResult r = Execute(*worker, Greedy(absl::StrCat("omp-", i), Prompts(4)[i], 16));
+      EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  // The engine's team: itself and one more thread, which sleeps in libgomp
+  // once it has spun out (well under a second).
+  int parked = 0;
+  for (int i = 0; i < 50 && parked < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    parked = ThreadsParkedInLibgomp(worker->pid());
+  }
+  EXPECT_EQ(parked, 1);
 }
 
 // Info.worker_id: --worker_id, else the host name and the gRPC port.

@@ -7,10 +7,13 @@
 #include <vector>
 
 #include "common/cli/flags.h"
+#include "common/memory/library_pages.h"
 #include "tools/llorch/common.h"
 
 int main(int argc, char** argv) {
   namespace tool = llorch::tool;
+  // Before any thread starts: the libraries' startup pages, ~100 MiB.
+  (void)llorch::memory::ReleaseLibraryPages();
   try {
     const std::vector<llorch::cli::Subcommand> subcommands = {
         tool::RunCommand(),      tool::ScoreCommand(),      tool::BenchCommand(),
@@ -21,7 +24,8 @@ int main(int argc, char** argv) {
     // `llorch cancel JOB_ID`: the id as a bare argument.
     const std::vector<std::string> args = tool::BareArgumentAsFlag(
         std::vector<std::string>(argv + 1, argv + argc), "cancel", "job_id");
-    return llorch::cli::DispatchSubcommand("llorch", subcommands, args);
+    const int exit_code = llorch::cli::DispatchSubcommand("llorch", subcommands, args);
+    return llorch::memory::ExitSkippingLibraryDestructors(exit_code);
   } catch (const std::exception& e) {
     // libtorch reports allocation failures and the like by exception.
     std::string message = e.what();

@@ -92,6 +92,12 @@ absl::StatusOr<ServedModel> LoadServedModel(const std::string& path,
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", tokenizer.status().message()));
   }
   served.tokenizer = std::move(*tokenizer);
+  // The tokenizer holds its own vocabulary; the file's copy is the largest
+  // metadata by far (an element per token).
+  for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+                          "tokenizer.ggml.token_type", "tokenizer.ggml.merges"}) {
+    served.gguf->DropMetadata(key);
+  }
   LoadChatTemplate(path, &served);
   return FinishLoad(path, load_options, std::move(served));
 }

@@ -596,6 +596,11 @@ absl::StatusOr<bool> GgufFile::GetBool(absl::string_view key) const {
   return value->u != 0;
 }
 
+void GgufFile::DropMetadata(absl::string_view key) {
+  const auto it = metadata_.find(std::string(key));
+  if (it != metadata_.end()) metadata_.erase(it);
+}
+
 absl::StatusOr<std::vector<std::string>> GgufFile::GetStringArray(
     absl::string_view key) const {
   const GgufValue* value = Find(key);

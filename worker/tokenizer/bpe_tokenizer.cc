@@ -9,10 +9,10 @@
 #include <cstdio>
 #include <queue>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -185,7 +185,7 @@ class BpeTokenizer : public Tokenizer {
         pre_(std::move(pre)),
         index_(BuildTokenIndex(vocab_.tokens)),
         splitter_(vocab_) {
-    ranks_.reserve(vocab_.merges.size() * 2);
+    ranks_.reserve(vocab_.merges.size());
     for (size_t i = 0; i < vocab_.merges.size(); ++i) {
       const std::string& merge = vocab_.merges[i];
       const size_t space = merge.find(' ', 1);
@@ -195,6 +195,9 @@ class BpeTokenizer : public Tokenizer {
                                        absl::string_view(merge).substr(space + 1));
       ranks_.emplace(std::move(key), static_cast<int>(i));  // first rank wins
     }
+    // The merges live on as ranks_ (a 150k-merge vocabulary: ~5 MB less).
+    vocab_.merges.clear();
+    vocab_.merges.shrink_to_fit();
   }
 
   std::vector<int32_t> Encode(absl::string_view text, bool add_special,
@@ -343,7 +346,7 @@ class BpeTokenizer : public Tokenizer {
   PreTokenizerInfo info_;
   std::unique_ptr<PreTokenizer> pre_;
   TokenIndex index_;
-  std::unordered_map<std::string, int> ranks_;
+  absl::flat_hash_map<std::string, int> ranks_;
   SpecialTokenSplitter splitter_;
 };
 

@@ -15,7 +15,7 @@ namespace tokenizer_internal {
 
 TokenIndex BuildTokenIndex(const std::vector<std::string>& tokens) {
   TokenIndex index;
-  index.reserve(tokens.size() * 2);
+  index.reserve(tokens.size());
   for (size_t i = 0; i < tokens.size(); ++i) {
     index[tokens[i]] = static_cast<int32_t>(i);
   }

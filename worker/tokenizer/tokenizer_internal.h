@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "worker/tokenizer/tokenizer.h"
@@ -46,7 +46,7 @@ class SpecialTokenSplitter {
 };
 
 // Text -> id, where a later duplicate wins (as llama.cpp's token_to_id).
-using TokenIndex = std::unordered_map<std::string, int32_t>;
+using TokenIndex = absl::flat_hash_map<std::string, int32_t>;
 TokenIndex BuildTokenIndex(const std::vector<std::string>& tokens);
 
 // The byte a byte token's text "<0xXX>" stands for (XX two hex digits), or

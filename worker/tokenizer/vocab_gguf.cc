@@ -4,7 +4,6 @@
 #include <cctype>
 #include <set>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -46,7 +45,7 @@ absl::Status ReadOptionalId(const GgufFile& gguf, const std::string& key, size_t
   return absl::OkStatus();
 }
 
-int32_t FindFirstText(const std::unordered_map<std::string, int32_t>& index,
+int32_t FindFirstText(const tokenizer_internal::TokenIndex& index,
                       std::initializer_list<const char*> texts) {
   for (const char* text : texts) {
     auto it = index.find(text);
