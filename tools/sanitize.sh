@@ -50,6 +50,7 @@ QUICK_ASAN_TESTS=(  # torch-free, no server binaries
   generate_request_test openai_request_test openai_http_server_test
   grpc_status_test grpc_tls_test grpc_bearer_tokens_test llorch_metrics_test llorch_cli_flags_test
   gguf_test safetensors_test tokenizer_test chat_template_test sampler_test stop_matcher_test
+  log_sum_exp_test
   ggml_ops_test quant_matmul_test float_matmul_test served_model_name_test scheduler_registration_test
 )
 ASAN_TESTS=(

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev libcpp-httplib-dev prometheus nodejs npm
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-torch libutf8proc-dev
   libsentencepiece-dev sentencepiece
+  libsleef-dev  # vector exp for every token's logprob (worker/sampling/log_sum_exp.cc)
   systemd  # systemd-analyze verify of deploy/systemd (deploy/deploy_test.py); not started
   chromium  # headless, drives the chat page (services/openai/chat_page_test.py)
   gnuplot-nox  # draws `llorch bench-serve --plot` (docs/bench-serve.png)

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "worker/sampling/log_sum_exp.h"
 
 namespace llorch {
 namespace {
@@ -269,19 +270,12 @@ int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
 
 namespace {
 
-// max and log(sum(exp(logit - max))) of the raw logits, accumulated in double.
+// max and log(sum(exp(logit - max))) of the raw logits.
 std::pair<double, double> LogSumExpParts(const float* logits,
                                          int32_t vocab_size) {
-  double max_logit = -std::numeric_limits<double>::infinity();
-  for (int32_t i = 0; i < vocab_size; ++i) {
-    max_logit = std::max<double>(max_logit, Sanitize(logits[i]));
-  }
+  const float max_logit = MaxLogit(logits, vocab_size);
   if (!std::isfinite(max_logit)) return {max_logit, 0.0};
-  double sum = 0.0;
-  for (int32_t i = 0; i < vocab_size; ++i) {
-    sum += std::exp(static_cast<double>(Sanitize(logits[i])) - max_logit);
-  }
-  return {max_logit, std::log(sum)};
+  return {max_logit, LogSumExp(logits, vocab_size, max_logit)};
 }
 
 }  // namespace
