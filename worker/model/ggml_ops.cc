@@ -298,6 +298,28 @@ void AttendRow(const float* query, const float* keys, const float* values, int64
   const int64_t chain_size = kLanes * head_dim;
   thread_local std::vector<float> acc;  // [chains, kLanes, head_dim]
   acc.assign(chains * chain_size, 0.0f);
+#if defined(__AVX2__) && defined(__FMA__)
+  if (kLanes == 8 && chains == 1 && head_dim % 8 == 0) {
+    // The loop below with 8 dimensions of all 8 lanes held in registers
+    // while the keys stream past: each (lane, dimension) still takes its keys
+    // in increasing j, one fma each, so the same bits without a load and a
+    // store of the accumulator per key.
+    for (int64_t d0 = 0; d0 < head_dim; d0 += 8) {
+      __m256 lane_acc[8];
+      for (int l = 0; l < 8; ++l) lane_acc[l] = _mm256_setzero_ps();
+      for (int64_t c = first / 8 * 8; c <= last; c += 8) {
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; ++l) {
+          const int64_t j = c + l;
+          if (j < first || j > last) continue;
+          lane_acc[l] = _mm256_fmadd_ps(_mm256_loadu_ps(values + row(j) + d0),
+                                        _mm256_set1_ps(scratch[j]), lane_acc[l]);
+        }
+      }
+      for (int l = 0; l < 8; ++l) _mm256_storeu_ps(acc.data() + l * head_dim + d0, lane_acc[l]);
+    }
+  } else
+#endif
   for (int64_t j = first; j <= last; ++j) {
     const float p = scratch[j];
     const float* v = values + row(j);  // [head_dim]

@@ -781,6 +781,69 @@ void WriteKv(const at::Tensor& k, const at::Tensor& v, int64_t pos, KvCache* cac
 
 }  // namespace
 
+void LlamaModel::AttendCpu(int64_t layer, const ForwardItem& item, const float* query, int64_t n,
+                           float* out, const ParallelFor& parallel_for) const {
+  const ModelConfig& c = config_;
+  const int64_t pos = item.pos, total = pos + n;  // keys attended over
+  const int64_t kv_heads = c.num_kv_heads, head_dim = c.head_dim;
+  KvCache& cache = *item.cache;
+  const at::Tensor& k_pool = cache.pool().keys(layer);  // [kv_heads, slots, head_dim]
+  const at::Tensor& v_pool = cache.pool().values(layer);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  // An F32 cache is read in place through the block table; a 16-bit or Q8_0
+  // one is first widened to F32 ([kv_heads, total, head_dim], exact) and
+  // attended over exactly as an F32 cache holding the same values.
+  AttentionShape shape{c.num_heads, kv_heads, head_dim, k_pool.size(1), c.sliding_window};
+  const float* keys = nullptr;
+  const float* values = nullptr;
+  if (cache.type() == KvType::kF32) {
+    keys = k_pool.data_ptr<float>();
+    values = v_pool.data_ptr<float>();
+    shape.block_table = cache.block_table().data();
+    shape.block_size = cache.block_size();
+  } else {
+    // Reused from step to step: no allocation once they are large enough.
+    thread_local std::vector<float> widened_keys, widened_values;
+    const size_t floats = static_cast<size_t>(kv_heads * total * head_dim);
+    if (widened_keys.size() < floats) {
+      widened_keys.resize(floats);
+      widened_values.resize(floats);
+    }
+    WidenKv(k_pool, cache, total, head_dim, widened_keys.data());
+    WidenKv(v_pool, cache, total, head_dim, widened_values.data());
+    keys = widened_keys.data();
+    values = widened_values.data();
+    shape.capacity = total;
+  }
+  // Row by row, so that results do not depend on chunking or batching.
+  CausalAttention(shape, query, n, pos, keys, values, scale, item.decode, ggml_variant_, out,
+                  parallel_for);
+}
+
+at::Tensor LlamaModel::AttentionOfDecodeSteps(const at::Tensor& q, const at::Tensor& k,
+                                              const at::Tensor& v, int64_t layer,
+                                              absl::Span<const ForwardItem> items) const {
+  // q: [items, heads, head_dim]; k, v: [items, kv_heads, head_dim], rotated.
+  const int64_t num_items = static_cast<int64_t>(items.size());
+  for (int64_t i = 0; i < num_items; ++i) {
+    KvCache* cache = items[i].cache;
+    WriteKv(k.narrow(0, i, 1), v.narrow(0, i, 1), items[i].pos, cache,
+            cache->pool().keys(layer), cache->pool().values(layer));
+  }
+  at::Tensor query = q.contiguous();
+  at::Tensor out = at::empty({num_items, config_.q_dim()}, q.options());  // [items, q_dim]
+  const float* query_rows = query.data_ptr<float>();
+  float* out_rows = out.data_ptr<float>();
+  const int64_t q_dim = config_.q_dim();
+  // Inside the region WidenKv's own parallel_for runs inline on the thread.
+  at::parallel_for(0, num_items, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      AttendCpu(layer, items[i], query_rows + i * q_dim, 1, out_rows + i * q_dim, SerialFor);
+    }
+  });
+  return out;
+}
+
 at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  int64_t layer, const ForwardItem& item) const {
   // q: [n, heads, head_dim]; k, v: [n, kv_heads, head_dim], already rotated.
@@ -794,41 +857,13 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   WriteKv(k, v, pos, &cache, k_pool, v_pool);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (device_.is_cpu()) {
-    // An F32 cache is read in place through the block table; a 16-bit or
-    // Q8_0 one is first widened to F32 ([kv_heads, total, head_dim], exact)
-    // and attended over exactly as an F32 cache holding the same values.
-    AttentionShape shape{c.num_heads, kv_heads, head_dim, k_pool.size(1), c.sliding_window};
-    const float* keys = nullptr;
-    const float* values = nullptr;
-    if (cache.type() == KvType::kF32) {
-      keys = k_pool.data_ptr<float>();
-      values = v_pool.data_ptr<float>();
-      shape.block_table = cache.block_table().data();
-      shape.block_size = cache.block_size();
-    } else {
-      // Reused from step to step: no allocation once they are large enough.
-      thread_local std::vector<float> widened_keys, widened_values;
-      const size_t floats = static_cast<size_t>(kv_heads * total * head_dim);
-      if (widened_keys.size() < floats) {
-        widened_keys.resize(floats);
-        widened_values.resize(floats);
-      }
-      WidenKv(k_pool, cache, total, head_dim, widened_keys.data());
-      WidenKv(v_pool, cache, total, head_dim, widened_values.data());
-      keys = widened_keys.data();
-      values = widened_values.data();
-      shape.capacity = total;
-    }
-    // Row by row, so that results do not depend on chunking or batching.
-    at::Tensor query = q.contiguous();                             // [n, heads, head_dim]
+    at::Tensor query = q.contiguous();                        // [n, heads, head_dim]
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
-    CausalAttention(shape, query.data_ptr<float>(), n, pos, keys, values, scale, item.decode,
-                    ggml_variant_,
-                    out.data_ptr<float>(),
-                    [](int64_t begin, int64_t end, const RangeFn& body) {
-                      at::parallel_for(begin, end, /*grain_size=*/1,
-                                       [&](int64_t b, int64_t e) { body(b, e); });
-                    });
+    AttendCpu(layer, item, query.data_ptr<float>(), n, out.data_ptr<float>(),
+              [](int64_t begin, int64_t end, const RangeFn& body) {
+                at::parallel_for(begin, end, /*grain_size=*/1,
+                                 [&](int64_t b, int64_t e) { body(b, e); });
+              });
     return out;
   }
   // [kv_heads, total, head_dim], in the activations' type
@@ -915,6 +950,12 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   at::Tensor sin = rope_sin_.index_select(0, pos);
 
   const RowKinds kinds{in_groups_of_4.data(), decode_rows.data()};
+  // Many one-token steps (continuous batching's steady state): one region
+  // over the jobs, each job's heads on one thread. Too few jobs to keep every
+  // thread busy, or prompt chunks, keep each job's heads over all threads.
+  bool decode_steps_across_threads =
+      device_.is_cpu() && static_cast<int64_t>(items.size()) >= 2 * at::get_num_threads();
+  for (const ForwardItem& item : items) decode_steps_across_threads &= item.tokens.size() == 1;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
     at::Tensor h = Norm(x, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
@@ -927,6 +968,8 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     at::Tensor attn;  // [N, q_dim]
     if (items.size() == 1) {
       attn = Attention(q, k, v, l, items[0]);
+    } else if (decode_steps_across_threads) {
+      attn = AttentionOfDecodeSteps(q, k, v, l, items);
     } else {
       std::vector<at::Tensor> parts;
       for (size_t i = 0; i < items.size(); ++i) {

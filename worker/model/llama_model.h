@@ -168,6 +168,17 @@ class LlamaModel {
   // Writes the item's keys/values for `layer` and attends: [n, hidden].
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        int64_t layer, const ForwardItem& item) const;
+  // CPU: attends the item's n query rows (`query`, [n, heads, head_dim]) over
+  // its cache, whose keys/values are written: `out` [n, q_dim]. Heads are
+  // spread over `parallel_for`; a 16-bit or Q8_0 cache is widened on the
+  // calling thread's buffers.
+  void AttendCpu(int64_t layer, const ForwardItem& item, const float* query, int64_t n,
+                 float* out, const ParallelFor& parallel_for) const;
+  // CPU, one generated token per item: keys/values written, then the items
+  // attended over all threads, each item's heads on one (one parallel region
+  // per layer instead of two or three per item). [items, q_dim].
+  at::Tensor AttentionOfDecodeSteps(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    int64_t layer, absl::Span<const ForwardItem> items) const;
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   // How each row of a Linear's input is multiplied, as llama.cpp would have
   // computed it: one flag per row of x, or null for none.

@@ -4,6 +4,7 @@
 // and on the real SmolLM2 model.
 #include "worker/model/llama_model.h"
 
+#include <algorithm>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -236,6 +237,57 @@ TEST(KvQ8Test, RowsRoundAsGgmlDoes) {
     }
   }
   EXPECT_EQ(static_cast<int8_t>(row[2 + 5]), -127);
+}
+
+// Continuous batching's steady state: more one-token steps than twice the
+// threads are attended across the threads (a job's heads on one thread,
+// 16-bit and Q8_0 caches widened on that thread's buffers); each job's
+// logits equal its step alone. To the bit with float weights, every cache
+// type; quantised ones multiplied by unrounded activations (this fixture)
+// differ by the 1e-7 summation-order differences between batch shapes (see
+// LoadModel), which 16-bit caches turn into flipped roundings (see
+// SixteenBitCaches): checked with an F32 cache, within 1e-4.
+TEST_P(CacheCorrectnessTest, ManyDecodeStepsInOneBatchMatchStepsAlone) {
+  const int64_t num_jobs = std::max<int64_t>(4, 2 * at::get_num_threads()) + 1;
+  const int64_t n = tokens_.size();
+  auto span = absl::MakeConstSpan(tokens_);
+  const bool float_weights = GetParam().find("f32") != std::string::npos;
+  std::vector<KvType> types = {KvType::kF32};
+  if (float_weights) types.push_back(KvType::kF16);
+  if (float_weights && model_->config().head_dim % 32 == 0) types.push_back(KvType::kQ8_0);
+  for (KvType type : types) {
+    SCOPED_TRACE(KvTypeName(type));
+    std::unique_ptr<LlamaModel> model;
+    ASSERT_NO_FATAL_FAILURE(model = LoadModel(type));
+    ASSERT_NE(model, nullptr);
+    std::vector<std::unique_ptr<KvCache>> batched_caches, alone_caches;
+    std::vector<ForwardItem> items;
+    std::vector<at::Tensor> alone;
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      const int64_t past = 1 + j % (n - 1);  // positions already cached
+      for (auto* caches : {&batched_caches, &alone_caches}) {
+        caches->push_back(model->NewCache(n));
+        ASSERT_TRUE(model->Forward(span.subspan(0, past), 0, caches->back().get(), false).ok());
+      }
+      auto logits = model->Forward(span.subspan(past, 1), past, alone_caches.back().get(), false,
+                                   /*decode=*/true);
+      ASSERT_TRUE(logits.ok()) << logits.status();
+      alone.push_back(*logits);
+      items.push_back({span.subspan(past, 1), past, batched_caches.back().get(), false, true});
+    }
+    auto batched = model->ForwardBatch(items);
+    ASSERT_TRUE(batched.ok()) << batched.status();
+    ASSERT_EQ(batched->size(0), num_jobs);
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      const at::Tensor row = batched->narrow(0, j, 1);
+      if (float_weights) {
+        EXPECT_TRUE(at::equal(row, alone[j])) << "job " << j;
+      } else {
+        EXPECT_LE((row - alone[j]).abs().max().item<double>(), 1e-4) << "job " << j;
+      }
+      EXPECT_EQ(batched_caches[j]->num_tokens(), alone_caches[j]->num_tokens());
+    }
+  }
 }
 
 // Continuous batching: jobs at different positions, some prefilling a chunk
