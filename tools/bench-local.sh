@@ -2,11 +2,12 @@
 # Local throughput report: llorch vs llama.cpp on the same GGUF files, same
 # threads, same run. Prints prompt and decode tok/s and their ratios, then a
 # second table of peak resident memory: each engine's whole bench process, and
-# llorch's baseline (the process before it reads a model: libtorch's pages),
+# llorch's above its baseline (what `llorch bench` holds before it reads a
+# model: libtorch's registry and what is left of its libraries' pages),
 # and a third of decode's weight reads per second against the machine's read
 # bandwidth (tools/bench/read_bandwidth.cc, measured before and after each
 # model with the same threads): memory-bound decode (F32, F16, BF16) is judged by its share.
-#   tools/bench-local.sh [--threads N] [--prompt P] [--gen G] [--reps R] [--skip-tinyllama]
+#   tools/bench-local.sh [--threads N] [--prompt P (512)] [--gen G] [--reps R] [--skip-tinyllama]
 #                        [--tinyllama-types f32,f16,bf16,q8_0,q4_0,q4_1,q4_k,q5_k,q6_k]
 #                        [--kv-type f32|f16|bf16|q8_0]
 # Both engines hold their KV cache in --kv-type (default f16, llama.cpp's
@@ -20,7 +21,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/env.sh"
-THREADS=2 PROMPT=256 GEN=64 REPS=3 TINYLLAMA=1 TINYLLAMA_TYPES=f32 KV_TYPE=f16
+THREADS=2 PROMPT=512 GEN=64 REPS=3 TINYLLAMA=1 TINYLLAMA_TYPES=f32 KV_TYPE=f16
 while (($#)); do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
@@ -63,7 +64,6 @@ fi
 RSS_DIR="$(mktemp -d)"
 trap 'rm -rf "$RSS_DIR"' EXIT
 PEAK="$ROOT/tools/bench/peak_rss.py"
-"$PEAK" "$RSS_DIR/baseline" "$ROOT/build/bin/llorch" --help >/dev/null 2>&1 || true
 memory_rows=()
 bandwidth_rows=()
 
@@ -82,21 +82,22 @@ pp, ppp = ours["prompt_tok_s"], peer["prompt_tok_s"]
 tg, ptg = ours["decode_tok_s"], peer["decode_tok_s"]
 print(f"{name:<40} {pp:12.1f} {ppp:12.1f} {pp/ppp:8.2f} {tg:12.1f} {ptg:12.1f} {tg/ptg:8.2f}")
 PY
-  memory_rows+=("$(basename "$m") $(stat -c %s "$m") $(cat "$RSS_DIR/ours") $(cat "$RSS_DIR/peer")")
+  baseline_kib="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["resident_before_model_bytes"] // 1024)' "$ours")"
+  memory_rows+=("$(basename "$m") $(stat -c %s "$m") $(cat "$RSS_DIR/ours") $(cat "$RSS_DIR/peer") $baseline_kib")
   machine_after="$("$ROOT/build/bin/read_bandwidth" --threads "$THREADS" --mib 2048 --reps 3)"
   bandwidth_rows+=("$m"$'\t'"$ours"$'\t'"$peer"$'\t'"$machine"$'\t'"$machine_after")
 done
 
 echo
-echo "peak resident memory, MiB (llorch baseline: $(( $(cat "$RSS_DIR/baseline") / 1024 )) MiB before any model)"
-printf '%-40s %10s %10s %12s %8s %14s %8s\n' model file llorch "llama.cpp" ratio "llorch-base" ratio
+echo "peak resident memory, MiB (llorch-base: llorch's peak less what it held before reading the model)"
+printf '%-40s %10s %10s %12s %8s %10s %14s %8s\n' model file llorch "llama.cpp" ratio baseline "llorch-base" ratio
 for row in "${memory_rows[@]}"; do
-  python3 - "$(cat "$RSS_DIR/baseline")" $row <<'PY'
+  python3 - $row <<'PY'
 import sys
-base, name, size, ours, peer = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+name, size, ours, peer, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 mib = lambda kib: kib / 1024
 print(f"{name:<40} {size / 2**20:10.0f} {mib(ours):10.0f} {mib(peer):12.0f} {ours / peer:8.2f} "
-      f"{mib(ours - base):14.0f} {(ours - base) / peer:8.2f}")
+      f"{mib(base):10.0f} {mib(ours - base):14.0f} {(ours - base) / peer:8.2f}")
 PY
 done
 

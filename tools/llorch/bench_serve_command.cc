@@ -47,6 +47,10 @@ ABSL_FLAG(int32_t, bench_serve_prompt_tokens, 128,
 ABSL_FLAG(int32_t, bench_serve_max_tokens, 64,
           "tokens generated per request, exactly (greedy, EOS ignored)");
 ABSL_FLAG(int32_t, warmup, 1, "requests sent one by one before the first level, not counted");
+ABSL_FLAG(int32_t, first_prompt, 0,
+          "index of the first request's prompt (each index is its own fixed word sequence): "
+          "runs against one server take different ranges, or a prefix cache answers the "
+          "second run's prompts from the first's");
 ABSL_FLAG(double, bench_serve_timeout, 600, "seconds until one request is abandoned");
 ABSL_FLAG(std::string, label, "",
           "this run's name in the tables, the CSV and the plot (default: the target)");
@@ -245,7 +249,7 @@ absl::Status BenchServe() {
   if (!client.ok()) return client.status();
   const std::string label = absl::GetFlag(FLAGS_label).empty() ? target : absl::GetFlag(FLAGS_label);
 
-  int prompt_index = 0;
+  int prompt_index = absl::GetFlag(FLAGS_first_prompt);
   for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) {
     RequestRecord r = (*client)->Send(0, BenchPrompt(prompt_index++, prompt_words), shape);
     if (!r.ok) {
@@ -306,7 +310,7 @@ cli::Subcommand BenchServeCommand() {
        {cli::FlagSpec("concurrency").Value("N,N,..."), cli::FlagSpec("requests").AtLeast(1),
         cli::FlagSpec("prompt_tokens").Reads("bench_serve_prompt_tokens").AtLeast(1),
         cli::FlagSpec("max_tokens").Reads("bench_serve_max_tokens").AtLeast(1),
-        cli::FlagSpec("warmup").AtLeast(0),
+        cli::FlagSpec("warmup").AtLeast(0), cli::FlagSpec("first_prompt").AtLeast(0),
         cli::FlagSpec("timeout").Reads("bench_serve_timeout").Value("SECONDS").Above(0).AtMost(1e9),
         cli::FlagSpec("label").Value("NAME"), cli::FlagSpec("csv").Value("FILE"),
         cli::FlagSpec("plot").Value("FILE.png"), cli::FlagSpec("compare").Value("FILE,...")}},
