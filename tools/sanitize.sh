@@ -11,8 +11,12 @@
 #                 front end, and the process tests (their servers instrumented).
 #   all           asan, then tsan (the default).
 #   --quick       only the torch-free unit tests (scheduler core, parsers,
-#                 tokenizers, kernels, gRPC helpers, HTTP front end): what
-#                 .ci/run runs; it builds no libtorch code and no servers.
+#                 tokenizers, kernels, gRPC helpers, HTTP front end); it
+#                 builds no libtorch code and no servers.
+#   --ci          what .ci/run runs, a part of --quick: ASan + UBSan over the
+#                 hand-vectorised kernels, the sampler and stop strings, TSan
+#                 over the scheduler core's threads (the parsers run under
+#                 ASan + UBSan in tools/test.sh already, as fuzz_smoke).
 #   --real-model  also the tests on the real SmolLM2 model (names with
 #                 "smollm2"): the same code as the random tiny models, 20-90x
 #                 slower instrumented; under TSan past their timeouts.
@@ -53,6 +57,9 @@ QUICK_ASAN_TESTS=(  # torch-free, no server binaries
   log_sum_exp_test
   ggml_ops_test quant_matmul_test float_matmul_test served_model_name_test scheduler_registration_test
 )
+CI_ASAN_TESTS=(  # raw pointers and SIMD loads that no fuzzer reaches
+  ggml_ops_test quant_matmul_test float_matmul_test log_sum_exp_test sampler_test stop_matcher_test
+)
 ASAN_TESTS=(
   "${QUICK_ASAN_TESTS[@]}"
   llama_model_test job_test engine_test  # the model and the engine on libtorch
@@ -65,6 +72,9 @@ QUICK_TSAN_TESTS=(
   # metrics updated from many threads; the worker's registration thread;
   # the HTTP server's thread pool in front of a fake scheduler
   llorch_metrics_test scheduler_registration_test openai_http_server_test
+)
+CI_TSAN_TESTS=(  # the scheduler core's probe and dispatch threads
+  job_queue_test worker_registry_test placement_test scheduler_core_test
 )
 TSAN_TESTS=(
   "${QUICK_TSAN_TESTS[@]}"
@@ -104,6 +114,7 @@ while (($#)); do
     asan|tsan) MODES+=("$1"); shift ;;
     all) MODES+=(asan tsan); shift ;;
     --quick) QUICK=1; shift ;;
+    --ci) QUICK=2; shift ;;
     --real-model) WITH_REAL_MODEL=1; shift ;;
     --no-build) NO_BUILD=1; shift ;;
     -R) INCLUDE="${2:?-R needs a regex}"; shift 2 ;;
@@ -177,10 +188,18 @@ run_kind() {  # asan|tsan
   local kind="$1" build sanitize tests
   if [[ "$kind" == asan ]]; then
     build="$ROOT/build-asan"; sanitize="address,undefined"
-    if ((QUICK)); then tests=("${QUICK_ASAN_TESTS[@]}"); else tests=("${ASAN_TESTS[@]}"); fi
+    case "$QUICK" in
+      1) tests=("${QUICK_ASAN_TESTS[@]}") ;;
+      2) tests=("${CI_ASAN_TESTS[@]}") ;;
+      *) tests=("${ASAN_TESTS[@]}") ;;
+    esac
   else
     build="$ROOT/build-tsan"; sanitize="thread"
-    if ((QUICK)); then tests=("${QUICK_TSAN_TESTS[@]}"); else tests=("${TSAN_TESTS[@]}"); fi
+    case "$QUICK" in
+      1) tests=("${QUICK_TSAN_TESTS[@]}") ;;
+      2) tests=("${CI_TSAN_TESTS[@]}") ;;
+      *) tests=("${TSAN_TESTS[@]}") ;;
+    esac
   fi
   local targets=("${tests[@]}")
   ((QUICK)) || targets+=("${SPAWNED[@]}")
