@@ -102,16 +102,19 @@ absl::StatusOr<ReleasedPages> ReleaseLibraryPages(const std::string& smaps_path)
   return released;
 }
 
-absl::StatusOr<int64_t> ResidentBytes() {
-  std::ifstream in("/proc/self/status");
+absl::StatusOr<int64_t> StatusBytes(const std::string& pid, absl::string_view key) {
+  const std::string path = absl::StrCat("/proc/", pid, "/status");
+  std::ifstream in(path);
+  if (!in) return absl::UnavailableError(absl::StrCat("cannot read ", path));
+  const std::string prefix = absl::StrCat(key, ":");
   std::string line;
   while (std::getline(in, line)) {
-    if (!absl::StartsWith(line, "VmRSS:")) continue;
-    std::istringstream value(line.substr(6));
+    if (!absl::StartsWith(line, prefix)) continue;
+    std::istringstream value(line.substr(prefix.size()));  // "   N kB"
     int64_t kib = 0;
     if (value >> kib) return kib * 1024;
   }
-  return absl::UnavailableError("no VmRSS in /proc/self/status");
+  return absl::NotFoundError(absl::StrCat("no ", key, " in ", path));
 }
 
 int ExitSkippingLibraryDestructors(int exit_code) {

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace llorch::memory {
 
@@ -29,8 +30,12 @@ struct ReleasedPages {
 absl::StatusOr<ReleasedPages> ReleaseLibraryPages(
     const std::string& smaps_path = "/proc/self/smaps");
 
+// A "Key:   N kB" field of /proc/PID/status ("self" for this process), in
+// bytes: VmRSS (resident now), VmHWM (peak). NotFound if the field is absent.
+absl::StatusOr<int64_t> StatusBytes(const std::string& pid, absl::string_view key);
+
 // The process's resident set now (VmRSS of /proc/self/status), in bytes.
-absl::StatusOr<int64_t> ResidentBytes();
+inline absl::StatusOr<int64_t> ResidentBytes() { return StatusBytes("self", "VmRSS"); }
 
 // Ends the process with `exit_code` after flushing stdout and stderr,
 // without the static destructors and exit handlers of those libraries:

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "common/memory/library_pages.h"
 
 namespace llorch::testing {
 
@@ -139,28 +140,13 @@ absl::StatusOr<int> ChildProcess::Stop(int signal_number, std::chrono::milliseco
   }
 }
 
-namespace {
-
-// A "Key:   N kB" line of /proc/PID/status, in bytes.
-absl::StatusOr<int64_t> StatusBytes(pid_t pid, absl::string_view key) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (absl::StartsWith(line, absl::StrCat(key, ":"))) {
-      std::vector<std::string> parts =
-          absl::StrSplit(line, ' ', absl::SkipWhitespace());  // Key: N kB
-      int64_t kb = 0;
-      if (parts.size() >= 2 && absl::SimpleAtoi(parts[1], &kb)) return kb * 1024;
-    }
-  }
-  return absl::NotFoundError(absl::StrCat("no ", key));
+absl::StatusOr<int64_t> ChildProcess::RssBytes() const {
+  return memory::StatusBytes(std::to_string(pid_), "VmRSS");
 }
 
-}  // namespace
-
-absl::StatusOr<int64_t> ChildProcess::RssBytes() const { return StatusBytes(pid_, "VmRSS"); }
-
-absl::StatusOr<int64_t> ChildProcess::PeakRssBytes() const { return StatusBytes(pid_, "VmHWM"); }
+absl::StatusOr<int64_t> ChildProcess::PeakRssBytes() const {
+  return memory::StatusBytes(std::to_string(pid_), "VmHWM");
+}
 
 absl::StatusOr<std::string> ChildProcess::Metrics(int port) {
   if (port < 0) return absl::FailedPreconditionError("metrics are off");
