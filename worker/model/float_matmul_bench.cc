@@ -106,7 +106,7 @@ void BM_TorchGemm(benchmark::State& state) {
 }
 
 void PromptShapes(benchmark::internal::Benchmark* b) {
-  for (int64_t n : {16, 64, 256}) {
+  for (int64_t n : {1, 8, 16, 64, 256}) {
     b->Args({2 * 5632, 2048, n});  // fused gate and up
     b->Args({2048, 5632, n});      // down
   }

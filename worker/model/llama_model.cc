@@ -1,6 +1,7 @@
 #include "worker/model/llama_model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -24,6 +25,42 @@
 
 namespace llorch {
 namespace {
+
+// at::parallel_for: [begin, end) split evenly between the threads.
+ParallelFor StaticParallelFor(int64_t grain) {
+  return [grain](int64_t begin, int64_t end, const RangeFn& body) {
+    at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { body(b, e); });
+  };
+}
+
+// A ParallelFor that deals [begin, end) out in chunks from a shared counter
+// (up to 8 per thread, each at least `min_chunk` units and 256 KiB of
+// weights where a unit's bytes are given), so a thread that finishes early
+// takes the next one, as ggml's matrix products do: a static split waits for
+// its slowest part (the last rows of causal attention cost the most, and on
+// a shared machine one core is often slower). Ranges too small for 4 chunks
+// per thread keep the static split: a few coarse chunks balance worse than
+// equal halves (SmolLM2's decode was 10% slower with them). Products and
+// attention give the same bits however their rows are split.
+ParallelFor ChunkedParallelFor(int64_t min_chunk, int64_t unit_bytes = 0) {
+  return [min_chunk, unit_bytes](int64_t begin, int64_t end, const RangeFn& body) {
+    constexpr int64_t kMinChunkBytes = 256 << 10;
+    const int64_t threads = at::get_num_threads();
+    int64_t chunk = std::max(min_chunk, (end - begin + 8 * threads - 1) / (8 * threads));
+    if (unit_bytes > 0) chunk = std::max(chunk, (kMinChunkBytes + unit_bytes - 1) / unit_bytes);
+    const int64_t chunks = (end - begin + chunk - 1) / chunk;
+    if (chunks < 4 * threads) {
+      StaticParallelFor(min_chunk)(begin, end, body);
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    at::parallel_for(0, threads, /*grain_size=*/1, [&](int64_t, int64_t) {
+      for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
+        body(begin + c * chunk, std::min(end, begin + (c + 1) * chunk));
+      }
+    });
+  };
+}
 
 // Dequantises a GGUF tensor into a float tensor of torch shape `shape`
 // (ggml shape reversed: a {in, out} matrix becomes [out, in]).
@@ -464,9 +501,8 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix,
   }
   const int64_t n = input.size(0);
   at::Tensor out = at::empty({n, matrix.rows}, input.options());  // [n, out]
-  const ParallelFor parallel_for = [](int64_t begin, int64_t end, const RangeFn& body) {
-    at::parallel_for(begin, end, /*grain_size=*/1, [&](int64_t b, int64_t e) { body(b, e); });
-  };
+  const ParallelFor parallel_for = ChunkedParallelFor(/*min_chunk=*/1);
+  const int64_t row_bytes = static_cast<int64_t>(GgmlRowBytes(matrix.raw_type, matrix.in));
   // Runs of rows of one kind: generated tokens by FloatMatmul (each weight
   // row read once for the few of them), prompt rows by FloatGemm. Both give
   // a row the same bits whatever else shares the call.
@@ -478,11 +514,7 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix,
     float* rows_out = out.data_ptr<float>() + begin * matrix.rows;
     if (is_decode) {
       FloatMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in, rows_in,
-                  end - begin, rows_out,
-                  [](int64_t b0, int64_t e0, const RangeFn& body) {
-                    at::parallel_for(b0, e0, /*grain_size=*/16,
-                                     [&](int64_t b, int64_t e) { body(b, e); });
-                  });
+                  end - begin, rows_out, ChunkedParallelFor(/*min_chunk=*/16, row_bytes));
     } else {
       FloatGemm(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in, rows_in,
                 end - begin, rows_out, parallel_for);
@@ -498,16 +530,16 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
   if (matrix.raw.defined() && FloatMatmulSupports(matrix.raw_type)) {
     return FloatLinear(x, matrix, kinds.decode);
   }
+  // Weight bytes of one row, for the size of a thread's chunk.
+  const int64_t row_bytes =
+      matrix.raw.defined() ? static_cast<int64_t>(GgmlRowBytes(matrix.raw_type, matrix.in)) : 0;
   if (matrix.interleaved && KQuantSupports(matrix.raw_type)) {
     // Q4_K, 8 rows interleaved: llama.cpp's repacked-weight results.
     at::Tensor input = x.contiguous();
     at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
     KQuantInterleavedMatmul(matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
                             input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
-                            [](int64_t begin, int64_t end, const RangeFn& body) {
-                              at::parallel_for(begin, end, /*grain_size=*/2,
-                                               [&](int64_t b, int64_t e) { body(b, e); });
-                            },
+                            ChunkedParallelFor(/*min_chunk=*/2, 8 * row_bytes),
                             kinds.in_groups_of_4);
     return out;
   }
@@ -517,10 +549,7 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
     at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
     InterleavedMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
                       input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
-                      [](int64_t begin, int64_t end, const RangeFn& body) {
-                        at::parallel_for(begin, end, /*grain_size=*/4,
-                                         [&](int64_t b, int64_t e) { body(b, e); });
-                      });
+                      ChunkedParallelFor(/*min_chunk=*/4, 8 * row_bytes));
     return out;
   }
   if (matrix.raw.defined() && KQuantSupports(matrix.raw_type)) {
@@ -531,10 +560,7 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
     KQuantMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
                  input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
                  matrix.kquant_order,
-                 [](int64_t begin, int64_t end, const RangeFn& body) {
-                   at::parallel_for(begin, end, /*grain_size=*/16,
-                                    [&](int64_t b, int64_t e) { body(b, e); });
-                 },
+                 ChunkedParallelFor(/*min_chunk=*/16, row_bytes),
                  kinds.in_groups_of_4);
     return out;
   }
@@ -546,10 +572,7 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
     at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
     QuantMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
                 input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
-                [](int64_t begin, int64_t end, const RangeFn& body) {
-                  at::parallel_for(begin, end, /*grain_size=*/32,
-                                   [&](int64_t b, int64_t e) { body(b, e); });
-                });
+                ChunkedParallelFor(/*min_chunk=*/32, row_bytes));
     return out;
   }
   const at::Tensor& weight = matrix.weight;
@@ -859,11 +882,10 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   if (device_.is_cpu()) {
     at::Tensor query = q.contiguous();                        // [n, heads, head_dim]
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
+    // Tasks are (query row, head): a decode step's heads are split evenly,
+    // a prompt's rows (later ones see more keys) dealt out in chunks.
     AttendCpu(layer, item, query.data_ptr<float>(), n, out.data_ptr<float>(),
-              [](int64_t begin, int64_t end, const RangeFn& body) {
-                at::parallel_for(begin, end, /*grain_size=*/1,
-                                 [&](int64_t b, int64_t e) { body(b, e); });
-              });
+              n == 1 ? StaticParallelFor(/*grain=*/1) : ChunkedParallelFor(c.num_heads));
     return out;
   }
   // [kv_heads, total, head_dim], in the activations' type
