@@ -109,6 +109,7 @@ void PromptShapes(benchmark::internal::Benchmark* b) {
   for (int64_t n : {1, 8, 16, 64, 256}) {
     b->Args({2 * 5632, 2048, n});  // fused gate and up
     b->Args({2048, 5632, n});      // down
+    b->Args({11264, 2040, n});
   }
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }

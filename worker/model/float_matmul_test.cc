@@ -141,7 +141,7 @@ TEST_P(FloatMatmulTest, GemmAvx2EqualsPortableAndIsWithinTheErrorBound) {
   if (!float_gemm_internal::UsesAvx2()) GTEST_SKIP() << "built without AVX2";
   for (int64_t rows : {1, 6, 13}) {
     for (int64_t in : {1, 17, 100, 576}) {
-      for (int64_t n : {1, 15, 16, 17, 64, 65, 130}) {
+      for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 33, 64, 65, 130}) {
         SCOPED_TRACE(::testing::Message() << "rows " << rows << " in " << in << " n " << n);
         const Problem p = MakeProblem(GetParam(), rows, in, n, static_cast<uint32_t>(rows + in + n));
         const std::vector<float> fast = Gemm(p);
