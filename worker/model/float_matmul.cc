@@ -108,13 +108,26 @@ void RowTimesRows(const void* w, const float* x, int64_t in, float* out, int64_t
 // kWeightRows weight rows (row_bytes apart) against one activation row:
 // out[j] = dot(w row j, x). Each row keeps RowTimesRows's two accumulators
 // and order (the same bits); the rows only interleave, so a step has
-// 2 * kWeightRows independent fma chains where one row has 2.
+// 2 * kWeightRows independent fma chains where one row has 2. The next
+// kWeightRows rows are prefetched into L2 meanwhile: a TinyLlama F16 row
+// is one 4 KiB page, where the hardware prefetchers stop, and four such
+// streams at once read 20-21 GB/s on a Zen 4 against 24-27 with the
+// prefetch (one row at a time reads 28 on the gate/up rows but 20 on the
+// longer down rows, and gave up the earlier 2-core EPYC's gain from 4).
 template <GgmlType kType, int kWeightRows>
 void RowsTimesOne(const uint8_t* w, size_t row_bytes, const float* x, int64_t in, float* out) {
   __m256 acc[kWeightRows][2];
   for (int j = 0; j < kWeightRows; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+  constexpr int64_t kElementBytes = kType == GgmlType::kF32 ? 4 : 2;
+  const uint8_t* next = w + kWeightRows * row_bytes;  // never faults, even past the end
   int64_t i = 0;
   for (; i + 16 <= in; i += 16) {
+    if ((i * kElementBytes) % 64 == 0) {  // once per cache line
+      for (int j = 0; j < kWeightRows; ++j) {
+        _mm_prefetch(reinterpret_cast<const char*>(next + j * row_bytes + i * kElementBytes),
+                     _MM_HINT_T1);
+      }
+    }
     const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
     for (int j = 0; j < kWeightRows; ++j) {
       const void* row = w + j * row_bytes;
