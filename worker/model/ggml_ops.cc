@@ -318,6 +318,30 @@ void AttendRow(const float* query, const float* keys, const float* values, int64
       }
       for (int l = 0; l < 8; ++l) _mm256_storeu_ps(acc.data() + l * head_dim + d0, lane_acc[l]);
     }
+  } else if (chains == 4 && head_dim % 64 == 0) {
+    // A one-token step: accumulator a = (chain, lane) takes the keys with
+    // j % (4 * kLanes) == a in increasing j, one fma each, as the loop below;
+    // here 64 of its dimensions stay in registers while its keys pass,
+    // rather than a load and a store of them per key.
+    constexpr int64_t kPeriod = 4 * kLanes;
+    for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
+      for (int64_t a = 0; a < kPeriod; ++a) {
+        __m256 sums[8];
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) sums[q] = _mm256_setzero_ps();
+        int64_t j = first / kPeriod * kPeriod + a;
+        if (j < first) j += kPeriod;
+        for (; j <= last; j += kPeriod) {
+          const __m256 p = _mm256_set1_ps(scratch[j]);
+          const float* v = values + row(j) + d0;
+#pragma GCC unroll 8
+          for (int q = 0; q < 8; ++q) sums[q] = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8 * q), p, sums[q]);
+        }
+        float* lane = acc.data() + (a / kLanes) * chain_size + (a % kLanes) * head_dim + d0;
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) _mm256_storeu_ps(lane + 8 * q, sums[q]);
+      }
+    }
   } else
 #endif
   for (int64_t j = first; j <= last; ++j) {
