@@ -24,6 +24,7 @@ struct AttentionShape {
   // + j % block_size. Null: position j is row j.
   const int32_t* block_table = nullptr;
   int64_t block_size = 0;
+  KvElement element = KvElement::kF32;  // of keys and values
 };
 
 // q: [n, heads, head_dim]; keys, values: [kv_heads, capacity, head_dim] with
@@ -33,7 +34,7 @@ struct AttentionShape {
 // order (GgmlAttendRow); prompt rows use its batch order. `variant`: whose
 // register width sets those orders.
 void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos,
-                     const float* keys, const float* values, float scale, bool decode,
+                     const void* keys, const void* values, float scale, bool decode,
                      GgmlVariant variant, float* out, const ParallelFor& parallel_for = SerialFor);
 
 }  // namespace llorch

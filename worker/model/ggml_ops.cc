@@ -14,6 +14,9 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #endif
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LLORCH_GGML_OPS_F16C 1
+#endif
 
 namespace llorch {
 namespace {
@@ -193,27 +196,112 @@ struct Order<GgmlVariant::kAvx2> {
   static float SumReduce(const float* lanes) { return Hsum8(lanes); }
 };
 
-// ggml_vec_dot_f32: four register-wide accumulators over steps of four
-// registers, folded (0+2, 1+3, then 0+1) and reduced; the tail added one by one.
-template <GgmlVariant V>
-float DotF32(const float* x, const float* y, int64_t n) {
+// A cache's rows as floats: F32 as they are, F16 and BF16 widened exactly
+// as they are loaded (the values an F32 copy of them would hold).
+template <KvElement E>
+struct KvRows;
+
+template <>
+struct KvRows<KvElement::kF32> {
+  using T = float;
+  static float At(const T* row, int64_t i) { return row[i]; }
+#ifdef LLORCH_GGML_OPS_F16C
+  static __m256 Load8(const T* row) { return _mm256_loadu_ps(row); }
+#endif
+};
+
+template <>
+struct KvRows<KvElement::kF16> {
+  using T = uint16_t;
+  static float At(const T* row, int64_t i) { return HalfToFloat(row[i]); }
+#ifdef LLORCH_GGML_OPS_F16C
+  static __m256 Load8(const T* row) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row)));
+  }
+#endif
+};
+
+template <>
+struct KvRows<KvElement::kBF16> {
+  using T = uint16_t;
+  static float At(const T* row, int64_t i) {
+    return BitsToFloat(static_cast<uint32_t>(row[i]) << 16);
+  }
+#ifdef LLORCH_GGML_OPS_F16C
+  static __m256 Load8(const T* row) {
+    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+  }
+#endif
+};
+
+// A row of head_dim elements as floats: F32 in place, else widened into
+// `buffer` (so that the float loop over it vectorises).
+template <KvElement E>
+const float* WidenedRow(const typename KvRows<E>::T* row, int64_t head_dim,
+                        std::vector<float>* buffer) {
+  if constexpr (E == KvElement::kF32) {
+    return row;
+  } else {
+    buffer->resize(static_cast<size_t>(head_dim));
+    int64_t d = 0;
+#ifdef LLORCH_GGML_OPS_F16C
+    for (; d + 8 <= head_dim; d += 8) _mm256_storeu_ps(buffer->data() + d, KvRows<E>::Load8(row + d));
+#endif
+    for (; d < head_dim; ++d) (*buffer)[d] = KvRows<E>::At(row, d);
+    return buffer->data();
+  }
+}
+
+// ggml_vec_dot_f32 of a key row and the query: four register-wide
+// accumulators over steps of four registers, folded (0+2, 1+3, then 0+1)
+// and reduced; the tail added one by one.
+template <GgmlVariant V, KvElement E>
+float KeyDot(const typename KvRows<E>::T* key, const float* query, int64_t n) {
   constexpr int kLanes = Order<V>::kLanes, kStep = 4 * kLanes;
   const int64_t full = n & ~static_cast<int64_t>(kStep - 1);
+  alignas(32) float lanes[kLanes];
+#ifdef LLORCH_GGML_OPS_F16C
+  constexpr int kRegs = kLanes / 8;  // __m256 per lane group
+  __m256 acc[4][kRegs];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 2
+    for (int g = 0; g < kRegs; ++g) acc[j][g] = _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < full; i += kStep) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+#pragma GCC unroll 2
+      for (int g = 0; g < kRegs; ++g) {
+        const int64_t at = i + j * kLanes + 8 * g;
+        acc[j][g] = _mm256_fmadd_ps(KvRows<E>::Load8(key + at), _mm256_loadu_ps(query + at),
+                                    acc[j][g]);
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int g = 0; g < kRegs; ++g) {
+    const __m256 folded = _mm256_add_ps(_mm256_add_ps(acc[0][g], acc[2][g]),
+                                        _mm256_add_ps(acc[1][g], acc[3][g]));
+    _mm256_store_ps(lanes + 8 * g, folded);
+  }
+#else
   float acc[4][kLanes] = {};
   for (int64_t i = 0; i < full; i += kStep) {
     for (int j = 0; j < 4; ++j) {
       for (int l = 0; l < kLanes; ++l) {
-        acc[j][l] = std::fma(x[i + j * kLanes + l], y[i + j * kLanes + l], acc[j][l]);
+        const int64_t at = i + j * kLanes + l;
+        acc[j][l] = std::fma(KvRows<E>::At(key, at), query[at], acc[j][l]);
       }
     }
   }
   for (int l = 0; l < kLanes; ++l) {
-    acc[0][l] += acc[2][l];
-    acc[1][l] += acc[3][l];
+    lanes[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
   }
-  for (int l = 0; l < kLanes; ++l) acc[0][l] += acc[1][l];
-  float sum = Order<V>::DotReduce(acc[0]);
-  for (int64_t i = full; i < n; ++i) sum += x[i] * y[i];
+#endif
+  float sum = Order<V>::DotReduce(lanes);
+  for (int64_t i = full; i < n; ++i) sum += KvRows<E>::At(key, i) * query[i];
   return sum;
 }
 
@@ -274,10 +362,11 @@ void Softmax(int64_t first, int64_t last, float max_score, float* scratch) {
   for (int64_t j = first; j <= last; ++j) scratch[j] *= inv_sum;
 }
 
-template <GgmlVariant V>
-void AttendRow(const float* query, const float* keys, const float* values, int64_t head_dim,
-               int64_t first, int64_t last, float scale, bool one_token_order, float* scratch,
-               float* out, const int32_t* block_table, int64_t block_size) {
+template <GgmlVariant V, KvElement E>
+void AttendRow(const float* query, const typename KvRows<E>::T* keys,
+               const typename KvRows<E>::T* values, int64_t head_dim, int64_t first,
+               int64_t last, float scale, bool one_token_order, float* scratch, float* out,
+               const int32_t* block_table, int64_t block_size) {
   constexpr int kLanes = Order<V>::kLanes;
   const auto row = [&](int64_t j) {  // position j's row in the cache
     return block_table == nullptr
@@ -287,7 +376,7 @@ void AttendRow(const float* query, const float* keys, const float* values, int64
   // Scores of the visible keys; the rest count as -inf (probability 0).
   float max_score = -std::numeric_limits<float>::infinity();
   for (int64_t j = first; j <= last; ++j) {
-    scratch[j] = DotF32<V>(keys + row(j), query, head_dim) * scale;
+    scratch[j] = KeyDot<V, E>(keys + row(j), query, head_dim) * scale;
     max_score = std::max(max_score, scratch[j]);
   }
   Softmax<V>(first, last, max_score, scratch);
@@ -298,7 +387,8 @@ void AttendRow(const float* query, const float* keys, const float* values, int64
   const int64_t chain_size = kLanes * head_dim;
   thread_local std::vector<float> acc;  // [chains, kLanes, head_dim]
   acc.assign(chains * chain_size, 0.0f);
-#if defined(__AVX2__) && defined(__FMA__)
+  thread_local std::vector<float> widened;  // a 16-bit value row as floats
+#ifdef LLORCH_GGML_OPS_F16C
   if (kLanes == 8 && chains == 1 && head_dim % 8 == 0) {
     // The loop below with 8 dimensions of all 8 lanes held in registers
     // while the keys stream past: each (lane, dimension) still takes its keys
@@ -312,7 +402,7 @@ void AttendRow(const float* query, const float* keys, const float* values, int64
         for (int l = 0; l < 8; ++l) {
           const int64_t j = c + l;
           if (j < first || j > last) continue;
-          lane_acc[l] = _mm256_fmadd_ps(_mm256_loadu_ps(values + row(j) + d0),
+          lane_acc[l] = _mm256_fmadd_ps(KvRows<E>::Load8(values + row(j) + d0),
                                         _mm256_set1_ps(scratch[j]), lane_acc[l]);
         }
       }
@@ -333,9 +423,11 @@ void AttendRow(const float* query, const float* keys, const float* values, int64
         if (j < first) j += kPeriod;
         for (; j <= last; j += kPeriod) {
           const __m256 p = _mm256_set1_ps(scratch[j]);
-          const float* v = values + row(j) + d0;
+          const typename KvRows<E>::T* v = values + row(j) + d0;
 #pragma GCC unroll 8
-          for (int q = 0; q < 8; ++q) sums[q] = _mm256_fmadd_ps(_mm256_loadu_ps(v + 8 * q), p, sums[q]);
+          for (int q = 0; q < 8; ++q) {
+            sums[q] = _mm256_fmadd_ps(KvRows<E>::Load8(v + 8 * q), p, sums[q]);
+          }
         }
         float* lane = acc.data() + (a / kLanes) * chain_size + (a % kLanes) * head_dim + d0;
 #pragma GCC unroll 8
@@ -346,7 +438,7 @@ void AttendRow(const float* query, const float* keys, const float* values, int64
 #endif
   for (int64_t j = first; j <= last; ++j) {
     const float p = scratch[j];
-    const float* v = values + row(j);  // [head_dim]
+    const float* v = WidenedRow<E>(values + row(j), head_dim, &widened);  // [head_dim]
     float* lane = acc.data() + ((j / kLanes) % chains) * chain_size + (j % kLanes) * head_dim;
     for (int64_t d = 0; d < head_dim; ++d) lane[d] = std::fma(v[d], p, lane[d]);
   }
@@ -439,17 +531,54 @@ void GgmlSwiglu(const float* gate, const float* up, int64_t n, GgmlVariant varia
   }
 }
 
+namespace {
+
+template <KvElement E>
+void AttendRowOf(const float* query, const void* keys, const void* values, int64_t head_dim,
+                 int64_t first, int64_t last, float scale, bool one_token_order,
+                 GgmlVariant variant, float* scratch, float* out, const int32_t* block_table,
+                 int64_t block_size) {
+  using T = typename KvRows<E>::T;
+  const auto* k = static_cast<const T*>(keys);
+  const auto* v = static_cast<const T*>(values);
+  if (variant == GgmlVariant::kAvx512) {
+    AttendRow<GgmlVariant::kAvx512, E>(query, k, v, head_dim, first, last, scale,
+                                       one_token_order, scratch, out, block_table, block_size);
+  } else {
+    AttendRow<GgmlVariant::kAvx2, E>(query, k, v, head_dim, first, last, scale, one_token_order,
+                                     scratch, out, block_table, block_size);
+  }
+}
+
+}  // namespace
+
+void GgmlAttendRow(const float* query, const void* keys, const void* values, KvElement element,
+                   int64_t head_dim, int64_t first, int64_t last, float scale,
+                   bool one_token_order, GgmlVariant variant, float* scratch, float* out,
+                   const int32_t* block_table, int64_t block_size) {
+  switch (element) {
+    case KvElement::kF16:
+      AttendRowOf<KvElement::kF16>(query, keys, values, head_dim, first, last, scale,
+                                   one_token_order, variant, scratch, out, block_table, block_size);
+      break;
+    case KvElement::kBF16:
+      AttendRowOf<KvElement::kBF16>(query, keys, values, head_dim, first, last, scale,
+                                    one_token_order, variant, scratch, out, block_table,
+                                    block_size);
+      break;
+    default:
+      AttendRowOf<KvElement::kF32>(query, keys, values, head_dim, first, last, scale,
+                                   one_token_order, variant, scratch, out, block_table, block_size);
+      break;
+  }
+}
+
 void GgmlAttendRow(const float* query, const float* keys, const float* values, int64_t head_dim,
                    int64_t first, int64_t last, float scale, bool one_token_order,
                    GgmlVariant variant, float* scratch, float* out,
                    const int32_t* block_table, int64_t block_size) {
-  if (variant == GgmlVariant::kAvx512) {
-    AttendRow<GgmlVariant::kAvx512>(query, keys, values, head_dim, first, last, scale,
-                                    one_token_order, scratch, out, block_table, block_size);
-  } else {
-    AttendRow<GgmlVariant::kAvx2>(query, keys, values, head_dim, first, last, scale,
-                                  one_token_order, scratch, out, block_table, block_size);
-  }
+  GgmlAttendRow(query, keys, values, KvElement::kF32, head_dim, first, last, scale,
+                one_token_order, variant, scratch, out, block_table, block_size);
 }
 
 }  // namespace llorch

@@ -83,6 +83,17 @@ void GgmlAttendRow(const float* query, const float* keys, const float* values, i
                    GgmlVariant variant, float* scratch, float* out,
                    const int32_t* block_table = nullptr, int64_t block_size = 0);
 
+// A cache's element type. F16 and BF16 rows are widened to F32 (exactly) as
+// they are read: the same results as an F32 cache holding the same values,
+// without a widened copy of the cache per step.
+enum class KvElement { kF32, kF16, kBF16 };
+
+// The same over keys and values of `element` (rows of head_dim elements).
+void GgmlAttendRow(const float* query, const void* keys, const void* values, KvElement element,
+                   int64_t head_dim, int64_t first, int64_t last, float scale,
+                   bool one_token_order, GgmlVariant variant, float* scratch, float* out,
+                   const int32_t* block_table = nullptr, int64_t block_size = 0);
+
 }  // namespace llorch
 
 #endif  // LLORCH_WORKER_MODEL_GGML_OPS_H_

@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/float_bits.h"
+
 namespace llorch {
 namespace {
 
@@ -219,6 +221,57 @@ TEST(GgmlOpsTest, Avx2BatchOrderSumsEightKeysAsTinyBlasHsum) {
     for (int l = 0; l < 8; ++l) x[l] = scratch[l] * v[l * head_dim + d];
     const float expected = ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7]));
     ASSERT_EQ(Bits(out[d]), Bits(expected)) << d;
+  }
+}
+
+// F16 and BF16 caches are widened as they are read: every output equals,
+// bit for bit, attention over an F32 cache holding the same values, in both
+// orders of both variants, with rows paged through a block table, for head
+// sizes on and off the register paths (64, 128; 16, 80).
+TEST(GgmlOpsTest, SixteenBitCachesGiveTheBitsOfAnF32CacheOfTheSameValues) {
+  std::mt19937 rng(6);
+  for (KvElement element : {KvElement::kF16, KvElement::kBF16}) {
+    const bool half = element == KvElement::kF16;
+    // A random finite value near 1 in the element's format, and its float.
+    const auto random_bits = [&](float* value) {
+      const uint32_t sign = rng() & 1, mantissa_bits = half ? 10 : 7;
+      const uint32_t exponent = (half ? 12 : 124) + rng() % 5;
+      const uint32_t mantissa = rng() & ((1u << mantissa_bits) - 1);
+      const auto bits = static_cast<uint16_t>((sign << 15) | (exponent << mantissa_bits) | mantissa);
+      *value = half ? HalfToFloat(bits) : BitsToFloat(static_cast<uint32_t>(bits) << 16);
+      return bits;
+    };
+    for (GgmlVariant variant : kVariants) {
+      for (int64_t head_dim : {16, 64, 80, 128}) {
+        for (int64_t last : {0, 9, 63, 64, 200}) {
+          constexpr int64_t kBlockSize = 16;
+          const int64_t blocks = last / kBlockSize + 1;
+          std::vector<int32_t> table(blocks);
+          for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(blocks - 1 - b);
+          const size_t elements = static_cast<size_t>(blocks * kBlockSize * head_dim);
+          std::vector<uint16_t> k16(elements), v16(elements);
+          std::vector<float> k32(elements), v32(elements);
+          for (size_t i = 0; i < elements; ++i) {
+            k16[i] = random_bits(&k32[i]);
+            v16[i] = random_bits(&v32[i]);
+          }
+          const std::vector<float> q = RandomVector(rng, head_dim, 2.0f);
+          const float scale = 1.0f / std::sqrt(float(head_dim));
+          for (bool one_token : {false, true}) {
+            SCOPED_TRACE(::testing::Message()
+                         << (half ? "f16 " : "bf16 ") << GgmlVariantName(variant) << " head_dim "
+                         << head_dim << " last " << last << " one_token " << one_token);
+            std::vector<float> scratch(last + 1), from32(head_dim), from16(head_dim);
+            GgmlAttendRow(q.data(), k32.data(), v32.data(), head_dim, 0, last, scale, one_token,
+                          variant, scratch.data(), from32.data(), table.data(), kBlockSize);
+            GgmlAttendRow(q.data(), k16.data(), v16.data(), element, head_dim, 0, last, scale,
+                          one_token, variant, scratch.data(), from16.data(), table.data(),
+                          kBlockSize);
+            for (int64_t d = 0; d < head_dim; ++d) ASSERT_EQ(Bits(from16[d]), Bits(from32[d])) << d;
+          }
+        }
+      }
+    }
   }
 }
 
