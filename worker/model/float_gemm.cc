@@ -126,11 +126,11 @@ void Tile(const float* panel, int64_t depth, const float* x, int64_t in, float* 
 // kR broadcasts and kX loads feed kR * kX fused multiply-adds per k.
 constexpr int64_t kFewRows = 64;
 
-// Rows j < R of w (stride floats apart) against one group of xt; writes
+// Rows j < R of w (`in` floats apart) against one group of xt; writes
 // out[t * rows + j] for t < count.
 template <int R, int kX>
 __attribute__((noinline))  // inlined, GCC spilled the accumulators to the stack
-void FewRowsTile(const float* w, int64_t stride, int64_t in, const float* xt, int64_t count,
+void FewRowsTile(const float* w, int64_t in, const float* xt, int64_t count,
                  float* out, int64_t rows) {
   __m256 acc[R][kX];
   // Loops over j and c are unrolled so that the accumulators stay in registers.
@@ -145,7 +145,7 @@ void FewRowsTile(const float* w, int64_t stride, int64_t in, const float* xt, in
     for (int c = 0; c < kX; ++c) xv[c] = _mm256_load_ps(xt + k * 8 * kX + 8 * c);
 #pragma GCC unroll 8
     for (int j = 0; j < R; ++j) {
-      const __m256 wk = _mm256_broadcast_ss(w + j * stride + k);
+      const __m256 wk = _mm256_broadcast_ss(w + j * in + k);
 #pragma GCC unroll 2
       for (int c = 0; c < kX; ++c) acc[j][c] = _mm256_fmadd_ps(wk, xv[c], acc[j][c]);
     }
@@ -180,10 +180,10 @@ void FewRowsRange(GgmlType type, const void* weight, int64_t in, int64_t r0, int
       const int64_t count = std::min(kWidth, n - t);
       float* o = out + t * rows + r;
       if (tile == kR) {
-        FewRowsTile<kR, kX>(w, in, in, group, count, o, rows);
+        FewRowsTile<kR, kX>(w, in, group, count, o, rows);
       } else {
         for (int64_t j = 0; j < tile; ++j) {
-          FewRowsTile<1, kX>(w + j * in, in, in, group, count, o + j, rows);
+          FewRowsTile<1, kX>(w + j * in, in, group, count, o + j, rows);
         }
       }
     }

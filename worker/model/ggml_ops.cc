@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/float_bits.h"
+#include "worker/model/float_matmul.h"  // WidenRowToFloat
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -244,11 +245,8 @@ const float* WidenedRow(const typename KvRows<E>::T* row, int64_t head_dim,
     return row;
   } else {
     buffer->resize(static_cast<size_t>(head_dim));
-    int64_t d = 0;
-#ifdef LLORCH_GGML_OPS_F16C
-    for (; d + 8 <= head_dim; d += 8) _mm256_storeu_ps(buffer->data() + d, KvRows<E>::Load8(row + d));
-#endif
-    for (; d < head_dim; ++d) (*buffer)[d] = KvRows<E>::At(row, d);
+    WidenRowToFloat(E == KvElement::kF16 ? GgmlType::kF16 : GgmlType::kBF16, row, head_dim,
+                    buffer->data());
     return buffer->data();
   }
 }
