@@ -48,6 +48,7 @@ struct Options {
   int threads = 2;
   int ubatch = 512;
   bool batch = false;
+  bool extra_bufts = true;  // --no-extra-bufts: weights stay in plain CPU buffers (no AMX, no repacking)
   bool logits = false;   // --logits: also print the raw logits (%.9g: float round trip)
   std::string dump_dir;  // --dump: every F32 graph node, as computed, into this folder
 };
@@ -90,6 +91,10 @@ Options ParseArgs(int argc, char** argv) {
     }
     if (flag == "--logits") {
       options.logits = true;
+      continue;
+    }
+    if (flag == "--no-extra-bufts") {
+      options.extra_bufts = false;
       continue;
     }
     if (i + 1 >= argc) Fail("missing value after " + flag);
@@ -225,6 +230,7 @@ int main(int argc, char** argv) {
 
   llama_model_params model_params = llama_model_default_params();
   model_params.n_gpu_layers = 0;
+  model_params.use_extra_bufts = options.extra_bufts;
   llama_model* model = llama_model_load_from_file(options.model.c_str(), model_params);
   if (model == nullptr) Fail("cannot load model " + options.model);
   const llama_vocab* vocab = llama_model_get_vocab(model);
