@@ -13,7 +13,8 @@ For every (model, prompt) case:
   4. free-running: `llorch run --temperature 0` against the peer's generation: the
      tokens must match up to the first step where the peer's margin is below the
      threshold (a near tie that rounding may flip), and the mean |Δlogprob| over
-     the matched tokens must stay within the same tolerance.
+     the matched tokens must stay within the same tolerance (under the noise
+     rule: 1.5x the peer-noise measured over those same positions, uncapped).
 The margin threshold is fixed; the tolerance follows one of three stated rules,
 printed per case (TOLERANCE_* and the rule comment below): "float" (F32 1e-4,
 F16 1e-3), "exact" (quantised products and float ops that llorch computes as the
@@ -74,7 +75,11 @@ TOLERANCE_QUANTIZED = 0.02
 #          or a CPU library whose order llorch does not follow): the tolerance
 #          is NOISE_FACTOR x llama.cpp's own spread between its evaluation paths
 #          measured in the same run ("peer-noise"), never below the fixed
-#          tolerance and never above NOISE_CAP; and argmax and greedy tokens must
+#          tolerance and never above NOISE_CAP unless llama.cpp's own paths are
+#          further apart than that (on AMX CPUs its batch products run on int8
+#          tiles and its one-token products on VNNI, SmolLM2 russian: 0.053):
+#          then that spread, as no bound is meaningful below the distance of
+#          the peer's own paths from each other; and argmax and greedy tokens must
 #          agree only where the peer's top-1/top-2 margin exceeds both the fixed
 #          threshold and the largest |Δlogprob| between its own paths (a closer
 #          call flips between llama.cpp's own paths too).
@@ -114,6 +119,23 @@ def peer_variant(system_info):
     return None
 
 
+def noise_tolerance(tol, noise):
+    """The noise rule's tolerance for a peer-noise (see the rules above)."""
+    return min(max(NOISE_CAP, noise), max(tol, NOISE_FACTOR * noise))
+
+
+def peer_noise_mean(alternatives, ref, count):
+    """The largest mean |Δlogprob| of the peer's other paths against its batch
+    scoring over the first `count` generated positions."""
+    worst = 0.0
+    for alt in alternatives:
+        noise = [abs(a - r["next_logprob"]) for a, r in zip(alt[:count], ref[:count])
+                 if a is not None and r["next_logprob"] is not None]
+        if noise:
+            worst = max(worst, sum(noise) / len(noise))
+    return worst
+
+
 def tolerance_rule(types, tol, peer_info, our_var, noise):
     """(rule, tolerance, why) for a case; see the rules above."""
     peer_var = peer_variant(peer_info)
@@ -131,9 +153,9 @@ def tolerance_rule(types, tol, peer_info, our_var, noise):
     if not why:
         return "exact", tol, (f"{'/'.join(quant)} products and float ops in the order of "
                               f"llama.cpp's {peer_var} library: fixed tolerance")
-    noise_tol = min(NOISE_CAP, max(tol, NOISE_FACTOR * noise))
-    return "noise", noise_tol, "; ".join(why) + (f": tol = {NOISE_FACTOR} x peer-noise of the "
-                                                   f"case, within [{tol:g}, {NOISE_CAP:g}]")
+    return "noise", noise_tolerance(tol, noise), "; ".join(why) + (f": tol = {NOISE_FACTOR} x peer-noise of the "
+                                                   f"case, within [{tol:g}, {NOISE_CAP:g}] or the "
+                                                   f"peer-noise itself where it exceeds {NOISE_CAP:g}")
 
 
 def ours_variant(args, model_path):
@@ -292,13 +314,10 @@ def compare_case(args, model_path, tol, types, variants, name, job, peer_result)
     if peer_result.get("teacher_forced_sequential"):
         sq = {r["pos"]: r for r in peer_result["teacher_forced_sequential"]}
         alternatives.append([sq[p + k - 1]["next_logprob"] for k in range(len(steps))])
-    row["noise_mean"], row["noise_max"] = 0.0, 0.0
-    for alt in alternatives:
-        noise = [abs(a - r["next_logprob"]) for a, r in zip(alt, ref)
-                 if a is not None and r["next_logprob"] is not None]
-        if noise:
-            row["noise_mean"] = max(row["noise_mean"], sum(noise) / len(noise))
-            row["noise_max"] = max(row["noise_max"], max(noise))
+    row["noise_mean"] = peer_noise_mean(alternatives, ref, len(ref))
+    row["noise_max"] = max((abs(a - r["next_logprob"]) for alt in alternatives
+                            for a, r in zip(alt, ref)
+                            if a is not None and r["next_logprob"] is not None), default=0.0)
     row["rule"], tol_eff, row["rule_why"] = tolerance_rule(types, tol, variants[0], variants[1],
                                                            row["noise_mean"])
     margin_eff = max(args.margin, row["noise_max"]) if row["rule"] == "noise" else args.margin
@@ -375,9 +394,15 @@ def compare_case(args, model_path, tol, types, variants, name, job, peer_result)
                   if tokens[k].get("logprob") is not None and steps[k]["logprob"] is not None]
         if deltas:
             row["free_mean_abs"] = sum(deltas) / len(deltas)
-            if not row["free_mean_abs"] <= tol_eff:
-                fail(f"free-running mean |Δlogprob| {row['free_mean_abs']:.3g} > tolerance "
-                     f"{tol_eff:.3g}")
+            free_tol = tol_eff
+            if row["rule"] == "noise":
+                # The peer's own spread over the positions compared here, uncapped:
+                # a short prefix's mean varies more than the whole case's.
+                free_tol = max(tol_eff, NOISE_FACTOR * peer_noise_mean(alternatives, ref,
+                                                                       len(deltas)))
+            if not row["free_mean_abs"] <= free_tol:
+                fail(f"free-running mean |Δlogprob| {row['free_mean_abs']:.3g} over "
+                     f"{len(deltas)} tokens > tolerance {free_tol:.3g}")
     except Exception as e:  # noqa: BLE001
         fail(f"run: {e}")
     return row
