@@ -20,7 +20,11 @@ its AMX buffer and multiplies them with int8 tiles, an order llorch does not
 follow; the native pass then loads the same library with use_extra_bufts off
 (ggml's AVX-512 kernels) and prints how far the AMX logits are from llorch's
 for information (llamacpp_conformance checks llorch against the AMX run within
-its tolerances). --cpu-variant NAME runs one
+its tolerances). BF16 weights: where ggml's library has AVX512-BF16, a small
+random BF16 model (untied, sizes with 64- and 32-element tails) scored by
+llama.cpp (vec_dot_bf16 one token at a time, tinyBLAS for a batch) must give
+llorch's logits bit for bit, with llorch's vdpbf16ps kernels and with its
+AVX2 code (LLORCH_BF16_AVX512=0), which computes the same steps. --cpu-variant NAME runs one
 forced pass instead. The reference is tools/bench/llamacpp_score.cc, built here
 against the prebuilt libllama that node-llama-cpp ships (the same library the
 other conformance tests use through node). Exits 77 (skipped) only where
@@ -42,8 +46,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 SKIP = 77
 
 
-def run(cmd, timeout=900):
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+def run(cmd, timeout=900, env=None):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                          env=env)
     if proc.returncode != 0:
         sys.exit(f"`{' '.join(cmd[:3])} ...` exited {proc.returncode}: "
                  f"{proc.stderr.decode(errors='replace')[-2000:]}")
@@ -80,11 +85,50 @@ def main():
                    + ([] if extra_bufts else ["--no-extra-bufts"]))
         return rows[0], rows[1:]
 
-    def ours(ids, one_token, logits, variant=None):
-        return run([args.llorch, "score", "--model", args.model, "--prompt-ids",
+    def ours(ids, one_token, logits, variant=None, model=None):
+        return run([args.llorch, "score", "--model", model or args.model, "--prompt-ids",
                     ",".join(map(str, ids)), "--threads", args.threads, "--logprobs", "1"]
                    + (["--one-token"] if one_token else []) + (["--logits"] if logits else [])
                    + (["--ggml-variant", variant] if variant else []))
+
+    def bf16_pass(features):
+        """llorch's BF16 products against llama.cpp's AVX512-BF16 kernels."""
+        if "AVX512_BF16=1" not in features:
+            print("[bf16] llama.cpp's library has no AVX512-BF16 here: its BF16 order is not "
+                  "the one llorch follows; skipped")
+            return
+        model = os.path.join(args.work_dir, "bitexact-bf16.gguf")
+        if not os.path.exists(model):
+            subprocess.run([os.path.join(ROOT, "tools", "venv-python"),
+                            os.path.join(ROOT, "tools", "make-test-model.py"), "--out",
+                            model + ".tmp", "--layers", "2", "--hidden", "96", "--heads", "4",
+                            "--kv-heads", "2", "--ffn", "224", "--ctx", "256", "--type", "bf16",
+                            "--untied", "--seed", "15", "--quiet"], check=True)
+            os.replace(model + ".tmp", model)
+        ids = [(i * 7919 + 13) % 30000 + 100 for i in range(40)]
+        for order in ("batch", "one-token"):
+            header, ref = peer_model(model, ids, order == "batch")
+            for label, env in (("vdpbf16ps or AVX2", {}), ("AVX2", {"LLORCH_BF16_AVX512": "0"})):
+                mine = run([args.llorch, "score", "--model", model, "--prompt-ids",
+                            ",".join(map(str, ids)), "--threads", args.threads, "--logprobs", "1",
+                            "--logits"] + (["--one-token"] if order == "one-token" else []),
+                           env={**os.environ, **env})
+                same = sum(int(np.array_equal(np.array(r["logits"], dtype=np.float32),
+                                              np.array(m["logits"], dtype=np.float32)))
+                           for r, m in zip(ref, mine))
+                worst = max(float(np.max(np.abs(np.array(r["logits"], dtype=np.float32)
+                                                - np.array(m["logits"], dtype=np.float32))))
+                            for r, m in zip(ref, mine))
+                print(f"[bf16] {order:9s} llorch {label:17s}: logits identical at "
+                      f"{same}/{len(ids)} positions, max |Δlogit| {worst:.3g}")
+                if same != len(ids) or len(ref) != len(ids) or len(mine) != len(ids):
+                    failures.append(f"[bf16] {order} ({label}): logits differ at "
+                                    f"{len(ids) - same} positions")
+
+    def peer_model(model, ids, batch):
+        rows = run([score_tool, "--model", model, "--ids", ",".join(map(str, ids)),
+                    "--threads", args.threads, "--logits"] + (["--batch"] if batch else []))
+        return rows[0], rows[1:]
 
     def library_variant(header):
         """avx512 | avx2 | None: the float order of the library llama.cpp loaded."""
@@ -177,6 +221,7 @@ def main():
             return SKIP
         if native == "avx512":
             run_pass("forced haswell", "haswell", "avx2")
+        bf16_pass(features)
     for f in failures:
         print("FAIL", f)
     print("PASS" if not failures else f"{len(failures)} case(s) failed")

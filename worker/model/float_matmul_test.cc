@@ -2,15 +2,20 @@
 // is within the float error bound of a double-precision dot product; results
 // do not depend on how many activation rows share a call or how the weight
 // rows are split between threads; F16 and BF16 weights are widened exactly.
+// Bf16Matmul and Bf16Gemm (BF16 activations): vdpbf16ps, the AVX2 code and
+// the portable code give the same bits, denormals included, on real threads.
 #include "worker/model/float_matmul.h"
 
 #include "worker/model/float_gemm.h"
+
+#include "worker/model/bf16_matmul.h"
 
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <utility>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -19,6 +24,11 @@ namespace llorch {
 namespace {
 
 using float_matmul_internal::FloatMatmulPortable;
+
+bool bf16_avx512_supported() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+}
 
 // IEEE binary16 -> double from the definition (sign, exponent, fraction).
 double HalfValue(uint16_t h) {
@@ -190,6 +200,117 @@ INSTANTIATE_TEST_SUITE_P(Types, FloatMatmulTest,
                          [](const ::testing::TestParamInfo<GgmlType>& info) {
                            return std::string(GgmlTypeName(info.param));
                          });
+
+// BF16 weights and activations on the BF16 grid; `wide`: magnitudes down to
+// the denormal range (products and sums that flush) and up to large ones.
+Problem MakeBf16Problem(int64_t rows, int64_t in, int64_t n, uint32_t seed, bool wide) {
+  Problem p = MakeProblem(GgmlType::kBF16, rows, in, n, seed);
+  std::mt19937 rng(seed * 7 + 1);
+  if (!wide) {  // activations on the BF16 grid, as the model rounds them
+    for (float& v : p.x) v = static_cast<float>(BFloat16Value(FloatToBFloat16(v)));
+    return p;
+  }
+  auto scale = [&](int64_t i) { return std::ldexp(1.0f, -static_cast<int>(i * 7919 % 140)); };
+  for (int64_t i = 0; i < rows * in; ++i) {
+    uint16_t b;
+    std::memcpy(&b, &p.weight[i * 2], 2);
+    const uint16_t scaled = FloatToBFloat16(static_cast<float>(BFloat16Value(b)) * scale(i % 97));
+    std::memcpy(&p.weight[i * 2], &scaled, 2);
+    p.values[i] = BFloat16Value(scaled);
+  }
+  for (int64_t i = 0; i < n * in; ++i) {
+    p.x[i] = static_cast<float>(BFloat16Value(FloatToBFloat16(p.x[i] * scale(i % 89 + rng() % 3))));
+  }
+  return p;
+}
+
+// BF16's orders computed by vdpbf16ps (where this CPU has AVX512-BF16), by
+// the AVX2 emulation under MXCSR's flush modes and by the portable code's
+// hand flushing: the same bits, denormal ranges included, for decode
+// (FloatMatmul) and prompt (FloatGemm) shapes, tails and odd sizes.
+TEST(FloatMatmulBf16, EveryKernelGivesThePortableBits) {
+  std::vector<bool> kernels = {false};
+  if (bf16_avx512_supported()) kernels.push_back(true);
+  for (bool avx512 : kernels) {
+    bf16_matmul_internal::AllowAvx512(avx512);
+    for (int64_t in : {2, 30, 32, 64, 96, 100, 576, 2048, 2048 + 34, 63}) {
+      for (int64_t n : {1, 2, 5, 33, 70, 130}) {
+        SCOPED_TRACE(::testing::Message() << "avx512 " << avx512 << " in " << in << " n " << n);
+        for (bool wide : {false, true}) {
+          const uint32_t seed = static_cast<uint32_t>(in * 131 + n + wide);
+          const Problem p = MakeBf16Problem(11, in, n, seed, wide);
+          std::vector<float> portable(p.n * p.rows), fast(p.n * p.rows);
+          if (n <= 5) {
+            bf16_matmul_internal::Bf16MatmulPortable(p.weight.data(), p.rows, p.in, p.x.data(),
+                                                      p.n, portable.data());
+            Bf16Matmul(p.weight.data(), p.rows, p.in, p.x.data(), p.n, fast.data());
+            ASSERT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * 4), 0) << "decode";
+          }
+          bf16_matmul_internal::Bf16GemmPortable(p.weight.data(), p.rows, p.in, p.x.data(), p.n,
+                                                portable.data());
+          Bf16Gemm(p.weight.data(), p.rows, p.in, p.x.data(), p.n, fast.data());
+          ASSERT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * 4), 0) << "prompt";
+          if (!wide) {  // and within the float error bound of the exact products
+            for (int64_t t = 0; t < n; ++t) {
+              for (int64_t r = 0; r < p.rows; ++r) {
+                double exact = 0, magnitude = 0;
+                for (int64_t k = 0; k < in; ++k) {
+                  exact += p.values[r * in + k] * p.x[t * in + k];
+                  magnitude += std::abs(p.values[r * in + k] * p.x[t * in + k]);
+                }
+                const double bound = in * std::numeric_limits<float>::epsilon() * magnitude;
+                ASSERT_LE(std::abs(fast[t * p.rows + r] - exact), bound);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  bf16_matmul_internal::AllowAvx512(true);
+}
+
+// Split between real threads (the kernels' per-call buffers belong to the
+// calling thread), every kernel gives the serial bits.
+TEST(FloatMatmulBf16, ThreadsGiveTheSerialBits) {
+  const ParallelFor two_threads = [](int64_t begin, int64_t end, const RangeFn& body) {
+    const int64_t mid = begin + (end - begin) / 2;
+    std::thread other([&] { body(mid, end); });
+    body(begin, mid);
+    other.join();
+  };
+  std::vector<bool> kernels = {false};
+  if (bf16_avx512_supported()) kernels.push_back(true);
+  for (bool avx512 : kernels) {
+    bf16_matmul_internal::AllowAvx512(avx512);
+    for (int64_t n : {1, 3, 70}) {
+      const Problem p = MakeBf16Problem(41, 192, n, 9, false);
+      std::vector<float> serial(p.n * p.rows), threaded(p.n * p.rows);
+      if (n <= 3) {
+        Bf16Matmul(p.weight.data(), p.rows, p.in, p.x.data(), p.n, serial.data());
+        Bf16Matmul(p.weight.data(), p.rows, p.in, p.x.data(), p.n, threaded.data(), two_threads);
+        ASSERT_EQ(std::memcmp(serial.data(), threaded.data(), serial.size() * 4), 0) << n;
+      }
+      Bf16Gemm(p.weight.data(), p.rows, p.in, p.x.data(), p.n, serial.data());
+      Bf16Gemm(p.weight.data(), p.rows, p.in, p.x.data(), p.n, threaded.data(), two_threads);
+      ASSERT_EQ(std::memcmp(serial.data(), threaded.data(), serial.size() * 4), 0) << n;
+    }
+  }
+  bf16_matmul_internal::AllowAvx512(true);
+}
+
+// The flushing is real: a product below FLT_MIN added to zero gives zero,
+// in both orders, as vdpbf16ps computes it.
+TEST(FloatMatmulBf16, DenormalResultsFlushToZero) {
+  uint16_t w[32] = {FloatToBFloat16(std::ldexp(1.0f, -70))};
+  float x[32] = {std::ldexp(1.0f, -70)};
+  float decode = -1.0f, prompt = -1.0f;
+  Bf16Matmul(w, 1, 32, x, 1, &decode);
+  Bf16Gemm(w, 1, 32, x, 1, &prompt);
+  EXPECT_EQ(prompt, 0.0f);
+  // Decode adds the in % 64 tail's products in double without flushing.
+  EXPECT_EQ(decode, std::ldexp(1.0f, -140));
+}
 
 // Every finite F16 value, as the one nonzero weight of a row against x = e0,
 // comes out as its value: the widening (F16C or the portable code) is exact.

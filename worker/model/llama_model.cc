@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/gguf/gguf.h"
 #include "worker/model/attention_cpu.h"
+#include "worker/model/bf16_matmul.h"
 #include "worker/model/float_gemm.h"
 #include "worker/model/float_matmul.h"
 #include "worker/model/ggml_ops.h"
@@ -503,6 +504,9 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix,
   at::Tensor out = at::empty({n, matrix.rows}, input.options());  // [n, out]
   const ParallelFor parallel_for = ChunkedParallelFor(/*min_chunk=*/1);
   const int64_t row_bytes = static_cast<int64_t>(GgmlRowBytes(matrix.raw_type, matrix.in));
+  // BF16 weights meeting BF16-rounded activations: BF16 pairs (vdpbf16ps
+  // where the CPU has it, the same bits elsewhere).
+  const bool bf16_pairs = matrix.raw_type == GgmlType::kBF16 && round_activations_to_weight_type_;
   // Runs of rows of one kind: generated tokens by FloatMatmul (each weight
   // row read once for the few of them), prompt rows by FloatGemm. Both give
   // a row the same bits whatever else shares the call.
@@ -512,9 +516,15 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix,
     while (end < n && (decode != nullptr && decode[end] != 0) == is_decode) ++end;
     const float* rows_in = input.data_ptr<float>() + begin * matrix.in;
     float* rows_out = out.data_ptr<float>() + begin * matrix.rows;
-    if (is_decode) {
+    if (is_decode && bf16_pairs) {
+      Bf16Matmul(matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in, rows_in, end - begin,
+                 rows_out, ChunkedParallelFor(/*min_chunk=*/16, row_bytes));
+    } else if (is_decode) {
       FloatMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in, rows_in,
                   end - begin, rows_out, ChunkedParallelFor(/*min_chunk=*/16, row_bytes));
+    } else if (bf16_pairs) {
+      Bf16Gemm(matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in, rows_in, end - begin,
+               rows_out, parallel_for);
     } else {
       FloatGemm(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in, rows_in,
                 end - begin, rows_out, parallel_for);
