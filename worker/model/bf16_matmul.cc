@@ -12,6 +12,8 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #define LLORCH_BF16_MATMUL_AVX2 1
 #include <immintrin.h>
+
+#include "worker/model/avx2_helpers.h"
 #endif
 
 namespace llorch {
@@ -64,13 +66,7 @@ void CheckArguments(int64_t rows, int64_t in, int64_t n) {
 
 #ifdef LLORCH_BF16_MATMUL_AVX2
 
-// (lanes i + i+4), then (+ i+2), then (+ i+1).
-inline float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using avx2::HorizontalSum;
 
 // kRows weight rows (`in` apart) against one activation row split into its
 // odd and even elements (xo[q] = x[2q + 1], xe[q] = x[2q], on the BF16

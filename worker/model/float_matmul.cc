@@ -11,6 +11,8 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LLORCH_FLOAT_MATMUL_AVX2 1
 #include <immintrin.h>
+
+#include "worker/model/avx2_helpers.h"
 #endif
 
 namespace llorch {
@@ -76,13 +78,7 @@ inline __m256 Load8(const void* row, int64_t i) {
   }
 }
 
-// (lanes i + i+4), then (+ i+2), then (+ i+1): DotPortable's order.
-inline float HorizontalSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using avx2::HorizontalSum;  // DotPortable's lane order
 
 // One weight row against kRows activation rows (x, rows `in` apart);
 // out[t * out_stride] = dot(w, x row t).

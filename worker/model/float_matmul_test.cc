@@ -95,6 +95,22 @@ std::vector<float> Multiply(const Problem& p, const ParallelFor& parallel_for = 
   return out;
 }
 
+// A float dot product of `in` terms errs by at most in * eps * sum |terms|:
+// every output of `out` ([n, rows]) against p's exact products.
+void ExpectWithinErrorBound(const Problem& p, const std::vector<float>& out) {
+  for (int64_t t = 0; t < p.n; ++t) {
+    for (int64_t r = 0; r < p.rows; ++r) {
+      double exact = 0, magnitude = 0;
+      for (int64_t k = 0; k < p.in; ++k) {
+        exact += p.values[r * p.in + k] * p.x[t * p.in + k];
+        magnitude += std::abs(p.values[r * p.in + k] * p.x[t * p.in + k]);
+      }
+      const double bound = p.in * std::numeric_limits<float>::epsilon() * magnitude;
+      ASSERT_LE(std::abs(out[t * p.rows + r] - exact), bound) << "row " << r << " t " << t;
+    }
+  }
+}
+
 class FloatMatmulTest : public ::testing::TestWithParam<GgmlType> {};
 
 TEST_P(FloatMatmulTest, Avx2EqualsPortableAndBothAreWithinTheErrorBound) {
@@ -108,18 +124,7 @@ TEST_P(FloatMatmulTest, Avx2EqualsPortableAndBothAreWithinTheErrorBound) {
       FloatMatmulPortable(p.type, p.weight.data(), p.rows, p.in, p.x.data(), p.n,
                           portable.data());
       ASSERT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * 4), 0);
-      for (int64_t t = 0; t < n; ++t) {
-        for (int64_t r = 0; r < p.rows; ++r) {
-          double exact = 0, magnitude = 0;
-          for (int64_t k = 0; k < in; ++k) {
-            exact += p.values[r * in + k] * p.x[t * in + k];
-            magnitude += std::abs(p.values[r * in + k] * p.x[t * in + k]);
-          }
-          // A float dot product of `in` terms errs by at most in * eps * sum |terms|.
-          const double bound = in * std::numeric_limits<float>::epsilon() * magnitude;
-          ASSERT_LE(std::abs(fast[t * p.rows + r] - exact), bound) << "row " << r << " t " << t;
-        }
-      }
+      ASSERT_NO_FATAL_FAILURE(ExpectWithinErrorBound(p, fast));
     }
   }
 }
@@ -159,17 +164,7 @@ TEST_P(FloatMatmulTest, GemmAvx2EqualsPortableAndIsWithinTheErrorBound) {
         float_gemm_internal::FloatGemmPortable(p.type, p.weight.data(), p.rows, p.in, p.x.data(),
                                                p.n, portable.data());
         ASSERT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * 4), 0);
-        for (int64_t t = 0; t < n; ++t) {
-          for (int64_t r = 0; r < rows; ++r) {
-            double exact = 0, magnitude = 0;
-            for (int64_t k = 0; k < in; ++k) {
-              exact += p.values[r * in + k] * p.x[t * in + k];
-              magnitude += std::abs(p.values[r * in + k] * p.x[t * in + k]);
-            }
-            const double bound = in * std::numeric_limits<float>::epsilon() * magnitude;
-            ASSERT_LE(std::abs(fast[t * rows + r] - exact), bound) << "row " << r << " t " << t;
-          }
-        }
+        ASSERT_NO_FATAL_FAILURE(ExpectWithinErrorBound(p, fast));
       }
     }
   }
@@ -251,17 +246,7 @@ TEST(FloatMatmulBf16, EveryKernelGivesThePortableBits) {
           Bf16Gemm(p.weight.data(), p.rows, p.in, p.x.data(), p.n, fast.data());
           ASSERT_EQ(std::memcmp(fast.data(), portable.data(), fast.size() * 4), 0) << "prompt";
           if (!wide) {  // and within the float error bound of the exact products
-            for (int64_t t = 0; t < n; ++t) {
-              for (int64_t r = 0; r < p.rows; ++r) {
-                double exact = 0, magnitude = 0;
-                for (int64_t k = 0; k < in; ++k) {
-                  exact += p.values[r * in + k] * p.x[t * in + k];
-                  magnitude += std::abs(p.values[r * in + k] * p.x[t * in + k]);
-                }
-                const double bound = in * std::numeric_limits<float>::epsilon() * magnitude;
-                ASSERT_LE(std::abs(fast[t * p.rows + r] - exact), bound);
-              }
-            }
+            ASSERT_NO_FATAL_FAILURE(ExpectWithinErrorBound(p, fast));
           }
         }
       }
