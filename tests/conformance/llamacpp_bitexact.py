@@ -16,11 +16,11 @@ must name the same variant), and on a machine with AVX-512 also "forced
 haswell" (llama.cpp's AVX2 library loaded by name, llorch --ggml-variant avx2),
 so that one AVX-512 machine checks both orders. Where ggml's library has AMX
 (AMX_INT8=1: Sapphire Rapids and later), llama.cpp moves quantised weights into
-its AMX buffer and multiplies them with int8 tiles, an order llorch does not
-follow; the native pass then loads the same library with use_extra_bufts off
-(ggml's AVX-512 kernels) and prints how far the AMX logits are from llorch's
-for information (llamacpp_conformance checks llorch against the AMX run within
-its tolerances). BF16 weights: where ggml's library has AVX512-BF16, a small
+its AMX buffer and multiplies Q4_0/Q4_1/Q8_0 in the AMX kernels' order, which
+llorch follows there (variant amx, worker/model/amx_matmul.h): the native pass
+compares those, and an "AMX off" pass loads the same library with
+use_extra_bufts off (ggml's AVX-512 kernels) against llorch --ggml-variant
+avx512. BF16 weights: where ggml's library has AVX512-BF16, a small
 random BF16 model (untied, sizes with 64- and 32-element tails) scored by
 llama.cpp (vec_dot_bf16 one token at a time, tinyBLAS for a batch) must give
 llorch's logits bit for bit, with llorch's vdpbf16ps kernels and with its
@@ -130,9 +130,12 @@ def main():
                     "--threads", args.threads, "--logits"] + (["--batch"] if batch else []))
         return rows[0], rows[1:]
 
-    def library_variant(header):
-        """avx512 | avx2 | None: the float order of the library llama.cpp loaded."""
+    def library_variant(header, extra_bufts=True):
+        """amx | avx512 | avx2 | None: the order of the library llama.cpp loaded
+        (amx: its AMX buffer holds the quantised weights)."""
         features = {f for b in header["backends"] for f in b["features"]}
+        if "AMX_INT8=1" in features and "AVX512=1" in features and extra_bufts:
+            return "amx"
         if "AVX512=1" in features:
             return "avx512"
         if {"AVX2=1", "FMA=1"} <= features:
@@ -153,7 +156,7 @@ def main():
             ids = prompt_ids(name)[:limit]
             header, ref = peer(ids, order == "batch", full, library, extra_bufts)
             if header_variant is None:
-                header_variant = library_variant(header)
+                header_variant = library_variant(header, extra_bufts)
                 files = [os.path.basename(f) for f in header["cpu_variant_files"]]
                 print(f"[{label}] llama.cpp CPU library {files}: {header_variant or 'no AVX2+FMA'} "
                       f"order; llorch follows {llorch_variant or our_variant}")
@@ -203,23 +206,17 @@ def main():
             return SKIP
         run_pass(f"forced {args.cpu_variant}", args.cpu_variant, forced)
     else:
-        probe = peer(prompt_ids("english_prose"), True, True)
+        probe = peer(prompt_ids("english_prose")[:2], True, False)
         features = {f for b in probe[0]["backends"] for f in b["features"]}
-        amx = "AMX_INT8=1" in features
-        if amx:
-            mine = ours(prompt_ids("english_prose"), False, True)
-            worst = max(float(np.max(np.abs(np.array(r["logits"], dtype=np.float32)
-                                            - np.array(m["logits"], dtype=np.float32))))
-                        for r, m in zip(probe[1], mine))
-            print(f"[native] llama.cpp's library multiplies quantised weights with AMX tiles here "
-                  f"(AMX_INT8=1), an order llorch does not follow: english_prose max |Δlogit| "
-                  f"{worst:.3g} with them (information); the pass below turns llama.cpp's extra "
-                  f"buffer types off (its AVX-512 kernels)")
-        native = run_pass("native, AMX off" if amx else "native", None, None, not amx)
+        native = run_pass("native", None, None)
         if native is None:
             print("llama.cpp runs a library without AVX2+FMA here: no order llorch follows; skipped")
             return SKIP
-        if native == "avx512":
+        if native == "amx":
+            # The same library with its extra buffer types off runs ggml's
+            # AVX-512 kernels: llorch's avx512 order is checked here too.
+            run_pass("AMX off", None, "avx512", extra_bufts=False)
+        if native in ("amx", "avx512"):
             run_pass("forced haswell", "haswell", "avx2")
         bf16_pass(features)
     for f in failures:

@@ -110,7 +110,7 @@ std::vector<cli::FlagSpec> SamplingFlags() {
 std::vector<cli::FlagSpec> LoadFlags() {
   return {cli::FlagSpec("threads").AtLeast(1), cli::FlagSpec("device").Value("cpu|cuda|mps"),
           cli::FlagSpec("gelu").Value("auto|exact|ggml"),
-          cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512"),
+          cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512|amx"),
           cli::FlagSpec("kv_type").Value("f32|f16|bf16|q8_0")};
 }
 

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/float_bits.h"
+#include "worker/model/amx_kernels.h"    // TilesSupported
 #include "worker/model/float_matmul.h"  // WidenRowToFloat
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -457,14 +458,19 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
 }  // namespace
 
 const char* GgmlVariantName(GgmlVariant variant) {
-  return variant == GgmlVariant::kAvx512 ? "avx512" : "avx2";
+  switch (variant) {
+    case GgmlVariant::kAvx512: return "avx512";
+    case GgmlVariant::kAmx: return "amx";
+    default: return "avx2";
+  }
 }
 
 absl::StatusOr<GgmlVariant> ParseGgmlVariant(absl::string_view name) {
   if (name == "avx2") return GgmlVariant::kAvx2;
   if (name == "avx512") return GgmlVariant::kAvx512;
+  if (name == "amx") return GgmlVariant::kAmx;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown ggml CPU variant '", name, "' (avx2 or avx512)"));
+      absl::StrCat("unknown ggml CPU variant '", name, "' (avx2, avx512 or amx)"));
 }
 
 GgmlVariant DetectGgmlVariant() {
@@ -474,7 +480,7 @@ GgmlVariant DetectGgmlVariant() {
       __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("avx512bw")) {
-    return GgmlVariant::kAvx512;
+    return amx_kernels::TilesSupported() ? GgmlVariant::kAmx : GgmlVariant::kAvx512;
   }
 #endif
   return GgmlVariant::kAvx2;
@@ -518,11 +524,11 @@ void GgmlRopeHead(const float* x, const float* cos, const float* sin, int64_t nu
 }
 
 float GgmlExpf(float x, GgmlVariant variant) {
-  return variant == GgmlVariant::kAvx512 ? ExpAvx512(x) : ExpAvx2(x);
+  return variant != GgmlVariant::kAvx2 ? ExpAvx512(x) : ExpAvx2(x);
 }
 
 void GgmlSwiglu(const float* gate, const float* up, int64_t n, GgmlVariant variant, float* out) {
-  if (variant == GgmlVariant::kAvx512) {
+  if (variant != GgmlVariant::kAvx2) {
     Swiglu<GgmlVariant::kAvx512>(gate, up, n, out);
   } else {
     Swiglu<GgmlVariant::kAvx2>(gate, up, n, out);
@@ -539,7 +545,7 @@ void AttendRowOf(const float* query, const void* keys, const void* values, int64
   using T = typename KvRows<E>::T;
   const auto* k = static_cast<const T*>(keys);
   const auto* v = static_cast<const T*>(values);
-  if (variant == GgmlVariant::kAvx512) {
+  if (variant != GgmlVariant::kAvx2) {
     AttendRow<GgmlVariant::kAvx512, E>(query, k, v, head_dim, first, last, scale,
                                        one_token_order, scratch, out, block_table, block_size);
   } else {

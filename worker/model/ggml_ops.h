@@ -28,11 +28,15 @@ namespace llorch {
 enum class GgmlVariant {
   kAvx2,    // ggml's haswell and alderlake libraries: 8-lane float loops
   kAvx512,  // skylakex, icelake, zen4, sapphirerapids, ...: 16-lane float loops
+  // sapphirerapids and later with AMX-INT8, whose AMX buffer llama.cpp uses:
+  // kAvx512's float loops, Q4_0/Q4_1/Q8_0 matrices in the AMX kernels' order
+  // (amx_matmul.h).
+  kAmx,
 };
 
-// "avx2" or "avx512".
+// "avx2", "avx512" or "amx".
 const char* GgmlVariantName(GgmlVariant variant);
-// Parses "avx2" or "avx512" (what GgmlVariantName prints).
+// Parses "avx2", "avx512" or "amx" (what GgmlVariantName prints).
 absl::StatusOr<GgmlVariant> ParseGgmlVariant(absl::string_view name);
 
 // The variant whose float order ggml's CPU backend uses on this machine. ggml
@@ -43,7 +47,7 @@ absl::StatusOr<GgmlVariant> ParseGgmlVariant(absl::string_view name);
 // whose order llorch does not follow (llorch itself needs AVX2 and FMA).
 GgmlVariant DetectGgmlVariant();
 
-// The environment variable LLORCH_GGML_VARIANT (avx2 | avx512) if set,
+// The environment variable LLORCH_GGML_VARIANT (avx2 | avx512 | amx) if set,
 // else DetectGgmlVariant(). The override lets a machine follow a library
 // other than the one ggml would pick there (say llama.cpp's haswell library
 // loaded by name on an AVX-512 machine). `source` (optional) says which.

@@ -74,6 +74,29 @@ TEST(GgmlOpsTest, VariantNamesRoundTrip) {
   }
   EXPECT_FALSE(ParseGgmlVariant("avx").ok());
   EXPECT_FALSE(ParseGgmlVariant("").ok());
+  absl::StatusOr<GgmlVariant> amx = ParseGgmlVariant("amx");
+  ASSERT_TRUE(amx.ok());
+  EXPECT_STREQ(GgmlVariantName(*amx), "amx");
+}
+
+// ggml's AMX library differs from its other AVX-512 ones only in the
+// quantised products: its float loops are 16 lanes wide.
+TEST(GgmlOpsTest, AmxVariantRunsTheAvx512FloatLoops) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  const int64_t n = 1000;
+  std::vector<float> gate(n), up(n);
+  for (int64_t i = 0; i < n; ++i) {
+    gate[i] = normal(rng);
+    up[i] = normal(rng);
+  }
+  std::vector<float> avx512(n), amx(n);
+  GgmlSwiglu(gate.data(), up.data(), n, GgmlVariant::kAvx512, avx512.data());
+  GgmlSwiglu(gate.data(), up.data(), n, GgmlVariant::kAmx, amx.data());
+  EXPECT_EQ(0, std::memcmp(avx512.data(), amx.data(), n * sizeof(float)));
+  for (float x : gate) {
+    EXPECT_EQ(GgmlExpf(x, GgmlVariant::kAmx), GgmlExpf(x, GgmlVariant::kAvx512)) << x;
+  }
 }
 
 TEST(GgmlOpsTest, SwigluVectorAndScalarPathsAgreeBitForBit) {

@@ -21,6 +21,7 @@
 #include "worker/model/float_gemm.h"
 #include "worker/model/float_matmul.h"
 #include "worker/model/ggml_ops.h"
+#include "worker/model/amx_matmul.h"
 #include "worker/model/interleaved_matmul.h"
 #include "worker/model/quant_matmul.h"
 
@@ -239,13 +240,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       // in its repacked kernels' orders).
       bool interleave = cpu_quant_kernel;
       bool kquant_repacked = true;
+      // Where llama.cpp uses its AMX buffer, Q4_0/Q4_1/Q8_0 tensors of whole
+      // groups of 32 rows are packed by 16 and computed in its AMX order.
+      bool amx = cpu_quant_kernel && model->ggml_variant_ == GgmlVariant::kAmx;
       for (const std::string& name : names) {
         const GgufTensorInfo* info = gguf.FindTensor(name);
         rows += info->shape[1];
         interleave &= InterleavedMatmulSupports(info->type, info->shape[1], info->shape[0]) ||
                       KQuantInterleaveSupports(info->type, info->shape[1], info->shape[0]);
         kquant_repacked &= KQuantOrderFor(info->type, info->shape[1]) == KQuantOrder::kRepacked;
+        amx &= AmxMatmulSupports(info->type, info->shape[1], info->shape[0]);
       }
+      interleave &= !amx;
       matrix.kquant_order = kquant_repacked ? KQuantOrder::kRepacked : KQuantOrder::kVecDot;
       const bool kquant_interleave = interleave && KQuantSupports(first->type);
       const int64_t row_bytes =
@@ -256,7 +262,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       for (const std::string& name : names) {
         const GgufTensorInfo* info = gguf.FindTensor(name);
         const auto* src = static_cast<const uint8_t*>(info->data);
-        if (kquant_interleave) {
+        if (amx) {
+          PackAmxRows(info->type, src, info->shape[1], info->shape[0], dst);
+        } else if (kquant_interleave) {
           InterleaveKQuantRows(src, info->shape[1], info->shape[0], dst);
         } else if (interleave) {
           InterleaveRows(info->type, src, info->shape[1], info->shape[0], dst);
@@ -268,6 +276,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
         gguf.ReleasePages(*info);
       }
       matrix.interleaved = interleave;
+      matrix.amx = amx;
       matrix.raw_type = first->type;
       matrix.rows = rows;
       matrix.in = first->shape[0];
@@ -334,6 +343,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     if (c.tied_embeddings && head.raw.defined() && head.raw_type == embd.type) {
       embedding.raw = head.raw;  // the same rows: held once
       embedding.interleaved = head.interleaved;
+      embedding.amx = head.amx;
     } else {
       embedding.raw = at::empty({embd.shape[1], static_cast<int64_t>(embd.num_bytes / embd.shape[1])},
                                 at::kByte);
@@ -475,11 +485,14 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   const int64_t* id = ids.data_ptr<int64_t>();
   const uint8_t* rows = e.raw.data_ptr<uint8_t>();
   const int64_t row_bytes = e.raw.size(1);
-  std::vector<uint8_t> row(e.interleaved ? row_bytes : 0);
+  std::vector<uint8_t> row(e.interleaved || e.amx ? row_bytes : 0);
   for (int64_t i = 0; i < n; ++i) {
     // Ids were validated against the vocabulary; rows are whole blocks.
     const uint8_t* ggml_row = rows + id[i] * row_bytes;
-    if (e.interleaved && KQuantSupports(e.type)) {
+    if (e.amx) {
+      UnpackAmxRow(e.type, rows, e.hidden, id[i], row.data());
+      ggml_row = row.data();
+    } else if (e.interleaved && KQuantSupports(e.type)) {
       DeinterleaveKQuantRow(rows, e.hidden, id[i], row.data());
       ggml_row = row.data();
     } else if (e.interleaved) {
@@ -543,6 +556,15 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
   // Weight bytes of one row, for the size of a thread's chunk.
   const int64_t row_bytes =
       matrix.raw.defined() ? static_cast<int64_t>(GgmlRowBytes(matrix.raw_type, matrix.in)) : 0;
+  if (matrix.amx) {
+    // Q4_0/Q4_1/Q8_0 packed by 16: llama.cpp's AMX-buffer results.
+    at::Tensor input = x.contiguous();
+    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    AmxMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
+              input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
+              ChunkedParallelFor(/*min_chunk=*/2, 32 * row_bytes));
+    return out;
+  }
   if (matrix.interleaved && KQuantSupports(matrix.raw_type)) {
     // Q4_K, 8 rows interleaved: llama.cpp's repacked-weight results.
     at::Tensor input = x.contiguous();

@@ -130,6 +130,8 @@ class LlamaModel {
     // (KQuantInterleavedMatmul) interleaved by 8, as llama.cpp repacks them
     // on the CPU.
     bool interleaved = false;
+    // `raw` holds Q4_0/Q4_1/Q8_0 rows packed by 16 (AmxMatmul): variant kAmx.
+    bool amx = false;
     // K-quant `raw` rows: which of llama.cpp's orders they follow.
     KQuantOrder kquant_order = KQuantOrder::kVecDot;
     int64_t rows = 0;
@@ -157,6 +159,7 @@ class LlamaModel {
     at::Tensor table;  // [vocab, hidden] F32, or undefined
     at::Tensor raw;    // [vocab, row bytes] ggml rows, or undefined
     bool interleaved = false;  // `raw` is the LM head's, rows interleaved by 8
+    bool amx = false;          // `raw` is the LM head's, packed by 16 (AmxMatmul)
     GgmlType type = GgmlType::kF32;
     int64_t hidden = 0;
   };

@@ -1,6 +1,7 @@
 // Google Benchmark: the quantised kernels on TinyLlama-sized layer matrices,
 // row by row (QuantMatmul: ggml's vec_dot order) against 8 rows interleaved
-// (InterleavedMatmul, llama.cpp's repacked layout), and the K-quants. bytes_per_second is weight
+// (InterleavedMatmul, llama.cpp's repacked layout), 16 rows packed in
+// llama.cpp's AMX order (AmxMatmul: tiles and VNNI), and the K-quants. bytes_per_second is weight
 // bytes read per second; compare with the machine's memory bandwidth.
 //
 //   build/bin/quant_matmul_bench [--benchmark_filter=...]
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "worker/gguf/ggml_types.h"
+#include "worker/model/amx_matmul.h"
 #include "worker/model/interleaved_matmul.h"
 #include "worker/model/kquant_matmul.h"
 #include "worker/model/quant_matmul.h"
@@ -75,6 +77,22 @@ void BM_Interleaved(benchmark::State& state, GgmlType type) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
 }
 
+// 16 rows packed, llama.cpp's AMX order (amx_matmul.h), the best kernel here.
+void BM_Amx(benchmark::State& state, GgmlType type) {
+  const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
+  const std::vector<uint8_t> rows_data = RandomRows(type, rows, in);
+  std::vector<uint8_t> w(rows_data.size());
+  PackAmxRows(type, rows_data.data(), rows, in, w.data());
+  const std::vector<float> x = RandomActivations(n, in);
+  std::vector<float> out(n * rows);
+  const ParallelFor parallel_for = TorchParallelFor(2);
+  for (auto _ : state) {
+    AmxMatmul(type, w.data(), rows, in, x.data(), n, out.data(), parallel_for);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
+}
+
 // K-quants straight from the file's blocks, in llama.cpp's order for the
 // type (Q4_K: its repacked kernels' order).
 void BM_KQuant(benchmark::State& state, GgmlType type) {
@@ -121,6 +139,9 @@ BENCHMARK_CAPTURE(BM_RowByRow, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_RowByRow, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Amx, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Amx, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Amx, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
 BENCHMARK(BM_KQuantInterleaved)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q5_k, GgmlType::kQ5_K)->Apply(Shapes);

@@ -80,7 +80,7 @@ ABSL_FLAG(int, threads, 0, "CPU threads for the model (0: all cores)");
 ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | mps");
 ABSL_FLAG(std::string, ggml_variant, "auto",
           "whose float order the CPU path follows: auto (LLORCH_GGML_VARIANT, else what "
-          "llama.cpp's ggml picks on this CPU) | avx2 | avx512");
+          "llama.cpp's ggml picks on this CPU) | avx2 | avx512 | amx");
 ABSL_FLAG(std::string, chat_template, "",
           "Jinja chat template file for `messages` requests (default: the model's own)");
 ABSL_FLAG(std::string, worker_id, "", "name reported in Info (default: host:port)");

@@ -1,0 +1,348 @@
+#include "worker/model/amx_kernels.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__AVX512F__) && \
+    defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AMX_TILE__) && \
+    defined(__AMX_INT8__)
+#define LLORCH_AMX_KERNELS 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+// Compiled with -ffp-contract=off: only the fma intrinsics written here fuse.
+
+namespace llorch {
+namespace amx_kernels {
+
+#ifdef LLORCH_AMX_KERNELS
+namespace {
+
+constexpr int64_t kBlock = 32;
+constexpr int64_t kScaleBytes = 2 * kGroupRows;
+
+constexpr int64_t HeaderBytes(GgmlType type) {
+  return type == GgmlType::kQ4_1 ? 2 * kScaleBytes : kScaleBytes;
+}
+constexpr int64_t GroupBlockBytes(GgmlType type) {
+  return HeaderBytes(type) + kGroupRows * (type == GgmlType::kQ8_0 ? 32 : 16);
+}
+
+inline __m512i Broadcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return _mm512_set1_epi32(v);
+}
+
+inline __m512 LoadHalf16(const uint8_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+// ---------------------------------------------------------------------------
+// AVX-512 VNNI: one group of 16 weight rows (a lane each) against kCols
+// activation rows; each weight chunk is loaded once for all of them.
+
+// Integer block dots of 16 rows with activation block y (exact).
+template <GgmlType kType>
+inline __m512i BlockDots(const uint8_t* quants, const ActBlock& y, const __m512i* w_chunks,
+                         __m512i comp) {
+  __m512i sum = _mm512_setzero_si512();
+  if constexpr (kType == GgmlType::kQ8_0) {
+    // vpdpbusd multiplies unsigned by signed bytes: (y + 128) * w, then the
+    // 128 * sum(w) the offset added (comp) is taken away.
+    const __m512i off = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int k = 0; k < 8; ++k) {
+      sum = _mm512_dpbusd_epi32(sum, _mm512_xor_si512(Broadcast4(y.qs + 4 * k), off),
+                                w_chunks[k]);
+    }
+    return _mm512_sub_epi32(sum, comp);
+  } else {
+    // w_chunks[k]: unsigned nibbles of elements 4k..4k+3 of each row.
+    for (int k = 0; k < 8; ++k) sum = _mm512_dpbusd_epi32(sum, w_chunks[k], Broadcast4(y.qs + 4 * k));
+    (void)quants;
+    (void)comp;
+    return sum;
+  }
+}
+
+template <GgmlType kType, int kCols>
+void VnniGroup(const uint8_t* group, int64_t num_blocks, const ActBlock* act0,
+               const int32_t* act_sum0, int64_t act_stride, float* out, int64_t out_stride) {
+  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  const __m512i low_mask = _mm512_set1_epi8(0x0F);
+  const __m512i off = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 acc[kCols];
+  for (int c = 0; c < kCols; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < num_blocks; ++b, group += kBlockBytes) {
+    const uint8_t* quants = group + HeaderBytes(kType);
+    __m512i w[8];
+    __m512i comp = _mm512_setzero_si512();
+    if constexpr (kType == GgmlType::kQ8_0) {
+      for (int k = 0; k < 8; ++k) {
+        w[k] = _mm512_loadu_si512(quants + 64 * k);
+        comp = _mm512_dpbusd_epi32(comp, off, w[k]);
+      }
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        const __m512i bytes = _mm512_loadu_si512(quants + 64 * k);
+        w[k] = _mm512_and_si512(bytes, low_mask);
+        w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low_mask);
+      }
+    }
+    const __m512 dw = LoadHalf16(group);
+    for (int c = 0; c < kCols; ++c) {
+      const ActBlock& y = act0[c * act_stride + b];
+      __m512i dot = BlockDots<kType>(quants, y, w, comp);
+      if constexpr (kType == GgmlType::kQ4_0) {
+        dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(8 * act_sum0[c * act_stride + b]));
+      }
+      acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(y.d)),
+                               acc[c]);
+      if constexpr (kType == GgmlType::kQ4_1) {
+        acc[c] = _mm512_fmadd_ps(LoadHalf16(group + kScaleBytes), _mm512_set1_ps(y.s), acc[c]);
+      }
+    }
+  }
+  for (int c = 0; c < kCols; ++c) _mm512_storeu_ps(out + c * out_stride, acc[c]);
+}
+
+template <GgmlType kType>
+void VnniGroupsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks, const ActBlock* act,
+                  const int32_t* act_sum, int64_t n, float* out, int64_t g0, int64_t g1) {
+  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint8_t* group = packed + g * num_blocks * kBlockBytes;
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+      VnniGroup<kType, 4>(group, num_blocks, act + t * num_blocks, act_sum + t * num_blocks,
+                          num_blocks, out + t * rows + g * kGroupRows, rows);
+    }
+    const ActBlock* a = act + t * num_blocks;
+    const int32_t* s = act_sum + t * num_blocks;
+    float* o = out + t * rows + g * kGroupRows;
+    switch (n - t) {
+      case 3: VnniGroup<kType, 3>(group, num_blocks, a, s, num_blocks, o, rows); break;
+      case 2: VnniGroup<kType, 2>(group, num_blocks, a, s, num_blocks, o, rows); break;
+      case 1: VnniGroup<kType, 1>(group, num_blocks, a, s, num_blocks, o, rows); break;
+      default: break;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// AMX: per block, int8 tiles give the 16 x 16 integer dots of 16 activation
+// rows with 16 weight rows; the float steps follow on AVX-512 in order.
+
+// Tiles 0, 1: weights (8 rows of 4 elements x 16 columns); 2, 3: activations
+// (16 rows x 32 bytes); 4-7: int32 dots (16 x 16).
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+void ConfigureTiles() {
+  TileConfig config = {};
+  config.palette_id = 1;
+  for (int t = 0; t < 2; ++t) {
+    config.rows[t] = kBlock / 4;
+    config.colsb[t] = 4 * kGroupRows;
+  }
+  for (int t = 2; t < 4; ++t) {
+    config.rows[t] = kTileRows;
+    config.colsb[t] = kBlock;
+  }
+  for (int t = 4; t < 8; ++t) {
+    config.rows[t] = kTileRows;
+    config.colsb[t] = 4 * kGroupRows;
+  }
+  _tile_loadconfig(&config);
+}
+
+// A weight block of 16 rows as a B tile (signed bytes; Q4_1: unsigned).
+// Q8_0's chunks are the tile already; nibbles are spread to bytes, low
+// nibbles of chunk k to tile row k, high ones to row k + 4.
+template <GgmlType kType>
+inline const void* WeightTile(const uint8_t* group_block, int8_t* scratch) {
+  const uint8_t* quants = group_block + HeaderBytes(kType);
+  if constexpr (kType == GgmlType::kQ8_0) {
+    (void)scratch;
+    return quants;
+  } else {
+    const __m512i low_mask = _mm512_set1_epi8(0x0F);
+    const __m512i bias = _mm512_set1_epi8(kType == GgmlType::kQ4_0 ? 8 : 0);
+    for (int k = 0; k < 4; ++k) {
+      const __m512i bytes = _mm512_loadu_si512(quants + 64 * k);
+      const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(bytes, low_mask), bias);
+      const __m512i hi =
+          _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(bytes, 4), low_mask), bias);
+      _mm512_store_si512(scratch + 64 * k, lo);
+      _mm512_store_si512(scratch + 64 * (k + 4), hi);
+    }
+    return scratch;
+  }
+}
+
+// acc[m][j] for 32 activation rows x 32 weight rows (two groups) over all
+// blocks, then stored to out.
+template <GgmlType kType>
+void TilePair(const uint8_t* group0, int64_t num_blocks, const ActBlock* act, int64_t n,
+              int64_t m0, float* out, int64_t rows) {
+  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  const uint8_t* group1 = group0 + num_blocks * kBlockBytes;
+  const int64_t m_rows = std::min<int64_t>(2 * kTileRows, n - m0);
+  const bool two = m_rows > kTileRows;
+  const int64_t act_stride = num_blocks * static_cast<int64_t>(sizeof(ActBlock));
+  alignas(64) int8_t scratch[2][8 * 64];
+  alignas(64) int32_t dots[4][kTileRows * kGroupRows];  // [A tile + 2 * B tile]
+  alignas(64) float acc[2 * kTileRows][2 * kGroupRows];
+  std::memset(acc, 0, sizeof(acc));
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const uint8_t* blocks[2] = {group0 + b * kBlockBytes, group1 + b * kBlockBytes};
+    _tile_loadd(0, WeightTile<kType>(blocks[0], scratch[0]), 4 * kGroupRows);
+    _tile_loadd(1, WeightTile<kType>(blocks[1], scratch[1]), 4 * kGroupRows);
+    _tile_loadd(2, act[m0 * num_blocks + b].qs, act_stride);
+    _tile_zero(4);
+    _tile_zero(6);
+    if constexpr (kType == GgmlType::kQ4_1) {
+      _tile_dpbsud(4, 2, 0);
+      _tile_dpbsud(6, 2, 1);
+    } else {
+      _tile_dpbssd(4, 2, 0);
+      _tile_dpbssd(6, 2, 1);
+    }
+    _tile_stored(4, dots[0], 4 * kGroupRows);
+    _tile_stored(6, dots[2], 4 * kGroupRows);
+    if (two) {
+      _tile_loadd(3, act[(m0 + kTileRows) * num_blocks + b].qs, act_stride);
+      _tile_zero(5);
+      _tile_zero(7);
+      if constexpr (kType == GgmlType::kQ4_1) {
+        _tile_dpbsud(5, 3, 0);
+        _tile_dpbsud(7, 3, 1);
+      } else {
+        _tile_dpbssd(5, 3, 0);
+        _tile_dpbssd(7, 3, 1);
+      }
+      _tile_stored(5, dots[1], 4 * kGroupRows);
+      _tile_stored(7, dots[3], 4 * kGroupRows);
+    }
+    for (int j = 0; j < 2; ++j) {
+      const __m512 dw = LoadHalf16(blocks[j]);
+      const __m512 mw = kType == GgmlType::kQ4_1 ? LoadHalf16(blocks[j] + kScaleBytes) : dw;
+      for (int64_t m = 0; m < m_rows; ++m) {
+        const ActBlock& y = act[(m0 + m) * num_blocks + b];
+        const int32_t* dot = dots[m / kTileRows + 2 * j] + (m % kTileRows) * kGroupRows;
+        float* a = acc[m] + j * kGroupRows;
+        __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dot)),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(y.d)), _mm512_load_ps(a));
+        if constexpr (kType == GgmlType::kQ4_1) {
+          sum = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), sum);
+        }
+        _mm512_store_ps(a, sum);
+      }
+    }
+  }
+  for (int64_t m = 0; m < m_rows; ++m) {
+    std::memcpy(out + (m0 + m) * rows, acc[m], sizeof(acc[m]));
+  }
+}
+
+template <GgmlType kType>
+void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                      const ActBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
+  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  // Each call configures the tiles: other code on this thread (a library's
+  // own AMX kernels) may have changed them.
+  ConfigureTiles();
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* group0 = packed + 2 * p * num_blocks * kBlockBytes;
+    for (int64_t m0 = 0; m0 < n; m0 += 2 * kTileRows) {
+      TilePair<kType>(group0, num_blocks, act, n, m0, out + 2 * p * kGroupRows, rows);
+    }
+  }
+  _tile_release();
+}
+
+bool CpuHasAmxInt8() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool amx_tile = (edx >> 24) & 1;
+  const bool amx_int8 = (edx >> 25) & 1;
+  if (!amx_tile || !amx_int8) return false;
+  // The kernel must save tile state (XCR0 bits 17 and 18) ...
+  uint32_t xcr0_lo = 0, xcr0_hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if (((xcr0_lo >> 17) & 3) != 3) return false;
+  // ... and let this process use tile data, as ggml asks it too.
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+}  // namespace
+
+bool VnniSupported() {
+  static const bool supported =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  return supported;
+}
+
+bool TilesSupported() {
+  static const bool supported = VnniSupported() && CpuHasAmxInt8();
+  return supported;
+}
+
+void VnniGroups(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                const ActBlock* act, const int32_t* act_sum, int64_t n, float* out, int64_t g0,
+                int64_t g1) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+      return VnniGroupsOf<GgmlType::kQ4_0>(packed, rows, num_blocks, act, act_sum, n, out, g0, g1);
+    case GgmlType::kQ4_1:
+      return VnniGroupsOf<GgmlType::kQ4_1>(packed, rows, num_blocks, act, act_sum, n, out, g0, g1);
+    case GgmlType::kQ8_0:
+      return VnniGroupsOf<GgmlType::kQ8_0>(packed, rows, num_blocks, act, act_sum, n, out, g0, g1);
+    default:
+      std::abort();
+  }
+}
+
+void TileGroupPairs(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                    const ActBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+      return TileGroupPairsOf<GgmlType::kQ4_0>(packed, rows, num_blocks, act, n, out, p0, p1);
+    case GgmlType::kQ4_1:
+      return TileGroupPairsOf<GgmlType::kQ4_1>(packed, rows, num_blocks, act, n, out, p0, p1);
+    case GgmlType::kQ8_0:
+      return TileGroupPairsOf<GgmlType::kQ8_0>(packed, rows, num_blocks, act, n, out, p0, p1);
+    default:
+      std::abort();
+  }
+}
+
+#else  // !LLORCH_AMX_KERNELS
+
+bool VnniSupported() { return false; }
+bool TilesSupported() { return false; }
+void VnniGroups(GgmlType, const uint8_t*, int64_t, int64_t, const ActBlock*, const int32_t*,
+                int64_t, float*, int64_t, int64_t) {
+  std::abort();
+}
+void TileGroupPairs(GgmlType, const uint8_t*, int64_t, int64_t, const ActBlock*, int64_t,
+                    float*, int64_t, int64_t) {
+  std::abort();
+}
+
+#endif  // LLORCH_AMX_KERNELS
+
+}  // namespace amx_kernels
+}  // namespace llorch

@@ -1,0 +1,43 @@
+// The vector kernels of AmxMatmul (amx_matmul.h): AVX-512 VNNI for a few
+// activation rows, int8 tiles (AMX) for batches. Both compute llama.cpp's AMX
+// order exactly (exact integer block dots, then one fma per block). This file's
+// .cc is compiled with AVX-512 and AMX enabled: call only what the Supported()
+// functions allow.
+#ifndef LLORCH_WORKER_MODEL_AMX_KERNELS_H_
+#define LLORCH_WORKER_MODEL_AMX_KERNELS_H_
+
+#include <cstdint>
+
+#include "worker/gguf/ggml_types.h"
+#include "worker/model/quant_matmul.h"
+
+namespace llorch {
+namespace amx_kernels {
+
+using quant_matmul_internal::ActBlock;
+
+inline constexpr int64_t kGroupRows = 16;  // weight rows per group (one tile's columns)
+inline constexpr int64_t kTileRows = 16;   // activation rows per A tile
+
+// Built with the kernels and running on a CPU with AVX-512 F/BW/VL/VNNI.
+bool VnniSupported();
+// VnniSupported(), AMX-INT8, and the kernel let this process use tile data
+// (arch_prctl ARCH_REQ_XCOMP_PERM, asked once).
+bool TilesSupported();
+
+// out[t * rows + 16 g + i] for groups g in [g0, g1), i < 16, t < n. `act`: n
+// rows of num_blocks blocks; `act_sum` (Q4_0): the sum of each block's qs.
+void VnniGroups(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                const ActBlock* act, const int32_t* act_sum, int64_t n, float* out, int64_t g0,
+                int64_t g1);
+
+// The same for pairs of groups [p0, p1) (32 weight rows each) on tiles. `act`
+// must hold n rounded up to a multiple of 16 rows (the padding is read, its
+// products dropped).
+void TileGroupPairs(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                    const ActBlock* act, int64_t n, float* out, int64_t p0, int64_t p1);
+
+}  // namespace amx_kernels
+}  // namespace llorch
+
+#endif  // LLORCH_WORKER_MODEL_AMX_KERNELS_H_
