@@ -212,16 +212,17 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-void ConfigureTiles() {
+// `k`: elements per dot (32; Q6_K's sub-blocks: 16).
+void ConfigureTiles(int k = kBlock) {
   TileConfig config = {};
   config.palette_id = 1;
   for (int t = 0; t < 2; ++t) {
-    config.rows[t] = kBlock / 4;
+    config.rows[t] = static_cast<uint8_t>(k / 4);
     config.colsb[t] = 4 * kGroupRows;
   }
   for (int t = 2; t < 4; ++t) {
     config.rows[t] = kTileRows;
-    config.colsb[t] = kBlock;
+    config.colsb[t] = static_cast<uint16_t>(k);
   }
   for (int t = 4; t < 8; ++t) {
     config.rows[t] = kTileRows;
@@ -335,6 +336,296 @@ void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
   _tile_release();
 }
 
+
+// ---------------------------------------------------------------------------
+// K-quants: per block of 256, sub-blocks of 32 (Q6_K: 16) elements; integer
+// dots scaled by the sub-block scales and summed exactly, then the float
+// steps of llama.cpp's AMX order.
+
+template <GgmlType kType>
+constexpr int kSubElems = kType == GgmlType::kQ6_K ? 16 : 32;
+template <GgmlType kType>
+constexpr int kNumSubs = kKBlock / kSubElems<kType>;
+
+inline __m512i ShiftRight16(__m512i v, int n) {
+  return _mm512_srl_epi16(v, _mm_cvtsi32_si128(n));
+}
+
+// The unsigned quants of sub-block s of 16 rows: w[r] holds elements
+// 4r..4r+3 of each row (r < 8; Q6_K: r < 4, quants still + 32).
+template <GgmlType kType>
+inline void SubBlockWeights(const uint8_t* group_block, int s, __m512i* w) {
+  constexpr KLayout l = KLayoutOf(kType);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  if constexpr (kType == GgmlType::kQ6_K) {
+    const int h = s / 8, k = (s % 8) / 2, half = s % 2;
+    for (int r = 0; r < 4; ++r) {
+      const __m512i ql = _mm512_loadu_si512(group_block + l.qs +
+                                            64 * (16 * h + 8 * (k % 2) + 4 * half + r));
+      const __m512i qh = _mm512_loadu_si512(group_block + l.qh + 64 * (8 * h + 4 * half + r));
+      const __m512i low = _mm512_and_si512(ShiftRight16(ql, 4 * (k / 2)), low4);
+      const __m512i high = _mm512_slli_epi16(
+          _mm512_and_si512(ShiftRight16(qh, 2 * k), _mm512_set1_epi8(3)), 4);
+      w[r] = _mm512_or_si512(low, high);
+    }
+  } else {
+    for (int r = 0; r < 8; ++r) {
+      const __m512i qs = _mm512_loadu_si512(group_block + l.qs + 64 * (8 * (s / 2) + r));
+      w[r] = _mm512_and_si512(ShiftRight16(qs, 4 * (s % 2)), low4);
+      if constexpr (kType == GgmlType::kQ5_K) {
+        const __m512i qh = _mm512_loadu_si512(group_block + l.qh + 64 * r);
+        w[r] = _mm512_or_si512(w[r], _mm512_slli_epi16(_mm512_and_si512(ShiftRight16(qh, s),
+                                                                        _mm512_set1_epi8(1)),
+                                                       4));
+      }
+    }
+  }
+}
+
+// Sub-block s's scales of the 16 rows as int32 lanes.
+template <GgmlType kType>
+inline __m512i SubBlockScales(const uint8_t* group_block, int s) {
+  const __m128i bytes = _mm_loadu_si128(
+      reinterpret_cast<const __m128i*>(group_block + KLayoutOf(kType).scales + 16 * s));
+  return kType == GgmlType::kQ6_K ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
+}
+
+// M = sum over sub-blocks j of min_j * (sum of activation sub-block j).
+inline __m512i MinsTimesSums(const uint8_t* mins, const Q8KBlock& a) {
+  __m512i m = _mm512_setzero_si512();
+  for (int j = 0; j < 8; ++j) {
+    const __m512i min = _mm512_cvtepu8_epi32(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(mins + 16 * j)));
+    m = _mm512_add_epi32(m, _mm512_mullo_epi32(min, _mm512_set1_epi32(a.bsums[2 * j] +
+                                                                      a.bsums[2 * j + 1])));
+  }
+  return m;
+}
+
+// acc = fma(S, d_w * d_x, acc), then (Q4_K/Q5_K) acc = fnmadd(M, dmin_w * d_x, acc).
+template <GgmlType kType>
+inline __m512 KBlockStep(const uint8_t* group_block, const Q8KBlock& a, __m512i sum,
+                         __m512 acc) {
+  constexpr KLayout l = KLayoutOf(kType);
+  const __m512 dx = _mm512_set1_ps(a.d);
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
+                        _mm512_mul_ps(LoadHalf16(group_block + l.d), dx), acc);
+  if constexpr (kType != GgmlType::kQ6_K) {
+    acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(MinsTimesSums(group_block + l.mins, a)),
+                           _mm512_mul_ps(LoadHalf16(group_block + l.dmin), dx), acc);
+  }
+  return acc;
+}
+
+// Calls body(s, w) for every sub-block s of a group block, w as
+// SubBlockWeights gives it; Q6_K's bytes are loaded once for the four
+// sub-blocks that share them.
+template <GgmlType kType, class Body>
+inline void ForEachSubBlock(const uint8_t* group_block, const Body& body) {
+  if constexpr (kType == GgmlType::kQ6_K) {
+    constexpr KLayout l = KLayoutOf(kType);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i two_bits = _mm512_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {
+      for (int half = 0; half < 2; ++half) {
+        __m512i ql[2][4], qh[4];
+        for (int r = 0; r < 4; ++r) {
+          for (int p = 0; p < 2; ++p) {
+            ql[p][r] = _mm512_loadu_si512(group_block + l.qs +
+                                          64 * (16 * h + 8 * p + 4 * half + r));
+          }
+          qh[r] = _mm512_loadu_si512(group_block + l.qh + 64 * (8 * h + 4 * half + r));
+        }
+        for (int k = 0; k < 4; ++k) {
+          __m512i w[4];
+          for (int r = 0; r < 4; ++r) {
+            const __m512i low = _mm512_and_si512(ShiftRight16(ql[k % 2][r], 4 * (k / 2)), low4);
+            const __m512i high =
+                _mm512_slli_epi16(_mm512_and_si512(ShiftRight16(qh[r], 2 * k), two_bits), 4);
+            w[r] = _mm512_or_si512(low, high);
+          }
+          body(8 * h + 2 * k + half, w);
+        }
+      }
+    }
+  } else {
+    for (int s = 0; s < kNumSubs<kType>; ++s) {
+      __m512i w[8];
+      SubBlockWeights<kType>(group_block, s, w);
+      body(s, w);
+    }
+  }
+}
+
+// kGroups groups of 16 rows (group_bytes apart) against kCols activation
+// rows, VNNI: several weight streams in flight for one row (a decode step),
+// or each weight load shared by several rows.
+template <GgmlType kType, int kGroups, int kCols>
+void VnniGroupK(const uint8_t* group0, int64_t group_bytes, int64_t num_blocks,
+                const Q8KBlock* act0, int64_t act_stride, float* out, int64_t out_stride) {
+  constexpr KLayout l = KLayoutOf(kType);
+  constexpr int kRows = kSubElems<kType> / 4;
+  __m512 acc[kGroups][kCols];
+  for (int j = 0; j < kGroups; ++j) {
+    for (int c = 0; c < kCols; ++c) acc[j][c] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    for (int j = 0; j < kGroups; ++j) {
+      const uint8_t* group_block = group0 + j * group_bytes + b * l.bytes;
+      __m512i sum[kCols];
+      for (int c = 0; c < kCols; ++c) sum[c] = _mm512_setzero_si512();
+      ForEachSubBlock<kType>(group_block, [&](int s, const __m512i* w) {
+        const __m512i scale = SubBlockScales<kType>(group_block, s);
+        for (int c = 0; c < kCols; ++c) {
+          const Q8KBlock& a = act0[c * act_stride + b];
+          __m512i dot = _mm512_setzero_si512();
+          for (int r = 0; r < kRows; ++r) {
+            dot = _mm512_dpbusd_epi32(dot, w[r], Broadcast4(a.q + kSubElems<kType> * s + 4 * r));
+          }
+          if constexpr (kType == GgmlType::kQ6_K) {  // quants - 32
+            dot = _mm512_sub_epi32(dot, _mm512_set1_epi32(32 * a.bsums[s]));
+          }
+          sum[c] = _mm512_add_epi32(sum[c], _mm512_mullo_epi32(dot, scale));
+        }
+      });
+      for (int c = 0; c < kCols; ++c) {
+        acc[j][c] = KBlockStep<kType>(group_block, act0[c * act_stride + b], sum[c], acc[j][c]);
+      }
+    }
+  }
+  for (int j = 0; j < kGroups; ++j) {
+    for (int c = 0; c < kCols; ++c) {
+      _mm512_storeu_ps(out + c * out_stride + j * kGroupRows, acc[j][c]);
+    }
+  }
+}
+
+template <GgmlType kType>
+void VnniGroupsKOf(const uint8_t* packed, int64_t rows, int64_t num_blocks, const Q8KBlock* act,
+                   int64_t n, float* out, int64_t g0, int64_t g1) {
+  const int64_t group_bytes = num_blocks * KLayoutOf(kType).bytes;
+  if (n == 1) {
+    int64_t g = g0;
+    for (; g + 4 <= g1; g += 4) {
+      VnniGroupK<kType, 4, 1>(packed + g * group_bytes, group_bytes, num_blocks, act, num_blocks,
+                              out + g * kGroupRows, rows);
+    }
+    for (; g < g1; ++g) {
+      VnniGroupK<kType, 1, 1>(packed + g * group_bytes, group_bytes, num_blocks, act, num_blocks,
+                              out + g * kGroupRows, rows);
+    }
+    return;
+  }
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint8_t* group = packed + g * group_bytes;
+    int64_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+      VnniGroupK<kType, 1, 4>(group, group_bytes, num_blocks, act + t * num_blocks, num_blocks,
+                              out + t * rows + g * kGroupRows, rows);
+    }
+    const Q8KBlock* a = act + t * num_blocks;
+    float* o = out + t * rows + g * kGroupRows;
+    switch (n - t) {
+      case 3: VnniGroupK<kType, 1, 3>(group, group_bytes, num_blocks, a, num_blocks, o, rows); break;
+      case 2: VnniGroupK<kType, 1, 2>(group, group_bytes, num_blocks, a, num_blocks, o, rows); break;
+      case 1: VnniGroupK<kType, 1, 1>(group, group_bytes, num_blocks, a, num_blocks, o, rows); break;
+      default: break;
+    }
+  }
+}
+
+// Sub-block s of 16 rows as a B tile of signed bytes (Q6_K: quants - 32).
+template <GgmlType kType>
+inline void SubBlockTile(const uint8_t* group_block, int s, int8_t* tile) {
+  constexpr int kRows = kSubElems<kType> / 4;
+  __m512i w[8];
+  SubBlockWeights<kType>(group_block, s, w);
+  for (int r = 0; r < kRows; ++r) {
+    if constexpr (kType == GgmlType::kQ6_K) w[r] = _mm512_sub_epi8(w[r], _mm512_set1_epi8(32));
+    _mm512_store_si512(tile + 64 * r, w[r]);
+  }
+}
+
+// 32 activation rows (from m0) x 32 weight rows (two groups), all blocks.
+template <GgmlType kType>
+void TilePairK(const uint8_t* group0, int64_t num_blocks, const Q8KBlock* act, int64_t n,
+               int64_t m0, float* out, int64_t rows) {
+  constexpr KLayout l = KLayoutOf(kType);
+  const uint8_t* group1 = group0 + num_blocks * l.bytes;
+  const int64_t m_rows = std::min<int64_t>(2 * kTileRows, n - m0);
+  const int num_a = m_rows > kTileRows ? 2 : 1;
+  const int64_t act_stride = num_blocks * static_cast<int64_t>(sizeof(Q8KBlock));
+  alignas(64) int8_t scratch[2][8 * 64];
+  alignas(64) int32_t dots[4][kTileRows * kGroupRows];  // [A tile + 2 * B tile]
+  alignas(64) int32_t sums[4][kTileRows * kGroupRows];
+  alignas(64) float acc[2 * kTileRows][2 * kGroupRows];
+  std::memset(acc, 0, sizeof(acc));
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const uint8_t* blocks[2] = {group0 + b * l.bytes, group1 + b * l.bytes};
+    std::memset(sums, 0, sizeof(sums));
+    for (int s = 0; s < kNumSubs<kType>; ++s) {
+      SubBlockTile<kType>(blocks[0], s, scratch[0]);
+      SubBlockTile<kType>(blocks[1], s, scratch[1]);
+      _tile_loadd(0, scratch[0], 4 * kGroupRows);
+      _tile_loadd(1, scratch[1], 4 * kGroupRows);
+      const int8_t* a0 = act[m0 * num_blocks + b].q + kSubElems<kType> * s;
+      _tile_loadd(2, a0, act_stride);
+      _tile_zero(4);
+      _tile_zero(6);
+      _tile_dpbssd(4, 2, 0);
+      _tile_dpbssd(6, 2, 1);
+      _tile_stored(4, dots[0], 4 * kGroupRows);
+      _tile_stored(6, dots[2], 4 * kGroupRows);
+      if (num_a == 2) {
+        _tile_loadd(3, a0 + kTileRows * act_stride, act_stride);
+        _tile_zero(5);
+        _tile_zero(7);
+        _tile_dpbssd(5, 3, 0);
+        _tile_dpbssd(7, 3, 1);
+        _tile_stored(5, dots[1], 4 * kGroupRows);
+        _tile_stored(7, dots[3], 4 * kGroupRows);
+      }
+      for (int j = 0; j < 2; ++j) {
+        const __m512i scale = SubBlockScales<kType>(blocks[j], s);
+        for (int i = 0; i < num_a; ++i) {
+          for (int64_t row = 0; row < kTileRows; ++row) {
+            int32_t* sum = sums[i + 2 * j] + row * kGroupRows;
+            const __m512i dot = _mm512_load_si512(dots[i + 2 * j] + row * kGroupRows);
+            _mm512_store_si512(sum, _mm512_add_epi32(_mm512_load_si512(sum),
+                                                     _mm512_mullo_epi32(dot, scale)));
+          }
+        }
+      }
+    }
+    for (int j = 0; j < 2; ++j) {
+      for (int64_t m = 0; m < m_rows; ++m) {
+        const __m512i sum =
+            _mm512_load_si512(sums[m / kTileRows + 2 * j] + (m % kTileRows) * kGroupRows);
+        float* a = acc[m] + j * kGroupRows;
+        _mm512_store_ps(a, KBlockStep<kType>(blocks[j], act[(m0 + m) * num_blocks + b], sum,
+                                             _mm512_load_ps(a)));
+      }
+    }
+  }
+  for (int64_t m = 0; m < m_rows; ++m) {
+    std::memcpy(out + (m0 + m) * rows, acc[m], sizeof(acc[m]));
+  }
+}
+
+template <GgmlType kType>
+void TileGroupPairsKOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                       const Q8KBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
+  constexpr int64_t kBytes = KLayoutOf(kType).bytes;
+  ConfigureTiles(kSubElems<kType>);
+  for (int64_t p = p0; p < p1; ++p) {
+    const uint8_t* group0 = packed + 2 * p * num_blocks * kBytes;
+    for (int64_t m0 = 0; m0 < n; m0 += 2 * kTileRows) {
+      TilePairK<kType>(group0, num_blocks, act, n, m0, out + 2 * p * kGroupRows, rows);
+    }
+  }
+  _tile_release();
+}
+
 bool CpuHasAmxInt8() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
@@ -394,6 +685,34 @@ void TileGroupPairs(GgmlType type, const uint8_t* packed, int64_t rows, int64_t 
   }
 }
 
+void VnniGroupsK(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                 const Q8KBlock* act, int64_t n, float* out, int64_t g0, int64_t g1) {
+  switch (type) {
+    case GgmlType::kQ4_K:
+      return VnniGroupsKOf<GgmlType::kQ4_K>(packed, rows, num_blocks, act, n, out, g0, g1);
+    case GgmlType::kQ5_K:
+      return VnniGroupsKOf<GgmlType::kQ5_K>(packed, rows, num_blocks, act, n, out, g0, g1);
+    case GgmlType::kQ6_K:
+      return VnniGroupsKOf<GgmlType::kQ6_K>(packed, rows, num_blocks, act, n, out, g0, g1);
+    default:
+      std::abort();
+  }
+}
+
+void TileGroupPairsK(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                     const Q8KBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
+  switch (type) {
+    case GgmlType::kQ4_K:
+      return TileGroupPairsKOf<GgmlType::kQ4_K>(packed, rows, num_blocks, act, n, out, p0, p1);
+    case GgmlType::kQ5_K:
+      return TileGroupPairsKOf<GgmlType::kQ5_K>(packed, rows, num_blocks, act, n, out, p0, p1);
+    case GgmlType::kQ6_K:
+      return TileGroupPairsKOf<GgmlType::kQ6_K>(packed, rows, num_blocks, act, n, out, p0, p1);
+    default:
+      std::abort();
+  }
+}
+
 #else  // !LLORCH_AMX_KERNELS
 
 bool VnniSupported() { return false; }
@@ -404,6 +723,14 @@ void VnniGroups(GgmlType, const uint8_t*, int64_t, int64_t, const ActBlock*, con
 }
 void TileGroupPairs(GgmlType, const uint8_t*, int64_t, int64_t, const ActBlock*, int64_t,
                     float*, int64_t, int64_t) {
+  std::abort();
+}
+void VnniGroupsK(GgmlType, const uint8_t*, int64_t, int64_t, const Q8KBlock*, int64_t, float*,
+                 int64_t, int64_t) {
+  std::abort();
+}
+void TileGroupPairsK(GgmlType, const uint8_t*, int64_t, int64_t, const Q8KBlock*, int64_t,
+                     float*, int64_t, int64_t) {
   std::abort();
 }
 

@@ -48,48 +48,8 @@ float HalfAt(const uint8_t* p) {
   return HalfToFloat(bits);
 }
 
-// One activation block rounded as ggml's quantize_row_q8_K_ref.
-struct Q8KBlock {
-  float d;
-  int8_t q[kKBlock];
-  int16_t bsums[16];  // sums of q per 16 elements
-};
-
-// `four_row_rule`: as ggml_quantize_mat_q8_K_4x8 (the rows llama.cpp's
-// repacked gemm takes), which differs only on ties of magnitude: the scale is
-// negative whenever some element equals +amax, not by the first such element.
-void QuantizeRowQ8K(const float* x, int64_t num_blocks, bool four_row_rule, Q8KBlock* out) {
-  for (int64_t b = 0; b < num_blocks; ++b, x += kKBlock) {
-    Q8KBlock& block = out[b];
-    float amax = 0, max = 0;
-    for (int64_t j = 0; j < kKBlock; ++j) {
-      const float a = std::fabs(x[j]);
-      if (a > amax) amax = a, max = x[j];
-    }
-    if (four_row_rule && amax != 0) {
-      for (int64_t j = 0; j < kKBlock; ++j) {
-        if (x[j] == amax) max = amax;
-      }
-    }
-    if (amax == 0) {
-      block.d = 0;
-      std::memset(block.q, 0, sizeof(block.q));
-      std::memset(block.bsums, 0, sizeof(block.bsums));
-      continue;
-    }
-    const float iscale = -127.0f / max;
-    for (int64_t j = 0; j < kKBlock; ++j) {
-      const int v = static_cast<int>(std::nearbyint(iscale * x[j]));
-      block.q[j] = static_cast<int8_t>(v > 127 ? 127 : v);
-    }
-    for (int g = 0; g < 16; ++g) {
-      int32_t sum = 0;
-      for (int l = 0; l < 16; ++l) sum += block.q[g * 16 + l];
-      block.bsums[g] = static_cast<int16_t>(sum);
-    }
-    block.d = 1.0f / iscale;
-  }
-}
+using kquant_matmul_internal::Q8KBlock;
+using kquant_matmul_internal::QuantizeRowQ8K;
 
 // The 8 six-bit scales and 8 mins of a Q4_K/Q5_K block (12 packed bytes).
 void ScalesAndMins(const uint8_t* packed, uint8_t scales[8], uint8_t mins[8]) {
@@ -967,6 +927,43 @@ void KQuantInterleavedMatmul(const uint8_t* interleaved, int64_t rows, int64_t i
 }
 
 namespace kquant_matmul_internal {
+
+// `four_row_rule`: as ggml_quantize_mat_q8_K_4x8 (the rows llama.cpp's
+// repacked gemm takes), which differs only on ties of magnitude: the scale is
+// negative whenever some element equals +amax, not by the first such element.
+void QuantizeRowQ8K(const float* x, int64_t num_blocks, bool four_row_rule, Q8KBlock* out) {
+  for (int64_t b = 0; b < num_blocks; ++b, x += kKBlock) {
+    Q8KBlock& block = out[b];
+    float amax = 0, max = 0;
+    for (int64_t j = 0; j < kKBlock; ++j) {
+      const float a = std::fabs(x[j]);
+      if (a > amax) amax = a, max = x[j];
+    }
+    if (four_row_rule && amax != 0) {
+      for (int64_t j = 0; j < kKBlock; ++j) {
+        if (x[j] == amax) max = amax;
+      }
+    }
+    if (amax == 0) {
+      block.d = 0;
+      std::memset(block.q, 0, sizeof(block.q));
+      std::memset(block.bsums, 0, sizeof(block.bsums));
+      continue;
+    }
+    const float iscale = -127.0f / max;
+    for (int64_t j = 0; j < kKBlock; ++j) {
+      const int v = static_cast<int>(std::nearbyint(iscale * x[j]));
+      block.q[j] = static_cast<int8_t>(v > 127 ? 127 : v);
+    }
+    for (int g = 0; g < 16; ++g) {
+      int32_t sum = 0;
+      for (int l = 0; l < 16; ++l) sum += block.q[g * 16 + l];
+      block.bsums[g] = static_cast<int16_t>(sum);
+    }
+    block.d = 1.0f / iscale;
+  }
+}
+
 
 bool UsesAvx2() {
 #if defined(LLORCH_QUANT_MATMUL_AVX2)

@@ -97,6 +97,16 @@ void KQuantInterleavedMatmul(const uint8_t* interleaved, int64_t rows, int64_t i
                              const uint8_t* in_groups_of_4 = nullptr);
 
 namespace kquant_matmul_internal {
+// One activation block rounded as ggml's quantize_row_q8_K_ref.
+struct Q8KBlock {
+  float d;
+  int8_t q[kKBlock];
+  int16_t bsums[16];  // sums of q per 16 elements
+};
+// Rounds `num_blocks` blocks of 256 floats of x as quantize_row_q8_K_ref.
+// `four_row_rule`: as ggml_quantize_mat_q8_K_4x8 (the rows llama.cpp's
+// repacked gemm takes), which differs only on ties of magnitude.
+void QuantizeRowQ8K(const float* x, int64_t num_blocks, bool four_row_rule, Q8KBlock* out);
 // True when KQuantMatmul uses the AVX2 kernels.
 bool UsesAvx2();
 // KQuantMatmul computed with the portable scalar code.

@@ -240,8 +240,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       // in its repacked kernels' orders).
       bool interleave = cpu_quant_kernel;
       bool kquant_repacked = true;
-      // Where llama.cpp uses its AMX buffer, Q4_0/Q4_1/Q8_0 tensors of whole
-      // groups of 32 rows are packed by 16 and computed in its AMX order.
+      // Where llama.cpp uses its AMX buffer, Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K
+      // tensors of whole groups of 32 rows are packed by 16 and computed in
+      // its AMX order.
       bool amx = cpu_quant_kernel && model->ggml_variant_ == GgmlVariant::kAmx;
       for (const std::string& name : names) {
         const GgufTensorInfo* info = gguf.FindTensor(name);
@@ -255,8 +256,10 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       matrix.kquant_order = kquant_repacked ? KQuantOrder::kRepacked : KQuantOrder::kVecDot;
       const bool kquant_interleave = interleave && KQuantSupports(first->type);
       const int64_t row_bytes =
-          kquant_interleave ? static_cast<int64_t>(KQuantInterleavedBytes(1, first->shape[0]))
-                            : static_cast<int64_t>(GgmlRowBytes(first->type, first->shape[0]));
+          amx ? static_cast<int64_t>(AmxPackedBytes(first->type, 32, first->shape[0]) / 32)
+          : kquant_interleave
+              ? static_cast<int64_t>(KQuantInterleavedBytes(1, first->shape[0]))
+              : static_cast<int64_t>(GgmlRowBytes(first->type, first->shape[0]));
       matrix.raw = at::empty({rows, row_bytes}, at::kByte);
       uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
       for (const std::string& name : names) {
@@ -557,7 +560,7 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
   const int64_t row_bytes =
       matrix.raw.defined() ? static_cast<int64_t>(GgmlRowBytes(matrix.raw_type, matrix.in)) : 0;
   if (matrix.amx) {
-    // Q4_0/Q4_1/Q8_0 packed by 16: llama.cpp's AMX-buffer results.
+    // Packed by 16 (Q4_0/Q4_1/Q8_0, K-quants): llama.cpp's AMX-buffer results.
     at::Tensor input = x.contiguous();
     at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
     AmxMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,

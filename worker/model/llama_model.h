@@ -130,7 +130,8 @@ class LlamaModel {
     // (KQuantInterleavedMatmul) interleaved by 8, as llama.cpp repacks them
     // on the CPU.
     bool interleaved = false;
-    // `raw` holds Q4_0/Q4_1/Q8_0 rows packed by 16 (AmxMatmul): variant kAmx.
+    // `raw` holds Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K rows packed by 16 (AmxMatmul):
+    // variant kAmx.
     bool amx = false;
     // K-quant `raw` rows: which of llama.cpp's orders they follow.
     KQuantOrder kquant_order = KQuantOrder::kVecDot;
