@@ -18,7 +18,9 @@ so that one AVX-512 machine checks both orders. Where ggml's library has AMX
 (AMX_INT8=1: Sapphire Rapids and later), llama.cpp moves quantised weights into
 its AMX buffer and multiplies Q4_0/Q4_1/Q8_0 in the AMX kernels' order, which
 llorch follows there (variant amx, worker/model/amx_matmul.h): the native pass
-compares those, and an "AMX off" pass loads the same library with
+compares those, an "amx" pass small random Q4_K/Q5_K/Q6_K models (quantised
+by llama.cpp's own quantiser; every logit at 40 positions, batch and
+one-token), and an "AMX off" pass loads the same library with
 use_extra_bufts off (ggml's AVX-512 kernels) against llorch --ggml-variant
 avx512. BF16 weights: where ggml's library has AVX512-BF16, a small
 random BF16 model (untied, sizes with 64- and 32-element tails) scored by
@@ -125,6 +127,39 @@ def main():
                     failures.append(f"[bf16] {order} ({label}): logits differ at "
                                     f"{len(ids) - same} positions")
 
+    def amx_kquant_pass():
+        """llorch's K-quant products against llama.cpp's AMX buffer (native amx)."""
+        base = os.path.join(args.work_dir, "bitexact-f32-256.gguf")
+        if not os.path.exists(base):
+            subprocess.run([os.path.join(ROOT, "tools", "venv-python"),
+                            os.path.join(ROOT, "tools", "make-test-model.py"), "--out",
+                            base + ".tmp", "--layers", "2", "--hidden", "256", "--heads", "4",
+                            "--kv-heads", "2", "--ffn", "512", "--ctx", "256", "--type", "f32",
+                            "--untied", "--seed", "16", "--quiet"], check=True)
+            os.replace(base + ".tmp", base)
+        quantize = os.path.join(args.work_dir, "llamacpp_quantize")
+        subprocess.run(["bash", os.path.join(ROOT, "tools", "bench", "build-llamacpp-tool.sh"),
+                        "quantize", quantize], check=True, stdout=subprocess.DEVNULL)
+        ids = [(i * 7919 + 13) % 30000 + 100 for i in range(40)]
+        for qtype in ("q4_k", "q5_k", "q6_k"):
+            model = os.path.join(args.work_dir, f"bitexact-{qtype}.gguf")
+            if not os.path.exists(model):
+                subprocess.run([quantize, base, model + ".tmp", qtype], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                os.replace(model + ".tmp", model)
+            for order in ("batch", "one-token"):
+                _, ref = peer_model(model, ids, order == "batch")
+                mine = run([args.llorch, "score", "--model", model, "--prompt-ids",
+                            ",".join(map(str, ids)), "--threads", args.threads, "--logprobs", "1",
+                            "--logits"] + (["--one-token"] if order == "one-token" else []))
+                same = sum(int(np.array_equal(np.array(r["logits"], dtype=np.float32),
+                                              np.array(m["logits"], dtype=np.float32)))
+                           for r, m in zip(ref, mine))
+                print(f"[amx {qtype}] {order:9s}: logits identical at {same}/{len(ids)} positions")
+                if same != len(ids) or len(ref) != len(ids) or len(mine) != len(ids):
+                    failures.append(f"[amx {qtype}] {order}: logits differ at "
+                                    f"{len(ids) - same} positions")
+
     def peer_model(model, ids, batch):
         rows = run([score_tool, "--model", model, "--ids", ",".join(map(str, ids)),
                     "--threads", args.threads, "--logits"] + (["--batch"] if batch else []))
@@ -213,6 +248,7 @@ def main():
             print("llama.cpp runs a library without AVX2+FMA here: no order llorch follows; skipped")
             return SKIP
         if native == "amx":
+            amx_kquant_pass()
             # The same library with its extra buffer types off runs ggml's
             # AVX-512 kernels: llorch's avx512 order is checked here too.
             run_pass("AMX off", None, "avx512", extra_bufts=False)

@@ -85,8 +85,8 @@ TOLERANCE_QUANTIZED = 0.02
 #          call flips between llama.cpp's own paths too).
 EXACT_QUANT_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}
 # On AMX machines llama.cpp multiplies these in its AMX order, which llorch follows
-# (its variant amx); K-quants there take AMX orders llorch does not follow yet.
-AMX_EXACT_QUANT_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_1"}  # Q5_1: not in the AMX buffer
+# (its variant amx); Q5_1 stays out of the AMX buffer (ggml's AVX-512 vec_dot).
+AMX_EXACT_QUANT_TYPES = {"Q8_0", "Q4_0", "Q4_1", "Q5_1", "Q4_K", "Q5_K", "Q6_K"}
 NOT_FOLLOWED_WHY = {}
 NOISE_FACTOR = 1.5
 NOISE_CAP = 0.05
