@@ -1,6 +1,7 @@
 #include "worker/model/ggml_ops.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -361,6 +362,60 @@ void Softmax(int64_t first, int64_t last, float max_score, float* scratch) {
   for (int64_t j = first; j <= last; ++j) scratch[j] *= inv_sum;
 }
 
+#ifdef LLORCH_GGML_OPS_F16C
+// acc + p * (16 values from v), one fma.
+template <KvElement E>
+__attribute__((target("avx512f"), always_inline)) inline __m512 AddValue16(
+    const typename KvRows<E>::T* v, float p, __m512 acc) {
+  const __m512d v16 =
+      _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(KvRows<E>::Load8(v))),
+                         _mm256_castps_pd(KvRows<E>::Load8(v + 8)), 1);
+  return _mm512_fmadd_ps(_mm512_castpd_ps(v16), _mm512_set1_ps(p), acc);
+}
+
+// The prompt order's value sums with 16 lanes (AVX-512 variants): lane l of
+// dimension d takes the keys j = l (mod 16) in increasing j, one fma each,
+// as the scalar loop in AttendRow; here 16 dimensions of all 16 lanes stay in
+// registers while the keys stream past. Call only where the CPU has AVX-512F.
+template <KvElement E, class RowFn>
+__attribute__((target("avx512f"))) void SumValues16(const typename KvRows<E>::T* values,
+                                                    const RowFn& row, int64_t head_dim,
+                                                    int64_t first, int64_t last,
+                                                    const float* probs, float* acc) {
+  for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
+    __m512 lane_acc[16];
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; ++l) lane_acc[l] = _mm512_setzero_ps();
+    const int64_t c_first = first / 16 * 16;
+    for (int64_t c = c_first; c <= last; c += 16) {
+      if (c >= first && c + 15 <= last) {  // a whole chunk: no bounds to test
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; ++l) {
+          lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, probs[c + l], lane_acc[l]);
+        }
+        continue;
+      }
+      for (int l = 0; l < 16; ++l) {
+        if (c + l >= first && c + l <= last) {
+          lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, probs[c + l], lane_acc[l]);
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; ++l) _mm512_storeu_ps(acc + l * head_dim + d0, lane_acc[l]);
+  }
+}
+
+bool CpuHasAvx512F() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+#endif
+
+// AttendRow's register-blocked value loops (tests compare them with the
+// scalar loop, which computes the same steps).
+std::atomic<bool> register_paths{true};
+
 template <GgmlVariant V, KvElement E>
 void AttendRow(const float* query, const typename KvRows<E>::T* keys,
                const typename KvRows<E>::T* values, int64_t head_dim, int64_t first,
@@ -388,7 +443,8 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
   acc.assign(chains * chain_size, 0.0f);
   thread_local std::vector<float> widened;  // a 16-bit value row as floats
 #ifdef LLORCH_GGML_OPS_F16C
-  if (kLanes == 8 && chains == 1 && head_dim % 8 == 0) {
+  const bool blocked = register_paths.load(std::memory_order_relaxed);
+  if (blocked && kLanes == 8 && chains == 1 && head_dim % 8 == 0) {
     // The loop below with 8 dimensions of all 8 lanes held in registers
     // while the keys stream past: each (lane, dimension) still takes its keys
     // in increasing j, one fma each, so the same bits without a load and a
@@ -407,7 +463,10 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
       }
       for (int l = 0; l < 8; ++l) _mm256_storeu_ps(acc.data() + l * head_dim + d0, lane_acc[l]);
     }
-  } else if (chains == 4 && head_dim % 64 == 0) {
+  } else if (blocked && kLanes == 16 && chains == 1 && head_dim % 16 == 0 &&
+             CpuHasAvx512F()) {
+    SumValues16<E>(values, row, head_dim, first, last, scratch, acc.data());
+  } else if (blocked && chains == 4 && head_dim % 64 == 0) {
     // A one-token step: accumulator a = (chain, lane) takes the keys with
     // j % (4 * kLanes) == a in increasing j, one fma each, as the loop below;
     // here 64 of its dimensions stay in registers while its keys pass,
@@ -584,5 +643,9 @@ void GgmlAttendRow(const float* query, const float* keys, const float* values, i
   GgmlAttendRow(query, keys, values, KvElement::kF32, head_dim, first, last, scale,
                 one_token_order, variant, scratch, out, block_table, block_size);
 }
+
+namespace ggml_ops_internal {
+void UseRegisterPaths(bool use) { register_paths.store(use); }
+}  // namespace ggml_ops_internal
 
 }  // namespace llorch

@@ -98,6 +98,12 @@ void GgmlAttendRow(const float* query, const void* keys, const void* values, KvE
                    bool one_token_order, GgmlVariant variant, float* scratch, float* out,
                    const int32_t* block_table = nullptr, int64_t block_size = 0);
 
+namespace ggml_ops_internal {
+// Whether GgmlAttendRow's value sums use their register-blocked loops (the
+// default) or the scalar loop; both compute the same steps (tests).
+void UseRegisterPaths(bool use);
+}  // namespace ggml_ops_internal
+
 }  // namespace llorch
 
 #endif  // LLORCH_WORKER_MODEL_GGML_OPS_H_

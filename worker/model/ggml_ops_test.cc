@@ -247,6 +247,36 @@ TEST(GgmlOpsTest, Avx2BatchOrderSumsEightKeysAsTinyBlasHsum) {
   }
 }
 
+// The register-blocked value sums (8 lanes; 16 lanes where the CPU has
+// AVX-512; the one-token chains) give the scalar loop's bits: both orders of
+// both variants, head sizes on the blocked paths, key ranges not aligned to
+// the lanes.
+TEST(GgmlOpsTest, RegisterPathsGiveTheScalarLoopsBits) {
+  std::mt19937 rng(8);
+  for (int64_t head_dim : {16, 32, 64, 128}) {
+    const int64_t first = 3, last = 203;
+    const std::vector<float> q = RandomVector(rng, head_dim);
+    const std::vector<float> k = RandomVector(rng, (last + 1) * head_dim);
+    const std::vector<float> v = RandomVector(rng, (last + 1) * head_dim);
+    for (GgmlVariant variant : kVariants) {
+      for (bool one_token : {false, true}) {
+        std::vector<float> scratch(last + 1), blocked(head_dim), scalar(head_dim);
+        GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, 0.3f, one_token,
+                      variant, scratch.data(), blocked.data());
+        ggml_ops_internal::UseRegisterPaths(false);
+        GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, 0.3f, one_token,
+                      variant, scratch.data(), scalar.data());
+        ggml_ops_internal::UseRegisterPaths(true);
+        for (int64_t d = 0; d < head_dim; ++d) {
+          ASSERT_EQ(Bits(blocked[d]), Bits(scalar[d]))
+              << GgmlVariantName(variant) << " one_token " << one_token << " head_dim "
+              << head_dim << " d " << d;
+        }
+      }
+    }
+  }
+}
+
 // F16 and BF16 caches are widened as they are read: every output equals,
 // bit for bit, attention over an F32 cache holding the same values, in both
 // orders of both variants, with rows paged through a block table, for head
