@@ -280,11 +280,23 @@ float KeyDot(const typename KvRows<E>::T* key, const float* query, int64_t n) {
       }
     }
   }
+  __m256 folded[kRegs];
 #pragma GCC unroll 2
   for (int g = 0; g < kRegs; ++g) {
-    const __m256 folded = _mm256_add_ps(_mm256_add_ps(acc[0][g], acc[2][g]),
-                                        _mm256_add_ps(acc[1][g], acc[3][g]));
-    _mm256_store_ps(lanes + 8 * g, folded);
+    folded[g] = _mm256_add_ps(_mm256_add_ps(acc[0][g], acc[2][g]),
+                              _mm256_add_ps(acc[1][g], acc[3][g]));
+    _mm256_store_ps(lanes + 8 * g, folded[g]);
+  }
+  if constexpr (kLanes == 16) {
+    // ReduceAdd16 in registers, the same additions: lanes i + (i + 8), then
+    // + (i + 4), then (e0 + e2) + (e1 + e3).
+    const __m256 quarter = _mm256_add_ps(folded[0], folded[kRegs - 1]);
+    const __m128 eighth =
+        _mm_add_ps(_mm256_castps256_ps128(quarter), _mm256_extractf128_ps(quarter, 1));
+    const __m128 pairs = _mm_add_ps(eighth, _mm_movehl_ps(eighth, eighth));
+    float sum = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+    for (int64_t i = full; i < n; ++i) sum += KvRows<E>::At(key, i) * query[i];
+    return sum;
   }
 #else
   float acc[4][kLanes] = {};
