@@ -1,12 +1,14 @@
 #include "worker/model/float_gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "worker/model/float_gemm_avx512.h"
 #include "worker/model/float_matmul.h"  // WidenToFloat, FloatMatmulSupports
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -50,13 +52,13 @@ const float* WeightRowsF32(GgmlType type, const void* weight, int64_t r0, int64_
 
 #ifdef LLORCH_FLOAT_GEMM_AVX2
 
-// panel[k * 16 + c] = weight row r0 + c, column k0 + k, widened to F32;
+// panel[k * width + c] = weight row r0 + c, column k0 + k, widened to F32;
 // zero for rows past `count`.
 void PackPanel(GgmlType type, const void* weight, int64_t in, int64_t r0, int count, int64_t k0,
-               int64_t depth, float* panel, float* row_buffer) {
-  for (int c = 0; c < kPanel; ++c) {
+               int64_t depth, float* panel, float* row_buffer, int width = kPanel) {
+  for (int c = 0; c < width; ++c) {
     if (c >= count) {
-      for (int64_t k = 0; k < depth; ++k) panel[k * kPanel + c] = 0.0f;
+      for (int64_t k = 0; k < depth; ++k) panel[k * width + c] = 0.0f;
       continue;
     }
     const float* row;
@@ -67,7 +69,7 @@ void PackPanel(GgmlType type, const void* weight, int64_t in, int64_t r0, int co
                    row_buffer);
       row = row_buffer;
     }
-    for (int64_t k = 0; k < depth; ++k) panel[k * kPanel + c] = row[k];
+    for (int64_t k = 0; k < depth; ++k) panel[k * width + c] = row[k];
   }
 }
 
@@ -226,11 +228,47 @@ void TileAnyRows(int count, const float* panel, int64_t depth, const float* x, i
   }
 }
 
+// The panel loop with float_gemm_avx512's kernel: 32 weight rows per panel.
+void PanelsAvx512(GgmlType type, const void* weight, int64_t rows, int64_t in, const float* x,
+                  int64_t n, float* out, const ParallelFor& parallel_for) {
+  constexpr int kWidth = float_gemm_avx512::kPanel;
+  const int64_t panels = (rows + kWidth - 1) / kWidth;
+  parallel_for(0, panels, [&](int64_t p0, int64_t p1) {
+    std::vector<float> storage(kDepth * kWidth + kDepth + 16);
+    // 64-byte aligned panel, then a row buffer for 16-bit widening.
+    float* panel =
+        storage.data() + (16 - reinterpret_cast<uintptr_t>(storage.data()) / 4 % 16) % 16;
+    float* row_buffer = panel + kDepth * kWidth;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t r0 = p * kWidth;
+      const int cols = static_cast<int>(std::min<int64_t>(kWidth, rows - r0));
+      for (int64_t k0 = 0; k0 < in; k0 += kDepth) {
+        const int64_t depth = std::min(kDepth, in - k0);
+        PackPanel(type, weight, in, r0, cols, k0, depth, panel, row_buffer, kWidth);
+        float_gemm_avx512::PanelTimesRows(panel, depth, x + k0, in, n, out + r0, rows, cols,
+                                          k0 == 0);
+      }
+    }
+  });
+}
+
 #endif  // LLORCH_FLOAT_GEMM_AVX2
 
 }  // namespace
 
 namespace float_gemm_internal {
+
+std::atomic<bool> allow_avx512{true};
+
+void AllowAvx512(bool allow) { allow_avx512.store(allow); }
+
+bool UsesAvx512() {
+#ifdef LLORCH_FLOAT_GEMM_AVX2
+  return allow_avx512.load(std::memory_order_relaxed) && float_gemm_avx512::Supported();
+#else
+  return false;
+#endif
+}
 
 bool UsesAvx2() {
 #ifdef LLORCH_FLOAT_GEMM_AVX2
@@ -263,6 +301,10 @@ void FloatGemm(GgmlType type, const void* weight, int64_t rows, int64_t in, cons
 #ifdef LLORCH_FLOAT_GEMM_AVX2
   if (n <= kFewRows) {
     FewRows(type, weight, rows, in, x, n, out, parallel_for);
+    return;
+  }
+  if (float_gemm_internal::UsesAvx512()) {
+    PanelsAvx512(type, weight, rows, in, x, n, out, parallel_for);
     return;
   }
   const int64_t panels = (rows + kPanel - 1) / kPanel;

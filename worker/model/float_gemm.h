@@ -29,6 +29,11 @@ void FloatGemm(GgmlType type, const void* weight, int64_t rows, int64_t in, cons
 namespace float_gemm_internal {
 // True when FloatGemm uses the AVX2 kernels.
 bool UsesAvx2();
+// True when its prompt panels use the AVX-512 kernel (float_gemm_avx512.h):
+// built with AVX2, the CPU has AVX-512F, and AllowAvx512 (default true).
+bool UsesAvx512();
+// Lets tests run the AVX2 panels on an AVX-512 CPU (the same bits).
+void AllowAvx512(bool allow);
 // FloatGemm by plain scalar fma(): the same order, so the same bits.
 void FloatGemmPortable(GgmlType type, const void* weight, int64_t rows, int64_t in,
                        const float* x, int64_t n, float* out);

@@ -152,12 +152,19 @@ std::vector<float> Gemm(const Problem& p, const ParallelFor& parallel_for = Seri
   return out;
 }
 
+// With the AVX-512 panels where the CPU has them, and the AVX2 ones; 40 rows
+// make a whole 32-row panel and a partial one, in = 300 two depth blocks.
 TEST_P(FloatMatmulTest, GemmAvx2EqualsPortableAndIsWithinTheErrorBound) {
   if (!float_gemm_internal::UsesAvx2()) GTEST_SKIP() << "built without AVX2";
-  for (int64_t rows : {1, 6, 13}) {
-    for (int64_t in : {1, 17, 100, 576}) {
+  std::vector<bool> avx512 = {false};
+  if (float_gemm_internal::UsesAvx512()) avx512.push_back(true);
+  for (bool allow : avx512) {
+  float_gemm_internal::AllowAvx512(allow);
+  for (int64_t rows : {1, 6, 13, 40}) {
+    for (int64_t in : {1, 17, 100, 300, 576}) {
       for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 33, 64, 65, 130}) {
-        SCOPED_TRACE(::testing::Message() << "rows " << rows << " in " << in << " n " << n);
+        SCOPED_TRACE(::testing::Message() << "avx512 " << allow << " rows " << rows << " in "
+                                          << in << " n " << n);
         const Problem p = MakeProblem(GetParam(), rows, in, n, static_cast<uint32_t>(rows + in + n));
         const std::vector<float> fast = Gemm(p);
         std::vector<float> portable(p.n * p.rows);
@@ -168,6 +175,8 @@ TEST_P(FloatMatmulTest, GemmAvx2EqualsPortableAndIsWithinTheErrorBound) {
       }
     }
   }
+  }
+  float_gemm_internal::AllowAvx512(true);
 }
 
 // A prompt row gives the same bits alone, in any chunk of rows, and
