@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__AVX512F__) && \
     defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AMX_TILE__) && \
@@ -320,17 +321,90 @@ void TilePair(const uint8_t* group0, int64_t num_blocks, const ActBlock* act, in
   }
 }
 
+// 16 activation rows (from m0; the rows past n are padding) x one group of
+// 16 weight rows over all blocks, the 16 x 16 sums held in registers.
+// `tiles`: block b's B tile at tiles + b * tile_stride (Q8_0: the packed
+// block's quants; Q4_0/Q4_1: the group spread to bytes by SpreadGroup).
+template <GgmlType kType>
+__attribute__((noinline)) void TileSingle(const uint8_t* group, const int8_t* tiles,
+                                          int64_t tile_stride, int64_t num_blocks,
+                                          const ActBlock* act, int64_t m0, int64_t m_rows,
+                                          float* out, int64_t rows) {
+  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  const int64_t act_stride = num_blocks * static_cast<int64_t>(sizeof(ActBlock));
+  alignas(64) int32_t dots[kTileRows * kGroupRows];
+  __m512 acc[kTileRows];
+#pragma GCC unroll 16
+  for (int m = 0; m < kTileRows; ++m) acc[m] = _mm512_setzero_ps();
+  const ActBlock* y0 = act + m0 * num_blocks;
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const uint8_t* block = group + b * kBlockBytes;
+    _tile_loadd(0, tiles + b * tile_stride, 4 * kGroupRows);
+    _tile_loadd(2, y0[b].qs, act_stride);
+    _tile_zero(4);
+    if constexpr (kType == GgmlType::kQ4_1) {
+      _tile_dpbsud(4, 2, 0);
+    } else {
+      _tile_dpbssd(4, 2, 0);
+    }
+    _tile_stored(4, dots, 4 * kGroupRows);
+    const __m512 dw = LoadHalf16(block);
+    const __m512 mw = kType == GgmlType::kQ4_1 ? LoadHalf16(block + kScaleBytes) : dw;
+    const ActBlock* y = y0 + b;
+#pragma GCC unroll 16
+    for (int m = 0; m < kTileRows; ++m) {
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + m * kGroupRows)),
+                               _mm512_mul_ps(dw, _mm512_set1_ps(y[m * num_blocks].d)), acc[m]);
+      if constexpr (kType == GgmlType::kQ4_1) {
+        acc[m] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y[m * num_blocks].s), acc[m]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int m = 0; m < kTileRows; ++m) {
+    if (m < m_rows) _mm512_storeu_ps(out + (m0 + m) * rows, acc[m]);
+  }
+}
+
 template <GgmlType kType>
 void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
                       const ActBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
   constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  // Activation rows in chunks that stay in L2 while every group passes.
+  constexpr int64_t kChunkRows = 128;
   // Each call configures the tiles: other code on this thread (a library's
   // own AMX kernels) may have changed them.
   ConfigureTiles();
-  for (int64_t p = p0; p < p1; ++p) {
-    const uint8_t* group0 = packed + 2 * p * num_blocks * kBlockBytes;
-    for (int64_t m0 = 0; m0 < n; m0 += 2 * kTileRows) {
-      TilePair<kType>(group0, num_blocks, act, n, m0, out + 2 * p * kGroupRows, rows);
+  // Q4_0/Q4_1: a group's nibbles spread to bytes once per chunk, for every
+  // activation tile of the chunk (spreading per tile cost more than the
+  // products: the tile load waits for the stores).
+  thread_local std::vector<int8_t> spread_storage;
+  int8_t* spread = nullptr;
+  if constexpr (kType != GgmlType::kQ8_0) {
+    spread_storage.resize(static_cast<size_t>(num_blocks * 512 + 64));
+    spread = spread_storage.data() +
+             (64 - reinterpret_cast<uintptr_t>(spread_storage.data()) % 64) % 64;
+  }
+  for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
+    const int64_t c1 = std::min(n, c0 + kChunkRows);
+    for (int64_t g = 2 * p0; g < 2 * p1; ++g) {
+      const uint8_t* group = packed + g * num_blocks * kBlockBytes;
+      const int8_t* tiles;
+      int64_t tile_stride;
+      if constexpr (kType == GgmlType::kQ8_0) {
+        tiles = reinterpret_cast<const int8_t*>(group + HeaderBytes(kType));
+        tile_stride = kBlockBytes;
+      } else {
+        for (int64_t b = 0; b < num_blocks; ++b) {
+          WeightTile<kType>(group + b * kBlockBytes, spread + 512 * b);
+        }
+        tiles = spread;
+        tile_stride = 512;
+      }
+      for (int64_t m0 = c0; m0 < c1; m0 += kTileRows) {
+        TileSingle<kType>(group, tiles, tile_stride, num_blocks, act, m0,
+                          std::min(kTileRows, n - m0), out + g * kGroupRows, rows);
+      }
     }
   }
   _tile_release();
