@@ -93,50 +93,49 @@ def main():
                    + (["--one-token"] if one_token else []) + (["--logits"] if logits else [])
                    + (["--ggml-variant", variant] if variant else []))
 
+    def random_model(name, hidden, ffn, wtype, seed):
+        """A small untied random model in the work dir (written once)."""
+        path = os.path.join(args.work_dir, name)
+        if not os.path.exists(path):
+            subprocess.run([os.path.join(ROOT, "tools", "venv-python"),
+                            os.path.join(ROOT, "tools", "make-test-model.py"), "--out",
+                            path + ".tmp", "--layers", "2", "--hidden", str(hidden), "--heads",
+                            "4", "--kv-heads", "2", "--ffn", str(ffn), "--ctx", "256", "--type",
+                            wtype, "--untied", "--seed", str(seed), "--quiet"], check=True)
+            os.replace(path + ".tmp", path)
+        return path
+
+    def compare_model_logits(label, model, ids, order, ref, env=None):
+        """llorch's logits for `ids` against llama.cpp's rows `ref`: all identical."""
+        mine = run([args.llorch, "score", "--model", model, "--prompt-ids",
+                    ",".join(map(str, ids)), "--threads", args.threads, "--logprobs", "1",
+                    "--logits"] + (["--one-token"] if order == "one-token" else []),
+                   env={**os.environ, **(env or {})})
+        pairs = [(np.array(r["logits"], dtype=np.float32), np.array(m["logits"], dtype=np.float32))
+                 for r, m in zip(ref, mine)]
+        same = sum(int(np.array_equal(a, b)) for a, b in pairs)
+        worst = max(float(np.max(np.abs(a - b))) for a, b in pairs)
+        print(f"{label}: logits identical at {same}/{len(ids)} positions, max |Δlogit| {worst:.3g}")
+        if same != len(ids) or len(ref) != len(ids) or len(mine) != len(ids):
+            failures.append(f"{label.strip()}: logits differ at {len(ids) - same} positions")
+
     def bf16_pass(features):
         """llorch's BF16 products against llama.cpp's AVX512-BF16 kernels."""
         if "AVX512_BF16=1" not in features:
             print("[bf16] llama.cpp's library has no AVX512-BF16 here: its BF16 order is not "
                   "the one llorch follows; skipped")
             return
-        model = os.path.join(args.work_dir, "bitexact-bf16.gguf")
-        if not os.path.exists(model):
-            subprocess.run([os.path.join(ROOT, "tools", "venv-python"),
-                            os.path.join(ROOT, "tools", "make-test-model.py"), "--out",
-                            model + ".tmp", "--layers", "2", "--hidden", "96", "--heads", "4",
-                            "--kv-heads", "2", "--ffn", "224", "--ctx", "256", "--type", "bf16",
-                            "--untied", "--seed", "15", "--quiet"], check=True)
-            os.replace(model + ".tmp", model)
+        model = random_model("bitexact-bf16.gguf", 96, 224, "bf16", 15)
         ids = [(i * 7919 + 13) % 30000 + 100 for i in range(40)]
         for order in ("batch", "one-token"):
             header, ref = peer_model(model, ids, order == "batch")
             for label, env in (("vdpbf16ps or AVX2", {}), ("AVX2", {"LLORCH_BF16_AVX512": "0"})):
-                mine = run([args.llorch, "score", "--model", model, "--prompt-ids",
-                            ",".join(map(str, ids)), "--threads", args.threads, "--logprobs", "1",
-                            "--logits"] + (["--one-token"] if order == "one-token" else []),
-                           env={**os.environ, **env})
-                same = sum(int(np.array_equal(np.array(r["logits"], dtype=np.float32),
-                                              np.array(m["logits"], dtype=np.float32)))
-                           for r, m in zip(ref, mine))
-                worst = max(float(np.max(np.abs(np.array(r["logits"], dtype=np.float32)
-                                                - np.array(m["logits"], dtype=np.float32))))
-                            for r, m in zip(ref, mine))
-                print(f"[bf16] {order:9s} llorch {label:17s}: logits identical at "
-                      f"{same}/{len(ids)} positions, max |Δlogit| {worst:.3g}")
-                if same != len(ids) or len(ref) != len(ids) or len(mine) != len(ids):
-                    failures.append(f"[bf16] {order} ({label}): logits differ at "
-                                    f"{len(ids) - same} positions")
+                compare_model_logits(f"[bf16] {order:9s} llorch {label:17s}", model, ids,
+                                     order, ref, env)
 
     def amx_kquant_pass():
         """llorch's K-quant products against llama.cpp's AMX buffer (native amx)."""
-        base = os.path.join(args.work_dir, "bitexact-f32-256.gguf")
-        if not os.path.exists(base):
-            subprocess.run([os.path.join(ROOT, "tools", "venv-python"),
-                            os.path.join(ROOT, "tools", "make-test-model.py"), "--out",
-                            base + ".tmp", "--layers", "2", "--hidden", "256", "--heads", "4",
-                            "--kv-heads", "2", "--ffn", "512", "--ctx", "256", "--type", "f32",
-                            "--untied", "--seed", "16", "--quiet"], check=True)
-            os.replace(base + ".tmp", base)
+        base = random_model("bitexact-f32-256.gguf", 256, 512, "f32", 16)
         quantize = os.path.join(args.work_dir, "llamacpp_quantize")
         subprocess.run(["bash", os.path.join(ROOT, "tools", "bench", "build-llamacpp-tool.sh"),
                         "quantize", quantize], check=True, stdout=subprocess.DEVNULL)
@@ -149,16 +148,7 @@ def main():
                 os.replace(model + ".tmp", model)
             for order in ("batch", "one-token"):
                 _, ref = peer_model(model, ids, order == "batch")
-                mine = run([args.llorch, "score", "--model", model, "--prompt-ids",
-                            ",".join(map(str, ids)), "--threads", args.threads, "--logprobs", "1",
-                            "--logits"] + (["--one-token"] if order == "one-token" else []))
-                same = sum(int(np.array_equal(np.array(r["logits"], dtype=np.float32),
-                                              np.array(m["logits"], dtype=np.float32)))
-                           for r, m in zip(ref, mine))
-                print(f"[amx {qtype}] {order:9s}: logits identical at {same}/{len(ids)} positions")
-                if same != len(ids) or len(ref) != len(ids) or len(mine) != len(ids):
-                    failures.append(f"[amx {qtype}] {order}: logits differ at "
-                                    f"{len(ids) - same} positions")
+                compare_model_logits(f"[amx {qtype}] {order:9s}", model, ids, order, ref)
 
     def peer_model(model, ids, batch):
         rows = run([score_tool, "--model", model, "--ids", ",".join(map(str, ids)),

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#include "worker/model/row_groups.h"
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__AVX512F__) && \
     defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AMX_TILE__) && \
@@ -23,15 +26,9 @@ namespace amx_kernels {
 #ifdef LLORCH_AMX_KERNELS
 namespace {
 
-constexpr int64_t kBlock = 32;
-constexpr int64_t kScaleBytes = 2 * kGroupRows;
-
-constexpr int64_t HeaderBytes(GgmlType type) {
-  return type == GgmlType::kQ4_1 ? 2 * kScaleBytes : kScaleBytes;
-}
-constexpr int64_t GroupBlockBytes(GgmlType type) {
-  return HeaderBytes(type) + kGroupRows * (type == GgmlType::kQ8_0 ? 32 : 16);
-}
+using Layout = RowGroups<kGroupRows>;
+constexpr int64_t kBlock = Layout::kBlock;
+constexpr int64_t kScaleBytes = Layout::kScaleBytes;
 
 inline __m512i Broadcast4(const int8_t* p) {
   int32_t v;
@@ -73,13 +70,13 @@ inline __m512i BlockDots(const uint8_t* quants, const ActBlock& y, const __m512i
 template <GgmlType kType, int kCols>
 void VnniGroup(const uint8_t* group, int64_t num_blocks, const ActBlock* act0,
                const int32_t* act_sum0, int64_t act_stride, float* out, int64_t out_stride) {
-  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
   const __m512i low_mask = _mm512_set1_epi8(0x0F);
   const __m512i off = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 acc[kCols];
   for (int c = 0; c < kCols; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += kBlockBytes) {
-    const uint8_t* quants = group + HeaderBytes(kType);
+    const uint8_t* quants = group + Layout::HeaderBytes(kType);
     __m512i w[8];
     __m512i comp = _mm512_setzero_si512();
     if constexpr (kType == GgmlType::kQ8_0) {
@@ -117,7 +114,7 @@ void VnniGroup(const uint8_t* group, int64_t num_blocks, const ActBlock* act0,
 template <GgmlType kType, int kGroups>
 void VnniOneRow(const uint8_t* group0, int64_t num_blocks, const ActBlock* act,
                 const int32_t* act_sum, float* out) {
-  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
   const int64_t group_bytes = num_blocks * kBlockBytes;
   const __m512i low_mask = _mm512_set1_epi8(0x0F);
   const __m512i off = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -133,7 +130,7 @@ void VnniOneRow(const uint8_t* group0, int64_t num_blocks, const ActBlock* act,
     const __m512 dx = _mm512_set1_ps(y.d);
     for (int j = 0; j < kGroups; ++j) {
       const uint8_t* block = group0 + j * group_bytes + b * kBlockBytes;
-      const uint8_t* quants = block + HeaderBytes(kType);
+      const uint8_t* quants = block + Layout::HeaderBytes(kType);
       __m512i dot = _mm512_setzero_si512();
       if constexpr (kType == GgmlType::kQ8_0) {
         __m512i comp = _mm512_setzero_si512();
@@ -167,7 +164,7 @@ void VnniOneRow(const uint8_t* group0, int64_t num_blocks, const ActBlock* act,
 template <GgmlType kType>
 void VnniGroupsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks, const ActBlock* act,
                   const int32_t* act_sum, int64_t n, float* out, int64_t g0, int64_t g1) {
-  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
   if (n == 1) {
     int64_t g = g0;
     for (; g + 4 <= g1; g += 4) {
@@ -237,7 +234,7 @@ void ConfigureTiles(int k = kBlock) {
 // nibbles of chunk k to tile row k, high ones to row k + 4.
 template <GgmlType kType>
 inline const void* WeightTile(const uint8_t* group_block, int8_t* scratch) {
-  const uint8_t* quants = group_block + HeaderBytes(kType);
+  const uint8_t* quants = group_block + Layout::HeaderBytes(kType);
   if constexpr (kType == GgmlType::kQ8_0) {
     (void)scratch;
     return quants;
@@ -256,71 +253,6 @@ inline const void* WeightTile(const uint8_t* group_block, int8_t* scratch) {
   }
 }
 
-// acc[m][j] for 32 activation rows x 32 weight rows (two groups) over all
-// blocks, then stored to out.
-template <GgmlType kType>
-void TilePair(const uint8_t* group0, int64_t num_blocks, const ActBlock* act, int64_t n,
-              int64_t m0, float* out, int64_t rows) {
-  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
-  const uint8_t* group1 = group0 + num_blocks * kBlockBytes;
-  const int64_t m_rows = std::min<int64_t>(2 * kTileRows, n - m0);
-  const bool two = m_rows > kTileRows;
-  const int64_t act_stride = num_blocks * static_cast<int64_t>(sizeof(ActBlock));
-  alignas(64) int8_t scratch[2][8 * 64];
-  alignas(64) int32_t dots[4][kTileRows * kGroupRows];  // [A tile + 2 * B tile]
-  alignas(64) float acc[2 * kTileRows][2 * kGroupRows];
-  std::memset(acc, 0, sizeof(acc));
-  for (int64_t b = 0; b < num_blocks; ++b) {
-    const uint8_t* blocks[2] = {group0 + b * kBlockBytes, group1 + b * kBlockBytes};
-    _tile_loadd(0, WeightTile<kType>(blocks[0], scratch[0]), 4 * kGroupRows);
-    _tile_loadd(1, WeightTile<kType>(blocks[1], scratch[1]), 4 * kGroupRows);
-    _tile_loadd(2, act[m0 * num_blocks + b].qs, act_stride);
-    _tile_zero(4);
-    _tile_zero(6);
-    if constexpr (kType == GgmlType::kQ4_1) {
-      _tile_dpbsud(4, 2, 0);
-      _tile_dpbsud(6, 2, 1);
-    } else {
-      _tile_dpbssd(4, 2, 0);
-      _tile_dpbssd(6, 2, 1);
-    }
-    _tile_stored(4, dots[0], 4 * kGroupRows);
-    _tile_stored(6, dots[2], 4 * kGroupRows);
-    if (two) {
-      _tile_loadd(3, act[(m0 + kTileRows) * num_blocks + b].qs, act_stride);
-      _tile_zero(5);
-      _tile_zero(7);
-      if constexpr (kType == GgmlType::kQ4_1) {
-        _tile_dpbsud(5, 3, 0);
-        _tile_dpbsud(7, 3, 1);
-      } else {
-        _tile_dpbssd(5, 3, 0);
-        _tile_dpbssd(7, 3, 1);
-      }
-      _tile_stored(5, dots[1], 4 * kGroupRows);
-      _tile_stored(7, dots[3], 4 * kGroupRows);
-    }
-    for (int j = 0; j < 2; ++j) {
-      const __m512 dw = LoadHalf16(blocks[j]);
-      const __m512 mw = kType == GgmlType::kQ4_1 ? LoadHalf16(blocks[j] + kScaleBytes) : dw;
-      for (int64_t m = 0; m < m_rows; ++m) {
-        const ActBlock& y = act[(m0 + m) * num_blocks + b];
-        const int32_t* dot = dots[m / kTileRows + 2 * j] + (m % kTileRows) * kGroupRows;
-        float* a = acc[m] + j * kGroupRows;
-        __m512 sum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dot)),
-                                     _mm512_mul_ps(dw, _mm512_set1_ps(y.d)), _mm512_load_ps(a));
-        if constexpr (kType == GgmlType::kQ4_1) {
-          sum = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), sum);
-        }
-        _mm512_store_ps(a, sum);
-      }
-    }
-  }
-  for (int64_t m = 0; m < m_rows; ++m) {
-    std::memcpy(out + (m0 + m) * rows, acc[m], sizeof(acc[m]));
-  }
-}
-
 // 16 activation rows (from m0; the rows past n are padding) x one group of
 // 16 weight rows over all blocks, the 16 x 16 sums held in registers.
 // `tiles`: block b's B tile at tiles + b * tile_stride (Q8_0: the packed
@@ -330,7 +262,7 @@ __attribute__((noinline)) void TileSingle(const uint8_t* group, const int8_t* ti
                                           int64_t tile_stride, int64_t num_blocks,
                                           const ActBlock* act, int64_t m0, int64_t m_rows,
                                           float* out, int64_t rows) {
-  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
   const int64_t act_stride = num_blocks * static_cast<int64_t>(sizeof(ActBlock));
   alignas(64) int32_t dots[kTileRows * kGroupRows];
   __m512 acc[kTileRows];
@@ -369,7 +301,7 @@ __attribute__((noinline)) void TileSingle(const uint8_t* group, const int8_t* ti
 template <GgmlType kType>
 void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
                       const ActBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
-  constexpr int64_t kBlockBytes = GroupBlockBytes(kType);
+  constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
   // Activation rows in chunks that stay in L2 while every group passes.
   constexpr int64_t kChunkRows = 128;
   // Each call configures the tiles: other code on this thread (a library's
@@ -392,7 +324,7 @@ void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
       const int8_t* tiles;
       int64_t tile_stride;
       if constexpr (kType == GgmlType::kQ8_0) {
-        tiles = reinterpret_cast<const int8_t*>(group + HeaderBytes(kType));
+        tiles = reinterpret_cast<const int8_t*>(group + Layout::HeaderBytes(kType));
         tile_stride = kBlockBytes;
       } else {
         for (int64_t b = 0; b < num_blocks; ++b) {
@@ -730,61 +662,50 @@ bool TilesSupported() {
   return supported;
 }
 
-void VnniGroups(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
-                const ActBlock* act, const int32_t* act_sum, int64_t n, float* out, int64_t g0,
-                int64_t g1) {
+// Calls body(std::integral_constant<GgmlType, type>) for the three block
+// types (kKQuants: the three K-quants); anything else aborts.
+template <bool kKQuants, class Body>
+void WithType(GgmlType type, const Body& body) {
+  using T = GgmlType;
   switch (type) {
-    case GgmlType::kQ4_0:
-      return VnniGroupsOf<GgmlType::kQ4_0>(packed, rows, num_blocks, act, act_sum, n, out, g0, g1);
-    case GgmlType::kQ4_1:
-      return VnniGroupsOf<GgmlType::kQ4_1>(packed, rows, num_blocks, act, act_sum, n, out, g0, g1);
-    case GgmlType::kQ8_0:
-      return VnniGroupsOf<GgmlType::kQ8_0>(packed, rows, num_blocks, act, act_sum, n, out, g0, g1);
+    case kKQuants ? T::kQ4_K : T::kQ4_0:
+      return body(std::integral_constant<T, kKQuants ? T::kQ4_K : T::kQ4_0>{});
+    case kKQuants ? T::kQ5_K : T::kQ4_1:
+      return body(std::integral_constant<T, kKQuants ? T::kQ5_K : T::kQ4_1>{});
+    case kKQuants ? T::kQ6_K : T::kQ8_0:
+      return body(std::integral_constant<T, kKQuants ? T::kQ6_K : T::kQ8_0>{});
     default:
       std::abort();
   }
+}
+
+void VnniGroups(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
+                const ActBlock* act, const int32_t* act_sum, int64_t n, float* out, int64_t g0,
+                int64_t g1) {
+  WithType<false>(type, [&](auto t) {
+    VnniGroupsOf<t.value>(packed, rows, num_blocks, act, act_sum, n, out, g0, g1);
+  });
 }
 
 void TileGroupPairs(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
                     const ActBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
-  switch (type) {
-    case GgmlType::kQ4_0:
-      return TileGroupPairsOf<GgmlType::kQ4_0>(packed, rows, num_blocks, act, n, out, p0, p1);
-    case GgmlType::kQ4_1:
-      return TileGroupPairsOf<GgmlType::kQ4_1>(packed, rows, num_blocks, act, n, out, p0, p1);
-    case GgmlType::kQ8_0:
-      return TileGroupPairsOf<GgmlType::kQ8_0>(packed, rows, num_blocks, act, n, out, p0, p1);
-    default:
-      std::abort();
-  }
+  WithType<false>(type, [&](auto t) {
+    TileGroupPairsOf<t.value>(packed, rows, num_blocks, act, n, out, p0, p1);
+  });
 }
 
 void VnniGroupsK(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
                  const Q8KBlock* act, int64_t n, float* out, int64_t g0, int64_t g1) {
-  switch (type) {
-    case GgmlType::kQ4_K:
-      return VnniGroupsKOf<GgmlType::kQ4_K>(packed, rows, num_blocks, act, n, out, g0, g1);
-    case GgmlType::kQ5_K:
-      return VnniGroupsKOf<GgmlType::kQ5_K>(packed, rows, num_blocks, act, n, out, g0, g1);
-    case GgmlType::kQ6_K:
-      return VnniGroupsKOf<GgmlType::kQ6_K>(packed, rows, num_blocks, act, n, out, g0, g1);
-    default:
-      std::abort();
-  }
+  WithType<true>(type, [&](auto t) {
+    VnniGroupsKOf<t.value>(packed, rows, num_blocks, act, n, out, g0, g1);
+  });
 }
 
 void TileGroupPairsK(GgmlType type, const uint8_t* packed, int64_t rows, int64_t num_blocks,
                      const Q8KBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
-  switch (type) {
-    case GgmlType::kQ4_K:
-      return TileGroupPairsKOf<GgmlType::kQ4_K>(packed, rows, num_blocks, act, n, out, p0, p1);
-    case GgmlType::kQ5_K:
-      return TileGroupPairsKOf<GgmlType::kQ5_K>(packed, rows, num_blocks, act, n, out, p0, p1);
-    case GgmlType::kQ6_K:
-      return TileGroupPairsKOf<GgmlType::kQ6_K>(packed, rows, num_blocks, act, n, out, p0, p1);
-    default:
-      std::abort();
-  }
+  WithType<true>(type, [&](auto t) {
+    TileGroupPairsKOf<t.value>(packed, rows, num_blocks, act, n, out, p0, p1);
+  });
 }
 
 #else  // !LLORCH_AMX_KERNELS

@@ -9,6 +9,7 @@
 #include "common/float_bits.h"
 #include "worker/model/amx_kernels.h"
 #include "worker/model/kquant_matmul.h"
+#include "worker/model/row_groups.h"
 
 // Compiled with -ffp-contract=off: only the fma calls written here are fused.
 
@@ -19,22 +20,13 @@ using amx_kernels::kGroupRows;
 using amx_kernels::kTileRows;
 using quant_matmul_internal::ActBlock;
 
-constexpr int64_t kBlock = 32;
+using Layout = RowGroups<kGroupRows>;
+constexpr int64_t kBlock = Layout::kBlock;
 constexpr int64_t kPairRows = 2 * kGroupRows;  // llama.cpp's condition: rows % 32 == 0
-constexpr int64_t kScaleBytes = 2 * kGroupRows;
 
 [[noreturn]] void Fail(const char* message) {
   std::fprintf(stderr, "AmxMatmul: %s\n", message);
   std::abort();
-}
-
-int64_t QuantBytes(GgmlType type) { return type == GgmlType::kQ8_0 ? 32 : 16; }
-// 16 fp16 scales (Q4_1: then 16 fp16 mins).
-int64_t HeaderBytes(GgmlType type) {
-  return type == GgmlType::kQ4_1 ? 2 * kScaleBytes : kScaleBytes;
-}
-int64_t GroupBlockBytes(GgmlType type) {
-  return HeaderBytes(type) + kGroupRows * QuantBytes(type);
 }
 
 uint16_t LoadU16(const uint8_t* p) {
@@ -43,26 +35,8 @@ uint16_t LoadU16(const uint8_t* p) {
   return v;
 }
 
-// Row `lane` of a group's block: its scale, min and quant bytes.
-struct BlockRef {
-  const uint8_t* group_block;
-  int64_t lane;
-  int64_t header_bytes;
-  float Scale() const { return HalfToFloat(LoadU16(group_block + 2 * lane)); }
-  float Min() const { return HalfToFloat(LoadU16(group_block + kScaleBytes + 2 * lane)); }
-  uint8_t Byte(int64_t j) const {  // quant byte j of the row's block
-    return group_block[header_bytes + 4 * kGroupRows * (j / 4) + 4 * lane + j % 4];
-  }
-};
-
-BlockRef Locate(GgmlType type, const uint8_t* packed, int64_t num_blocks, int64_t row,
-                int64_t b) {
-  return {packed + ((row / kGroupRows) * num_blocks + b) * GroupBlockBytes(type),
-          row % kGroupRows, HeaderBytes(type)};
-}
-
 // The exact integer dot of one weight block with one activation block.
-int32_t BlockDot(GgmlType type, const BlockRef& w, const ActBlock& y) {
+int32_t BlockDot(GgmlType type, const Layout::BlockRef& w, const ActBlock& y) {
   int32_t dot = 0;
   if (type == GgmlType::kQ8_0) {
     for (int64_t j = 0; j < kBlock; ++j) dot += static_cast<int8_t>(w.Byte(j)) * y.qs[j];
@@ -81,7 +55,7 @@ float DotPortable(GgmlType type, const uint8_t* packed, int64_t num_blocks, int6
                   const ActBlock* act) {
   float acc = 0.0f;
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const BlockRef w = Locate(type, packed, num_blocks, row, b);
+    const Layout::BlockRef w = Layout::Locate(type, packed, num_blocks, row, b);
     const float dot = static_cast<float>(BlockDot(type, w, act[b]));
     acc = std::fma(dot, w.Scale() * act[b].d, acc);
     if (type == GgmlType::kQ4_1) acc = std::fma(w.Min(), act[b].s, acc);
@@ -265,26 +239,7 @@ void PackAmxRows(GgmlType type, const uint8_t* ggml_rows, int64_t rows, int64_t 
     }
     return;
   }
-  const int64_t num_blocks = in / kBlock;
-  const int64_t quant_bytes = QuantBytes(type);
-  const int64_t header_bytes = HeaderBytes(type);
-  const int64_t ggml_header_bytes = header_bytes / kGroupRows;  // d (and m) of one row
-  const int64_t ggml_block_bytes = ggml_header_bytes + quant_bytes;
-  for (int64_t g = 0; g < rows / kGroupRows; ++g) {
-    for (int64_t b = 0; b < num_blocks; ++b, out += GroupBlockBytes(type)) {
-      for (int64_t lane = 0; lane < kGroupRows; ++lane) {
-        const uint8_t* block =
-            ggml_rows + ((g * kGroupRows + lane) * num_blocks + b) * ggml_block_bytes;
-        for (int64_t h = 0; h < ggml_header_bytes / 2; ++h) {  // d, then m
-          std::memcpy(out + kScaleBytes * h + 2 * lane, block + 2 * h, 2);
-        }
-        for (int64_t c = 0; c < quant_bytes / 4; ++c) {
-          std::memcpy(out + header_bytes + 4 * kGroupRows * c + 4 * lane,
-                      block + ggml_header_bytes + 4 * c, 4);
-        }
-      }
-    }
-  }
+  Layout::Pack(type, ggml_rows, rows, in, out);
 }
 
 void UnpackAmxRow(GgmlType type, const uint8_t* packed, int64_t in, int64_t row,
@@ -297,16 +252,7 @@ void UnpackAmxRow(GgmlType type, const uint8_t* packed, int64_t in, int64_t row,
     }
     return;
   }
-  const int64_t num_blocks = in / kBlock;
-  const int64_t quant_bytes = QuantBytes(type);
-  const int64_t ggml_header_bytes = HeaderBytes(type) / kGroupRows;
-  for (int64_t b = 0; b < num_blocks; ++b, ggml_row += ggml_header_bytes + quant_bytes) {
-    const BlockRef w = Locate(type, packed, num_blocks, row, b);
-    for (int64_t h = 0; h < ggml_header_bytes / 2; ++h) {
-      std::memcpy(ggml_row + 2 * h, w.group_block + kScaleBytes * h + 2 * w.lane, 2);
-    }
-    for (int64_t j = 0; j < quant_bytes; ++j) ggml_row[ggml_header_bytes + j] = w.Byte(j);
-  }
+  Layout::Unpack(type, packed, in, row, ggml_row);
 }
 
 namespace amx_matmul_internal {

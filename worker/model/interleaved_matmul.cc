@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/float_bits.h"
+#include "worker/model/row_groups.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LLORCH_INTERLEAVED_AVX2 1
@@ -23,50 +24,14 @@ namespace {
 
 using quant_matmul_internal::ActBlock;
 
-constexpr int64_t kBlock = 32;
+using Layout = RowGroups<8>;
+constexpr int64_t kBlock = Layout::kBlock;
 constexpr int64_t kGroupRows = 8;
-constexpr int64_t kScaleBytes = 2 * kGroupRows;  // 8 fp16 scales
+constexpr int64_t kScaleBytes = Layout::kScaleBytes;  // 8 fp16 scales
 
 [[noreturn]] void Fail(const char* message) {
   std::fprintf(stderr, "InterleavedMatmul: %s\n", message);
   std::abort();
-}
-
-// Quant bytes per row and block (Q4_0/Q4_1: 16 of nibbles, Q8_0: 32).
-int64_t QuantBytes(GgmlType type) { return type == GgmlType::kQ8_0 ? 32 : 16; }
-// Bytes before a group block's quants: 8 fp16 scales (Q4_1: then 8 fp16 mins).
-int64_t HeaderBytes(GgmlType type) {
-  return type == GgmlType::kQ4_1 ? 2 * kScaleBytes : kScaleBytes;
-}
-// Bytes of one group's block: 8 rows' scales (and mins) and quants.
-int64_t GroupBlockBytes(GgmlType type) {
-  return HeaderBytes(type) + kGroupRows * QuantBytes(type);
-}
-
-uint16_t LoadU16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-// Where row r's block b lives: its scale and its 4-byte chunks.
-struct BlockRef {
-  const uint8_t* group_block;  // the group's block b
-  int64_t lane;                // r % 8
-  int64_t header_bytes;        // HeaderBytes(type)
-  float Scale() const { return HalfToFloat(LoadU16(group_block + 2 * lane)); }
-  float Min() const { return HalfToFloat(LoadU16(group_block + kScaleBytes + 2 * lane)); }
-  // Quant byte j of the row's block (0 <= j < 16 or 32).
-  uint8_t Byte(int64_t j) const {
-    return group_block[header_bytes + 32 * (j / 4) + 4 * lane + j % 4];
-  }
-};
-
-BlockRef Locate(GgmlType type, const uint8_t* interleaved, int64_t num_blocks, int64_t row,
-                int64_t b) {
-  const int64_t group = row / kGroupRows;
-  return {interleaved + (group * num_blocks + b) * GroupBlockBytes(type), row % kGroupRows,
-          HeaderBytes(type)};
 }
 
 // ---------------------------------------------------------------------------
@@ -77,7 +42,7 @@ float DotQ8_0Portable(const uint8_t* interleaved, int64_t num_blocks, int64_t ro
                       const ActBlock* act) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const BlockRef w = Locate(GgmlType::kQ8_0, interleaved, num_blocks, row, b);
+    const Layout::BlockRef w = Layout::Locate(GgmlType::kQ8_0, interleaved, num_blocks, row, b);
     const float scale = w.Scale() * act[b].d;
     for (int k = 0; k < 8; ++k) {
       int32_t lane = 0;
@@ -100,7 +65,7 @@ float DotQ4_1Portable(const uint8_t* interleaved, int64_t num_blocks, int64_t ro
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   float summs = 0.0f;
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const BlockRef w = Locate(GgmlType::kQ4_1, interleaved, num_blocks, row, b);
+    const Layout::BlockRef w = Layout::Locate(GgmlType::kQ4_1, interleaved, num_blocks, row, b);
     summs = std::fma(w.Min(), act[b].s, summs);
     const float scale = w.Scale() * act[b].d;
     for (int k = 0; k < 8; ++k) {
@@ -123,7 +88,7 @@ float DotQ4_0Portable(const uint8_t* interleaved, int64_t num_blocks, int64_t ro
                       const ActBlock* act) {
   float acc = 0.0f;
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const BlockRef w = Locate(GgmlType::kQ4_0, interleaved, num_blocks, row, b);
+    const Layout::BlockRef w = Layout::Locate(GgmlType::kQ4_0, interleaved, num_blocks, row, b);
     int32_t dot = 0;
     for (int j = 0; j < 16; ++j) {
       const uint8_t byte = w.Byte(j);
@@ -174,7 +139,7 @@ inline void UnpackNibbles(const uint8_t* quants, __m256i q[8]) {
 template <int kCols>
 void GroupQ4_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act0,
                    const int32_t* act_sum0, int64_t act_stride, float* out, int64_t out_stride) {
-  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ4_0);
+  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ4_0);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kCols];
   for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
@@ -206,7 +171,7 @@ template <int kCols>
 LLORCH_VNNI_TARGET void GroupQ4_0Vnni(const uint8_t* group, int64_t num_blocks,
                                       const ActBlock* act0, const int32_t* act_sum0,
                                       int64_t act_stride, float* out, int64_t out_stride) {
-  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ4_0);
+  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ4_0);
   __m256 acc[kCols];
   for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
@@ -231,7 +196,7 @@ template <int kCols>
 LLORCH_VNNI_TARGET void GroupQ8_0Vnni(const uint8_t* group, int64_t num_blocks,
                                       const ActBlock* act0, int64_t act_stride, float* out,
                                       int64_t out_stride) {
-  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ8_0);
+  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ8_0);
   __m256 acc[kCols][8];
   for (int c = 0; c < kCols; ++c) {
     for (int k = 0; k < 8; ++k) acc[c][k] = _mm256_setzero_ps();
@@ -274,7 +239,7 @@ bool HasVnni() {
 // elements) of the 8 rows, as ggml's vec_dot keeps them per row; summed in
 // hsum_float_8's order at the end.
 void GroupQ8_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act, float* out) {
-  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ8_0);
+  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ8_0);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[8];
   for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
@@ -303,7 +268,7 @@ void GroupQ8_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
 // 4k..4k+3) of the 8 rows, summs the 8 rows' fma(m, s, summs); the nibbles
 // are unsigned, so maddubs takes them as they are.
 void GroupQ4_1Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act, float* out) {
-  const int64_t block_bytes = GroupBlockBytes(GgmlType::kQ4_1);
+  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ4_1);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[8];
   for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
@@ -334,7 +299,7 @@ constexpr int64_t kActChunk = 32;
 void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t num_blocks,
                 const ActBlock* acts, const int32_t* act_sums, int64_t n, float* out,
                 int64_t g0, int64_t g1, bool vnni) {
-  const int64_t group_bytes = num_blocks * GroupBlockBytes(type);
+  const int64_t group_bytes = num_blocks * Layout::GroupBlockBytes(type);
   for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
     const int64_t t_end = std::min(n, t0 + kActChunk);
     for (int64_t g = g0; g < g1; ++g) {
@@ -445,40 +410,12 @@ bool InterleavedMatmulSupports(GgmlType type, int64_t rows, int64_t in) {
 void InterleaveRows(GgmlType type, const uint8_t* ggml_rows, int64_t rows, int64_t in,
                     uint8_t* out) {
   if (!InterleavedMatmulSupports(type, rows, in)) Fail("unsupported type or shape");
-  const int64_t num_blocks = in / kBlock;
-  const int64_t quant_bytes = QuantBytes(type);
-  const int64_t header_bytes = HeaderBytes(type);
-  const int64_t ggml_header_bytes = header_bytes / kGroupRows;  // d (and m) of one row
-  const int64_t ggml_block_bytes = ggml_header_bytes + quant_bytes;
-  for (int64_t g = 0; g < rows / kGroupRows; ++g) {
-    for (int64_t b = 0; b < num_blocks; ++b, out += GroupBlockBytes(type)) {
-      for (int64_t lane = 0; lane < kGroupRows; ++lane) {
-        const uint8_t* block =
-            ggml_rows + ((g * kGroupRows + lane) * num_blocks + b) * ggml_block_bytes;
-        for (int64_t h = 0; h < ggml_header_bytes / 2; ++h) {  // d, then m
-          std::memcpy(out + kScaleBytes * h + 2 * lane, block + 2 * h, 2);
-        }
-        for (int64_t c = 0; c < quant_bytes / 4; ++c) {
-          std::memcpy(out + header_bytes + 32 * c + 4 * lane, block + ggml_header_bytes + 4 * c,
-                      4);
-        }
-      }
-    }
-  }
+  Layout::Pack(type, ggml_rows, rows, in, out);
 }
 
 void DeinterleaveRow(GgmlType type, const uint8_t* interleaved, int64_t in, int64_t row,
                      uint8_t* ggml_row) {
-  const int64_t num_blocks = in / kBlock;
-  const int64_t quant_bytes = QuantBytes(type);
-  const int64_t ggml_header_bytes = HeaderBytes(type) / kGroupRows;
-  for (int64_t b = 0; b < num_blocks; ++b, ggml_row += ggml_header_bytes + quant_bytes) {
-    const BlockRef w = Locate(type, interleaved, num_blocks, row, b);
-    for (int64_t h = 0; h < ggml_header_bytes / 2; ++h) {
-      std::memcpy(ggml_row + 2 * h, w.group_block + kScaleBytes * h + 2 * w.lane, 2);
-    }
-    for (int64_t j = 0; j < quant_bytes; ++j) ggml_row[ggml_header_bytes + j] = w.Byte(j);
-  }
+  Layout::Unpack(type, interleaved, in, row, ggml_row);
 }
 
 void InterleavedMatmul(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t in,
