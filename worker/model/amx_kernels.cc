@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
-#include <vector>
 
 #include "worker/model/row_groups.h"
 
@@ -253,6 +252,26 @@ inline const void* WeightTile(const uint8_t* group_block, int8_t* scratch) {
   }
 }
 
+// A 64-byte aligned buffer of at least `bytes`, this thread's, kept between
+// calls. Plain malloc, no std::vector: this file is compiled for AVX-512, and
+// a template instantiated here (a weak symbol) could be the copy the linker
+// keeps for the whole program, AVX-512 code run on every CPU.
+int8_t* SpreadBuffer(int64_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < bytes) {
+    std::free(buffer.data);
+    buffer.data = std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64));
+    if (buffer.data == nullptr) std::abort();
+    buffer.size = bytes;
+  }
+  return static_cast<int8_t*>(buffer.data);
+}
+
 // 16 activation rows (from m0; the rows past n are padding) x one group of
 // 16 weight rows over all blocks, the 16 x 16 sums held in registers.
 // `tiles`: block b's B tile at tiles + b * tile_stride (Q8_0: the packed
@@ -310,13 +329,8 @@ void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
   // Q4_0/Q4_1: a group's nibbles spread to bytes once per chunk, for every
   // activation tile of the chunk (spreading per tile cost more than the
   // products: the tile load waits for the stores).
-  thread_local std::vector<int8_t> spread_storage;
   int8_t* spread = nullptr;
-  if constexpr (kType != GgmlType::kQ8_0) {
-    spread_storage.resize(static_cast<size_t>(num_blocks * 512 + 64));
-    spread = spread_storage.data() +
-             (64 - reinterpret_cast<uintptr_t>(spread_storage.data()) % 64) % 64;
-  }
+  if constexpr (kType != GgmlType::kQ8_0) spread = SpreadBuffer(num_blocks * 512);
   for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
     const int64_t c1 = std::min(n, c0 + kChunkRows);
     for (int64_t g = 2 * p0; g < 2 * p1; ++g) {
