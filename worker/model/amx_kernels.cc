@@ -411,15 +411,36 @@ inline __m512i SubBlockScales(const uint8_t* group_block, int s) {
 }
 
 // M = sum over sub-blocks j of min_j * (sum of activation sub-block j).
-inline __m512i MinsTimesSums(const uint8_t* mins, const Q8KBlock& a) {
-  __m512i m = _mm512_setzero_si512();
-  for (int j = 0; j < 8; ++j) {
-    const __m512i min = _mm512_cvtepu8_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(mins + 16 * j)));
-    m = _mm512_add_epi32(m, _mm512_mullo_epi32(min, _mm512_set1_epi32(a.bsums[2 * j] +
-                                                                      a.bsums[2 * j + 1])));
+// The 8 sub-blocks' mins of the 16 rows, in pairs: lane r of pair[k] holds
+// row r's mins of sub-blocks 2k and 2k + 1 as two int16 (mins < 64), so that
+// M = sum of min_j * (activation sum of sub-block j) takes 4 vpdpwssd (the
+// activation sums, |sum| <= 32 * 127, fit int16 too; every product and sum
+// exact).
+struct GroupMins {
+  __m512i pair[4];
+  explicit GroupMins(const uint8_t* mins) {
+    for (int k = 0; k < 4; ++k) {
+      const __m512i even = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(mins + 16 * (2 * k))));
+      const __m512i odd = _mm512_cvtepu8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(mins + 16 * (2 * k + 1))));
+      pair[k] = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
+    }
   }
-  return m;
+  __m512i TimesSums(const Q8KBlock& a) const {
+    __m512i m = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      const int32_t even = a.bsums[4 * k] + a.bsums[4 * k + 1];
+      const int32_t odd = a.bsums[4 * k + 2] + a.bsums[4 * k + 3];
+      const uint32_t sums = static_cast<uint16_t>(even) | static_cast<uint32_t>(odd) << 16;
+      m = _mm512_dpwssd_epi32(m, pair[k], _mm512_set1_epi32(static_cast<int32_t>(sums)));
+    }
+    return m;
+  }
+};
+
+inline __m512i MinsTimesSums(const uint8_t* mins, const Q8KBlock& a) {
+  return GroupMins(mins).TimesSums(a);
 }
 
 // acc = fma(S, d_w * d_x, acc), then (Q4_K/Q5_K) acc = fnmadd(M, dmin_w * d_x, acc).
@@ -566,64 +587,58 @@ inline void SubBlockTile(const uint8_t* group_block, int s, int8_t* tile) {
   }
 }
 
-// 32 activation rows (from m0) x 32 weight rows (two groups), all blocks.
+// 16 activation rows (from m0; rows past n are padding) x one group of 16
+// weight rows over all blocks. `tiles`: the group's sub-block B tiles, spread
+// by SpreadGroupK. Per block the scaled sub-block dots add up in 16
+// registers; the float sums wait in L1 between blocks.
 template <GgmlType kType>
-void TilePairK(const uint8_t* group0, int64_t num_blocks, const Q8KBlock* act, int64_t n,
-               int64_t m0, float* out, int64_t rows) {
+__attribute__((noinline)) void TileSingleK(const uint8_t* group, const int8_t* tiles,
+                                           int64_t num_blocks, const Q8KBlock* act, int64_t m0,
+                                           int64_t m_rows, float* out, int64_t rows) {
   constexpr KLayout l = KLayoutOf(kType);
-  const uint8_t* group1 = group0 + num_blocks * l.bytes;
-  const int64_t m_rows = std::min<int64_t>(2 * kTileRows, n - m0);
-  const int num_a = m_rows > kTileRows ? 2 : 1;
+  constexpr int64_t kTileBytes = kSubElems<kType> / 4 * 64;
   const int64_t act_stride = num_blocks * static_cast<int64_t>(sizeof(Q8KBlock));
-  alignas(64) int8_t scratch[2][8 * 64];
-  alignas(64) int32_t dots[4][kTileRows * kGroupRows];  // [A tile + 2 * B tile]
-  alignas(64) int32_t sums[4][kTileRows * kGroupRows];
-  alignas(64) float acc[2 * kTileRows][2 * kGroupRows];
-  std::memset(acc, 0, sizeof(acc));
+  alignas(64) int32_t dots[kTileRows * kGroupRows];
+  alignas(64) float acc[kTileRows][kGroupRows] = {};
+  const Q8KBlock* y0 = act + m0 * num_blocks;
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const uint8_t* blocks[2] = {group0 + b * l.bytes, group1 + b * l.bytes};
-    std::memset(sums, 0, sizeof(sums));
+    const uint8_t* group_block = group + b * l.bytes;
+    __m512i sum[kTileRows];
+#pragma GCC unroll 16
+    for (int m = 0; m < kTileRows; ++m) sum[m] = _mm512_setzero_si512();
     for (int s = 0; s < kNumSubs<kType>; ++s) {
-      SubBlockTile<kType>(blocks[0], s, scratch[0]);
-      SubBlockTile<kType>(blocks[1], s, scratch[1]);
-      _tile_loadd(0, scratch[0], 4 * kGroupRows);
-      _tile_loadd(1, scratch[1], 4 * kGroupRows);
-      const int8_t* a0 = act[m0 * num_blocks + b].q + kSubElems<kType> * s;
-      _tile_loadd(2, a0, act_stride);
+      _tile_loadd(0, tiles + (b * kNumSubs<kType> + s) * kTileBytes, 4 * kGroupRows);
+      _tile_loadd(2, y0[b].q + kSubElems<kType> * s, act_stride);
       _tile_zero(4);
-      _tile_zero(6);
       _tile_dpbssd(4, 2, 0);
-      _tile_dpbssd(6, 2, 1);
-      _tile_stored(4, dots[0], 4 * kGroupRows);
-      _tile_stored(6, dots[2], 4 * kGroupRows);
-      if (num_a == 2) {
-        _tile_loadd(3, a0 + kTileRows * act_stride, act_stride);
-        _tile_zero(5);
-        _tile_zero(7);
-        _tile_dpbssd(5, 3, 0);
-        _tile_dpbssd(7, 3, 1);
-        _tile_stored(5, dots[1], 4 * kGroupRows);
-        _tile_stored(7, dots[3], 4 * kGroupRows);
-      }
-      for (int j = 0; j < 2; ++j) {
-        const __m512i scale = SubBlockScales<kType>(blocks[j], s);
-        for (int i = 0; i < num_a; ++i) {
-          for (int64_t row = 0; row < kTileRows; ++row) {
-            int32_t* sum = sums[i + 2 * j] + row * kGroupRows;
-            const __m512i dot = _mm512_load_si512(dots[i + 2 * j] + row * kGroupRows);
-            _mm512_store_si512(sum, _mm512_add_epi32(_mm512_load_si512(sum),
-                                                     _mm512_mullo_epi32(dot, scale)));
-          }
-        }
+      _tile_stored(4, dots, 4 * kGroupRows);
+      const __m512i scale = SubBlockScales<kType>(group_block, s);
+#pragma GCC unroll 16
+      for (int m = 0; m < kTileRows; ++m) {
+        sum[m] = _mm512_add_epi32(
+            sum[m], _mm512_mullo_epi32(_mm512_load_si512(dots + m * kGroupRows), scale));
       }
     }
-    for (int j = 0; j < 2; ++j) {
-      for (int64_t m = 0; m < m_rows; ++m) {
-        const __m512i sum =
-            _mm512_load_si512(sums[m / kTileRows + 2 * j] + (m % kTileRows) * kGroupRows);
-        float* a = acc[m] + j * kGroupRows;
-        _mm512_store_ps(a, KBlockStep<kType>(blocks[j], act[(m0 + m) * num_blocks + b], sum,
-                                             _mm512_load_ps(a)));
+    const __m512 dw = LoadHalf16(group_block + l.d);
+    if constexpr (kType == GgmlType::kQ6_K) {
+#pragma GCC unroll 16
+      for (int m = 0; m < kTileRows; ++m) {
+        const __m512 dx = _mm512_set1_ps(y0[m * num_blocks + b].d);
+        _mm512_store_ps(acc[m], _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[m]),
+                                                _mm512_mul_ps(dw, dx), _mm512_load_ps(acc[m])));
+      }
+    } else {
+      // KBlockStep's steps, the mins widened once for the 16 rows.
+      const GroupMins mins(group_block + l.mins);
+      const __m512 dmin = LoadHalf16(group_block + l.dmin);
+#pragma GCC unroll 16
+      for (int m = 0; m < kTileRows; ++m) {
+        const Q8KBlock& y = y0[m * num_blocks + b];
+        const __m512 dx = _mm512_set1_ps(y.d);
+        __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[m]), _mm512_mul_ps(dw, dx),
+                                   _mm512_load_ps(acc[m]));
+        a = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins.TimesSums(y)), _mm512_mul_ps(dmin, dx), a);
+        _mm512_store_ps(acc[m], a);
       }
     }
   }
@@ -632,15 +647,34 @@ void TilePairK(const uint8_t* group0, int64_t num_blocks, const Q8KBlock* act, i
   }
 }
 
+// A group's sub-block B tiles in order (block, sub-block), signed bytes.
+template <GgmlType kType>
+void SpreadGroupK(const uint8_t* group, int64_t num_blocks, int8_t* tiles) {
+  constexpr int64_t kTileBytes = kSubElems<kType> / 4 * 64;
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    for (int s = 0; s < kNumSubs<kType>; ++s) {
+      SubBlockTile<kType>(group + b * KLayoutOf(kType).bytes, s,
+                          tiles + (b * kNumSubs<kType> + s) * kTileBytes);
+    }
+  }
+}
+
 template <GgmlType kType>
 void TileGroupPairsKOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
                        const Q8KBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
   constexpr int64_t kBytes = KLayoutOf(kType).bytes;
+  constexpr int64_t kChunkRows = 128;  // activation rows kept in L2 while the groups pass
+  int8_t* tiles = SpreadBuffer(num_blocks * kKBlock * kGroupRows);
   ConfigureTiles(kSubElems<kType>);
-  for (int64_t p = p0; p < p1; ++p) {
-    const uint8_t* group0 = packed + 2 * p * num_blocks * kBytes;
-    for (int64_t m0 = 0; m0 < n; m0 += 2 * kTileRows) {
-      TilePairK<kType>(group0, num_blocks, act, n, m0, out + 2 * p * kGroupRows, rows);
+  for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
+    const int64_t c1 = std::min(n, c0 + kChunkRows);
+    for (int64_t g = 2 * p0; g < 2 * p1; ++g) {
+      const uint8_t* group = packed + g * num_blocks * kBytes;
+      SpreadGroupK<kType>(group, num_blocks, tiles);
+      for (int64_t m0 = c0; m0 < c1; m0 += kTileRows) {
+        TileSingleK<kType>(group, tiles, num_blocks, act, m0, std::min(kTileRows, n - m0),
+                           out + g * kGroupRows, rows);
+      }
     }
   }
   _tile_release();

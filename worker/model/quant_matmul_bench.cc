@@ -81,7 +81,7 @@ void BM_Interleaved(benchmark::State& state, GgmlType type) {
 void BM_Amx(benchmark::State& state, GgmlType type) {
   const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
   const std::vector<uint8_t> rows_data = RandomRows(type, rows, in);
-  std::vector<uint8_t> w(rows_data.size());
+  std::vector<uint8_t> w(AmxPackedBytes(type, rows, in));
   PackAmxRows(type, rows_data.data(), rows, in, w.data());
   const std::vector<float> x = RandomActivations(n, in);
   std::vector<float> out(n * rows);
@@ -142,6 +142,9 @@ BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Amx, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Amx, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Amx, q6_k, GgmlType::kQ6_K)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
 BENCHMARK(BM_KQuantInterleaved)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
