@@ -329,23 +329,8 @@ void AmxMatmulWith(Kernel kernel, GgmlType type, const uint8_t* packed, int64_t 
   }
   ActBlock* act = acts.data();
   int32_t* act_sum = act_sums.data();
-  const bool avx2 = quant_matmul_internal::UsesAvx2();
-  const auto quantize = [act, act_sum, x, in, num_blocks, type, avx2](int64_t t0, int64_t t1) {
-    quant_matmul_internal::QuantizeActivations(x + t0 * in, (t1 - t0) * num_blocks,
-                                               /*with_sum=*/type == GgmlType::kQ4_1, avx2,
-                                               act + t0 * num_blocks);
-    if (type != GgmlType::kQ4_0) return;
-    for (int64_t i = t0 * num_blocks; i < t1 * num_blocks; ++i) {
-      int32_t sum = 0;
-      for (int64_t j = 0; j < kBlock; ++j) sum += act[i].qs[j];
-      act_sum[i] = sum;
-    }
-  };
-  if (n >= 64) {
-    parallel_for(0, n, quantize);
-  } else {
-    quantize(0, n);
-  }
+  quant_matmul_internal::QuantizeActivationRows(type, x, n, in, quant_matmul_internal::UsesAvx2(),
+                                                parallel_for, act, act_sum);
   if (kernel == Kernel::kTiles && n >= 4) {
     parallel_for(0, rows / kPairRows, [=](int64_t p0, int64_t p1) {
       amx_kernels::TileGroupPairs(type, packed, rows, num_blocks, act, n, out, p0, p1);

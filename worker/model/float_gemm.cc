@@ -228,25 +228,37 @@ void TileAnyRows(int count, const float* panel, int64_t depth, const float* x, i
   }
 }
 
-// The panel loop with float_gemm_avx512's kernel: 32 weight rows per panel.
-void PanelsAvx512(GgmlType type, const void* weight, int64_t rows, int64_t in, const float* x,
-                  int64_t n, float* out, const ParallelFor& parallel_for) {
-  constexpr int kWidth = float_gemm_avx512::kPanel;
-  const int64_t panels = (rows + kWidth - 1) / kWidth;
+// n activation rows times a packed kPanel-wide panel, kTileRows at a time
+// (the signature of float_gemm_avx512::PanelTimesRows).
+void PanelTimesRowsAvx2(const float* panel, int64_t depth, const float* x, int64_t in, int64_t n,
+                        float* out, int64_t rows, int cols, bool first) {
+  for (int64_t t = 0; t < n; t += kTileRows) {
+    const int count = static_cast<int>(std::min<int64_t>(kTileRows, n - t));
+    TileAnyRows(count, panel, depth, x + t * in, in, out + t * rows, rows, cols, first);
+  }
+}
+
+using PanelKernel = void (*)(const float* panel, int64_t depth, const float* x, int64_t in,
+                             int64_t n, float* out, int64_t rows, int cols, bool first);
+
+// The panel loop: weight rows `width` at a time, each depth block packed
+// once and swept by all n activation rows with `kernel`.
+void Panels(int width, PanelKernel kernel, GgmlType type, const void* weight, int64_t rows,
+            int64_t in, const float* x, int64_t n, float* out, const ParallelFor& parallel_for) {
+  const int64_t panels = (rows + width - 1) / width;
   parallel_for(0, panels, [&](int64_t p0, int64_t p1) {
-    std::vector<float> storage(kDepth * kWidth + kDepth + 16);
+    std::vector<float> storage(kDepth * width + kDepth + 16);
     // 64-byte aligned panel, then a row buffer for 16-bit widening.
     float* panel =
         storage.data() + (16 - reinterpret_cast<uintptr_t>(storage.data()) / 4 % 16) % 16;
-    float* row_buffer = panel + kDepth * kWidth;
+    float* row_buffer = panel + kDepth * width;
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t r0 = p * kWidth;
-      const int cols = static_cast<int>(std::min<int64_t>(kWidth, rows - r0));
+      const int64_t r0 = p * width;
+      const int cols = static_cast<int>(std::min<int64_t>(width, rows - r0));
       for (int64_t k0 = 0; k0 < in; k0 += kDepth) {
         const int64_t depth = std::min(kDepth, in - k0);
-        PackPanel(type, weight, in, r0, cols, k0, depth, panel, row_buffer, kWidth);
-        float_gemm_avx512::PanelTimesRows(panel, depth, x + k0, in, n, out + r0, rows, cols,
-                                          k0 == 0);
+        PackPanel(type, weight, in, r0, cols, k0, depth, panel, row_buffer, width);
+        kernel(panel, depth, x + k0, in, n, out + r0, rows, cols, k0 == 0);
       }
     }
   });
@@ -304,29 +316,11 @@ void FloatGemm(GgmlType type, const void* weight, int64_t rows, int64_t in, cons
     return;
   }
   if (float_gemm_internal::UsesAvx512()) {
-    PanelsAvx512(type, weight, rows, in, x, n, out, parallel_for);
-    return;
+    Panels(float_gemm_avx512::kPanel, &float_gemm_avx512::PanelTimesRows, type, weight, rows, in,
+           x, n, out, parallel_for);
+  } else {
+    Panels(kPanel, &PanelTimesRowsAvx2, type, weight, rows, in, x, n, out, parallel_for);
   }
-  const int64_t panels = (rows + kPanel - 1) / kPanel;
-  parallel_for(0, panels, [&](int64_t p0, int64_t p1) {
-    std::vector<float> storage(kDepth * kPanel + kDepth + 8);
-    // 32-byte aligned panel, then a row buffer for 16-bit widening.
-    float* panel = storage.data() + (8 - reinterpret_cast<uintptr_t>(storage.data()) / 4 % 8) % 8;
-    float* row_buffer = panel + kDepth * kPanel;
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t r0 = p * kPanel;
-      const int cols = static_cast<int>(std::min<int64_t>(kPanel, rows - r0));
-      for (int64_t k0 = 0; k0 < in; k0 += kDepth) {
-        const int64_t depth = std::min(kDepth, in - k0);
-        PackPanel(type, weight, in, r0, cols, k0, depth, panel, row_buffer);
-        for (int64_t t = 0; t < n; t += kTileRows) {
-          const int count = static_cast<int>(std::min<int64_t>(kTileRows, n - t));
-          TileAnyRows(count, panel, depth, x + t * in + k0, in, out + t * rows + r0, rows, cols,
-                      k0 == 0);
-        }
-      }
-    }
-  });
 #else
   (void)parallel_for;
   float_gemm_internal::FloatGemmPortable(type, weight, rows, in, x, n, out);

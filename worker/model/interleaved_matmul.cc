@@ -370,23 +370,8 @@ void InterleavedMatmulImpl(GgmlType type, const uint8_t* interleaved, int64_t ro
   }
   ActBlock* act = acts.data();
   int32_t* act_sum = act_sums.data();
-  const auto quantize = [&](int64_t t0, int64_t t1) {
-    quant_matmul_internal::QuantizeActivations(x + t0 * in, (t1 - t0) * num_blocks,
-                                               /*with_sum=*/type == GgmlType::kQ4_1, avx2,
-                                               act + t0 * num_blocks);
-    if (type != GgmlType::kQ4_0) return;
-    for (int64_t i = t0 * num_blocks; i < t1 * num_blocks; ++i) {
-      int32_t sum = 0;
-      for (int j = 0; j < kBlock; ++j) sum += act[i].qs[j];
-      act_sum[i] = sum;
-    }
-  };
-  // Quantising is cheap next to the products: split only large batches.
-  if (n >= 64) {
-    parallel_for(0, n, quantize);
-  } else {
-    quantize(0, n);
-  }
+  quant_matmul_internal::QuantizeActivationRows(type, x, n, in, avx2, parallel_for, act,
+                                                act_sum);
   parallel_for(0, rows / kGroupRows, [&](int64_t g0, int64_t g1) {
 #ifdef LLORCH_INTERLEAVED_AVX2
     if (avx2) {

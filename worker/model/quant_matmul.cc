@@ -534,6 +534,27 @@ void QuantizeActivations(const float* x, int64_t num_blocks, bool with_sum, bool
   QuantizeActivationsPortable(x, num_blocks, with_sum, out);
 }
 
+void QuantizeActivationRows(GgmlType type, const float* x, int64_t n, int64_t in, bool avx2,
+                            const ParallelFor& parallel_for, ActBlock* act, int32_t* act_sum) {
+  const int64_t num_blocks = in / kBlock;
+  const auto quantize = [&](int64_t t0, int64_t t1) {
+    QuantizeActivations(x + t0 * in, (t1 - t0) * num_blocks,
+                        /*with_sum=*/type == GgmlType::kQ4_1, avx2, act + t0 * num_blocks);
+    if (type != GgmlType::kQ4_0) return;
+    for (int64_t i = t0 * num_blocks; i < t1 * num_blocks; ++i) {
+      int32_t sum = 0;
+      for (int64_t j = 0; j < kBlock; ++j) sum += act[i].qs[j];
+      act_sum[i] = sum;
+    }
+  };
+  // Quantising is cheap next to the products: split only large batches.
+  if (n >= 64) {
+    parallel_for(0, n, quantize);
+  } else {
+    quantize(0, n);
+  }
+}
+
 bool UsesAvx2() {
 #ifdef LLORCH_QUANT_MATMUL_AVX2
   return true;

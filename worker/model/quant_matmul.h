@@ -62,6 +62,13 @@ struct ActBlock {
 // (q8_1 when with_sum); the AVX2 and portable code give the same bits.
 void QuantizeActivations(const float* x, int64_t num_blocks, bool with_sum, bool avx2,
                          ActBlock* out);
+// Rounds n activation rows of `in` floats (in % 32 == 0) for a `type` weight
+// (Q4_0, Q4_1 or Q8_0) into n * in / 32 blocks of `act`: Q8_1 for Q4_1, Q8_0
+// otherwise; for Q4_0 also each block's sum of qs into `act_sum` (same
+// length; the interleaved and AMX kernels fold ggml's -8 offset with it).
+// Batches of 64 rows or more are split by `parallel_for`.
+void QuantizeActivationRows(GgmlType type, const float* x, int64_t n, int64_t in, bool avx2,
+                            const ParallelFor& parallel_for, ActBlock* act, int32_t* act_sum);
 // True when QuantMatmul uses the AVX2 kernels (built with AVX2, FMA, F16C).
 bool UsesAvx2();
 // QuantMatmul computed with the portable scalar code, which reproduces the
