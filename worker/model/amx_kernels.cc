@@ -256,13 +256,15 @@ inline const void* WeightTile(const uint8_t* group_block, int8_t* scratch) {
 // calls. Plain malloc, no std::vector: this file is compiled for AVX-512, and
 // a template instantiated here (a weak symbol) could be the copy the linker
 // keeps for the whole program, AVX-512 code run on every CPU.
-int8_t* SpreadBuffer(int64_t bytes) {
+// `slot` 0: spread weights; 1: activation tiles.
+int8_t* SpreadBuffer(int64_t bytes, int slot = 0) {
   struct Buffer {
     void* data = nullptr;
     int64_t size = 0;
     ~Buffer() { std::free(data); }
   };
-  thread_local Buffer buffer;
+  thread_local Buffer buffers[2];
+  Buffer& buffer = buffers[slot];
   if (buffer.size < bytes) {
     std::free(buffer.data);
     buffer.data = std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64));
@@ -272,6 +274,31 @@ int8_t* SpreadBuffer(int64_t bytes) {
   return static_cast<int8_t*>(buffer.data);
 }
 
+// One block of 16 activation rows, as an A tile reads it (512 contiguous
+// bytes, not 16 rows a whole activation row apart) with the rows' scales.
+struct ActTileBlock {
+  int8_t qs[kTileRows][32];
+  float d[kTileRows];
+  float s[kTileRows];
+};
+
+// Activation rows [m0, m0 + 16 * num_tiles) as num_tiles x num_blocks tile
+// blocks (tile t's block b at out[t * num_blocks + b]).
+void PackActTiles(const ActBlock* act, int64_t num_blocks, int64_t m0, int64_t num_tiles,
+                  ActTileBlock* out) {
+  for (int64_t t = 0; t < num_tiles; ++t) {
+    for (int m = 0; m < kTileRows; ++m) {
+      const ActBlock* row = act + (m0 + t * kTileRows + m) * num_blocks;
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        ActTileBlock& tile = out[t * num_blocks + b];
+        std::memcpy(tile.qs[m], row[b].qs, 32);
+        tile.d[m] = row[b].d;
+        tile.s[m] = row[b].s;
+      }
+    }
+  }
+}
+
 // 16 activation rows (from m0; the rows past n are padding) x one group of
 // 16 weight rows over all blocks, the 16 x 16 sums held in registers.
 // `tiles`: block b's B tile at tiles + b * tile_stride (Q8_0: the packed
@@ -279,19 +306,16 @@ int8_t* SpreadBuffer(int64_t bytes) {
 template <GgmlType kType>
 __attribute__((noinline)) void TileSingle(const uint8_t* group, const int8_t* tiles,
                                           int64_t tile_stride, int64_t num_blocks,
-                                          const ActBlock* act, int64_t m0, int64_t m_rows,
+                                          const ActTileBlock* y, int64_t m0, int64_t m_rows,
                                           float* out, int64_t rows) {
   constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
-  const int64_t act_stride = num_blocks * static_cast<int64_t>(sizeof(ActBlock));
-  alignas(64) int32_t dots[kTileRows * kGroupRows];
   __m512 acc[kTileRows];
 #pragma GCC unroll 16
   for (int m = 0; m < kTileRows; ++m) acc[m] = _mm512_setzero_ps();
-  const ActBlock* y0 = act + m0 * num_blocks;
+  alignas(64) int32_t dots[kTileRows * kGroupRows];
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const uint8_t* block = group + b * kBlockBytes;
     _tile_loadd(0, tiles + b * tile_stride, 4 * kGroupRows);
-    _tile_loadd(2, y0[b].qs, act_stride);
+    _tile_loadd(2, y[b].qs, 32);
     _tile_zero(4);
     if constexpr (kType == GgmlType::kQ4_1) {
       _tile_dpbsud(4, 2, 0);
@@ -299,15 +323,15 @@ __attribute__((noinline)) void TileSingle(const uint8_t* group, const int8_t* ti
       _tile_dpbssd(4, 2, 0);
     }
     _tile_stored(4, dots, 4 * kGroupRows);
+    const uint8_t* block = group + b * kBlockBytes;
     const __m512 dw = LoadHalf16(block);
     const __m512 mw = kType == GgmlType::kQ4_1 ? LoadHalf16(block + kScaleBytes) : dw;
-    const ActBlock* y = y0 + b;
 #pragma GCC unroll 16
     for (int m = 0; m < kTileRows; ++m) {
       acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + m * kGroupRows)),
-                               _mm512_mul_ps(dw, _mm512_set1_ps(y[m * num_blocks].d)), acc[m]);
+                               _mm512_mul_ps(dw, _mm512_set1_ps(y[b].d[m])), acc[m]);
       if constexpr (kType == GgmlType::kQ4_1) {
-        acc[m] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y[m * num_blocks].s), acc[m]);
+        acc[m] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y[b].s[m]), acc[m]);
       }
     }
   }
@@ -331,8 +355,11 @@ void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
   // products: the tile load waits for the stores).
   int8_t* spread = nullptr;
   if constexpr (kType != GgmlType::kQ8_0) spread = SpreadBuffer(num_blocks * 512);
+  auto* act_tiles = reinterpret_cast<ActTileBlock*>(
+      SpreadBuffer(kChunkRows / kTileRows * num_blocks * sizeof(ActTileBlock), /*slot=*/1));
   for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
     const int64_t c1 = std::min(n, c0 + kChunkRows);
+    PackActTiles(act, num_blocks, c0, (c1 - c0 + kTileRows - 1) / kTileRows, act_tiles);
     for (int64_t g = 2 * p0; g < 2 * p1; ++g) {
       const uint8_t* group = packed + g * num_blocks * kBlockBytes;
       const int8_t* tiles;
@@ -348,7 +375,8 @@ void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
         tile_stride = 512;
       }
       for (int64_t m0 = c0; m0 < c1; m0 += kTileRows) {
-        TileSingle<kType>(group, tiles, tile_stride, num_blocks, act, m0,
+        TileSingle<kType>(group, tiles, tile_stride, num_blocks,
+                          act_tiles + (m0 - c0) / kTileRows * num_blocks, m0,
                           std::min(kTileRows, n - m0), out + g * kGroupRows, rows);
       }
     }

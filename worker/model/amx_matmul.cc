@@ -1,5 +1,6 @@
 #include "worker/model/amx_matmul.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -258,6 +259,48 @@ void UnpackAmxRow(GgmlType type, const uint8_t* packed, int64_t in, int64_t row,
 namespace amx_matmul_internal {
 namespace {
 
+// Fewest activation rows for which one 16-row tile beats VNNI row by row:
+// a tile's cost barely depends on how many of its rows are live (its integer
+// dots are cheap, its per-block float steps and the weights' spreading are
+// not), VNNI's grows with each row. Measured (one thread) with quant_matmul_bench's
+// BM_AmxKernel (TinyLlama's 11264 x 2048, SmolLM2's 49152 x 576) on a
+// 2-core Xeon with AMX, 2026-12-03.
+int64_t MinTileRows(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ8_0: return 6;
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K: return 10;
+    case GgmlType::kQ4_K: return 13;
+    default: return 12;  // Q4_0, Q4_1
+  }
+}
+
+// How many of the n activation rows go to tiles (the rest to VNNI): the
+// whole tiles, and the last partial one where it has enough live rows.
+int64_t TileRowsOf(Kernel kernel, GgmlType type, int64_t n) {
+  if (kernel != Kernel::kTiles) return 0;
+  const int64_t whole = n / kTileRows * kTileRows;
+  return n - whole >= MinTileRows(type) ? n : whole;
+}
+
+// Pairs of groups per step when both kernels run: the tiles' weights are
+// still in L2 when VNNI reads them for the remaining rows.
+constexpr int64_t kPairsPerStep = 4;
+
+// Runs tiles(c0, c1) then vnni(c0, c1) over [p0, p1) in steps of
+// kPairsPerStep pairs, or one of them over the whole range.
+template <typename Tiles, typename Vnni>
+void SplitRows(bool tiles_run, bool vnni_run, int64_t p0, int64_t p1, const Tiles& tiles,
+               const Vnni& vnni) {
+  if (!vnni_run) return tiles(p0, p1);
+  if (!tiles_run) return vnni(p0, p1);
+  for (int64_t c0 = p0; c0 < p1; c0 += kPairsPerStep) {
+    const int64_t c1 = std::min(p1, c0 + kPairsPerStep);
+    tiles(c0, c1);
+    vnni(c0, c1);
+  }
+}
+
 // AmxMatmulWith for K-quants: activations rounded to Q8_K
 // (quantize_row_q8_K_ref, as llama.cpp's AMX path does).
 void MatmulK(Kernel kernel, GgmlType type, const uint8_t* packed, int64_t rows, int64_t in,
@@ -280,18 +323,28 @@ void MatmulK(Kernel kernel, GgmlType type, const uint8_t* packed, int64_t rows, 
   } else {
     quantize(0, n);
   }
-  parallel_for(0, rows / kPairRows, [=](int64_t p0, int64_t p1) {
-    if (kernel == Kernel::kTiles && n >= 4) {
-      amx_kernels::TileGroupPairsK(type, packed, rows, num_blocks, act, n, out, p0, p1);
-    } else if (kernel != Kernel::kPortable) {
-      amx_kernels::VnniGroupsK(type, packed, rows, num_blocks, act, n, out, 2 * p0, 2 * p1);
-    } else {
+  if (kernel == Kernel::kPortable) {
+    parallel_for(0, rows / kPairRows, [=](int64_t p0, int64_t p1) {
       for (int64_t t = 0; t < n; ++t) {
         for (int64_t r = p0 * kPairRows; r < p1 * kPairRows; ++r) {
           out[t * rows + r] = DotPortableK(type, packed, num_blocks, r, act + t * num_blocks);
         }
       }
-    }
+    });
+    return;
+  }
+  const int64_t tile_rows = TileRowsOf(kernel, type, n);
+  parallel_for(0, rows / kPairRows, [=](int64_t p0, int64_t p1) {
+    SplitRows(
+        tile_rows > 0, tile_rows < n, p0, p1,
+        [=](int64_t c0, int64_t c1) {
+          amx_kernels::TileGroupPairsK(type, packed, rows, num_blocks, act, tile_rows, out, c0,
+                                       c1);
+        },
+        [=](int64_t c0, int64_t c1) {
+          amx_kernels::VnniGroupsK(type, packed, rows, num_blocks, act + tile_rows * num_blocks,
+                                   n - tile_rows, out + tile_rows * rows, 2 * c0, 2 * c1);
+        });
   });
 }
 
@@ -331,25 +384,29 @@ void AmxMatmulWith(Kernel kernel, GgmlType type, const uint8_t* packed, int64_t 
   int32_t* act_sum = act_sums.data();
   quant_matmul_internal::QuantizeActivationRows(type, x, n, in, quant_matmul_internal::UsesAvx2(),
                                                 parallel_for, act, act_sum);
-  if (kernel == Kernel::kTiles && n >= 4) {
+  if (kernel == Kernel::kPortable) {
     parallel_for(0, rows / kPairRows, [=](int64_t p0, int64_t p1) {
-      amx_kernels::TileGroupPairs(type, packed, rows, num_blocks, act, n, out, p0, p1);
-    });
-    return;
-  }
-  if (kernel != Kernel::kPortable) {
-    parallel_for(0, rows / kPairRows, [=](int64_t p0, int64_t p1) {
-      amx_kernels::VnniGroups(type, packed, rows, num_blocks, act, act_sum, n, out, 2 * p0,
-                              2 * p1);
-    });
-    return;
-  }
-  parallel_for(0, rows / kPairRows, [=](int64_t p0, int64_t p1) {
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t r = p0 * kPairRows; r < p1 * kPairRows; ++r) {
-        out[t * rows + r] = DotPortable(type, packed, num_blocks, r, act + t * num_blocks);
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t r = p0 * kPairRows; r < p1 * kPairRows; ++r) {
+          out[t * rows + r] = DotPortable(type, packed, num_blocks, r, act + t * num_blocks);
+        }
       }
-    }
+    });
+    return;
+  }
+  const int64_t tile_rows = TileRowsOf(kernel, type, n);
+  parallel_for(0, rows / kPairRows, [=](int64_t p0, int64_t p1) {
+    SplitRows(
+        tile_rows > 0, tile_rows < n, p0, p1,
+        [=](int64_t c0, int64_t c1) {
+          amx_kernels::TileGroupPairs(type, packed, rows, num_blocks, act, tile_rows, out, c0,
+                                      c1);
+        },
+        [=](int64_t c0, int64_t c1) {
+          amx_kernels::VnniGroups(type, packed, rows, num_blocks, act + tile_rows * num_blocks,
+                                  act_sum + tile_rows * num_blocks, n - tile_rows,
+                                  out + tile_rows * rows, 2 * c0, 2 * c1);
+        });
   });
 }
 

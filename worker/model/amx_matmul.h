@@ -70,7 +70,9 @@ enum class Kernel { kPortable, kVnni, kTiles };
 // The best kernel this CPU runs (kTiles where available, else kVnni, else
 // kPortable). LLORCH_AMX=0 in the environment caps it at kVnni.
 Kernel BestKernel();
-// AmxMatmul with at most `kernel` (kTiles still uses VNNI for n < 4).
+// AmxMatmul with at most `kernel`. kTiles takes whole 16-row tiles of the
+// activations, and a last partial one only when enough of its rows are live
+// (a per-type threshold); VNNI computes the remaining rows (the same bits).
 void AmxMatmulWith(Kernel kernel, GgmlType type, const uint8_t* packed, int64_t rows,
                    int64_t in, const float* x, int64_t n, float* out,
                    const ParallelFor& parallel_for = SerialFor);

@@ -93,6 +93,44 @@ void BM_Amx(benchmark::State& state, GgmlType type) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
 }
 
+// AmxMatmulWith one kernel (range 3: 1 = VNNI, 2 = tiles), for the batch
+// size where tiles start to pay (amx_matmul.cc's kMinTileRows).
+void BM_AmxKernel(benchmark::State& state, GgmlType type) {
+  const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
+  const auto kernel = state.range(3) == 2 ? amx_matmul_internal::Kernel::kTiles
+                                           : amx_matmul_internal::Kernel::kVnni;
+  if (amx_matmul_internal::BestKernel() < kernel) {
+    state.SkipWithError("kernel not available on this CPU");
+    return;
+  }
+  if (!AmxMatmulSupports(type, rows, in)) {
+    state.SkipWithError("shape not supported for this type");
+    return;
+  }
+  const std::vector<uint8_t> rows_data = RandomRows(type, rows, in);
+  std::vector<uint8_t> w(AmxPackedBytes(type, rows, in));
+  PackAmxRows(type, rows_data.data(), rows, in, w.data());
+  const std::vector<float> x = RandomActivations(n, in);
+  std::vector<float> out(n * rows);
+  const ParallelFor parallel_for = TorchParallelFor(2);
+  for (auto _ : state) {
+    amx_matmul_internal::AmxMatmulWith(kernel, type, w.data(), rows, in, x.data(), n, out.data(),
+                                       parallel_for);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
+}
+
+void CrossoverShapes(benchmark::internal::Benchmark* b) {
+  for (int64_t kernel : {1, 2}) {
+    for (int64_t n : {4, 8, 12, 16, 24, 32}) {
+      b->Args({2 * 5632, 2048, n, kernel});  // TinyLlama's fused gate and up
+      b->Args({49152, 576, n, kernel});      // SmolLM2's output head
+    }
+  }
+  b->Unit(benchmark::kMicrosecond)->UseRealTime();
+}
+
 // K-quants straight from the file's blocks, in llama.cpp's order for the
 // type (Q4_K: its repacked kernels' order).
 void BM_KQuant(benchmark::State& state, GgmlType type) {
@@ -145,6 +183,12 @@ BENCHMARK_CAPTURE(BM_Amx, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q6_k, GgmlType::kQ6_K)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_AmxKernel, q4_0, GgmlType::kQ4_0)->Apply(CrossoverShapes);
+BENCHMARK_CAPTURE(BM_AmxKernel, q4_1, GgmlType::kQ4_1)->Apply(CrossoverShapes);
+BENCHMARK_CAPTURE(BM_AmxKernel, q8_0, GgmlType::kQ8_0)->Apply(CrossoverShapes);
+BENCHMARK_CAPTURE(BM_AmxKernel, q4_k, GgmlType::kQ4_K)->Apply(CrossoverShapes);
+BENCHMARK_CAPTURE(BM_AmxKernel, q5_k, GgmlType::kQ5_K)->Apply(CrossoverShapes);
+BENCHMARK_CAPTURE(BM_AmxKernel, q6_k, GgmlType::kQ6_K)->Apply(CrossoverShapes);
 BENCHMARK_CAPTURE(BM_KQuant, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
 BENCHMARK(BM_KQuantInterleaved)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
