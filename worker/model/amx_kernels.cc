@@ -256,14 +256,14 @@ inline const void* WeightTile(const uint8_t* group_block, int8_t* scratch) {
 // calls. Plain malloc, no std::vector: this file is compiled for AVX-512, and
 // a template instantiated here (a weak symbol) could be the copy the linker
 // keeps for the whole program, AVX-512 code run on every CPU.
-// `slot` 0: spread weights; 1: activation tiles.
+// `slot` 0: spread weights; 1: activation tiles; 2: their scales.
 int8_t* SpreadBuffer(int64_t bytes, int slot = 0) {
   struct Buffer {
     void* data = nullptr;
     int64_t size = 0;
     ~Buffer() { std::free(data); }
   };
-  thread_local Buffer buffers[2];
+  thread_local Buffer buffers[3];
   Buffer& buffer = buffers[slot];
   if (buffer.size < bytes) {
     std::free(buffer.data);
@@ -455,15 +455,26 @@ struct GroupMins {
       pair[k] = _mm512_or_si512(even, _mm512_slli_epi32(odd, 16));
     }
   }
-  __m512i TimesSums(const Q8KBlock& a) const {
-    __m512i m = _mm512_setzero_si512();
+  // The activation block's sub-block sums (of 32), as TimesPairs takes them:
+  // pairs[k] holds sums 2k (low 16 bits) and 2k + 1 (high).
+  static void SumPairs(const Q8KBlock& a, int32_t* pairs) {
     for (int k = 0; k < 4; ++k) {
       const int32_t even = a.bsums[4 * k] + a.bsums[4 * k + 1];
       const int32_t odd = a.bsums[4 * k + 2] + a.bsums[4 * k + 3];
-      const uint32_t sums = static_cast<uint16_t>(even) | static_cast<uint32_t>(odd) << 16;
-      m = _mm512_dpwssd_epi32(m, pair[k], _mm512_set1_epi32(static_cast<int32_t>(sums)));
+      pairs[k] = static_cast<int32_t>(static_cast<uint16_t>(even) |
+                                      static_cast<uint32_t>(odd) << 16);
     }
+  }
+  // M = sum over sub-blocks j of min_j * sum_j, exact, for the 16 rows.
+  __m512i TimesPairs(const int32_t* pairs) const {
+    __m512i m = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) m = _mm512_dpwssd_epi32(m, pair[k], _mm512_set1_epi32(pairs[k]));
     return m;
+  }
+  __m512i TimesSums(const Q8KBlock& a) const {
+    int32_t pairs[4];
+    SumPairs(a, pairs);
+    return TimesPairs(pairs);
   }
 };
 
@@ -615,28 +626,60 @@ inline void SubBlockTile(const uint8_t* group_block, int s, int8_t* tile) {
   }
 }
 
+// The quants of activation rows [m0, m0 + 16 * num_tiles) as A tiles: tile
+// t, block b, sub-block s is 16 rows x kSubElems contiguous bytes at
+// out + ((t * num_blocks + b) * kNumSubs + s) * 16 * kSubElems (not 16 rows
+// a whole Q8_K row apart).
+// Beside them, per tile and block, the 16 rows' scales and (Q4_K, Q5_K)
+// sub-block sums in GroupMins::SumPairs form, computed once for every group.
+struct KActScales {
+  float d[kTileRows];
+  int32_t pairs[kTileRows][4];
+};
+
+template <GgmlType kType>
+void PackActTilesK(const Q8KBlock* act, int64_t num_blocks, int64_t m0, int64_t num_tiles,
+                   int8_t* out, KActScales* scales) {
+  constexpr int kSub = kSubElems<kType>;
+  for (int64_t t = 0; t < num_tiles; ++t) {
+    for (int m = 0; m < kTileRows; ++m) {
+      const Q8KBlock* row = act + (m0 + t * kTileRows + m) * num_blocks;
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        int8_t* tiles = out + (t * num_blocks + b) * kKBlock * kTileRows;
+        for (int s = 0; s < kNumSubs<kType>; ++s) {
+          std::memcpy(tiles + (s * kTileRows + m) * kSub, row[b].q + s * kSub, kSub);
+        }
+        KActScales& block_scales = scales[t * num_blocks + b];
+        block_scales.d[m] = row[b].d;
+        if constexpr (kType != GgmlType::kQ6_K) GroupMins::SumPairs(row[b], block_scales.pairs[m]);
+      }
+    }
+  }
+}
+
 // 16 activation rows (from m0; rows past n are padding) x one group of 16
 // weight rows over all blocks. `tiles`: the group's sub-block B tiles, spread
 // by SpreadGroupK. Per block the scaled sub-block dots add up in 16
 // registers; the float sums wait in L1 between blocks.
 template <GgmlType kType>
 __attribute__((noinline)) void TileSingleK(const uint8_t* group, const int8_t* tiles,
-                                           int64_t num_blocks, const Q8KBlock* act, int64_t m0,
+                                           int64_t num_blocks, const int8_t* act_tiles,
+                                           const KActScales* act_scales, int64_t m0,
                                            int64_t m_rows, float* out, int64_t rows) {
   constexpr KLayout l = KLayoutOf(kType);
   constexpr int64_t kTileBytes = kSubElems<kType> / 4 * 64;
-  const int64_t act_stride = num_blocks * static_cast<int64_t>(sizeof(Q8KBlock));
   alignas(64) int32_t dots[kTileRows * kGroupRows];
   alignas(64) float acc[kTileRows][kGroupRows] = {};
-  const Q8KBlock* y0 = act + m0 * num_blocks;
   for (int64_t b = 0; b < num_blocks; ++b) {
+    const KActScales& y = act_scales[b];
     const uint8_t* group_block = group + b * l.bytes;
     __m512i sum[kTileRows];
 #pragma GCC unroll 16
     for (int m = 0; m < kTileRows; ++m) sum[m] = _mm512_setzero_si512();
     for (int s = 0; s < kNumSubs<kType>; ++s) {
       _tile_loadd(0, tiles + (b * kNumSubs<kType> + s) * kTileBytes, 4 * kGroupRows);
-      _tile_loadd(2, y0[b].q + kSubElems<kType> * s, act_stride);
+      _tile_loadd(2, act_tiles + (b * kNumSubs<kType> + s) * kTileRows * kSubElems<kType>,
+                  kSubElems<kType>);
       _tile_zero(4);
       _tile_dpbssd(4, 2, 0);
       _tile_stored(4, dots, 4 * kGroupRows);
@@ -651,7 +694,7 @@ __attribute__((noinline)) void TileSingleK(const uint8_t* group, const int8_t* t
     if constexpr (kType == GgmlType::kQ6_K) {
 #pragma GCC unroll 16
       for (int m = 0; m < kTileRows; ++m) {
-        const __m512 dx = _mm512_set1_ps(y0[m * num_blocks + b].d);
+        const __m512 dx = _mm512_set1_ps(y.d[m]);
         _mm512_store_ps(acc[m], _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[m]),
                                                 _mm512_mul_ps(dw, dx), _mm512_load_ps(acc[m])));
       }
@@ -661,11 +704,11 @@ __attribute__((noinline)) void TileSingleK(const uint8_t* group, const int8_t* t
       const __m512 dmin = LoadHalf16(group_block + l.dmin);
 #pragma GCC unroll 16
       for (int m = 0; m < kTileRows; ++m) {
-        const Q8KBlock& y = y0[m * num_blocks + b];
-        const __m512 dx = _mm512_set1_ps(y.d);
+        const __m512 dx = _mm512_set1_ps(y.d[m]);
         __m512 a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[m]), _mm512_mul_ps(dw, dx),
                                    _mm512_load_ps(acc[m]));
-        a = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins.TimesSums(y)), _mm512_mul_ps(dmin, dx), a);
+        a = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins.TimesPairs(y.pairs[m])),
+                             _mm512_mul_ps(dmin, dx), a);
         _mm512_store_ps(acc[m], a);
       }
     }
@@ -693,14 +736,22 @@ void TileGroupPairsKOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
   constexpr int64_t kBytes = KLayoutOf(kType).bytes;
   constexpr int64_t kChunkRows = 128;  // activation rows kept in L2 while the groups pass
   int8_t* tiles = SpreadBuffer(num_blocks * kKBlock * kGroupRows);
+  int8_t* act_tiles = SpreadBuffer(kChunkRows * num_blocks * kKBlock, /*slot=*/1);
+  auto* act_scales = reinterpret_cast<KActScales*>(SpreadBuffer(
+      kChunkRows / kTileRows * num_blocks * static_cast<int64_t>(sizeof(KActScales)),
+      /*slot=*/2));
   ConfigureTiles(kSubElems<kType>);
   for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
     const int64_t c1 = std::min(n, c0 + kChunkRows);
+    PackActTilesK<kType>(act, num_blocks, c0, (c1 - c0 + kTileRows - 1) / kTileRows, act_tiles,
+                         act_scales);
     for (int64_t g = 2 * p0; g < 2 * p1; ++g) {
       const uint8_t* group = packed + g * num_blocks * kBytes;
       SpreadGroupK<kType>(group, num_blocks, tiles);
       for (int64_t m0 = c0; m0 < c1; m0 += kTileRows) {
-        TileSingleK<kType>(group, tiles, num_blocks, act, m0, std::min(kTileRows, n - m0),
+        TileSingleK<kType>(group, tiles, num_blocks, act_tiles + (m0 - c0) * num_blocks * kKBlock,
+                           act_scales + (m0 - c0) / kTileRows * num_blocks, m0,
+                           std::min(kTileRows, n - m0),
                            out + g * kGroupRows, rows);
       }
     }
