@@ -14,6 +14,37 @@ void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int
   const int64_t group = shape.heads / shape.kv_heads;
   const int64_t head_bytes =  // one KV head's rows
       shape.capacity * head_dim * (shape.element == KvElement::kF32 ? 4 : 2);
+  // Prompt rows: each KV head's keys and values widened (and the keys
+  // transposed) once for all the rows that read it; the same bits as
+  // GgmlAttendRow (ggml_ops.h).
+  if (!decode && n * group >= 2 && GgmlPreparedAttentionSupports(head_dim)) {
+    // Reused across layers and calls. The lambdas below use this reference:
+    // naming the thread_local there would give each thread its own vector.
+    thread_local std::vector<GgmlPreparedKv> prepared_here;
+    std::vector<GgmlPreparedKv>& prepared = prepared_here;
+    prepared.resize(shape.kv_heads);
+    parallel_for(0, shape.kv_heads, [&](int64_t begin, int64_t end) {
+      for (int64_t kv = begin; kv < end; ++kv) {
+        GgmlPrepareKv(static_cast<const uint8_t*>(keys) + kv * head_bytes,
+                      static_cast<const uint8_t*>(values) + kv * head_bytes, shape.element,
+                      head_dim, pos + n, shape.block_table, shape.block_size, &prepared[kv]);
+      }
+    });
+    parallel_for(0, n * heads, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch;
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t i = task / heads, h = task % heads;
+        const int64_t last = pos + i;
+        const int64_t first =
+            shape.window > 0 ? std::max<int64_t>(0, last - shape.window + 1) : 0;
+        scratch.resize(last + 1);
+        GgmlAttendPromptRow(q + (i * heads + h) * head_dim, prepared[h / group], head_dim, first,
+                            last, scale, variant, scratch.data(),
+                            out + i * heads * head_dim + h * head_dim);
+      }
+    });
+    return;
+  }
   // One task per (query row, head); each is computed the same way whatever
   // n is and whichever thread runs it, in llama.cpp's order (ggml_ops.h).
   parallel_for(0, n * heads, [&](int64_t begin, int64_t end) {

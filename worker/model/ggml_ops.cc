@@ -13,6 +13,7 @@
 #include "common/float_bits.h"
 #include "worker/model/amx_kernels.h"    // TilesSupported
 #include "worker/model/float_matmul.h"  // WidenRowToFloat
+#include "worker/model/prepared_scores.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -379,6 +380,9 @@ void Softmax(int64_t first, int64_t last, float max_score, float* scratch) {
 template <KvElement E>
 __attribute__((target("avx512f"), always_inline)) inline __m512 AddValue16(
     const typename KvRows<E>::T* v, float p, __m512 acc) {
+  if constexpr (E == KvElement::kF32) {
+    return _mm512_fmadd_ps(_mm512_loadu_ps(v), _mm512_set1_ps(p), acc);
+  }
   const __m512d v16 =
       _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(KvRows<E>::Load8(v))),
                          _mm256_castps_pd(KvRows<E>::Load8(v + 8)), 1);
@@ -428,23 +432,13 @@ bool CpuHasAvx512F() {
 // scalar loop, which computes the same steps).
 std::atomic<bool> register_paths{true};
 
-template <GgmlVariant V, KvElement E>
-void AttendRow(const float* query, const typename KvRows<E>::T* keys,
-               const typename KvRows<E>::T* values, int64_t head_dim, int64_t first,
-               int64_t last, float scale, bool one_token_order, float* scratch, float* out,
-               const int32_t* block_table, int64_t block_size) {
+// Softmax of the scores in scratch[first..last], then out = the
+// probability-weighted sum of the value rows (row(j): position j's row).
+template <GgmlVariant V, KvElement E, class RowFn>
+void WeightedValues(const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim,
+                    int64_t first, int64_t last, float max_score, bool one_token_order,
+                    float* scratch, float* out) {
   constexpr int kLanes = Order<V>::kLanes;
-  const auto row = [&](int64_t j) {  // position j's row in the cache
-    return block_table == nullptr
-               ? j * head_dim
-               : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
-  };
-  // Scores of the visible keys; the rest count as -inf (probability 0).
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t j = first; j <= last; ++j) {
-    scratch[j] = KeyDot<V, E>(keys + row(j), query, head_dim) * scale;
-    max_score = std::max(max_score, scratch[j]);
-  }
   Softmax<V>(first, last, max_score, scratch);
   // Output: per dimension, lane l accumulates the positions p = l (mod
   // kLanes): one chain (tinyBLAS), or four chains by (p / kLanes) mod 4
@@ -525,6 +519,41 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
     out[d] = one_token_order ? Order<V>::DotReduce(lanes) : Order<V>::SumReduce(lanes);
   }
 }
+
+template <GgmlVariant V, KvElement E>
+void AttendRow(const float* query, const typename KvRows<E>::T* keys,
+               const typename KvRows<E>::T* values, int64_t head_dim, int64_t first,
+               int64_t last, float scale, bool one_token_order, float* scratch, float* out,
+               const int32_t* block_table, int64_t block_size) {
+  const auto row = [&](int64_t j) {  // position j's row in the cache
+    return block_table == nullptr
+               ? j * head_dim
+               : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
+  };
+  // Scores of the visible keys; the rest count as -inf (probability 0).
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t j = first; j <= last; ++j) {
+    scratch[j] = KeyDot<V, E>(keys + row(j), query, head_dim) * scale;
+    max_score = std::max(max_score, scratch[j]);
+  }
+  WeightedValues<V, E>(values, row, head_dim, first, last, max_score, one_token_order, scratch,
+                       out);
+}
+
+#ifdef LLORCH_GGML_OPS_F16C
+// The prepared scores (prepared_scores.h) with 8 keys per AVX2 register.
+struct Keys8 {
+  using Vec = __m256;
+  static constexpr int kWidth = 8;
+  static Vec Zero() { return _mm256_setzero_ps(); }
+  static Vec Load(const float* p) { return _mm256_loadu_ps(p); }
+  static Vec Set1(float x) { return _mm256_set1_ps(x); }
+  static Vec Add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec Mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+  static Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+};
+#endif  // LLORCH_GGML_OPS_F16C
 
 }  // namespace
 
@@ -654,6 +683,95 @@ void GgmlAttendRow(const float* query, const float* keys, const float* values, i
                    const int32_t* block_table, int64_t block_size) {
   GgmlAttendRow(query, keys, values, KvElement::kF32, head_dim, first, last, scale,
                 one_token_order, variant, scratch, out, block_table, block_size);
+}
+
+bool GgmlPreparedAttentionSupports(int64_t head_dim) {
+#ifdef LLORCH_GGML_OPS_F16C
+  return head_dim > 0 && head_dim % 64 == 0;
+#else
+  (void)head_dim;
+  return false;
+#endif
+}
+
+void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int64_t head_dim,
+                   int64_t positions, const int32_t* block_table, int64_t block_size,
+                   GgmlPreparedKv* out, int width) {
+  if (width == 0) width = prepared_scores_avx512::Supported() ? 16 : 8;
+  if (!GgmlPreparedAttentionSupports(head_dim) || (width != 8 && width != 16) ||
+      (width == 16 && !prepared_scores_avx512::Supported())) {
+    std::abort();
+  }
+  const size_t element_bytes = element == KvElement::kF32 ? 4 : 2;
+  const auto row = [&](int64_t j) {  // position j's row in the cache
+    return block_table == nullptr
+               ? j * head_dim
+               : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
+  };
+  const auto widen = [&](const void* base, int64_t j, float* to) {
+    const auto* from = static_cast<const uint8_t*>(base) + row(j) * element_bytes;
+    if (element == KvElement::kF32) {
+      std::memcpy(to, from, head_dim * sizeof(float));
+    } else {
+      WidenRowToFloat(element == KvElement::kF16 ? GgmlType::kF16 : GgmlType::kBF16, from,
+                      head_dim, to);
+    }
+  };
+  out->width = width;
+  out->positions = positions;
+  const int64_t blocks = (positions + width - 1) / width;
+  out->keys_t.assign(static_cast<size_t>(blocks * head_dim * width), 0.0f);
+  out->values.resize(static_cast<size_t>(positions * head_dim));
+  std::vector<float> key(static_cast<size_t>(head_dim));
+  for (int64_t j = 0; j < positions; ++j) {
+    widen(keys, j, key.data());
+    float* block = out->keys_t.data() + (j / width) * head_dim * width + j % width;
+    for (int64_t d = 0; d < head_dim; ++d) block[d * width] = key[d];
+    widen(values, j, out->values.data() + j * head_dim);
+  }
+}
+
+void GgmlAttendPromptRow(const float* query, const GgmlPreparedKv& kv, int64_t head_dim,
+                         int64_t first, int64_t last, float scale, GgmlVariant variant,
+                         float* scratch, float* out) {
+#ifdef LLORCH_GGML_OPS_F16C
+  const bool lanes16 = variant != GgmlVariant::kAvx2;
+  const float* keys_t = kv.keys_t.data();
+  float max_score;
+  if (kv.width == 16) {
+    max_score = prepared_scores_avx512::Scores(lanes16 ? 16 : 8, keys_t, query, head_dim, first,
+                                               last, scale, scratch);
+  } else if (lanes16) {
+    max_score = prepared_scores::Scores<Keys8, 16>(keys_t, query, head_dim, first, last, scale,
+                                                   scratch);
+  } else {
+    max_score = prepared_scores::Scores<Keys8, 8>(keys_t, query, head_dim, first, last, scale,
+                                                  scratch);
+  }
+  // Value rows are contiguous: with head_dim a constant the row offsets of
+  // the register-blocked sums are immediates (a runtime product spilled).
+  const auto weighted = [&](const auto& row) {
+    if (lanes16) {
+      WeightedValues<GgmlVariant::kAvx512, KvElement::kF32>(kv.values.data(), row, head_dim,
+                                                            first, last, max_score, false,
+                                                            scratch, out);
+    } else {
+      WeightedValues<GgmlVariant::kAvx2, KvElement::kF32>(kv.values.data(), row, head_dim, first,
+                                                          last, max_score, false, scratch, out);
+    }
+  };
+  if (head_dim == 64) {
+    weighted([](int64_t j) { return j * 64; });
+  } else if (head_dim == 128) {
+    weighted([](int64_t j) { return j * 128; });
+  } else {
+    weighted([head_dim](int64_t j) { return j * head_dim; });
+  }
+#else
+  (void)query, (void)kv, (void)head_dim, (void)first, (void)last, (void)scale, (void)variant,
+      (void)scratch, (void)out;
+  std::abort();
+#endif
 }
 
 namespace ggml_ops_internal {

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -97,6 +98,30 @@ void GgmlAttendRow(const float* query, const void* keys, const void* values, KvE
                    int64_t head_dim, int64_t first, int64_t last, float scale,
                    bool one_token_order, GgmlVariant variant, float* scratch, float* out,
                    const int32_t* block_table = nullptr, int64_t block_size = 0);
+
+// Prompt attention with a KV head prepared once for all the rows that read
+// it: keys widened to F32 and transposed in blocks of `width` positions (8,
+// or 16 on CPUs with AVX-512F), so that each score's ggml sums run across
+// keys, one position per lane; values widened to F32 rows.
+struct GgmlPreparedKv {
+  std::vector<float> keys_t;  // [blocks][head_dim][width], zero past `positions`
+  std::vector<float> values;  // [positions][head_dim]
+  int64_t positions = 0;
+  int width = 0;
+};
+// Whether the prepared path handles rows of head_dim (a multiple of 64, so
+// that neither variant's KeyDot has a tail; built with AVX2, FMA and F16C).
+bool GgmlPreparedAttentionSupports(int64_t head_dim);
+// Prepares positions [0, positions) of one KV head (keys and values as
+// GgmlAttendRow reads them). `width` 0: the best for this CPU.
+void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int64_t head_dim,
+                   int64_t positions, const int32_t* block_table, int64_t block_size,
+                   GgmlPreparedKv* out, int width = 0);
+// GgmlAttendRow with one_token_order = false over a prepared head (last <
+// kv.positions): the same bits.
+void GgmlAttendPromptRow(const float* query, const GgmlPreparedKv& kv, int64_t head_dim,
+                         int64_t first, int64_t last, float scale, GgmlVariant variant,
+                         float* scratch, float* out);
 
 namespace ggml_ops_internal {
 // Whether GgmlAttendRow's value sums use their register-blocked loops (the

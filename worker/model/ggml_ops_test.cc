@@ -328,5 +328,68 @@ TEST(GgmlOpsTest, SixteenBitCachesGiveTheBitsOfAnF32CacheOfTheSameValues) {
   }
 }
 
+// The prompt path over a prepared head (keys transposed, scores summed across
+// keys) gives GgmlAttendRow's batch-order bits: every cache element type,
+// both variants' orders, both register widths, paged rows, windows.
+TEST(GgmlOpsTest, PreparedHeadsGiveTheBitsOfGgmlAttendRow) {
+  std::mt19937 rng(7);
+  std::vector<int> widths = {8};
+  if (__builtin_cpu_supports("avx512f")) widths.push_back(16);
+  ASSERT_TRUE(GgmlPreparedAttentionSupports(64));
+  ASSERT_FALSE(GgmlPreparedAttentionSupports(80));
+  for (KvElement element : {KvElement::kF32, KvElement::kF16, KvElement::kBF16}) {
+    for (int64_t head_dim : {64, 128}) {
+      constexpr int64_t kBlockSize = 16, kPositions = 200;
+      const int64_t blocks = (kPositions + kBlockSize - 1) / kBlockSize;
+      std::vector<int32_t> table(blocks);
+      for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(blocks - 1 - b);
+      const size_t elements = static_cast<size_t>(blocks * kBlockSize * head_dim);
+      std::vector<float> k32 = RandomVector(rng, elements, 2.0f);
+      std::vector<float> v32 = RandomVector(rng, elements, 2.0f);
+      std::vector<uint16_t> k16(elements), v16(elements);
+      // BF16: the floats' top halves; F16: random finite halves near 1.
+      const auto half = [&] {
+        return static_cast<uint16_t>(((rng() & 1) << 15) | ((12 + rng() % 5) << 10) |
+                                     (rng() & 0x3FF));
+      };
+      for (size_t i = 0; i < elements; ++i) {
+        k16[i] = element == KvElement::kF16 ? half()
+                                            : static_cast<uint16_t>(FloatToBits(k32[i]) >> 16);
+        v16[i] = element == KvElement::kF16 ? half()
+                                            : static_cast<uint16_t>(FloatToBits(v32[i]) >> 16);
+      }
+      const void* keys = element == KvElement::kF32 ? static_cast<const void*>(k32.data())
+                                                    : static_cast<const void*>(k16.data());
+      const void* values = element == KvElement::kF32 ? static_cast<const void*>(v32.data())
+                                                      : static_cast<const void*>(v16.data());
+      for (int width : widths) {
+        GgmlPreparedKv kv;
+        GgmlPrepareKv(keys, values, element, head_dim, kPositions, table.data(), kBlockSize, &kv,
+                      width);
+        for (GgmlVariant variant : kVariants) {
+          for (auto [first, last] : std::vector<std::pair<int64_t, int64_t>>{
+                   {0, 0}, {0, 9}, {0, 63}, {0, 64}, {0, 199}, {37, 150}, {190, 199}}) {
+            SCOPED_TRACE(::testing::Message()
+                         << "element " << static_cast<int>(element) << " head_dim " << head_dim
+                         << " width " << width << " " << GgmlVariantName(variant) << " keys "
+                         << first << ".." << last);
+            const std::vector<float> q = RandomVector(rng, head_dim, 2.0f);
+            const float scale = 1.0f / std::sqrt(float(head_dim));
+            std::vector<float> scratch(last + 1), expected(head_dim), prepared(head_dim);
+            GgmlAttendRow(q.data(), keys, values, element, head_dim, first, last, scale,
+                          /*one_token_order=*/false, variant, scratch.data(), expected.data(),
+                          table.data(), kBlockSize);
+            GgmlAttendPromptRow(q.data(), kv, head_dim, first, last, scale, variant,
+                                scratch.data(), prepared.data());
+            for (int64_t d = 0; d < head_dim; ++d) {
+              ASSERT_EQ(Bits(prepared[d]), Bits(expected[d])) << d;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace llorch

@@ -1,0 +1,53 @@
+#include "worker/model/prepared_scores.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define LLORCH_PREPARED_SCORES_AVX512 1
+#endif
+
+// Compiled with -mavx512f and -ffp-contract=off.
+
+namespace llorch {
+namespace prepared_scores_avx512 {
+
+#ifdef LLORCH_PREPARED_SCORES_AVX512
+namespace {
+
+struct Keys16 {
+  using Vec = __m512;
+  static constexpr int kWidth = 16;
+  static Vec Zero() { return _mm512_setzero_ps(); }
+  static Vec Load(const float* p) { return _mm512_loadu_ps(p); }
+  static Vec Set1(float x) { return _mm512_set1_ps(x); }
+  static Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static Vec Mul(Vec a, Vec b) { return _mm512_mul_ps(a, b); }
+  static Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+};
+
+}  // namespace
+
+bool Supported() {
+  static const bool supported = __builtin_cpu_supports("avx512f");
+  return supported;
+}
+
+float Scores(int lanes, const float* keys_t, const float* query, int64_t head_dim, int64_t first,
+             int64_t last, float scale, float* scratch) {
+  return lanes == 16 ? prepared_scores::Scores<Keys16, 16>(keys_t, query, head_dim, first, last,
+                                                           scale, scratch)
+                     : prepared_scores::Scores<Keys16, 8>(keys_t, query, head_dim, first, last,
+                                                          scale, scratch);
+}
+
+#else  // !LLORCH_PREPARED_SCORES_AVX512
+
+bool Supported() { return false; }
+float Scores(int, const float*, const float*, int64_t, int64_t, int64_t, float, float*) {
+  return 0.0f;
+}
+
+#endif
+
+}  // namespace prepared_scores_avx512
+}  // namespace llorch
