@@ -225,6 +225,11 @@ void ConfigureTiles(int k = kBlock) {
     config.rows[t] = kTileRows;
     config.colsb[t] = 4 * kGroupRows;
   }
+  // GCC 12's _tile_loadconfig tells the compiler it reads 8 bytes (its asm
+  // operand is *(const void**)config): stores past them may be dropped as
+  // dead (a test program lost rows and colsb, and every tile instruction
+  // faulted). The empty asm takes the address and clobbers memory: they stay.
+  __asm__ volatile("" : : "r"(&config) : "memory");
   _tile_loadconfig(&config);
 }
 
