@@ -398,27 +398,38 @@ __attribute__((target("avx512f"))) void SumValues16(const typename KvRows<E>::T*
                                                     const RowFn& row, int64_t head_dim,
                                                     int64_t first, int64_t last,
                                                     const float* probs, float* acc) {
-  for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
-    __m512 lane_acc[16];
+  // Keys in spans of about 32 KiB of values, every 16 dimensions of a span
+  // before the next span: its rows stay in L1 across the dimension blocks
+  // (a whole head's values do not). Between spans a lane's sums wait in
+  // `acc`, stored and reloaded exactly.
+  const int64_t span = std::max<int64_t>(16, 32768 / (head_dim * int64_t{sizeof(float)}) / 16 * 16);
+  const int64_t c_first = first / 16 * 16;
+  for (int64_t s0 = c_first; s0 <= last; s0 += span) {
+    const int64_t s1 = std::min(last + 1, s0 + span);  // chunks c in [s0, s1)
+    for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
+      __m512 lane_acc[16];
 #pragma GCC unroll 16
-    for (int l = 0; l < 16; ++l) lane_acc[l] = _mm512_setzero_ps();
-    const int64_t c_first = first / 16 * 16;
-    for (int64_t c = c_first; c <= last; c += 16) {
-      if (c >= first && c + 15 <= last) {  // a whole chunk: no bounds to test
-#pragma GCC unroll 16
-        for (int l = 0; l < 16; ++l) {
-          lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, probs[c + l], lane_acc[l]);
-        }
-        continue;
-      }
       for (int l = 0; l < 16; ++l) {
-        if (c + l >= first && c + l <= last) {
-          lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, probs[c + l], lane_acc[l]);
+        lane_acc[l] = s0 == c_first ? _mm512_setzero_ps()
+                                    : _mm512_loadu_ps(acc + l * head_dim + d0);
+      }
+      for (int64_t c = s0; c < s1; c += 16) {
+        if (c >= first && c + 15 <= last) {  // a whole chunk: no bounds to test
+#pragma GCC unroll 16
+          for (int l = 0; l < 16; ++l) {
+            lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, probs[c + l], lane_acc[l]);
+          }
+          continue;
+        }
+        for (int l = 0; l < 16; ++l) {
+          if (c + l >= first && c + l <= last) {
+            lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, probs[c + l], lane_acc[l]);
+          }
         }
       }
-    }
 #pragma GCC unroll 16
-    for (int l = 0; l < 16; ++l) _mm512_storeu_ps(acc + l * head_dim + d0, lane_acc[l]);
+      for (int l = 0; l < 16; ++l) _mm512_storeu_ps(acc + l * head_dim + d0, lane_acc[l]);
+    }
   }
 }
 
