@@ -400,6 +400,27 @@ constexpr int kSubElems = kType == GgmlType::kQ6_K ? 16 : 32;
 template <GgmlType kType>
 constexpr int kNumSubs = kKBlock / kSubElems<kType>;
 
+// The tiles' units of a block of 256: elements per A tile row (K) and units
+// per block. Q6_K: a sub-block of 16 per tile product, its int32 dots scaled
+// on AVX-512. Q4_K/Q5_K: 64 elements (two sub-blocks) per product, the
+// sub-block scales already in the weights: scale = 2^shift * hi + lo with
+// q * lo and q * hi both bytes (Q4_K: q < 16, lo < 16, hi < 4; Q5_K: q < 32,
+// lo, hi < 8), one B tile of q * lo and one of q * hi, so that
+// S = 2^shift * (A . B_hi) + A . B_lo, every product and sum exact.
+template <GgmlType kType>
+constexpr int kTileK = kType == GgmlType::kQ6_K ? 16 : 64;
+template <GgmlType kType>
+constexpr int kNumUnits = kKBlock / kTileK<kType>;
+template <GgmlType kType>
+constexpr int kScaleShift = kType == GgmlType::kQ4_K ? 4 : 3;
+// Spread B tiles per block and their bytes (one per Q6_K sub-block; per
+// Q4_K/Q5_K unit a lo and a hi tile).
+template <GgmlType kType>
+constexpr int64_t kBTileBytes = kTileK<kType> / 4 * 64;
+template <GgmlType kType>
+constexpr int64_t kSpreadBlockBytes =
+    kNumUnits<kType> * (kType == GgmlType::kQ6_K ? 1 : 2) * kBTileBytes<kType>;
+
 inline __m512i ShiftRight16(__m512i v, int n) {
   return _mm512_srl_epi16(v, _mm_cvtsi32_si128(n));
 }
@@ -632,8 +653,8 @@ inline void SubBlockTile(const uint8_t* group_block, int s, int8_t* tile) {
 }
 
 // The quants of activation rows [m0, m0 + 16 * num_tiles) as A tiles: tile
-// t, block b, sub-block s is 16 rows x kSubElems contiguous bytes at
-// out + ((t * num_blocks + b) * kNumSubs + s) * 16 * kSubElems (not 16 rows
+// t, block b, unit u is 16 rows x kTileK contiguous bytes at
+// out + ((t * num_blocks + b) * kNumUnits + u) * 16 * kTileK (not 16 rows
 // a whole Q8_K row apart).
 // Beside them, per tile and block, the 16 rows' scales and (Q4_K, Q5_K)
 // sub-block sums in GroupMins::SumPairs form, computed once for every group.
@@ -645,14 +666,14 @@ struct KActScales {
 template <GgmlType kType>
 void PackActTilesK(const Q8KBlock* act, int64_t num_blocks, int64_t m0, int64_t num_tiles,
                    int8_t* out, KActScales* scales) {
-  constexpr int kSub = kSubElems<kType>;
+  constexpr int kUnit = kTileK<kType>;
   for (int64_t t = 0; t < num_tiles; ++t) {
     for (int m = 0; m < kTileRows; ++m) {
       const Q8KBlock* row = act + (m0 + t * kTileRows + m) * num_blocks;
       for (int64_t b = 0; b < num_blocks; ++b) {
         int8_t* tiles = out + (t * num_blocks + b) * kKBlock * kTileRows;
-        for (int s = 0; s < kNumSubs<kType>; ++s) {
-          std::memcpy(tiles + (s * kTileRows + m) * kSub, row[b].q + s * kSub, kSub);
+        for (int u = 0; u < kNumUnits<kType>; ++u) {
+          std::memcpy(tiles + (u * kTileRows + m) * kUnit, row[b].q + u * kUnit, kUnit);
         }
         KActScales& block_scales = scales[t * num_blocks + b];
         block_scales.d[m] = row[b].d;
@@ -672,27 +693,49 @@ __attribute__((noinline)) void TileSingleK(const uint8_t* group, const int8_t* t
                                            const KActScales* act_scales, int64_t m0,
                                            int64_t m_rows, float* out, int64_t rows) {
   constexpr KLayout l = KLayoutOf(kType);
-  constexpr int64_t kTileBytes = kSubElems<kType> / 4 * 64;
-  alignas(64) int32_t dots[kTileRows * kGroupRows];
+  constexpr int64_t kUnitBytes = kTileRows * kTileK<kType>;  // one A tile
+  alignas(64) int32_t dots[2][kTileRows * kGroupRows];
   alignas(64) float acc[kTileRows][kGroupRows] = {};
   for (int64_t b = 0; b < num_blocks; ++b) {
     const KActScales& y = act_scales[b];
     const uint8_t* group_block = group + b * l.bytes;
+    const int8_t* block_tiles = tiles + b * kSpreadBlockBytes<kType>;
+    const int8_t* block_act = act_tiles + b * kNumUnits<kType> * kUnitBytes;
     __m512i sum[kTileRows];
+    if constexpr (kType == GgmlType::kQ6_K) {
 #pragma GCC unroll 16
-    for (int m = 0; m < kTileRows; ++m) sum[m] = _mm512_setzero_si512();
-    for (int s = 0; s < kNumSubs<kType>; ++s) {
-      _tile_loadd(0, tiles + (b * kNumSubs<kType> + s) * kTileBytes, 4 * kGroupRows);
-      _tile_loadd(2, act_tiles + (b * kNumSubs<kType> + s) * kTileRows * kSubElems<kType>,
-                  kSubElems<kType>);
+      for (int m = 0; m < kTileRows; ++m) sum[m] = _mm512_setzero_si512();
+      for (int s = 0; s < kNumSubs<kType>; ++s) {
+        _tile_loadd(0, block_tiles + s * kBTileBytes<kType>, 4 * kGroupRows);
+        _tile_loadd(2, block_act + s * kUnitBytes, kTileK<kType>);
+        _tile_zero(4);
+        _tile_dpbssd(4, 2, 0);
+        _tile_stored(4, dots[0], 4 * kGroupRows);
+        const __m512i scale = SubBlockScales<kType>(group_block, s);
+#pragma GCC unroll 16
+        for (int m = 0; m < kTileRows; ++m) {
+          sum[m] = _mm512_add_epi32(
+              sum[m], _mm512_mullo_epi32(_mm512_load_si512(dots[0] + m * kGroupRows), scale));
+        }
+      }
+    } else {
+      // The block's lo and hi sums on tiles 4 and 5, one A tile per unit.
       _tile_zero(4);
-      _tile_dpbssd(4, 2, 0);
-      _tile_stored(4, dots, 4 * kGroupRows);
-      const __m512i scale = SubBlockScales<kType>(group_block, s);
+      _tile_zero(5);
+      for (int u = 0; u < kNumUnits<kType>; ++u) {
+        _tile_loadd(2, block_act + u * kUnitBytes, kTileK<kType>);
+        _tile_loadd(0, block_tiles + (2 * u) * kBTileBytes<kType>, 4 * kGroupRows);
+        _tile_loadd(1, block_tiles + (2 * u + 1) * kBTileBytes<kType>, 4 * kGroupRows);
+        _tile_dpbsud(4, 2, 0);
+        _tile_dpbsud(5, 2, 1);
+      }
+      _tile_stored(4, dots[0], 4 * kGroupRows);
+      _tile_stored(5, dots[1], 4 * kGroupRows);
 #pragma GCC unroll 16
       for (int m = 0; m < kTileRows; ++m) {
         sum[m] = _mm512_add_epi32(
-            sum[m], _mm512_mullo_epi32(_mm512_load_si512(dots + m * kGroupRows), scale));
+            _mm512_slli_epi32(_mm512_load_si512(dots[1] + m * kGroupRows), kScaleShift<kType>),
+            _mm512_load_si512(dots[0] + m * kGroupRows));
       }
     }
     const __m512 dw = LoadHalf16(group_block + l.d);
@@ -723,14 +766,45 @@ __attribute__((noinline)) void TileSingleK(const uint8_t* group, const int8_t* t
   }
 }
 
-// A group's sub-block B tiles in order (block, sub-block), signed bytes.
+// Bytes q * s for unsigned bytes q and per-column part scales s (each
+// dword's four bytes are one column's; q * s < 256): `even` holds s in the
+// even bytes of each dword, `odd` in the odd ones.
+inline __m512i TimesPartScale(__m512i q, __m512i even, __m512i odd) {
+  const __m512i even_products = _mm512_maddubs_epi16(q, even);  // q[2i] * s, as int16
+  const __m512i odd_products = _mm512_maddubs_epi16(q, odd);    // q[2i + 1] * s
+  return _mm512_or_si512(even_products, _mm512_slli_epi16(odd_products, 8));
+}
+
+// A group's B tiles in order (block, unit[, lo / hi]): Q6_K's sub-blocks as
+// signed bytes; Q4_K/Q5_K's units of two sub-blocks (tile rows 0-7: the
+// first, 8-15: the second) times the lo, then the hi part of their scales.
 template <GgmlType kType>
 void SpreadGroupK(const uint8_t* group, int64_t num_blocks, int8_t* tiles) {
-  constexpr int64_t kTileBytes = kSubElems<kType> / 4 * 64;
   for (int64_t b = 0; b < num_blocks; ++b) {
-    for (int s = 0; s < kNumSubs<kType>; ++s) {
-      SubBlockTile<kType>(group + b * KLayoutOf(kType).bytes, s,
-                          tiles + (b * kNumSubs<kType> + s) * kTileBytes);
+    const uint8_t* group_block = group + b * KLayoutOf(kType).bytes;
+    int8_t* block_tiles = tiles + b * kSpreadBlockBytes<kType>;
+    if constexpr (kType == GgmlType::kQ6_K) {
+      for (int s = 0; s < kNumSubs<kType>; ++s) {
+        SubBlockTile<kType>(group_block, s, block_tiles + s * kBTileBytes<kType>);
+      }
+    } else {
+      for (int s = 0; s < kNumSubs<kType>; ++s) {
+        const __m512i scale = SubBlockScales<kType>(group_block, s);
+        const __m512i parts[2] = {
+            _mm512_and_si512(scale, _mm512_set1_epi32((1 << kScaleShift<kType>) - 1)),
+            _mm512_srli_epi32(scale, kScaleShift<kType>)};
+        __m512i w[8];
+        SubBlockWeights<kType>(group_block, s, w);
+        for (int part = 0; part < 2; ++part) {
+          const __m512i even = _mm512_or_si512(parts[part], _mm512_slli_epi32(parts[part], 16));
+          const __m512i odd = _mm512_slli_epi32(even, 8);
+          int8_t* tile = block_tiles + (2 * (s / 2) + part) * kBTileBytes<kType> +
+                         (s % 2) * 8 * 64;
+          for (int r = 0; r < 8; ++r) {
+            _mm512_store_si512(tile + 64 * r, TimesPartScale(w[r], even, odd));
+          }
+        }
+      }
     }
   }
 }
@@ -740,12 +814,12 @@ void TileGroupPairsKOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
                        const Q8KBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
   constexpr int64_t kBytes = KLayoutOf(kType).bytes;
   constexpr int64_t kChunkRows = 128;  // activation rows kept in L2 while the groups pass
-  int8_t* tiles = SpreadBuffer(num_blocks * kKBlock * kGroupRows);
+  int8_t* tiles = SpreadBuffer(num_blocks * kSpreadBlockBytes<kType>);
   int8_t* act_tiles = SpreadBuffer(kChunkRows * num_blocks * kKBlock, /*slot=*/1);
   auto* act_scales = reinterpret_cast<KActScales*>(SpreadBuffer(
       kChunkRows / kTileRows * num_blocks * static_cast<int64_t>(sizeof(KActScales)),
       /*slot=*/2));
-  ConfigureTiles(kSubElems<kType>);
+  ConfigureTiles(kTileK<kType>);
   for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
     const int64_t c1 = std::min(n, c0 + kChunkRows);
     PackActTilesK<kType>(act, num_blocks, c0, (c1 - c0 + kTileRows - 1) / kTileRows, act_tiles,
