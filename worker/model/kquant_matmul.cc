@@ -931,14 +931,72 @@ namespace kquant_matmul_internal {
 // `four_row_rule`: as ggml_quantize_mat_q8_K_4x8 (the rows llama.cpp's
 // repacked gemm takes), which differs only on ties of magnitude: the scale is
 // negative whenever some element equals +amax, not by the first such element.
+#ifdef LLORCH_QUANT_MATMUL_AVX2
+namespace {
+
+// The largest |x[j]| of a block (NaN-free input) and x at its first index.
+void BlockAbsMax(const float* x, float* amax, float* max) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_setzero_ps();
+  for (int64_t j = 0; j < kKBlock; j += 8) {
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+  }
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  *amax = _mm_cvtss_f32(h);
+  *max = 0;
+  if (*amax == 0) return;
+  const __m256 target = _mm256_set1_ps(*amax);
+  for (int64_t j = 0; j < kKBlock; j += 8) {
+    const int hits = _mm256_movemask_ps(
+        _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), target, _CMP_EQ_OQ));
+    if (hits != 0) {
+      *max = x[j + __builtin_ctz(static_cast<unsigned>(hits))];
+      return;
+    }
+  }
+}
+
+// q[j] = min(127, nearbyint(iscale * x[j])) (the conversion rounds half to
+// even, as nearbyint in the default mode) and the sums of 16.
+void QuantizeBlockQ8K(const float* x, float iscale, Q8KBlock* block) {
+  const __m256 scale = _mm256_set1_ps(iscale);
+  const __m256i limit = _mm256_set1_epi32(127);
+  for (int64_t g = 0; g < 16; ++g) {
+    __m256i q[2];
+    for (int h = 0; h < 2; ++h) {
+      q[h] = _mm256_min_epi32(
+          _mm256_cvtps_epi32(_mm256_mul_ps(scale, _mm256_loadu_ps(x + 16 * g + 8 * h))), limit);
+    }
+    // Lanes in order: packs interleaves 128-bit halves, the permute undoes it.
+    const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xD8);
+    const __m128i bytes = _mm_packs_epi16(_mm256_castsi256_si128(words),
+                                          _mm256_extracti128_si256(words, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(block->q + 16 * g), bytes);
+    const __m256i sums = _mm256_add_epi32(q[0], q[1]);
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sums), _mm256_extracti128_si256(sums, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    block->bsums[g] = static_cast<int16_t>(_mm_cvtsi128_si32(s4));
+  }
+}
+
+}  // namespace
+#endif
+
 void QuantizeRowQ8K(const float* x, int64_t num_blocks, bool four_row_rule, Q8KBlock* out) {
   for (int64_t b = 0; b < num_blocks; ++b, x += kKBlock) {
     Q8KBlock& block = out[b];
     float amax = 0, max = 0;
+#ifdef LLORCH_QUANT_MATMUL_AVX2
+    BlockAbsMax(x, &amax, &max);
+#else
     for (int64_t j = 0; j < kKBlock; ++j) {
       const float a = std::fabs(x[j]);
       if (a > amax) amax = a, max = x[j];
     }
+#endif
     if (four_row_rule && amax != 0) {
       for (int64_t j = 0; j < kKBlock; ++j) {
         if (x[j] == amax) max = amax;
@@ -951,6 +1009,9 @@ void QuantizeRowQ8K(const float* x, int64_t num_blocks, bool four_row_rule, Q8KB
       continue;
     }
     const float iscale = -127.0f / max;
+#ifdef LLORCH_QUANT_MATMUL_AVX2
+    QuantizeBlockQ8K(x, iscale, &block);
+#else
     for (int64_t j = 0; j < kKBlock; ++j) {
       const int v = static_cast<int>(std::nearbyint(iscale * x[j]));
       block.q[j] = static_cast<int8_t>(v > 127 ? 127 : v);
@@ -960,6 +1021,7 @@ void QuantizeRowQ8K(const float* x, int64_t num_blocks, bool four_row_rule, Q8KB
       for (int l = 0; l < 16; ++l) sum += block.q[g * 16 + l];
       block.bsums[g] = static_cast<int16_t>(sum);
     }
+#endif
     block.d = 1.0f / iscale;
   }
 }

@@ -702,6 +702,42 @@ TEST(KQuantMatmulTest, VecDotEqualsGgmlExactly) {
   }
 }
 
+// Activation rows rounded to Q8_K exactly as llama.cpp's quantize_row_q8_K
+// (its from_float for Q8_K) in every CPU library this machine can run: d,
+// quants and sums of 16, for random rows, rows with ties of magnitude, a
+// negative extreme, exact halves and all-zero blocks.
+TEST(KQuantMatmulTest, ActivationsRoundToQ8KAsGgmlDoes) {
+  REQUIRE_GGML(haswell);
+  constexpr int64_t kBlocks = 8;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uniform(-3.0f, 3.0f);
+  std::vector<float> x(kBlocks * 256);
+  for (float& v : x) v = uniform(rng);
+  for (int j = 0; j < 256; ++j) x[256 + j] = 0.0f;                     // block 1: zeros
+  x[2 * 256 + 17] = -9.0f, x[2 * 256 + 200] = 9.0f;                    // block 2: tie, - first
+  x[3 * 256 + 5] = 8.0f, x[3 * 256 + 90] = -8.0f;                      // block 3: tie, + first
+  for (int j = 0; j < 256; ++j) x[4 * 256 + j] = (j % 9 - 4) * 0.5f;   // block 4: halves
+  x[5 * 256 + 255] = -50.0f;                                           // block 5: last, negative
+  for (const GgmlCpu* cpu : RunnableVariants()) {
+    SCOPED_TRACE(cpu->variant);
+    std::vector<kquant_matmul_internal::Q8KBlock> ours(kBlocks);
+    kquant_matmul_internal::QuantizeRowQ8K(x.data(), kBlocks, /*four_row_rule=*/false,
+                                           ours.data());
+    // block_q8_K: float d, int8 qs[256], int16 bsums[16] (292 bytes).
+    std::vector<uint8_t> theirs(kBlocks * 292);
+    cpu->Traits(GgmlType::kQ8_K).from_float(x.data(), theirs.data(), kBlocks * 256);
+    for (int64_t b = 0; b < kBlocks; ++b) {
+      const uint8_t* t = theirs.data() + 292 * b;
+      float d;
+      std::memcpy(&d, t, 4);
+      EXPECT_EQ(std::memcmp(&d, &ours[b].d, 4), 0) << "block " << b << " d " << d << " vs "
+                                                   << ours[b].d;
+      EXPECT_EQ(std::memcmp(t + 4, ours[b].q, 256), 0) << "block " << b << " quants";
+      EXPECT_EQ(std::memcmp(t + 260, ours[b].bsums, 32), 0) << "block " << b << " sums";
+    }
+  }
+}
+
 // Q4_K in the repacked order: the same bits as llama.cpp's q4_K_8x8 gemv (one
 // activation row) and gemm (4 rows; it sums per 64 elements, so its results
 // differ from gemv's), which it runs for Q4_K weights of whole groups of 8
