@@ -30,17 +30,26 @@ void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int
                       head_dim, pos + n, shape.block_table, shape.block_size, &prepared[kv]);
       }
     });
-    parallel_for(0, n * heads, [&](int64_t begin, int64_t end) {
+    // Tasks: kRows consecutive query rows of one head, which share its keys
+    // while they are in cache.
+    constexpr int64_t kRows = 8;
+    const int64_t row_blocks = (n + kRows - 1) / kRows;
+    parallel_for(0, heads * row_blocks, [&](int64_t begin, int64_t end) {
       std::vector<float> scratch;
+      int64_t first[kRows], last[kRows];
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t i = task / heads, h = task % heads;
-        const int64_t last = pos + i;
-        const int64_t first =
-            shape.window > 0 ? std::max<int64_t>(0, last - shape.window + 1) : 0;
-        scratch.resize(last + 1);
-        GgmlAttendPromptRow(q + (i * heads + h) * head_dim, prepared[h / group], head_dim, first,
-                            last, scale, variant, scratch.data(),
-                            out + i * heads * head_dim + h * head_dim);
+        const int64_t h = task / row_blocks, i0 = task % row_blocks * kRows;
+        const int count = static_cast<int>(std::min(kRows, n - i0));
+        for (int r = 0; r < count; ++r) {
+          last[r] = pos + i0 + r;
+          first[r] = shape.window > 0 ? std::max<int64_t>(0, last[r] - shape.window + 1) : 0;
+        }
+        const int64_t scratch_stride = last[count - 1] + 1;
+        scratch.resize(count * scratch_stride);
+        GgmlAttendPromptRows(q + (i0 * heads + h) * head_dim, heads * head_dim, count, first,
+                             last, prepared[h / group], head_dim, scale, variant, scratch.data(),
+                             scratch_stride, out + i0 * heads * head_dim + h * head_dim,
+                             heads * head_dim);
       }
     });
     return;

@@ -742,33 +742,42 @@ void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int6
   }
 }
 
-void GgmlAttendPromptRow(const float* query, const GgmlPreparedKv& kv, int64_t head_dim,
-                         int64_t first, int64_t last, float scale, GgmlVariant variant,
-                         float* scratch, float* out) {
+void GgmlAttendPromptRows(const float* queries, int64_t query_stride, int count,
+                          const int64_t* first, const int64_t* last, const GgmlPreparedKv& kv,
+                          int64_t head_dim, float scale, GgmlVariant variant, float* scratch,
+                          int64_t scratch_stride, float* out, int64_t out_stride) {
 #ifdef LLORCH_GGML_OPS_F16C
   const bool lanes16 = variant != GgmlVariant::kAvx2;
   const float* keys_t = kv.keys_t.data();
-  float max_score;
+  std::vector<float> max_scores(count);
   if (kv.width == 16) {
-    max_score = prepared_scores_avx512::Scores(lanes16 ? 16 : 8, keys_t, query, head_dim, first,
-                                               last, scale, scratch);
+    prepared_scores_avx512::Scores(lanes16 ? 16 : 8, keys_t, queries, query_stride, count, first,
+                                   last, head_dim, scale, scratch, scratch_stride,
+                                   max_scores.data());
   } else if (lanes16) {
-    max_score = prepared_scores::Scores<Keys8, 16>(keys_t, query, head_dim, first, last, scale,
-                                                   scratch);
+    prepared_scores::Scores<Keys8, 16>(keys_t, queries, query_stride, count, first, last,
+                                       head_dim, scale, scratch, scratch_stride,
+                                       max_scores.data());
   } else {
-    max_score = prepared_scores::Scores<Keys8, 8>(keys_t, query, head_dim, first, last, scale,
-                                                  scratch);
+    prepared_scores::Scores<Keys8, 8>(keys_t, queries, query_stride, count, first, last,
+                                      head_dim, scale, scratch, scratch_stride,
+                                      max_scores.data());
   }
   // Value rows are contiguous: with head_dim a constant the row offsets of
   // the register-blocked sums are immediates (a runtime product spilled).
   const auto weighted = [&](const auto& row) {
-    if (lanes16) {
-      WeightedValues<GgmlVariant::kAvx512, KvElement::kF32>(kv.values.data(), row, head_dim,
-                                                            first, last, max_score, false,
-                                                            scratch, out);
-    } else {
-      WeightedValues<GgmlVariant::kAvx2, KvElement::kF32>(kv.values.data(), row, head_dim, first,
-                                                          last, max_score, false, scratch, out);
+    for (int r = 0; r < count; ++r) {
+      float* row_scratch = scratch + r * scratch_stride;
+      float* row_out = out + r * out_stride;
+      if (lanes16) {
+        WeightedValues<GgmlVariant::kAvx512, KvElement::kF32>(
+            kv.values.data(), row, head_dim, first[r], last[r], max_scores[r], false,
+            row_scratch, row_out);
+      } else {
+        WeightedValues<GgmlVariant::kAvx2, KvElement::kF32>(kv.values.data(), row, head_dim,
+                                                            first[r], last[r], max_scores[r],
+                                                            false, row_scratch, row_out);
+      }
     }
   };
   if (head_dim == 64) {
@@ -779,8 +788,9 @@ void GgmlAttendPromptRow(const float* query, const GgmlPreparedKv& kv, int64_t h
     weighted([head_dim](int64_t j) { return j * head_dim; });
   }
 #else
-  (void)query, (void)kv, (void)head_dim, (void)first, (void)last, (void)scale, (void)variant,
-      (void)scratch, (void)out;
+  (void)queries, (void)query_stride, (void)count, (void)first, (void)last, (void)kv,
+      (void)head_dim, (void)scale, (void)variant, (void)scratch, (void)scratch_stride, (void)out,
+      (void)out_stride;
   std::abort();
 #endif
 }

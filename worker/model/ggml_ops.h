@@ -117,11 +117,15 @@ bool GgmlPreparedAttentionSupports(int64_t head_dim);
 void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int64_t head_dim,
                    int64_t positions, const int32_t* block_table, int64_t block_size,
                    GgmlPreparedKv* out, int width = 0);
-// GgmlAttendRow with one_token_order = false over a prepared head (last <
-// kv.positions): the same bits.
-void GgmlAttendPromptRow(const float* query, const GgmlPreparedKv& kv, int64_t head_dim,
-                         int64_t first, int64_t last, float scale, GgmlVariant variant,
-                         float* scratch, float* out);
+// GgmlAttendRow with one_token_order = false for `count` rows of one head
+// over a prepared head, the same bits as each row alone: row r's query at
+// queries + r * query_stride sees keys first[r]..last[r] (< kv.positions),
+// uses scratch + r * scratch_stride (last[r] + 1 floats) and writes
+// out + r * out_stride. Rows share each block of keys while it is in cache.
+void GgmlAttendPromptRows(const float* queries, int64_t query_stride, int count,
+                          const int64_t* first, const int64_t* last, const GgmlPreparedKv& kv,
+                          int64_t head_dim, float scale, GgmlVariant variant, float* scratch,
+                          int64_t scratch_stride, float* out, int64_t out_stride);
 
 namespace ggml_ops_internal {
 // Whether GgmlAttendRow's value sums use their register-blocked loops (the

@@ -379,12 +379,46 @@ TEST(GgmlOpsTest, PreparedHeadsGiveTheBitsOfGgmlAttendRow) {
             GgmlAttendRow(q.data(), keys, values, element, head_dim, first, last, scale,
                           /*one_token_order=*/false, variant, scratch.data(), expected.data(),
                           table.data(), kBlockSize);
-            GgmlAttendPromptRow(q.data(), kv, head_dim, first, last, scale, variant,
-                                scratch.data(), prepared.data());
+            GgmlAttendPromptRows(q.data(), head_dim, 1, &first, &last, kv, head_dim, scale,
+                                 variant, scratch.data(), last + 1, prepared.data(), head_dim);
             for (int64_t d = 0; d < head_dim; ++d) {
               ASSERT_EQ(Bits(prepared[d]), Bits(expected[d])) << d;
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// Several rows in one call (as CausalAttention's tasks pass them: causal
+// rows with and without a window) give each row's own bits.
+TEST(GgmlOpsTest, PreparedRowsTogetherGiveTheBitsOfEachRowAlone) {
+  std::mt19937 rng(8);
+  constexpr int64_t kHeadDim = 64, kPositions = 90;
+  const std::vector<float> k = RandomVector(rng, kPositions * kHeadDim, 2.0f);
+  const std::vector<float> v = RandomVector(rng, kPositions * kHeadDim, 2.0f);
+  constexpr int kCount = 7;
+  const std::vector<float> q = RandomVector(rng, kCount * kHeadDim, 2.0f);
+  GgmlPreparedKv kv;
+  GgmlPrepareKv(k.data(), v.data(), KvElement::kF32, kHeadDim, kPositions, nullptr, 0, &kv);
+  for (GgmlVariant variant : kVariants) {
+    for (int64_t window : {0, 20}) {
+      int64_t first[kCount], last[kCount];
+      for (int r = 0; r < kCount; ++r) {
+        last[r] = 80 + r;
+        first[r] = window > 0 ? last[r] - window + 1 : 0;
+      }
+      std::vector<float> scratch(kCount * kPositions), together(kCount * kHeadDim);
+      GgmlAttendPromptRows(q.data(), kHeadDim, kCount, first, last, kv, kHeadDim, 0.125f, variant,
+                           scratch.data(), kPositions, together.data(), kHeadDim);
+      for (int r = 0; r < kCount; ++r) {
+        std::vector<float> alone(kHeadDim), row_scratch(kPositions);
+        GgmlAttendRow(q.data() + r * kHeadDim, k.data(), v.data(), kHeadDim, first[r], last[r],
+                      0.125f, false, variant, row_scratch.data(), alone.data());
+        for (int64_t d = 0; d < kHeadDim; ++d) {
+          ASSERT_EQ(Bits(together[r * kHeadDim + d]), Bits(alone[d]))
+              << GgmlVariantName(variant) << " window " << window << " row " << r << " d " << d;
         }
       }
     }

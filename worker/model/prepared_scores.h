@@ -19,12 +19,16 @@ namespace llorch {
 namespace prepared_scores {
 
 // Lane l of KeyDot's folded register for W keys. kt: [head_dim][W].
-template <class K, int kLanes>
+// kSteps: head_dim / (4 * kLanes) as a constant (the loop unrolled), or 0
+// for `steps` at run time.
+template <class K, int kLanes, int kSteps>
 static inline typename K::Vec FoldedLane(const float* kt, const float* query, int64_t steps,
                                          int l) {
   using Vec = typename K::Vec;
   constexpr int kWidth = K::kWidth;
+  if constexpr (kSteps > 0) steps = kSteps;
   Vec acc[4] = {K::Zero(), K::Zero(), K::Zero(), K::Zero()};
+#pragma GCC unroll 4
   for (int64_t i = 0; i < steps; ++i) {
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
@@ -36,7 +40,7 @@ static inline typename K::Vec FoldedLane(const float* kt, const float* query, in
 }
 
 // KeyDot's sums for W keys (head_dim % (4 * kLanes) == 0: no tail).
-template <class K, int kLanes>
+template <class K, int kLanes, int kSteps>
 static inline typename K::Vec KeySums(const float* kt, const float* query, int64_t head_dim) {
   using Vec = typename K::Vec;
   const int64_t steps = head_dim / (4 * kLanes);
@@ -46,42 +50,83 @@ static inline typename K::Vec KeySums(const float* kt, const float* query, int64
     // quarter_(i + 4), then (e0 + e2) + (e1 + e3).
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
-      e[i] = K::Add(K::Add(FoldedLane<K, 16>(kt, query, steps, i),
-                           FoldedLane<K, 16>(kt, query, steps, i + 8)),
-                    K::Add(FoldedLane<K, 16>(kt, query, steps, i + 4),
-                           FoldedLane<K, 16>(kt, query, steps, i + 12)));
+      e[i] = K::Add(K::Add(FoldedLane<K, 16, kSteps>(kt, query, steps, i),
+                           FoldedLane<K, 16, kSteps>(kt, query, steps, i + 8)),
+                    K::Add(FoldedLane<K, 16, kSteps>(kt, query, steps, i + 4),
+                           FoldedLane<K, 16, kSteps>(kt, query, steps, i + 12)));
     }
     return K::Add(K::Add(e[0], e[2]), K::Add(e[1], e[3]));
   } else {
     // HaddReduce8: t_i = f_i + f_(i + 4), then (t0 + t1) + (t2 + t3).
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
-      e[i] = K::Add(FoldedLane<K, 8>(kt, query, steps, i),
-                    FoldedLane<K, 8>(kt, query, steps, i + 4));
+      e[i] = K::Add(FoldedLane<K, 8, kSteps>(kt, query, steps, i),
+                    FoldedLane<K, 8, kSteps>(kt, query, steps, i + 4));
     }
     return K::Add(K::Add(e[0], e[1]), K::Add(e[2], e[3]));
   }
 }
 
-// Scores (sum * scale, as AttendRow) of keys first..last into scratch[j];
-// returns their maximum, taken in increasing j as std::max does.
-template <class K, int kLanes>
-static inline float Scores(const float* keys_t, const float* query, int64_t head_dim,
-                           int64_t first, int64_t last, float scale, float* scratch) {
+// Scores (sum * scale, as AttendRow) for rows r < count: query r at
+// queries + r * query_stride over keys first[r]..last[r], into
+// scratch[r * scratch_stride + j]; max_scores[r] their maximum, taken in
+// increasing j as std::max does. Key blocks outer, rows inner: a block stays
+// in L1 while every row takes it (one row at a time streamed the whole head
+// from L2 per row).
+template <class K, int kLanes, int kSteps>
+static inline void ScoresWith(const float* keys_t, const float* queries, int64_t query_stride,
+                              int count, const int64_t* first, const int64_t* last,
+                              int64_t head_dim, float scale, float* scratch,
+                              int64_t scratch_stride, float* max_scores) {
   constexpr int kWidth = K::kWidth;
-  float max_score = -__builtin_inff();
+  int64_t lo = first[0], hi = last[0];
+  for (int r = 0; r < count; ++r) {
+    lo = lo < first[r] ? lo : first[r];
+    hi = hi > last[r] ? hi : last[r];
+    max_scores[r] = -__builtin_inff();
+  }
   alignas(64) float sums[kWidth];
-  for (int64_t b = first / kWidth; b * kWidth <= last; ++b) {
-    K::Store(sums, K::Mul(KeySums<K, kLanes>(keys_t + b * head_dim * kWidth, query, head_dim),
-                          K::Set1(scale)));
-    for (int l = 0; l < kWidth; ++l) {
-      const int64_t j = b * kWidth + l;
-      if (j < first || j > last) continue;
-      scratch[j] = sums[l];
-      max_score = max_score < sums[l] ? sums[l] : max_score;
+  for (int64_t b = lo / kWidth; b * kWidth <= hi; ++b) {
+    const float* block = keys_t + b * head_dim * kWidth;
+    for (int r = 0; r < count; ++r) {
+      if (b * kWidth > last[r] || b * kWidth + kWidth - 1 < first[r]) continue;
+      K::Store(sums, K::Mul(KeySums<K, kLanes, kSteps>(block, queries + r * query_stride,
+                                                       head_dim),
+                            K::Set1(scale)));
+      float* row_scratch = scratch + r * scratch_stride;
+      float max_score = max_scores[r];
+      for (int l = 0; l < kWidth; ++l) {
+        const int64_t j = b * kWidth + l;
+        if (j < first[r] || j > last[r]) continue;
+        row_scratch[j] = sums[l];
+        max_score = max_score < sums[l] ? sums[l] : max_score;
+      }
+      max_scores[r] = max_score;
     }
   }
-  return max_score;
+}
+
+// ScoresWith with constant steps for head sizes 64, 128 and 256 (per
+// kLanes), run-time steps for other multiples of 64.
+template <class K, int kLanes>
+static inline void Scores(const float* keys_t, const float* queries, int64_t query_stride,
+                          int count, const int64_t* first, const int64_t* last, int64_t head_dim,
+                          float scale, float* scratch, int64_t scratch_stride,
+                          float* max_scores) {
+  switch (head_dim / (4 * kLanes)) {
+    case 1:
+      return ScoresWith<K, kLanes, 1>(keys_t, queries, query_stride, count, first, last,
+                                      head_dim, scale, scratch, scratch_stride, max_scores);
+    case 2:
+      return ScoresWith<K, kLanes, 2>(keys_t, queries, query_stride, count, first, last,
+                                      head_dim, scale, scratch, scratch_stride, max_scores);
+    case 4:
+      return ScoresWith<K, kLanes, 4>(keys_t, queries, query_stride, count, first, last,
+                                      head_dim, scale, scratch, scratch_stride, max_scores);
+    default:
+      return ScoresWith<K, kLanes, 0>(keys_t, queries, query_stride, count, first, last,
+                                      head_dim, scale, scratch, scratch_stride, max_scores);
+  }
 }
 
 }  // namespace prepared_scores
@@ -91,8 +136,9 @@ static inline float Scores(const float* keys_t, const float* query, int64_t head
 namespace prepared_scores_avx512 {
 bool Supported();
 // prepared_scores::Scores with kLanes = `lanes` (8 or 16).
-float Scores(int lanes, const float* keys_t, const float* query, int64_t head_dim, int64_t first,
-             int64_t last, float scale, float* scratch);
+void Scores(int lanes, const float* keys_t, const float* queries, int64_t query_stride, int count,
+            const int64_t* first, const int64_t* last, int64_t head_dim, float scale,
+            float* scratch, int64_t scratch_stride, float* max_scores);
 }  // namespace prepared_scores_avx512
 
 }  // namespace llorch

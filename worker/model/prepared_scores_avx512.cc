@@ -32,20 +32,23 @@ bool Supported() {
   return supported;
 }
 
-float Scores(int lanes, const float* keys_t, const float* query, int64_t head_dim, int64_t first,
-             int64_t last, float scale, float* scratch) {
-  return lanes == 16 ? prepared_scores::Scores<Keys16, 16>(keys_t, query, head_dim, first, last,
-                                                           scale, scratch)
-                     : prepared_scores::Scores<Keys16, 8>(keys_t, query, head_dim, first, last,
-                                                          scale, scratch);
+void Scores(int lanes, const float* keys_t, const float* queries, int64_t query_stride, int count,
+            const int64_t* first, const int64_t* last, int64_t head_dim, float scale,
+            float* scratch, int64_t scratch_stride, float* max_scores) {
+  if (lanes == 16) {
+    prepared_scores::Scores<Keys16, 16>(keys_t, queries, query_stride, count, first, last,
+                                        head_dim, scale, scratch, scratch_stride, max_scores);
+  } else {
+    prepared_scores::Scores<Keys16, 8>(keys_t, queries, query_stride, count, first, last,
+                                       head_dim, scale, scratch, scratch_stride, max_scores);
+  }
 }
 
 #else  // !LLORCH_PREPARED_SCORES_AVX512
 
 bool Supported() { return false; }
-float Scores(int, const float*, const float*, int64_t, int64_t, int64_t, float, float*) {
-  return 0.0f;
-}
+void Scores(int, const float*, const float*, int64_t, int, const int64_t*, const int64_t*,
+            int64_t, float, float*, int64_t, float*) {}
 
 #endif
 
