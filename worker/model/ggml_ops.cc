@@ -433,6 +433,54 @@ __attribute__((target("avx512f"))) void SumValues16(const typename KvRows<E>::T*
   }
 }
 
+// SumValues16 for rows r < count of one head (keys first[r]..last[r],
+// probabilities at probs + r * probs_stride, lane sums into acc + r * 16 *
+// head_dim): each span of values is taken by every row while it is in L1.
+// Each row's sums are the steps SumValues16 takes for it alone.
+template <KvElement E, class RowFn>
+__attribute__((target("avx512f"))) void SumValues16Rows(
+    const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim, int count,
+    const int64_t* first, const int64_t* last, const float* probs, int64_t probs_stride,
+    float* acc) {
+  const int64_t span = std::max<int64_t>(16, 32768 / (head_dim * int64_t{sizeof(float)}) / 16 * 16);
+  int64_t lo = first[0], hi = last[0];
+  for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
+  for (int64_t s0 = lo / 16 * 16; s0 <= hi; s0 += span) {
+    for (int r = 0; r < count; ++r) {
+      const int64_t c_first = first[r] / 16 * 16;
+      // Row r's chunks within this span; its first span zeroes its sums.
+      const int64_t c0 = std::max(s0, c_first), c1 = std::min(last[r] + 1, s0 + span);
+      if (c0 >= c1) continue;
+      const float* p = probs + r * probs_stride;
+      float* row_acc = acc + r * 16 * head_dim;
+      for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
+        __m512 lane_acc[16];
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; ++l) {
+          lane_acc[l] = c0 == c_first ? _mm512_setzero_ps()
+                                      : _mm512_loadu_ps(row_acc + l * head_dim + d0);
+        }
+        for (int64_t c = c0; c < c1; c += 16) {
+          if (c >= first[r] && c + 15 <= last[r]) {
+#pragma GCC unroll 16
+            for (int l = 0; l < 16; ++l) {
+              lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, p[c + l], lane_acc[l]);
+            }
+            continue;
+          }
+          for (int l = 0; l < 16; ++l) {
+            if (c + l >= first[r] && c + l <= last[r]) {
+              lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, p[c + l], lane_acc[l]);
+            }
+          }
+        }
+#pragma GCC unroll 16
+        for (int l = 0; l < 16; ++l) _mm512_storeu_ps(row_acc + l * head_dim + d0, lane_acc[l]);
+      }
+    }
+  }
+}
+
 bool CpuHasAvx512F() {
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
@@ -766,6 +814,27 @@ void GgmlAttendPromptRows(const float* queries, int64_t query_stride, int count,
   // Value rows are contiguous: with head_dim a constant the row offsets of
   // the register-blocked sums are immediates (a runtime product spilled).
   const auto weighted = [&](const auto& row) {
+    if (lanes16 && register_paths.load(std::memory_order_relaxed) && head_dim % 16 == 0 &&
+        CpuHasAvx512F()) {
+      // WeightedValues' steps with the rows' value sums taken together.
+      thread_local std::vector<float> lane_sums;  // [count][16][head_dim]
+      lane_sums.resize(static_cast<size_t>(count * 16 * head_dim));
+      for (int r = 0; r < count; ++r) {
+        Softmax<GgmlVariant::kAvx512>(first[r], last[r], max_scores[r],
+                                      scratch + r * scratch_stride);
+      }
+      SumValues16Rows<KvElement::kF32>(kv.values.data(), row, head_dim, count, first, last,
+                                       scratch, scratch_stride, lane_sums.data());
+      float lanes[16];
+      for (int r = 0; r < count; ++r) {
+        const float* sums = lane_sums.data() + r * 16 * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) {
+          for (int l = 0; l < 16; ++l) lanes[l] = sums[l * head_dim + d];
+          out[r * out_stride + d] = Order<GgmlVariant::kAvx512>::SumReduce(lanes);
+        }
+      }
+      return;
+    }
     for (int r = 0; r < count; ++r) {
       float* row_scratch = scratch + r * scratch_stride;
       float* row_out = out + r * out_stride;
