@@ -481,6 +481,46 @@ __attribute__((target("avx512f"))) void SumValues16Rows(
   }
 }
 
+// The same with 8 lanes (the AVX2 order's value sums, WeightedValues' 8-lane
+// register loop): lane l of each row takes the keys j = l (mod 8) in
+// increasing j, one fma each, 8 dimensions of all 8 lanes in registers.
+template <KvElement E, class RowFn>
+void SumValues8Rows(const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim,
+                    int count, const int64_t* first, const int64_t* last, const float* probs,
+                    int64_t probs_stride, float* acc) {
+  const int64_t span = std::max<int64_t>(8, 32768 / (head_dim * int64_t{sizeof(float)}) / 8 * 8);
+  int64_t lo = first[0], hi = last[0];
+  for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
+  for (int64_t s0 = lo / 8 * 8; s0 <= hi; s0 += span) {
+    for (int r = 0; r < count; ++r) {
+      const int64_t c_first = first[r] / 8 * 8;
+      const int64_t c0 = std::max(s0, c_first), c1 = std::min(last[r] + 1, s0 + span);
+      if (c0 >= c1) continue;
+      const float* p = probs + r * probs_stride;
+      float* row_acc = acc + r * 8 * head_dim;
+      for (int64_t d0 = 0; d0 < head_dim; d0 += 8) {
+        __m256 lane_acc[8];
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; ++l) {
+          lane_acc[l] = c0 == c_first ? _mm256_setzero_ps()
+                                      : _mm256_loadu_ps(row_acc + l * head_dim + d0);
+        }
+        for (int64_t c = c0; c < c1; c += 8) {
+#pragma GCC unroll 8
+          for (int l = 0; l < 8; ++l) {
+            const int64_t j = c + l;
+            if (j < first[r] || j > last[r]) continue;
+            lane_acc[l] = _mm256_fmadd_ps(KvRows<E>::Load8(values + row(j) + d0),
+                                          _mm256_set1_ps(p[j]), lane_acc[l]);
+          }
+        }
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; ++l) _mm256_storeu_ps(row_acc + l * head_dim + d0, lane_acc[l]);
+      }
+    }
+  }
+}
+
 bool CpuHasAvx512F() {
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
@@ -831,6 +871,25 @@ void GgmlAttendPromptRows(const float* queries, int64_t query_stride, int count,
         for (int64_t d = 0; d < head_dim; ++d) {
           for (int l = 0; l < 16; ++l) lanes[l] = sums[l * head_dim + d];
           out[r * out_stride + d] = Order<GgmlVariant::kAvx512>::SumReduce(lanes);
+        }
+      }
+      return;
+    }
+    if (!lanes16 && register_paths.load(std::memory_order_relaxed) && head_dim % 8 == 0) {
+      thread_local std::vector<float> lane_sums;  // [count][8][head_dim]
+      lane_sums.resize(static_cast<size_t>(count * 8 * head_dim));
+      for (int r = 0; r < count; ++r) {
+        Softmax<GgmlVariant::kAvx2>(first[r], last[r], max_scores[r],
+                                    scratch + r * scratch_stride);
+      }
+      SumValues8Rows<KvElement::kF32>(kv.values.data(), row, head_dim, count, first, last,
+                                      scratch, scratch_stride, lane_sums.data());
+      float lanes[8];
+      for (int r = 0; r < count; ++r) {
+        const float* sums = lane_sums.data() + r * 8 * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) {
+          for (int l = 0; l < 8; ++l) lanes[l] = sums[l * head_dim + d];
+          out[r * out_stride + d] = Order<GgmlVariant::kAvx2>::SumReduce(lanes);
         }
       }
       return;
