@@ -400,26 +400,26 @@ constexpr int kSubElems = kType == GgmlType::kQ6_K ? 16 : 32;
 template <GgmlType kType>
 constexpr int kNumSubs = kKBlock / kSubElems<kType>;
 
-// The tiles' units of a block of 256: elements per A tile row (K) and units
-// per block. Q6_K: a sub-block of 16 per tile product, its int32 dots scaled
-// on AVX-512. Q4_K/Q5_K: 64 elements (two sub-blocks) per product, the
-// sub-block scales already in the weights: scale = 2^shift * hi + lo with
-// q * lo and q * hi both bytes (Q4_K: q < 16, lo < 16, hi < 4; Q5_K: q < 32,
-// lo, hi < 8), one B tile of q * lo and one of q * hi, so that
-// S = 2^shift * (A . B_hi) + A . B_lo, every product and sum exact.
+// The tiles' units of a block of 256: 64 elements (K) per tile product,
+// the sub-block scales already in the weights, split into parts whose
+// products with the quants are bytes:
+// - Q4_K/Q5_K (dpbsud, quants unsigned): scale = 2^shift * hi + lo, q * lo
+//   and q * hi both bytes (Q4_K: q < 16, lo < 16, hi < 4; Q5_K: q < 32,
+//   lo, hi < 8); S = 2^shift * (A . B_hi) + A . B_lo.
+// - Q6_K (dpbssd, quants q - 32 in [-32, 31], scales in [-128, 127]):
+//   balanced base-7 digits, scale = 49 d2 + 7 d1 + d0 with |d| <= 3, so
+//   |(q - 32) d| <= 96; S = 7 (7 (A . B_2) + A . B_1) + A . B_0.
+// Every product and sum is an exact integer: S equals the sum over
+// sub-blocks of scale * (quants . activations).
+inline constexpr int kTileK = 64;
+inline constexpr int kNumUnits = kKBlock / kTileK;
 template <GgmlType kType>
-constexpr int kTileK = kType == GgmlType::kQ6_K ? 16 : 64;
-template <GgmlType kType>
-constexpr int kNumUnits = kKBlock / kTileK<kType>;
+constexpr int kParts = kType == GgmlType::kQ6_K ? 3 : 2;
 template <GgmlType kType>
 constexpr int kScaleShift = kType == GgmlType::kQ4_K ? 4 : 3;
-// Spread B tiles per block and their bytes (one per Q6_K sub-block; per
-// Q4_K/Q5_K unit a lo and a hi tile).
+inline constexpr int64_t kBTileBytes = kTileK / 4 * 64;  // 16 rows of 64 bytes
 template <GgmlType kType>
-constexpr int64_t kBTileBytes = kTileK<kType> / 4 * 64;
-template <GgmlType kType>
-constexpr int64_t kSpreadBlockBytes =
-    kNumUnits<kType> * (kType == GgmlType::kQ6_K ? 1 : 2) * kBTileBytes<kType>;
+constexpr int64_t kSpreadBlockBytes = kNumUnits * kParts<kType> * kBTileBytes;
 
 inline __m512i ShiftRight16(__m512i v, int n) {
   return _mm512_srl_epi16(v, _mm_cvtsi32_si128(n));
@@ -640,18 +640,6 @@ void VnniGroupsKOf(const uint8_t* packed, int64_t rows, int64_t num_blocks, cons
   }
 }
 
-// Sub-block s of 16 rows as a B tile of signed bytes (Q6_K: quants - 32).
-template <GgmlType kType>
-inline void SubBlockTile(const uint8_t* group_block, int s, int8_t* tile) {
-  constexpr int kRows = kSubElems<kType> / 4;
-  __m512i w[8];
-  SubBlockWeights<kType>(group_block, s, w);
-  for (int r = 0; r < kRows; ++r) {
-    if constexpr (kType == GgmlType::kQ6_K) w[r] = _mm512_sub_epi8(w[r], _mm512_set1_epi8(32));
-    _mm512_store_si512(tile + 64 * r, w[r]);
-  }
-}
-
 // The quants of activation rows [m0, m0 + 16 * num_tiles) as A tiles: tile
 // t, block b, unit u is 16 rows x kTileK contiguous bytes at
 // out + ((t * num_blocks + b) * kNumUnits + u) * 16 * kTileK (not 16 rows
@@ -666,13 +654,13 @@ struct KActScales {
 template <GgmlType kType>
 void PackActTilesK(const Q8KBlock* act, int64_t num_blocks, int64_t m0, int64_t num_tiles,
                    int8_t* out, KActScales* scales) {
-  constexpr int kUnit = kTileK<kType>;
+  constexpr int kUnit = kTileK;
   for (int64_t t = 0; t < num_tiles; ++t) {
     for (int m = 0; m < kTileRows; ++m) {
       const Q8KBlock* row = act + (m0 + t * kTileRows + m) * num_blocks;
       for (int64_t b = 0; b < num_blocks; ++b) {
         int8_t* tiles = out + (t * num_blocks + b) * kKBlock * kTileRows;
-        for (int u = 0; u < kNumUnits<kType>; ++u) {
+        for (int u = 0; u < kNumUnits; ++u) {
           std::memcpy(tiles + (u * kTileRows + m) * kUnit, row[b].q + u * kUnit, kUnit);
         }
         KActScales& block_scales = scales[t * num_blocks + b];
@@ -693,49 +681,48 @@ __attribute__((noinline)) void TileSingleK(const uint8_t* group, const int8_t* t
                                            const KActScales* act_scales, int64_t m0,
                                            int64_t m_rows, float* out, int64_t rows) {
   constexpr KLayout l = KLayoutOf(kType);
-  constexpr int64_t kUnitBytes = kTileRows * kTileK<kType>;  // one A tile
-  alignas(64) int32_t dots[2][kTileRows * kGroupRows];
+  constexpr int64_t kUnitBytes = kTileRows * kTileK;  // one A tile
+  alignas(64) int32_t dots[kParts<kType>][kTileRows * kGroupRows];
   alignas(64) float acc[kTileRows][kGroupRows] = {};
   for (int64_t b = 0; b < num_blocks; ++b) {
     const KActScales& y = act_scales[b];
     const uint8_t* group_block = group + b * l.bytes;
     const int8_t* block_tiles = tiles + b * kSpreadBlockBytes<kType>;
-    const int8_t* block_act = act_tiles + b * kNumUnits<kType> * kUnitBytes;
-    __m512i sum[kTileRows];
-    if constexpr (kType == GgmlType::kQ6_K) {
-#pragma GCC unroll 16
-      for (int m = 0; m < kTileRows; ++m) sum[m] = _mm512_setzero_si512();
-      for (int s = 0; s < kNumSubs<kType>; ++s) {
-        _tile_loadd(0, block_tiles + s * kBTileBytes<kType>, 4 * kGroupRows);
-        _tile_loadd(2, block_act + s * kUnitBytes, kTileK<kType>);
-        _tile_zero(4);
+    const int8_t* block_act = act_tiles + b * kNumUnits * kUnitBytes;
+    // The parts' sums on tiles 4, 5 (and 6), one A tile per unit.
+    _tile_zero(4);
+    _tile_zero(5);
+    if constexpr (kParts<kType> == 3) _tile_zero(6);
+    for (int u = 0; u < kNumUnits; ++u) {
+      const int8_t* unit_tiles = block_tiles + u * kParts<kType> * kBTileBytes;
+      _tile_loadd(2, block_act + u * kUnitBytes, kTileK);
+      _tile_loadd(0, unit_tiles, 4 * kGroupRows);
+      _tile_loadd(1, unit_tiles + kBTileBytes, 4 * kGroupRows);
+      if constexpr (kType == GgmlType::kQ6_K) {
         _tile_dpbssd(4, 2, 0);
-        _tile_stored(4, dots[0], 4 * kGroupRows);
-        const __m512i scale = SubBlockScales<kType>(group_block, s);
-#pragma GCC unroll 16
-        for (int m = 0; m < kTileRows; ++m) {
-          sum[m] = _mm512_add_epi32(
-              sum[m], _mm512_mullo_epi32(_mm512_load_si512(dots[0] + m * kGroupRows), scale));
-        }
-      }
-    } else {
-      // The block's lo and hi sums on tiles 4 and 5, one A tile per unit.
-      _tile_zero(4);
-      _tile_zero(5);
-      for (int u = 0; u < kNumUnits<kType>; ++u) {
-        _tile_loadd(2, block_act + u * kUnitBytes, kTileK<kType>);
-        _tile_loadd(0, block_tiles + (2 * u) * kBTileBytes<kType>, 4 * kGroupRows);
-        _tile_loadd(1, block_tiles + (2 * u + 1) * kBTileBytes<kType>, 4 * kGroupRows);
+        _tile_dpbssd(5, 2, 1);
+        _tile_loadd(0, unit_tiles + 2 * kBTileBytes, 4 * kGroupRows);
+        _tile_dpbssd(6, 2, 0);
+      } else {
         _tile_dpbsud(4, 2, 0);
         _tile_dpbsud(5, 2, 1);
       }
-      _tile_stored(4, dots[0], 4 * kGroupRows);
-      _tile_stored(5, dots[1], 4 * kGroupRows);
+    }
+    _tile_stored(4, dots[0], 4 * kGroupRows);
+    _tile_stored(5, dots[1], 4 * kGroupRows);
+    if constexpr (kParts<kType> == 3) _tile_stored(6, dots[kParts<kType> - 1], 4 * kGroupRows);
+    __m512i sum[kTileRows];
 #pragma GCC unroll 16
-      for (int m = 0; m < kTileRows; ++m) {
-        sum[m] = _mm512_add_epi32(
-            _mm512_slli_epi32(_mm512_load_si512(dots[1] + m * kGroupRows), kScaleShift<kType>),
-            _mm512_load_si512(dots[0] + m * kGroupRows));
+    for (int m = 0; m < kTileRows; ++m) {
+      const __m512i c0 = _mm512_load_si512(dots[0] + m * kGroupRows);
+      const __m512i c1 = _mm512_load_si512(dots[1] + m * kGroupRows);
+      if constexpr (kType == GgmlType::kQ6_K) {
+        const __m512i c2 = _mm512_load_si512(dots[kParts<kType> - 1] + m * kGroupRows);
+        // 7 x = 8 x - x.
+        const __m512i t = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(c2, 3), c2), c1);
+        sum[m] = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(t, 3), t), c0);
+      } else {
+        sum[m] = _mm512_add_epi32(_mm512_slli_epi32(c1, kScaleShift<kType>), c0);
       }
     }
     const __m512 dw = LoadHalf16(group_block + l.d);
@@ -775,33 +762,83 @@ inline __m512i TimesPartScale(__m512i q, __m512i even, __m512i odd) {
   return _mm512_or_si512(even_products, _mm512_slli_epi16(odd_products, 8));
 }
 
-// A group's B tiles in order (block, unit[, lo / hi]): Q6_K's sub-blocks as
-// signed bytes; Q4_K/Q5_K's units of two sub-blocks (tile rows 0-7: the
-// first, 8-15: the second) times the lo, then the hi part of their scales.
+// Q6_K's scales as balanced base-7 digits (16 lanes, scales in
+// [-128, 127]): d[0] + 7 d[1] + 49 d[2] = scale, each digit in [-3, 3].
+// floor(n / 7) = ((n + 133) * 9363 >> 16) - 19 for n in [-133, 300]
+// (9363 / 65536 exceeds 1/7 by less than 1/7 / 300), one 16-bit multiply.
+inline void Base7Digits(__m512i scale, __m512i* d) {
+  const __m512i three = _mm512_set1_epi32(3);
+  __m512i rest = scale;
+  for (int k = 0; k < 2; ++k) {
+    const __m512i n = _mm512_add_epi32(rest, three);
+    const __m512i q = _mm512_sub_epi32(
+        _mm512_mulhi_epu16(_mm512_add_epi32(n, _mm512_set1_epi32(133)),
+                           _mm512_set1_epi32(9363)),
+        _mm512_set1_epi32(19));
+    // d = n - 7 q - 3, in [-3, 3]; the rest is q.
+    d[k] = _mm512_sub_epi32(
+        _mm512_sub_epi32(n, _mm512_sub_epi32(_mm512_slli_epi32(q, 3), q)), three);
+    rest = q;
+  }
+  d[2] = rest;
+}
+
+// Bytes (q - 32) * d for unsigned quants q < 64 and a per-column digit d in
+// [-3, 3] (each dword's four bytes are one column's): `even`/`odd` hold d in
+// the even/odd bytes of each dword, `bias` 32 d in each int16.
+struct DigitFactors {
+  __m512i even, odd, bias;
+  explicit DigitFactors(__m512i d) {
+    const __m512i d_byte = _mm512_and_si512(d, _mm512_set1_epi32(0xFF));
+    even = _mm512_or_si512(d_byte, _mm512_slli_epi32(d_byte, 16));
+    odd = _mm512_slli_epi32(even, 8);
+    const __m512i d32 = _mm512_and_si512(_mm512_slli_epi32(d, 5), _mm512_set1_epi32(0xFFFF));
+    bias = _mm512_or_si512(d32, _mm512_slli_epi32(d32, 16));
+  }
+  __m512i Times(__m512i q) const {
+    const __m512i even_products = _mm512_sub_epi16(_mm512_maddubs_epi16(q, even), bias);
+    const __m512i odd_products = _mm512_sub_epi16(_mm512_maddubs_epi16(q, odd), bias);
+    return _mm512_or_si512(_mm512_and_si512(even_products, _mm512_set1_epi16(0xFF)),
+                           _mm512_slli_epi16(odd_products, 8));
+  }
+};
+
+// A group's B tiles in order (block, unit, part): unit u holds sub-blocks
+// of its 64 elements (tile row r: elements 4r..4r + 3), times each part of
+// their scales (see kParts).
 template <GgmlType kType>
 void SpreadGroupK(const uint8_t* group, int64_t num_blocks, int8_t* tiles) {
+  constexpr int kRowsPerSub = kSubElems<kType> / 4;  // tile rows per sub-block
   for (int64_t b = 0; b < num_blocks; ++b) {
     const uint8_t* group_block = group + b * KLayoutOf(kType).bytes;
     int8_t* block_tiles = tiles + b * kSpreadBlockBytes<kType>;
-    if constexpr (kType == GgmlType::kQ6_K) {
-      for (int s = 0; s < kNumSubs<kType>; ++s) {
-        SubBlockTile<kType>(group_block, s, block_tiles + s * kBTileBytes<kType>);
-      }
-    } else {
-      for (int s = 0; s < kNumSubs<kType>; ++s) {
-        const __m512i scale = SubBlockScales<kType>(group_block, s);
+    for (int s = 0; s < kNumSubs<kType>; ++s) {
+      const __m512i scale = SubBlockScales<kType>(group_block, s);
+      __m512i w[8];
+      SubBlockWeights<kType>(group_block, s, w);
+      const int unit = s * kSubElems<kType> / kTileK;
+      const int row0 = (s * kSubElems<kType> % kTileK) / 4;
+      int8_t* unit_tiles = block_tiles + unit * kParts<kType> * kBTileBytes;
+      if constexpr (kType == GgmlType::kQ6_K) {
+        __m512i digits[3];
+        Base7Digits(scale, digits);
+        for (int part = 0; part < 3; ++part) {
+          const DigitFactors factors(digits[part]);
+          for (int r = 0; r < kRowsPerSub; ++r) {
+            _mm512_store_si512(unit_tiles + part * kBTileBytes + 64 * (row0 + r),
+                               factors.Times(w[r]));
+          }
+        }
+      } else {
         const __m512i parts[2] = {
             _mm512_and_si512(scale, _mm512_set1_epi32((1 << kScaleShift<kType>) - 1)),
             _mm512_srli_epi32(scale, kScaleShift<kType>)};
-        __m512i w[8];
-        SubBlockWeights<kType>(group_block, s, w);
         for (int part = 0; part < 2; ++part) {
           const __m512i even = _mm512_or_si512(parts[part], _mm512_slli_epi32(parts[part], 16));
           const __m512i odd = _mm512_slli_epi32(even, 8);
-          int8_t* tile = block_tiles + (2 * (s / 2) + part) * kBTileBytes<kType> +
-                         (s % 2) * 8 * 64;
-          for (int r = 0; r < 8; ++r) {
-            _mm512_store_si512(tile + 64 * r, TimesPartScale(w[r], even, odd));
+          for (int r = 0; r < kRowsPerSub; ++r) {
+            _mm512_store_si512(unit_tiles + part * kBTileBytes + 64 * (row0 + r),
+                               TimesPartScale(w[r], even, odd));
           }
         }
       }
@@ -819,7 +856,7 @@ void TileGroupPairsKOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
   auto* act_scales = reinterpret_cast<KActScales*>(SpreadBuffer(
       kChunkRows / kTileRows * num_blocks * static_cast<int64_t>(sizeof(KActScales)),
       /*slot=*/2));
-  ConfigureTiles(kTileK<kType>);
+  ConfigureTiles(kTileK);
   for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
     const int64_t c1 = std::min(n, c0 + kChunkRows);
     PackActTilesK<kType>(act, num_blocks, c0, (c1 - c0 + kTileRows - 1) / kTileRows, act_tiles,

@@ -268,8 +268,8 @@ namespace {
 int64_t MinTileRows(GgmlType type) {
   switch (type) {
     case GgmlType::kQ8_0: return 6;
-    case GgmlType::kQ5_K:
-    case GgmlType::kQ6_K: return 10;
+    case GgmlType::kQ5_K: return 10;
+    case GgmlType::kQ6_K: return 13;
     default: return 12;  // Q4_0, Q4_1, Q4_K
   }
 }

@@ -222,7 +222,8 @@ TEST_P(AmxMatmulTest, EveryKernelGivesTheAmxOrder) {
   std::vector<uint8_t> packed(AmxPackedBytes(type, rows, in));
   PackAmxRows(type, w.data(), rows, in, packed.data());
   // Batch sizes around the kernels' steps: VNNI takes rows 4 at a time,
-  // tiles 16 and 32 (n >= 4), with partial tiles.
+  // tiles 16 (whole tiles, and a partial one from a per-type number of live
+  // rows, the rest by VNNI).
   for (int64_t n : {1, 2, 3, 4, 5, 15, 16, 17, 31, 32, 33, 70}) {
     const std::vector<float> x = RandomActivations(n, in, static_cast<uint32_t>(n));
     const std::vector<float> want =
