@@ -17,7 +17,12 @@ void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int
   // Prompt rows: each KV head's keys and values widened (and the keys
   // transposed) once for all the rows that read it; the same bits as
   // GgmlAttendRow (ggml_ops.h).
-  if (!decode && n * group >= 2 && GgmlPreparedAttentionSupports(head_dim)) {
+  // (Up to 128 MiB of prepared keys and values: past that, as at 16k
+  // positions of 8 KV heads of 128, the rows read the cache as it is.)
+  constexpr int64_t kMaxPreparedBytes = int64_t{128} << 20;
+  const int64_t prepared_bytes = shape.kv_heads * (pos + n) * head_dim * 2 * int64_t{4};
+  if (!decode && n * group >= 2 && GgmlPreparedAttentionSupports(head_dim) &&
+      prepared_bytes <= kMaxPreparedBytes) {
     // Reused across layers and calls. The lambdas below use this reference:
     // naming the thread_local there would give each thread its own vector.
     thread_local std::vector<GgmlPreparedKv> prepared_here;
