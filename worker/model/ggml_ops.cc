@@ -389,54 +389,12 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 AddValue16(
   return _mm512_fmadd_ps(_mm512_castpd_ps(v16), _mm512_set1_ps(p), acc);
 }
 
-// The prompt order's value sums with 16 lanes (AVX-512 variants): lane l of
-// dimension d takes the keys j = l (mod 16) in increasing j, one fma each,
-// as the scalar loop in AttendRow; here 16 dimensions of all 16 lanes stay in
-// registers while the keys stream past. Call only where the CPU has AVX-512F.
-template <KvElement E, class RowFn>
-__attribute__((target("avx512f"))) void SumValues16(const typename KvRows<E>::T* values,
-                                                    const RowFn& row, int64_t head_dim,
-                                                    int64_t first, int64_t last,
-                                                    const float* probs, float* acc) {
-  // Keys in spans of about 32 KiB of values, every 16 dimensions of a span
-  // before the next span: its rows stay in L1 across the dimension blocks
-  // (a whole head's values do not). Between spans a lane's sums wait in
-  // `acc`, stored and reloaded exactly.
-  const int64_t span = std::max<int64_t>(16, 32768 / (head_dim * int64_t{sizeof(float)}) / 16 * 16);
-  const int64_t c_first = first / 16 * 16;
-  for (int64_t s0 = c_first; s0 <= last; s0 += span) {
-    const int64_t s1 = std::min(last + 1, s0 + span);  // chunks c in [s0, s1)
-    for (int64_t d0 = 0; d0 < head_dim; d0 += 16) {
-      __m512 lane_acc[16];
-#pragma GCC unroll 16
-      for (int l = 0; l < 16; ++l) {
-        lane_acc[l] = s0 == c_first ? _mm512_setzero_ps()
-                                    : _mm512_loadu_ps(acc + l * head_dim + d0);
-      }
-      for (int64_t c = s0; c < s1; c += 16) {
-        if (c >= first && c + 15 <= last) {  // a whole chunk: no bounds to test
-#pragma GCC unroll 16
-          for (int l = 0; l < 16; ++l) {
-            lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, probs[c + l], lane_acc[l]);
-          }
-          continue;
-        }
-        for (int l = 0; l < 16; ++l) {
-          if (c + l >= first && c + l <= last) {
-            lane_acc[l] = AddValue16<E>(values + row(c + l) + d0, probs[c + l], lane_acc[l]);
-          }
-        }
-      }
-#pragma GCC unroll 16
-      for (int l = 0; l < 16; ++l) _mm512_storeu_ps(acc + l * head_dim + d0, lane_acc[l]);
-    }
-  }
-}
-
 // SumValues16 for rows r < count of one head (keys first[r]..last[r],
 // probabilities at probs + r * probs_stride, lane sums into acc + r * 16 *
-// head_dim): each span of values is taken by every row while it is in L1.
-// Each row's sums are the steps SumValues16 takes for it alone.
+// head_dim). Keys in spans of about 32 KiB of values, every row and every
+// 16 dimensions of a span before the next span: its rows stay in L1 (a
+// whole head's values do not). Between spans a lane's sums wait in `acc`,
+// stored and reloaded exactly: each row's sums are the steps it takes alone.
 template <KvElement E, class RowFn>
 __attribute__((target("avx512f"))) void SumValues16Rows(
     const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim, int count,
@@ -479,6 +437,19 @@ __attribute__((target("avx512f"))) void SumValues16Rows(
       }
     }
   }
+}
+
+// The prompt order's value sums with 16 lanes (AVX-512 variants): lane l of
+// dimension d takes the keys j = l (mod 16) in increasing j, one fma each,
+// as the scalar loop in AttendRow; 16 dimensions of all 16 lanes stay in
+// registers while the keys stream past (SumValues16Rows for one row). Call
+// only where the CPU has AVX-512F.
+template <KvElement E, class RowFn>
+__attribute__((target("avx512f"))) void SumValues16(const typename KvRows<E>::T* values,
+                                                    const RowFn& row, int64_t head_dim,
+                                                    int64_t first, int64_t last,
+                                                    const float* probs, float* acc) {
+  SumValues16Rows<E>(values, row, head_dim, 1, &first, &last, probs, 0, acc);
 }
 
 // The same with 8 lanes (the AVX2 order's value sums, WeightedValues' 8-lane
@@ -554,20 +525,7 @@ void WeightedValues(const typename KvRows<E>::T* values, const RowFn& row, int64
     // while the keys stream past: each (lane, dimension) still takes its keys
     // in increasing j, one fma each, so the same bits without a load and a
     // store of the accumulator per key.
-    for (int64_t d0 = 0; d0 < head_dim; d0 += 8) {
-      __m256 lane_acc[8];
-      for (int l = 0; l < 8; ++l) lane_acc[l] = _mm256_setzero_ps();
-      for (int64_t c = first / 8 * 8; c <= last; c += 8) {
-#pragma GCC unroll 8
-        for (int l = 0; l < 8; ++l) {
-          const int64_t j = c + l;
-          if (j < first || j > last) continue;
-          lane_acc[l] = _mm256_fmadd_ps(KvRows<E>::Load8(values + row(j) + d0),
-                                        _mm256_set1_ps(scratch[j]), lane_acc[l]);
-        }
-      }
-      for (int l = 0; l < 8; ++l) _mm256_storeu_ps(acc.data() + l * head_dim + d0, lane_acc[l]);
-    }
+    SumValues8Rows<E>(values, row, head_dim, 1, &first, &last, scratch, 0, acc.data());
   } else if (blocked && kLanes == 16 && chains == 1 && head_dim % 16 == 0 &&
              CpuHasAvx512F()) {
     SumValues16<E>(values, row, head_dim, first, last, scratch, acc.data());
