@@ -346,6 +346,80 @@ __attribute__((noinline)) void TileSingle(const uint8_t* group, const int8_t* ti
   }
 }
 
+// Up to 8 activation rows of two consecutive blocks b, b + 1 as two A tiles
+// that share one C tile (TilePairsQ8): qs rows 0-7 hold block b of the activation rows,
+// rows 8-15 zeros, rows 16-23 block b + 1. Tile "first" (qs rows 0-15) meets
+// block b's weights, tile "second" (rows 8-23) block b + 1's: the C tile's
+// rows 0-7 are the block b dots, rows 8-15 the block b + 1 dots, so a few
+// rows use all 16 rows of the tile store and float steps they pay for.
+// d[r], s[r]: row r's block b scales; d[8 + r], s[8 + r]: block b + 1's.
+struct ActPairBlock {
+  int8_t qs[3 * kPairedRows][32];
+  float d[kTileRows];
+  float s[kTileRows];
+};
+
+// Activation rows [m0, m0 + m_rows) (m_rows <= 8) as ceil(num_blocks / 2)
+// pair blocks; missing rows and the block past an odd num_blocks are zero.
+void PackActPairs(const ActBlock* act, int64_t num_blocks, int64_t m0, int64_t m_rows,
+                  ActPairBlock* out) {
+  const int64_t num_pairs = (num_blocks + 1) / 2;
+  std::memset(out, 0, static_cast<size_t>(num_pairs) * sizeof(ActPairBlock));
+  for (int64_t m = 0; m < m_rows; ++m) {
+    const ActBlock* row = act + (m0 + m) * num_blocks;
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      ActPairBlock& pair = out[b / 2];
+      const int64_t slot = b % 2 * kPairedRows + m;  // row of C, of d and s
+      std::memcpy(pair.qs[b % 2 * 2 * kPairedRows + m], row[b].qs, 32);
+      pair.d[slot] = row[b].d;
+      pair.s[slot] = row[b].s;
+    }
+  }
+}
+
+// TileSingle for Q8_0 and at most 8 live activation rows, two blocks per
+// tile store. Each row still takes block b's float step, then block b + 1's:
+// the bits of TileSingle and VNNI. (Q4_0/Q4_1 gain nothing over VNNI from
+// it: they pay for spreading their weights besides.)
+__attribute__((noinline)) void TilePairsQ8(const uint8_t* group, int64_t num_blocks,
+                                           const ActPairBlock* y, int64_t m0, int64_t m_rows,
+                                           float* out, int64_t rows) {
+  constexpr GgmlType kType = GgmlType::kQ8_0;
+  constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
+  const uint8_t* quants = group + Layout::HeaderBytes(kType);  // block b's B tile
+  __m512 acc[kPairedRows];
+#pragma GCC unroll 8
+  for (int m = 0; m < kPairedRows; ++m) acc[m] = _mm512_setzero_ps();
+  alignas(64) int32_t dots[kTileRows * kGroupRows];
+  for (int64_t b = 0; b < num_blocks; b += 2) {
+    const ActPairBlock& pair = y[b / 2];
+    const bool second = b + 1 < num_blocks;
+    _tile_loadd(0, quants + b * kBlockBytes, 4 * kGroupRows);
+    _tile_loadd(2, pair.qs[0], 32);
+    _tile_zero(4);
+    _tile_dpbssd(4, 2, 0);
+    if (second) {
+      _tile_loadd(1, quants + (b + 1) * kBlockBytes, 4 * kGroupRows);
+      _tile_loadd(3, pair.qs[kPairedRows], 32);
+      _tile_dpbssd(4, 3, 1);
+    }
+    _tile_stored(4, dots, 4 * kGroupRows);
+    for (int half = 0; half < (second ? 2 : 1); ++half) {
+      const __m512 dw = LoadHalf16(group + (b + half) * kBlockBytes);
+#pragma GCC unroll 8
+      for (int m = 0; m < kPairedRows; ++m) {
+        const int c = half * kPairedRows + m;
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(dots + c * kGroupRows)),
+                                 _mm512_mul_ps(dw, _mm512_set1_ps(pair.d[c])), acc[m]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < kPairedRows; ++m) {
+    if (m < m_rows) _mm512_storeu_ps(out + (m0 + m) * rows, acc[m]);
+  }
+}
+
 template <GgmlType kType>
 void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
                       const ActBlock* act, int64_t n, float* out, int64_t p0, int64_t p1) {
@@ -362,6 +436,16 @@ void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
   if constexpr (kType != GgmlType::kQ8_0) spread = SpreadBuffer(num_blocks * 512);
   auto* act_tiles = reinterpret_cast<ActTileBlock*>(
       SpreadBuffer(kChunkRows / kTileRows * num_blocks * sizeof(ActTileBlock), /*slot=*/1));
+  // Q8_0, a last tile of at most 8 live rows: two blocks per tile store.
+  const int64_t whole = n / kTileRows * kTileRows;
+  const int64_t pair_rows =
+      kType == GgmlType::kQ8_0 && n - whole <= kPairedRows ? n - whole : 0;
+  ActPairBlock* act_pairs = nullptr;
+  if (pair_rows > 0) {
+    act_pairs = reinterpret_cast<ActPairBlock*>(SpreadBuffer(
+        (num_blocks + 1) / 2 * static_cast<int64_t>(sizeof(ActPairBlock)), /*slot=*/2));
+    PackActPairs(act, num_blocks, whole, pair_rows, act_pairs);
+  }
   for (int64_t c0 = 0; c0 < n; c0 += kChunkRows) {
     const int64_t c1 = std::min(n, c0 + kChunkRows);
     PackActTiles(act, num_blocks, c0, (c1 - c0 + kTileRows - 1) / kTileRows, act_tiles);
@@ -380,6 +464,12 @@ void TileGroupPairsOf(const uint8_t* packed, int64_t rows, int64_t num_blocks,
         tile_stride = 512;
       }
       for (int64_t m0 = c0; m0 < c1; m0 += kTileRows) {
+        if constexpr (kType == GgmlType::kQ8_0) {
+          if (m0 == whole && pair_rows > 0) {
+            TilePairsQ8(group, num_blocks, act_pairs, m0, pair_rows, out + g * kGroupRows, rows);
+            continue;
+          }
+        }
         TileSingle<kType>(group, tiles, tile_stride, num_blocks,
                           act_tiles + (m0 - c0) / kTileRows * num_blocks, m0,
                           std::min(kTileRows, n - m0), out + g * kGroupRows, rows);

@@ -492,6 +492,64 @@ void SumValues8Rows(const typename KvRows<E>::T* values, const RowFn& row, int64
   }
 }
 
+// The one-token order's value sums (ggml_vec_dot_f32 of each output
+// dimension's values with the probabilities): accumulator a = (chain c, lane
+// l) = c * kLanes + l takes the positions j = a (mod 4 * kLanes) in
+// increasing j, one fma each; the chains are folded (0 + 2) + (1 + 3), the
+// lanes reduced as DotReduce does. Each accumulator's 64 dimensions at a
+// time stay in registers while its positions pass (8 independent chains),
+// then the fold and the reduction run 8 dimensions at a time: the same
+// additions. `acc`: 4 * kLanes * head_dim floats, every one written.
+template <GgmlVariant V, KvElement E, class RowFn>
+void OneTokenValues(const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim,
+                    int64_t first, int64_t last, const float* probs, float* acc, float* out) {
+  constexpr int kLanes = Order<V>::kLanes;
+  constexpr int64_t kPeriod = 4 * kLanes;
+  for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
+    for (int64_t a = 0; a < kPeriod; ++a) {
+      __m256 sums[8];
+#pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q) sums[q] = _mm256_setzero_ps();
+      int64_t j = first / kPeriod * kPeriod + a;
+      if (j < first) j += kPeriod;
+      for (; j <= last; j += kPeriod) {
+        const __m256 p = _mm256_set1_ps(probs[j]);
+        const typename KvRows<E>::T* v = values + row(j) + d0;
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; ++q) sums[q] = _mm256_fmadd_ps(KvRows<E>::Load8(v + 8 * q), p, sums[q]);
+      }
+#pragma GCC unroll 8
+      for (int q = 0; q < 8; ++q) _mm256_storeu_ps(acc + a * head_dim + d0 + 8 * q, sums[q]);
+    }
+  }
+  const int64_t chain_size = kLanes * head_dim;
+  for (int64_t d = 0; d < head_dim; d += 8) {
+    // Lane l's chains, folded.
+    const auto lane = [&](int l) {
+      const float* at = acc + l * head_dim + d;
+      return _mm256_add_ps(
+          _mm256_add_ps(_mm256_loadu_ps(at), _mm256_loadu_ps(at + 2 * chain_size)),
+          _mm256_add_ps(_mm256_loadu_ps(at + chain_size), _mm256_loadu_ps(at + 3 * chain_size)));
+    };
+    __m256 sum;
+    if constexpr (kLanes == 16) {
+      // ReduceAdd16: lanes i + (i + 8), then + (i + 4), then (e0 + e2) + (e1 + e3).
+      __m256 e[4];
+      for (int i = 0; i < 4; ++i) {
+        e[i] = _mm256_add_ps(_mm256_add_ps(lane(i), lane(i + 8)),
+                             _mm256_add_ps(lane(i + 4), lane(i + 12)));
+      }
+      sum = _mm256_add_ps(_mm256_add_ps(e[0], e[2]), _mm256_add_ps(e[1], e[3]));
+    } else {
+      // HaddReduce8: lanes i + (i + 4), then (t0 + t1) + (t2 + t3).
+      __m256 t[4];
+      for (int i = 0; i < 4; ++i) t[i] = _mm256_add_ps(lane(i), lane(i + 4));
+      sum = _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
+    }
+    _mm256_storeu_ps(out + d, sum);
+  }
+}
+
 bool CpuHasAvx512F() {
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
@@ -516,10 +574,17 @@ void WeightedValues(const typename KvRows<E>::T* values, const RowFn& row, int64
   const int chains = one_token_order ? 4 : 1;
   const int64_t chain_size = kLanes * head_dim;
   thread_local std::vector<float> acc;  // [chains, kLanes, head_dim]
+#ifdef LLORCH_GGML_OPS_F16C
+  const bool blocked = register_paths.load(std::memory_order_relaxed);
+  if (blocked && one_token_order && head_dim % 64 == 0) {
+    acc.resize(chains * chain_size);  // every element written
+    OneTokenValues<V, E>(values, row, head_dim, first, last, scratch, acc.data(), out);
+    return;
+  }
+#endif
   acc.assign(chains * chain_size, 0.0f);
   thread_local std::vector<float> widened;  // a 16-bit value row as floats
 #ifdef LLORCH_GGML_OPS_F16C
-  const bool blocked = register_paths.load(std::memory_order_relaxed);
   if (blocked && kLanes == 8 && chains == 1 && head_dim % 8 == 0) {
     // The loop below with 8 dimensions of all 8 lanes held in registers
     // while the keys stream past: each (lane, dimension) still takes its keys
@@ -529,32 +594,6 @@ void WeightedValues(const typename KvRows<E>::T* values, const RowFn& row, int64
   } else if (blocked && kLanes == 16 && chains == 1 && head_dim % 16 == 0 &&
              CpuHasAvx512F()) {
     SumValues16<E>(values, row, head_dim, first, last, scratch, acc.data());
-  } else if (blocked && chains == 4 && head_dim % 64 == 0) {
-    // A one-token step: accumulator a = (chain, lane) takes the keys with
-    // j % (4 * kLanes) == a in increasing j, one fma each, as the loop below;
-    // here 64 of its dimensions stay in registers while its keys pass,
-    // rather than a load and a store of them per key.
-    constexpr int64_t kPeriod = 4 * kLanes;
-    for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
-      for (int64_t a = 0; a < kPeriod; ++a) {
-        __m256 sums[8];
-#pragma GCC unroll 8
-        for (int q = 0; q < 8; ++q) sums[q] = _mm256_setzero_ps();
-        int64_t j = first / kPeriod * kPeriod + a;
-        if (j < first) j += kPeriod;
-        for (; j <= last; j += kPeriod) {
-          const __m256 p = _mm256_set1_ps(scratch[j]);
-          const typename KvRows<E>::T* v = values + row(j) + d0;
-#pragma GCC unroll 8
-          for (int q = 0; q < 8; ++q) {
-            sums[q] = _mm256_fmadd_ps(KvRows<E>::Load8(v + 8 * q), p, sums[q]);
-          }
-        }
-        float* lane = acc.data() + (a / kLanes) * chain_size + (a % kLanes) * head_dim + d0;
-#pragma GCC unroll 8
-        for (int q = 0; q < 8; ++q) _mm256_storeu_ps(lane + 8 * q, sums[q]);
-      }
-    }
   } else
 #endif
   for (int64_t j = first; j <= last; ++j) {

@@ -253,24 +253,27 @@ TEST(GgmlOpsTest, Avx2BatchOrderSumsEightKeysAsTinyBlasHsum) {
 // the lanes.
 TEST(GgmlOpsTest, RegisterPathsGiveTheScalarLoopsBits) {
   std::mt19937 rng(8);
+  // Keys first..last: long, one, short, and a window past the first period.
+  const std::pair<int64_t, int64_t> ranges[] = {{3, 203}, {0, 0}, {0, 40}, {70, 90}};
   for (int64_t head_dim : {16, 32, 64, 128}) {
-    const int64_t first = 3, last = 203;
-    const std::vector<float> q = RandomVector(rng, head_dim);
-    const std::vector<float> k = RandomVector(rng, (last + 1) * head_dim);
-    const std::vector<float> v = RandomVector(rng, (last + 1) * head_dim);
-    for (GgmlVariant variant : kVariants) {
-      for (bool one_token : {false, true}) {
-        std::vector<float> scratch(last + 1), blocked(head_dim), scalar(head_dim);
-        GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, 0.3f, one_token,
-                      variant, scratch.data(), blocked.data());
-        ggml_ops_internal::UseRegisterPaths(false);
-        GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, 0.3f, one_token,
-                      variant, scratch.data(), scalar.data());
-        ggml_ops_internal::UseRegisterPaths(true);
-        for (int64_t d = 0; d < head_dim; ++d) {
-          ASSERT_EQ(Bits(blocked[d]), Bits(scalar[d]))
-              << GgmlVariantName(variant) << " one_token " << one_token << " head_dim "
-              << head_dim << " d " << d;
+    for (const auto& [first, last] : ranges) {
+      const std::vector<float> q = RandomVector(rng, head_dim);
+      const std::vector<float> k = RandomVector(rng, (last + 1) * head_dim);
+      const std::vector<float> v = RandomVector(rng, (last + 1) * head_dim);
+      for (GgmlVariant variant : kVariants) {
+        for (bool one_token : {false, true}) {
+          std::vector<float> scratch(last + 1), blocked(head_dim), scalar(head_dim);
+          GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, 0.3f, one_token,
+                        variant, scratch.data(), blocked.data());
+          ggml_ops_internal::UseRegisterPaths(false);
+          GgmlAttendRow(q.data(), k.data(), v.data(), head_dim, first, last, 0.3f, one_token,
+                        variant, scratch.data(), scalar.data());
+          ggml_ops_internal::UseRegisterPaths(true);
+          for (int64_t d = 0; d < head_dim; ++d) {
+            ASSERT_EQ(Bits(blocked[d]), Bits(scalar[d]))
+                << GgmlVariantName(variant) << " one_token " << one_token << " head_dim "
+                << head_dim << " keys " << first << ".." << last << " d " << d;
+          }
         }
       }
     }

@@ -123,7 +123,7 @@ void BM_AmxKernel(benchmark::State& state, GgmlType type) {
 
 void CrossoverShapes(benchmark::internal::Benchmark* b) {
   for (int64_t kernel : {1, 2}) {
-    for (int64_t n : {4, 8, 12, 16, 24, 32}) {
+    for (int64_t n : {2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32}) {
       b->Args({2 * 5632, 2048, n, kernel});  // TinyLlama's fused gate and up
       b->Args({49152, 576, n, kernel});      // SmolLM2's output head
     }
