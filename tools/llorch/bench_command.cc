@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -109,8 +110,16 @@ absl::Status MeasureBatch(const ServedModel& loaded, std::mt19937* rng, int32_t 
     if (items.empty()) break;
     absl::StatusOr<at::Tensor> logits = loaded.model->ForwardBatch(items);  // [jobs, vocab]
     if (!logits.ok()) return logits.status();
+    // Each job's draw over the threads, then its token, as the engine does.
+    std::vector<const float*> rows;
     for (size_t i = 0; i < running.size(); ++i) {
-      running[i]->Accept(logits->data_ptr<float>() + i * vocab);
+      rows.push_back(logits->data_ptr<float>() + i * vocab);
+    }
+    std::vector<std::exception_ptr> errors;
+    std::vector<TokenChoice> choices = ChooseAll(running, rows, &errors);
+    for (size_t i = 0; i < running.size(); ++i) {
+      if (errors[i] != nullptr) std::rethrow_exception(errors[i]);
+      running[i]->Accept(std::move(choices[i]));
       ++generated;
     }
   }

@@ -1,7 +1,9 @@
 #include "worker/engine/engine.h"
 
 #include <algorithm>
+#include <exception>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "worker/engine/step_planner.h"
@@ -465,14 +467,29 @@ int32_t Engine::Step() {
     // A batch-level failure fails the jobs in it; others are untouched.
     for (size_t owner : owners) Finish(running_[owner], logits.status());
   } else {
+    // The jobs that sample this step (a prefill or recompute not done yet
+    // does not) draw together, over the threads; then each takes its token
+    // and streams it, in order.
     const int64_t vocab = model_->config().vocab_size;
+    std::vector<Job*> sampling;
+    std::vector<const float*> sampling_logits;
+    std::vector<size_t> sampling_owners;
     for (size_t k = 0; k < owners.size(); ++k) {
       Running& r = running_[owners[k]];
       RegisterFullBlocks(r);
-      if (!r.job->ready_to_sample()) continue;  // prefill or recompute not done yet
+      if (!r.job->ready_to_sample()) continue;
+      sampling.push_back(r.job.get());
+      sampling_logits.push_back(logits->data_ptr<float>() + k * vocab);
+      sampling_owners.push_back(owners[k]);
+    }
+    std::vector<std::exception_ptr> errors;
+    std::vector<TokenChoice> choices = ChooseAll(sampling, sampling_logits, &errors);
+    for (size_t i = 0; i < sampling.size(); ++i) {
+      Running& r = running_[sampling_owners[i]];
       TokenEvent event;
       try {
-        event = r.job->Accept(logits->data_ptr<float>() + k * vocab);
+        if (errors[i] != nullptr) std::rethrow_exception(errors[i]);
+        event = r.job->Accept(std::move(choices[i]));
       } catch (...) {
         Finish(r, StatusFromCurrentException("sampling"));
         continue;

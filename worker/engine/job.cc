@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
+#include <utility>
+
+#include <ATen/Parallel.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -101,15 +105,25 @@ bool Job::ready_to_sample() const {
   return !finished() && cache_->num_tokens() == static_cast<int64_t>(tokens_.size());
 }
 
-TokenEvent Job::Accept(const float* logits) {
+TokenEvent Job::Accept(const float* logits) { return Accept(Choose(logits)); }
+
+TokenChoice Job::Choose(const float* logits) {
   const int32_t vocab_size = static_cast<int32_t>(model_->config().vocab_size);
+  TokenChoice choice;
+  choice.id = sampler_->Sample(logits, vocab_size, tokens_);
+  choice.logprob = LogProbOf(logits, vocab_size, choice.id);
+  if (params_.top_logprobs > 0) {
+    choice.top_logprobs = TopLogProbs(logits, vocab_size, params_.top_logprobs);
+  }
+  return choice;
+}
+
+TokenEvent Job::Accept(TokenChoice choice) {
   TokenEvent event;
   event.index = completion_tokens();
-  event.id = sampler_->Sample(logits, vocab_size, tokens_);
-  event.logprob = LogProbOf(logits, vocab_size, event.id);
-  if (params_.top_logprobs > 0) {
-    event.top_logprobs = TopLogProbs(logits, vocab_size, params_.top_logprobs);
-  }
+  event.id = choice.id;
+  event.logprob = choice.logprob;
+  event.top_logprobs = std::move(choice.top_logprobs);
   tokens_.push_back(event.id);
   const auto now = std::chrono::steady_clock::now();
   if (event.index == 0) first_token_time_ = now;
@@ -141,6 +155,25 @@ TokenEvent Job::Accept(const float* logits) {
   }
   event.finish = finish_;
   return event;
+}
+
+std::vector<TokenChoice> ChooseAll(absl::Span<Job* const> jobs,
+                                   absl::Span<const float* const> logits,
+                                   std::vector<std::exception_ptr>* errors) {
+  const int64_t num_jobs = static_cast<int64_t>(jobs.size());
+  std::vector<TokenChoice> choices(num_jobs);
+  errors->assign(num_jobs, nullptr);
+  // A draw is a few passes over the vocabulary: one job per task.
+  at::parallel_for(0, num_jobs, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      try {
+        choices[i] = jobs[i]->Choose(logits[i]);
+      } catch (...) {
+        (*errors)[i] = std::current_exception();
+      }
+    }
+  });
+  return choices;
 }
 
 absl::Status WarmUp(const LlamaModel& model) {

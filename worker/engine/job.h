@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string>
 #include <utility>
@@ -37,6 +38,15 @@ absl::Status ValidateGenerationParams(const GenerationParams& params, int32_t vo
 
 enum class FinishReason { kNone, kEos, kLength, kStop, kCancelled };
 const char* FinishReasonName(FinishReason reason);  // "eos", "length", ...
+
+// What a job draws from its logits: the token and its log-probabilities.
+// Computing it reads the whole vocabulary but touches only the job's own
+// sampler, so several jobs' choices can run on different threads.
+struct TokenChoice {
+  int32_t id = 0;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top_logprobs;
+};
 
 struct TokenEvent {
   int32_t index = 0;  // 0-based position in the completion
@@ -97,8 +107,12 @@ class Job {
   bool ready_to_sample() const;
 
   // Samples from `logits` (raw, `vocab` floats for the last position),
-  // appends the token and updates the stop state.
+  // appends the token and updates the stop state: Accept(Choose(logits)).
   TokenEvent Accept(const float* logits);
+  // The draw alone (the sampler's state advances; nothing else changes).
+  TokenChoice Choose(const float* logits);
+  // Appends a choice this job made and updates the stop state.
+  TokenEvent Accept(TokenChoice choice);
   void Cancel() { finish_ = FinishReason::kCancelled; }
   // Forgets the cache's contents (its blocks were given back): the job
   // computes its prompt and the tokens it generated again, samples nothing
@@ -125,6 +139,13 @@ class Job {
   FinishReason finish_ = FinishReason::kNone;
   std::chrono::steady_clock::time_point start_time_, first_token_time_, last_token_time_;
 };
+
+// jobs[i]->Choose(logits[i]) for every job, the jobs spread over the
+// intra-op threads. A draw that throws leaves its exception in errors[i]
+// (errors is resized to the jobs; null where the draw succeeded).
+std::vector<TokenChoice> ChooseAll(absl::Span<Job* const> jobs,
+                                   absl::Span<const float* const> logits,
+                                   std::vector<std::exception_ptr>* errors);
 
 // Runs the model once on a throwaway job with its own cache, so that the first
 // real request does not pay for lazy initialisation. Nothing is shared with

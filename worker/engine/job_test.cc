@@ -6,7 +6,10 @@
 #include <ATen/Parallel.h>
 
 #include <cstdlib>
+#include <exception>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -98,6 +101,52 @@ TEST_P(JobTest, InterleavedJobsMatchJobsAlone) {
   }
   EXPECT_EQ(out_a, alone_a);
   EXPECT_EQ(out_b, alone_b);
+}
+
+// Jobs drawing together over the threads (ChooseAll, as the engine and
+// `llorch bench` batch them) give each job the tokens and log-probabilities
+// it draws alone, sampled with its own seed.
+TEST_P(JobTest, ChoosingTogetherGivesEachJobsOwnDraws) {
+  constexpr int kJobs = 5, kTokens = 6;
+  std::vector<std::vector<TokenEvent>> alone(kJobs);
+  for (int i = 0; i < kJobs; ++i) {
+    auto job = NewJob(Prompt(4 + i, 7 * i), kTokens, 0.9f, 100 + i);
+    ASSERT_TRUE(RunJob(*model_, *job, kPrefillChunk, [&](const TokenEvent& e) {
+                  alone[i].push_back(e);
+                }).ok());
+  }
+  std::vector<std::unique_ptr<Job>> jobs;
+  std::vector<Job*> job_ptrs;
+  for (int i = 0; i < kJobs; ++i) {
+    jobs.push_back(NewJob(Prompt(4 + i, 7 * i), kTokens, 0.9f, 100 + i));
+    job_ptrs.push_back(jobs.back().get());
+  }
+  for (int step = 0; step < kTokens; ++step) {
+    // Each job's forward alone (its chunks as RunJob takes them), then the
+    // draws of all of them together.
+    std::vector<at::Tensor> logits(kJobs);
+    std::vector<const float*> rows;
+    for (int i = 0; i < kJobs; ++i) {
+      Job& job = *jobs[i];
+      while (true) {
+        auto out = model_->Forward(job.NextInput(kPrefillChunk), job.next_pos(), job.cache(),
+                                   false, job.decoding());
+        ASSERT_TRUE(out.ok()) << out.status();
+        logits[i] = *out;
+        if (job.ready_to_sample()) break;
+      }
+      rows.push_back(logits[i].data_ptr<float>());
+    }
+    std::vector<std::exception_ptr> errors;
+    std::vector<TokenChoice> choices = ChooseAll(job_ptrs, rows, &errors);
+    for (int i = 0; i < kJobs; ++i) {
+      ASSERT_EQ(errors[i], nullptr);
+      const TokenEvent event = jobs[i]->Accept(std::move(choices[i]));
+      EXPECT_EQ(event.id, alone[i][step].id) << "job " << i << " token " << step;
+      EXPECT_EQ(event.logprob, alone[i][step].logprob) << "job " << i << " token " << step;
+      EXPECT_EQ(event.text, alone[i][step].text) << "job " << i << " token " << step;
+    }
+  }
 }
 
 TEST_P(JobTest, SameSeedSameTokens) {

@@ -261,6 +261,27 @@ void WidenRowToFloat(GgmlType type, const void* src, int64_t count, float* dst) 
   WidenRange(type, static_cast<const uint16_t*>(src), 0, count, dst);
 }
 
+void NarrowRowFromFloat(GgmlType type, const float* src, int64_t count, void* dst) {
+  CheckWidenArguments(type, count);
+  if (type == GgmlType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(float));
+    return;
+  }
+  auto* out = static_cast<uint16_t*>(dst);
+  int64_t i = 0;
+  if (type == GgmlType::kF16) {
+#ifdef LLORCH_FLOAT_MATMUL_AVX2
+    for (; i + 8 <= count; i += 8) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    }
+#endif
+    for (; i < count; ++i) out[i] = FloatToHalf(src[i]);
+    return;
+  }
+  for (; i < count; ++i) out[i] = FloatToBfloat16(src[i]);
+}
+
 namespace float_matmul_internal {
 
 bool UsesAvx2() {

@@ -43,6 +43,11 @@ void WidenToFloat(GgmlType type, const void* src, int64_t count, float* dst,
 // would cost more than the work.
 void WidenRowToFloat(GgmlType type, const void* src, int64_t count, float* dst);
 
+// The reverse for F16 and BF16 (and F32, copied): dst[i] = src[i] rounded to
+// the nearest value of `type`, ties to even (F16C's vcvtps2ph where built
+// with it; common/float_bits.h otherwise: the same bits). For KV rows.
+void NarrowRowFromFloat(GgmlType type, const float* src, int64_t count, void* dst);
+
 namespace float_matmul_internal {
 // True when FloatMatmul uses the AVX2 kernels (built with AVX2, FMA, F16C).
 bool UsesAvx2();

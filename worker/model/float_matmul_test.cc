@@ -5,7 +5,6 @@
 // Bf16Matmul and Bf16Gemm (BF16 activations): vdpbf16ps, the AVX2 code and
 // the portable code give the same bits, denormals included, on real threads.
 #include "worker/model/float_matmul.h"
-
 #include "worker/model/float_gemm.h"
 
 #include "worker/model/bf16_matmul.h"
@@ -18,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/float_bits.h"
 #include "gtest/gtest.h"
 
 namespace llorch {
@@ -358,6 +358,62 @@ TEST(FloatMatmulWidening, WidenToFloatIsExactForEveryHalfAndBFloat16) {
     for (size_t i = 0; i < bits.size(); ++i) {
       ASSERT_EQ(out[i], expected[i]) << GgmlTypeName(type) << " bits " << bits[i];
     }
+  }
+}
+
+// NarrowRowFromFloat (KV rows): every finite half and bf16 value comes back
+// as itself; the midpoint of two neighbours goes to the even one and the
+// floats just beside it to the nearer one; past the largest half, infinity.
+// Expected values from each format's value in double, not from a conversion.
+TEST(FloatMatmulNarrowing, RoundsToTheNearestValueTiesToEven) {
+  for (GgmlType type : {GgmlType::kF16, GgmlType::kBF16}) {
+    const bool half = type == GgmlType::kF16;
+    const auto value = [&](uint16_t v) { return half ? HalfValue(v) : BFloat16Value(v); };
+    const auto finite = [&](uint16_t v) {
+      return half ? ((v >> 10) & 0x1f) != 0x1f : ((v >> 7) & 0xff) != 0xff;
+    };
+    std::vector<float> in;
+    std::vector<uint16_t> want;
+    if (half) {
+      for (float big : {65520.0f, -65520.0f, 1e30f}) {  // 65520: the midpoint to 2^16
+        in.push_back(big);
+        want.push_back(big < 0 ? 0xfc00 : 0x7c00);
+      }
+      in.push_back(std::nextafter(65520.0f, 0.0f));
+      want.push_back(0x7bff);
+    }
+    for (uint32_t b = 0; b < 0x10000; ++b) {
+      const auto v = static_cast<uint16_t>(b);
+      if (!finite(v)) continue;
+      in.push_back(static_cast<float>(value(v)));
+      want.push_back(v);
+      const auto next = static_cast<uint16_t>(v + 1);
+      if ((v & 0x7fff) == 0x7fff || !finite(next)) continue;  // same sign, finite neighbour
+      const double lo = value(v), hi = value(next);
+      const auto mid = static_cast<float>((lo + hi) / 2);  // exact in float
+      ASSERT_EQ(static_cast<double>(mid), (lo + hi) / 2);
+      in.push_back(mid);
+      want.push_back((v & 1) == 0 ? v : next);
+      in.push_back(std::nextafter(mid, static_cast<float>(lo)));
+      want.push_back(v);
+      in.push_back(std::nextafter(mid, static_cast<float>(hi)));
+      want.push_back(next);
+    }
+    in.resize(in.size() / 8 * 8 + 5);  // a tail after the vector loop
+    want.resize(in.size());
+    std::vector<uint16_t> out(in.size());
+    NarrowRowFromFloat(type, in.data(), static_cast<int64_t>(in.size()), out.data());
+    for (size_t i = 0; i < in.size(); ++i) {
+      ASSERT_EQ(out[i], want[i]) << GgmlTypeName(type) << " of " << in[i];
+      // The portable conversion (NarrowRowFromFloat's tail) alone.
+      ASSERT_EQ(half ? FloatToHalf(in[i]) : FloatToBfloat16(in[i]), want[i])
+          << GgmlTypeName(type) << " of " << in[i];
+    }
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    uint16_t nan_out = 0;
+    NarrowRowFromFloat(type, &nan, 1, &nan_out);
+    EXPECT_FALSE(finite(nan_out)) << GgmlTypeName(type);
+    EXPECT_NE(nan_out & (half ? 0x3ff : 0x7f), 0) << GgmlTypeName(type) << ": a NaN";
   }
 }
 

@@ -786,12 +786,17 @@ void WidenKv(const at::Tensor& pool, const KvCache& cache, int64_t total, int64_
 
 // CPU pools of F32, F16 or BF16: stores rows of k and v ([n, kv_heads,
 // head_dim], unit stride in the last dimension) at their positions' slots,
-// rounded to the pool's type to nearest even, as at::Tensor::copy_ rounds.
+// rounded to the pool's type to nearest even (as at::Tensor::copy_ and
+// ggml round them).
 void WriteKvCpu(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvCache& cache,
                 at::Tensor& k_pool, at::Tensor& v_pool) {
   const int64_t n = k.size(0), kv_heads = k.size(1), head_dim = k.size(2);
   const int64_t slots = k_pool.size(1);
   const KvType type = cache.type();
+  const GgmlType element = type == KvType::kF32   ? GgmlType::kF32
+                           : type == KvType::kF16 ? GgmlType::kF16
+                                                  : GgmlType::kBF16;
+  const int64_t element_bytes = type == KvType::kF32 ? 4 : 2;
   for (auto [source, pool] : {std::pair<const at::Tensor*, at::Tensor*>{&k, &k_pool}, {&v, &v_pool}}) {
     const at::Tensor rows = source->stride(2) == 1 ? *source : source->contiguous();
     const float* x = rows.data_ptr<float>();
@@ -801,14 +806,8 @@ void WriteKvCpu(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvC
       for (int64_t h = 0; h < kv_heads; ++h) {
         const float* src = x + i * rows.stride(0) + h * rows.stride(1);  // [head_dim]
         const int64_t row = h * slots + slot;
-        if (type == KvType::kF32) {
-          std::memcpy(static_cast<float*>(base) + row * head_dim, src, head_dim * sizeof(float));
-          continue;
-        }
-        auto* dst = static_cast<uint16_t*>(base) + row * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) {
-          dst[d] = type == KvType::kF16 ? c10::Half(src[d]).x : c10::BFloat16(src[d]).x;
-        }
+        NarrowRowFromFloat(element, src, head_dim,
+                           static_cast<uint8_t*>(base) + row * head_dim * element_bytes);
       }
     }
   }
@@ -890,19 +889,18 @@ at::Tensor LlamaModel::AttentionOfDecodeSteps(const at::Tensor& q, const at::Ten
                                               absl::Span<const ForwardItem> items) const {
   // q: [items, heads, head_dim]; k, v: [items, kv_heads, head_dim], rotated.
   const int64_t num_items = static_cast<int64_t>(items.size());
-  for (int64_t i = 0; i < num_items; ++i) {
-    KvCache* cache = items[i].cache;
-    WriteKv(k.narrow(0, i, 1), v.narrow(0, i, 1), items[i].pos, cache,
-            cache->pool().keys(layer), cache->pool().values(layer));
-  }
   at::Tensor query = q.contiguous();
   at::Tensor out = at::empty({num_items, config_.q_dim()}, q.options());  // [items, q_dim]
   const float* query_rows = query.data_ptr<float>();
   float* out_rows = out.data_ptr<float>();
   const int64_t q_dim = config_.q_dim();
-  // Inside the region WidenKv's own parallel_for runs inline on the thread.
+  // Each job writes its own cache's row, then attends. Inside the region
+  // WidenKv's own parallel_for runs inline on the thread.
   at::parallel_for(0, num_items, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
+      KvCache* cache = items[i].cache;
+      WriteKv(k.narrow(0, i, 1), v.narrow(0, i, 1), items[i].pos, cache,
+              cache->pool().keys(layer), cache->pool().values(layer));
       AttendCpu(layer, items[i], query_rows + i * q_dim, 1, out_rows + i * q_dim, SerialFor);
     }
   });
