@@ -8,7 +8,8 @@
 # Idempotent: skips the build when the binary was built from the same commit
 # with the same options. Prints the binary's path on stdout (the last line).
 #   tools/bench/build-llamacpp-server.sh        (JOBS=N for parallel jobs, default: all cores)
-# Output: $LLORCH_CACHE/llama-server-build/bin/llama-server; source cloned to
+# Output: $LLORCH_CACHE/llama-server-build/bin/llama-server (-build-clang on
+# CPUs with AMX, below); source cloned to
 # $LLORCH_CACHE/llama.cpp-src (shared with build-llamacpp-tool.sh).
 set -euo pipefail
 
@@ -44,6 +45,18 @@ OPTIONS=(
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON
   -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
 )
+# On CPUs with AMX, GCC 12 (Debian 12's) miscompiles ggml's tile setup: its
+# _tile_loadconfig says it reads 8 bytes of the config, the stores of the
+# rest are dropped as dead, and the first AMX product faults (llama-server
+# segfaults while warming up; worker/model/amx_kernels.cc has the same
+# workaround for llorch's kernels). clang (tools/setup.sh installs it)
+# builds it right.
+if grep -qw amx_tile /proc/cpuinfo 2>/dev/null && command -v clang++ >/dev/null &&
+   [[ "$(gcc -dumpversion 2>/dev/null || echo 0)" -lt 13 ]]; then
+  OPTIONS+=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++)
+  BUILD="$BUILD-clang"  # a build tree is configured for one compiler
+  BIN="$BUILD/bin/llama-server"
+fi
 # What the binary was built from: the commit, the options and this CPU's
 # flags (GGML_NATIVE compiles for the CPU it builds on).
 stamp="$bundle_head ${OPTIONS[*]} $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)"

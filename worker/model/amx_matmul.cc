@@ -270,7 +270,8 @@ int64_t MinTileRows(GgmlType type) {
     case GgmlType::kQ8_0: return 6;
     case GgmlType::kQ5_K: return 10;
     case GgmlType::kQ6_K: return 13;
-    default: return 12;  // Q4_0, Q4_1, Q4_K
+    case GgmlType::kQ4_K: return 12;
+    default: return 14;  // Q4_0, Q4_1
   }
 }
 
@@ -291,7 +292,7 @@ int64_t TileRowsOf(Kernel kernel, GgmlType type, int64_t n) {
 
 // Pairs of groups per step when both kernels run: the tiles' weights are
 // still in L2 when VNNI reads them for the remaining rows.
-constexpr int64_t kPairsPerStep = 4;
+constexpr int64_t kPairsPerStep = 16;
 
 // Runs tiles(c0, c1) then vnni(c0, c1) over [p0, p1) in steps of
 // kPairsPerStep pairs, or one of them over the whole range.
