@@ -121,6 +121,20 @@ void GroupsPortable(GgmlType type, const uint8_t* interleaved, int64_t rows,
 using avx2::Broadcast4;
 using avx2::KeepInRegister;
 
+// Asks the cache for the block about 2 KiB after `block` (a group's blocks
+// follow each other, and the next group follows the last; past the matrix
+// prefetches do not fault). One group is one stream of bytes that the
+// hardware prefetcher alone did not bring in time: decode with
+// --ggml-variant avx2 on a 2-core Xeon, SmolLM2 1 job 195 -> 260 tok/s, 8
+// jobs 320 -> 395; 1-2 KiB measured best of 0.6-2.5.
+inline void PrefetchAhead(const uint8_t* block, int64_t block_bytes) {
+  constexpr int64_t kAheadBytes = 2048;
+  const int64_t ahead = kAheadBytes / block_bytes * block_bytes;
+  for (int64_t line = 0; line < block_bytes; line += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(block + ahead + line), _MM_HINT_T0);
+  }
+}
+
 // The 8 rows' nibbles of one Q4_0/Q4_1 block (4 chunks of 32 bytes at
 // `quants`): q[k] holds elements 4k..4k+3 of each row as unsigned bytes.
 inline void UnpackNibbles(const uint8_t* quants, __m256i q[8]) {
@@ -144,6 +158,7 @@ void GroupQ4_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
   __m256 acc[kCols];
   for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    PrefetchAhead(group, block_bytes);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     __m256i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
     UnpackNibbles(group + kScaleBytes, q);
@@ -175,6 +190,7 @@ LLORCH_VNNI_TARGET void GroupQ4_0Vnni(const uint8_t* group, int64_t num_blocks,
   __m256 acc[kCols];
   for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    PrefetchAhead(group, block_bytes);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     __m256i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
     UnpackNibbles(group + kScaleBytes, q);
@@ -202,6 +218,7 @@ LLORCH_VNNI_TARGET void GroupQ8_0Vnni(const uint8_t* group, int64_t num_blocks,
     for (int k = 0; k < 8; ++k) acc[c][k] = _mm256_setzero_ps();
   }
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    PrefetchAhead(group, block_bytes);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     __m256 scale[kCols];
     for (int c = 0; c < kCols; ++c) {
@@ -244,6 +261,7 @@ void GroupQ8_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
   __m256 acc[8];
   for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    PrefetchAhead(group, block_bytes);
     const __m256 scale =
         _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group))),
                       _mm256_set1_ps(act[b].d));
@@ -274,6 +292,7 @@ void GroupQ4_1Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
   for (int k = 0; k < 8; ++k) acc[k] = _mm256_setzero_ps();
   __m256 summs = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    PrefetchAhead(group, block_bytes);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
     const __m256 mw =
         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group + kScaleBytes)));
