@@ -54,24 +54,6 @@ uint32_t LoadU32(const uint8_t* p) {
   return v;
 }
 
-// Single -> half, round to nearest even (ggml_compute_fp32_to_fp16).
-uint16_t FloatToHalfPortable(float f) {
-  float base = (std::fabs(f) * BitsToFloat(0x77800000u)) *  // 2^112
-               BitsToFloat(0x08800000u);                     // 2^-110
-  const uint32_t w = FloatToBits(f);
-  const uint32_t shl1_w = w + w;
-  const uint32_t sign = w & 0x80000000u;
-  uint32_t bias = shl1_w & 0xFF000000u;
-  if (bias < 0x71000000u) bias = 0x71000000u;
-  base = BitsToFloat((bias >> 1) + 0x07800000u) + base;
-  const uint32_t bits = FloatToBits(base);
-  const uint32_t exp_bits = (bits >> 13) & 0x00007C00u;
-  const uint32_t mantissa_bits = bits & 0x00000FFFu;
-  return static_cast<uint16_t>((sign >> 16) |
-                               (shl1_w > 0xFF000000u ? 0x7E00u
-                                                     : exp_bits + mantissa_bits));
-}
-
 // True for weight types whose activations are quantised to Q8_1 (weights
 // with a min: the dot product needs the activation block sum).
 bool NeedsBlockSum(GgmlType type) {
@@ -96,8 +78,8 @@ void QuantizeActivationsPortable(const float* x, int64_t num_blocks,
       out[b].qs[j] = static_cast<int8_t>(qi);
       sum += qi;
     }
-    out[b].d = HalfToFloat(FloatToHalfPortable(d));
-    out[b].s = with_sum ? HalfToFloat(FloatToHalfPortable(
+    out[b].d = HalfToFloat(FloatToHalf(d));
+    out[b].s = with_sum ? HalfToFloat(FloatToHalf(
                               d * static_cast<float>(sum)))
                         : 0.0f;
   }
