@@ -375,16 +375,16 @@ __attribute__((noinline)) void TileSingle(const uint8_t* group, const int8_t* ti
 }
 
 // Up to 8 activation rows of two consecutive blocks b, b + 1 as two A tiles
-// that share one C tile (TilePairsQ8): qs rows 0-7 hold block b of the activation rows,
-// rows 8-15 zeros, rows 16-23 block b + 1. Tile "first" (qs rows 0-15) meets
-// block b's weights, tile "second" (rows 8-23) block b + 1's: the C tile's
-// rows 0-7 are the block b dots, rows 8-15 the block b + 1 dots, so a few
-// rows use all 16 rows of the tile store and float steps they pay for.
-// d[r], s[r]: row r's block b scales; d[8 + r], s[8 + r]: block b + 1's.
+// that share one C tile (TilePairsQ8, Q8_0): qs rows 0-7 hold block b of
+// the activation rows, rows 8-15 zeros, rows 16-23 block b + 1. Tile
+// "first" (qs rows 0-15) meets block b's weights, tile "second" (rows 8-23)
+// block b + 1's: the C tile's rows 0-7 are the block b dots, rows 8-15 the
+// block b + 1 dots, so a few rows use all 16 rows of the tile store and
+// float steps they pay for.
+// d[r]: row r's block b scale; d[8 + r]: its block b + 1 scale.
 struct ActPairBlock {
   int8_t qs[3 * kPairedRows][32];
   float d[kTileRows];
-  float s[kTileRows];
 };
 
 // Activation rows [m0, m0 + m_rows) (m_rows <= 8) as ceil(num_blocks / 2)
@@ -400,7 +400,6 @@ void PackActPairs(const ActBlock* act, int64_t num_blocks, int64_t m0, int64_t m
       const int64_t slot = b % 2 * kPairedRows + m;  // row of C, of d and s
       std::memcpy(pair.qs[b % 2 * 2 * kPairedRows + m], row[b].qs, 32);
       pair.d[slot] = row[b].d;
-      pair.s[slot] = row[b].s;
     }
   }
 }
