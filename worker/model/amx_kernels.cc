@@ -72,16 +72,20 @@ inline __m512i BlockDots(const uint8_t* quants, const ActBlock& y, const __m512i
 // BM_AmxKernel at 8 rows, 5-8% on Q4_1).
 constexpr int64_t kPrefetchBlocks = 3;
 
-// Asks the cache for the group block kPrefetchBlocks after `block` (past a
-// group's end: the next group's first; past the matrix: nothing, prefetches
-// do not fault).
+// Asks the cache for the `bytes` at p (prefetches do not fault: past the
+// matrix they are dropped).
+inline void PrefetchLines(const uint8_t* p, int64_t bytes) {
+  for (int64_t line = 0; line < bytes; line += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + line), _MM_HINT_T0);
+  }
+}
+
+// The group block kPrefetchBlocks after `block` (past a group's end: the
+// next group's first).
 template <GgmlType kType>
 inline void PrefetchAhead(const uint8_t* block) {
   constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
-  for (int64_t line = 0; line < kBlockBytes; line += 64) {
-    _mm_prefetch(reinterpret_cast<const char*>(block + kPrefetchBlocks * kBlockBytes + line),
-                 _MM_HINT_T0);
-  }
+  PrefetchLines(block + kPrefetchBlocks * kBlockBytes, kBlockBytes);
 }
 
 template <GgmlType kType, int kCols>
@@ -373,6 +377,10 @@ __attribute__((noinline)) void TileSingle(const uint8_t* group, const int8_t* ti
     if (m < m_rows) _mm512_storeu_ps(out + (m0 + m) * rows, acc[m]);
   }
 }
+
+// At most this many activation rows share a tile between two blocks (Q8_0's
+// last partial tile of a batch).
+constexpr int64_t kPairedRows = kTileRows / 2;
 
 // Up to 8 activation rows of two consecutive blocks b, b + 1 as two A tiles
 // that share one C tile (TilePairsQ8, Q8_0): qs rows 0-7 hold block b of
@@ -702,9 +710,7 @@ void VnniGroupK(const uint8_t* group0, int64_t group_bytes, int64_t num_blocks,
         // One activation row (memory-bound): the next block asked for now
         // (TinyLlama Q6_K decode 17 -> 21 tok/s; passes of several rows
         // showed no gain).
-        for (int64_t line = 0; line < l.bytes; line += 64) {
-          _mm_prefetch(reinterpret_cast<const char*>(group_block + l.bytes + line), _MM_HINT_T0);
-        }
+        PrefetchLines(group_block + l.bytes, l.bytes);
       }
       __m512i sum[kCols];
       for (int c = 0; c < kCols; ++c) sum[c] = _mm512_setzero_si512();

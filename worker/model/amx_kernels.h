@@ -20,9 +20,6 @@ using quant_matmul_internal::ActBlock;
 
 inline constexpr int64_t kGroupRows = 16;  // weight rows per group (one tile's columns)
 inline constexpr int64_t kTileRows = 16;   // activation rows per A tile
-// At most this many activation rows share a tile between two blocks (the
-// last partial tile of a batch: TileGroupPairs).
-inline constexpr int64_t kPairedRows = kTileRows / 2;
 
 // Where the parts of a K-quant group block (16 rows, 256 elements) lie, in
 // bytes from its start (-1: the type has none); see amx_matmul.h.

@@ -267,7 +267,9 @@ namespace {
 // 2-core Xeon with AMX, 2026-12-03.
 int64_t MinTileRows(GgmlType type) {
   switch (type) {
-    case GgmlType::kQ8_0: return 6;
+    // Q8_0: a last tile of at most 8 live rows takes two blocks per tile
+    // store (amx_kernels' TilePairsQ8), which beats VNNI from 5 rows.
+    case GgmlType::kQ8_0: return 5;
     case GgmlType::kQ5_K: return 10;
     case GgmlType::kQ6_K: return 13;
     case GgmlType::kQ4_K: return 12;
@@ -275,19 +277,12 @@ int64_t MinTileRows(GgmlType type) {
   }
 }
 
-// Q8_0's last tile with at most 8 live rows holds two blocks per tile store
-// (amx_kernels' TilePairsQ8): it beats VNNI from 5 rows (the same benchmark).
-constexpr int64_t kMinPairedRowsQ8 = 5;
-
 // How many of the n activation rows go to tiles (the rest to VNNI): the
 // whole tiles, and the last partial one where it has enough live rows.
 int64_t TileRowsOf(Kernel kernel, GgmlType type, int64_t n) {
   if (kernel != Kernel::kTiles) return 0;
-  const int64_t whole = n / kTileRows * kTileRows, rest = n - whole;
-  if (type == GgmlType::kQ8_0 && rest <= amx_kernels::kPairedRows) {
-    return rest >= kMinPairedRowsQ8 ? n : whole;
-  }
-  return rest >= MinTileRows(type) ? n : whole;
+  const int64_t whole = n / kTileRows * kTileRows;
+  return n - whole >= MinTileRows(type) ? n : whole;
 }
 
 // Pairs of groups per step when both kernels run: the tiles' weights are
