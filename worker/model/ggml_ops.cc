@@ -516,7 +516,9 @@ void OneTokenValues(const typename KvRows<E>::T* values, const RowFn& row, int64
         const __m256 p = _mm256_set1_ps(probs[j]);
         const typename KvRows<E>::T* v = values + row(j) + d0;
 #pragma GCC unroll 8
-        for (int q = 0; q < 8; ++q) sums[q] = _mm256_fmadd_ps(KvRows<E>::Load8(v + 8 * q), p, sums[q]);
+        for (int q = 0; q < 8; ++q) {
+          sums[q] = _mm256_fmadd_ps(KvRows<E>::Load8(v + 8 * q), p, sums[q]);
+        }
       }
 #pragma GCC unroll 8
       for (int q = 0; q < 8; ++q) _mm256_storeu_ps(acc + a * head_dim + d0 + 8 * q, sums[q]);
