@@ -66,11 +66,16 @@ inline __m512i BlockDots(const uint8_t* quants, const ActBlock& y, const __m512i
   }
 }
 
-// Blocks ahead that VnniGroup asks the cache for (about a kilobyte): with
-// several activation rows a group's weights arrive slower than they are
-// used, one stream at a time; 3 measured best of 0-16 (quant_matmul_bench
-// BM_AmxKernel at 8 rows, 5-8% on Q4_1).
+// Blocks ahead that the kernels ask the cache for. A pass of several
+// activation rows spends 30-60 cycles on a block, so 3 blocks ahead is under
+// the memory latency of weights that are not in the cache (a model's weights,
+// one layer after another): 12 (~4 KiB of Q4_1) measured best of 3-32 in
+// `llorch bench` on SmolLM2, 2 to 8 jobs 15-25% faster; quant_matmul_bench,
+// whose matrix stays in the L3 cache, had put it at 3. A one-row pass and
+// the tiles, with 4 streams or many rows in flight, keep 3 (longer measured
+// no better or slower).
 constexpr int64_t kPrefetchBlocks = 3;
+constexpr int64_t kMultiRowPrefetchBlocks = 12;
 
 // Asks the cache for the `bytes` at p (prefetches do not fault: past the
 // matrix they are dropped).
@@ -80,12 +85,12 @@ inline void PrefetchLines(const uint8_t* p, int64_t bytes) {
   }
 }
 
-// The group block kPrefetchBlocks after `block` (past a group's end: the
+// The group block kAhead blocks after `block` (past a group's end: the
 // next group's first).
-template <GgmlType kType>
+template <GgmlType kType, int64_t kAhead = kPrefetchBlocks>
 inline void PrefetchAhead(const uint8_t* block) {
   constexpr int64_t kBlockBytes = Layout::GroupBlockBytes(kType);
-  PrefetchLines(block + kPrefetchBlocks * kBlockBytes, kBlockBytes);
+  PrefetchLines(block + kAhead * kBlockBytes, kBlockBytes);
 }
 
 template <GgmlType kType, int kCols>
@@ -98,7 +103,7 @@ void VnniGroup(const uint8_t* group, int64_t num_blocks, const ActBlock* act0,
   for (int c = 0; c < kCols; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b, group += kBlockBytes) {
     const uint8_t* quants = group + Layout::HeaderBytes(kType);
-    PrefetchAhead<kType>(group);
+    PrefetchAhead<kType, kMultiRowPrefetchBlocks>(group);
     __m512i w[8];
     __m512i comp = _mm512_setzero_si512();
     if constexpr (kType == GgmlType::kQ8_0) {
