@@ -45,6 +45,23 @@ float MaxLogit(const float* logits, int32_t vocab_size) {
   return max_logit;
 }
 
+int32_t ArgmaxLogit(const float* logits, int32_t vocab_size) {
+  // Two vector passes (the maximum, then its first position) instead of a
+  // branch per logit: 8 jobs' greedy picks were 3% of a SmolLM2 step.
+  const float max_logit = MaxLogit(logits, vocab_size);
+  if (max_logit == -std::numeric_limits<float>::infinity()) return 0;
+  const __m256 max = _mm256_set1_ps(max_logit);
+  int32_t i = 0;
+  for (; i + kLanes <= vocab_size; i += kLanes) {
+    const int equal = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(logits + i), max, _CMP_EQ_OQ));
+    if (equal != 0) return i + __builtin_ctz(static_cast<unsigned>(equal));
+  }
+  for (; i < vocab_size; ++i) {
+    if (logits[i] == max_logit) return i;
+  }
+  return 0;  // not reached: max_logit is one of the logits
+}
+
 double LogSumExp(const float* logits, int32_t vocab_size, float max_logit) {
   const __m256 max = _mm256_set1_ps(max_logit);
   __m256d sum_low = _mm256_setzero_pd();   // lanes 0-3
@@ -69,6 +86,18 @@ double LogSumExp(const float* logits, int32_t vocab_size, float max_logit) {
 }
 
 #else  // scalar
+
+int32_t ArgmaxLogit(const float* logits, int32_t vocab_size) {
+  int32_t best = 0;
+  float best_logit = -std::numeric_limits<float>::infinity();
+  for (int32_t i = 0; i < vocab_size; ++i) {
+    if (logits[i] > best_logit) {  // strict: ties keep the lowest id; false for NaN
+      best_logit = logits[i];
+      best = i;
+    }
+  }
+  return best;
+}
 
 float MaxLogit(const float* logits, int32_t vocab_size) {
   float max_logit = -std::numeric_limits<float>::infinity();

@@ -12,6 +12,10 @@ namespace llorch {
 // The largest logit, NaN counting as -inf; -inf for an empty or all-NaN row.
 float MaxLogit(const float* logits, int32_t vocab_size);
 
+// The lowest id holding the largest logit (MaxLogit's value): greedy
+// sampling's token. NaN never wins; 0 when no logit exceeds -inf.
+int32_t ArgmaxLogit(const float* logits, int32_t vocab_size);
+
 // log(sum over i of exp(logits[i] - max_logit)) for a finite `max_logit`
 // (MaxLogit's), NaN logits contributing nothing. Each term is a float
 // exp of the float difference (within 2 ulp), the sum is accumulated in

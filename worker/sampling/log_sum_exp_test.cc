@@ -30,6 +30,40 @@ std::vector<float> NormalLogits(size_t n, float stddev, uint32_t seed) {
   return logits;
 }
 
+// Greedy's definition: the first logit strictly above all before it.
+int32_t ReferenceArgmax(const std::vector<float>& logits) {
+  int32_t best = 0;
+  float best_logit = -kInf;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (logits[i] > best_logit) best_logit = logits[i], best = static_cast<int32_t>(i);
+  }
+  return best;
+}
+
+TEST(LogSumExpTest, ArgmaxIsTheFirstLargestLogit) {
+  for (size_t n : {1u, 7u, 8u, 9u, 17u, 1000u, 49152u}) {
+    std::vector<float> logits = NormalLogits(n, 3.0f, static_cast<uint32_t>(n) + 1);
+    const int32_t id = ReferenceArgmax(logits);
+    EXPECT_EQ(ArgmaxLogit(logits.data(), n), id) << n;
+    // Ties keep the lowest id, in the vector part and in the tail alike.
+    for (size_t tie : {size_t{0}, n / 2, n - 1}) {
+      std::vector<float> tied = logits;
+      tied[tie] = tied[id];
+      EXPECT_EQ(ArgmaxLogit(tied.data(), n), ReferenceArgmax(tied)) << n << " tie at " << tie;
+    }
+    // NaN never wins, +inf does, an all -inf or NaN row gives 0.
+    std::vector<float> odd = logits;
+    odd[n / 3] = kNaN;
+    odd[n - 1] = kNaN;
+    EXPECT_EQ(ArgmaxLogit(odd.data(), n), ReferenceArgmax(odd)) << n;
+    odd[n / 2] = kInf;
+    EXPECT_EQ(ArgmaxLogit(odd.data(), n), ReferenceArgmax(odd)) << n;
+    std::vector<float> masked(n, -kInf);
+    masked[n - 1] = kNaN;
+    EXPECT_EQ(ArgmaxLogit(masked.data(), n), 0) << n;
+  }
+}
+
 TEST(LogSumExpTest, MatchesDoubleDefinitionOverVocabularySizes) {
   // Sizes around the vector width and real vocabularies (SmolLM2 49152,
   // Llama 2 32000, Qwen2 151936), spread-out and peaked rows.

@@ -24,19 +24,6 @@ float Sanitize(float logit) {
   return std::isnan(logit) ? -std::numeric_limits<float>::infinity() : logit;
 }
 
-int32_t Argmax(const float* logits, int32_t vocab_size) {
-  int32_t best = 0;
-  float best_logit = -std::numeric_limits<float>::infinity();
-  for (int32_t i = 0; i < vocab_size; ++i) {
-    // Strict: ties keep the lowest id, and NaN never wins.
-    if (logits[i] > best_logit) {
-      best_logit = logits[i];
-      best = i;
-    }
-  }
-  return best;
-}
-
 // A uniform double in [0, 1) from the top 53 bits, so the same seed gives the
 // same draws with any standard library (std::uniform_real_distribution's
 // algorithm is implementation-defined).
@@ -185,7 +172,7 @@ int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
                         const std::vector<int32_t>& history) {
   if (vocab_size <= 0) return -1;
   const float* logits = ApplyRepetitionPenalty(raw_logits, vocab_size, history);
-  if (params_.temperature == 0.0f) return Argmax(logits, vocab_size);
+  if (params_.temperature == 0.0f) return ArgmaxLogit(logits, vocab_size);
 
   // Filter chain in llama.cpp's default order: top-k, top-p, min-p on the
   // untempered logits, then temperature, then the draw. Temperature therefore
@@ -210,7 +197,7 @@ int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
     for (int32_t i = 0; i < vocab_size; ++i) {
       if (logits[i] >= threshold) scratch_.emplace_back(logits[i], i);
     }
-    if (scratch_.empty()) return Argmax(logits, vocab_size);  // max is +-inf
+    if (scratch_.empty()) return ArgmaxLogit(logits, vocab_size);  // max is +-inf
   } else {
     scratch_.resize(vocab_size);
     for (int32_t i = 0; i < vocab_size; ++i) {
