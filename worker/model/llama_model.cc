@@ -422,33 +422,50 @@ std::unique_ptr<KvPool> LlamaModel::NewPool(int64_t num_blocks, int64_t block_si
 
 at::Tensor LlamaModel::Norm(const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias) const {
-  // x: [n, hidden]
-  if (config_.norm == NormType::kLayer) {
-    return at::layer_norm(x, {x.size(1)}, weight, bias, config_.norm_eps);
+  at::Tensor residual = x;
+  return AddNorm(&residual, at::Tensor(), weight, bias);
+}
+
+at::Tensor LlamaModel::AddNorm(at::Tensor* x, const at::Tensor& delta, const at::Tensor& weight,
+                               const at::Tensor& bias) const {
+  // x: [n, hidden]; delta: [n, hidden] or undefined.
+  const bool ggml_rms = config_.norm == NormType::kRms && x->device().is_cpu() &&
+                        x->scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat;
+  if (!ggml_rms) {
+    if (delta.defined()) *x = *x + delta;
+    if (config_.norm == NormType::kLayer) {
+      return at::layer_norm(*x, {x->size(1)}, weight, bias, config_.norm_eps);
+    }
+    at::Tensor mean_square = x->pow(2).mean(-1, /*keepdim=*/true);  // [n, 1]
+    return *x * at::rsqrt(mean_square + config_.norm_eps) * weight;
   }
-  if (x.device().is_cpu() && x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat) {
-    // As ggml computes it, so that the 8-bit activation rounding that follows
-    // lands as in llama.cpp (ggml_ops.h).
-    at::Tensor input = x.contiguous();
-    at::Tensor out = at::empty_like(input);  // [n, hidden]
-    const int64_t hidden = input.size(1);
-    const at::Tensor w = weight.contiguous();  // [hidden], F32 as loaded
-    const float* scale = w.data_ptr<float>();
-    const float* in = input.data_ptr<float>();
-    float* normed = out.data_ptr<float>();
-    at::parallel_for(0, input.size(0), 1, [&](int64_t begin, int64_t end) {
-      GgmlRmsNorm(in + begin * hidden, end - begin, hidden, config_.norm_eps,
-                  normed + begin * hidden);
-      // Times the weight in place: one product per element, as `out * weight`.
-      for (int64_t r = begin; r < end; ++r) {
-        float* row = normed + r * hidden;
-        for (int64_t i = 0; i < hidden; ++i) row[i] *= scale[i];
-      }
-    });
-    return out;
-  }
-  at::Tensor mean_square = x.pow(2).mean(-1, /*keepdim=*/true);  // [n, 1]
-  return x * at::rsqrt(mean_square + config_.norm_eps) * weight;
+  // As ggml computes it, so that the 8-bit activation rounding that follows
+  // lands as in llama.cpp (ggml_ops.h). The residual sum is made in the same
+  // region, in place: a decode step's ops are too short to be worth a
+  // tensor and a pass of their own.
+  if (delta.defined() && !x->is_contiguous()) *x = x->contiguous();
+  const at::Tensor input = delta.defined() ? *x : x->contiguous();
+  const at::Tensor addend = delta.defined() ? delta.contiguous() : at::Tensor();
+  at::Tensor out = at::empty_like(input);  // [n, hidden]
+  const int64_t hidden = input.size(1);
+  const at::Tensor w = weight.contiguous();  // [hidden], F32 as loaded
+  const float* scale = w.data_ptr<float>();
+  float* in = input.data_ptr<float>();
+  const float* add = delta.defined() ? addend.data_ptr<float>() : nullptr;
+  float* normed = out.data_ptr<float>();
+  at::parallel_for(0, input.size(0), 1, [&](int64_t begin, int64_t end) {
+    if (add != nullptr) {
+      for (int64_t i = begin * hidden; i < end * hidden; ++i) in[i] += add[i];  // x + delta
+    }
+    GgmlRmsNorm(in + begin * hidden, end - begin, hidden, config_.norm_eps,
+                normed + begin * hidden);
+    // Times the weight in place: one product per element, as `out * weight`.
+    for (int64_t r = begin; r < end; ++r) {
+      float* row = normed + r * hidden;
+      for (int64_t i = 0; i < hidden; ++i) row[i] *= scale[i];
+    }
+  });
+  return out;
 }
 
 int64_t LlamaModel::WeightBytes() const {
@@ -742,26 +759,6 @@ at::Tensor GatherKv(const at::Tensor& pool, const KvCache& cache, int64_t total)
   return pool.index_select(1, index);
 }
 
-// Q8_0 pools: rounds each head's row of k and v ([n, kv_heads, head_dim]) as
-// ggml does and stores it at the row of its position.
-void WriteKvQ8(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvCache& cache,
-               at::Tensor& k_pool, at::Tensor& v_pool) {
-  const int64_t n = k.size(0), kv_heads = k.size(1), head_dim = k.size(2);
-  const int64_t slots = k_pool.size(1), row_bytes = k_pool.size(2);
-  for (auto [source, pool] : {std::pair<const at::Tensor*, at::Tensor*>{&k, &k_pool}, {&v, &v_pool}}) {
-    const at::Tensor rows = source->contiguous();
-    const float* x = rows.data_ptr<float>();
-    uint8_t* out = pool->data_ptr<uint8_t>();
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t slot = cache.Slot(pos + i);
-      for (int64_t h = 0; h < kv_heads; ++h) {
-        KvPool::QuantizeRows(x + (i * kv_heads + h) * head_dim, 1, head_dim,
-                             out + (h * slots + slot) * row_bytes);
-      }
-    }
-  }
-}
-
 // CPU pools of any type: positions [0, total) of the cache widened to F32
 // (exactly) into `out`, [kv_heads, total, head_dim], over all threads.
 void WidenKv(const at::Tensor& pool, const KvCache& cache, int64_t total, int64_t head_dim,
@@ -784,32 +781,44 @@ void WidenKv(const at::Tensor& pool, const KvCache& cache, int64_t total, int64_
   });
 }
 
-// CPU pools of F32, F16 or BF16: stores rows of k and v ([n, kv_heads,
-// head_dim], unit stride in the last dimension) at their positions' slots,
-// rounded to the pool's type to nearest even (as at::Tensor::copy_ and
-// ggml round them).
+// One position's keys and values into CPU pools: k and v [kv_heads,
+// head_dim] (unit strides), rounded to the pool's type (F16/BF16 to nearest
+// even, as at::Tensor::copy_ and ggml round them; Q8_0 as ggml quantises) and
+// stored at the position's slot.
+void WriteKvRowCpu(const float* k, const float* v, int64_t kv_heads, int64_t head_dim,
+                   int64_t pos, const KvCache& cache, at::Tensor& k_pool, at::Tensor& v_pool) {
+  const int64_t slot = cache.Slot(pos), slots = k_pool.size(1);
+  const KvType type = cache.type();
+  const size_t row_bytes = KvRowBytes(type, head_dim);
+  for (auto [x, pool] : {std::pair<const float*, at::Tensor*>{k, &k_pool}, {v, &v_pool}}) {
+    auto* base = static_cast<uint8_t*>(pool->data_ptr());
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      uint8_t* row = base + (h * slots + slot) * row_bytes;
+      if (type == KvType::kQ8_0) {
+        KvPool::QuantizeRows(x + h * head_dim, 1, head_dim, row);
+      } else {
+        const GgmlType element = type == KvType::kF32   ? GgmlType::kF32
+                                 : type == KvType::kF16 ? GgmlType::kF16
+                                                        : GgmlType::kBF16;
+        NarrowRowFromFloat(element, x + h * head_dim, head_dim, row);
+      }
+    }
+  }
+}
+
+// CPU pools: k and v ([n, kv_heads, head_dim]) of positions [pos, pos + n).
 void WriteKvCpu(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvCache& cache,
                 at::Tensor& k_pool, at::Tensor& v_pool) {
   const int64_t n = k.size(0), kv_heads = k.size(1), head_dim = k.size(2);
-  const int64_t slots = k_pool.size(1);
-  const KvType type = cache.type();
-  const GgmlType element = type == KvType::kF32   ? GgmlType::kF32
-                           : type == KvType::kF16 ? GgmlType::kF16
-                                                  : GgmlType::kBF16;
-  const int64_t element_bytes = type == KvType::kF32 ? 4 : 2;
-  for (auto [source, pool] : {std::pair<const at::Tensor*, at::Tensor*>{&k, &k_pool}, {&v, &v_pool}}) {
-    const at::Tensor rows = source->stride(2) == 1 ? *source : source->contiguous();
-    const float* x = rows.data_ptr<float>();
-    void* base = pool->data_ptr();
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t slot = cache.Slot(pos + i);
-      for (int64_t h = 0; h < kv_heads; ++h) {
-        const float* src = x + i * rows.stride(0) + h * rows.stride(1);  // [head_dim]
-        const int64_t row = h * slots + slot;
-        NarrowRowFromFloat(element, src, head_dim,
-                           static_cast<uint8_t*>(base) + row * head_dim * element_bytes);
-      }
-    }
+  // Heads of a row at unit stride (v is a column range of the QKV product).
+  const auto heads_packed = [&](const at::Tensor& t) {
+    return t.stride(2) == 1 && t.stride(1) == head_dim ? t : t.contiguous();
+  };
+  const at::Tensor k_rows = heads_packed(k), v_rows = heads_packed(v);
+  for (int64_t i = 0; i < n; ++i) {
+    WriteKvRowCpu(k_rows.data_ptr<float>() + i * k_rows.stride(0),
+                  v_rows.data_ptr<float>() + i * v_rows.stride(0), kv_heads, head_dim, pos + i,
+                  cache, k_pool, v_pool);
   }
 }
 
@@ -817,10 +826,6 @@ void WriteKvCpu(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvC
 // pool rows the cache's blocks give them, one copy per block touched.
 void WriteKv(const at::Tensor& k, const at::Tensor& v, int64_t pos, KvCache* cache,
              at::Tensor& k_pool, at::Tensor& v_pool) {
-  if (cache->type() == KvType::kQ8_0) {
-    WriteKvQ8(k, v, pos, *cache, k_pool, v_pool);
-    return;
-  }
   if (k_pool.device().is_cpu()) {
     WriteKvCpu(k, v, pos, *cache, k_pool, v_pool);
     return;
@@ -884,24 +889,37 @@ void LlamaModel::AttendCpu(int64_t layer, const ForwardItem& item, const float* 
                   parallel_for);
 }
 
-at::Tensor LlamaModel::AttentionOfDecodeSteps(const at::Tensor& q, const at::Tensor& k,
-                                              const at::Tensor& v, int64_t layer,
+at::Tensor LlamaModel::AttentionOfDecodeSteps(const at::Tensor& qkv, const at::Tensor& cos,
+                                              const at::Tensor& sin, int64_t layer,
                                               absl::Span<const ForwardItem> items) const {
-  // q: [items, heads, head_dim]; k, v: [items, kv_heads, head_dim], rotated.
+  // qkv: [items, q_dim + 2 * kv_dim], unrotated; cos, sin: [items, rope_dim / 2].
+  const ModelConfig& c = config_;
   const int64_t num_items = static_cast<int64_t>(items.size());
-  at::Tensor query = q.contiguous();
-  at::Tensor out = at::empty({num_items, config_.q_dim()}, q.options());  // [items, q_dim]
-  const float* query_rows = query.data_ptr<float>();
+  const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim(), head_dim = c.head_dim;
+  const int64_t half = c.rope_dim / 2, rotated_heads = c.num_heads + c.num_kv_heads;
+  const bool adjacent = c.rope_type == RopeType::kAdjacent;
+  const at::Tensor rows = qkv.contiguous(), cos_rows = cos.contiguous(), sin_rows = sin.contiguous();
+  at::Tensor out = at::empty({num_items, q_dim}, rows.options());  // [items, q_dim]
+  const float* qkv_rows = rows.data_ptr<float>();
+  const float* cos_data = cos_rows.data_ptr<float>();
+  const float* sin_data = sin_rows.data_ptr<float>();
   float* out_rows = out.data_ptr<float>();
-  const int64_t q_dim = config_.q_dim();
-  // Each job writes its own cache's row, then attends. Inside the region
-  // WidenKv's own parallel_for runs inline on the thread.
+  // Each job rotates its query and key heads (adjacent in its row), writes
+  // its cache's row, then attends: one region per layer, no per-job tensors.
+  // Inside the region WidenKv's own parallel_for runs inline on the thread.
   at::parallel_for(0, num_items, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> rotated;  // [heads + kv_heads, head_dim]
+    rotated.resize(static_cast<size_t>(rotated_heads * head_dim));
     for (int64_t i = begin; i < end; ++i) {
+      const float* row = qkv_rows + i * (q_dim + 2 * kv_dim);
+      for (int64_t h = 0; h < rotated_heads; ++h) {
+        GgmlRopeHead(row + h * head_dim, cos_data + i * half, sin_data + i * half, half, adjacent,
+                     head_dim, rotated.data() + h * head_dim);
+      }
       KvCache* cache = items[i].cache;
-      WriteKv(k.narrow(0, i, 1), v.narrow(0, i, 1), items[i].pos, cache,
-              cache->pool().keys(layer), cache->pool().values(layer));
-      AttendCpu(layer, items[i], query_rows + i * q_dim, 1, out_rows + i * q_dim, SerialFor);
+      WriteKvRowCpu(rotated.data() + q_dim, row + q_dim + kv_dim, c.num_kv_heads, head_dim,
+                    items[i].pos, *cache, cache->pool().keys(layer), cache->pool().values(layer));
+      AttendCpu(layer, items[i], rotated.data(), 1, out_rows + i * q_dim, SerialFor);
     }
   });
   return out;
@@ -1018,28 +1036,33 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   bool decode_steps_across_threads =
       device_.is_cpu() && static_cast<int64_t>(items.size()) >= 2 * at::get_num_threads();
   for (const ForwardItem& item : items) decode_steps_across_threads &= item.tokens.size() == 1;
+  at::Tensor residual;  // [N, hidden], not yet added to x
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
-    at::Tensor h = Norm(x, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
+    // x + the last layer's FFN output, normed.
+    at::Tensor h = AddNorm(&x, residual, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
+    residual = at::Tensor();
     at::Tensor qkv = Linear(h, layer.wqkv, kinds);  // [N, q_dim + 2 * kv_dim]
     if (layer.qkv_bias.defined()) qkv = qkv + layer.qkv_bias;
-    at::Tensor q = Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
-    at::Tensor k = Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
-    at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, kv_heads, head_dim});
     // Attention is per job: each item attends over its own cache.
     at::Tensor attn;  // [N, q_dim]
-    if (items.size() == 1) {
-      attn = Attention(q, k, v, l, items[0]);
-    } else if (decode_steps_across_threads) {
-      attn = AttentionOfDecodeSteps(q, k, v, l, items);
+    if (decode_steps_across_threads) {
+      attn = AttentionOfDecodeSteps(qkv, cos, sin, l, items);
     } else {
-      std::vector<at::Tensor> parts;
-      for (size_t i = 0; i < items.size(); ++i) {
-        const int64_t n = static_cast<int64_t>(items[i].tokens.size());
-        parts.push_back(Attention(q.narrow(0, row_begin[i], n), k.narrow(0, row_begin[i], n),
-                                  v.narrow(0, row_begin[i], n), l, items[i]));
+      at::Tensor q = Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
+      at::Tensor k = Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
+      at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, kv_heads, head_dim});
+      if (items.size() == 1) {
+        attn = Attention(q, k, v, l, items[0]);
+      } else {
+        std::vector<at::Tensor> parts;
+        for (size_t i = 0; i < items.size(); ++i) {
+          const int64_t n = static_cast<int64_t>(items[i].tokens.size());
+          parts.push_back(Attention(q.narrow(0, row_begin[i], n), k.narrow(0, row_begin[i], n),
+                                    v.narrow(0, row_begin[i], n), l, items[i]));
+        }
+        attn = at::cat(parts, 0);
       }
-      attn = at::cat(parts, 0);
     }
     at::Tensor attn_out = Linear(attn, layer.wo, kinds);  // [N, hidden]
     if (layer.wo_bias.defined()) attn_out = attn_out + layer.wo_bias;
@@ -1050,8 +1073,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     if (c.parallel_residual) {
       ffn_input = h;
     } else {
-      x = x + attn_out;
-      ffn_input = Norm(x, layer.ffn_norm, at::Tensor());
+      ffn_input = AddNorm(&x, attn_out, layer.ffn_norm, at::Tensor());  // x += attn_out
     }
     // [N, 2 * ffn] | [N, ffn]
     at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in, kinds);
@@ -1064,8 +1086,13 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     }
     at::Tensor ffn_out = Linear(act, layer.w_down, kinds);  // [N, hidden]
     if (layer.down_bias.defined()) ffn_out = ffn_out + layer.down_bias;
-    x = c.parallel_residual ? x + attn_out + ffn_out : x + ffn_out;
+    if (c.parallel_residual) {
+      x = x + attn_out + ffn_out;
+    } else {
+      residual = ffn_out;  // added by the next norm
+    }
   }
+  if (residual.defined()) x = x + residual;
   for (const ForwardItem& item : items) {
     item.cache->set_num_tokens(item.pos + static_cast<int64_t>(item.tokens.size()));
   }

@@ -178,12 +178,19 @@ class LlamaModel {
   // calling thread's buffers.
   void AttendCpu(int64_t layer, const ForwardItem& item, const float* query, int64_t n,
                  float* out, const ParallelFor& parallel_for) const;
-  // CPU, one generated token per item: keys/values written, then the items
-  // attended over all threads, each item's heads on one (one parallel region
-  // per layer instead of two or three per item). [items, q_dim].
-  at::Tensor AttentionOfDecodeSteps(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    int64_t layer, absl::Span<const ForwardItem> items) const;
+  // CPU, one generated token per item: each item's query and key rotated
+  // (qkv: [items, q_dim + 2 * kv_dim] unrotated; cos, sin: [items, rope_dim /
+  // 2]), its keys/values written, then attended; the items spread over the
+  // threads, each item's heads on one (one parallel region per layer instead
+  // of two or three per item). [items, q_dim].
+  at::Tensor AttentionOfDecodeSteps(const at::Tensor& qkv, const at::Tensor& cos,
+                                    const at::Tensor& sin, int64_t layer,
+                                    absl::Span<const ForwardItem> items) const;
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
+  // *x += delta (if defined), then its norm: the residual sum and the norm
+  // after it in one pass.
+  at::Tensor AddNorm(at::Tensor* x, const at::Tensor& delta, const at::Tensor& weight,
+                     const at::Tensor& bias) const;
   // How each row of a Linear's input is multiplied, as llama.cpp would have
   // computed it: one flag per row of x, or null for none.
   struct RowKinds {
