@@ -376,17 +376,32 @@ void Softmax(int64_t first, int64_t last, float max_score, float* scratch) {
 }
 
 #ifdef LLORCH_GGML_OPS_F16C
+// 16 elements of a cache row as floats (exactly: F16 by vcvtph2ps, BF16
+// shifted into the high half).
+template <KvElement E>
+__attribute__((target("avx512f"), always_inline)) inline __m512 Load16(
+    const typename KvRows<E>::T* v) {
+  if constexpr (E == KvElement::kF32) {
+    return _mm512_loadu_ps(v);
+  } else if constexpr (E == KvElement::kF16) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)));
+  } else {
+    const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+  }
+}
+
 // acc + p * (16 values from v), one fma.
 template <KvElement E>
 __attribute__((target("avx512f"), always_inline)) inline __m512 AddValue16(
     const typename KvRows<E>::T* v, float p, __m512 acc) {
-  if constexpr (E == KvElement::kF32) {
-    return _mm512_fmadd_ps(_mm512_loadu_ps(v), _mm512_set1_ps(p), acc);
-  }
-  const __m512d v16 =
-      _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(KvRows<E>::Load8(v))),
-                         _mm256_castps_pd(KvRows<E>::Load8(v + 8)), 1);
-  return _mm512_fmadd_ps(_mm512_castpd_ps(v16), _mm512_set1_ps(p), acc);
+  return _mm512_fmadd_ps(Load16<E>(v), _mm512_set1_ps(p), acc);
+}
+
+// The lanes i + (i + 8) of a 16-lane register: ReduceAdd16's first step.
+__attribute__((target("avx512f"), always_inline)) inline __m256 FoldHalves(__m512 x) {
+  return _mm256_add_ps(_mm512_castps512_ps256(x),
+                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
 }
 
 // SumValues16 for rows r < count of one head (keys first[r]..last[r],
@@ -552,6 +567,89 @@ void OneTokenValues(const typename KvRows<E>::T* values, const RowFn& row, int64
   }
 }
 
+// KeyDot's AVX-512 order with one 16-lane register per accumulator (the
+// same fmas and additions as its two 8-lane halves, half the instructions)
+// for the keys first..last: scratch[j] = dot * scale; returns the largest.
+template <KvElement E, class RowFn>
+__attribute__((target("avx512f"))) float KeyScores16(const typename KvRows<E>::T* keys,
+                                                     const RowFn& row, const float* query,
+                                                     int64_t n, int64_t first, int64_t last,
+                                                     float scale, float* scratch) {
+  const int64_t full = n & ~int64_t{63};
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t j = first; j <= last; ++j) {
+    const typename KvRows<E>::T* key = keys + row(j);
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int a = 0; a < 4; ++a) acc[a] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < full; i += 64) {
+#pragma GCC unroll 4
+      for (int a = 0; a < 4; ++a) {
+        acc[a] = _mm512_fmadd_ps(Load16<E>(key + i + 16 * a), _mm512_loadu_ps(query + i + 16 * a),
+                                 acc[a]);
+      }
+    }
+    // (0 + 2) + (1 + 3), then ReduceAdd16: i + (i + 8), + (i + 4), (e0 + e2) + (e1 + e3).
+    const __m256 quarter = FoldHalves(
+        _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3])));
+    const __m128 eighth =
+        _mm_add_ps(_mm256_castps256_ps128(quarter), _mm256_extractf128_ps(quarter, 1));
+    const __m128 pairs = _mm_add_ps(eighth, _mm_movehl_ps(eighth, eighth));
+    float sum = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+    for (int64_t i = full; i < n; ++i) sum += KvRows<E>::At(key, i) * query[i];
+    scratch[j] = sum * scale;
+    max_score = std::max(max_score, scratch[j]);
+  }
+  return max_score;
+}
+
+// OneTokenValues' AVX-512 order (kLanes 16) with 16 dimensions per register:
+// the same fmas, folds and reductions, half the instructions.
+template <KvElement E, class RowFn>
+__attribute__((target("avx512f"))) void OneTokenValues16(const typename KvRows<E>::T* values,
+                                                         const RowFn& row, int64_t head_dim,
+                                                         int64_t first, int64_t last,
+                                                         const float* probs, float* acc,
+                                                         float* out) {
+  constexpr int64_t kPeriod = 64;  // 4 chains of 16 lanes
+  for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
+    for (int64_t a = 0; a < kPeriod; ++a) {
+      __m512 sums[4];
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) sums[q] = _mm512_setzero_ps();
+      int64_t j = first / kPeriod * kPeriod + a;
+      if (j < first) j += kPeriod;
+      for (; j <= last; j += kPeriod) {
+        const __m512 p = _mm512_set1_ps(probs[j]);
+        const typename KvRows<E>::T* v = values + row(j) + d0;
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) sums[q] = _mm512_fmadd_ps(Load16<E>(v + 16 * q), p, sums[q]);
+      }
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) _mm512_storeu_ps(acc + a * head_dim + d0 + 16 * q, sums[q]);
+    }
+  }
+  const int64_t chain_size = 16 * head_dim;
+  for (int64_t d = 0; d < head_dim; d += 16) {
+    __m512 lane[16];  // lane l's chains, folded (0 + 2) + (1 + 3)
+#pragma GCC unroll 16
+    for (int l = 0; l < 16; ++l) {
+      const float* at = acc + l * head_dim + d;
+      lane[l] = _mm512_add_ps(
+          _mm512_add_ps(_mm512_loadu_ps(at), _mm512_loadu_ps(at + 2 * chain_size)),
+          _mm512_add_ps(_mm512_loadu_ps(at + chain_size), _mm512_loadu_ps(at + 3 * chain_size)));
+    }
+    __m512 e[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      e[i] = _mm512_add_ps(_mm512_add_ps(lane[i], lane[i + 8]),
+                           _mm512_add_ps(lane[i + 4], lane[i + 12]));
+    }
+    _mm512_storeu_ps(out + d,
+                     _mm512_add_ps(_mm512_add_ps(e[0], e[2]), _mm512_add_ps(e[1], e[3])));
+  }
+}
+
 bool CpuHasAvx512F() {
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
@@ -580,7 +678,11 @@ void WeightedValues(const typename KvRows<E>::T* values, const RowFn& row, int64
   const bool blocked = register_paths.load(std::memory_order_relaxed);
   if (blocked && one_token_order && head_dim % 64 == 0) {
     acc.resize(chains * chain_size);  // every element written
-    OneTokenValues<V, E>(values, row, head_dim, first, last, scratch, acc.data(), out);
+    if (kLanes == 16 && CpuHasAvx512F()) {
+      OneTokenValues16<E>(values, row, head_dim, first, last, scratch, acc.data(), out);
+    } else {
+      OneTokenValues<V, E>(values, row, head_dim, first, last, scratch, acc.data(), out);
+    }
     return;
   }
 #endif
@@ -630,6 +732,12 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
   };
   // Scores of the visible keys; the rest count as -inf (probability 0).
   float max_score = -std::numeric_limits<float>::infinity();
+#ifdef LLORCH_GGML_OPS_F16C
+  if (Order<V>::kLanes == 16 && CpuHasAvx512F() &&
+      register_paths.load(std::memory_order_relaxed)) {
+    max_score = KeyScores16<E>(keys, row, query, head_dim, first, last, scale, scratch);
+  } else
+#endif
   for (int64_t j = first; j <= last; ++j) {
     scratch[j] = KeyDot<V, E>(keys + row(j), query, head_dim) * scale;
     max_score = std::max(max_score, scratch[j]);
