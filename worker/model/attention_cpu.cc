@@ -9,7 +9,8 @@ namespace llorch {
 
 void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos,
                      const void* keys, const void* values, float scale, bool decode,
-                     GgmlVariant variant, float* out, const ParallelFor& parallel_for) {
+                     GgmlVariant variant, float* out, const ParallelFor& parallel_for,
+                     int64_t min_tasks) {
   const int64_t heads = shape.heads, head_dim = shape.head_dim;
   const int64_t group = shape.heads / shape.kv_heads;
   const int64_t head_bytes =  // one KV head's rows
@@ -59,21 +60,30 @@ void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int
     });
     return;
   }
-  // One task per (query row, head); each is computed the same way whatever
-  // n is and whichever thread runs it, in llama.cpp's order (ggml_ops.h).
-  parallel_for(0, n * heads, [&](int64_t begin, int64_t end) {
+  // One task per (query row, KV head, run of the query heads that read it):
+  // each head is computed the same way whatever n is, however heads are
+  // grouped and whichever thread runs it, in llama.cpp's order (ggml_ops.h).
+  // Up to 4 heads a task (their key and value rows loaded once), fewer while
+  // that leaves under min_tasks tasks.
+  const int64_t rows_of_kv = n * shape.kv_heads;
+  int64_t runs = (group + 3) / 4;  // per KV head
+  while (runs < group && rows_of_kv * runs < min_tasks) ++runs;
+  const int64_t run_heads = (group + runs - 1) / runs;
+  runs = (group + run_heads - 1) / run_heads;
+  parallel_for(0, rows_of_kv * runs, [&](int64_t begin, int64_t end) {
     std::vector<float> scratch;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t i = task / heads, h = task % heads;
+      const int64_t i = task / (shape.kv_heads * runs), kv = task / runs % shape.kv_heads;
+      const int64_t h0 = kv * group + task % runs * run_heads;  // first query head
+      const int count = static_cast<int>(std::min(run_heads, (kv + 1) * group - h0));
       const int64_t last = pos + i;  // keys first..last are visible
       const int64_t first = shape.window > 0 ? std::max<int64_t>(0, last - shape.window + 1) : 0;
-      const float* query = q + (i * heads + h) * head_dim;            // [head_dim]
-      const void* k = static_cast<const uint8_t*>(keys) + (h / group) * head_bytes;
-      const void* v = static_cast<const uint8_t*>(values) + (h / group) * head_bytes;
-      scratch.resize(last + 1);
-      GgmlAttendRow(query, k, v, shape.element, head_dim, first, last, scale, decode, variant,
-                    scratch.data(), out + i * heads * head_dim + h * head_dim, shape.block_table,
-                    shape.block_size);
+      scratch.resize(count * (last + 1));
+      GgmlAttendHeads(q + (i * heads + h0) * head_dim, count,
+                      static_cast<const uint8_t*>(keys) + kv * head_bytes,
+                      static_cast<const uint8_t*>(values) + kv * head_bytes, shape.element,
+                      head_dim, first, last, scale, decode, variant, scratch.data(), last + 1,
+                      out + (i * heads + h0) * head_dim, shape.block_table, shape.block_size);
     }
   });
 }

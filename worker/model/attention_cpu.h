@@ -32,10 +32,13 @@ struct AttentionShape {
 // 0..pos + i (or the last `window` of them). out: [n, heads * head_dim]. All contiguous float32.
 // `decode`: the rows are generated tokens, summed in llama.cpp's one-token
 // order (GgmlAttendRow); prompt rows use its batch order. `variant`: whose
-// register width sets those orders.
+// register width sets those orders. Rows attended without a prepared head go
+// to `parallel_for` in at least `min_tasks` tasks where there are that many
+// heads (query heads that share a KV head are attended together, up to 4).
 void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int64_t pos,
                      const void* keys, const void* values, float scale, bool decode,
-                     GgmlVariant variant, float* out, const ParallelFor& parallel_for = SerialFor);
+                     GgmlVariant variant, float* out, const ParallelFor& parallel_for = SerialFor,
+                     int64_t min_tasks = 1);
 
 }  // namespace llorch
 

@@ -567,86 +567,166 @@ void OneTokenValues(const typename KvRows<E>::T* values, const RowFn& row, int64
   }
 }
 
-// KeyDot's AVX-512 order with one 16-lane register per accumulator (the
-// same fmas and additions as its two 8-lane halves, half the instructions)
-// for the keys first..last: scratch[j] = dot * scale; returns the largest.
-template <KvElement E, class RowFn>
-__attribute__((target("avx512f"))) float KeyScores16(const typename KvRows<E>::T* keys,
-                                                     const RowFn& row, const float* query,
-                                                     int64_t n, int64_t first, int64_t last,
-                                                     float scale, float* scratch) {
-  const int64_t full = n & ~int64_t{63};
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t j = first; j <= last; ++j) {
-    const typename KvRows<E>::T* key = keys + row(j);
-    __m512 acc[4];
+// KeyDot's accumulators of one key, folded (0 + 2) + (1 + 3): 16 lanes,
+// head_dim (a multiple of 64) summed in steps of 64.
+template <KvElement E>
+__attribute__((target("avx512f"), always_inline)) inline __m512 FoldedKeyDot16(
+    const typename KvRows<E>::T* key, const float* query, int64_t n) {
+  __m512 acc[4];
 #pragma GCC unroll 4
-    for (int a = 0; a < 4; ++a) acc[a] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < full; i += 64) {
+  for (int a = 0; a < 4; ++a) acc[a] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 64) {
 #pragma GCC unroll 4
-      for (int a = 0; a < 4; ++a) {
-        acc[a] = _mm512_fmadd_ps(Load16<E>(key + i + 16 * a), _mm512_loadu_ps(query + i + 16 * a),
-                                 acc[a]);
-      }
+    for (int a = 0; a < 4; ++a) {
+      acc[a] = _mm512_fmadd_ps(Load16<E>(key + i + 16 * a), _mm512_loadu_ps(query + i + 16 * a),
+                               acc[a]);
     }
-    // (0 + 2) + (1 + 3), then ReduceAdd16: i + (i + 8), + (i + 4), (e0 + e2) + (e1 + e3).
-    const __m256 quarter = FoldHalves(
-        _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3])));
-    const __m128 eighth =
-        _mm_add_ps(_mm256_castps256_ps128(quarter), _mm256_extractf128_ps(quarter, 1));
-    const __m128 pairs = _mm_add_ps(eighth, _mm_movehl_ps(eighth, eighth));
-    float sum = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
-    for (int64_t i = full; i < n; ++i) sum += KvRows<E>::At(key, i) * query[i];
-    scratch[j] = sum * scale;
-    max_score = std::max(max_score, scratch[j]);
   }
-  return max_score;
+  return _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
 }
 
-// OneTokenValues' AVX-512 order (kLanes 16) with 16 dimensions per register:
-// the same fmas, folds and reductions, half the instructions.
-template <KvElement E, class RowFn>
+// ReduceAdd16 of 16 folded keys at once: lane k of the result is key k's
+// lanes i + (i + 8), then + (i + 4), then (e0 + e2) + (e1 + e3), the same
+// additions as one key's reduction, with the keys moved across registers
+// instead of the lanes within one.
+__attribute__((target("avx512f"), always_inline)) inline __m512 ReduceKeys16(const __m512* f) {
+  // Keys e, e + 4, e + 8, e + 12 end in one register: lane 4 L + e of the
+  // result is then key 4 L + e.
+  __m512 quads[4];  // quads[e]: 128-bit lane L holds key e + 4 L's i + (i + 4), i < 4
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e) {
+    __m512 halves[2];  // keys (e, e + 4), (e + 8, e + 12): lanes i + (i + 8), 8 each
+#pragma GCC unroll 2
+    for (int p = 0; p < 2; ++p) {
+      const __m512 a = f[e + 8 * p], b = f[e + 4 + 8 * p];
+      halves[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+    quads[e] =
+        _mm512_add_ps(_mm512_shuffle_f32x4(halves[0], halves[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                      _mm512_shuffle_f32x4(halves[0], halves[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  // Transpose within 128-bit lanes: element i of every key in one register.
+  const __m512 t0 = _mm512_unpacklo_ps(quads[0], quads[1]);
+  const __m512 t1 = _mm512_unpackhi_ps(quads[0], quads[1]);
+  const __m512 t2 = _mm512_unpacklo_ps(quads[2], quads[3]);
+  const __m512 t3 = _mm512_unpackhi_ps(quads[2], quads[3]);
+  const __m512 e0 = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m512 e1 = _mm512_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m512 e2 = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m512 e3 = _mm512_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  return _mm512_add_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
+}
+
+// KeyDot's AVX-512 order with one 16-lane register per accumulator (the
+// same fmas and additions as its two 8-lane halves), for kCount query heads
+// that read the same keys (grouped-query attention). Head c's query is at
+// query + c * n; for the keys first..last, scratch[c * scratch_stride + j] =
+// dot * scale and max_scores[c] their largest. Keys 16 at a time where n is
+// a multiple of 64 (reduced together by ReduceKeys16), else one by one.
+template <KvElement E, int kCount, class RowFn>
+__attribute__((target("avx512f"))) void KeyScores16(const typename KvRows<E>::T* keys,
+                                                    const RowFn& row, const float* query,
+                                                    int64_t n, int64_t first, int64_t last,
+                                                    float scale, float* scratch,
+                                                    int64_t scratch_stride, float* max_scores) {
+  const int64_t full = n & ~int64_t{63};
+  int64_t j = first;
+  if (full == n) {
+    for (; j + 15 <= last; j += 16) {
+      for (int c = 0; c < kCount; ++c) {
+        __m512 folded[16];
+#pragma GCC unroll 16
+        for (int k = 0; k < 16; ++k) folded[k] = FoldedKeyDot16<E>(keys + row(j + k), query + c * n, n);
+        _mm512_storeu_ps(scratch + c * scratch_stride + j,
+                         _mm512_mul_ps(ReduceKeys16(folded), _mm512_set1_ps(scale)));
+      }
+    }
+  }
+  for (; j <= last; ++j) {
+    const typename KvRows<E>::T* key = keys + row(j);
+    for (int c = 0; c < kCount; ++c) {
+      const __m256 quarter = FoldHalves(FoldedKeyDot16<E>(key, query + c * n, full));
+      const __m128 eighth =
+          _mm_add_ps(_mm256_castps256_ps128(quarter), _mm256_extractf128_ps(quarter, 1));
+      const __m128 pairs = _mm_add_ps(eighth, _mm_movehl_ps(eighth, eighth));
+      float sum = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+      for (int64_t i = full; i < n; ++i) sum += KvRows<E>::At(key, i) * query[c * n + i];
+      scratch[c * scratch_stride + j] = sum * scale;
+    }
+  }
+  for (int c = 0; c < kCount; ++c) {
+    float max_score = -std::numeric_limits<float>::infinity();
+    for (int64_t k = first; k <= last; ++k) {
+      max_score = std::max(max_score, scratch[c * scratch_stride + k]);
+    }
+    max_scores[c] = max_score;
+  }
+}
+
+// OneTokenValues' AVX-512 order (kLanes 16) with 16 dimensions per register
+// (the same fmas, folds and reductions, half the instructions), for kCount
+// heads that read the same values, each value row loaded once for all of
+// them: head c's probabilities at probs + c * probs_stride, its sums at acc
+// + c * 64 * head_dim, its output at out + c * head_dim.
+template <KvElement E, int kCount, class RowFn>
 __attribute__((target("avx512f"))) void OneTokenValues16(const typename KvRows<E>::T* values,
                                                          const RowFn& row, int64_t head_dim,
                                                          int64_t first, int64_t last,
-                                                         const float* probs, float* acc,
-                                                         float* out) {
+                                                         const float* probs, int64_t probs_stride,
+                                                         float* acc, float* out) {
   constexpr int64_t kPeriod = 64;  // 4 chains of 16 lanes
+  const int64_t head_acc = kPeriod * head_dim;
   for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
     for (int64_t a = 0; a < kPeriod; ++a) {
-      __m512 sums[4];
+      __m512 sums[kCount][4];
+      for (int c = 0; c < kCount; ++c) {
 #pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) sums[q] = _mm512_setzero_ps();
+        for (int q = 0; q < 4; ++q) sums[c][q] = _mm512_setzero_ps();
+      }
       int64_t j = first / kPeriod * kPeriod + a;
       if (j < first) j += kPeriod;
       for (; j <= last; j += kPeriod) {
-        const __m512 p = _mm512_set1_ps(probs[j]);
         const typename KvRows<E>::T* v = values + row(j) + d0;
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) sums[q] = _mm512_fmadd_ps(Load16<E>(v + 16 * q), p, sums[q]);
+        for (int q = 0; q < 4; ++q) {
+          const __m512 value = Load16<E>(v + 16 * q);
+          for (int c = 0; c < kCount; ++c) {
+            sums[c][q] =
+                _mm512_fmadd_ps(value, _mm512_set1_ps(probs[c * probs_stride + j]), sums[c][q]);
+          }
+        }
       }
+      for (int c = 0; c < kCount; ++c) {
 #pragma GCC unroll 4
-      for (int q = 0; q < 4; ++q) _mm512_storeu_ps(acc + a * head_dim + d0 + 16 * q, sums[q]);
+        for (int q = 0; q < 4; ++q) {
+          _mm512_storeu_ps(acc + c * head_acc + a * head_dim + d0 + 16 * q, sums[c][q]);
+        }
+      }
     }
   }
   const int64_t chain_size = 16 * head_dim;
-  for (int64_t d = 0; d < head_dim; d += 16) {
-    __m512 lane[16];  // lane l's chains, folded (0 + 2) + (1 + 3)
+  for (int c = 0; c < kCount; ++c) {
+    const float* head_sums = acc + c * head_acc;
+    for (int64_t d = 0; d < head_dim; d += 16) {
+      __m512 lane[16];  // lane l's chains, folded (0 + 2) + (1 + 3)
 #pragma GCC unroll 16
-    for (int l = 0; l < 16; ++l) {
-      const float* at = acc + l * head_dim + d;
-      lane[l] = _mm512_add_ps(
-          _mm512_add_ps(_mm512_loadu_ps(at), _mm512_loadu_ps(at + 2 * chain_size)),
-          _mm512_add_ps(_mm512_loadu_ps(at + chain_size), _mm512_loadu_ps(at + 3 * chain_size)));
-    }
-    __m512 e[4];
+      for (int l = 0; l < 16; ++l) {
+        const float* at = head_sums + l * head_dim + d;
+        lane[l] = _mm512_add_ps(
+            _mm512_add_ps(_mm512_loadu_ps(at), _mm512_loadu_ps(at + 2 * chain_size)),
+            _mm512_add_ps(_mm512_loadu_ps(at + chain_size),
+                          _mm512_loadu_ps(at + 3 * chain_size)));
+      }
+      __m512 e[4];
 #pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) {
-      e[i] = _mm512_add_ps(_mm512_add_ps(lane[i], lane[i + 8]),
-                           _mm512_add_ps(lane[i + 4], lane[i + 12]));
+      for (int i = 0; i < 4; ++i) {
+        e[i] = _mm512_add_ps(_mm512_add_ps(lane[i], lane[i + 8]),
+                             _mm512_add_ps(lane[i + 4], lane[i + 12]));
+      }
+      _mm512_storeu_ps(out + c * head_dim + d,
+                       _mm512_add_ps(_mm512_add_ps(e[0], e[2]), _mm512_add_ps(e[1], e[3])));
     }
-    _mm512_storeu_ps(out + d,
-                     _mm512_add_ps(_mm512_add_ps(e[0], e[2]), _mm512_add_ps(e[1], e[3])));
   }
 }
 
@@ -679,7 +759,7 @@ void WeightedValues(const typename KvRows<E>::T* values, const RowFn& row, int64
   if (blocked && one_token_order && head_dim % 64 == 0) {
     acc.resize(chains * chain_size);  // every element written
     if (kLanes == 16 && CpuHasAvx512F()) {
-      OneTokenValues16<E>(values, row, head_dim, first, last, scratch, acc.data(), out);
+      OneTokenValues16<E, 1>(values, row, head_dim, first, last, scratch, 0, acc.data(), out);
     } else {
       OneTokenValues<V, E>(values, row, head_dim, first, last, scratch, acc.data(), out);
     }
@@ -735,7 +815,7 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
 #ifdef LLORCH_GGML_OPS_F16C
   if (Order<V>::kLanes == 16 && CpuHasAvx512F() &&
       register_paths.load(std::memory_order_relaxed)) {
-    max_score = KeyScores16<E>(keys, row, query, head_dim, first, last, scale, scratch);
+    KeyScores16<E, 1>(keys, row, query, head_dim, first, last, scale, scratch, 0, &max_score);
   } else
 #endif
   for (int64_t j = first; j <= last; ++j) {
@@ -744,6 +824,80 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
   }
   WeightedValues<V, E>(values, row, head_dim, first, last, max_score, one_token_order, scratch,
                        out);
+}
+
+#ifdef LLORCH_GGML_OPS_F16C
+// A one-token step of kCount heads that read the same keys and values:
+// KeyScores16 and OneTokenValues16 over them together, each head's softmax
+// between (WeightedValues' steps, so each head's bits are AttendRow's).
+template <KvElement E, int kCount, class RowFn>
+void OneTokenHeads16(const float* query, const typename KvRows<E>::T* keys,
+                     const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim,
+                     int64_t first, int64_t last, float scale, float* scratch,
+                     int64_t scratch_stride, float* out) {
+  float max_scores[kCount];
+  KeyScores16<E, kCount>(keys, row, query, head_dim, first, last, scale, scratch, scratch_stride,
+                         max_scores);
+  for (int c = 0; c < kCount; ++c) {
+    Softmax<GgmlVariant::kAvx512>(first, last, max_scores[c], scratch + c * scratch_stride);
+  }
+  thread_local std::vector<float> acc;  // [kCount, 64, head_dim], every element written
+  acc.resize(static_cast<size_t>(kCount * 64 * head_dim));
+  OneTokenValues16<E, kCount>(values, row, head_dim, first, last, scratch, scratch_stride,
+                              acc.data(), out);
+}
+#endif
+
+// AttendRow for `count` query heads that read the same keys and values
+// (grouped-query attention): query, scratch and out of head c at c *
+// head_dim, c * scratch_stride, c * head_dim. Each head's bits are
+// AttendRow's; on the AVX-512 one-token path the key and value rows are
+// loaded once for up to 4 heads.
+template <GgmlVariant V, KvElement E>
+void AttendHeads(const float* query, int count, const typename KvRows<E>::T* keys,
+                 const typename KvRows<E>::T* values, int64_t head_dim, int64_t first,
+                 int64_t last, float scale, bool one_token_order, float* scratch,
+                 int64_t scratch_stride, float* out, const int32_t* block_table,
+                 int64_t block_size) {
+#ifdef LLORCH_GGML_OPS_F16C
+  if (Order<V>::kLanes == 16 && one_token_order && head_dim % 64 == 0 && CpuHasAvx512F() &&
+      register_paths.load(std::memory_order_relaxed)) {
+    const auto row = [&](int64_t j) {  // position j's row in the cache
+      return block_table == nullptr
+                 ? j * head_dim
+                 : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
+    };
+    for (int c = 0; c < count; c += 4) {
+      const float* q = query + c * head_dim;
+      float* s = scratch + c * scratch_stride;
+      float* o = out + c * head_dim;
+      switch (std::min(4, count - c)) {
+        case 4:
+          OneTokenHeads16<E, 4>(q, keys, values, row, head_dim, first, last, scale, s,
+                                scratch_stride, o);
+          break;
+        case 3:
+          OneTokenHeads16<E, 3>(q, keys, values, row, head_dim, first, last, scale, s,
+                                scratch_stride, o);
+          break;
+        case 2:
+          OneTokenHeads16<E, 2>(q, keys, values, row, head_dim, first, last, scale, s,
+                                scratch_stride, o);
+          break;
+        default:
+          OneTokenHeads16<E, 1>(q, keys, values, row, head_dim, first, last, scale, s,
+                                scratch_stride, o);
+          break;
+      }
+    }
+    return;
+  }
+#endif
+  for (int c = 0; c < count; ++c) {
+    AttendRow<V, E>(query + c * head_dim, keys, values, head_dim, first, last, scale,
+                    one_token_order, scratch + c * scratch_stride, out + c * head_dim,
+                    block_table, block_size);
+  }
 }
 
 #ifdef LLORCH_GGML_OPS_F16C
@@ -860,6 +1014,26 @@ void AttendRowOf(const float* query, const void* keys, const void* values, int64
   }
 }
 
+template <KvElement E>
+void AttendHeadsOf(const float* query, int count, const void* keys, const void* values,
+                   int64_t head_dim, int64_t first, int64_t last, float scale,
+                   bool one_token_order, GgmlVariant variant, float* scratch,
+                   int64_t scratch_stride, float* out, const int32_t* block_table,
+                   int64_t block_size) {
+  using T = typename KvRows<E>::T;
+  const auto* k = static_cast<const T*>(keys);
+  const auto* v = static_cast<const T*>(values);
+  if (variant != GgmlVariant::kAvx2) {
+    AttendHeads<GgmlVariant::kAvx512, E>(query, count, k, v, head_dim, first, last, scale,
+                                         one_token_order, scratch, scratch_stride, out,
+                                         block_table, block_size);
+  } else {
+    AttendHeads<GgmlVariant::kAvx2, E>(query, count, k, v, head_dim, first, last, scale,
+                                       one_token_order, scratch, scratch_stride, out,
+                                       block_table, block_size);
+  }
+}
+
 }  // namespace
 
 void GgmlAttendRow(const float* query, const void* keys, const void* values, KvElement element,
@@ -879,6 +1053,30 @@ void GgmlAttendRow(const float* query, const void* keys, const void* values, KvE
     default:
       AttendRowOf<KvElement::kF32>(query, keys, values, head_dim, first, last, scale,
                                    one_token_order, variant, scratch, out, block_table, block_size);
+      break;
+  }
+}
+
+void GgmlAttendHeads(const float* query, int count, const void* keys, const void* values,
+                     KvElement element, int64_t head_dim, int64_t first, int64_t last,
+                     float scale, bool one_token_order, GgmlVariant variant, float* scratch,
+                     int64_t scratch_stride, float* out, const int32_t* block_table,
+                     int64_t block_size) {
+  switch (element) {
+    case KvElement::kF16:
+      AttendHeadsOf<KvElement::kF16>(query, count, keys, values, head_dim, first, last, scale,
+                                     one_token_order, variant, scratch, scratch_stride, out,
+                                     block_table, block_size);
+      break;
+    case KvElement::kBF16:
+      AttendHeadsOf<KvElement::kBF16>(query, count, keys, values, head_dim, first, last, scale,
+                                      one_token_order, variant, scratch, scratch_stride, out,
+                                      block_table, block_size);
+      break;
+    default:
+      AttendHeadsOf<KvElement::kF32>(query, count, keys, values, head_dim, first, last, scale,
+                                     one_token_order, variant, scratch, scratch_stride, out,
+                                     block_table, block_size);
       break;
   }
 }

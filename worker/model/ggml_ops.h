@@ -99,6 +99,17 @@ void GgmlAttendRow(const float* query, const void* keys, const void* values, KvE
                    bool one_token_order, GgmlVariant variant, float* scratch, float* out,
                    const int32_t* block_table = nullptr, int64_t block_size = 0);
 
+// GgmlAttendRow for `count` query heads that read the same keys and values
+// (grouped-query attention): head c's query at query + c * head_dim, its
+// scores at scratch + c * scratch_stride (last + 1 floats each), its output
+// at out + c * head_dim. Each head's bits are GgmlAttendRow's; a one-token
+// step on an AVX-512 CPU loads each key and value row once for up to 4 heads.
+void GgmlAttendHeads(const float* query, int count, const void* keys, const void* values,
+                     KvElement element, int64_t head_dim, int64_t first, int64_t last,
+                     float scale, bool one_token_order, GgmlVariant variant, float* scratch,
+                     int64_t scratch_stride, float* out, const int32_t* block_table = nullptr,
+                     int64_t block_size = 0);
+
 // Prompt attention with a KV head prepared once for all the rows that read
 // it: keys widened to F32 and transposed in blocks of `width` positions (8,
 // or 16 on CPUs with AVX-512F), so that each score's ggml sums run across

@@ -280,6 +280,62 @@ TEST(GgmlOpsTest, RegisterPathsGiveTheScalarLoopsBits) {
   }
 }
 
+// Query heads that share a KV head, attended together, give each head's
+// GgmlAttendRow bits: groups of 1-8 heads (chunks of 4 and their rests),
+// every cache element, both variants and orders, head sizes on and off the
+// grouped path (64, 128; 80), short and long key ranges through a block table.
+TEST(GgmlOpsTest, HeadsAttendedTogetherGiveEachHeadsBits) {
+  std::mt19937 rng(9);
+  constexpr int64_t kBlockSize = 16;
+  for (KvElement element : {KvElement::kF32, KvElement::kF16, KvElement::kBF16}) {
+    for (int64_t head_dim : {64, 80, 128}) {
+      for (const auto& [first, last] : {std::pair<int64_t, int64_t>{0, 0}, {0, 40}, {5, 150}}) {
+        const int64_t blocks = last / kBlockSize + 1;
+        std::vector<int32_t> table(blocks);
+        for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(blocks - 1 - b);
+        const int64_t elements = blocks * kBlockSize * head_dim;
+        // Random cache rows in the element's format (F32 bits for F32).
+        std::vector<float> k32 = RandomVector(rng, elements), v32 = RandomVector(rng, elements);
+        std::vector<uint16_t> k16(elements), v16(elements);
+        for (int64_t i = 0; i < elements; ++i) {
+          k16[i] = element == KvElement::kF16 ? FloatToHalf(k32[i]) : FloatToBfloat16(k32[i]);
+          v16[i] = element == KvElement::kF16 ? FloatToHalf(v32[i]) : FloatToBfloat16(v32[i]);
+        }
+        const void* keys = element == KvElement::kF32 ? static_cast<const void*>(k32.data())
+                                                      : static_cast<const void*>(k16.data());
+        const void* values = element == KvElement::kF32 ? static_cast<const void*>(v32.data())
+                                                        : static_cast<const void*>(v16.data());
+        for (int count = 1; count <= 8; ++count) {
+          const std::vector<float> q = RandomVector(rng, count * head_dim, 2.0f);
+          for (GgmlVariant variant : kVariants) {
+            for (bool one_token : {false, true}) {
+              SCOPED_TRACE(::testing::Message()
+                           << "element " << static_cast<int>(element) << " head_dim " << head_dim
+                           << " keys " << first << ".." << last << " heads " << count << " "
+                           << GgmlVariantName(variant) << " one_token " << one_token);
+              const int64_t stride = last + 3;
+              std::vector<float> scratch(count * stride), together(count * head_dim);
+              GgmlAttendHeads(q.data(), count, keys, values, element, head_dim, first, last, 0.2f,
+                              one_token, variant, scratch.data(), stride, together.data(),
+                              table.data(), kBlockSize);
+              for (int c = 0; c < count; ++c) {
+                std::vector<float> alone(head_dim);
+                GgmlAttendRow(q.data() + c * head_dim, keys, values, element, head_dim, first,
+                              last, 0.2f, one_token, variant, scratch.data(), alone.data(),
+                              table.data(), kBlockSize);
+                for (int64_t d = 0; d < head_dim; ++d) {
+                  ASSERT_EQ(Bits(together[c * head_dim + d]), Bits(alone[d]))
+                      << "head " << c << " d " << d;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 // F16 and BF16 caches are widened as they are read: every output equals,
 // bit for bit, attention over an F32 cache holding the same values, in both
 // orders of both variants, with rows paged through a block table, for head

@@ -844,7 +844,8 @@ void WriteKv(const at::Tensor& k, const at::Tensor& v, int64_t pos, KvCache* cac
 }  // namespace
 
 void LlamaModel::AttendCpu(int64_t layer, const ForwardItem& item, const float* query, int64_t n,
-                           float* out, const ParallelFor& parallel_for) const {
+                           float* out, const ParallelFor& parallel_for,
+                           int64_t min_tasks) const {
   const ModelConfig& c = config_;
   const int64_t pos = item.pos, total = pos + n;  // keys attended over
   const int64_t kv_heads = c.num_kv_heads, head_dim = c.head_dim;
@@ -886,7 +887,7 @@ void LlamaModel::AttendCpu(int64_t layer, const ForwardItem& item, const float* 
   }
   // Row by row, so that results do not depend on chunking or batching.
   CausalAttention(shape, query, n, pos, keys, values, scale, item.decode, ggml_variant_, out,
-                  parallel_for);
+                  parallel_for, min_tasks);
 }
 
 at::Tensor LlamaModel::AttentionOfDecodeSteps(const at::Tensor& qkv, const at::Tensor& cos,
@@ -940,10 +941,11 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   if (device_.is_cpu()) {
     at::Tensor query = q.contiguous();                        // [n, heads, head_dim]
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
-    // Tasks are (query row, head): a decode step's heads are split evenly,
-    // a prompt's rows (later ones see more keys) dealt out in chunks.
+    // A decode step's heads are split evenly (in at least two tasks a
+    // thread), a prompt's rows (later ones see more keys) dealt out in chunks.
     AttendCpu(layer, item, query.data_ptr<float>(), n, out.data_ptr<float>(),
-              n == 1 ? StaticParallelFor(/*grain=*/1) : ChunkedParallelFor(c.num_heads));
+              n == 1 ? StaticParallelFor(/*grain=*/1) : ChunkedParallelFor(c.num_heads),
+              n == 1 ? 2 * at::get_num_threads() : 1);
     return out;
   }
   // [kv_heads, total, head_dim], in the activations' type

@@ -174,10 +174,11 @@ class LlamaModel {
                        int64_t layer, const ForwardItem& item) const;
   // CPU: attends the item's n query rows (`query`, [n, heads, head_dim]) over
   // its cache, whose keys/values are written: `out` [n, q_dim]. Heads are
-  // spread over `parallel_for`; a 16-bit or Q8_0 cache is widened on the
-  // calling thread's buffers.
+  // spread over `parallel_for` (in at least `min_tasks` tasks where there are
+  // enough heads); a 16-bit or Q8_0 cache is widened on the calling thread's
+  // buffers.
   void AttendCpu(int64_t layer, const ForwardItem& item, const float* query, int64_t n,
-                 float* out, const ParallelFor& parallel_for) const;
+                 float* out, const ParallelFor& parallel_for, int64_t min_tasks = 1) const;
   // CPU, one generated token per item: each item's query and key rotated
   // (qkv: [items, q_dim + 2 * kv_dim] unrotated; cos, sin: [items, rope_dim /
   // 2]), its keys/values written, then attended; the items spread over the
