@@ -637,7 +637,9 @@ __attribute__((target("avx512f"))) void KeyScores16(const typename KvRows<E>::T*
       for (int c = 0; c < kCount; ++c) {
         __m512 folded[16];
 #pragma GCC unroll 16
-        for (int k = 0; k < 16; ++k) folded[k] = FoldedKeyDot16<E>(keys + row(j + k), query + c * n, n);
+        for (int k = 0; k < 16; ++k) {
+          folded[k] = FoldedKeyDot16<E>(keys + row(j + k), query + c * n, n);
+        }
         _mm512_storeu_ps(scratch + c * scratch_stride + j,
                          _mm512_mul_ps(ReduceKeys16(folded), _mm512_set1_ps(scale)));
       }

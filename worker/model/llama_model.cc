@@ -899,7 +899,8 @@ at::Tensor LlamaModel::AttentionOfDecodeSteps(const at::Tensor& qkv, const at::T
   const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim(), head_dim = c.head_dim;
   const int64_t half = c.rope_dim / 2, rotated_heads = c.num_heads + c.num_kv_heads;
   const bool adjacent = c.rope_type == RopeType::kAdjacent;
-  const at::Tensor rows = qkv.contiguous(), cos_rows = cos.contiguous(), sin_rows = sin.contiguous();
+  const at::Tensor rows = qkv.contiguous();
+  const at::Tensor cos_rows = cos.contiguous(), sin_rows = sin.contiguous();
   at::Tensor out = at::empty({num_items, q_dim}, rows.options());  // [items, q_dim]
   const float* qkv_rows = rows.data_ptr<float>();
   const float* cos_data = cos_rows.data_ptr<float>();
@@ -1051,8 +1052,10 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     if (decode_steps_across_threads) {
       attn = AttentionOfDecodeSteps(qkv, cos, sin, l, items);
     } else {
-      at::Tensor q = Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
-      at::Tensor k = Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
+      at::Tensor q =
+          Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
+      at::Tensor k =
+          Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
       at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, kv_heads, head_dim});
       if (items.size() == 1) {
         attn = Attention(q, k, v, l, items[0]);

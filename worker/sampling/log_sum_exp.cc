@@ -53,7 +53,8 @@ int32_t ArgmaxLogit(const float* logits, int32_t vocab_size) {
   const __m256 max = _mm256_set1_ps(max_logit);
   int32_t i = 0;
   for (; i + kLanes <= vocab_size; i += kLanes) {
-    const int equal = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(logits + i), max, _CMP_EQ_OQ));
+    const int equal =
+        _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(logits + i), max, _CMP_EQ_OQ));
     if (equal != 0) return i + __builtin_ctz(static_cast<unsigned>(equal));
   }
   for (; i < vocab_size; ++i) {
