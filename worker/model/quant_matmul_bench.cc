@@ -171,6 +171,21 @@ void Shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMicrosecond)->UseRealTime();
 }
 
+// Activation rows rounded to 8-bit blocks (Q8_1, with sums) before an
+// AMX/VNNI product: a decode step's 8 rows of SmolLM2's widest input.
+void BM_QuantizeActivations(benchmark::State& state) {
+  const int64_t n = 8, in = 1536;
+  const std::vector<float> x = RandomActivations(n, in);
+  std::vector<quant_matmul_internal::ActBlock> out(n * in / 32);
+  for (auto _ : state) {
+    quant_matmul_internal::QuantizeActivations(x.data(), n * in / 32, /*with_sum=*/true,
+                                               quant_matmul_internal::UsesAvx2(), out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * n * in);
+}
+BENCHMARK(BM_QuantizeActivations);
+
 BENCHMARK_CAPTURE(BM_RowByRow, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_RowByRow, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
