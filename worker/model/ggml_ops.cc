@@ -732,6 +732,65 @@ __attribute__((target("avx512f"))) void OneTokenValues16(const typename KvRows<E
   }
 }
 
+// KeyDot's AVX2 order for one key (n a multiple of 32): its 4 accumulators
+// of 8 lanes, folded (0 + 2) + (1 + 3).
+template <KvElement E>
+inline __m256 FoldedKeyDot8(const typename KvRows<E>::T* key, const float* query, int64_t n) {
+  __m256 acc[4];
+#pragma GCC unroll 4
+  for (int a = 0; a < 4; ++a) acc[a] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 32) {
+#pragma GCC unroll 4
+    for (int a = 0; a < 4; ++a) {
+      acc[a] = _mm256_fmadd_ps(KvRows<E>::Load8(key + i + 8 * a),
+                               _mm256_loadu_ps(query + i + 8 * a), acc[a]);
+    }
+  }
+  return _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+}
+
+// HaddReduce8 of 8 folded keys at once: lane k of the result is key k's
+// lanes i + (i + 4), then (t0 + t1) + (t2 + t3), with the keys moved across
+// registers instead of the lanes within one.
+inline __m256 ReduceKeys8(const __m256* f) {
+  __m256 halves[4];  // halves[e]: 128-bit lane L holds key e + 4 L's t0..t3
+#pragma GCC unroll 4
+  for (int e = 0; e < 4; ++e) {
+    halves[e] = _mm256_add_ps(_mm256_permute2f128_ps(f[e], f[e + 4], 0x20),
+                              _mm256_permute2f128_ps(f[e], f[e + 4], 0x31));
+  }
+  const __m256 u0 = _mm256_unpacklo_ps(halves[0], halves[1]);
+  const __m256 u1 = _mm256_unpackhi_ps(halves[0], halves[1]);
+  const __m256 u2 = _mm256_unpacklo_ps(halves[2], halves[3]);
+  const __m256 u3 = _mm256_unpackhi_ps(halves[2], halves[3]);
+  const __m256 t0 = _mm256_shuffle_ps(u0, u2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 t1 = _mm256_shuffle_ps(u0, u2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 t2 = _mm256_shuffle_ps(u1, u3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 t3 = _mm256_shuffle_ps(u1, u3, _MM_SHUFFLE(3, 2, 3, 2));
+  return _mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3));
+}
+
+// KeyDot's AVX2 order for the keys first..last (n a multiple of 32), 8 keys
+// reduced together by ReduceKeys8, the rest one by one: scratch[j] = dot *
+// scale; returns the largest.
+template <KvElement E, class RowFn>
+float KeyScores8(const typename KvRows<E>::T* keys, const RowFn& row, const float* query,
+                 int64_t n, int64_t first, int64_t last, float scale, float* scratch) {
+  int64_t j = first;
+  for (; j + 7 <= last; j += 8) {
+    __m256 folded[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) folded[k] = FoldedKeyDot8<E>(keys + row(j + k), query, n);
+    _mm256_storeu_ps(scratch + j, _mm256_mul_ps(ReduceKeys8(folded), _mm256_set1_ps(scale)));
+  }
+  for (; j <= last; ++j) {
+    scratch[j] = KeyDot<GgmlVariant::kAvx2, E>(keys + row(j), query, n) * scale;
+  }
+  float max_score = -std::numeric_limits<float>::infinity();
+  for (int64_t k = first; k <= last; ++k) max_score = std::max(max_score, scratch[k]);
+  return max_score;
+}
+
 bool CpuHasAvx512F() {
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
@@ -818,6 +877,9 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
   if (Order<V>::kLanes == 16 && CpuHasAvx512F() &&
       register_paths.load(std::memory_order_relaxed)) {
     KeyScores16<E, 1>(keys, row, query, head_dim, first, last, scale, scratch, 0, &max_score);
+  } else if (Order<V>::kLanes == 8 && head_dim % 32 == 0 &&
+             register_paths.load(std::memory_order_relaxed)) {
+    max_score = KeyScores8<E>(keys, row, query, head_dim, first, last, scale, scratch);
   } else
 #endif
   for (int64_t j = first; j <= last; ++j) {
