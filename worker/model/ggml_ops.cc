@@ -200,6 +200,19 @@ struct Order<GgmlVariant::kAvx2> {
   static float SumReduce(const float* lanes) { return Hsum8(lanes); }
 };
 
+// Where position j's row of head_dim elements starts in a cache: row j, or
+// through a block table (paged cache) when one is given.
+struct CacheRows {
+  const int32_t* block_table;
+  int64_t block_size;
+  int64_t head_dim;
+  int64_t operator()(int64_t j) const {
+    return block_table == nullptr
+               ? j * head_dim
+               : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
+  }
+};
+
 // A cache's rows as floats: F32 as they are, F16 and BF16 widened exactly
 // as they are loaded (the values an F32 copy of them would hold).
 template <KvElement E>
@@ -866,11 +879,7 @@ void AttendRow(const float* query, const typename KvRows<E>::T* keys,
                const typename KvRows<E>::T* values, int64_t head_dim, int64_t first,
                int64_t last, float scale, bool one_token_order, float* scratch, float* out,
                const int32_t* block_table, int64_t block_size) {
-  const auto row = [&](int64_t j) {  // position j's row in the cache
-    return block_table == nullptr
-               ? j * head_dim
-               : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
-  };
+  const CacheRows row{block_table, block_size, head_dim};
   // Scores of the visible keys; the rest count as -inf (probability 0).
   float max_score = -std::numeric_limits<float>::infinity();
 #ifdef LLORCH_GGML_OPS_F16C
@@ -926,11 +935,7 @@ void AttendHeads(const float* query, int count, const typename KvRows<E>::T* key
 #ifdef LLORCH_GGML_OPS_F16C
   if (Order<V>::kLanes == 16 && one_token_order && head_dim % 64 == 0 && CpuHasAvx512F() &&
       register_paths.load(std::memory_order_relaxed)) {
-    const auto row = [&](int64_t j) {  // position j's row in the cache
-      return block_table == nullptr
-                 ? j * head_dim
-                 : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
-    };
+    const CacheRows row{block_table, block_size, head_dim};
     for (int c = 0; c < count; c += 4) {
       const float* q = query + c * head_dim;
       float* s = scratch + c * scratch_stride;
@@ -1171,11 +1176,7 @@ void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int6
     std::abort();
   }
   const size_t element_bytes = element == KvElement::kF32 ? 4 : 2;
-  const auto row = [&](int64_t j) {  // position j's row in the cache
-    return block_table == nullptr
-               ? j * head_dim
-               : (int64_t{block_table[j / block_size]} * block_size + j % block_size) * head_dim;
-  };
+  const CacheRows row{block_table, block_size, head_dim};
   const auto widen = [&](const void* base, int64_t j, float* to) {
     const auto* from = static_cast<const uint8_t*>(base) + row(j) * element_bytes;
     if (element == KvElement::kF32) {

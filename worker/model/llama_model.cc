@@ -790,6 +790,9 @@ void WriteKvRowCpu(const float* k, const float* v, int64_t kv_heads, int64_t hea
   const int64_t slot = cache.Slot(pos), slots = k_pool.size(1);
   const KvType type = cache.type();
   const size_t row_bytes = KvRowBytes(type, head_dim);
+  const GgmlType element = type == KvType::kF32   ? GgmlType::kF32
+                           : type == KvType::kF16 ? GgmlType::kF16
+                                                  : GgmlType::kBF16;  // unless Q8_0
   for (auto [x, pool] : {std::pair<const float*, at::Tensor*>{k, &k_pool}, {v, &v_pool}}) {
     auto* base = static_cast<uint8_t*>(pool->data_ptr());
     for (int64_t h = 0; h < kv_heads; ++h) {
@@ -797,9 +800,6 @@ void WriteKvRowCpu(const float* k, const float* v, int64_t kv_heads, int64_t hea
       if (type == KvType::kQ8_0) {
         KvPool::QuantizeRows(x + h * head_dim, 1, head_dim, row);
       } else {
-        const GgmlType element = type == KvType::kF32   ? GgmlType::kF32
-                                 : type == KvType::kF16 ? GgmlType::kF16
-                                                        : GgmlType::kBF16;
         NarrowRowFromFloat(element, x + h * head_dim, head_dim, row);
       }
     }
