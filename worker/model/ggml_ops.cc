@@ -355,6 +355,28 @@ void Swiglu(const float* gate, const float* up, int64_t n, float* out) {
   }
 }
 
+// The largest of x[0..n) (-inf for none): the maximum does not depend on
+// the order it is taken in, so 8 lanes at a time (a scalar chain of maxss
+// took a quarter of a long context's key scores).
+float MaxOf(const float* x, int64_t n) {
+  float max = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+#if defined(__AVX2__)
+  if (n >= 16) {
+    __m256 m0 = _mm256_loadu_ps(x), m1 = _mm256_loadu_ps(x + 8);
+    for (i = 16; i + 16 <= n; i += 16) {
+      m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i));
+      m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_max_ps(m0, m1));
+    for (float lane : lanes) max = std::max(max, lane);
+  }
+#endif
+  for (; i < n; ++i) max = std::max(max, x[i]);
+  return max;
+}
+
 // Softmax of scratch[first..last] in place (ggml_vec_soft_max_f32 over a row
 // whose other keys are masked to -inf, so contribute exact zeros): exp per
 // key, each register-wide chunk of keys (aligned on absolute position 0)
@@ -646,12 +668,27 @@ __attribute__((target("avx512f"))) void KeyScores16(const typename KvRows<E>::T*
   const int64_t full = n & ~int64_t{63};
   int64_t j = first;
   if (full == n) {
+    // Several heads over a 16-bit cache: each run of 16 keys widened once
+    // for all of them (exactly, as Load16 widens it).
+    constexpr int64_t kMaxWidenedDim = 256;
+    constexpr bool kWidenKeys = E != KvElement::kF32 && kCount > 1;
+    alignas(64) float widened[kWidenKeys ? 16 * kMaxWidenedDim : 1];
+    const bool widen = kWidenKeys && n <= kMaxWidenedDim;
     for (; j + 15 <= last; j += 16) {
+      if (widen) {
+        for (int k = 0; k < 16; ++k) {
+          const typename KvRows<E>::T* key = keys + row(j + k);
+          for (int64_t i = 0; i < n; i += 16) {
+            _mm512_store_ps(widened + k * n + i, Load16<E>(key + i));
+          }
+        }
+      }
       for (int c = 0; c < kCount; ++c) {
         __m512 folded[16];
 #pragma GCC unroll 16
         for (int k = 0; k < 16; ++k) {
-          folded[k] = FoldedKeyDot16<E>(keys + row(j + k), query + c * n, n);
+          folded[k] = widen ? FoldedKeyDot16<KvElement::kF32>(widened + k * n, query + c * n, n)
+                            : FoldedKeyDot16<E>(keys + row(j + k), query + c * n, n);
         }
         _mm512_storeu_ps(scratch + c * scratch_stride + j,
                          _mm512_mul_ps(ReduceKeys16(folded), _mm512_set1_ps(scale)));
@@ -671,76 +708,90 @@ __attribute__((target("avx512f"))) void KeyScores16(const typename KvRows<E>::T*
     }
   }
   for (int c = 0; c < kCount; ++c) {
-    float max_score = -std::numeric_limits<float>::infinity();
-    for (int64_t k = first; k <= last; ++k) {
-      max_score = std::max(max_score, scratch[c * scratch_stride + k]);
+    max_scores[c] = MaxOf(scratch + c * scratch_stride + first, last - first + 1);
+  }
+}
+
+// sums[c] += value * probs[c * probs_stride] (one fma) for kCount heads.
+template <KvElement E, int kCount>
+__attribute__((target("avx512f"), always_inline)) inline void AddValueRow16(
+    const typename KvRows<E>::T* value_row, const float* probs, int64_t probs_stride,
+    __m512* sums) {
+  const __m512 value = Load16<E>(value_row);
+  for (int c = 0; c < kCount; ++c) {
+    sums[c] = _mm512_fmadd_ps(value, _mm512_set1_ps(probs[c * probs_stride]), sums[c]);
+  }
+}
+
+// One lane of OneTokenValues' AVX-512 order for 16 dimensions of kCount
+// heads: its four chains (positions j = lane + 16 g (mod 64), g < 4, each
+// summed by fmas from zero in increasing j over first..last), folded (0 + 2)
+// + (1 + 3). Head c's probabilities at probs + c * probs_stride.
+template <KvElement E, int kCount, class RowFn>
+__attribute__((target("avx512f"), always_inline)) inline void LaneOfChains16(
+    const typename KvRows<E>::T* values, const RowFn& row, int64_t d, int64_t lane,
+    int64_t first, int64_t last, const float* probs, int64_t probs_stride, __m512* folded) {
+  __m512 chains[4][kCount];
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; ++g) {
+    for (int c = 0; c < kCount; ++c) chains[g][c] = _mm512_setzero_ps();
+  }
+  for (int64_t period = first / 64 * 64; period <= last; period += 64) {
+    if (period >= first && period + 63 <= last) {
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) {
+        const int64_t j = period + lane + 16 * g;
+        AddValueRow16<E, kCount>(values + row(j) + d, probs + j, probs_stride, chains[g]);
+      }
+      continue;
     }
-    max_scores[c] = max_score;
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      const int64_t j = period + lane + 16 * g;
+      if (j < first || j > last) continue;
+      AddValueRow16<E, kCount>(values + row(j) + d, probs + j, probs_stride, chains[g]);
+    }
+  }
+  for (int c = 0; c < kCount; ++c) {
+    folded[c] = _mm512_add_ps(_mm512_add_ps(chains[0][c], chains[2][c]),
+                              _mm512_add_ps(chains[1][c], chains[3][c]));
   }
 }
 
 // OneTokenValues' AVX-512 order (kLanes 16) with 16 dimensions per register
-// (the same fmas, folds and reductions, half the instructions), for kCount
-// heads that read the same values, each value row loaded once for all of
-// them: head c's probabilities at probs + c * probs_stride, its sums at acc
-// + c * 64 * head_dim, its output at out + c * head_dim.
+// (the same fmas, folds and reductions), for kCount heads that read the same
+// values, each value row loaded once for all of them: head c's probabilities
+// at probs + c * probs_stride, its output at out + c * head_dim. Each lane's
+// chains are summed and folded in registers, lane after lane, into
+// ReduceAdd16's tree: no 64 x head_dim accumulator to store and reload (most
+// of a short context's cost).
 template <KvElement E, int kCount, class RowFn>
 __attribute__((target("avx512f"))) void OneTokenValues16(const typename KvRows<E>::T* values,
                                                          const RowFn& row, int64_t head_dim,
                                                          int64_t first, int64_t last,
                                                          const float* probs, int64_t probs_stride,
-                                                         float* acc, float* out) {
-  constexpr int64_t kPeriod = 64;  // 4 chains of 16 lanes
-  const int64_t head_acc = kPeriod * head_dim;
-  for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
-    for (int64_t a = 0; a < kPeriod; ++a) {
-      __m512 sums[kCount][4];
-      for (int c = 0; c < kCount; ++c) {
+                                                         float* out) {
+  for (int64_t d = 0; d < head_dim; d += 16) {
+    // ReduceAdd16: e[i] = (lane i + lane i + 8) + (lane i + 4 + lane i + 12),
+    // out = (e0 + e2) + (e1 + e3).
+    __m512 e[4][kCount];
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) sums[c][q] = _mm512_setzero_ps();
-      }
-      int64_t j = first / kPeriod * kPeriod + a;
-      if (j < first) j += kPeriod;
-      for (; j <= last; j += kPeriod) {
-        const typename KvRows<E>::T* v = values + row(j) + d0;
+    for (int i = 0; i < 4; ++i) {
+      __m512 lanes[4][kCount];  // lanes i, i + 8, i + 4, i + 12
 #pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {
-          const __m512 value = Load16<E>(v + 16 * q);
-          for (int c = 0; c < kCount; ++c) {
-            sums[c][q] =
-                _mm512_fmadd_ps(value, _mm512_set1_ps(probs[c * probs_stride + j]), sums[c][q]);
-          }
-        }
+      for (int k = 0; k < 4; ++k) {
+        LaneOfChains16<E, kCount>(values, row, d, i + 8 * (k % 2) + 4 * (k / 2), first, last,
+                                  probs, probs_stride, lanes[k]);
       }
       for (int c = 0; c < kCount; ++c) {
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; ++q) {
-          _mm512_storeu_ps(acc + c * head_acc + a * head_dim + d0 + 16 * q, sums[c][q]);
-        }
+        e[i][c] = _mm512_add_ps(_mm512_add_ps(lanes[0][c], lanes[1][c]),
+                                _mm512_add_ps(lanes[2][c], lanes[3][c]));
       }
     }
-  }
-  const int64_t chain_size = 16 * head_dim;
-  for (int c = 0; c < kCount; ++c) {
-    const float* head_sums = acc + c * head_acc;
-    for (int64_t d = 0; d < head_dim; d += 16) {
-      __m512 lane[16];  // lane l's chains, folded (0 + 2) + (1 + 3)
-#pragma GCC unroll 16
-      for (int l = 0; l < 16; ++l) {
-        const float* at = head_sums + l * head_dim + d;
-        lane[l] = _mm512_add_ps(
-            _mm512_add_ps(_mm512_loadu_ps(at), _mm512_loadu_ps(at + 2 * chain_size)),
-            _mm512_add_ps(_mm512_loadu_ps(at + chain_size),
-                          _mm512_loadu_ps(at + 3 * chain_size)));
-      }
-      __m512 e[4];
-#pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
-        e[i] = _mm512_add_ps(_mm512_add_ps(lane[i], lane[i + 8]),
-                             _mm512_add_ps(lane[i + 4], lane[i + 12]));
-      }
+    for (int c = 0; c < kCount; ++c) {
       _mm512_storeu_ps(out + c * head_dim + d,
-                       _mm512_add_ps(_mm512_add_ps(e[0], e[2]), _mm512_add_ps(e[1], e[3])));
+                       _mm512_add_ps(_mm512_add_ps(e[0][c], e[2][c]),
+                                     _mm512_add_ps(e[1][c], e[3][c])));
     }
   }
 }
@@ -799,9 +850,7 @@ float KeyScores8(const typename KvRows<E>::T* keys, const RowFn& row, const floa
   for (; j <= last; ++j) {
     scratch[j] = KeyDot<GgmlVariant::kAvx2, E>(keys + row(j), query, n) * scale;
   }
-  float max_score = -std::numeric_limits<float>::infinity();
-  for (int64_t k = first; k <= last; ++k) max_score = std::max(max_score, scratch[k]);
-  return max_score;
+  return MaxOf(scratch + first, last - first + 1);
 }
 
 bool CpuHasAvx512F() {
@@ -831,10 +880,10 @@ void WeightedValues(const typename KvRows<E>::T* values, const RowFn& row, int64
 #ifdef LLORCH_GGML_OPS_F16C
   const bool blocked = register_paths.load(std::memory_order_relaxed);
   if (blocked && one_token_order && head_dim % 64 == 0) {
-    acc.resize(chains * chain_size);  // every element written
     if (kLanes == 16 && CpuHasAvx512F()) {
-      OneTokenValues16<E, 1>(values, row, head_dim, first, last, scratch, 0, acc.data(), out);
+      OneTokenValues16<E, 1>(values, row, head_dim, first, last, scratch, 0, out);
     } else {
+      acc.resize(chains * chain_size);  // every element written
       OneTokenValues<V, E>(values, row, head_dim, first, last, scratch, acc.data(), out);
     }
     return;
@@ -914,10 +963,7 @@ void OneTokenHeads16(const float* query, const typename KvRows<E>::T* keys,
   for (int c = 0; c < kCount; ++c) {
     Softmax<GgmlVariant::kAvx512>(first, last, max_scores[c], scratch + c * scratch_stride);
   }
-  thread_local std::vector<float> acc;  // [kCount, 64, head_dim], every element written
-  acc.resize(static_cast<size_t>(kCount * 64 * head_dim));
-  OneTokenValues16<E, kCount>(values, row, head_dim, first, last, scratch, scratch_stride,
-                              acc.data(), out);
+  OneTokenValues16<E, kCount>(values, row, head_dim, first, last, scratch, scratch_stride, out);
 }
 #endif
 
