@@ -760,17 +760,14 @@ __attribute__((target("avx512f"), always_inline)) inline void LaneOfChains16(
 
 // OneTokenValues' AVX-512 order (kLanes 16) with 16 dimensions per register
 // (the same fmas, folds and reductions), for kCount heads that read the same
-// values, each value row loaded once for all of them: head c's probabilities
-// at probs + c * probs_stride, its output at out + c * head_dim. Each lane's
-// chains are summed and folded in registers, lane after lane, into
-// ReduceAdd16's tree: no 64 x head_dim accumulator to store and reload (most
-// of a short context's cost).
+// values: head c's probabilities at probs + c * probs_stride, its output at
+// out + c * head_dim. Each lane's chains are summed and folded in registers,
+// lane after lane, into ReduceAdd16's tree: no 64 x head_dim accumulator to
+// store and reload (most of a short context's cost).
 template <KvElement E, int kCount, class RowFn>
-__attribute__((target("avx512f"))) void OneTokenValues16(const typename KvRows<E>::T* values,
-                                                         const RowFn& row, int64_t head_dim,
-                                                         int64_t first, int64_t last,
-                                                         const float* probs, int64_t probs_stride,
-                                                         float* out) {
+__attribute__((target("avx512f"))) void OneTokenValues16InRegisters(
+    const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim, int64_t first,
+    int64_t last, const float* probs, int64_t probs_stride, float* out) {
   for (int64_t d = 0; d < head_dim; d += 16) {
     // ReduceAdd16: e[i] = (lane i + lane i + 8) + (lane i + 4 + lane i + 12),
     // out = (e0 + e2) + (e1 + e3).
@@ -794,6 +791,93 @@ __attribute__((target("avx512f"))) void OneTokenValues16(const typename KvRows<E
                                      _mm512_add_ps(e[1][c], e[3][c])));
     }
   }
+}
+
+// OneTokenValues' AVX-512 order (kLanes 16) with 16 dimensions per register
+// (the same fmas, folds and reductions, half the instructions), for kCount
+// heads that read the same values, each value row loaded once for all of
+// them: head c's probabilities at probs + c * probs_stride, its sums at acc
+// + c * 64 * head_dim, its output at out + c * head_dim.
+template <KvElement E, int kCount, class RowFn>
+__attribute__((target("avx512f"))) void OneTokenValues16InMemory(
+    const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim, int64_t first,
+    int64_t last, const float* probs, int64_t probs_stride, float* acc, float* out) {
+  constexpr int64_t kPeriod = 64;  // 4 chains of 16 lanes
+  const int64_t head_acc = kPeriod * head_dim;
+  for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
+    for (int64_t a = 0; a < kPeriod; ++a) {
+      __m512 sums[kCount][4];
+      for (int c = 0; c < kCount; ++c) {
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) sums[c][q] = _mm512_setzero_ps();
+      }
+      int64_t j = first / kPeriod * kPeriod + a;
+      if (j < first) j += kPeriod;
+      for (; j <= last; j += kPeriod) {
+        const typename KvRows<E>::T* v = values + row(j) + d0;
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+          const __m512 value = Load16<E>(v + 16 * q);
+          for (int c = 0; c < kCount; ++c) {
+            sums[c][q] =
+                _mm512_fmadd_ps(value, _mm512_set1_ps(probs[c * probs_stride + j]), sums[c][q]);
+          }
+        }
+      }
+      for (int c = 0; c < kCount; ++c) {
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; ++q) {
+          _mm512_storeu_ps(acc + c * head_acc + a * head_dim + d0 + 16 * q, sums[c][q]);
+        }
+      }
+    }
+  }
+  const int64_t chain_size = 16 * head_dim;
+  for (int c = 0; c < kCount; ++c) {
+    const float* head_sums = acc + c * head_acc;
+    for (int64_t d = 0; d < head_dim; d += 16) {
+      __m512 lane[16];  // lane l's chains, folded (0 + 2) + (1 + 3)
+#pragma GCC unroll 16
+      for (int l = 0; l < 16; ++l) {
+        const float* at = head_sums + l * head_dim + d;
+        lane[l] = _mm512_add_ps(
+            _mm512_add_ps(_mm512_loadu_ps(at), _mm512_loadu_ps(at + 2 * chain_size)),
+            _mm512_add_ps(_mm512_loadu_ps(at + chain_size),
+                          _mm512_loadu_ps(at + 3 * chain_size)));
+      }
+      __m512 e[4];
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        e[i] = _mm512_add_ps(_mm512_add_ps(lane[i], lane[i + 8]),
+                             _mm512_add_ps(lane[i + 4], lane[i + 12]));
+      }
+      _mm512_storeu_ps(out + c * head_dim + d,
+                       _mm512_add_ps(_mm512_add_ps(e[0], e[2]), _mm512_add_ps(e[1], e[3])));
+    }
+  }
+}
+
+// OneTokenValues' AVX-512 order for kCount heads (the same bits either
+// way): up to kRegisterChainsMaxKeys keys (each chain one key at most) with
+// each lane's chains in registers; longer contexts, whose values come from
+// beyond the L1, with the 64 accumulators in memory and each value row read
+// once whole (the lanes' passes, 16 dimensions at a time, read every row four
+// times: 8 jobs at 520 positions were 20% slower, at 110 positions 7%).
+constexpr int64_t kRegisterChainsMaxKeys = 64;
+
+template <KvElement E, int kCount, class RowFn>
+void OneTokenValues16(const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim,
+                      int64_t first, int64_t last, const float* probs, int64_t probs_stride,
+                      float* out) {
+  if (last - first + 1 <= kRegisterChainsMaxKeys) {
+    OneTokenValues16InRegisters<E, kCount>(values, row, head_dim, first, last, probs,
+                                           probs_stride, out);
+    return;
+  }
+  thread_local std::vector<float> acc;  // [kCount, 64, head_dim], every element written
+  acc.resize(static_cast<size_t>(kCount * 64 * head_dim));
+  OneTokenValues16InMemory<E, kCount>(values, row, head_dim, first, last, probs, probs_stride,
+                                      acc.data(), out);
 }
 
 // KeyDot's AVX2 order for one key (n a multiple of 32): its 4 accumulators
