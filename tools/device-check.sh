@@ -1,51 +1,71 @@
 #!/usr/bin/env bash
-# GPU check, run on the lent CUDA machine (tools/README: device). Builds the
-# engine against that machine's libtorch 2.x (from its PyTorch), with the
-# Debian packages carried in .devcarry/, and runs the cache-correctness tests
-# on CUDA plus a CPU-vs-CUDA comparison of greedy generation.
+# GPU check, run on the lent CUDA machine (docs/gpu.md): builds the model
+# alone (-DLLORCH_MODEL_ONLY=ON: the image has no gRPC, Protobuf or cargo)
+# against that machine's libtorch (its PyTorch's), with the Debian packages
+# tools/device-prepare.sh carried in .devcarry/; runs the model's tests on
+# the CPU and on CUDA (CacheCorrectnessTest.DeviceMatchesCpu compares them)
+# and model_bench's decode speed on CUDA. Everything it prints also goes to
+# $OUT/device-check.txt, to be committed under docs/gpu-runs/.
+# Env: OUT (default /tmp/out), DEVICES ("cpu cuda"; "cpu" for a dry run
+# without a GPU), PYTHON (python3: the image's, with torch and numpy),
+# TORCH_PREFIX (default: $PYTHON's torch), JOBS (16).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CARRY="$ROOT/.devcarry"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
+DEVICES="${DEVICES:-cpu cuda}"
+JOBS="${JOBS:-16}"
+PYTHON="${PYTHON:-python3}"
+exec > >(tee "$OUT/device-check.txt") 2>&1
+echo "device-check: $(date -u) commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 PREFIX=/tmp/deb
 mkdir -p "$PREFIX"; for f in "$CARRY"/debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
-python3 -m pip install -q --no-index --no-deps --target /tmp/site "$CARRY"/wheels/*.whl && export PYTHONPATH=/tmp/site
-TORCH_PREFIX="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')"
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
-LIBDIR="$PREFIX/usr/lib/x86_64-linux-gnu"
-export LD_LIBRARY_PATH="$LIBDIR:${LD_LIBRARY_PATH:-}"
-export PKG_CONFIG_PATH="$LIBDIR/pkgconfig:$PREFIX/usr/share/pkgconfig"
-# Debian's .pc files name /usr; point them at the prefix.
-sed -i "s|^prefix=.*|prefix=$PREFIX/usr|" "$LIBDIR"/pkgconfig/*.pc 2>/dev/null
-set -x
-cmake -S "$ROOT" -B /tmp/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$LIBDIR/cmake;$PREFIX/usr/share/cmake;$PREFIX/usr/lib/cmake" \
-  -DGTest_DIR="$LIBDIR/cmake/GTest" -DLLORCH_SHARED_DIR=/nonexistent \
-  -DCMAKE_CXX_COMPILER_LAUNCHER= 2>&1 | tail -20 | tee "$OUT/configure.log"
-cmake --build /tmp/build -j 16 --target llorch llama_model_test job_test 2>&1 | tail -40 | tee "$OUT/build.log"
-set +x
-# Random-weight models with the Llama-2 SentencePiece vocabulary.
-mkdir -p /tmp/testdata
-MK="python3 $ROOT/tools/make-test-model.py --vocab-from $CARRY/ggml-vocab-llama-spm.gguf --layers 2 --hidden 64 --heads 4 --ffn 128 --ctx 256 --quiet"
-$MK --kv-heads 2 --type f32 --tied --seed 1 --out /tmp/testdata/tiny-f32-gqa.gguf
-$MK --kv-heads 4 --type f32 --untied --seed 2 --out /tmp/testdata/tiny-f32-mha-untied.gguf
-$MK --kv-heads 2 --type q8_0 --tied --seed 4 --out /tmp/testdata/tiny-q8_0.gguf
-python3 "$ROOT/tools/make-test-model.py" --vocab-from "$CARRY/ggml-vocab-llama-spm.gguf" --layers 22 --hidden 2048 \
-  --heads 32 --kv-heads 4 --ffn 5632 --ctx 2048 --type f16 --untied --seed 1 --quiet --out /tmp/testdata/tinyllama-f16.gguf
-mkdir -p /tmp/build/testdata && cp /tmp/testdata/tiny-*.gguf /tmp/build/testdata/
-for dev in cpu cuda; do
-  LLORCH_TEST_DEVICE=$dev /tmp/build/bin/llama_model_test 2>&1 | tail -30 | tee "$OUT/model_test_$dev.log"
+"$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/site "$CARRY"/wheels/*.whl \
+  && export PYTHONPATH=/tmp/site
+TORCH_PREFIX="${TORCH_PREFIX:-$("$PYTHON" -c 'import torch;print(torch.utils.cmake_prefix_path)')}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
+"$PYTHON" -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null
+export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+BUILD=/tmp/build-device
+cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLORCH_MODEL_ONLY=ON \
+  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr" -DCMAKE_CXX_COMPILER_LAUNCHER= \
+  > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
+cmake --build "$BUILD" -j "$JOBS" --target llama_model_test model_bench > "$OUT/build.log" 2>&1 \
+  || { grep -m 20 -B 2 -A 8 "error" "$OUT/build.log"; exit 1; }
+echo "built: $(ls "$BUILD/bin")"
+
+# Random-weight models: the ones llama_model_test reads (as
+# tests/make_test_models.sh writes them, with the Llama-2 and Phi-3
+# SentencePiece vocabularies instead of SmolLM2's), and a TinyLlama-shaped F16
+# one for the speed figures.
+MODELS="$BUILD/testdata"; mkdir -p "$MODELS"
+MK=("$PYTHON" "$ROOT/tools/make-test-model.py" --quiet --layers 2 --hidden 64 --heads 4 --ffn 128
+    --ctx 256)
+SPM=(--vocab-from "$CARRY/ggml-vocab-llama-spm.gguf")
+"${MK[@]}" "${SPM[@]}" --kv-heads 2 --type f32 --tied --seed 1 --out "$MODELS/tiny-f32-gqa.gguf"
+"${MK[@]}" "${SPM[@]}" --kv-heads 4 --type f32 --untied --seed 2 --out "$MODELS/tiny-f32-mha-untied.gguf"
+"${MK[@]}" "${SPM[@]}" --kv-heads 2 --type q8_0 --tied --seed 4 --out "$MODELS/tiny-q8_0.gguf"
+"${MK[@]}" "${SPM[@]}" --arch qwen2 --kv-heads 2 --type f32 --tied --seed 7 --out "$MODELS/tiny-qwen2-f32.gguf"
+"${MK[@]}" --vocab-from "$CARRY/ggml-vocab-phi-3.gguf" --arch phi3 --kv-heads 2 --type f32 --untied \
+  --seed 8 --out "$MODELS/tiny-phi3-f32.gguf"
+"${MK[@]}" "${SPM[@]}" --arch phi2 --kv-heads 4 --type f32 --untied --seed 9 --out "$MODELS/tiny-phi2-f32.gguf"
+"${MK[@]}" "${SPM[@]}" --arch phi2 --kv-heads 4 --type q4_0 --untied --seed 11 \
+  --out "$MODELS/tiny-phi2-q4_0.gguf"
+if [[ " $DEVICES " == *" cuda "* ]]; then
+  "$PYTHON" "$ROOT/tools/make-test-model.py" --quiet "${SPM[@]}" --shape tinyllama --type f16 \
+    --untied --seed 1 --out /tmp/tinyllama-f16.gguf
+fi
+
+for dev in $DEVICES; do
+  echo "== llama_model_test on $dev"
+  LLORCH_TEST_DEVICE=$dev "$BUILD/bin/llama_model_test" --gtest_brief=1 2>&1 | tail -25
 done
-for dev in cpu cuda; do
-  /tmp/build/bin/llorch run --model /tmp/testdata/tinyllama-f16.gguf --prompt-ids 1,450,4996,17354 \
-    --max-tokens 32 --temperature 0 --format jsonl --device $dev --threads 16 > "$OUT/run_$dev.jsonl" 2> "$OUT/run_$dev.err"
-  tail -1 "$OUT/run_$dev.jsonl"; cat "$OUT/run_$dev.err"
+for dev in $DEVICES; do
+  [[ "$dev" == cpu ]] && continue
+  echo "== model_bench on $dev, TinyLlama-shaped F16 file (weights held in F32)"
+  for batch in 1 16 64; do
+    "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --batch "$batch" \
+      --prompt-tokens 16 --gen-tokens 64
+  done
 done
-python3 - "$OUT" <<'PY'
-import json, sys
-out = sys.argv[1]
-ids = {d: [json.loads(l)["id"] for l in open(f"{out}/run_{d}.jsonl") if '"token"' in l] for d in ("cpu", "cuda")}
-n = next((i for i, (a, b) in enumerate(zip(ids["cpu"], ids["cuda"])) if a != b), len(ids["cpu"]))
-print(f"greedy tokens equal cpu vs cuda before first divergence: {n}/{len(ids['cpu'])}")
-PY
+echo "device-check: done $(date -u)"

@@ -1,0 +1,151 @@
+// Decode speed of LlamaModel alone on one device (no engine, no server):
+// `batch` jobs, each with its own cache, take a prompt in one ForwardBatch,
+// then greedy one-token steps, all jobs in one ForwardBatch per step. Prints
+// one JSON line with tokens/s and the weight bytes read per second. Built in
+// every configuration, also -DLLORCH_MODEL_ONLY=ON, for tools/device-check.sh
+// on a lent GPU machine (no CLI there); on the CPU `llorch bench` measures
+// the same with the engine's settings.
+//
+//   model_bench MODEL.gguf [--device cpu|cuda] [--batch 1] [--prompt-tokens 16]
+//                          [--gen-tokens 64] [--kv-type f32|f16|bf16] [--threads N]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "worker/gguf/gguf.h"
+#include "worker/model/kv_cache.h"
+#include "worker/model/llama_model.h"
+
+namespace llorch {
+namespace {
+
+struct Args {
+  std::string model;
+  std::string device = "cpu";
+  int64_t batch = 1, prompt_tokens = 16, gen_tokens = 64;
+  int threads = static_cast<int>(std::thread::hardware_concurrency());
+  std::string kv_type = "f32";
+};
+
+bool ParseArgs(int argc, char** argv, Args* args) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (flag == "--device" && has_value) {
+      args->device = argv[++i];
+    } else if (flag == "--batch" && has_value) {
+      args->batch = std::atoll(argv[++i]);
+    } else if (flag == "--prompt-tokens" && has_value) {
+      args->prompt_tokens = std::atoll(argv[++i]);
+    } else if (flag == "--gen-tokens" && has_value) {
+      args->gen_tokens = std::atoll(argv[++i]);
+    } else if (flag == "--threads" && has_value) {
+      args->threads = std::atoi(argv[++i]);
+    } else if (flag == "--kv-type" && has_value) {
+      args->kv_type = argv[++i];
+    } else if (flag.rfind("--", 0) != 0 && args->model.empty()) {
+      args->model = flag;
+    } else {
+      return false;
+    }
+  }
+  return !args->model.empty() && args->threads > 0 && args->batch > 0 && args->prompt_tokens > 0 &&
+         args->gen_tokens > 0;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Each job's next token: the argmax of its logits row ([batch, vocab], CPU).
+std::vector<int32_t> Greedy(const at::Tensor& logits) {
+  const at::Tensor ids = logits.argmax(-1).to(at::kInt).contiguous();
+  return std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel());
+}
+
+int Run(const Args& args) {
+  at::set_num_threads(args.threads);  // CPU threads (OpenMP), as `llorch --threads`
+  auto gguf = GgufFile::Open(args.model);
+  if (!gguf.ok()) return std::fprintf(stderr, "%s\n", gguf.status().ToString().c_str()), 1;
+  absl::StatusOr<KvType> kv_type = ParseKvType(args.kv_type);
+  if (!kv_type.ok()) return std::fprintf(stderr, "%s\n", kv_type.status().ToString().c_str()), 1;
+  LoadOptions options;
+  options.device = args.device;
+  options.kv_type = *kv_type;
+  const auto load_start = std::chrono::steady_clock::now();
+  auto model = LlamaModel::Load(**gguf, options);
+  if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().ToString().c_str()), 1;
+  const double load_s = SecondsSince(load_start);
+  const int64_t vocab = (*model)->config().vocab_size;
+  const int64_t capacity = args.prompt_tokens + args.gen_tokens;
+
+  // Warm-up on a throwaway job (device start-up, first kernels).
+  {
+    auto cache = (*model)->NewCache(capacity);
+    const std::vector<int32_t> ids = {1, 2};
+    if (auto s = (*model)->Forward(ids, 0, cache.get(), false); !s.ok()) {
+      return std::fprintf(stderr, "%s\n", s.status().ToString().c_str()), 1;
+    }
+  }
+  std::vector<std::unique_ptr<KvCache>> caches;
+  std::vector<std::vector<int32_t>> prompts(args.batch);
+  std::vector<ForwardItem> items(args.batch);
+  for (int64_t j = 0; j < args.batch; ++j) {
+    caches.push_back((*model)->NewCache(capacity));
+    for (int64_t t = 0; t < args.prompt_tokens; ++t) {
+      prompts[j].push_back(static_cast<int32_t>((1 + 7 * j + 13 * t) % vocab));
+    }
+    items[j] = ForwardItem{prompts[j], 0, caches[j].get()};
+  }
+  const auto prompt_start = std::chrono::steady_clock::now();
+  auto logits = (*model)->ForwardBatch(items);
+  if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
+  const double prompt_s = SecondsSince(prompt_start);
+
+  std::vector<int32_t> next = Greedy(*logits);
+  const auto decode_start = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < args.gen_tokens; ++step) {
+    for (int64_t j = 0; j < args.batch; ++j) {
+      items[j] = ForwardItem{absl::MakeConstSpan(&next[j], 1), args.prompt_tokens + step,
+                             caches[j].get(), /*all_logits=*/false, /*decode=*/true};
+    }
+    logits = (*model)->ForwardBatch(items);  // logits on the CPU: the step has finished
+    if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
+    next = Greedy(*logits);
+  }
+  const double decode_s = SecondsSince(decode_start);
+  const double steps_per_s = args.gen_tokens / decode_s;
+  std::printf(
+      "{\"model\":\"%s\",\"device\":\"%s\",\"kv_type\":\"%s\",\"batch\":%lld,"
+      "\"prompt_tokens\":%lld,\"gen_tokens\":%lld,\"load_s\":%.3f,\"prompt_tok_s\":%.1f,"
+      "\"decode_tok_s\":%.1f,\"weight_bytes\":%lld,\"weight_read_gb_s\":%.1f}\n",
+      args.model.c_str(), args.device.c_str(), args.kv_type.c_str(),
+      static_cast<long long>(args.batch), static_cast<long long>(args.prompt_tokens),
+      static_cast<long long>(args.gen_tokens), load_s,
+      args.batch * args.prompt_tokens / prompt_s, args.batch * steps_per_s,
+      static_cast<long long>((*model)->WeightBytes()),
+      (*model)->WeightBytes() * steps_per_s / 1e9);
+  return 0;
+}
+
+}  // namespace
+}  // namespace llorch
+
+int main(int argc, char** argv) {
+  llorch::Args args;
+  if (!llorch::ParseArgs(argc, argv, &args)) {
+    std::fprintf(stderr,
+                 "usage: model_bench MODEL.gguf [--device cpu|cuda] [--batch N] "
+                 "[--prompt-tokens N] [--gen-tokens N] [--kv-type f32|f16|bf16] "
+                 "[--threads N]\n");
+    return 2;
+  }
+  return llorch::Run(args);
+}
