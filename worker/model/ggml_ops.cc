@@ -736,15 +736,8 @@ __attribute__((target("avx512f"), always_inline)) inline void LaneOfChains16(
   for (int g = 0; g < 4; ++g) {
     for (int c = 0; c < kCount; ++c) chains[g][c] = _mm512_setzero_ps();
   }
+  // At most kRegisterChainsMaxKeys keys: one or two periods, mostly partial.
   for (int64_t period = first / 64 * 64; period <= last; period += 64) {
-    if (period >= first && period + 63 <= last) {
-#pragma GCC unroll 4
-      for (int g = 0; g < 4; ++g) {
-        const int64_t j = period + lane + 16 * g;
-        AddValueRow16<E, kCount>(values + row(j) + d, probs + j, probs_stride, chains[g]);
-      }
-      continue;
-    }
 #pragma GCC unroll 4
     for (int g = 0; g < 4; ++g) {
       const int64_t j = period + lane + 16 * g;

@@ -253,8 +253,10 @@ TEST(GgmlOpsTest, Avx2BatchOrderSumsEightKeysAsTinyBlasHsum) {
 // the lanes.
 TEST(GgmlOpsTest, RegisterPathsGiveTheScalarLoopsBits) {
   std::mt19937 rng(8);
-  // Keys first..last: long, one, short, and a window past the first period.
-  const std::pair<int64_t, int64_t> ranges[] = {{3, 203}, {0, 0}, {0, 40}, {70, 90}};
+  // Keys first..last: long, one, short, a window past the first period, and
+  // whole 64-key periods (the one-token chains each take one key).
+  const std::pair<int64_t, int64_t> ranges[] = {{3, 203}, {0, 0},   {0, 40},
+                                                {70, 90}, {0, 63}, {64, 127}};
   for (int64_t head_dim : {16, 32, 64, 128}) {
     for (const auto& [first, last] : ranges) {
       const std::vector<float> q = RandomVector(rng, head_dim);
