@@ -906,21 +906,41 @@ at::Tensor LlamaModel::AttentionOfDecodeSteps(const at::Tensor& qkv, const at::T
   const float* cos_data = cos_rows.data_ptr<float>();
   const float* sin_data = sin_rows.data_ptr<float>();
   float* out_rows = out.data_ptr<float>();
-  // Each job rotates its query and key heads (adjacent in its row), writes
-  // its cache's row, then attends: one region per layer, no per-job tensors.
-  // Inside the region WidenKv's own parallel_for runs inline on the thread.
+  // Item i's query and key heads (adjacent in its row) rotated into
+  // `rotated` ([heads + kv_heads, head_dim]), its key and value rows stored.
+  const auto rotate_and_store = [&](int64_t i, float* rotated) {
+    const float* row = qkv_rows + i * (q_dim + 2 * kv_dim);
+    for (int64_t h = 0; h < rotated_heads; ++h) {
+      GgmlRopeHead(row + h * head_dim, cos_data + i * half, sin_data + i * half, half, adjacent,
+                   head_dim, rotated + h * head_dim);
+    }
+    KvCache* cache = items[i].cache;
+    WriteKvRowCpu(rotated + q_dim, row + q_dim + kv_dim, c.num_kv_heads, head_dim, items[i].pos,
+                  *cache, cache->pool().keys(layer), cache->pool().values(layer));
+  };
+  const int64_t threads = at::get_num_threads();
+  if (num_items < 2 * threads) {
+    // Too few jobs to keep every thread busy: each job's heads split over the
+    // threads (as Attention splits them), its rows rotated and stored first
+    // on this thread (a few hundred flops, less than a region's fork; the
+    // tensors of Rope and Attention took a fifth of SmolLM2's one-job step).
+    thread_local std::vector<float> rotated;  // [heads + kv_heads, head_dim]
+    rotated.resize(static_cast<size_t>(rotated_heads * head_dim));
+    for (int64_t i = 0; i < num_items; ++i) {
+      rotate_and_store(i, rotated.data());
+      AttendCpu(layer, items[i], rotated.data(), 1, out_rows + i * q_dim,
+                StaticParallelFor(/*grain=*/1), 2 * threads);
+    }
+    return out;
+  }
+  // Each job rotated, stored and attended on one thread: one region per
+  // layer, no per-job tensors. Inside the region WidenKv's own parallel_for
+  // runs inline on the thread.
   at::parallel_for(0, num_items, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> rotated;  // [heads + kv_heads, head_dim]
     rotated.resize(static_cast<size_t>(rotated_heads * head_dim));
     for (int64_t i = begin; i < end; ++i) {
-      const float* row = qkv_rows + i * (q_dim + 2 * kv_dim);
-      for (int64_t h = 0; h < rotated_heads; ++h) {
-        GgmlRopeHead(row + h * head_dim, cos_data + i * half, sin_data + i * half, half, adjacent,
-                     head_dim, rotated.data() + h * head_dim);
-      }
-      KvCache* cache = items[i].cache;
-      WriteKvRowCpu(rotated.data() + q_dim, row + q_dim + kv_dim, c.num_kv_heads, head_dim,
-                    items[i].pos, *cache, cache->pool().keys(layer), cache->pool().values(layer));
+      rotate_and_store(i, rotated.data());
       AttendCpu(layer, items[i], rotated.data(), 1, out_rows + i * q_dim, SerialFor);
     }
   });
@@ -1033,12 +1053,11 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   at::Tensor sin = rope_sin_.index_select(0, pos);
 
   const RowKinds kinds{in_groups_of_4.data(), decode_rows.data()};
-  // Many one-token steps (continuous batching's steady state): one region
-  // over the jobs, each job's heads on one thread. Too few jobs to keep every
-  // thread busy, or prompt chunks, keep each job's heads over all threads.
-  bool decode_steps_across_threads =
-      device_.is_cpu() && static_cast<int64_t>(items.size()) >= 2 * at::get_num_threads();
-  for (const ForwardItem& item : items) decode_steps_across_threads &= item.tokens.size() == 1;
+  // One-token steps on the CPU (a lone job's decode, continuous batching's
+  // steady state): rotation, cache rows and attention on raw rows
+  // (AttentionOfDecodeSteps). Prompt chunks take Rope and Attention.
+  bool decode_steps = device_.is_cpu() && x.scalar_type() == at::kFloat;
+  for (const ForwardItem& item : items) decode_steps &= item.tokens.size() == 1;
   at::Tensor residual;  // [N, hidden], not yet added to x
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
@@ -1049,7 +1068,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     if (layer.qkv_bias.defined()) qkv = qkv + layer.qkv_bias;
     // Attention is per job: each item attends over its own cache.
     at::Tensor attn;  // [N, q_dim]
-    if (decode_steps_across_threads) {
+    if (decode_steps) {
       attn = AttentionOfDecodeSteps(qkv, cos, sin, l, items);
     } else {
       at::Tensor q =

@@ -181,9 +181,10 @@ class LlamaModel {
                  float* out, const ParallelFor& parallel_for, int64_t min_tasks = 1) const;
   // CPU, one generated token per item: each item's query and key rotated
   // (qkv: [items, q_dim + 2 * kv_dim] unrotated; cos, sin: [items, rope_dim /
-  // 2]), its keys/values written, then attended; the items spread over the
-  // threads, each item's heads on one (one parallel region per layer instead
-  // of two or three per item). [items, q_dim].
+  // 2]), its keys/values written, then attended, on raw rows. Enough items
+  // spread over the threads, each item's heads on one (one parallel region
+  // per layer); fewer have each item's heads split over the threads.
+  // [items, q_dim].
   at::Tensor AttentionOfDecodeSteps(const at::Tensor& qkv, const at::Tensor& cos,
                                     const at::Tensor& sin, int64_t layer,
                                     absl::Span<const ForwardItem> items) const;
