@@ -1,6 +1,7 @@
 #include "worker/model/interleaved_matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -244,6 +245,101 @@ LLORCH_VNNI_TARGET void GroupQ8_0Vnni(const uint8_t* group, int64_t num_blocks,
   }
 }
 
+// Two adjacent groups side by side in 512-bit registers (the first's 8 rows
+// in the low half, the second's in the high half; `group_bytes` apart): the
+// same integers and float steps per row as the 256-bit kernels above, 16
+// rows per instruction.
+LLORCH_VNNI_TARGET inline __m512i LoadPair256(const uint8_t* p0, const uint8_t* p1) {
+  return _mm512_inserti64x4(
+      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0))),
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
+}
+LLORCH_VNNI_TARGET inline __m512 ScalesOfPair(const uint8_t* p0, const uint8_t* p1) {
+  return _mm512_cvtph_ps(_mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1));
+}
+LLORCH_VNNI_TARGET inline __m512i Broadcast4x16(const int8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, sizeof(word));
+  return _mm512_set1_epi32(word);
+}
+
+// Q4_0 (GroupQ4_0Vnni) on a pair of groups.
+template <int kCols>
+LLORCH_VNNI_TARGET void GroupPairQ4_0Vnni(const uint8_t* group, int64_t group_bytes,
+                                          int64_t num_blocks, const ActBlock* act0,
+                                          const int32_t* act_sum0, int64_t act_stride,
+                                          float* out, int64_t out_stride) {
+  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ4_0);
+  const __m512i low_mask = _mm512_set1_epi8(0x0F);
+  __m512 acc[kCols];
+  for (int c = 0; c < kCols; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    const uint8_t* second = group + group_bytes;
+    PrefetchAhead(group, block_bytes);
+    PrefetchAhead(second, block_bytes);
+    const __m512 dw = ScalesOfPair(group, second);
+    __m512i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
+    for (int j = 0; j < 4; ++j) {
+      const __m512i raw = LoadPair256(group + kScaleBytes + 32 * j, second + kScaleBytes + 32 * j);
+      q[j] = _mm512_and_si512(raw, low_mask);
+      q[j + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_mask);
+    }
+    for (int c = 0; c < kCols; ++c) {
+      const ActBlock& y = act0[c * act_stride + b];
+      __m512i dot = _mm512_set1_epi32(-8 * act_sum0[c * act_stride + b]);
+      for (int k = 0; k < 8; ++k) dot = _mm512_dpbusd_epi32(dot, q[k], Broadcast4x16(y.qs + 4 * k));
+      acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(y.d)),
+                               acc[c]);
+    }
+  }
+  for (int c = 0; c < kCols; ++c) _mm512_storeu_ps(out + c * out_stride, acc[c]);
+}
+
+// Q8_0 (GroupQ8_0Vnni) on a pair of groups. AVX-512 has no vpsignb: y is
+// negated under the mask of negative weights instead (where w is 0, |w| is 0
+// and y's sign does not matter).
+template <int kCols>
+LLORCH_VNNI_TARGET void GroupPairQ8_0Vnni(const uint8_t* group, int64_t group_bytes,
+                                          int64_t num_blocks, const ActBlock* act0,
+                                          int64_t act_stride, float* out, int64_t out_stride) {
+  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ8_0);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 acc[kCols][8];
+  for (int c = 0; c < kCols; ++c) {
+    for (int k = 0; k < 8; ++k) acc[c][k] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    const uint8_t* second = group + group_bytes;
+    PrefetchAhead(group, block_bytes);
+    PrefetchAhead(second, block_bytes);
+    const __m512 dw = ScalesOfPair(group, second);
+    __m512 scale[kCols];
+    for (int c = 0; c < kCols; ++c) {
+      scale[c] = _mm512_mul_ps(dw, _mm512_set1_ps(act0[c * act_stride + b].d));
+    }
+    for (int k = 0; k < 8; ++k) {
+      const __m512i w = LoadPair256(group + kScaleBytes + 32 * k, second + kScaleBytes + 32 * k);
+      const __m512i abs_w = _mm512_abs_epi8(w);  // -128 stays 0x80: 128 unsigned
+      const __mmask64 negative = _mm512_movepi8_mask(w);
+      for (int c = 0; c < kCols; ++c) {
+        const __m512i y = Broadcast4x16(act0[c * act_stride + b].qs + 4 * k);
+        const __m512i signed_y = _mm512_mask_sub_epi8(y, negative, zero, y);
+        const __m512i lanes = _mm512_dpbusd_epi32(zero, abs_w, signed_y);
+        acc[c][k] = _mm512_fmadd_ps(scale[c], _mm512_cvtepi32_ps(lanes), acc[c][k]);
+      }
+    }
+  }
+  for (int c = 0; c < kCols; ++c) {
+    const __m512* a = acc[c];
+    const __m512 sum = _mm512_add_ps(
+        _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
+        _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])));
+    _mm512_storeu_ps(out + c * out_stride, sum);
+  }
+}
+
 bool HasVnni() {
   static const bool has = __builtin_cpu_supports("avx512f") &&
                           __builtin_cpu_supports("avx512bw") &&
@@ -321,9 +417,42 @@ void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t
   const int64_t group_bytes = num_blocks * Layout::GroupBlockBytes(type);
   for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
     const int64_t t_end = std::min(n, t0 + kActChunk);
-    for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t g = g0, width = 1; g < g1; g += width) {
       const uint8_t* group = interleaved + g * group_bytes;
       float* o = out + g * kGroupRows;
+      // Pairs of groups in 512-bit registers where VNNI is on (not Q4_1).
+      width = vnni && type != GgmlType::kQ4_1 && g + 1 < g1 ? 2 : 1;
+      if (width == 2 && type == GgmlType::kQ8_0) {
+        int64_t t = t0;
+        for (; t + 2 <= t_end; t += 2) {
+          GroupPairQ8_0Vnni<2>(group, group_bytes, num_blocks, acts + t * num_blocks, num_blocks,
+                               o + t * rows, rows);
+        }
+        if (t < t_end) {
+          GroupPairQ8_0Vnni<1>(group, group_bytes, num_blocks, acts + t * num_blocks, num_blocks,
+                               o + t * rows, rows);
+        }
+        continue;
+      }
+      if (width == 2) {
+        int64_t t = t0;
+        const ActBlock* a = acts + t * num_blocks;
+        const int32_t* s = act_sums + t * num_blocks;
+        for (; t + 4 <= t_end; t += 4, a += 4 * num_blocks, s += 4 * num_blocks) {
+          GroupPairQ4_0Vnni<4>(group, group_bytes, num_blocks, a, s, num_blocks, o + t * rows,
+                               rows);
+        }
+        switch (t_end - t) {
+          case 3: GroupPairQ4_0Vnni<3>(group, group_bytes, num_blocks, a, s, num_blocks,
+                                       o + t * rows, rows); break;
+          case 2: GroupPairQ4_0Vnni<2>(group, group_bytes, num_blocks, a, s, num_blocks,
+                                       o + t * rows, rows); break;
+          case 1: GroupPairQ4_0Vnni<1>(group, group_bytes, num_blocks, a, s, num_blocks,
+                                       o + t * rows, rows); break;
+          default: break;
+        }
+        continue;
+      }
       if (type == GgmlType::kQ4_1) {
         for (int64_t t = t0; t < t_end; ++t) {
           GroupQ4_1Avx2(group, num_blocks, acts + t * num_blocks, o + t * rows);
@@ -422,13 +551,28 @@ void DeinterleaveRow(GgmlType type, const uint8_t* interleaved, int64_t in, int6
   Layout::Unpack(type, interleaved, in, row, ggml_row);
 }
 
+namespace {
+std::atomic<bool> allow_vnni{true};
+}  // namespace
+
 void InterleavedMatmul(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t in,
                        const float* x, int64_t n, float* out, const ParallelFor& parallel_for) {
   InterleavedMatmulImpl(type, interleaved, rows, in, x, n, out, parallel_for,
-                        quant_matmul_internal::UsesAvx2());
+                        quant_matmul_internal::UsesAvx2(),
+                        allow_vnni.load(std::memory_order_relaxed));
 }
 
 namespace interleaved_matmul_internal {
+
+void AllowVnni(bool allow) { allow_vnni.store(allow); }
+
+bool UsesVnni() {
+#ifdef LLORCH_INTERLEAVED_AVX2
+  return quant_matmul_internal::UsesAvx2() && allow_vnni.load() && HasVnni();
+#else
+  return false;
+#endif
+}
 
 void InterleavedMatmulPortable(GgmlType type, const uint8_t* interleaved, int64_t rows,
                                int64_t in, const float* x, int64_t n, float* out) {

@@ -50,6 +50,12 @@ void InterleavedMatmul(GgmlType type, const uint8_t* interleaved, int64_t rows, 
                        const ParallelFor& parallel_for = SerialFor);
 
 namespace interleaved_matmul_internal {
+// True when InterleavedMatmul takes its AVX-512 VNNI kernels (pairs of groups
+// in 512-bit registers, Q4_0/Q8_0): built with AVX2, the CPU has AVX-512
+// VNNI, and AllowVnni (default true).
+bool UsesVnni();
+// Lets tests run the AVX2 kernels on an AVX-512 CPU (the same bits).
+void AllowVnni(bool allow);
 // InterleavedMatmul computed with the portable scalar code.
 void InterleavedMatmulPortable(GgmlType type, const uint8_t* interleaved, int64_t rows,
                                int64_t in, const float* x, int64_t n, float* out);

@@ -1,6 +1,7 @@
 #include "worker/model/kquant_matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "common/float_bits.h"
+#include "worker/model/kquant_avx512.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LLORCH_QUANT_MATMUL_AVX2 1
@@ -197,11 +199,13 @@ void RowsPortable(GgmlType type, KQuantOrder order, const uint8_t* grouped,
 
 // ---------------------------------------------------------------------------
 // Interleaved Q4_K (layout in the header): offsets within one group's block.
-constexpr int64_t kGroupRows = 8;
-constexpr size_t kGroupBlockBytes = kGroupRows * kQ4KInterleavedRowBlockBytes;
-constexpr size_t kGroupD = 0, kGroupDmin = 16, kGroupScales = 32, kGroupMins = 96;
-constexpr size_t kGroupQs = 160;
-static_assert(kGroupQs + kGroupRows * 128 == kGroupBlockBytes, "interleaved Q4_K layout");
+using kquant_matmul_internal::kGroupBlockBytes;
+using kquant_matmul_internal::kGroupD;
+using kquant_matmul_internal::kGroupDmin;
+using kquant_matmul_internal::kGroupMins;
+using kquant_matmul_internal::kGroupQs;
+using kquant_matmul_internal::kGroupRows;
+using kquant_matmul_internal::kGroupScales;
 
 // The 12 packed bytes of 8 six-bit scales and mins (ScalesAndMins inverted).
 void PackScalesAndMins(const uint8_t scales[8], const uint8_t mins[8], uint8_t* packed) {
@@ -764,13 +768,17 @@ void Q4KGroupTileAvx2(const uint8_t* group, int64_t num_blocks, const Q8KBlock* 
   for (int c = 0; c < kCols; ++c) _mm256_storeu_ps(out[c], _mm256_sub_ps(acc[c], acc_min[c]));
 }
 
+// Groups [g0, g1): in pairs on the AVX-512 kernel where the CPU has it (the
+// same bits), one at a time on the AVX2 kernel otherwise.
 void GroupsAvx2(const uint8_t* interleaved, int64_t rows, int64_t num_blocks,
                 const Q8KBlock* acts, int64_t n, const uint8_t* grouped, float* out, int64_t g0,
                 int64_t g1) {
   const size_t group_bytes = num_blocks * kGroupBlockBytes;
+  const bool pairs = kquant_matmul_internal::UsesAvx512();
   for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
     const int64_t t_end = std::min(n, t0 + kActChunk);
-    for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t g = g0, width = 1; g < g1; g += width) {
+      width = pairs && g + 1 < g1 ? 2 : 1;
       const uint8_t* group = interleaved + g * group_bytes;
       for (int64_t t = t0; t < t_end; t += 4) {
         const int cols = static_cast<int>(std::min<int64_t>(4, t_end - t));
@@ -781,6 +789,10 @@ void GroupsAvx2(const uint8_t* interleaved, int64_t rows, int64_t num_blocks,
           act[c] = acts + (t + c) * num_blocks;
           per_64[c] = grouped != nullptr && grouped[t + c] != 0;
           o[c] = out + (t + c) * rows + g * kGroupRows;
+        }
+        if (width == 2) {
+          kquant_avx512::Q4KGroupPair(group, group_bytes, num_blocks, cols, act, per_64, o);
+          continue;
         }
         switch (cols) {
           case 4: Q4KGroupTileAvx2<4>(group, num_blocks, act, per_64, o); break;
@@ -1034,6 +1046,17 @@ bool UsesAvx2() {
   return false;
 #endif
 }
+
+namespace {
+std::atomic<bool> allow_avx512{true};
+}  // namespace
+
+bool UsesAvx512() {
+  return UsesAvx2() && allow_avx512.load(std::memory_order_relaxed) &&
+         kquant_avx512::Supported();
+}
+
+void AllowAvx512(bool allow) { allow_avx512.store(allow); }
 
 void KQuantMatmulPortable(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
                           const float* x, int64_t n, float* out, KQuantOrder order,

@@ -97,6 +97,12 @@ void KQuantInterleavedMatmul(const uint8_t* interleaved, int64_t rows, int64_t i
                              const uint8_t* in_groups_of_4 = nullptr);
 
 namespace kquant_matmul_internal {
+// Offsets within one group block of interleaved Q4_K (the layout above).
+inline constexpr int64_t kGroupRows = 8;
+inline constexpr size_t kGroupBlockBytes = kGroupRows * kQ4KInterleavedRowBlockBytes;
+inline constexpr size_t kGroupD = 0, kGroupDmin = 16, kGroupScales = 32, kGroupMins = 96;
+inline constexpr size_t kGroupQs = 160;
+static_assert(kGroupQs + kGroupRows * 128 == kGroupBlockBytes, "interleaved Q4_K layout");
 // One activation block rounded as ggml's quantize_row_q8_K_ref.
 struct Q8KBlock {
   float d;
@@ -109,6 +115,12 @@ struct Q8KBlock {
 void QuantizeRowQ8K(const float* x, int64_t num_blocks, bool four_row_rule, Q8KBlock* out);
 // True when KQuantMatmul uses the AVX2 kernels.
 bool UsesAvx2();
+// True when interleaved Q4_K takes the AVX-512 VNNI kernel (kquant_avx512.h)
+// for pairs of groups: built with AVX2, the CPU has AVX-512 VNNI, and
+// AllowAvx512 (default true).
+bool UsesAvx512();
+// Lets tests run the AVX2 kernel on an AVX-512 CPU (the same bits).
+void AllowAvx512(bool allow);
 // KQuantMatmul computed with the portable scalar code.
 void KQuantMatmulPortable(GgmlType type, const uint8_t* weight, int64_t rows, int64_t in,
                           const float* x, int64_t n, float* out, KQuantOrder order,

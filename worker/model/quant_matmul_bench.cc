@@ -62,7 +62,9 @@ void BM_RowByRow(benchmark::State& state, GgmlType type) {
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
 }
 
-void BM_Interleaved(benchmark::State& state, GgmlType type) {
+// `wide`: the AVX-512 VNNI kernels where the CPU has them, else AVX2 only.
+void BM_Interleaved(benchmark::State& state, GgmlType type, bool wide) {
+  interleaved_matmul_internal::AllowVnni(wide);
   const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
   const std::vector<uint8_t> rows_data = RandomRows(type, rows, in);
   std::vector<uint8_t> w(rows_data.size());
@@ -75,6 +77,7 @@ void BM_Interleaved(benchmark::State& state, GgmlType type) {
     benchmark::DoNotOptimize(out.data());
   }
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
+  interleaved_matmul_internal::AllowVnni(true);
 }
 
 // 16 rows packed, llama.cpp's AMX order (amx_matmul.h), the best kernel here.
@@ -148,7 +151,8 @@ void BM_KQuant(benchmark::State& state, GgmlType type) {
 }
 
 // Q4_K rows interleaved by 8 (KQuantInterleavedMatmul): the same results.
-void BM_KQuantInterleaved(benchmark::State& state) {
+void BM_KQuantInterleaved(benchmark::State& state, bool wide) {
+  kquant_matmul_internal::AllowAvx512(wide);
   const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
   const std::vector<uint8_t> rows_data = RandomRows(GgmlType::kQ4_K, rows, in);
   std::vector<uint8_t> w(KQuantInterleavedBytes(rows, in));
@@ -161,6 +165,7 @@ void BM_KQuantInterleaved(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
   }
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(rows_data.size()));
+  kquant_matmul_internal::AllowAvx512(true);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
@@ -187,11 +192,13 @@ void BM_QuantizeActivations(benchmark::State& state) {
 BENCHMARK(BM_QuantizeActivations);
 
 BENCHMARK_CAPTURE(BM_RowByRow, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
-BENCHMARK_CAPTURE(BM_Interleaved, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q4_0, GgmlType::kQ4_0, true)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q4_0_avx2, GgmlType::kQ4_0, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_RowByRow, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_RowByRow, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
-BENCHMARK_CAPTURE(BM_Interleaved, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
-BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q4_1, GgmlType::kQ4_1, true)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0, true)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q8_0_avx2, GgmlType::kQ8_0, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
@@ -205,7 +212,8 @@ BENCHMARK_CAPTURE(BM_AmxKernel, q4_k, GgmlType::kQ4_K)->Apply(CrossoverShapes);
 BENCHMARK_CAPTURE(BM_AmxKernel, q5_k, GgmlType::kQ5_K)->Apply(CrossoverShapes);
 BENCHMARK_CAPTURE(BM_AmxKernel, q6_k, GgmlType::kQ6_K)->Apply(CrossoverShapes);
 BENCHMARK_CAPTURE(BM_KQuant, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
-BENCHMARK(BM_KQuantInterleaved)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_KQuantInterleaved, wide, true)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_KQuantInterleaved, avx2, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q6_k, GgmlType::kQ6_K)->Apply(Shapes);
 

@@ -564,12 +564,18 @@ TEST(InterleavedMatmulTest, Q4_0EqualsGgmlRepackedKernelsExactly) {
   }
 }
 
-// Without llama.cpp: batch invariance and AVX2 == portable on every Q4_0/Q8_0
-// shape a test machine can run.
+// Without llama.cpp: batch invariance and AVX2 == AVX-512 (where the CPU
+// has it: pairs of groups, and a last single group of 9) == portable on
+// every Q4_0/Q8_0 shape a test machine can run.
 TEST(InterleavedMatmulTest, RowResultDoesNotDependOnBatch) {
   const int64_t in = 576, rows = 72, n = 37;
   const std::vector<float> x = RandomActivations(n, in, 123);
+  std::vector<bool> vnni_choices = {false};
+  if (interleaved_matmul_internal::UsesVnni()) vnni_choices.push_back(true);
+  for (bool vnni : vnni_choices)
   for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ4_1, GgmlType::kQ8_0}) {
+    SCOPED_TRACE(vnni ? "vnni" : "avx2");
+    interleaved_matmul_internal::AllowVnni(vnni);
     const std::vector<uint8_t> packed =
         Interleaved(type, RandomBlockBytes(type, rows, in, 77), rows, in);
     std::vector<float> batch(n * rows), portable(n * rows);
@@ -585,6 +591,7 @@ TEST(InterleavedMatmulTest, RowResultDoesNotDependOnBatch) {
       EXPECT_EQ(CountMismatches(alone, in_batch, &first), 0) << GgmlTypeName(type) << " row " << t;
     }
   }
+  interleaved_matmul_internal::AllowVnni(true);
 }
 
 double ThreadCpuSeconds() {
@@ -901,39 +908,46 @@ TEST(KQuantMatmulTest, InterleavedQ4_KRowsComeBackOut) {
 
 // Interleaved Q4_K, without llama.cpp: the same bits as KQuantMatmul on the
 // ggml rows for any batch (tiles of 4, 3, 2 and 1 rows, grouped and not,
-// mixed), alone or in a batch, AVX2 and portable.
+// mixed), alone or in a batch, AVX-512 (pairs of groups and a last single
+// group of 5), AVX2 and portable.
 TEST(KQuantMatmulTest, InterleavedQ4_KEqualsRowByRowForAnyBatch) {
   const int64_t in = 512, rows = 40;
+  std::vector<bool> avx512_choices = {false};
+  if (kquant_matmul_internal::UsesAvx512()) avx512_choices.push_back(true);
   for (int64_t n : {1, 2, 3, 5, 37}) {
-    SCOPED_TRACE("n=" + std::to_string(n));
-    const std::vector<float> x = RandomActivations(n, in, 70 + n);
-    const std::vector<uint8_t> w = RandomBlockBytes(GgmlType::kQ4_K, rows, in, 6);
-    std::vector<uint8_t> interleaved(KQuantInterleavedBytes(rows, in));
-    InterleaveKQuantRows(w.data(), rows, in, interleaved.data());
-    std::vector<uint8_t> grouped(n);
-    for (int64_t t = 0; t < n; ++t) grouped[t] = t % 3 != 0;
-    for (const uint8_t* flags : std::initializer_list<const uint8_t*>{nullptr, grouped.data()}) {
-      std::vector<float> want(n * rows), got(n * rows, NAN);
-      KQuantMatmul(GgmlType::kQ4_K, w.data(), rows, in, x.data(), n, want.data(),
-                   KQuantOrder::kRepacked, TwoThreadFor, flags);
-      std::string first;
-      KQuantInterleavedMatmul(interleaved.data(), rows, in, x.data(), n, got.data(),
-                              TwoThreadFor, flags);
-      EXPECT_EQ(CountMismatches(got, want, &first), 0) << first;
-      std::fill(got.begin(), got.end(), NAN);
-      kquant_matmul_internal::KQuantInterleavedMatmulPortable(interleaved.data(), rows, in,
-                                                              x.data(), n, got.data(), flags);
-      EXPECT_EQ(CountMismatches(got, want, &first), 0) << "portable: " << first;
-      for (int64_t t = 0; t < n; t += 4) {
-        std::vector<float> single(rows);
-        KQuantInterleavedMatmul(interleaved.data(), rows, in, x.data() + t * in, 1,
-                                single.data(), SerialFor, flags ? flags + t : nullptr);
-        const std::vector<float> from_batch(want.begin() + t * rows,
-                                            want.begin() + (t + 1) * rows);
-        EXPECT_EQ(CountMismatches(single, from_batch, &first), 0) << "row " << t << ": " << first;
+    for (bool avx512 : avx512_choices) {
+      kquant_matmul_internal::AllowAvx512(avx512);
+      SCOPED_TRACE("n=" + std::to_string(n) + (avx512 ? " avx512" : ""));
+      const std::vector<float> x = RandomActivations(n, in, 70 + n);
+      const std::vector<uint8_t> w = RandomBlockBytes(GgmlType::kQ4_K, rows, in, 6);
+      std::vector<uint8_t> interleaved(KQuantInterleavedBytes(rows, in));
+      InterleaveKQuantRows(w.data(), rows, in, interleaved.data());
+      std::vector<uint8_t> grouped(n);
+      for (int64_t t = 0; t < n; ++t) grouped[t] = t % 3 != 0;
+      for (const uint8_t* flags : std::initializer_list<const uint8_t*>{nullptr, grouped.data()}) {
+        std::vector<float> want(n * rows), got(n * rows, NAN);
+        KQuantMatmul(GgmlType::kQ4_K, w.data(), rows, in, x.data(), n, want.data(),
+                     KQuantOrder::kRepacked, TwoThreadFor, flags);
+        std::string first;
+        KQuantInterleavedMatmul(interleaved.data(), rows, in, x.data(), n, got.data(),
+                                TwoThreadFor, flags);
+        EXPECT_EQ(CountMismatches(got, want, &first), 0) << first;
+        std::fill(got.begin(), got.end(), NAN);
+        kquant_matmul_internal::KQuantInterleavedMatmulPortable(interleaved.data(), rows, in,
+                                                                x.data(), n, got.data(), flags);
+        EXPECT_EQ(CountMismatches(got, want, &first), 0) << "portable: " << first;
+        for (int64_t t = 0; t < n; t += 4) {
+          std::vector<float> single(rows);
+          KQuantInterleavedMatmul(interleaved.data(), rows, in, x.data() + t * in, 1,
+                                  single.data(), SerialFor, flags ? flags + t : nullptr);
+          const std::vector<float> from_batch(want.begin() + t * rows,
+                                              want.begin() + (t + 1) * rows);
+          EXPECT_EQ(CountMismatches(single, from_batch, &first), 0) << "row " << t << ": " << first;
+        }
       }
     }
   }
+  kquant_matmul_internal::AllowAvx512(true);
 }
 
 TEST(QuantMatmulBenchmark, DISABLED_SmolLm2LayerMatricesQ4_1) {

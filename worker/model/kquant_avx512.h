@@ -1,0 +1,34 @@
+// Interleaved Q4_K products (kquant_matmul.h) on AVX-512 VNNI: two groups of
+// 8 rows side by side in one 512-bit register, so that one vpdpbusd with a
+// broadcast activation word sums 4 quant products for each of 16 rows. The
+// integer sums are exact and the float steps are those of the repacked order
+// (per block or per 64 elements), in the same sequence as the AVX2 kernel:
+// the same bits. This file is compiled with AVX-512 enabled: call it only
+// where Supported().
+#ifndef LLORCH_WORKER_MODEL_KQUANT_AVX512_H_
+#define LLORCH_WORKER_MODEL_KQUANT_AVX512_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "worker/model/kquant_matmul.h"
+
+namespace llorch {
+namespace kquant_avx512 {
+
+// Built with the kernel and running on a CPU with AVX-512F, BW, VL and VNNI.
+bool Supported();
+
+// Two adjacent groups of an interleaved Q4_K matrix (`group`: the first's
+// block 0; the second starts `group_bytes` later) times `cols` (1..4)
+// activation rows act[c] (num_blocks Q8_K blocks each): out[c][0..16), the
+// 16 rows' results, per 64 elements where per_64[c] (llama.cpp's gemm) and
+// per block elsewhere (its gemv).
+void Q4KGroupPair(const uint8_t* group, size_t group_bytes, int64_t num_blocks, int cols,
+                  const kquant_matmul_internal::Q8KBlock* const act[], const bool per_64[],
+                  float* const out[]);
+
+}  // namespace kquant_avx512
+}  // namespace llorch
+
+#endif  // LLORCH_WORKER_MODEL_KQUANT_AVX512_H_
