@@ -297,15 +297,19 @@ LLORCH_VNNI_TARGET void GroupPairQ4_0Vnni(const uint8_t* group, int64_t group_by
   for (int c = 0; c < kCols; ++c) _mm512_storeu_ps(out + c * out_stride, acc[c]);
 }
 
-// Q8_0 (GroupQ8_0Vnni) on a pair of groups. AVX-512 has no vpsignb: y is
-// negated under the mask of negative weights instead (where w is 0, |w| is 0
-// and y's sign does not matter).
+// Q8_0 (GroupQ8_0Vnni) on a pair of groups. vpdpbusd multiplies unsigned by
+// signed bytes: the weights are taken as w + 128 (flipping the sign bit) and
+// 128 times the activations' sum over the same 4 elements comes off, through
+// the accumulator's start `chunk_bias` (-128 * that sum, 8 per block): the
+// same exact integer per lane, one operation fewer per lane than moving w's
+// sign onto y (AVX-512 has no vpsignb).
 template <int kCols>
 LLORCH_VNNI_TARGET void GroupPairQ8_0Vnni(const uint8_t* group, int64_t group_bytes,
                                           int64_t num_blocks, const ActBlock* act0,
-                                          int64_t act_stride, float* out, int64_t out_stride) {
+                                          const int32_t* chunk_bias0, int64_t act_stride,
+                                          float* out, int64_t out_stride) {
   const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ8_0);
-  const __m512i zero = _mm512_setzero_si512();
+  const __m512i sign_bit = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512 acc[kCols][8];
   for (int c = 0; c < kCols; ++c) {
     for (int k = 0; k < 8; ++k) acc[c][k] = _mm512_setzero_ps();
@@ -321,12 +325,11 @@ LLORCH_VNNI_TARGET void GroupPairQ8_0Vnni(const uint8_t* group, int64_t group_by
     }
     for (int k = 0; k < 8; ++k) {
       const __m512i w = LoadPair256(group + kScaleBytes + 32 * k, second + kScaleBytes + 32 * k);
-      const __m512i abs_w = _mm512_abs_epi8(w);  // -128 stays 0x80: 128 unsigned
-      const __mmask64 negative = _mm512_movepi8_mask(w);
+      const __m512i w_offset = _mm512_xor_si512(w, sign_bit);  // w + 128, unsigned
       for (int c = 0; c < kCols; ++c) {
         const __m512i y = Broadcast4x16(act0[c * act_stride + b].qs + 4 * k);
-        const __m512i signed_y = _mm512_mask_sub_epi8(y, negative, zero, y);
-        const __m512i lanes = _mm512_dpbusd_epi32(zero, abs_w, signed_y);
+        const __m512i bias = _mm512_set1_epi32(chunk_bias0[(c * act_stride + b) * 8 + k]);
+        const __m512i lanes = _mm512_dpbusd_epi32(bias, w_offset, y);
         acc[c][k] = _mm512_fmadd_ps(scale[c], _mm512_cvtepi32_ps(lanes), acc[c][k]);
       }
     }
@@ -337,6 +340,17 @@ LLORCH_VNNI_TARGET void GroupPairQ8_0Vnni(const uint8_t* group, int64_t group_by
         _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
         _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])));
     _mm512_storeu_ps(out + c * out_stride, sum);
+  }
+}
+
+// -128 times the sum of each 4 activation quants (8 per block): the bias of
+// GroupPairQ8_0Vnni's lanes.
+void ChunkBiases(const ActBlock* act, int64_t num_act_blocks, int32_t* bias) {
+  for (int64_t i = 0; i < num_act_blocks; ++i) {
+    for (int k = 0; k < 8; ++k) {
+      const int8_t* q = act[i].qs + 4 * k;
+      bias[i * 8 + k] = -128 * (q[0] + q[1] + q[2] + q[3]);
+    }
   }
 }
 
@@ -411,9 +425,10 @@ void GroupQ4_1Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
 // Activation rows per pass over a thread's groups (their blocks stay in L2).
 constexpr int64_t kActChunk = 32;
 
+// `chunk_biases`: ChunkBiases of the activations where type is Q8_0 and vnni.
 void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t num_blocks,
-                const ActBlock* acts, const int32_t* act_sums, int64_t n, float* out,
-                int64_t g0, int64_t g1, bool vnni) {
+                const ActBlock* acts, const int32_t* act_sums, const int32_t* chunk_biases,
+                int64_t n, float* out, int64_t g0, int64_t g1, bool vnni) {
   const int64_t group_bytes = num_blocks * Layout::GroupBlockBytes(type);
   for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
     const int64_t t_end = std::min(n, t0 + kActChunk);
@@ -425,12 +440,12 @@ void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t
       if (width == 2 && type == GgmlType::kQ8_0) {
         int64_t t = t0;
         for (; t + 2 <= t_end; t += 2) {
-          GroupPairQ8_0Vnni<2>(group, group_bytes, num_blocks, acts + t * num_blocks, num_blocks,
-                               o + t * rows, rows);
+          GroupPairQ8_0Vnni<2>(group, group_bytes, num_blocks, acts + t * num_blocks,
+                               chunk_biases + t * num_blocks * 8, num_blocks, o + t * rows, rows);
         }
         if (t < t_end) {
-          GroupPairQ8_0Vnni<1>(group, group_bytes, num_blocks, acts + t * num_blocks, num_blocks,
-                               o + t * rows, rows);
+          GroupPairQ8_0Vnni<1>(group, group_bytes, num_blocks, acts + t * num_blocks,
+                               chunk_biases + t * num_blocks * 8, num_blocks, o + t * rows, rows);
         }
         continue;
       }
@@ -520,11 +535,22 @@ void InterleavedMatmulImpl(GgmlType type, const uint8_t* interleaved, int64_t ro
   int32_t* act_sum = act_sums.data();
   quant_matmul_internal::QuantizeActivationRows(type, x, n, in, avx2, parallel_for, act,
                                                 act_sum);
+#ifdef LLORCH_INTERLEAVED_AVX2
+  const bool vnni = avx2 && use_vnni && HasVnni();
+  thread_local std::vector<int32_t> chunk_biases;
+  if (vnni && type == GgmlType::kQ8_0) {
+    if (chunk_biases.size() < static_cast<size_t>(n * num_blocks * 8)) {
+      chunk_biases.resize(n * num_blocks * 8);
+    }
+    ChunkBiases(act, n * num_blocks, chunk_biases.data());
+  }
+  // A thread_local named inside the lambda would be each thread's own.
+  const int32_t* biases = chunk_biases.data();
+#endif
   parallel_for(0, rows / kGroupRows, [&](int64_t g0, int64_t g1) {
 #ifdef LLORCH_INTERLEAVED_AVX2
     if (avx2) {
-      GroupsAvx2(type, interleaved, rows, num_blocks, act, act_sum, n, out, g0, g1,
-                 use_vnni && HasVnni());
+      GroupsAvx2(type, interleaved, rows, num_blocks, act, act_sum, biases, n, out, g0, g1, vnni);
       return;
     }
 #endif
