@@ -179,32 +179,10 @@ void GroupQ4_0Avx2(const uint8_t* group, int64_t num_blocks, const ActBlock* act
   for (int c = 0; c < kCols; ++c) _mm256_storeu_ps(out + c * out_stride, acc[c]);
 }
 
-// The same with AVX-512 VNNI where the CPU has it (llama.cpp's AVX-512
-// libraries use it too): one vpdpbusd per 4 elements instead of maddubs, add
-// and madd. The integer dot is the same exact integer, so are the results.
+// Kernels for CPUs with AVX-512 VNNI (llama.cpp's AVX-512 libraries use it
+// too): one vpdpbusd per 4 elements instead of maddubs, add and madd; the
+// integer dots are the same exact integers, so are the results.
 #define LLORCH_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-template <int kCols>
-LLORCH_VNNI_TARGET void GroupQ4_0Vnni(const uint8_t* group, int64_t num_blocks,
-                                      const ActBlock* act0, const int32_t* act_sum0,
-                                      int64_t act_stride, float* out, int64_t out_stride) {
-  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ4_0);
-  __m256 acc[kCols];
-  for (int c = 0; c < kCols; ++c) acc[c] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
-    PrefetchAhead(group, block_bytes);
-    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(group)));
-    __m256i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
-    UnpackNibbles(group + kScaleBytes, q);
-    for (int c = 0; c < kCols; ++c) {
-      const ActBlock& y = act0[c * act_stride + b];
-      __m256i dot = _mm256_set1_epi32(-8 * act_sum0[c * act_stride + b]);
-      for (int k = 0; k < 8; ++k) dot = _mm256_dpbusd_epi32(dot, q[k], Broadcast4(y.qs + 4 * k));
-      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(y.d)),
-                               acc[c]);
-    }
-  }
-  for (int c = 0; c < kCols; ++c) _mm256_storeu_ps(out + c * out_stride, acc[c]);
-}
 
 // Q8_0 in vec_dot's order (eight lane accumulators per activation row), two
 // activation rows per pass so that each weight load and |w| serve both; the
@@ -265,7 +243,8 @@ LLORCH_VNNI_TARGET inline __m512i Broadcast4x16(const int8_t* p) {
   return _mm512_set1_epi32(word);
 }
 
-// Q4_0 (GroupQ4_0Vnni) on a pair of groups.
+// Q4_0 on a pair of groups: GroupQ4_0Avx2's exact integer dots by vpdpbusd
+// (the offset of 8 folded into the start), the same float steps.
 template <int kCols>
 LLORCH_VNNI_TARGET void GroupPairQ4_0Vnni(const uint8_t* group, int64_t group_bytes,
                                           int64_t num_blocks, const ActBlock* act0,
@@ -493,12 +472,6 @@ void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t
         continue;
       }
       int64_t t = t0;
-      if (vnni) {
-        for (; t + 4 <= t_end; t += 4) {
-          GroupQ4_0Vnni<4>(group, num_blocks, acts + t * num_blocks, act_sums + t * num_blocks,
-                           num_blocks, o + t * rows, rows);
-        }
-      }
       for (; t + 4 <= t_end; t += 4) {
         GroupQ4_0Avx2<4>(group, num_blocks, acts + t * num_blocks, act_sums + t * num_blocks,
                          num_blocks, o + t * rows, rows);
