@@ -322,6 +322,61 @@ LLORCH_VNNI_TARGET void GroupPairQ8_0Vnni(const uint8_t* group, int64_t group_by
   }
 }
 
+// Q4_1 (GroupQ4_1Avx2) on a pair of groups, kCols activation rows per pass:
+// vec_dot's 8 lane accumulators and summs per row, the nibbles unsigned as
+// vpdpbusd takes them. Chunk j's low nibbles are lane j, its high ones lane
+// j + 4: both lanes come from one load.
+template <int kCols>
+LLORCH_VNNI_TARGET void GroupPairQ4_1Vnni(const uint8_t* group, int64_t group_bytes,
+                                          int64_t num_blocks, const ActBlock* act0,
+                                          int64_t act_stride, float* out, int64_t out_stride) {
+  const int64_t block_bytes = Layout::GroupBlockBytes(GgmlType::kQ4_1);
+  const __m512i low_mask = _mm512_set1_epi8(0x0F);
+  __m512 acc[kCols][8];
+  __m512 summs[kCols];
+  for (int c = 0; c < kCols; ++c) {
+    for (int k = 0; k < 8; ++k) acc[c][k] = _mm512_setzero_ps();
+    summs[c] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < num_blocks; ++b, group += block_bytes) {
+    const uint8_t* second = group + group_bytes;
+    PrefetchAhead(group, block_bytes);
+    PrefetchAhead(second, block_bytes);
+    const __m512 dw = ScalesOfPair(group, second);
+    const __m512 mw = ScalesOfPair(group + kScaleBytes, second + kScaleBytes);
+    __m512 scale[kCols];
+    for (int c = 0; c < kCols; ++c) {
+      const ActBlock& y = act0[c * act_stride + b];
+      summs[c] = _mm512_fmadd_ps(mw, _mm512_set1_ps(y.s), summs[c]);
+      scale[c] = _mm512_mul_ps(dw, _mm512_set1_ps(y.d));
+    }
+    const uint8_t* quants0 = group + 2 * kScaleBytes;
+    const uint8_t* quants1 = second + 2 * kScaleBytes;
+    for (int j = 0; j < 4; ++j) {
+      const __m512i raw = LoadPair256(quants0 + 32 * j, quants1 + 32 * j);
+      const __m512i low = _mm512_and_si512(raw, low_mask);
+      const __m512i high = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_mask);
+      for (int c = 0; c < kCols; ++c) {
+        const int8_t* qs = act0[c * act_stride + b].qs;
+        const __m512i zero = _mm512_setzero_si512();
+        const __m512i lanes_low = _mm512_dpbusd_epi32(zero, low, Broadcast4x16(qs + 4 * j));
+        const __m512i lanes_high =
+            _mm512_dpbusd_epi32(zero, high, Broadcast4x16(qs + 4 * (j + 4)));
+        acc[c][j] = _mm512_fmadd_ps(scale[c], _mm512_cvtepi32_ps(lanes_low), acc[c][j]);
+        acc[c][j + 4] =
+            _mm512_fmadd_ps(scale[c], _mm512_cvtepi32_ps(lanes_high), acc[c][j + 4]);
+      }
+    }
+  }
+  for (int c = 0; c < kCols; ++c) {
+    const __m512* a = acc[c];
+    const __m512 sum = _mm512_add_ps(
+        _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6])),
+        _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7])));
+    _mm512_storeu_ps(out + c * out_stride, _mm512_add_ps(sum, summs[c]));
+  }
+}
+
 // -128 times the sum of each 4 activation quants (8 per block): the bias of
 // GroupPairQ8_0Vnni's lanes.
 void ChunkBiases(const ActBlock* act, int64_t num_act_blocks, int32_t* bias) {
@@ -414,8 +469,20 @@ void GroupsAvx2(GgmlType type, const uint8_t* interleaved, int64_t rows, int64_t
     for (int64_t g = g0, width = 1; g < g1; g += width) {
       const uint8_t* group = interleaved + g * group_bytes;
       float* o = out + g * kGroupRows;
-      // Pairs of groups in 512-bit registers where VNNI is on (not Q4_1).
-      width = vnni && type != GgmlType::kQ4_1 && g + 1 < g1 ? 2 : 1;
+      // Pairs of groups in 512-bit registers where VNNI is on.
+      width = vnni && g + 1 < g1 ? 2 : 1;
+      if (width == 2 && type == GgmlType::kQ4_1) {
+        int64_t t = t0;
+        for (; t + 2 <= t_end; t += 2) {
+          GroupPairQ4_1Vnni<2>(group, group_bytes, num_blocks, acts + t * num_blocks, num_blocks,
+                               o + t * rows, rows);
+        }
+        if (t < t_end) {
+          GroupPairQ4_1Vnni<1>(group, group_bytes, num_blocks, acts + t * num_blocks, num_blocks,
+                               o + t * rows, rows);
+        }
+        continue;
+      }
       if (width == 2 && type == GgmlType::kQ8_0) {
         int64_t t = t0;
         for (; t + 2 <= t_end; t += 2) {

@@ -197,6 +197,7 @@ BENCHMARK_CAPTURE(BM_Interleaved, q4_0_avx2, GgmlType::kQ4_0, false)->Apply(Shap
 BENCHMARK_CAPTURE(BM_RowByRow, q8_0, GgmlType::kQ8_0)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_RowByRow, q4_1, GgmlType::kQ4_1)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q4_1, GgmlType::kQ4_1, true)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_Interleaved, q4_1_avx2, GgmlType::kQ4_1, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q8_0, GgmlType::kQ8_0, true)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Interleaved, q8_0_avx2, GgmlType::kQ8_0, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_Amx, q4_0, GgmlType::kQ4_0)->Apply(Shapes);
