@@ -15,6 +15,8 @@
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "worker/model/avx512_helpers.h"
 #endif
 
 // Compiled with -ffp-contract=off: only the fma intrinsics written here fuse.
@@ -29,11 +31,7 @@ using Layout = RowGroups<kGroupRows>;
 constexpr int64_t kBlock = Layout::kBlock;
 constexpr int64_t kScaleBytes = Layout::kScaleBytes;
 
-inline __m512i Broadcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, sizeof(v));
-  return _mm512_set1_epi32(v);
-}
+using avx512::Broadcast4;
 
 inline __m512 LoadHalf16(const uint8_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));

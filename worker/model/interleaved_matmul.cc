@@ -16,6 +16,7 @@
 #include <immintrin.h>
 
 #include "worker/model/avx2_helpers.h"
+#include "worker/model/avx512_helpers.h"
 #endif
 
 // Compiled with -ffp-contract=off: only the fma calls written here are fused.
@@ -227,20 +228,8 @@ LLORCH_VNNI_TARGET void GroupQ8_0Vnni(const uint8_t* group, int64_t num_blocks,
 // in the low half, the second's in the high half; `group_bytes` apart): the
 // same integers and float steps per row as the 256-bit kernels above, 16
 // rows per instruction.
-LLORCH_VNNI_TARGET inline __m512i LoadPair256(const uint8_t* p0, const uint8_t* p1) {
-  return _mm512_inserti64x4(
-      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0))),
-      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
-}
 LLORCH_VNNI_TARGET inline __m512 ScalesOfPair(const uint8_t* p0, const uint8_t* p1) {
-  return _mm512_cvtph_ps(_mm256_inserti128_si256(
-      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
-      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1));
-}
-LLORCH_VNNI_TARGET inline __m512i Broadcast4x16(const int8_t* p) {
-  int32_t word;
-  std::memcpy(&word, p, sizeof(word));
-  return _mm512_set1_epi32(word);
+  return _mm512_cvtph_ps(avx512::LoadPair128(p0, p1));
 }
 
 // Q4_0 on a pair of groups: GroupQ4_0Avx2's exact integer dots by vpdpbusd
@@ -261,14 +250,17 @@ LLORCH_VNNI_TARGET void GroupPairQ4_0Vnni(const uint8_t* group, int64_t group_by
     const __m512 dw = ScalesOfPair(group, second);
     __m512i q[8];  // q[k]: elements 4k..4k+3 of each row, unsigned
     for (int j = 0; j < 4; ++j) {
-      const __m512i raw = LoadPair256(group + kScaleBytes + 32 * j, second + kScaleBytes + 32 * j);
+      const __m512i raw =
+          avx512::LoadPair256(group + kScaleBytes + 32 * j, second + kScaleBytes + 32 * j);
       q[j] = _mm512_and_si512(raw, low_mask);
       q[j + 4] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_mask);
     }
     for (int c = 0; c < kCols; ++c) {
       const ActBlock& y = act0[c * act_stride + b];
       __m512i dot = _mm512_set1_epi32(-8 * act_sum0[c * act_stride + b]);
-      for (int k = 0; k < 8; ++k) dot = _mm512_dpbusd_epi32(dot, q[k], Broadcast4x16(y.qs + 4 * k));
+      for (int k = 0; k < 8; ++k) {
+        dot = _mm512_dpbusd_epi32(dot, q[k], avx512::Broadcast4(y.qs + 4 * k));
+      }
       acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(y.d)),
                                acc[c]);
     }
@@ -303,10 +295,11 @@ LLORCH_VNNI_TARGET void GroupPairQ8_0Vnni(const uint8_t* group, int64_t group_by
       scale[c] = _mm512_mul_ps(dw, _mm512_set1_ps(act0[c * act_stride + b].d));
     }
     for (int k = 0; k < 8; ++k) {
-      const __m512i w = LoadPair256(group + kScaleBytes + 32 * k, second + kScaleBytes + 32 * k);
+      const __m512i w =
+          avx512::LoadPair256(group + kScaleBytes + 32 * k, second + kScaleBytes + 32 * k);
       const __m512i w_offset = _mm512_xor_si512(w, sign_bit);  // w + 128, unsigned
       for (int c = 0; c < kCols; ++c) {
-        const __m512i y = Broadcast4x16(act0[c * act_stride + b].qs + 4 * k);
+        const __m512i y = avx512::Broadcast4(act0[c * act_stride + b].qs + 4 * k);
         const __m512i bias = _mm512_set1_epi32(chunk_bias0[(c * act_stride + b) * 8 + k]);
         const __m512i lanes = _mm512_dpbusd_epi32(bias, w_offset, y);
         acc[c][k] = _mm512_fmadd_ps(scale[c], _mm512_cvtepi32_ps(lanes), acc[c][k]);
@@ -353,15 +346,15 @@ LLORCH_VNNI_TARGET void GroupPairQ4_1Vnni(const uint8_t* group, int64_t group_by
     const uint8_t* quants0 = group + 2 * kScaleBytes;
     const uint8_t* quants1 = second + 2 * kScaleBytes;
     for (int j = 0; j < 4; ++j) {
-      const __m512i raw = LoadPair256(quants0 + 32 * j, quants1 + 32 * j);
+      const __m512i raw = avx512::LoadPair256(quants0 + 32 * j, quants1 + 32 * j);
       const __m512i low = _mm512_and_si512(raw, low_mask);
       const __m512i high = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low_mask);
       for (int c = 0; c < kCols; ++c) {
         const int8_t* qs = act0[c * act_stride + b].qs;
         const __m512i zero = _mm512_setzero_si512();
-        const __m512i lanes_low = _mm512_dpbusd_epi32(zero, low, Broadcast4x16(qs + 4 * j));
+        const __m512i lanes_low = _mm512_dpbusd_epi32(zero, low, avx512::Broadcast4(qs + 4 * j));
         const __m512i lanes_high =
-            _mm512_dpbusd_epi32(zero, high, Broadcast4x16(qs + 4 * (j + 4)));
+            _mm512_dpbusd_epi32(zero, high, avx512::Broadcast4(qs + 4 * (j + 4)));
         acc[c][j] = _mm512_fmadd_ps(scale[c], _mm512_cvtepi32_ps(lanes_low), acc[c][j]);
         acc[c][j + 4] =
             _mm512_fmadd_ps(scale[c], _mm512_cvtepi32_ps(lanes_high), acc[c][j + 4]);

@@ -7,6 +7,8 @@
     defined(__AVX512VNNI__)
 #define LLORCH_KQUANT_AVX512 1
 #include <immintrin.h>
+
+#include "worker/model/avx512_helpers.h"
 #endif
 
 // Compiled with -ffp-contract=off: only the fma intrinsics written here fuse.
@@ -25,28 +27,10 @@ using kquant_matmul_internal::kGroupQs;
 using kquant_matmul_internal::kGroupScales;
 using kquant_matmul_internal::Q8KBlock;
 
-// 32 bytes of each group: the first's in the low half, the second's high.
-inline __m512i LoadPair256(const uint8_t* p0, const uint8_t* p1) {
-  return _mm512_inserti64x4(
-      _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p0))),
-      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p1)), 1);
-}
-inline __m256i LoadPair128(const uint8_t* p0, const uint8_t* p1) {
-  return _mm256_inserti128_si256(
-      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
-      _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
-}
-inline __m128i LoadPair64(const uint8_t* p0, const uint8_t* p1) {
-  return _mm_unpacklo_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p0)),
-                            _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p1)));
-}
-
-// The 4 activation bytes at p in every 32-bit lane.
-inline __m512i Broadcast4(const int8_t* p) {
-  int32_t word;
-  std::memcpy(&word, p, sizeof(word));
-  return _mm512_set1_epi32(word);
-}
+using avx512::Broadcast4;
+using avx512::LoadPair128;
+using avx512::LoadPair256;
+using avx512::LoadPair64;
 
 // Activation sums per sub-block of 32 as int16 pairs: word j holds
 // sub-blocks 2j and 2j + 1.
