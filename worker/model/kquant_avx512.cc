@@ -1,5 +1,6 @@
 #include "worker/model/kquant_avx512.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -32,13 +33,15 @@ using avx512::LoadPair128;
 using avx512::LoadPair256;
 using avx512::LoadPair64;
 
-// Activation sums per sub-block of 32 as int16 pairs: word j holds
-// sub-blocks 2j and 2j + 1.
-inline void GroupSums(const Q8KBlock& a, int32_t sums[4]) {
+// Activation sums per sub-block of 32 as 8 int16 (ggml's hadd of bsums).
+inline __m128i GroupSums16(const Q8KBlock& a) {
   const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(sums),
-                   _mm_hadd_epi16(_mm256_castsi256_si128(bsums),
-                                  _mm256_extracti128_si256(bsums, 1)));
+  return _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+}
+
+// The same as int16 pairs: word j holds sub-blocks 2j and 2j + 1.
+inline void GroupSums(const Q8KBlock& a, int32_t sums[4]) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(sums), GroupSums16(a));
 }
 
 // One block's scaled sub-block products for kCols activation rows: per
@@ -123,6 +126,136 @@ __attribute__((noinline)) void PairTile(const uint8_t* group0, const uint8_t* gr
   for (int c = 0; c < kCols; ++c) _mm512_storeu_ps(out[c], _mm512_sub_ps(acc[c], acc_min[c]));
 }
 
+// ---------------------------------------------------------------------------
+// Q5_K rows in the file's layout, vec_dot's order (llama.cpp's AVX2 and
+// AVX-512 libraries alike): two weight rows side by side in 512-bit registers
+// (the first's 8 lanes low, the second's high), against kCols activation
+// rows. Per row the same steps as the AVX2 kernel (Avx2Q4KOrQ5K<true, false>
+// in kquant_matmul.cc): int16 pair products by maddubs, scaled by madd, summed
+// over the block in 8 int32 lanes, one fma per block into 8 float lanes; the
+// mins through a scalar fma; at the end the lanes' sum plus that.
+
+constexpr size_t kQ5KBytes = 176;  // d, dmin, scales[12], qh[32], qs[128]
+
+// Q5_K's scale/min unpacking (ggml's utmp words) for two rows at once: the
+// 8 scales of each row as int16, in both 128-bit lanes of its half
+// (`scales`), and the 8 mins of the first row in the low 128 bits of `mins`,
+// the second's in the high.
+inline void UnpackScalesAndMinsPair(const uint8_t* block0, const uint8_t* block1,
+                                    __m512i* scales, __m256i* mins) {
+  // 16 bytes from offset 4: the 12 scale bytes and 4 of qh.
+  const __m256i u = LoadPair128(block0 + 4, block1 + 4);
+  const __m256i a = _mm256_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0));  // u0 u2 u1 u2
+  const __m256i b = _mm256_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0));  // u0 u0 u1 u1
+  const __m256i low6 = _mm256_and_si256(a, _mm256_set1_epi32(0x3f3f3f3f));
+  const __m256i high = _mm256_or_si256(
+      _mm256_and_si256(_mm256_srlv_epi32(a, _mm256_set_epi32(4, 0, 0, 0, 4, 0, 0, 0)),
+                       _mm256_set1_epi32(0x0f0f0f0f)),
+      _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(b, 6),
+                                         _mm256_set1_epi32(0x03030303)), 4));
+  const __m256i words = _mm256_blend_epi32(low6, high, 0b10101010);  // sc0-7 m0-7 per row
+  const __m512i wide = _mm512_cvtepu8_epi16(words);  // row 0: 128-bit lanes 0, 1; row 1: 2, 3
+  *scales = _mm512_shuffle_i64x2(wide, wide, _MM_SHUFFLE(2, 2, 0, 0));
+  *mins = _mm512_castsi512_si256(_mm512_shuffle_i64x2(wide, wide, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// (lo + hi), then (+ 2 apart), then (+ 1 apart): the AVX2 kernel's sum of 8 lanes.
+inline float SumOf8(__m256 v) {
+  __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+  r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+  r = _mm_add_ss(r, _mm_movehdup_ps(r));
+  return _mm_cvtss_f32(r);
+}
+
+// Byte shuffles (per 128-bit lane) that broadcast int16 element k.
+inline __m512i BroadcastWordShuffle(int k) {
+  return _mm512_set1_epi16(static_cast<int16_t>((2 * k) | ((2 * k + 1) << 8)));
+}
+
+template <int kCols>
+__attribute__((noinline)) void Q5KRowPairTile(const uint8_t* row0, const uint8_t* row1,
+                                              int64_t num_blocks, const Q8KBlock* act,
+                                              int64_t act_stride, float* out,
+                                              int64_t out_stride) {
+  const __m512i low_nibble = _mm512_set1_epi8(0x0f);
+  const __m512i fifth_bit = _mm512_set1_epi8(0x10);
+  __m512 acc[kCols];
+  float summs[kCols][2];
+  for (int c = 0; c < kCols; ++c) {
+    acc[c] = _mm512_setzero_ps();
+    summs[c][0] = summs[c][1] = 0.0f;
+  }
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const uint8_t* block0 = row0 + b * kQ5KBytes;
+    const uint8_t* block1 = row1 + b * kQ5KBytes;
+    // dw0, dmin0, dw1, dmin1.
+    int32_t header0, header1;
+    std::memcpy(&header0, block0, 4);
+    std::memcpy(&header1, block1, 4);
+    const __m128 d_dmin = _mm_cvtph_ps(
+        _mm_unpacklo_epi32(_mm_cvtsi32_si128(header0), _mm_cvtsi32_si128(header1)));
+    alignas(16) float header[4];
+    _mm_store_ps(header, d_dmin);
+    __m512i scales;
+    __m256i mins;
+    UnpackScalesAndMinsPair(block0, block1, &scales, &mins);
+    const __m512i high_bits = LoadPair256(block0 + 16, block1 + 16);
+    __m512i sum[kCols];
+    for (int c = 0; c < kCols; ++c) sum[c] = _mm512_setzero_si512();
+    for (int j = 0; j < 4; ++j) {  // groups 2j (low nibbles) and 2j + 1 (high)
+      // Bit g of qh byte l: the fifth bit of element l of group g (+16 where set).
+      const __m512i bits = LoadPair256(block0 + 48 + 32 * j, block1 + 48 + 32 * j);
+      const __m512i nibbles_low = _mm512_and_si512(bits, low_nibble);
+      const __m512i nibbles_high = _mm512_and_si512(_mm512_srli_epi16(bits, 4), low_nibble);
+      const __m512i q_low = _mm512_mask_add_epi8(
+          nibbles_low, _mm512_test_epi8_mask(high_bits, _mm512_set1_epi8(1 << (2 * j))),
+          nibbles_low, fifth_bit);
+      const __m512i q_high = _mm512_mask_add_epi8(
+          nibbles_high,
+          _mm512_test_epi8_mask(high_bits, _mm512_set1_epi8(static_cast<char>(2 << (2 * j)))),
+          nibbles_high, fifth_bit);
+      const __m512i scale_low = _mm512_shuffle_epi8(scales, BroadcastWordShuffle(2 * j));
+      const __m512i scale_high = _mm512_shuffle_epi8(scales, BroadcastWordShuffle(2 * j + 1));
+      for (int c = 0; c < kCols; ++c) {
+        const int8_t* q8 = act[c * act_stride + b].q + 64 * j;
+        const __m512i y_low =
+            _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8)));
+        const __m512i y_high = _mm512_broadcast_i64x4(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32)));
+        // u8 x s8 pairs -> int16 (no saturation: 2 * 31 * 127 < 32768).
+        const __m512i p_low = _mm512_madd_epi16(_mm512_maddubs_epi16(q_low, y_low), scale_low);
+        const __m512i p_high =
+            _mm512_madd_epi16(_mm512_maddubs_epi16(q_high, y_high), scale_high);
+        sum[c] = _mm512_add_epi32(sum[c], _mm512_add_epi32(p_low, p_high));
+      }
+    }
+    for (int c = 0; c < kCols; ++c) {
+      const Q8KBlock& a = act[c * act_stride + b];
+      // Each row's mins times the activation's group sums: 4 int32 per row.
+      const __m128i group_sums = GroupSums16(a);
+      const __m256i min_pairs =
+          _mm256_madd_epi16(mins, _mm256_broadcastsi128_si256(group_sums));
+      __m256i totals = _mm256_hadd_epi32(min_pairs, min_pairs);
+      totals = _mm256_hadd_epi32(totals, totals);  // row 0: lane 0, row 1: lane 4
+      const int32_t min_total[2] = {_mm256_extract_epi32(totals, 0),
+                                    _mm256_extract_epi32(totals, 4)};
+      for (int r = 0; r < 2; ++r) {
+        const float dmin = -a.d * header[2 * r + 1];
+        summs[c][r] = std::fma(dmin, static_cast<float>(min_total[r]), summs[c][r]);
+      }
+      const __m512 scale = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a.d * header[0]),
+                                                _mm512_set1_ps(a.d * header[2]));
+      acc[c] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sum[c]), acc[c]);
+    }
+  }
+  for (int c = 0; c < kCols; ++c) {
+    out[c * out_stride] = SumOf8(_mm512_castps512_ps256(acc[c])) + summs[c][0];
+    out[c * out_stride + 1] =
+        SumOf8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[c]), 1))) +
+        summs[c][1];
+  }
+}
+
 }  // namespace
 
 bool Supported() {
@@ -143,12 +276,28 @@ void Q4KGroupPair(const uint8_t* group, size_t group_bytes, int64_t num_blocks, 
   }
 }
 
+void Q5KRowPair(const uint8_t* row0, int64_t num_blocks, int cols, const Q8KBlock* act,
+                int64_t act_stride, float* out, int64_t out_stride) {
+  const uint8_t* row1 = row0 + num_blocks * kQ5KBytes;
+  switch (cols) {
+    case 4: return Q5KRowPairTile<4>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+    case 3: return Q5KRowPairTile<3>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+    case 2: return Q5KRowPairTile<2>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+    default: return Q5KRowPairTile<1>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+  }
+}
+
 #else  // !LLORCH_KQUANT_AVX512
 
 bool Supported() { return false; }
 
 void Q4KGroupPair(const uint8_t*, size_t, int64_t, int, const kquant_matmul_internal::Q8KBlock* const[],
                   const bool[], float* const[]) {
+  std::abort();  // callers check Supported()
+}
+
+void Q5KRowPair(const uint8_t*, int64_t, int, const kquant_matmul_internal::Q8KBlock*, int64_t,
+                float*, int64_t) {
   std::abort();  // callers check Supported()
 }
 

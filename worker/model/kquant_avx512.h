@@ -1,10 +1,11 @@
-// Interleaved Q4_K products (kquant_matmul.h) on AVX-512 VNNI: two groups of
-// 8 rows side by side in one 512-bit register, so that one vpdpbusd with a
-// broadcast activation word sums 4 quant products for each of 16 rows. The
-// integer sums are exact and the float steps are those of the repacked order
-// (per block or per 64 elements), in the same sequence as the AVX2 kernel:
-// the same bits. This file is compiled with AVX-512 enabled: call it only
-// where Supported().
+// K-quant products (kquant_matmul.h) on AVX-512 VNNI. Interleaved Q4_K: two
+// groups of 8 rows side by side in one 512-bit register, so that one
+// vpdpbusd with a broadcast activation word sums 4 quant products for each
+// of 16 rows; the integer sums are exact and the float steps are those of
+// the repacked order (per block or per 64 elements), in the same sequence as
+// the AVX2 kernel. Q5_K rows: two rows per register in vec_dot's order. The
+// same bits as the AVX2 kernels. This file is compiled with AVX-512 enabled:
+// call it only where Supported().
 #ifndef LLORCH_WORKER_MODEL_KQUANT_AVX512_H_
 #define LLORCH_WORKER_MODEL_KQUANT_AVX512_H_
 
@@ -27,6 +28,13 @@ bool Supported();
 void Q4KGroupPair(const uint8_t* group, size_t group_bytes, int64_t num_blocks, int cols,
                   const kquant_matmul_internal::Q8KBlock* const act[], const bool per_64[],
                   float* const out[]);
+
+// Two adjacent Q5_K rows in the file's layout (`row0` and the row after it,
+// num_blocks blocks each) times `cols` (1..4) activation rows act[c *
+// act_stride] in ggml's vec_dot order: out[c * out_stride + 0..1].
+void Q5KRowPair(const uint8_t* row0, int64_t num_blocks, int cols,
+                const kquant_matmul_internal::Q8KBlock* act, int64_t act_stride, float* out,
+                int64_t out_stride);
 
 }  // namespace kquant_avx512
 }  // namespace llorch

@@ -135,8 +135,10 @@ void CrossoverShapes(benchmark::internal::Benchmark* b) {
 }
 
 // K-quants straight from the file's blocks, in llama.cpp's order for the
-// type (Q4_K: its repacked kernels' order).
-void BM_KQuant(benchmark::State& state, GgmlType type) {
+// type (Q4_K: its repacked kernels' order). `wide`: the AVX-512 kernels
+// where the CPU has them, else AVX2 only.
+void BM_KQuant(benchmark::State& state, GgmlType type, bool wide = true) {
+  kquant_matmul_internal::AllowAvx512(wide);
   const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
   const std::vector<uint8_t> w = RandomRows(type, rows, in);
   const std::vector<float> x = RandomActivations(n, in);
@@ -148,6 +150,7 @@ void BM_KQuant(benchmark::State& state, GgmlType type) {
     benchmark::DoNotOptimize(out.data());
   }
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(w.size()));
+  kquant_matmul_internal::AllowAvx512(true);
 }
 
 // Q4_K rows interleaved by 8 (KQuantInterleavedMatmul): the same results.
@@ -216,6 +219,7 @@ BENCHMARK_CAPTURE(BM_KQuant, q4_k, GgmlType::kQ4_K)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuantInterleaved, wide, true)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuantInterleaved, avx2, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_KQuant, q5_k_avx2, GgmlType::kQ5_K, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q6_k, GgmlType::kQ6_K)->Apply(Shapes);
 
 }  // namespace

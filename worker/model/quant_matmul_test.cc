@@ -844,13 +844,20 @@ TEST(KQuantMatmulTest, Q4_KRepackedEqualsGgmlRepackedKernelsExactly) {
 
 // Without llama.cpp: a row's result is the same alone and in a batch, and the
 // AVX2 code equals the portable code, in both orders.
+// Also the AVX2 kernels where the CPU has AVX-512 (Q5_K: two rows per
+// register, an odd last row of a thread's range by the AVX2 kernel).
 TEST(KQuantMatmulTest, RowResultDoesNotDependOnBatch) {
-  const int64_t in = 512, rows = 40, n = 37;
+  const int64_t in = 512, rows = 41, n = 37;
   const std::vector<float> x = RandomActivations(n, in, 77);
+  std::vector<bool> avx512_choices = {false};
+  if (kquant_matmul_internal::UsesAvx512()) avx512_choices.push_back(true);
+  for (bool avx512 : avx512_choices)
   for (GgmlType type : kKTypes) {
+    kquant_matmul_internal::AllowAvx512(avx512);
     for (KQuantOrder order : {KQuantOrder::kVecDot, KQuantOrder::kRepacked}) {
       SCOPED_TRACE(std::string(GgmlTypeName(type)) +
-                   (order == KQuantOrder::kRepacked ? " repacked" : " vec_dot"));
+                   (order == KQuantOrder::kRepacked ? " repacked" : " vec_dot") +
+                   (avx512 ? " avx512" : " avx2"));
       const std::vector<uint8_t> w = RandomBlockBytes(type, rows, in, 5);
       std::vector<float> batch(n * rows), portable(n * rows);
       KQuantMatmul(type, w.data(), rows, in, x.data(), n, batch.data(), order, TwoThreadFor);
@@ -885,6 +892,7 @@ TEST(KQuantMatmulTest, RowResultDoesNotDependOnBatch) {
       }
     }
   }
+  kquant_matmul_internal::AllowAvx512(true);
 }
 
 // Interleaving Q4_K rows keeps every byte: each row comes back out as it went
