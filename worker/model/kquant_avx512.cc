@@ -185,9 +185,18 @@ __attribute__((noinline)) void Q5KRowPairTile(const uint8_t* row0, const uint8_t
     acc[c] = _mm512_setzero_ps();
     summs[c][0] = summs[c][1] = 0.0f;
   }
+  // The next pair of rows (the two rows' bytes follow each other), asked of
+  // the cache as far into it as this pair has come: a decode step reads its
+  // weights from memory, where the hardware prefetchers alone left this
+  // loop waiting on each block's first load.
+  const uint8_t* next_pair = row0 + 2 * num_blocks * kQ5KBytes;
   for (int64_t b = 0; b < num_blocks; ++b) {
     const uint8_t* block0 = row0 + b * kQ5KBytes;
     const uint8_t* block1 = row1 + b * kQ5KBytes;
+    for (size_t line = 0; line < 2 * kQ5KBytes; line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(next_pair + 2 * b * kQ5KBytes + line),
+                   _MM_HINT_T0);
+    }
     // dw0, dmin0, dw1, dmin1.
     int32_t header0, header1;
     std::memcpy(&header0, block0, 4);
