@@ -1,4 +1,4 @@
-// Google Benchmark: FloatMatmul (decode) and FloatGemm (prompts) against
+// Google Benchmark: FloatMatmul (decode), FloatGemm and Bf16Gemm (prompts) against
 // libtorch's product on the same weights (the paths they replaced), shapes of
 // a TinyLlama-sized layer. Decode: bytes_per_second is weight bytes read per
 // second (bound by memory bandwidth, ~35 GB/s here). Prompts: items_per_second
@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "worker/model/bf16_matmul.h"
 #include "worker/model/float_gemm.h"
 #include "worker/model/float_matmul.h"
 
@@ -94,6 +95,23 @@ void BM_FloatGemm(benchmark::State& state, GgmlType type) {
   state.SetItemsProcessed(state.iterations() * rows * in * n);
 }
 
+// Bf16Gemm (BF16 weights, prompts): the BF16 rows of FloatGemm's table.
+void BM_Bf16Gemm(benchmark::State& state) {
+  const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
+  const Weights w = MakeWeights(GgmlType::kBF16, rows, in);
+  const at::Tensor x = at::randn({n, in});
+  at::Tensor out = at::empty({n, rows});
+  const ParallelFor parallel_for = [](int64_t begin, int64_t end, const RangeFn& body) {
+    at::parallel_for(begin, end, /*grain_size=*/1, [&](int64_t b, int64_t e) { body(b, e); });
+  };
+  for (auto _ : state) {
+    Bf16Gemm(w.stored.data_ptr(), rows, in, x.data_ptr<float>(), n, out.data_ptr<float>(),
+             parallel_for);
+    benchmark::DoNotOptimize(out.data_ptr<float>());
+  }
+  state.SetItemsProcessed(state.iterations() * rows * in * n);
+}
+
 void BM_TorchGemm(benchmark::State& state) {
   const int64_t rows = state.range(0), in = state.range(1), n = state.range(2);
   const at::Tensor w = at::randn({rows, in});
@@ -129,6 +147,7 @@ BENCHMARK_CAPTURE(BM_FloatMatmul, bf16, GgmlType::kBF16)->Apply(DecodeShapes);
 BENCHMARK(BM_Torch)->Apply(DecodeShapes);
 BENCHMARK_CAPTURE(BM_FloatGemm, f32, GgmlType::kF32)->Apply(PromptShapes);
 BENCHMARK_CAPTURE(BM_FloatGemm, f16, GgmlType::kF16)->Apply(PromptShapes);
+BENCHMARK(BM_Bf16Gemm)->Apply(PromptShapes);
 BENCHMARK(BM_TorchGemm)->Apply(PromptShapes);
 
 }  // namespace
