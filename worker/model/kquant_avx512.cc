@@ -265,6 +265,97 @@ __attribute__((noinline)) void Q5KRowPairTile(const uint8_t* row0, const uint8_t
   }
 }
 
+// Byte shuffles that spread scales 2i and 2i + 1 of a Q6_K block over 8
+// bytes each (the AVX2 kernel's kScalePairShuffle), for both 128-bit lanes.
+inline __m256i ScalePairShuffle(int i) {
+  const __m128i pattern = _mm_set_epi64x(0x0101010101010101LL * (2 * i + 1),
+                                         0x0101010101010101LL * (2 * i));
+  return _mm256_broadcastsi128_si256(pattern);
+}
+
+constexpr size_t kQ6KBytes = 210;  // ql[128], qh[64], scales[16], d
+
+// Q6_K rows two at a time: the AVX2 kernel's steps (Avx2Q6K in
+// kquant_matmul.cc) for each row in its half of the registers; six-bit
+// quants from ql's nibbles and qh's pairs, the -32 offset taken off through
+// the activations' bsums, one fma per block and row.
+template <int kCols>
+__attribute__((noinline)) void Q6KRowPairTile(const uint8_t* row0, const uint8_t* row1,
+                                              int64_t num_blocks, const Q8KBlock* act,
+                                              int64_t act_stride, float* out,
+                                              int64_t out_stride) {
+  const __m512i m15 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+  const __m512i m12 = _mm512_set1_epi8(12), m48 = _mm512_set1_epi8(48);
+  const __m512i m192 = _mm512_set1_epi8(static_cast<char>(0xc0));
+  __m512 acc[kCols];
+  for (int c = 0; c < kCols; ++c) acc[c] = _mm512_setzero_ps();
+  const uint8_t* next_pair = row0 + 2 * num_blocks * kQ6KBytes;  // as Q5KRowPairTile's
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const uint8_t* block0 = row0 + b * kQ6KBytes;
+    const uint8_t* block1 = row1 + b * kQ6KBytes;
+    for (size_t line = 0; line < 2 * kQ6KBytes; line += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(next_pair + 2 * b * kQ6KBytes + line),
+                   _MM_HINT_T0);
+    }
+    // 16 int8 scales per row: row 0 in the low 128-bit lane, row 1 above.
+    const __m256i scales = _mm256_set_m128i(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(block1 + 192)),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(block0 + 192)));
+    __m512i sum[kCols];
+    for (int c = 0; c < kCols; ++c) sum[c] = _mm512_setzero_si512();
+    for (int half = 0; half < 2; ++half) {  // elements 128 * half + [0, 128)
+      const __m512i low1 = LoadPair256(block0 + 64 * half, block1 + 64 * half);
+      const __m512i low2 = LoadPair256(block0 + 64 * half + 32, block1 + 64 * half + 32);
+      const __m512i high = LoadPair256(block0 + 128 + 32 * half, block1 + 128 + 32 * half);
+      __m512i q[4], sc[4];
+      q[0] = _mm512_or_si512(_mm512_and_si512(low1, m15),
+                             _mm512_slli_epi16(_mm512_and_si512(high, m3), 4));
+      q[1] = _mm512_or_si512(_mm512_and_si512(low2, m15),
+                             _mm512_slli_epi16(_mm512_and_si512(high, m12), 2));
+      q[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(low1, 4), m15),
+                             _mm512_and_si512(high, m48));
+      q[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(low2, 4), m15),
+                             _mm512_srli_epi16(_mm512_and_si512(high, m192), 2));
+      for (int k = 0; k < 4; ++k) {
+        // Row 0's 16 int16 scales of this chunk, then row 1's.
+        sc[k] = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(scales, ScalePairShuffle(4 * half + k)));
+      }
+      for (int c = 0; c < kCols; ++c) {
+        const int8_t* q8 = act[c * act_stride + b].q + 128 * half;
+        __m512i p[4];
+        for (int k = 0; k < 4; ++k) {
+          const __m512i y = _mm512_broadcast_i64x4(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32 * k)));
+          // No saturation: 2 * 63 * 127 < 32768.
+          p[k] = _mm512_madd_epi16(sc[k], _mm512_maddubs_epi16(q[k], y));
+        }
+        sum[c] = _mm512_add_epi32(sum[c], _mm512_add_epi32(p[0], p[1]));
+        sum[c] = _mm512_add_epi32(sum[c], _mm512_add_epi32(p[2], p[3]));
+      }
+    }
+    const __m512i scales16 = _mm512_cvtepi8_epi16(scales);
+    uint16_t half_dw[2];
+    std::memcpy(&half_dw[0], block0 + 208, 2);
+    std::memcpy(&half_dw[1], block1 + 208, 2);
+    const float dw0 = _cvtsh_ss(half_dw[0]), dw1 = _cvtsh_ss(half_dw[1]);
+    for (int c = 0; c < kCols; ++c) {
+      const Q8KBlock& a = act[c * act_stride + b];
+      // The -32 offset of every quant: 32 * sum of scale * (sums of 16).
+      const __m512i bsums =
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.bsums)));
+      const __m512i offset = _mm512_slli_epi32(_mm512_madd_epi16(bsums, scales16), 5);
+      const __m512 d = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a.d * dw0),
+                                            _mm512_set1_ps(a.d * dw1));
+      acc[c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(sum[c], offset)), acc[c]);
+    }
+  }
+  for (int c = 0; c < kCols; ++c) {
+    out[c * out_stride] = SumOf8(_mm512_castps512_ps256(acc[c]));
+    out[c * out_stride + 1] =
+        SumOf8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[c]), 1)));
+  }
+}
+
 }  // namespace
 
 bool Supported() {
@@ -296,6 +387,17 @@ void Q5KRowPair(const uint8_t* row0, int64_t num_blocks, int cols, const Q8KBloc
   }
 }
 
+void Q6KRowPair(const uint8_t* row0, int64_t num_blocks, int cols, const Q8KBlock* act,
+                int64_t act_stride, float* out, int64_t out_stride) {
+  const uint8_t* row1 = row0 + num_blocks * kQ6KBytes;
+  switch (cols) {
+    case 4: return Q6KRowPairTile<4>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+    case 3: return Q6KRowPairTile<3>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+    case 2: return Q6KRowPairTile<2>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+    default: return Q6KRowPairTile<1>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+  }
+}
+
 #else  // !LLORCH_KQUANT_AVX512
 
 bool Supported() { return false; }
@@ -306,6 +408,11 @@ void Q4KGroupPair(const uint8_t*, size_t, int64_t, int, const kquant_matmul_inte
 }
 
 void Q5KRowPair(const uint8_t*, int64_t, int, const kquant_matmul_internal::Q8KBlock*, int64_t,
+                float*, int64_t) {
+  std::abort();  // callers check Supported()
+}
+
+void Q6KRowPair(const uint8_t*, int64_t, int, const kquant_matmul_internal::Q8KBlock*, int64_t,
                 float*, int64_t) {
   std::abort();  // callers check Supported()
 }

@@ -4,7 +4,7 @@
 // of 16 rows; the integer sums are exact and the float steps are those of
 // the repacked order (per block or per 64 elements), in the same sequence as
 // the AVX2 kernel. Q5_K rows: two rows per register in vec_dot's order. The
-// same bits as the AVX2 kernels. This file is compiled with AVX-512 enabled:
+// same bits as the AVX2 kernels. Q6_K rows likewise. This file is compiled with AVX-512 enabled:
 // call it only where Supported().
 #ifndef LLORCH_WORKER_MODEL_KQUANT_AVX512_H_
 #define LLORCH_WORKER_MODEL_KQUANT_AVX512_H_
@@ -33,6 +33,11 @@ void Q4KGroupPair(const uint8_t* group, size_t group_bytes, int64_t num_blocks, 
 // num_blocks blocks each) times `cols` (1..4) activation rows act[c *
 // act_stride] in ggml's vec_dot order: out[c * out_stride + 0..1].
 void Q5KRowPair(const uint8_t* row0, int64_t num_blocks, int cols,
+                const kquant_matmul_internal::Q8KBlock* act, int64_t act_stride, float* out,
+                int64_t out_stride);
+
+// Two adjacent Q6_K rows the same way (the AVX2 kernel's steps per row).
+void Q6KRowPair(const uint8_t* row0, int64_t num_blocks, int cols,
                 const kquant_matmul_internal::Q8KBlock* act, int64_t act_stride, float* out,
                 int64_t out_stride);
 

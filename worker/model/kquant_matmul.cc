@@ -679,27 +679,30 @@ void RowsAvx2(const uint8_t* grouped, const uint8_t* weight, int64_t rows, int64
   }
 }
 
-// Q5_K in vec_dot's order on AVX-512: rows two at a time in 512-bit
+// Q5_K and Q6_K in vec_dot's order on AVX-512: rows two at a time in 512-bit
 // registers (kquant_avx512.h, the same steps per row); the odd last row of a
-// range by the AVX2 kernel.
-void RowsQ5KAvx512(const uint8_t* grouped, const uint8_t* weight, int64_t rows,
-                   int64_t num_blocks, const Q8KBlock* acts, int64_t n, float* out, int64_t r0,
-                   int64_t r1) {
-  using Kernel = Avx2Q4KOrQ5K<true, false>;
-  const size_t row_bytes = num_blocks * Kernel::kBytes;
+// range by the AVX2 kernel K.
+using RowPairFn = void (*)(const uint8_t*, int64_t, int, const Q8KBlock*, int64_t, float*,
+                           int64_t);
+
+template <class K, RowPairFn kRowPair>
+void RowPairsAvx512(const uint8_t* grouped, const uint8_t* weight, int64_t rows,
+                    int64_t num_blocks, const Q8KBlock* acts, int64_t n, float* out, int64_t r0,
+                    int64_t r1) {
+  const size_t row_bytes = num_blocks * K::kBytes;
   for (int64_t t0 = 0; t0 < n; t0 += kActChunk) {
     const int64_t t_end = std::min(n, t0 + kActChunk);
     for (int64_t r = r0; r < r1; r += 2) {
       if (r + 1 == r1) {
-        RowsAvx2<Kernel>(grouped, weight, rows, num_blocks, acts + t0 * num_blocks, t_end - t0,
-                         out + t0 * rows, r, r1);
+        RowsAvx2<K>(grouped, weight, rows, num_blocks, acts + t0 * num_blocks, t_end - t0,
+                    out + t0 * rows, r, r1);
         continue;
       }
       const uint8_t* row = weight + r * row_bytes;
       for (int64_t t = t0; t < t_end; t += 4) {
         const int cols = static_cast<int>(std::min<int64_t>(4, t_end - t));
-        kquant_avx512::Q5KRowPair(row, num_blocks, cols, acts + t * num_blocks, num_blocks,
-                                  out + t * rows + r, rows);
+        kRowPair(row, num_blocks, cols, acts + t * num_blocks, num_blocks, out + t * rows + r,
+                 rows);
       }
     }
   }
@@ -715,8 +718,14 @@ RowsFn SelectRowsAvx2(GgmlType type, KQuantOrder order) {
       return repacked ? RowsAvx2<Avx2Q4KOrQ5K<false, true>> : RowsAvx2<Avx2Q4KOrQ5K<false, false>>;
     case GgmlType::kQ5_K:
       if (repacked) return RowsAvx2<Avx2Q4KOrQ5K<true, true>>;
-      return kquant_matmul_internal::UsesAvx512() ? RowsQ5KAvx512 : RowsAvx2<Avx2Q4KOrQ5K<true, false>>;
+      if (kquant_matmul_internal::UsesAvx512()) {
+        return RowPairsAvx512<Avx2Q4KOrQ5K<true, false>, kquant_avx512::Q5KRowPair>;
+      }
+      return RowsAvx2<Avx2Q4KOrQ5K<true, false>>;
     case GgmlType::kQ6_K:
+      if (kquant_matmul_internal::UsesAvx512()) {
+        return RowPairsAvx512<Avx2Q6K, kquant_avx512::Q6KRowPair>;
+      }
       return RowsAvx2<Avx2Q6K>;
     default:
       return nullptr;

@@ -221,6 +221,7 @@ BENCHMARK_CAPTURE(BM_KQuantInterleaved, avx2, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q5_k, GgmlType::kQ5_K)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q5_k_avx2, GgmlType::kQ5_K, false)->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_KQuant, q6_k, GgmlType::kQ6_K)->Apply(Shapes);
+BENCHMARK_CAPTURE(BM_KQuant, q6_k_avx2, GgmlType::kQ6_K, false)->Apply(Shapes);
 
 }  // namespace
 }  // namespace llorch
