@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && \
     defined(__AVX512VNNI__)
@@ -172,6 +173,18 @@ inline __m512i BroadcastWordShuffle(int k) {
   return _mm512_set1_epi16(static_cast<int16_t>((2 * k) | ((2 * k + 1) << 8)));
 }
 
+// Block b's share of the next pair of rows (the two rows' bytes follow each
+// other), asked of the cache as far into it as this pair has come: a decode
+// step reads its weights from memory, where the hardware prefetchers alone
+// left the row loops waiting on each block's first load.
+template <size_t kBlockBytes>
+inline void PrefetchNextPair(const uint8_t* row0, int64_t num_blocks, int64_t b) {
+  const uint8_t* next = row0 + 2 * (num_blocks + b) * kBlockBytes;
+  for (size_t line = 0; line < 2 * kBlockBytes; line += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(next + line), _MM_HINT_T0);
+  }
+}
+
 template <int kCols>
 __attribute__((noinline)) void Q5KRowPairTile(const uint8_t* row0, const uint8_t* row1,
                                               int64_t num_blocks, const Q8KBlock* act,
@@ -185,18 +198,10 @@ __attribute__((noinline)) void Q5KRowPairTile(const uint8_t* row0, const uint8_t
     acc[c] = _mm512_setzero_ps();
     summs[c][0] = summs[c][1] = 0.0f;
   }
-  // The next pair of rows (the two rows' bytes follow each other), asked of
-  // the cache as far into it as this pair has come: a decode step reads its
-  // weights from memory, where the hardware prefetchers alone left this
-  // loop waiting on each block's first load.
-  const uint8_t* next_pair = row0 + 2 * num_blocks * kQ5KBytes;
   for (int64_t b = 0; b < num_blocks; ++b) {
     const uint8_t* block0 = row0 + b * kQ5KBytes;
     const uint8_t* block1 = row1 + b * kQ5KBytes;
-    for (size_t line = 0; line < 2 * kQ5KBytes; line += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(next_pair + 2 * b * kQ5KBytes + line),
-                   _MM_HINT_T0);
-    }
+    PrefetchNextPair<kQ5KBytes>(row0, num_blocks, b);
     // dw0, dmin0, dw1, dmin1.
     int32_t header0, header1;
     std::memcpy(&header0, block0, 4);
@@ -289,14 +294,10 @@ __attribute__((noinline)) void Q6KRowPairTile(const uint8_t* row0, const uint8_t
   const __m512i m192 = _mm512_set1_epi8(static_cast<char>(0xc0));
   __m512 acc[kCols];
   for (int c = 0; c < kCols; ++c) acc[c] = _mm512_setzero_ps();
-  const uint8_t* next_pair = row0 + 2 * num_blocks * kQ6KBytes;  // as Q5KRowPairTile's
   for (int64_t b = 0; b < num_blocks; ++b) {
     const uint8_t* block0 = row0 + b * kQ6KBytes;
     const uint8_t* block1 = row1 + b * kQ6KBytes;
-    for (size_t line = 0; line < 2 * kQ6KBytes; line += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(next_pair + 2 * b * kQ6KBytes + line),
-                   _MM_HINT_T0);
-    }
+    PrefetchNextPair<kQ6KBytes>(row0, num_blocks, b);
     // 16 int8 scales per row: row 0 in the low 128-bit lane, row 1 above.
     const __m256i scales = _mm256_set_m128i(
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(block1 + 192)),
@@ -365,37 +366,37 @@ bool Supported() {
   return supported;
 }
 
+// fn(std::integral_constant<int, cols>{}) for cols 1..4 (1 below that).
+template <class Fn>
+void ForCols(int cols, Fn&& fn) {
+  switch (cols) {
+    case 4: return fn(std::integral_constant<int, 4>{});
+    case 3: return fn(std::integral_constant<int, 3>{});
+    case 2: return fn(std::integral_constant<int, 2>{});
+    default: return fn(std::integral_constant<int, 1>{});
+  }
+}
+
 void Q4KGroupPair(const uint8_t* group, size_t group_bytes, int64_t num_blocks, int cols,
                   const Q8KBlock* const act[], const bool per_64[], float* const out[]) {
   const uint8_t* second = group + group_bytes;
-  switch (cols) {
-    case 4: return PairTile<4>(group, second, num_blocks, act, per_64, out);
-    case 3: return PairTile<3>(group, second, num_blocks, act, per_64, out);
-    case 2: return PairTile<2>(group, second, num_blocks, act, per_64, out);
-    default: return PairTile<1>(group, second, num_blocks, act, per_64, out);
-  }
+  ForCols(cols, [&](auto k) { PairTile<k()>(group, second, num_blocks, act, per_64, out); });
 }
 
 void Q5KRowPair(const uint8_t* row0, int64_t num_blocks, int cols, const Q8KBlock* act,
                 int64_t act_stride, float* out, int64_t out_stride) {
   const uint8_t* row1 = row0 + num_blocks * kQ5KBytes;
-  switch (cols) {
-    case 4: return Q5KRowPairTile<4>(row0, row1, num_blocks, act, act_stride, out, out_stride);
-    case 3: return Q5KRowPairTile<3>(row0, row1, num_blocks, act, act_stride, out, out_stride);
-    case 2: return Q5KRowPairTile<2>(row0, row1, num_blocks, act, act_stride, out, out_stride);
-    default: return Q5KRowPairTile<1>(row0, row1, num_blocks, act, act_stride, out, out_stride);
-  }
+  ForCols(cols, [&](auto k) {
+    Q5KRowPairTile<k()>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+  });
 }
 
 void Q6KRowPair(const uint8_t* row0, int64_t num_blocks, int cols, const Q8KBlock* act,
                 int64_t act_stride, float* out, int64_t out_stride) {
   const uint8_t* row1 = row0 + num_blocks * kQ6KBytes;
-  switch (cols) {
-    case 4: return Q6KRowPairTile<4>(row0, row1, num_blocks, act, act_stride, out, out_stride);
-    case 3: return Q6KRowPairTile<3>(row0, row1, num_blocks, act, act_stride, out, out_stride);
-    case 2: return Q6KRowPairTile<2>(row0, row1, num_blocks, act, act_stride, out, out_stride);
-    default: return Q6KRowPairTile<1>(row0, row1, num_blocks, act, act_stride, out, out_stride);
-  }
+  ForCols(cols, [&](auto k) {
+    Q6KRowPairTile<k()>(row0, row1, num_blocks, act, act_stride, out, out_stride);
+  });
 }
 
 #else  // !LLORCH_KQUANT_AVX512
