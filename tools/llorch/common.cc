@@ -66,6 +66,9 @@ ABSL_FLAG(std::string, ggml_variant, "auto",
 ABSL_FLAG(std::string, kv_type, "f32",
           "element type of the KV cache: f32, f16, bf16 or q8_0 (f16 and bf16 halve its "
           "memory, q8_0 takes 0.27x, CPU only; attention computes in f32)");
+ABSL_FLAG(bool, mmap, true,
+          "multiply CPU weights straight from the file's mapping where its rows are laid out "
+          "as the kernels read them (fast load); false copies them (llama.cpp's --no-mmap)");
 
 // The servers (generate, bench-serve, models, workers, cancel, health).
 ABSL_FLAG(std::string, worker, "", "address of a running llorch-worker");
@@ -111,7 +114,7 @@ std::vector<cli::FlagSpec> LoadFlags() {
   return {cli::FlagSpec("threads").AtLeast(1), cli::FlagSpec("device").Value("cpu|cuda|mps"),
           cli::FlagSpec("gelu").Value("auto|exact|ggml"),
           cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512|amx"),
-          cli::FlagSpec("kv_type").Value("f32|f16|bf16|q8_0")};
+          cli::FlagSpec("kv_type").Value("f32|f16|bf16|q8_0"), "mmap"};
 }
 
 cli::Subcommand MakeSubcommand(std::string name, std::string summary, std::string usage,
@@ -185,6 +188,7 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
     return absl::InvalidArgumentError(absl::StrCat("--kv-type: ", kv_type.status().message()));
   }
   options.kv_type = *kv_type;
+  options.map_weights = absl::GetFlag(FLAGS_mmap);
   return options;
 }
 

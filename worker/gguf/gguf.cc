@@ -307,6 +307,9 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
                                               " bytes: ", std::strerror(errno)));
     }
     file->map_ = static_cast<const uint8_t*>(map);
+    const size_t map_size = file->map_size_;
+    file->data_owner_ = std::shared_ptr<const void>(
+        map, [map_size](const void* p) { ::munmap(const_cast<void*>(p), map_size); });
   }
   absl::Status status = file->Parse();
   if (!status.ok()) return status;
@@ -364,12 +367,13 @@ std::unique_ptr<GgufFile> GgufFile::FromParts(std::string path,
   for (size_t i = 0; i < file->tensors_.size(); ++i) {
     file->tensor_index_[file->tensors_[i].name] = i;
   }
-  file->keep_alive_ = std::move(keep_alive);
+  file->data_owner_ =
+      std::make_shared<std::vector<std::shared_ptr<const void>>>(std::move(keep_alive));
   return file;
 }
 
 GgufFile::~GgufFile() {
-  if (map_ != nullptr) ::munmap(const_cast<uint8_t*>(map_), map_size_);
+  // The mapping goes with the last holder of data_owner_.
   if (fd_ >= 0) ::close(fd_);
 }
 

@@ -103,6 +103,11 @@ class GgufFile {
   // once (the copy) instead of twice. No-op for a GGUF built in memory.
   void ReleasePages(const GgufTensorInfo& tensor) const;
 
+  // Keeps every tensor's data valid while held, also after this object is
+  // gone (the file's mapping, or what a GGUF built in memory keeps alive):
+  // held by a loader that multiplies straight from the data.
+  std::shared_ptr<const void> data_owner() const { return data_owner_; }
+
  private:
   GgufFile() = default;
   absl::Status Parse();
@@ -117,7 +122,7 @@ class GgufFile {
   std::map<std::string, GgufValue> metadata_;
   std::vector<GgufTensorInfo> tensors_;
   std::map<std::string, size_t, std::less<>> tensor_index_;
-  std::vector<std::shared_ptr<const void>> keep_alive_;
+  std::shared_ptr<const void> data_owner_;  // the mapping, or FromParts' keep_alive
 };
 
 }  // namespace llorch

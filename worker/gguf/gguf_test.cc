@@ -309,6 +309,26 @@ TEST_F(GgufTest, HonoursCustomAlignment) {
   }
 }
 
+// A tensor's bytes stay readable through data_owner() after the file is
+// closed (what a model multiplying from the mapping holds), and the mapping
+// goes when its last holder does.
+TEST_F(GgufTest, DataOwnerKeepsTheMappingAfterClose) {
+  auto opened = GgufFile::Open(Path("aligned64.gguf"));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const GgufTensorInfo* tensor = (*opened)->FindTensor("b");
+  ASSERT_NE(tensor, nullptr);
+  const auto* data = reinterpret_cast<const float*>(tensor->data);
+  const size_t count = tensor->num_bytes / sizeof(float);
+  std::shared_ptr<const void> owner = (*opened)->data_owner();
+  ASSERT_NE(owner, nullptr);
+  std::weak_ptr<const void> watch = owner;
+  opened->reset();  // the GgufFile is gone
+  const std::vector<float> expected = ReadF32(Path("aligned64_b.f32"));
+  EXPECT_EQ(std::vector<float>(data, data + count), expected);
+  owner.reset();
+  EXPECT_TRUE(watch.expired());
+}
+
 void ExpectError(const absl::StatusOr<std::unique_ptr<GgufFile>>& result,
                  const std::string& path, absl::StatusCode code,
                  absl::string_view fragment) {

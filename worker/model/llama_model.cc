@@ -174,6 +174,28 @@ absl::StatusOr<c10::Device> ParseDevice(const std::string& device) {
 
 }  // namespace
 
+// The named tensors as one [rows, row_bytes] matrix straight over the GGUF's
+// data, holding its owner (no copy: the file's pages are the weights, read
+// and dropped by the kernel as it needs them, and a loader's minutes of
+// first-touch faults on fresh memory in a VM become the page cache's), where
+// they lie back to back in the order given; undefined otherwise.
+at::Tensor MappedRows(const GgufFile& gguf, const std::vector<std::string>& names, int64_t rows,
+                      int64_t row_bytes) {
+  std::shared_ptr<const void> owner = gguf.data_owner();
+  const GgufTensorInfo* first = gguf.FindTensor(names[0]);
+  if (owner == nullptr || first->data == nullptr) return at::Tensor();
+  const uint8_t* end = first->data;
+  for (const std::string& name : names) {
+    const GgufTensorInfo* info = gguf.FindTensor(name);
+    if (info->data != end) return at::Tensor();
+    end += info->num_bytes;
+  }
+  if (end - first->data != rows * row_bytes) return at::Tensor();
+  return at::from_blob(
+      const_cast<uint8_t*>(first->data), {rows, row_bytes},
+      [owner](void*) mutable { owner.reset(); }, at::TensorOptions().dtype(at::kByte));
+}
+
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& gguf,
                                                              const LoadOptions& options) {
   absl::StatusOr<ModelConfig> config = ModelConfigFromGguf(gguf);
@@ -260,10 +282,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
           : kquant_interleave
               ? static_cast<int64_t>(KQuantInterleavedBytes(1, first->shape[0]))
               : static_cast<int64_t>(GgmlRowBytes(first->type, first->shape[0]));
-      matrix.raw = at::empty({rows, row_bytes}, at::kByte);
+      // Rows as the file holds them are multiplied where they lie; packed
+      // or interleaved ones are copied and the file's pages dropped.
+      if (options.map_weights && !amx && !interleave) {
+        matrix.raw = MappedRows(gguf, names, rows, row_bytes);
+      }
+      const bool mapped = matrix.raw.defined();
+      if (!mapped) matrix.raw = at::empty({rows, row_bytes}, at::kByte);
       uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
       for (const std::string& name : names) {
         const GgufTensorInfo* info = gguf.FindTensor(name);
+        num_parameters += info->num_elements();
+        if (mapped) continue;
         const auto* src = static_cast<const uint8_t*>(info->data);
         if (amx) {
           PackAmxRows(info->type, src, info->shape[1], info->shape[0], dst);
@@ -275,7 +305,6 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
           std::memcpy(dst, src, info->num_bytes);
         }
         dst += info->shape[1] * row_bytes;
-        num_parameters += info->num_elements();
         gguf.ReleasePages(*info);
       }
       matrix.interleaved = interleave;

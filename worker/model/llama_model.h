@@ -50,6 +50,13 @@ struct LoadOptions {
   std::optional<GgmlVariant> ggml_variant;
   // Element type of every job's KV cache (NewCache).
   KvType kv_type = KvType::kF32;
+  // CPU weight matrices whose rows the file holds as the kernels read them
+  // (F32/F16/BF16, Q5_K/Q6_K; fused ones when their parts lie back to back)
+  // are multiplied straight from the file's mapping: a load in a fraction of
+  // a second, the page cache's pages shared. False copies them into fresh
+  // memory (llama.cpp's --no-mmap): measured on a VM, F32 decode 8-10%
+  // faster, its load 25 s instead of 0.2.
+  bool map_weights = true;
 };
 
 // How activations are rounded before meeting a weight matrix.
@@ -79,8 +86,10 @@ struct ForwardItem {
 
 class LlamaModel {
  public:
-  // Dequantises every weight to F32 on `options.device`. The GgufFile may be
-  // closed afterwards.
+  // Dequantises every weight to F32 on `options.device` (on the CPU: keeps
+  // them in their GGUF type, multiplied from the file's mapping where its
+  // rows are laid out as the kernel reads them). The GgufFile may be closed
+  // afterwards: the model holds on to its data_owner().
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const GgufFile& gguf,
                                                           const LoadOptions& options);
 

@@ -52,7 +52,7 @@ class CacheCorrectnessTest : public ::testing::TestWithParam<std::string> {
     ASSERT_NO_FATAL_FAILURE(full_ = FullForward(*model_));
   }
 
-  static std::unique_ptr<LlamaModel> LoadModel(KvType kv_type) {
+  static std::unique_ptr<LlamaModel> LoadModel(KvType kv_type, bool map_weights = true) {
     auto gguf = GgufFile::Open(TestModelPath(GetParam()));
     EXPECT_TRUE(gguf.ok()) << gguf.status();
     if (!gguf.ok()) return nullptr;
@@ -65,6 +65,7 @@ class CacheCorrectnessTest : public ::testing::TestWithParam<std::string> {
     options.quantize_activations = false;
     options.gelu = LoadOptions::Gelu::kExact;
     options.kv_type = kv_type;
+    options.map_weights = map_weights;
     auto model = LlamaModel::Load(**gguf, options);
     EXPECT_TRUE(model.ok()) << model.status();
     return model.ok() ? std::move(*model) : nullptr;
@@ -121,6 +122,18 @@ TEST_P(CacheCorrectnessTest, LastLogitsMatchAllLogits) {
   ASSERT_TRUE(last.ok());
   ASSERT_EQ(last->size(0), 1);
   EXPECT_LE((*last - full_.narrow(0, full_.size(0) - 1, 1)).abs().max().item<double>(), 1e-4);
+}
+
+// CPU weights multiplied from the file's mapping (the default; LoadModel
+// closes the GgufFile after Load) and copied into fresh memory give the same
+// bits.
+TEST_P(CacheCorrectnessTest, MappedWeightsEqualCopiedWeights) {
+  if (TestDevice() != "cpu") GTEST_SKIP() << "the mapping is the CPU path's";
+  std::unique_ptr<LlamaModel> copied = LoadModel(KvType::kF32, /*map_weights=*/false);
+  ASSERT_NE(copied, nullptr);
+  const at::Tensor logits = FullForward(*copied);
+  ASSERT_TRUE(logits.defined());
+  EXPECT_TRUE(at::equal(logits, full_));
 }
 
 TEST_P(CacheCorrectnessTest, RejectsBadInput) {

@@ -56,6 +56,10 @@ ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "address /metrics binds to");
 ABSL_FLAG(std::string, kv_budget, "1GiB",
           "KV cache memory of all running jobs: bytes with an optional KiB/MiB/GiB suffix, "
           "or a number of token positions with the suffix 'tokens'");
+ABSL_FLAG(bool, mmap, true,
+          "multiply CPU weights straight from the model file's mapping where its rows are "
+          "laid out as the kernels read them (fast load); false copies them (llama.cpp's "
+          "--no-mmap)");
 ABSL_FLAG(std::string, kv_type, "f32",
           "element type of the KV cache: f32 | f16 | bf16 | q8_0 (16 bits halve KV memory, "
           "q8_0 takes 0.27x, CPU only; attention still computes in f32)");
@@ -313,13 +317,14 @@ absl::StatusOr<GrpcServer> StartGrpcServer(const StartupOptions& options,
   return grpc_server;
 }
 
-// --device, --ggml_variant and --kv_type as LoadOptions.
+// --device, --ggml_variant, --kv_type and --mmap as LoadOptions.
 absl::StatusOr<LoadOptions> MakeLoadOptions(const std::string& device) {
   LoadOptions load_options;
   load_options.device = device;
   absl::StatusOr<KvType> kv_type = KvTypeFromFlag();
   if (!kv_type.ok()) return kv_type.status();
   load_options.kv_type = *kv_type;
+  load_options.map_weights = absl::GetFlag(FLAGS_mmap);
   if (const std::string variant = absl::GetFlag(FLAGS_ggml_variant); variant != "auto") {
     absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(variant);
     if (!parsed.ok()) {
@@ -566,7 +571,7 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("kv_admission").Value("paged|reserve"),
        cli::FlagSpec("max_batch").AtLeast(1), cli::FlagSpec("max_waiting").AtLeast(0),
        cli::FlagSpec("max_prefill_tokens").AtLeast(1), cli::FlagSpec("threads").AtLeast(0),
-       "device", "ggml_variant", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
+       "device", "ggml_variant", "mmap", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
        cli::FlagSpec("drain_timeout").Value("DURATION"),
        cli::FlagSpec("tls_cert").Value("PATH"), cli::FlagSpec("tls_key").Value("PATH"),
        cli::FlagSpec("tls_ca").Value("PATH"), cli::FlagSpec("scheduler").Value("HOST:PORT"),
