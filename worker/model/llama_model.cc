@@ -172,13 +172,9 @@ absl::StatusOr<c10::Device> ParseDevice(const std::string& device) {
       absl::StrCat("unknown device '", device, "' (expected cpu, cuda or mps)"));
 }
 
-}  // namespace
-
 // The named tensors as one [rows, row_bytes] matrix straight over the GGUF's
-// data, holding its owner (no copy: the file's pages are the weights, read
-// and dropped by the kernel as it needs them, and a loader's minutes of
-// first-touch faults on fresh memory in a VM become the page cache's), where
-// they lie back to back in the order given; undefined otherwise.
+// data, holding its owner (no copy: the page cache's pages are the weights),
+// where they lie back to back in the order given; undefined otherwise.
 at::Tensor MappedRows(const GgufFile& gguf, const std::vector<std::string>& names, int64_t rows,
                       int64_t row_bytes) {
   std::shared_ptr<const void> owner = gguf.data_owner();
@@ -195,6 +191,8 @@ at::Tensor MappedRows(const GgufFile& gguf, const std::vector<std::string>& name
       const_cast<uint8_t*>(first->data), {rows, row_bytes},
       [owner](void*) mutable { owner.reset(); }, at::TensorOptions().dtype(at::kByte));
 }
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& gguf,
                                                              const LoadOptions& options) {
