@@ -9,7 +9,10 @@
 # model with the same threads): memory-bound decode (F32, F16, BF16) is judged by its share.
 #   tools/bench-local.sh [--threads N] [--prompt P (512)] [--gen G] [--reps R] [--skip-tinyllama]
 #                        [--tinyllama-types f32,f16,bf16,q8_0,q4_0,q4_1,q4_k,q5_k,q6_k]
-#                        [--kv-type f32|f16|bf16|q8_0]
+#                        [--kv-type f32|f16|bf16|q8_0] [--avx2]
+# --avx2 (on an AVX-512 machine): both engines run their AVX2 code, llorch under
+# LLORCH_MAX_CPU_ISA=avx2, llama.cpp on its haswell library loaded by name; what
+# an AVX2-only machine of the same cores would run (not its memory or clocks).
 # Both engines hold their KV cache in --kv-type (default f16, llama.cpp's
 # default and its fast path: with f32 its decode takes another attention path,
 # 40-45% slower on SmolLM2 here; llorch's own default is f32), so the memory
@@ -21,7 +24,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/env.sh"
-THREADS=2 PROMPT=512 GEN=64 REPS=3 TINYLLAMA=1 TINYLLAMA_TYPES=f32 KV_TYPE=f16
+THREADS=2 PROMPT=512 GEN=64 REPS=3 TINYLLAMA=1 TINYLLAMA_TYPES=f32 KV_TYPE=f16 AVX2=0
 while (($#)); do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
@@ -31,12 +34,20 @@ while (($#)); do
     --skip-tinyllama) TINYLLAMA=0; shift ;;
     --tinyllama-types) TINYLLAMA_TYPES="$2"; shift 2 ;;
     --kv-type) KV_TYPE="$2"; shift 2 ;;
+    --avx2) AVX2=1; shift ;;
     *) echo "bench-local: unknown flag $1" >&2; exit 2 ;;
   esac
 done
 "$ROOT/tools/setup.sh" >/dev/null
 "$ROOT/tools/bench/build-llamacpp-tool.sh" bench >/dev/null
 [[ -x "$ROOT/build/bin/read_bandwidth" ]] || cmake --build "$ROOT/build" --target read_bandwidth >/dev/null
+
+ours_env=() peer_flags=() code="each engine's pick for this CPU"
+if ((AVX2)); then
+  ours_env=(LLORCH_MAX_CPU_ISA=avx2)
+  peer_flags=(--cpu-variant haswell)
+  code="AVX2 code only (llorch LLORCH_MAX_CPU_ISA=avx2, llama.cpp libggml-cpu-haswell.so)"
+fi
 
 models=("$LLORCH_DEFAULT_MODEL")
 if ((TINYLLAMA)); then
@@ -67,14 +78,14 @@ PEAK="$ROOT/tools/bench/peak_rss.py"
 memory_rows=()
 bandwidth_rows=()
 
-echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $THREADS; prompt $PROMPT, gen $GEN, median of $REPS; KV cache $KV_TYPE"
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; threads $THREADS; prompt $PROMPT, gen $GEN, median of $REPS; KV cache $KV_TYPE; $code"
 printf '%-40s %12s %12s %8s %12s %12s %8s\n' model "llorch pp" "llama.cpp pp" ratio "llorch tg" "llama.cpp tg" ratio
 for m in "${models[@]}"; do
   machine="$("$ROOT/build/bin/read_bandwidth" --threads "$THREADS" --mib 2048 --reps 3)"
-  ours="$("$PEAK" "$RSS_DIR/ours" "$ROOT/build/bin/llorch" bench --model "$m" --threads "$THREADS" --prompt-tokens "$PROMPT" \
+  ours="$(env "${ours_env[@]}" "$PEAK" "$RSS_DIR/ours" "$ROOT/build/bin/llorch" bench --model "$m" --threads "$THREADS" --prompt-tokens "$PROMPT" \
           --gen-tokens "$GEN" --reps "$REPS" --kv-type "$KV_TYPE")"
   peer="$("$PEAK" "$RSS_DIR/peer" "$ROOT/build/bin/llamacpp_bench" --model "$m" --threads "$THREADS" --prompt "$PROMPT" \
-          --gen "$GEN" --reps "$REPS" --kv-type "$KV_TYPE" 2>/dev/null)"
+          --gen "$GEN" --reps "$REPS" --kv-type "$KV_TYPE" "${peer_flags[@]}" 2>/dev/null)"
   python3 - "$m" "$ours" "$peer" <<'PY'
 import json, os, sys
 name, ours, peer = os.path.basename(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])

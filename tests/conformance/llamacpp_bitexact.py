@@ -14,7 +14,9 @@ logits must be llama.cpp's, bit for bit:
 Passes: "native" (the library ggml picks here, and llorch's own choice, which
 must name the same variant), and on a machine with AVX-512 also "forced
 haswell" (llama.cpp's AVX2 library loaded by name, llorch --ggml-variant avx2),
-so that one AVX-512 machine checks both orders. Where ggml's library has AMX
+and "forced haswell, AVX2 kernels" (the same library against llorch under
+LLORCH_MAX_CPU_ISA=avx2: the kernels and order an AVX2-only machine runs), so
+that one AVX-512 machine checks both orders and both sets of kernels. Where ggml's library has AMX
 (AMX_INT8=1: Sapphire Rapids and later), llama.cpp moves quantised weights into
 its AMX buffer and multiplies Q4_0/Q4_1/Q8_0 in the AMX kernels' order, which
 llorch follows there (variant amx, worker/model/amx_matmul.h): the native pass
@@ -87,11 +89,17 @@ def main():
                    + ([] if extra_bufts else ["--no-extra-bufts"]))
         return rows[0], rows[1:]
 
-    def ours(ids, one_token, logits, variant=None, model=None):
-        return run([args.llorch, "score", "--model", model or args.model, "--prompt-ids",
+    def ours(ids, one_token, logits, variant=None, env=None):
+        return run([args.llorch, "score", "--model", args.model, "--prompt-ids",
                     ",".join(map(str, ids)), "--threads", args.threads, "--logprobs", "1"]
                    + (["--one-token"] if one_token else []) + (["--logits"] if logits else [])
-                   + (["--ggml-variant", variant] if variant else []))
+                   + (["--ggml-variant", variant] if variant else []),
+                   env={**os.environ, **(env or {})})
+
+    def inspect(env=None):
+        return json.loads(subprocess.run([args.llorch, "inspect", "--model", args.model],
+                                         stdout=subprocess.PIPE, check=True,
+                                         env={**os.environ, **(env or {})}).stdout)
 
     def random_model(name, hidden, ffn, wtype, seed):
         """A small untied random model in the work dir (written once)."""
@@ -173,9 +181,11 @@ def main():
              ("c_code", "one-token", 64, True), ("chat_template", "one-token", None, True),
              ("long_essay", "batch", None, False)]
 
-    def run_pass(label, library, llorch_variant, extra_bufts=True):
+    def run_pass(label, library, llorch_variant, extra_bufts=True, llorch_env=None):
         """Every case with llama.cpp on `library` (None: ggml's pick) and llorch
-        following `llorch_variant` (None: its own pick). Returns the library's variant."""
+        following `llorch_variant` (None: its own pick, under `llorch_env`).
+        Returns the library's variant."""
+        own_variant = inspect(llorch_env)["ggml_variant"] if llorch_env else our_variant
         header_variant = None
         for name, order, limit, full in cases:
             ids = prompt_ids(name)[:limit]
@@ -184,13 +194,13 @@ def main():
                 header_variant = library_variant(header, extra_bufts)
                 files = [os.path.basename(f) for f in header["cpu_variant_files"]]
                 print(f"[{label}] llama.cpp CPU library {files}: {header_variant or 'no AVX2+FMA'} "
-                      f"order; llorch follows {llorch_variant or our_variant}")
+                      f"order; llorch follows {llorch_variant or own_variant}")
                 if header_variant is None:
                     return None
-                if llorch_variant is None and header_variant != our_variant:
+                if llorch_variant is None and header_variant != own_variant:
                     failures.append(f"[{label}] ggml picked its {header_variant} library, llorch "
-                                    f"chose {our_variant}")
-            mine = ours(ids, order == "one-token", full, llorch_variant)
+                                    f"chose {own_variant}")
+            mine = ours(ids, order == "one-token", full, llorch_variant, llorch_env)
             if len(ref) != len(ids) or len(mine) != len(ids):
                 # zip() would compare the shorter prefix and hide a missing row.
                 failures.append(f"[{label}] {name} ({order}): {len(ids)} ids but llama.cpp printed "
@@ -244,6 +254,13 @@ def main():
             run_pass("AMX off", None, "avx512", extra_bufts=False)
         if native in ("amx", "avx512"):
             run_pass("forced haswell", "haswell", "avx2")
+            # What an AVX2-only machine runs: llorch's AVX2 kernels, not its
+            # AVX-512 ones computing the AVX2 order (and its own pick of order).
+            capped = {"LLORCH_MAX_CPU_ISA": "avx2"}
+            kernels = inspect(capped)["cpu_kernels"]
+            if kernels != "avx2":
+                failures.append(f"LLORCH_MAX_CPU_ISA=avx2: llorch inspect says cpu_kernels {kernels}")
+            run_pass("forced haswell, AVX2 kernels", "haswell", None, llorch_env=capped)
         bf16_pass(features)
     for f in failures:
         print("FAIL", f)

@@ -7,7 +7,10 @@
 //
 //   llamacpp_bench --model M.gguf [--threads 2] [--prompt 512] [--gen 128]
 //                  [--reps 3] [--flash-attn auto|on|off] [--seed 1]
-//                  [--kv-type f32|f16|bf16|q8_0] [--lib-dir DIR]
+//                  [--kv-type f32|f16|bf16|q8_0] [--lib-dir DIR] [--cpu-variant NAME]
+// --cpu-variant NAME loads exactly libggml-cpu-NAME.so from the library
+// directory (say haswell, the AVX2 one, on an AVX-512 machine: tools/bench-local.sh
+// --avx2); without it ggml picks the best-scoring variant for this CPU.
 // --kv-type sets the KV cache's element type (llama.cpp's own default is f16;
 // tools/bench-local.sh passes the same type to llorch, so both hold the same cache).
 
@@ -32,6 +35,7 @@ namespace {
 struct Options {
   std::string model;
   std::string lib_dir = LLAMACPP_LIB_DIR;
+  std::string cpu_variant;  // empty: ggml's pick
   int threads = 2;
   int prompt_tokens = 512;
   int gen_tokens = 128;
@@ -74,6 +78,7 @@ Options ParseArgs(int argc, char** argv) {
     const char* value = argv[++i];
     if (flag == "--model") options.model = value;
     else if (flag == "--lib-dir") options.lib_dir = value;
+    else if (flag == "--cpu-variant") options.cpu_variant = value;
     else if (flag == "--threads") options.threads = PositiveInt("--threads", value);
     else if (flag == "--prompt") options.prompt_tokens = PositiveInt("--prompt", value);
     else if (flag == "--gen") options.gen_tokens = PositiveInt("--gen", value);
@@ -84,6 +89,9 @@ Options ParseArgs(int argc, char** argv) {
     else Fail("unknown flag " + flag);
   }
   if (options.model.empty()) Fail("--model is required");
+  if (!options.cpu_variant.empty() && options.lib_dir.empty()) {
+    Fail("--cpu-variant needs --lib-dir");
+  }
   KvType(options.kv_type);  // fails on an unknown name
   if (options.flash_attn != "auto" && options.flash_attn != "on" &&
       options.flash_attn != "off") {
@@ -145,7 +153,11 @@ int main(int argc, char** argv) {
   llama_log_set(LogErrorsOnly, nullptr);
   // The prebuilt ggml picks its CPU variant (haswell, zen4, ...) at run time
   // from libggml-cpu-*.so files in the library directory.
-  if (!options.lib_dir.empty()) {
+  if (!options.cpu_variant.empty()) {
+    const std::string path = options.lib_dir + "/libggml-cpu-" + options.cpu_variant + ".so";
+    // Null for a variant whose instructions this CPU lacks (score 0).
+    if (ggml_backend_load(path.c_str()) == nullptr) Fail("cannot load " + path);
+  } else if (!options.lib_dir.empty()) {
     ggml_backend_load_all_from_path(options.lib_dir.c_str());
   } else {
     ggml_backend_load_all();

@@ -74,6 +74,7 @@ absl::Status Inspect() {
   std::string variant_source;
   absl::StatusOr<GgmlVariant> variant = GgmlVariantFromEnvironment(&variant_source);
   if (!variant.ok()) return variant.status();
+  if (absl::StatusOr<CpuIsa> isa = MaxCpuIsaFromEnvironment(); !isa.ok()) return isa.status();
   json out = {{"file", loaded->gguf->path()},
               {"gguf_version", loaded->gguf->version()},
               {"parameters", num_parameters},
@@ -85,7 +86,9 @@ absl::Status Inspect() {
               {"tensor_types", tensor_types},
               // The float order llorch's CPU path follows here (ggml_ops.h).
               {"ggml_variant", GgmlVariantName(*variant)},
-              {"ggml_variant_source", variant_source}};
+              {"ggml_variant_source", variant_source},
+              // The widest instruction set its kernels use (LLORCH_MAX_CPU_ISA caps it).
+              {"cpu_kernels", CpuIsaName(CpuKernelIsa())}};
   out.update(ConfigJson(loaded->config));
   out.update(VocabJson(loaded->tokenizer->vocab()));
   std::cout << out.dump(2) << "\n";

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "worker/model/cpu_isa.h"
 #include "worker/model/row_groups.h"
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__AVX512F__) && \
@@ -1036,13 +1037,15 @@ bool CpuHasAmxInt8() {
 
 bool VnniSupported() {
   static const bool supported =
-      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+      CpuIsaAllowed(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512vnni");
   return supported;
 }
 
 bool TilesSupported() {
-  static const bool supported = VnniSupported() && CpuHasAmxInt8();
+  static const bool supported =
+      VnniSupported() && CpuIsaAllowed(CpuIsa::kAmx) && CpuHasAmxInt8();
   return supported;
 }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "worker/model/cpu_isa.h"
+
 #if defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512VL__) && \
     defined(__AVX512BW__)
 #define LLORCH_BF16_AVX512 1
@@ -136,7 +138,8 @@ void GemmBlock(const uint16_t* w, int64_t in, const uint16_t* xb,
 }  // namespace
 
 bool Bf16Avx512Supported() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  return CpuIsaAllowed(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
 }
 

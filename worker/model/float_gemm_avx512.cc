@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "worker/model/cpu_isa.h"
+
 #if defined(__x86_64__) && defined(__AVX512F__)
 #define LLORCH_FLOAT_GEMM_AVX512 1
 #include <immintrin.h>
@@ -69,7 +71,8 @@ __mmask16 LowBits(int count) {
 }  // namespace
 
 bool Supported() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
+  static const bool supported =
+      CpuIsaAllowed(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512f");
   return supported;
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/float_bits.h"
 #include "worker/model/amx_kernels.h"    // TilesSupported
+#include "worker/model/cpu_isa.h"
 #include "worker/model/float_matmul.h"  // WidenRowToFloat
 #include "worker/model/prepared_scores.h"
 
@@ -931,7 +932,7 @@ float KeyScores8(const typename KvRows<E>::T* keys, const RowFn& row, const floa
 }
 
 bool CpuHasAvx512F() {
-  static const bool has = __builtin_cpu_supports("avx512f");
+  static const bool has = CpuIsaAllowed(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512f");
   return has;
 }
 #endif
@@ -1128,7 +1129,8 @@ absl::StatusOr<GgmlVariant> ParseGgmlVariant(absl::string_view name) {
 GgmlVariant DetectGgmlVariant() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+  if (CpuIsaAllowed(CpuIsa::kAvx512) && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("avx512bw")) {
@@ -1151,6 +1153,26 @@ absl::StatusOr<GgmlVariant> GgmlVariantFromEnvironment(std::string* source) {
   }
   if (source != nullptr) *source = "detected";
   return DetectGgmlVariant();
+}
+
+absl::StatusOr<CpuIsa> MaxCpuIsaFromEnvironment() {
+  const char* value = std::getenv("LLORCH_MAX_CPU_ISA");
+  CpuIsa isa = CpuIsa::kAmx;
+  if (value != nullptr && *value != '\0' && !ParseCpuIsa(value, &isa)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LLORCH_MAX_CPU_ISA: unknown instruction set '", value, "' (avx2, avx512 or amx)"));
+  }
+  return isa;
+}
+
+CpuIsa CpuKernelIsa() {
+  if (amx_kernels::TilesSupported()) return CpuIsa::kAmx;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (CpuIsaAllowed(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512f")) {
+    return CpuIsa::kAvx512;
+  }
+#endif
+  return CpuIsa::kAvx2;
 }
 
 void GgmlRmsNorm(const float* x, int64_t rows, int64_t dim, float eps, float* out) {

@@ -23,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "worker/model/cpu_isa.h"
 
 namespace llorch {
 
@@ -53,6 +54,14 @@ GgmlVariant DetectGgmlVariant();
 // other than the one ggml would pick there (say llama.cpp's haswell library
 // loaded by name on an AVX-512 machine). `source` (optional) says which.
 absl::StatusOr<GgmlVariant> GgmlVariantFromEnvironment(std::string* source = nullptr);
+
+// LLORCH_MAX_CPU_ISA's value (cpu_isa.h; kAmx, no cap, where it is unset or
+// empty), an InvalidArgument error for any other name.
+absl::StatusOr<CpuIsa> MaxCpuIsaFromEnvironment();
+
+// The widest instruction set llorch's CPU kernels use here: the CPU's, capped
+// by LLORCH_MAX_CPU_ISA (AMX only with tiles this process may use).
+CpuIsa CpuKernelIsa();
 
 // ggml_compute_forward_rms_norm_f32: out = x / sqrt(mean(x^2) + eps) per row
 // of `dim` floats (no weight), the squares summed in double.

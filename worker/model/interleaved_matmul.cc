@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/float_bits.h"
+#include "worker/model/cpu_isa.h"
 #include "worker/model/row_groups.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -382,7 +383,8 @@ void ChunkBiases(const ActBlock* act, int64_t num_act_blocks, int32_t* bias) {
 }
 
 bool HasVnni() {
-  static const bool has = __builtin_cpu_supports("avx512f") &&
+  static const bool has = CpuIsaAllowed(CpuIsa::kAvx512) &&
+                          __builtin_cpu_supports("avx512f") &&
                           __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("avx512vnni");

@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include "worker/model/avx512_helpers.h"
+#include "worker/model/cpu_isa.h"
 #endif
 
 // Compiled with -ffp-contract=off: only the fma intrinsics written here fuse.
@@ -361,7 +362,8 @@ __attribute__((noinline)) void Q6KRowPairTile(const uint8_t* row0, const uint8_t
 
 bool Supported() {
   static const bool supported =
-      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      CpuIsaAllowed(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   return supported;
 }

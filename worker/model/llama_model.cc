@@ -203,6 +203,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   if (absl::Status kv = CheckKvType(options.kv_type, config->head_dim, *device); !kv.ok()) {
     return kv;
   }
+  if (absl::StatusOr<CpuIsa> isa = MaxCpuIsaFromEnvironment(); !isa.ok()) return isa.status();
 
   std::unique_ptr<LlamaModel> model(new LlamaModel());
   model->config_ = *config;

@@ -1,5 +1,7 @@
 #include "worker/model/prepared_scores.h"
 
+#include "worker/model/cpu_isa.h"
+
 #if defined(__x86_64__) && defined(__AVX512F__)
 #include <immintrin.h>
 #define LLORCH_PREPARED_SCORES_AVX512 1
@@ -28,7 +30,8 @@ struct Keys16 {
 }  // namespace
 
 bool Supported() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
+  static const bool supported =
+      CpuIsaAllowed(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512f");
   return supported;
 }
 

@@ -358,7 +358,7 @@ absl::StatusOr<ServedModel> LoadAndWarmUpModel(const StartupOptions& options,
   Log(absl::StrCat("loaded ", options.served_model_name, " (", served->config.architecture, ", ",
                    served->weight_type, ") on ", options.device, " in ", served->load_seconds,
                    " s, float order of ggml's ", GgmlVariantName(served->model->ggml_variant()),
-                   " CPU library"));
+                   " CPU library, kernels up to ", CpuIsaName(CpuKernelIsa())));
   if (absl::Status s = WarmUp(*served->model); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("warm-up failed: ", s.message()));
   }
