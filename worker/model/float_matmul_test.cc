@@ -237,7 +237,7 @@ TEST(FloatMatmulBf16, EveryKernelGivesThePortableBits) {
   if (bf16_avx512_supported()) kernels.push_back(true);
   for (bool avx512 : kernels) {
     bf16_matmul_internal::AllowAvx512(avx512);
-    for (int64_t in : {2, 30, 32, 64, 96, 100, 576, 2048, 2048 + 34, 63}) {
+    for (int64_t in : {2, 30, 32, 64, 96, 100, 576, 2048, 2048 + 34, 2048 + 64, 63}) {
       for (int64_t n : {1, 2, 5, 33, 70, 130}) {
         SCOPED_TRACE(::testing::Message() << "avx512 " << avx512 << " in " << in << " n " << n);
         for (bool wide : {false, true}) {
