@@ -16,6 +16,12 @@ qwen2 (biases, tied), phi3 (fused projections), phi (Phi-2: LayerNorm,
 partial rotary, GELU, parallel residual, biases), a BF16 checkpoint and a
 sharded one.
 
+Each case again in BF16 (`--dtype bf16`: the libtorch path a GPU takes, run
+here on the CPU) against transformers loaded with torch_dtype=bfloat16 on the
+same libtorch: the prompt's logits within BF16_TOLERANCE (they agree to the
+bit where both run the same kernels) and 16 tokens of greedy decoding (llorch
+one token per step over its cache, transformers' generate) equal.
+
 Usage: transformers_conformance.py path/to/llorch [--keep DIR]
 """
 import argparse
@@ -42,12 +48,14 @@ TOKENIZE_CHECKS = [
 PROMPT_LENGTHS = [24, 7, 15]
 GREEDY_TOKENS = 32
 LOGIT_TOLERANCE = 1e-4
+BF16_TOLERANCE = 1e-3  # a BF16 ulp of these logits is 2e-3 or more
+BF16_GREEDY_TOKENS = 16
 
 
-def llorch_logits(llorch, model_dir, ids):
+def llorch_logits(llorch, model_dir, ids, extra=()):
     out = subprocess.run([llorch, "score", "--model", model_dir, "--prompt-ids",
-                          ",".join(map(str, ids)), "--logits", "--logprobs", "0", "--threads", "2"],
-                         capture_output=True, text=True, timeout=300)
+                          ",".join(map(str, ids)), "--logits", "--logprobs", "0", "--threads", "2",
+                          *extra], capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"llorch score failed: {out.stderr.strip()}")
     rows = [json.loads(line) for line in out.stdout.splitlines()]
@@ -118,6 +126,32 @@ def run_case(llorch, tmp, name, config, cls, opts, seed, tokenizer, gguf_dir):
     if gap > 1e-5:
         failures.append(f"converted GGUF differs from the directory by {gap:.3g} (> 1e-5)")
     return worst, gap, failures
+
+
+def check_bf16(llorch, model_dir, cls, config, generator):
+    """--dtype bf16 against transformers in bfloat16: prompt logits and greedy decoding."""
+    reference = cls.from_pretrained(model_dir, torch_dtype=torch.bfloat16,
+                                    attn_implementation="eager").eval()
+    prompt = torch.randint(0, config.vocab_size, (20,), generator=generator).tolist()
+    failures = []
+    with torch.no_grad():
+        ref = reference(torch.tensor([prompt])).logits[0].float()
+        prompt_ids = torch.tensor([prompt])
+        greedy = reference.generate(prompt_ids, attention_mask=torch.ones_like(prompt_ids),
+                                    max_new_tokens=BF16_GREEDY_TOKENS, do_sample=False,
+                                    pad_token_id=0, eos_token_id=None)[0].tolist()[len(prompt):]
+    ours = llorch_logits(llorch, model_dir, prompt, ["--dtype", "bf16"])
+    diff = (ours - ref).abs().max().item()
+    if diff > BF16_TOLERANCE:
+        failures.append(f"bf16: max |Δlogit| {diff:.3g} > {BF16_TOLERANCE}")
+    events = [json.loads(line) for line in run(
+        [llorch, "run", "--model", model_dir, "--prompt-ids", ",".join(map(str, prompt)),
+         "--max-tokens", str(BF16_GREEDY_TOKENS), "--temperature", "0", "--ignore-eos",
+         "--format", "jsonl", "--threads", "2", "--dtype", "bf16"]).splitlines()]
+    decoded = [e["id"] for e in events if e.get("event") == "token"]
+    if decoded != greedy:
+        failures.append(f"bf16 greedy: ours {decoded}, transformers {greedy}")
+    return diff, failures
 
 
 def check_tokenizer(llorch, model_dir, tokenizer):
@@ -206,7 +240,7 @@ def main():
     tokenizer = train_tokenizer()
     gguf_dir = os.path.join(tmp, "converted")
     os.makedirs(gguf_dir, exist_ok=True)
-    print(f"{'case':20} {'max|Δlogit|':>12} {'dir vs gguf':>12}  result")
+    print(f"{'case':20} {'max|Δlogit|':>12} {'dir vs gguf':>12} {'bf16':>8}  result")
     failed = 0
     for seed, (name, config, cls, opts) in enumerate(cases()):
         if args.only and args.only not in name:
@@ -214,11 +248,15 @@ def main():
         try:
             worst, gap, failures = run_case(args.llorch, tmp, name, config, cls, opts, seed + 1,
                                             tokenizer, gguf_dir)
+            bf16, bf16_failures = check_bf16(args.llorch, os.path.join(tmp, name), cls, config,
+                                             torch.Generator().manual_seed(seed + 100))
+            failures += bf16_failures
             if seed == 0:
                 failures += check_tokenizer(args.llorch, os.path.join(tmp, name), tokenizer)
         except Exception as error:  # noqa: BLE001 - reported per case
-            worst, gap, failures = float("nan"), float("nan"), [f"{type(error).__name__}: {error}"]
-        print(f"{name:20} {worst:12.3g} {gap:12.3g}  {'ok' if not failures else 'FAIL'}")
+            worst, gap, bf16 = float("nan"), float("nan"), float("nan")
+            failures = [f"{type(error).__name__}: {error}"]
+        print(f"{name:20} {worst:12.3g} {gap:12.3g} {bf16:8.3g}  {'ok' if not failures else 'FAIL'}")
         for failure in failures:
             print(f"    {failure}")
         failed += bool(failures)

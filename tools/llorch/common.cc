@@ -66,6 +66,10 @@ ABSL_FLAG(std::string, ggml_variant, "auto",
 ABSL_FLAG(std::string, kv_type, "f32",
           "element type of the KV cache: f32, f16, bf16 or q8_0 (f16 and bf16 halve its "
           "memory, q8_0 takes 0.27x, CPU only; attention computes in f32)");
+ABSL_FLAG(std::string, dtype, "auto",
+          "weights and activations on the libtorch path: auto (bf16 on cuda, f16 on mps, "
+          "the CPU's own kernels over the file's types on cpu), f32, f16 or bf16 (on cpu: "
+          "the libtorch path, as a GPU computes)");
 ABSL_FLAG(bool, mmap, true,
           "multiply CPU weights straight from the file's mapping where its rows are laid out "
           "as the kernels read them (fast load); false copies them (llama.cpp's --no-mmap)");
@@ -114,7 +118,8 @@ std::vector<cli::FlagSpec> LoadFlags() {
   return {cli::FlagSpec("threads").AtLeast(1), cli::FlagSpec("device").Value("cpu|cuda|mps"),
           cli::FlagSpec("gelu").Value("auto|exact|ggml"),
           cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512|amx"),
-          cli::FlagSpec("kv_type").Value("f32|f16|bf16|q8_0"), "mmap"};
+          cli::FlagSpec("kv_type").Value("f32|f16|bf16|q8_0"),
+          cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "mmap"};
 }
 
 cli::Subcommand MakeSubcommand(std::string name, std::string summary, std::string usage,
@@ -188,6 +193,11 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
     return absl::InvalidArgumentError(absl::StrCat("--kv-type: ", kv_type.status().message()));
   }
   options.kv_type = *kv_type;
+  absl::StatusOr<LoadOptions::Dtype> dtype = ParseDtype(absl::GetFlag(FLAGS_dtype));
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
+  }
+  options.dtype = *dtype;
   options.map_weights = absl::GetFlag(FLAGS_mmap);
   return options;
 }

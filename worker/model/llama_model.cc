@@ -192,7 +192,30 @@ at::Tensor MappedRows(const GgufFile& gguf, const std::vector<std::string>& name
       [owner](void*) mutable { owner.reset(); }, at::TensorOptions().dtype(at::kByte));
 }
 
+// The libtorch path's element type for `dtype` on `device`; nullopt where
+// the CPU's own kernels run.
+std::optional<at::ScalarType> LibtorchDtype(LoadOptions::Dtype dtype, const c10::Device& device) {
+  switch (dtype) {
+    case LoadOptions::Dtype::kF32: return at::kFloat;
+    case LoadOptions::Dtype::kF16: return at::kHalf;
+    case LoadOptions::Dtype::kBF16: return at::kBFloat16;
+    case LoadOptions::Dtype::kAuto: break;
+  }
+  if (device.is_cuda()) return at::kBFloat16;
+  if (device.is_mps()) return at::kHalf;
+  return std::nullopt;
+}
+
 }  // namespace
+
+absl::StatusOr<LoadOptions::Dtype> ParseDtype(absl::string_view name) {
+  if (name == "auto") return LoadOptions::Dtype::kAuto;
+  if (name == "f32") return LoadOptions::Dtype::kF32;
+  if (name == "f16") return LoadOptions::Dtype::kF16;
+  if (name == "bf16") return LoadOptions::Dtype::kBF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", name, "' (expected auto, f32, f16 or bf16)"));
+}
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& gguf,
                                                              const LoadOptions& options) {
@@ -205,10 +228,24 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   }
   if (absl::StatusOr<CpuIsa> isa = MaxCpuIsaFromEnvironment(); !isa.ok()) return isa.status();
 
+  const std::optional<at::ScalarType> libtorch_dtype = LibtorchDtype(options.dtype, *device);
+  if (libtorch_dtype.has_value() && options.kv_type == KvType::kQ8_0) {
+    return absl::InvalidArgumentError(
+        "a q8_0 KV cache needs the CPU kernels (dtype auto on the CPU)");
+  }
+  if (libtorch_dtype == at::kHalf && device->is_cpu()) {
+    return absl::InvalidArgumentError(
+        "dtype f16 needs a GPU: libtorch's CPU matrix products have no F16 (use bf16 or f32)");
+  }
+  // Below F32 the libtorch path computes as transformers does: no ggml roundings.
+  const bool f32 = !libtorch_dtype.has_value() || *libtorch_dtype == at::kFloat;
+
   std::unique_ptr<LlamaModel> model(new LlamaModel());
   model->config_ = *config;
-  model->ggml_gelu_ = options.gelu != LoadOptions::Gelu::kExact;
+  model->ggml_gelu_ = options.gelu != LoadOptions::Gelu::kExact && f32;
   model->device_ = *device;
+  model->cpu_kernels_ = !libtorch_dtype.has_value();
+  model->dtype_ = libtorch_dtype.value_or(at::kFloat);
   model->kv_type_ = options.kv_type;
   model->round_activations_to_weight_type_ = options.round_activations_to_weight_type;
   if (options.ggml_variant.has_value()) {
@@ -233,7 +270,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   {                                        \
     auto _result = (expr);                 \
     if (!_result.ok()) return _result.status(); \
-    lhs = std::move(*_result).to(model->device_); \
+    lhs = std::move(*_result).to(model->device_, model->dtype_); \
   }
   // One weight matrix from the named GGUF tensors stacked by rows (fused
   // q/k/v and gate/up: one product instead of three or two per step, which
@@ -244,7 +281,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
     const GgufTensorInfo* first = gguf.FindTensor(names[0]);
     bool same_type = true;
     for (const std::string& name : names) same_type &= gguf.FindTensor(name)->type == first->type;
-    const ActivationQuant quant = options.quantize_activations && same_type
+    const ActivationQuant quant = options.quantize_activations && same_type && f32
                                       ? ActivationQuantFor(first->type)
                                       : ActivationQuant::kNone;
     const bool cpu_quant_kernel =
@@ -252,7 +289,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
         (QuantMatmulSupports(first->type) || KQuantSupports(first->type));
     const bool cpu_float_kernel =
         quant == ActivationQuant::kNone && same_type && FloatMatmulSupports(first->type);
-    if (model->device_.is_cpu() && (cpu_quant_kernel || cpu_float_kernel)) {
+    if (model->cpu_kernels_ && (cpu_quant_kernel || cpu_float_kernel)) {
       // CPU: keep the rows as the file holds them (ggml blocks, or F32/F16/
       // BF16 in their own type) and multiply them directly.
       int64_t rows = 0;
@@ -320,7 +357,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
       if (!part.ok()) return part.status();
       parts.push_back(*part);
     }
-    matrix.weight = (parts.size() == 1 ? parts[0] : at::cat(parts, 0)).contiguous().to(model->device_);
+    matrix.weight = (parts.size() == 1 ? parts[0] : at::cat(parts, 0))
+                        .contiguous()
+                        .to(model->device_, model->dtype_);
     matrix.quant = quant;
     if (quant == ActivationQuant::kQ8_1) {
       std::vector<at::Tensor> offsets;
@@ -351,7 +390,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   {                                                            \
     auto _result = (expr);                                     \
     if (!_result.ok()) return _result.status();                \
-    if (_result->defined()) lhs = std::move(*_result).to(model->device_); \
+    if (_result->defined()) lhs = std::move(*_result).to(model->device_, model->dtype_); \
   }
   LLORCH_ASSIGN_OR_RETURN(model->output_norm_, load("output_norm.weight"));
   LLORCH_ASSIGN_OPTIONAL_OR_RETURN(model->output_norm_bias_,
@@ -369,7 +408,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   Embedding& embedding = model->token_embd_;
   embedding.type = embd.type;
   embedding.hidden = embd.shape[0];
-  if (model->device_.is_cpu() && embd.type != GgmlType::kF32 && GgmlCanDequantize(embd.type)) {
+  if (model->cpu_kernels_ && embd.type != GgmlType::kF32 && GgmlCanDequantize(embd.type)) {
     const Matrix& head = model->output_;
     if (c.tied_embeddings && head.raw.defined() && head.raw_type == embd.type) {
       embedding.raw = head.raw;  // the same rows: held once
@@ -464,8 +503,10 @@ at::Tensor LlamaModel::AddNorm(at::Tensor* x, const at::Tensor& delta, const at:
     if (config_.norm == NormType::kLayer) {
       return at::layer_norm(*x, {x->size(1)}, weight, bias, config_.norm_eps);
     }
-    at::Tensor mean_square = x->pow(2).mean(-1, /*keepdim=*/true);  // [n, 1]
-    return *x * at::rsqrt(mean_square + config_.norm_eps) * weight;
+    // In F32 whatever x's type, then rounded back, as transformers' RMSNorm.
+    const at::Tensor wide = x->to(at::kFloat);                          // [n, hidden]
+    const at::Tensor mean_square = wide.pow(2).mean(-1, /*keepdim=*/true);  // [n, 1]
+    return weight * (wide * at::rsqrt(mean_square + config_.norm_eps)).to(x->scalar_type());
   }
   // As ggml computes it, so that the 8-bit activation rounding that follows
   // lands as in llama.cpp (ggml_ops.h). The residual sum is made in the same
@@ -595,8 +636,19 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix,
   return out;
 }
 
-at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix,
-                              const RowKinds& kinds) const {
+at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix, const RowKinds& kinds,
+                              const at::Tensor& bias) const {
+  // F16/BF16 on the libtorch path: the bias added inside the product, as
+  // transformers' nn.Linear (one rounding).
+  if (matrix.weight.defined() && matrix.weight.scalar_type() != at::kFloat) {
+    return at::linear(x, matrix.weight, bias);  // [n, out]
+  }
+  at::Tensor out = Product(x, matrix, kinds);  // [n, out]
+  return bias.defined() ? out + bias : out;
+}
+
+at::Tensor LlamaModel::Product(const at::Tensor& x, const Matrix& matrix,
+                               const RowKinds& kinds) const {
   // x: [n, in], weight: [out, in] -> [n, out].
   if (matrix.raw.defined() && FloatMatmulSupports(matrix.raw_type)) {
     return FloatLinear(x, matrix, kinds.decode);
@@ -707,8 +759,8 @@ at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,
     });
     return out;
   }
-  at::Tensor c = cos.unsqueeze(1);  // [n, 1, half]
-  at::Tensor s = sin.unsqueeze(1);
+  at::Tensor c = cos.unsqueeze(1).to(x.scalar_type());  // [n, 1, half]
+  at::Tensor s = sin.unsqueeze(1).to(x.scalar_type());
   at::Tensor out;  // [n, heads, rope_dim]
   if (config_.rope_type == RopeType::kAdjacent) {
     at::Tensor pairs = x.narrow(2, 0, rope_dim).reshape({n, heads, half, 2});
@@ -740,6 +792,11 @@ at::Tensor LlamaModel::SiluGated(const at::Tensor& gate_up) const {
 }
 
 at::Tensor LlamaModel::Gelu(const at::Tensor& x) const {
+  if (x.scalar_type() != at::kFloat) {
+    // transformers' gelu_new, op by op in x's type (each rounded).
+    const double sqrt_2_over_pi = std::sqrt(2.0 / M_PI);
+    return 0.5 * x * (1.0 + at::tanh(sqrt_2_over_pi * (x + 0.044715 * at::pow(x, 3.0))));
+  }
   if (!ggml_gelu_) return at::gelu(x, "tanh");
   at::Tensor table = at::gelu(x.to(at::kHalf).to(at::kFloat), "tanh").to(at::kHalf).to(at::kFloat);
   return at::where(x <= -10.0f, at::zeros_like(x), at::where(x >= 10.0f, x, table));
@@ -854,7 +911,7 @@ void WriteKvCpu(const at::Tensor& k, const at::Tensor& v, int64_t pos, const KvC
 // pool rows the cache's blocks give them, one copy per block touched.
 void WriteKv(const at::Tensor& k, const at::Tensor& v, int64_t pos, KvCache* cache,
              at::Tensor& k_pool, at::Tensor& v_pool) {
-  if (k_pool.device().is_cpu()) {
+  if (k_pool.device().is_cpu() && k.scalar_type() == at::kFloat) {
     WriteKvCpu(k, v, pos, *cache, k_pool, v_pool);
     return;
   }
@@ -987,7 +1044,7 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   at::Tensor& v_pool = cache.pool().values(layer);
   WriteKv(k, v, pos, &cache, k_pool, v_pool);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-  if (device_.is_cpu()) {
+  if (device_.is_cpu() && q.scalar_type() == at::kFloat) {
     at::Tensor query = q.contiguous();                        // [n, heads, head_dim]
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
     // A decode step's heads are split evenly (in at least two tasks a
@@ -1005,7 +1062,17 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   at::Tensor qg = q.reshape({n, kv_heads, group, head_dim})
                       .permute({1, 2, 0, 3})
                       .reshape({kv_heads, group * n, head_dim});  // [kv_heads, group*n, head_dim]
-  at::Tensor scores = at::bmm(qg, keys.transpose(1, 2)).mul_(scale);  // [kv_heads, group*n, total]
+  // Phi-2's queries and keys meet in F32 (transformers upcasts them there).
+  const bool f32_scores = qg.scalar_type() != at::kFloat && c.architecture == "phi2";
+  at::Tensor scores =  // [kv_heads, group*n, total]
+      f32_scores ? at::bmm(qg.to(at::kFloat), keys.to(at::kFloat).transpose(1, 2))
+                 : at::bmm(qg, keys.transpose(1, 2));
+  // F32 times ggml's scale; below F32 over sqrt(head_dim), as transformers.
+  if (qg.scalar_type() == at::kFloat) {
+    scores.mul_(scale);
+  } else {
+    scores.div_(std::sqrt(static_cast<double>(head_dim)));
+  }
   if (n > 1 || (c.sliding_window > 0 && total > c.sliding_window)) {
     // Causal mask from absolute positions: query i sits at pos + i and may
     // see keys 0..pos + i (the last sliding_window of them, if set).
@@ -1021,7 +1088,8 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
                           .masked_fill(hidden, -std::numeric_limits<float>::infinity());
     scores = scores.view({kv_heads, group, n, total}).add_(mask).view({kv_heads, group * n, total});
   }
-  at::Tensor probs = at::softmax(scores, -1);  // [kv_heads, group*n, total]
+  // In F32 whatever the scores' type, as transformers' eager attention.
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(values.scalar_type());
   return at::bmm(probs, values)                // [kv_heads, group*n, head_dim]
       .view({kv_heads, group, n, head_dim})
       .permute({2, 0, 1, 3})
@@ -1092,8 +1160,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     // x + the last layer's FFN output, normed.
     at::Tensor h = AddNorm(&x, residual, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
     residual = at::Tensor();
-    at::Tensor qkv = Linear(h, layer.wqkv, kinds);  // [N, q_dim + 2 * kv_dim]
-    if (layer.qkv_bias.defined()) qkv = qkv + layer.qkv_bias;
+    at::Tensor qkv = Linear(h, layer.wqkv, kinds, layer.qkv_bias);  // [N, q_dim + 2 * kv_dim]
     // Attention is per job: each item attends over its own cache.
     at::Tensor attn;  // [N, q_dim]
     if (decode_steps) {
@@ -1116,8 +1183,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
         attn = at::cat(parts, 0);
       }
     }
-    at::Tensor attn_out = Linear(attn, layer.wo, kinds);  // [N, hidden]
-    if (layer.wo_bias.defined()) attn_out = attn_out + layer.wo_bias;
+    at::Tensor attn_out = Linear(attn, layer.wo, kinds, layer.wo_bias);  // [N, hidden]
 
     // Parallel residual (phi2): the FFN reads the same normed input as
     // attention. Otherwise it reads the normed sum.
@@ -1128,18 +1194,13 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       ffn_input = AddNorm(&x, attn_out, layer.ffn_norm, at::Tensor());  // x += attn_out
     }
     // [N, 2 * ffn] | [N, ffn]
-    at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in, kinds);
-    at::Tensor act;                                         // [N, ffn]
-    if (c.ffn == FfnType::kSiluGated) {
-      act = SiluGated(ffn_in);
-    } else {
-      if (layer.ffn_in_bias.defined()) ffn_in = ffn_in + layer.ffn_in_bias;
-      act = Gelu(ffn_in);
-    }
-    at::Tensor ffn_out = Linear(act, layer.w_down, kinds);  // [N, hidden]
-    if (layer.down_bias.defined()) ffn_out = ffn_out + layer.down_bias;
+    at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in, kinds, layer.ffn_in_bias);
+    // [N, ffn]
+    at::Tensor act = c.ffn == FfnType::kSiluGated ? SiluGated(ffn_in) : Gelu(ffn_in);
+    at::Tensor ffn_out = Linear(act, layer.w_down, kinds, layer.down_bias);  // [N, hidden]
     if (c.parallel_residual) {
-      x = x + attn_out + ffn_out;
+      // Below F32 in transformers' order (attention + FFN, then the residual).
+      x = x.scalar_type() == at::kFloat ? x + attn_out + ffn_out : attn_out + ffn_out + x;
     } else {
       residual = ffn_out;  // added by the next norm
     }
@@ -1156,9 +1217,9 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   }
   x = Norm(x, output_norm_, output_norm_bias_);
   at::Tensor logits =  // [outputs, vocab]
-      Linear(x, output_, RowKinds{output_in_groups_of_4.data(), output_decode_rows.data()});
-  if (output_bias_.defined()) logits = logits + output_bias_;
-  return logits.to(at::kCPU).contiguous();
+      Linear(x, output_, RowKinds{output_in_groups_of_4.data(), output_decode_rows.data()},
+             output_bias_);
+  return logits.to(at::kCPU, at::kFloat).contiguous();
 }
 
 }  // namespace llorch

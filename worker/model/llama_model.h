@@ -14,6 +14,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "worker/gguf/ggml_types.h"
 #include "worker/model/float_matmul.h"
@@ -57,7 +58,20 @@ struct LoadOptions {
   // memory (llama.cpp's --no-mmap): measured on a VM, F32 decode 8-10%
   // faster, its load 25 s instead of 0.2.
   bool map_weights = true;
+  // Element type of the weights and activations on the libtorch path, which
+  // CUDA and MPS take (norms and softmax computed in F32 inside, as
+  // transformers does). kAuto: BF16 on CUDA, F16 on MPS, and on the CPU
+  // llorch's own kernels over the file's types. kF32/kF16/kBF16 on the CPU
+  // take the libtorch path too: what a GPU computes, for tests and
+  // comparisons (slower than the CPU kernels). Quantised files are
+  // dequantised to this type at load; only F32 rounds activations as ggml
+  // does (quantize_activations).
+  enum class Dtype { kAuto, kF32, kF16, kBF16 };
+  Dtype dtype = Dtype::kAuto;
 };
+
+// "auto", "f32", "f16" or "bf16".
+absl::StatusOr<LoadOptions::Dtype> ParseDtype(absl::string_view name);
 
 // How activations are rounded before meeting a weight matrix.
 enum class ActivationQuant {
@@ -102,6 +116,10 @@ class LlamaModel {
   // Whose float order the CPU path follows (see LoadOptions::ggml_variant).
   GgmlVariant ggml_variant() const { return ggml_variant_; }
   KvType kv_type() const { return kv_type_; }
+  // The element type of weights and activations: kFloat where the CPU
+  // kernels run (they keep each weight in its file's type), else the
+  // libtorch path's (LoadOptions::dtype).
+  at::ScalarType dtype() const { return dtype_; }
 
   // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose
   // positions [0, pos) must already hold this sequence's keys and values.
@@ -208,7 +226,11 @@ class LlamaModel {
     const uint8_t* in_groups_of_4 = nullptr;  // Q4_K gemm rows (see KQuantMatmul)
     const uint8_t* decode = nullptr;          // generated tokens (FloatMatmul, else FloatGemm)
   };
-  at::Tensor Linear(const at::Tensor& x, const Matrix& matrix, const RowKinds& kinds) const;
+  // x [n, in] times the matrix, plus `bias` [out] where defined: [n, out].
+  at::Tensor Linear(const at::Tensor& x, const Matrix& matrix, const RowKinds& kinds,
+                    const at::Tensor& bias = at::Tensor()) const;
+  // The product alone, F32 (the CPU kernels, or libtorch's in F32).
+  at::Tensor Product(const at::Tensor& x, const Matrix& matrix, const RowKinds& kinds) const;
   // Linear for F32/F16/BF16 rows in `matrix.raw` (CPU).
   at::Tensor FloatLinear(const at::Tensor& x, const Matrix& matrix, const uint8_t* decode) const;
   at::Tensor Rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
@@ -222,6 +244,10 @@ class LlamaModel {
   GgmlVariant ggml_variant_ = GgmlVariant::kAvx2;
   KvType kv_type_ = KvType::kF32;
   bool round_activations_to_weight_type_ = true;
+  at::ScalarType dtype_ = at::kFloat;
+  // The CPU's own kernels (LoadOptions::dtype kAuto on the CPU); otherwise
+  // every product is libtorch's, in dtype_.
+  bool cpu_kernels_ = true;
   c10::Device device_;
   int64_t num_parameters_ = 0;
   Embedding token_embd_;

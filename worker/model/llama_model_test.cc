@@ -52,12 +52,17 @@ class CacheCorrectnessTest : public ::testing::TestWithParam<std::string> {
     ASSERT_NO_FATAL_FAILURE(full_ = FullForward(*model_));
   }
 
-  static std::unique_ptr<LlamaModel> LoadModel(KvType kv_type, bool map_weights = true) {
+  // F32 on every device (a GPU's default is BF16: Bf16Test below).
+  static std::unique_ptr<LlamaModel> LoadModel(
+      KvType kv_type, bool map_weights = true,
+      LoadOptions::Dtype dtype = TestDevice() == "cpu" ? LoadOptions::Dtype::kAuto
+                                                       : LoadOptions::Dtype::kF32) {
     auto gguf = GgufFile::Open(TestModelPath(GetParam()));
     EXPECT_TRUE(gguf.ok()) << gguf.status();
     if (!gguf.ok()) return nullptr;
     LoadOptions options;
     options.device = TestDevice();
+    options.dtype = dtype;
     // In F32: 8-bit activation rounding (the default for quantised weights,
     // as in llama.cpp) turns 1e-7 summation-order differences between batch
     // shapes into flipped roundings; the cache logic is checked without it,
@@ -348,6 +353,55 @@ TEST_P(CacheCorrectnessTest, DeviceMatchesCpu) {
   const double max_diff = (*cpu_logits - full_).abs().max().item<double>();
   std::cout << GetParam() << ": max |cpu - " << TestDevice() << "| = " << max_diff << "\n";
   EXPECT_LE(max_diff, 1e-3);
+}
+
+// BF16 on the libtorch path (a GPU's default; here on the test device):
+// weights held in BF16, every position's logits, prefilled whole or one token
+// a step over the cache, close to F32's (BF16 keeps 8 bits: a few hundredths
+// of these logits' range), and the same greedy choice wherever F32's best
+// token leads by a clear margin. (transformers_conformance.py checks this
+// path against transformers in BF16: the same bits.)
+TEST_P(CacheCorrectnessTest, Bf16TracksF32) {
+  std::unique_ptr<LlamaModel> bf16 =
+      LoadModel(KvType::kF32, /*map_weights=*/true, LoadOptions::Dtype::kBF16);
+  ASSERT_NE(bf16, nullptr);
+  EXPECT_EQ(bf16->dtype(), at::kBFloat16);
+  const at::Tensor whole = FullForward(*bf16);  // [n, vocab] F32 on the CPU
+  ASSERT_TRUE(whole.defined());
+  ASSERT_EQ(whole.scalar_type(), at::kFloat);
+  const double range = full_.abs().max().item<double>();
+  const double diff = (whole - full_).abs().max().item<double>();
+  std::cout << GetParam() << ": max |bf16 - f32| = " << diff << " of " << range << "\n";
+  EXPECT_LE(diff, 0.05 * range);
+  const at::Tensor top2 = std::get<0>(full_.topk(2, -1));  // [n, 2]
+  const at::Tensor clear = (top2.select(1, 0) - top2.select(1, 1)) > 0.1 * range;
+  const at::Tensor same = whole.argmax(-1) == full_.argmax(-1);
+  EXPECT_TRUE(same.logical_or(clear.logical_not()).all().item<bool>());
+  // One token a step over the cache: the whole prompt's numbers, up to BF16.
+  CheckChunksOf(*bf16, whole, {5, 1}, 0.05 * range);
+}
+
+// BF16 and F16 weights where libtorch multiplies them; clear errors elsewhere.
+TEST(LoadDtypeTest, ParsesAndRefusesWhatCannotRun) {
+  EXPECT_EQ(*ParseDtype("bf16"), LoadOptions::Dtype::kBF16);
+  EXPECT_EQ(*ParseDtype("auto"), LoadOptions::Dtype::kAuto);
+  EXPECT_EQ(ParseDtype("fp8").status().code(), absl::StatusCode::kInvalidArgument);
+  auto gguf = GgufFile::Open(TestModelPath("tiny-f32-gqa"));
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  LoadOptions f16;
+  f16.dtype = LoadOptions::Dtype::kF16;
+  auto model = LlamaModel::Load(**gguf, f16);
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(model.status().message().find("f16 needs a GPU"), absl::string_view::npos);
+  LoadOptions q8_cache;
+  q8_cache.dtype = LoadOptions::Dtype::kBF16;
+  q8_cache.kv_type = KvType::kQ8_0;
+  model = LlamaModel::Load(**gguf, q8_cache);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("q8_0 KV cache"), absl::string_view::npos)
+      << model.status();
+  EXPECT_EQ((*LlamaModel::Load(**gguf, LoadOptions{}))->dtype(), at::kFloat);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CacheCorrectnessTest,

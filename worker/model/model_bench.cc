@@ -8,6 +8,7 @@
 //
 //   model_bench MODEL.gguf [--device cpu|cuda] [--batch 1] [--prompt-tokens 16]
 //                          [--gen-tokens 64] [--kv-type f32|f16|bf16] [--threads N]
+//                          [--dtype auto|f32|f16|bf16]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -32,6 +33,7 @@ struct Args {
   int64_t batch = 1, prompt_tokens = 16, gen_tokens = 64;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   std::string kv_type = "f32";
+  std::string dtype = "auto";
 };
 
 bool ParseArgs(int argc, char** argv, Args* args) {
@@ -50,6 +52,8 @@ bool ParseArgs(int argc, char** argv, Args* args) {
       args->threads = std::atoi(argv[++i]);
     } else if (flag == "--kv-type" && has_value) {
       args->kv_type = argv[++i];
+    } else if (flag == "--dtype" && has_value) {
+      args->dtype = argv[++i];
     } else if (flag.rfind("--", 0) != 0 && args->model.empty()) {
       args->model = flag;
     } else {
@@ -76,9 +80,12 @@ int Run(const Args& args) {
   if (!gguf.ok()) return std::fprintf(stderr, "%s\n", gguf.status().ToString().c_str()), 1;
   absl::StatusOr<KvType> kv_type = ParseKvType(args.kv_type);
   if (!kv_type.ok()) return std::fprintf(stderr, "%s\n", kv_type.status().ToString().c_str()), 1;
+  absl::StatusOr<LoadOptions::Dtype> dtype = ParseDtype(args.dtype);
+  if (!dtype.ok()) return std::fprintf(stderr, "%s\n", dtype.status().ToString().c_str()), 1;
   LoadOptions options;
   options.device = args.device;
   options.kv_type = *kv_type;
+  options.dtype = *dtype;
   const auto load_start = std::chrono::steady_clock::now();
   auto model = LlamaModel::Load(**gguf, options);
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().ToString().c_str()), 1;
@@ -123,10 +130,11 @@ int Run(const Args& args) {
   const double decode_s = SecondsSince(decode_start);
   const double steps_per_s = args.gen_tokens / decode_s;
   std::printf(
-      "{\"model\":\"%s\",\"device\":\"%s\",\"kv_type\":\"%s\",\"batch\":%lld,"
+      "{\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"kv_type\":\"%s\",\"batch\":%lld,"
       "\"prompt_tokens\":%lld,\"gen_tokens\":%lld,\"load_s\":%.3f,\"prompt_tok_s\":%.1f,"
       "\"decode_tok_s\":%.1f,\"weight_bytes\":%lld,\"weight_read_gb_s\":%.1f}\n",
-      args.model.c_str(), args.device.c_str(), args.kv_type.c_str(),
+      args.model.c_str(), args.device.c_str(), c10::toString((*model)->dtype()),
+      args.kv_type.c_str(),
       static_cast<long long>(args.batch), static_cast<long long>(args.prompt_tokens),
       static_cast<long long>(args.gen_tokens), load_s,
       args.batch * args.prompt_tokens / prompt_s, args.batch * steps_per_s,
@@ -144,6 +152,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: model_bench MODEL.gguf [--device cpu|cuda] [--batch N] "
                  "[--prompt-tokens N] [--gen-tokens N] [--kv-type f32|f16|bf16] "
+                 "[--dtype auto|f32|f16|bf16] "
                  "[--threads N]\n");
     return 2;
   }

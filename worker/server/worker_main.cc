@@ -82,6 +82,9 @@ ABSL_FLAG(int, max_waiting, 256, "jobs queued for admission before RESOURCE_EXHA
 ABSL_FLAG(int, max_prefill_tokens, 512, "prompt tokens prefilled per engine step");
 ABSL_FLAG(int, threads, 0, "CPU threads for the model (0: all cores)");
 ABSL_FLAG(std::string, device, "cpu", "cpu | cuda | mps");
+ABSL_FLAG(std::string, dtype, "auto",
+          "weights and activations on the libtorch path: auto (bf16 on cuda, f16 on mps, the "
+          "CPU's own kernels over the file's types on cpu) | f32 | f16 | bf16");
 ABSL_FLAG(std::string, ggml_variant, "auto",
           "whose float order the CPU path follows: auto (LLORCH_GGML_VARIANT, else what "
           "llama.cpp's ggml picks on this CPU) | avx2 | avx512 | amx");
@@ -317,13 +320,18 @@ absl::StatusOr<GrpcServer> StartGrpcServer(const StartupOptions& options,
   return grpc_server;
 }
 
-// --device, --ggml_variant, --kv_type and --mmap as LoadOptions.
+// --device, --dtype, --ggml_variant, --kv_type and --mmap as LoadOptions.
 absl::StatusOr<LoadOptions> MakeLoadOptions(const std::string& device) {
   LoadOptions load_options;
   load_options.device = device;
   absl::StatusOr<KvType> kv_type = KvTypeFromFlag();
   if (!kv_type.ok()) return kv_type.status();
   load_options.kv_type = *kv_type;
+  absl::StatusOr<LoadOptions::Dtype> dtype = ParseDtype(absl::GetFlag(FLAGS_dtype));
+  if (!dtype.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
+  }
+  load_options.dtype = *dtype;
   load_options.map_weights = absl::GetFlag(FLAGS_mmap);
   if (const std::string variant = absl::GetFlag(FLAGS_ggml_variant); variant != "auto") {
     absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(variant);
