@@ -3,9 +3,13 @@
 # alone (-DLLORCH_MODEL_ONLY=ON: the image has no gRPC, Protobuf or cargo)
 # against that machine's libtorch (its PyTorch's), with the Debian packages
 # tools/device-prepare.sh carried in .devcarry/; runs the model's tests on
-# the CPU and on CUDA (CacheCorrectnessTest.DeviceMatchesCpu compares them)
-# and model_bench's decode speed on CUDA. Everything it prints also goes to
-# $OUT/device-check.txt, to be committed under docs/gpu-runs/.
+# the CPU and on CUDA (CacheCorrectnessTest.DeviceMatchesCpu compares them;
+# Bf16TracksF32 checks the BF16 path), and on CUDA model_bench's decode speed
+# on a TinyLlama-shaped model (BF16, the default there; F32 for reference)
+# against transformers' generate on the same shape (tools/bench/
+# hf_generate_bench.py, the image's transformers) and the device's copy
+# bandwidth. Everything it prints also goes to $OUT/device-check.txt, to be
+# committed under docs/gpu-runs/.
 # Env: OUT (default /tmp/out), DEVICES ("cpu cuda"; "cpu" for a dry run
 # without a GPU), PYTHON (python3: the image's, with torch and numpy),
 # TORCH_PREFIX (default: $PYTHON's torch), JOBS (16).
@@ -62,10 +66,19 @@ for dev in $DEVICES; do
 done
 for dev in $DEVICES; do
   [[ "$dev" == cpu ]] && continue
-  echo "== model_bench on $dev, TinyLlama-shaped F16 file (weights held in F32)"
+  echo "== model_bench on $dev, TinyLlama-shaped F16 file held in BF16 (BF16 KV cache)"
   for batch in 1 16 64; do
-    "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --batch "$batch" \
-      --prompt-tokens 16 --gen-tokens 64
+    "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --dtype bf16 \
+      --kv-type bf16 --batch "$batch" --prompt-tokens 16 --gen-tokens 64 | tee -a "$OUT/llorch.jsonl"
   done
+  echo "== model_bench on $dev, the same file held in F32 (the path before BF16)"
+  "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --dtype f32 --batch 1 \
+    --prompt-tokens 16 --gen-tokens 64
+  echo "== transformers generate on $dev, the same shape in BF16"
+  PYTHONUNBUFFERED=1 timeout 300 "$PYTHON" "$ROOT/tools/bench/hf_generate_bench.py" \
+    --device "$dev" --batch 1,16,64 --prompt-tokens 16 --gen-tokens 64 2>/dev/null \
+    | tee "$OUT/transformers.jsonl"
+  echo "== ratios (llorch BF16 / transformers BF16; llorch's weight reads / copy bandwidth)"
+  "$PYTHON" "$ROOT/tools/bench/gpu_ratios.py" "$OUT/llorch.jsonl" "$OUT/transformers.jsonl"
 done
 echo "device-check: done $(date -u)"

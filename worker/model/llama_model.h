@@ -100,9 +100,10 @@ struct ForwardItem {
 
 class LlamaModel {
  public:
-  // Dequantises every weight to F32 on `options.device` (on the CPU: keeps
-  // them in their GGUF type, multiplied from the file's mapping where its
-  // rows are laid out as the kernel reads them). The GgufFile may be closed
+  // Dequantises every weight to options.dtype's type on `options.device`
+  // (on the CPU with dtype kAuto: keeps them in their GGUF type, multiplied
+  // from the file's mapping where its rows are laid out as the kernel reads
+  // them). The GgufFile may be closed
   // afterwards: the model holds on to its data_owner().
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const GgufFile& gguf,
                                                           const LoadOptions& options);
