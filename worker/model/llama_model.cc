@@ -1043,7 +1043,6 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   at::Tensor& k_pool = cache.pool().keys(layer);  // [kv_heads, slots, head_dim]
   at::Tensor& v_pool = cache.pool().values(layer);
   WriteKv(k, v, pos, &cache, k_pool, v_pool);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   if (device_.is_cpu() && q.scalar_type() == at::kFloat) {
     at::Tensor query = q.contiguous();                        // [n, heads, head_dim]
     at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
@@ -1062,17 +1061,7 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   at::Tensor qg = q.reshape({n, kv_heads, group, head_dim})
                       .permute({1, 2, 0, 3})
                       .reshape({kv_heads, group * n, head_dim});  // [kv_heads, group*n, head_dim]
-  // Phi-2's queries and keys meet in F32 (transformers upcasts them there).
-  const bool f32_scores = qg.scalar_type() != at::kFloat && c.architecture == "phi2";
-  at::Tensor scores =  // [kv_heads, group*n, total]
-      f32_scores ? at::bmm(qg.to(at::kFloat), keys.to(at::kFloat).transpose(1, 2))
-                 : at::bmm(qg, keys.transpose(1, 2));
-  // F32 times ggml's scale; below F32 over sqrt(head_dim), as transformers.
-  if (qg.scalar_type() == at::kFloat) {
-    scores.mul_(scale);
-  } else {
-    scores.div_(std::sqrt(static_cast<double>(head_dim)));
-  }
+  at::Tensor scores = AttentionScores(qg, keys);  // [kv_heads, group*n, total]
   if (n > 1 || (c.sliding_window > 0 && total > c.sliding_window)) {
     // Causal mask from absolute positions: query i sits at pos + i and may
     // see keys 0..pos + i (the last sliding_window of them, if set).
@@ -1094,6 +1083,80 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
       .view({kv_heads, group, n, head_dim})
       .permute({2, 0, 1, 3})
       .reshape({n, c.q_dim()});  // [n, q_dim]
+}
+
+at::Tensor LlamaModel::AttentionScores(const at::Tensor& qg, const at::Tensor& keys) const {
+  const int64_t head_dim = config_.head_dim;
+  // Phi-2's queries and keys meet in F32 (transformers upcasts them there).
+  const bool f32_scores = qg.scalar_type() != at::kFloat && config_.architecture == "phi2";
+  at::Tensor scores = f32_scores ? at::matmul(qg.to(at::kFloat), keys.to(at::kFloat).transpose(-1, -2))
+                                 : at::matmul(qg, keys.transpose(-1, -2));
+  // F32 times ggml's scale; below F32 over sqrt(head_dim), as transformers.
+  if (qg.scalar_type() == at::kFloat) {
+    scores.mul_(1.0f / std::sqrt(static_cast<float>(head_dim)));
+  } else {
+    scores.div_(std::sqrt(static_cast<double>(head_dim)));
+  }
+  return scores;
+}
+
+std::optional<LlamaModel::DecodeBatch> LlamaModel::MakeDecodeBatch(
+    absl::Span<const ForwardItem> items) const {
+  if (items.size() < 2) return std::nullopt;
+  KvPool* pool = &items[0].cache->pool();
+  int64_t longest = 0;
+  for (const ForwardItem& item : items) {
+    if (item.tokens.size() != 1 || &item.cache->pool() != pool) return std::nullopt;
+    longest = std::max(longest, item.pos + 1);
+  }
+  const int64_t jobs = static_cast<int64_t>(items.size()), window = config_.sliding_window;
+  std::vector<int64_t> write_slots(jobs), read_slots(jobs * longest, 0);
+  std::vector<float> mask(jobs * longest, -std::numeric_limits<float>::infinity());
+  for (int64_t b = 0; b < jobs; ++b) {
+    const ForwardItem& item = items[b];
+    write_slots[b] = item.cache->Slot(item.pos);
+    for (int64_t t = 0; t <= item.pos; ++t) {
+      read_slots[b * longest + t] = item.cache->Slot(t);
+      if (window <= 0 || item.pos - t < window) mask[b * longest + t] = 0.0f;
+    }
+  }
+  // Copied also on the CPU: the host vectors end with this function.
+  const auto on_device = [&](auto& host, at::ScalarType type, at::IntArrayRef shape) {
+    return at::from_blob(host.data(), shape, type).to(device_, type, /*non_blocking=*/false,
+                                                      /*copy=*/true);
+  };
+  DecodeBatch batch;
+  batch.pool = pool;
+  batch.longest = longest;
+  batch.write_slots = on_device(write_slots, at::kLong, {jobs});
+  batch.read_slots = on_device(read_slots, at::kLong, {jobs * longest});
+  batch.mask = on_device(mask, at::kFloat, {jobs, 1, 1, longest});
+  return batch;
+}
+
+at::Tensor LlamaModel::AttentionOfDecodeBatch(const at::Tensor& q, const at::Tensor& k,
+                                              const at::Tensor& v, int64_t layer,
+                                              const DecodeBatch& batch) const {
+  const ModelConfig& c = config_;
+  const int64_t jobs = q.size(0), longest = batch.longest;
+  const int64_t kv_heads = c.num_kv_heads, group = c.num_heads / kv_heads, head_dim = c.head_dim;
+  at::Tensor& k_pool = batch.pool->keys(layer);  // [kv_heads, slots, head_dim]
+  at::Tensor& v_pool = batch.pool->values(layer);
+  // k, v: [jobs, kv_heads, head_dim] -> rows of [kv_heads, slots, head_dim].
+  k_pool.index_copy_(1, batch.write_slots, k.transpose(0, 1).to(k_pool.scalar_type()));
+  v_pool.index_copy_(1, batch.write_slots, v.transpose(0, 1).to(v_pool.scalar_type()));
+  const auto gather = [&](const at::Tensor& pool) {  // [jobs, kv_heads, longest, head_dim]
+    return pool.index_select(1, batch.read_slots)
+        .view({kv_heads, jobs, longest, head_dim})
+        .transpose(0, 1)
+        .to(q.scalar_type());
+  };
+  const at::Tensor keys = gather(k_pool), values = gather(v_pool);
+  const at::Tensor qg = q.reshape({jobs, kv_heads, group, head_dim});
+  // [jobs, kv_heads, group, longest]; positions a job does not see masked.
+  const at::Tensor scores = AttentionScores(qg, keys) + batch.mask.to(q.scalar_type());
+  const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(values.scalar_type());
+  return at::matmul(probs, values).reshape({jobs, c.q_dim()});  // [jobs, q_dim]
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem> items) const {
@@ -1154,6 +1217,10 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   // (AttentionOfDecodeSteps). Prompt chunks take Rope and Attention.
   bool decode_steps = device_.is_cpu() && x.scalar_type() == at::kFloat;
   for (const ForwardItem& item : items) decode_steps &= item.tokens.size() == 1;
+  // Elsewhere (the libtorch path) one-token steps over a shared pool are
+  // attended together.
+  const std::optional<DecodeBatch> decode_batch =
+      decode_steps ? std::nullopt : MakeDecodeBatch(items);
   at::Tensor residual;  // [N, hidden], not yet added to x
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
@@ -1171,7 +1238,9 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
       at::Tensor k =
           Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
       at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, kv_heads, head_dim});
-      if (items.size() == 1) {
+      if (decode_batch.has_value()) {
+        attn = AttentionOfDecodeBatch(q, k, v, l, *decode_batch);
+      } else if (items.size() == 1) {
         attn = Attention(q, k, v, l, items[0]);
       } else {
         std::vector<at::Tensor> parts;

@@ -121,6 +121,8 @@ class LlamaModel {
   // kernels run (they keep each weight in its file's type), else the
   // libtorch path's (LoadOptions::dtype).
   at::ScalarType dtype() const { return dtype_; }
+  // Whether the CPU's own kernels multiply (else libtorch, in dtype()).
+  bool cpu_kernels() const { return cpu_kernels_; }
 
   // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose
   // positions [0, pos) must already hold this sequence's keys and values.
@@ -216,6 +218,26 @@ class LlamaModel {
   at::Tensor AttentionOfDecodeSteps(const at::Tensor& qkv, const at::Tensor& cos,
                                     const at::Tensor& sin, int64_t layer,
                                     absl::Span<const ForwardItem> items) const;
+  // The libtorch path's one-token steps of several jobs sharing one KV pool
+  // (the worker's): built once per forward, used by every layer.
+  struct DecodeBatch {
+    KvPool* pool = nullptr;
+    at::Tensor write_slots;  // [B] long: the pool row of each job's new position
+    at::Tensor read_slots;   // [B * T] long: job b's positions 0..T-1 (past its own: row 0)
+    at::Tensor mask;         // [B, 1, 1, T]: 0 where job b sees position t, else -inf
+    int64_t longest = 0;     // T: the most positions a job attends over
+  };
+  // For `items` when each is one token over the same pool; nullopt otherwise.
+  std::optional<DecodeBatch> MakeDecodeBatch(absl::Span<const ForwardItem> items) const;
+  // Writes the jobs' keys and values (q: [B, heads, head_dim], k, v: [B,
+  // kv_heads, head_dim], rotated) with one index_copy_ each and attends for
+  // all jobs at once over one gather of their positions: [B, q_dim].
+  at::Tensor AttentionOfDecodeBatch(const at::Tensor& q, const at::Tensor& k,
+                                    const at::Tensor& v, int64_t layer,
+                                    const DecodeBatch& batch) const;
+  // Scores of grouped queries against keys, scaled as this dtype's reference
+  // computes them: qg [..., group, head_dim], keys [..., T, head_dim].
+  at::Tensor AttentionScores(const at::Tensor& qg, const at::Tensor& keys) const;
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
   // *x += delta (if defined), then its norm: the residual sum and the norm
   // after it in one pass.

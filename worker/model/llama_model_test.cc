@@ -308,6 +308,63 @@ TEST_P(CacheCorrectnessTest, ManyDecodeStepsInOneBatchMatchStepsAlone) {
   }
 }
 
+// The libtorch path (a GPU's; here on the test device) with the worker's
+// shared, paged pool: one-token steps of several jobs attended together
+// (one gather of all their blocks, one masked attention) give each job's
+// step alone, within the summation-order differences of the longer padded
+// rows (F32), or in BF16 within the bound Bf16TracksF32 puts on BF16's
+// own drift (last-bit differences grow through the layers).
+TEST_P(CacheCorrectnessTest, LibtorchDecodeBatchOverSharedPoolMatchesStepsAlone) {
+  const int64_t n = tokens_.size(), block_size = 4, num_jobs = 5;
+  const int64_t blocks_per_job = (n + block_size - 1) / block_size;
+  auto span = absl::MakeConstSpan(tokens_);
+  for (LoadOptions::Dtype dtype : {LoadOptions::Dtype::kF32, LoadOptions::Dtype::kBF16}) {
+    SCOPED_TRACE(dtype == LoadOptions::Dtype::kF32 ? "f32" : "bf16");
+    std::unique_ptr<LlamaModel> model = LoadModel(KvType::kF32, /*map_weights=*/true, dtype);
+    ASSERT_NE(model, nullptr);
+    std::unique_ptr<KvPool> batched_pool = model->NewPool(num_jobs * blocks_per_job, block_size);
+    std::unique_ptr<KvPool> alone_pool = model->NewPool(num_jobs * blocks_per_job, block_size);
+    std::vector<std::unique_ptr<KvCache>> batched, alone;
+    std::vector<ForwardItem> items;
+    std::vector<at::Tensor> expected;
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      batched.push_back(std::make_unique<KvCache>(batched_pool.get()));
+      alone.push_back(std::make_unique<KvCache>(alone_pool.get()));
+      // Blocks interleaved across jobs: job j's k-th block is k * num_jobs + j.
+      for (int64_t k = 0; k < blocks_per_job; ++k) {
+        batched.back()->AppendBlock(static_cast<int32_t>(k * num_jobs + j));
+        alone.back()->AppendBlock(static_cast<int32_t>(k * num_jobs + j));
+      }
+      const int64_t past = 2 + 4 * j;  // positions already cached: 2 .. 18
+      for (KvCache* cache : {batched.back().get(), alone.back().get()}) {
+        ASSERT_TRUE(model->Forward(span.subspan(0, past), 0, cache, false).ok());
+      }
+      auto step = model->Forward(span.subspan(past, 1), past, alone.back().get(), false, true);
+      ASSERT_TRUE(step.ok()) << step.status();
+      expected.push_back(*step);
+      items.push_back({span.subspan(past, 1), past, batched.back().get(), false, true});
+    }
+    auto together = model->ForwardBatch(items);
+    ASSERT_TRUE(together.ok()) << together.status();
+    ASSERT_EQ(together->size(0), num_jobs);
+    const double range = full_.abs().max().item<double>();
+    const double tolerance = dtype == LoadOptions::Dtype::kF32 ? 1e-4 : 0.05 * range;
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      EXPECT_LE((together->narrow(0, j, 1) - expected[j]).abs().max().item<double>(), tolerance)
+          << "job " << j;
+      EXPECT_EQ(batched[j]->num_tokens(), 3 + 4 * j);
+    }
+    // The next step reads what the batched one wrote: still each job's.
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      const int64_t pos = 3 + 4 * j;
+      auto next_batched = model->Forward(span.subspan(pos, 1), pos, batched[j].get(), false, true);
+      auto next_alone = model->Forward(span.subspan(pos, 1), pos, alone[j].get(), false, true);
+      ASSERT_TRUE(next_batched.ok() && next_alone.ok());
+      EXPECT_LE((*next_batched - *next_alone).abs().max().item<double>(), tolerance) << "job " << j;
+    }
+  }
+}
+
 // Continuous batching: jobs at different positions, some prefilling a chunk
 // and some decoding one token, in one ForwardBatch give each job's logits
 // alone.

@@ -101,11 +101,19 @@ int Run(const Args& args) {
       return std::fprintf(stderr, "%s\n", s.status().ToString().c_str()), 1;
     }
   }
+  // The jobs' caches in one pool of blocks, as the worker holds them (its
+  // block size), each job's blocks in a run of its own.
+  constexpr int64_t kBlockSize = 16;
+  const int64_t blocks_per_job = (capacity + kBlockSize - 1) / kBlockSize;
+  std::unique_ptr<KvPool> pool = (*model)->NewPool(args.batch * blocks_per_job, kBlockSize);
   std::vector<std::unique_ptr<KvCache>> caches;
   std::vector<std::vector<int32_t>> prompts(args.batch);
   std::vector<ForwardItem> items(args.batch);
   for (int64_t j = 0; j < args.batch; ++j) {
-    caches.push_back((*model)->NewCache(capacity));
+    caches.push_back(std::make_unique<KvCache>(pool.get()));
+    for (int64_t b = 0; b < blocks_per_job; ++b) {
+      caches[j]->AppendBlock(static_cast<int32_t>(j * blocks_per_job + b));
+    }
     for (int64_t t = 0; t < args.prompt_tokens; ++t) {
       prompts[j].push_back(static_cast<int32_t>((1 + 7 * j + 13 * t) % vocab));
     }

@@ -363,10 +363,14 @@ absl::StatusOr<ServedModel> LoadAndWarmUpModel(const StartupOptions& options,
           ? absl::StrCat("chat template: ", chat_template.empty() ? "the model's own" : chat_template)
           : absl::StrCat("no chat template: ", served->chat_template_status.message()));
   metrics->SetModelLoadSeconds(served->load_seconds);
-  Log(absl::StrCat("loaded ", options.served_model_name, " (", served->config.architecture, ", ",
-                   served->weight_type, ") on ", options.device, " in ", served->load_seconds,
-                   " s, float order of ggml's ", GgmlVariantName(served->model->ggml_variant()),
-                   " CPU library, kernels up to ", CpuIsaName(CpuKernelIsa())));
+  const LlamaModel& model = *served->model;
+  Log(absl::StrCat(
+      "loaded ", options.served_model_name, " (", served->config.architecture, ", ",
+      served->weight_type, ") on ", options.device, " in ", served->load_seconds, " s, ",
+      model.cpu_kernels()
+          ? absl::StrCat("float order of ggml's ", GgmlVariantName(model.ggml_variant()),
+                         " CPU library, kernels up to ", CpuIsaName(CpuKernelIsa()))
+          : absl::StrCat("libtorch's products in ", c10::toString(model.dtype()))));
   if (absl::Status s = WarmUp(*served->model); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("warm-up failed: ", s.message()));
   }
