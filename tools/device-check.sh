@@ -67,16 +67,14 @@ done
 for dev in $DEVICES; do
   [[ "$dev" == cpu ]] && continue
   echo "== model_bench on $dev, TinyLlama-shaped F16 file held in BF16 (BF16 KV cache)"
-  for batch in 1 16 64; do
-    "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --dtype bf16 \
-      --kv-type bf16 --batch "$batch" --prompt-tokens 16 --gen-tokens 64 | tee -a "$OUT/llorch.jsonl"
-  done
+  timeout 240 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --dtype bf16 --kv-type bf16 \
+    --batch 1,16,64 --prompt-tokens 16 --gen-tokens 64 | tee "$OUT/llorch.jsonl"
   echo "== model_bench on $dev, the same file held in F32 (the path before BF16)"
-  "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --dtype f32 --batch 1 \
+  timeout 120 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --dtype f32 --batch 1 \
     --prompt-tokens 16 --gen-tokens 64
   echo "== transformers generate on $dev, the same shape in BF16"
   PYTHONUNBUFFERED=1 timeout 300 "$PYTHON" "$ROOT/tools/bench/hf_generate_bench.py" \
-    --device "$dev" --batch 1,16,64 --prompt-tokens 16 --gen-tokens 64 2>/dev/null \
+    --device "$dev" --batch 1,16,64 --prompt-tokens 16 --gen-tokens 64 \
     | tee "$OUT/transformers.jsonl"
   echo "== ratios (llorch BF16 / transformers BF16; llorch's weight reads / copy bandwidth)"
   "$PYTHON" "$ROOT/tools/bench/gpu_ratios.py" "$OUT/llorch.jsonl" "$OUT/transformers.jsonl"

@@ -1,12 +1,13 @@
 // Decode speed of LlamaModel alone on one device (no engine, no server):
-// `batch` jobs, each with its own cache, take a prompt in one ForwardBatch,
-// then greedy one-token steps, all jobs in one ForwardBatch per step. Prints
-// one JSON line with tokens/s and the weight bytes read per second. Built in
+// `batch` jobs, their caches in one pool of blocks as the worker's, take a
+// prompt in one ForwardBatch, then greedy one-token steps, all jobs in one
+// ForwardBatch per step. Prints one JSON line per batch size (--batch 1,16:
+// one load) with tokens/s and the weight bytes read per second. Built in
 // every configuration, also -DLLORCH_MODEL_ONLY=ON, for tools/device-check.sh
 // on a lent GPU machine (no CLI there); on the CPU `llorch bench` measures
 // the same with the engine's settings.
 //
-//   model_bench MODEL.gguf [--device cpu|cuda] [--batch 1] [--prompt-tokens 16]
+//   model_bench MODEL.gguf [--device cpu|cuda] [--batch 1[,16,...]] [--prompt-tokens 16]
 //                          [--gen-tokens 64] [--kv-type f32|f16|bf16] [--threads N]
 //                          [--dtype auto|f32|f16|bf16]
 #include <ATen/ATen.h>
@@ -20,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "worker/gguf/gguf.h"
 #include "worker/model/kv_cache.h"
 #include "worker/model/llama_model.h"
@@ -30,7 +33,8 @@ namespace {
 struct Args {
   std::string model;
   std::string device = "cpu";
-  int64_t batch = 1, prompt_tokens = 16, gen_tokens = 64;
+  std::vector<int64_t> batches = {1};  // --batch 1,16,64: one model, one line each
+  int64_t prompt_tokens = 16, gen_tokens = 64;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   std::string kv_type = "f32";
   std::string dtype = "auto";
@@ -43,7 +47,12 @@ bool ParseArgs(int argc, char** argv, Args* args) {
     if (flag == "--device" && has_value) {
       args->device = argv[++i];
     } else if (flag == "--batch" && has_value) {
-      args->batch = std::atoll(argv[++i]);
+      args->batches.clear();
+      for (absl::string_view b : absl::StrSplit(argv[++i], ',')) {
+        int64_t batch = 0;
+        if (!absl::SimpleAtoi(b, &batch) || batch <= 0) return false;
+        args->batches.push_back(batch);
+      }
     } else if (flag == "--prompt-tokens" && has_value) {
       args->prompt_tokens = std::atoll(argv[++i]);
     } else if (flag == "--gen-tokens" && has_value) {
@@ -60,8 +69,8 @@ bool ParseArgs(int argc, char** argv, Args* args) {
       return false;
     }
   }
-  return !args->model.empty() && args->threads > 0 && args->batch > 0 && args->prompt_tokens > 0 &&
-         args->gen_tokens > 0;
+  return !args->model.empty() && args->threads > 0 && !args->batches.empty() &&
+         args->prompt_tokens > 0 && args->gen_tokens > 0;
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -72,6 +81,59 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 std::vector<int32_t> Greedy(const at::Tensor& logits) {
   const at::Tensor ids = logits.argmax(-1).to(at::kInt).contiguous();
   return std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel());
+}
+
+// `batch` jobs over one pool of blocks, as the worker holds them (its block
+// size), each job's blocks a run of its own: the prompt in one ForwardBatch,
+// then greedy one-token steps. Prints one JSON line.
+int MeasureBatch(const LlamaModel& model, const Args& args, int64_t batch, double load_s) {
+  const int64_t vocab = model.config().vocab_size;
+  const int64_t capacity = args.prompt_tokens + args.gen_tokens;
+  constexpr int64_t kBlockSize = 16;
+  const int64_t blocks_per_job = (capacity + kBlockSize - 1) / kBlockSize;
+  std::unique_ptr<KvPool> pool = model.NewPool(batch * blocks_per_job, kBlockSize);
+  std::vector<std::unique_ptr<KvCache>> caches;
+  std::vector<std::vector<int32_t>> prompts(batch);
+  std::vector<ForwardItem> items(batch);
+  for (int64_t j = 0; j < batch; ++j) {
+    caches.push_back(std::make_unique<KvCache>(pool.get()));
+    for (int64_t b = 0; b < blocks_per_job; ++b) {
+      caches[j]->AppendBlock(static_cast<int32_t>(j * blocks_per_job + b));
+    }
+    for (int64_t t = 0; t < args.prompt_tokens; ++t) {
+      prompts[j].push_back(static_cast<int32_t>((1 + 7 * j + 13 * t) % vocab));
+    }
+    items[j] = ForwardItem{prompts[j], 0, caches[j].get()};
+  }
+  const auto prompt_start = std::chrono::steady_clock::now();
+  auto logits = model.ForwardBatch(items);
+  if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
+  const double prompt_s = SecondsSince(prompt_start);
+
+  std::vector<int32_t> next = Greedy(*logits);
+  const auto decode_start = std::chrono::steady_clock::now();
+  for (int64_t step = 0; step < args.gen_tokens; ++step) {
+    for (int64_t j = 0; j < batch; ++j) {
+      items[j] = ForwardItem{absl::MakeConstSpan(&next[j], 1), args.prompt_tokens + step,
+                             caches[j].get(), /*all_logits=*/false, /*decode=*/true};
+    }
+    logits = model.ForwardBatch(items);  // logits on the CPU: the step has finished
+    if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
+    next = Greedy(*logits);
+  }
+  const double decode_s = SecondsSince(decode_start);
+  const double steps_per_s = args.gen_tokens / decode_s;
+  std::printf(
+      "{\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"kv_type\":\"%s\",\"batch\":%lld,"
+      "\"prompt_tokens\":%lld,\"gen_tokens\":%lld,\"load_s\":%.3f,\"prompt_tok_s\":%.1f,"
+      "\"decode_tok_s\":%.1f,\"weight_bytes\":%lld,\"weight_read_gb_s\":%.1f}\n",
+      args.model.c_str(), args.device.c_str(), c10::toString(model.dtype()), args.kv_type.c_str(),
+      static_cast<long long>(batch), static_cast<long long>(args.prompt_tokens),
+      static_cast<long long>(args.gen_tokens), load_s, batch * args.prompt_tokens / prompt_s,
+      batch * steps_per_s, static_cast<long long>(model.WeightBytes()),
+      model.WeightBytes() * steps_per_s / 1e9);
+  std::fflush(stdout);
+  return 0;
 }
 
 int Run(const Args& args) {
@@ -90,64 +152,18 @@ int Run(const Args& args) {
   auto model = LlamaModel::Load(**gguf, options);
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().ToString().c_str()), 1;
   const double load_s = SecondsSince(load_start);
-  const int64_t vocab = (*model)->config().vocab_size;
-  const int64_t capacity = args.prompt_tokens + args.gen_tokens;
 
   // Warm-up on a throwaway job (device start-up, first kernels).
   {
-    auto cache = (*model)->NewCache(capacity);
+    auto cache = (*model)->NewCache(args.prompt_tokens + args.gen_tokens);
     const std::vector<int32_t> ids = {1, 2};
     if (auto s = (*model)->Forward(ids, 0, cache.get(), false); !s.ok()) {
       return std::fprintf(stderr, "%s\n", s.status().ToString().c_str()), 1;
     }
   }
-  // The jobs' caches in one pool of blocks, as the worker holds them (its
-  // block size), each job's blocks in a run of its own.
-  constexpr int64_t kBlockSize = 16;
-  const int64_t blocks_per_job = (capacity + kBlockSize - 1) / kBlockSize;
-  std::unique_ptr<KvPool> pool = (*model)->NewPool(args.batch * blocks_per_job, kBlockSize);
-  std::vector<std::unique_ptr<KvCache>> caches;
-  std::vector<std::vector<int32_t>> prompts(args.batch);
-  std::vector<ForwardItem> items(args.batch);
-  for (int64_t j = 0; j < args.batch; ++j) {
-    caches.push_back(std::make_unique<KvCache>(pool.get()));
-    for (int64_t b = 0; b < blocks_per_job; ++b) {
-      caches[j]->AppendBlock(static_cast<int32_t>(j * blocks_per_job + b));
-    }
-    for (int64_t t = 0; t < args.prompt_tokens; ++t) {
-      prompts[j].push_back(static_cast<int32_t>((1 + 7 * j + 13 * t) % vocab));
-    }
-    items[j] = ForwardItem{prompts[j], 0, caches[j].get()};
+  for (int64_t batch : args.batches) {
+    if (int rc = MeasureBatch(**model, args, batch, load_s); rc != 0) return rc;
   }
-  const auto prompt_start = std::chrono::steady_clock::now();
-  auto logits = (*model)->ForwardBatch(items);
-  if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
-  const double prompt_s = SecondsSince(prompt_start);
-
-  std::vector<int32_t> next = Greedy(*logits);
-  const auto decode_start = std::chrono::steady_clock::now();
-  for (int64_t step = 0; step < args.gen_tokens; ++step) {
-    for (int64_t j = 0; j < args.batch; ++j) {
-      items[j] = ForwardItem{absl::MakeConstSpan(&next[j], 1), args.prompt_tokens + step,
-                             caches[j].get(), /*all_logits=*/false, /*decode=*/true};
-    }
-    logits = (*model)->ForwardBatch(items);  // logits on the CPU: the step has finished
-    if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
-    next = Greedy(*logits);
-  }
-  const double decode_s = SecondsSince(decode_start);
-  const double steps_per_s = args.gen_tokens / decode_s;
-  std::printf(
-      "{\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"kv_type\":\"%s\",\"batch\":%lld,"
-      "\"prompt_tokens\":%lld,\"gen_tokens\":%lld,\"load_s\":%.3f,\"prompt_tok_s\":%.1f,"
-      "\"decode_tok_s\":%.1f,\"weight_bytes\":%lld,\"weight_read_gb_s\":%.1f}\n",
-      args.model.c_str(), args.device.c_str(), c10::toString((*model)->dtype()),
-      args.kv_type.c_str(),
-      static_cast<long long>(args.batch), static_cast<long long>(args.prompt_tokens),
-      static_cast<long long>(args.gen_tokens), load_s,
-      args.batch * args.prompt_tokens / prompt_s, args.batch * steps_per_s,
-      static_cast<long long>((*model)->WeightBytes()),
-      (*model)->WeightBytes() * steps_per_s / 1e9);
   return 0;
 }
 
@@ -158,7 +174,7 @@ int main(int argc, char** argv) {
   llorch::Args args;
   if (!llorch::ParseArgs(argc, argv, &args)) {
     std::fprintf(stderr,
-                 "usage: model_bench MODEL.gguf [--device cpu|cuda] [--batch N] "
+                 "usage: model_bench MODEL.gguf [--device cpu|cuda] [--batch N[,N...]] "
                  "[--prompt-tokens N] [--gen-tokens N] [--kv-type f32|f16|bf16] "
                  "[--dtype auto|f32|f16|bf16] "
                  "[--threads N]\n");
