@@ -232,7 +232,7 @@ for args, needle in ((["--max_batch", "0"], "--max_batch"), (["--metrics-port", 
           f"llorch-worker {' '.join(args)}: exit 2, one line naming {needle}")
 p = worker("--model", MODEL, "--metrics_port", "-1", "--kv_type", "q4")
 check(p.returncode == 2 and p.stderr.strip().splitlines() == [
-    "llorch-worker: --kv_type: KV cache type must be f32, f16, bf16 or q8_0, got 'q4'"],
+    "llorch-worker: --kv_type: KV cache type must be auto, f32, f16, bf16 or q8_0, got 'q4'"],
       "llorch-worker --kv_type q4: exit 2, one line naming --kv_type and its values")
 for spelling in ("--metrics-port", "--metrics_port"):
     log = worker("--model", MODEL, "--listen", "127.0.0.1:0", "--metrics_host", "127.0.0.1",

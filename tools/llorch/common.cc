@@ -63,9 +63,10 @@ ABSL_FLAG(std::string, gelu, "auto",
 ABSL_FLAG(std::string, ggml_variant, "auto",
           "whose float order the CPU path follows; auto: LLORCH_GGML_VARIANT, else what "
           "llama.cpp's ggml picks on this CPU");
-ABSL_FLAG(std::string, kv_type, "f32",
-          "element type of the KV cache: f32, f16, bf16 or q8_0 (f16 and bf16 halve its "
-          "memory, q8_0 takes 0.27x, CPU only; attention computes in f32)");
+ABSL_FLAG(std::string, kv_type, "auto",
+          "element type of the KV cache: auto, f32, f16, bf16 or q8_0 (auto: f32 where the CPU "
+          "kernels run, else --dtype's type; f16 and bf16 halve its memory, q8_0 takes 0.27x, "
+          "CPU only)");
 ABSL_FLAG(std::string, dtype, "auto",
           "weights and activations on the libtorch path: auto (bf16 on cuda, f16 on mps, "
           "the CPU's own kernels over the file's types on cpu), f32, f16 or bf16 (on cpu: "
@@ -118,7 +119,7 @@ std::vector<cli::FlagSpec> LoadFlags() {
   return {cli::FlagSpec("threads").AtLeast(1), cli::FlagSpec("device").Value("cpu|cuda|mps"),
           cli::FlagSpec("gelu").Value("auto|exact|ggml"),
           cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512|amx"),
-          cli::FlagSpec("kv_type").Value("f32|f16|bf16|q8_0"),
+          cli::FlagSpec("kv_type").Value("auto|f32|f16|bf16|q8_0"),
           cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "mmap"};
 }
 
@@ -188,16 +189,16 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
     }
     options.ggml_variant = *parsed;
   }
-  absl::StatusOr<KvType> kv_type = ParseKvType(absl::GetFlag(FLAGS_kv_type));
-  if (!kv_type.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--kv-type: ", kv_type.status().message()));
-  }
-  options.kv_type = *kv_type;
   absl::StatusOr<LoadOptions::Dtype> dtype = ParseDtype(absl::GetFlag(FLAGS_dtype));
   if (!dtype.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
   }
   options.dtype = *dtype;
+  absl::StatusOr<KvType> kv_type = ParseKvTypeFor(absl::GetFlag(FLAGS_kv_type), options);
+  if (!kv_type.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kv-type: ", kv_type.status().message()));
+  }
+  options.kv_type = *kv_type;
   options.map_weights = absl::GetFlag(FLAGS_mmap);
   return options;
 }

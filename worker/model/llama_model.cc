@@ -217,6 +217,25 @@ absl::StatusOr<LoadOptions::Dtype> ParseDtype(absl::string_view name) {
       absl::StrCat("unknown dtype '", name, "' (expected auto, f32, f16 or bf16)"));
 }
 
+KvType DefaultKvType(const LoadOptions& options) {
+  switch (options.dtype) {
+    case LoadOptions::Dtype::kF32: return KvType::kF32;
+    case LoadOptions::Dtype::kF16: return KvType::kF16;
+    case LoadOptions::Dtype::kBF16: return KvType::kBF16;
+    case LoadOptions::Dtype::kAuto: break;
+  }
+  if (options.device == "cuda") return KvType::kBF16;
+  if (options.device == "mps") return KvType::kF16;
+  return KvType::kF32;
+}
+
+absl::StatusOr<KvType> ParseKvTypeFor(absl::string_view name, const LoadOptions& options) {
+  if (name == "auto") return DefaultKvType(options);
+  if (absl::StatusOr<KvType> type = ParseKvType(name); type.ok()) return type;
+  return absl::InvalidArgumentError(
+      absl::StrCat("KV cache type must be auto, f32, f16, bf16 or q8_0, got '", name, "'"));
+}
+
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& gguf,
                                                              const LoadOptions& options) {
   absl::StatusOr<ModelConfig> config = ModelConfigFromGguf(gguf);

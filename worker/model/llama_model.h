@@ -73,6 +73,13 @@ struct LoadOptions {
 // "auto", "f32", "f16" or "bf16".
 absl::StatusOr<LoadOptions::Dtype> ParseDtype(absl::string_view name);
 
+// The KV cache type `--kv_type auto` stands for: F32 where the CPU's kernels
+// run (options.dtype kAuto on the CPU), else the libtorch path's type (BF16
+// on CUDA by default), as vLLM's cache follows the model's dtype.
+KvType DefaultKvType(const LoadOptions& options);
+// ParseKvType, plus "auto": DefaultKvType(options).
+absl::StatusOr<KvType> ParseKvTypeFor(absl::string_view name, const LoadOptions& options);
+
 // How activations are rounded before meeting a weight matrix.
 enum class ActivationQuant {
   kNone,  // F32/F16/BF16 weights: activations stay F32

@@ -459,6 +459,18 @@ TEST(LoadDtypeTest, ParsesAndRefusesWhatCannotRun) {
   EXPECT_NE(model.status().message().find("q8_0 KV cache"), absl::string_view::npos)
       << model.status();
   EXPECT_EQ((*LlamaModel::Load(**gguf, LoadOptions{}))->dtype(), at::kFloat);
+  // --kv_type auto: F32 under the CPU kernels, else the dtype's own type.
+  LoadOptions options;
+  EXPECT_EQ(*ParseKvTypeFor("auto", options), KvType::kF32);
+  options.device = "cuda";
+  EXPECT_EQ(*ParseKvTypeFor("auto", options), KvType::kBF16);
+  options.dtype = LoadOptions::Dtype::kF32;
+  EXPECT_EQ(*ParseKvTypeFor("auto", options), KvType::kF32);
+  options.device = "cpu";
+  options.dtype = LoadOptions::Dtype::kBF16;
+  EXPECT_EQ(*ParseKvTypeFor("auto", options), KvType::kBF16);
+  EXPECT_EQ(*ParseKvTypeFor("q8_0", options), KvType::kQ8_0);
+  EXPECT_EQ(ParseKvTypeFor("f8", options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CacheCorrectnessTest,

@@ -60,9 +60,10 @@ ABSL_FLAG(bool, mmap, true,
           "multiply CPU weights straight from the model file's mapping where its rows are "
           "laid out as the kernels read them (fast load); false copies them (llama.cpp's "
           "--no-mmap)");
-ABSL_FLAG(std::string, kv_type, "f32",
-          "element type of the KV cache: f32 | f16 | bf16 | q8_0 (16 bits halve KV memory, "
-          "q8_0 takes 0.27x, CPU only; attention still computes in f32)");
+ABSL_FLAG(std::string, kv_type, "auto",
+          "element type of the KV cache: auto | f32 | f16 | bf16 | q8_0 (auto: f32 where the "
+          "CPU kernels run, else --dtype's type; 16 bits halve KV memory, q8_0 takes 0.27x, "
+          "CPU only; attention still computes in f32 on the CPU)");
 ABSL_FLAG(int, kv_block_size, 16,
           "positions per KV cache block (a multiple of 4): jobs hold whole blocks, and "
           "prefixes are shared and cached by whole blocks");
@@ -129,9 +130,15 @@ ShutdownState g_shutdown;
 
 void Log(const std::string& line) { std::cerr << "llorch-worker: " << line << std::endl; }
 
-// --kv_type, its error naming the flag.
+// --kv_type (auto: from --device and --dtype), its error naming the flag.
 absl::StatusOr<KvType> KvTypeFromFlag() {
-  absl::StatusOr<KvType> kv_type = ParseKvType(absl::GetFlag(FLAGS_kv_type));
+  LoadOptions options;
+  options.device = absl::GetFlag(FLAGS_device);
+  if (absl::StatusOr<LoadOptions::Dtype> dtype = ParseDtype(absl::GetFlag(FLAGS_dtype));
+      dtype.ok()) {
+    options.dtype = *dtype;  // a bad --dtype is reported by MakeLoadOptions
+  }
+  absl::StatusOr<KvType> kv_type = ParseKvTypeFor(absl::GetFlag(FLAGS_kv_type), options);
   if (!kv_type.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--kv_type: ", kv_type.status().message()));
   }
@@ -578,12 +585,12 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("listen").Value("HOST:PORT"),
        cli::FlagSpec("metrics_port").AtLeast(-1).AtMost(65535),
        cli::FlagSpec("metrics_host").Value("HOST"), cli::FlagSpec("kv_budget").Value("SIZE"),
-       cli::FlagSpec("kv_type").Value("f32|f16|bf16|q8_0"),
+       cli::FlagSpec("kv_type").Value("auto|f32|f16|bf16|q8_0"),
        cli::FlagSpec("kv_block_size").AtLeast(4).AtMost(1024), "prefix_cache", "cache_answers",
        cli::FlagSpec("kv_admission").Value("paged|reserve"),
        cli::FlagSpec("max_batch").AtLeast(1), cli::FlagSpec("max_waiting").AtLeast(0),
        cli::FlagSpec("max_prefill_tokens").AtLeast(1), cli::FlagSpec("threads").AtLeast(0),
-       "device", "ggml_variant", "mmap", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
+       "device", cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "ggml_variant", "mmap", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
        cli::FlagSpec("drain_timeout").Value("DURATION"),
        cli::FlagSpec("tls_cert").Value("PATH"), cli::FlagSpec("tls_key").Value("PATH"),
        cli::FlagSpec("tls_ca").Value("PATH"), cli::FlagSpec("scheduler").Value("HOST:PORT"),
