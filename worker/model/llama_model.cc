@@ -192,17 +192,17 @@ at::Tensor MappedRows(const GgufFile& gguf, const std::vector<std::string>& name
       [owner](void*) mutable { owner.reset(); }, at::TensorOptions().dtype(at::kByte));
 }
 
-// The libtorch path's element type for `dtype` on `device`; nullopt where
-// the CPU's own kernels run.
-std::optional<at::ScalarType> LibtorchDtype(LoadOptions::Dtype dtype, const c10::Device& device) {
+// The libtorch path's element type for `dtype` on a device named as
+// LoadOptions::device names it; nullopt where the CPU's own kernels run.
+std::optional<at::ScalarType> LibtorchDtype(LoadOptions::Dtype dtype, absl::string_view device) {
   switch (dtype) {
     case LoadOptions::Dtype::kF32: return at::kFloat;
     case LoadOptions::Dtype::kF16: return at::kHalf;
     case LoadOptions::Dtype::kBF16: return at::kBFloat16;
     case LoadOptions::Dtype::kAuto: break;
   }
-  if (device.is_cuda()) return at::kBFloat16;
-  if (device.is_mps()) return at::kHalf;
+  if (device == "cuda") return at::kBFloat16;
+  if (device == "mps") return at::kHalf;
   return std::nullopt;
 }
 
@@ -218,15 +218,11 @@ absl::StatusOr<LoadOptions::Dtype> ParseDtype(absl::string_view name) {
 }
 
 KvType DefaultKvType(const LoadOptions& options) {
-  switch (options.dtype) {
-    case LoadOptions::Dtype::kF32: return KvType::kF32;
-    case LoadOptions::Dtype::kF16: return KvType::kF16;
-    case LoadOptions::Dtype::kBF16: return KvType::kBF16;
-    case LoadOptions::Dtype::kAuto: break;
+  switch (LibtorchDtype(options.dtype, options.device).value_or(at::kFloat)) {
+    case at::kHalf: return KvType::kF16;
+    case at::kBFloat16: return KvType::kBF16;
+    default: return KvType::kF32;
   }
-  if (options.device == "cuda") return KvType::kBF16;
-  if (options.device == "mps") return KvType::kF16;
-  return KvType::kF32;
 }
 
 absl::StatusOr<KvType> ParseKvTypeFor(absl::string_view name, const LoadOptions& options) {
@@ -247,7 +243,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   }
   if (absl::StatusOr<CpuIsa> isa = MaxCpuIsaFromEnvironment(); !isa.ok()) return isa.status();
 
-  const std::optional<at::ScalarType> libtorch_dtype = LibtorchDtype(options.dtype, *device);
+  const std::optional<at::ScalarType> libtorch_dtype =
+      LibtorchDtype(options.dtype, options.device);
   if (libtorch_dtype.has_value() && options.kv_type == KvType::kQ8_0) {
     return absl::InvalidArgumentError(
         "a q8_0 KV cache needs the CPU kernels (dtype auto on the CPU)");
@@ -1149,7 +1146,7 @@ std::optional<LlamaModel::DecodeBatch> LlamaModel::MakeDecodeBatch(
   batch.longest = longest;
   batch.write_slots = on_device(write_slots, at::kLong, {jobs});
   batch.read_slots = on_device(read_slots, at::kLong, {jobs * longest});
-  batch.mask = on_device(mask, at::kFloat, {jobs, 1, 1, longest});
+  batch.mask = on_device(mask, at::kFloat, {jobs, 1, 1, longest}).to(dtype_);
   return batch;
 }
 
@@ -1173,7 +1170,7 @@ at::Tensor LlamaModel::AttentionOfDecodeBatch(const at::Tensor& q, const at::Ten
   const at::Tensor keys = gather(k_pool), values = gather(v_pool);
   const at::Tensor qg = q.reshape({jobs, kv_heads, group, head_dim});
   // [jobs, kv_heads, group, longest]; positions a job does not see masked.
-  const at::Tensor scores = AttentionScores(qg, keys) + batch.mask.to(q.scalar_type());
+  const at::Tensor scores = AttentionScores(qg, keys) + batch.mask;
   const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(values.scalar_type());
   return at::matmul(probs, values).reshape({jobs, c.q_dim()});  // [jobs, q_dim]
 }

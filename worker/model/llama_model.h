@@ -231,7 +231,7 @@ class LlamaModel {
     KvPool* pool = nullptr;
     at::Tensor write_slots;  // [B] long: the pool row of each job's new position
     at::Tensor read_slots;   // [B * T] long: job b's positions 0..T-1 (past its own: row 0)
-    at::Tensor mask;         // [B, 1, 1, T]: 0 where job b sees position t, else -inf
+    at::Tensor mask;         // [B, 1, 1, T] in dtype(): 0 where job b sees position t, else -inf
     int64_t longest = 0;     // T: the most positions a job attends over
   };
   // For `items` when each is one token over the same pool; nullopt otherwise.
