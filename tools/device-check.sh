@@ -3,9 +3,10 @@
 # alone (-DLLORCH_MODEL_ONLY=ON: the image has no gRPC, Protobuf or cargo)
 # against that machine's libtorch (its PyTorch's), with the Debian packages
 # tools/device-prepare.sh carried in .devcarry/; runs the model's tests on
-# the CPU and on CUDA (CacheCorrectnessTest.DeviceMatchesCpu compares them;
-# Bf16TracksF32 checks the BF16 path), and on CUDA model_bench's decode speed
-# on a TinyLlama-shaped model (BF16, the default there; F32 for reference)
+# CUDA (CacheCorrectnessTest.DeviceMatchesCpu compares it with the CPU;
+# Bf16TracksF32 checks the BF16 path; PaddedDecodeStepsAndCudaGraphsMatchPlainSteps
+# the graphs), and on CUDA model_bench's decode speed on a TinyLlama-shaped
+# model (BF16, the default there, with CUDA graphs and without; F32 for reference)
 # against transformers' generate on the same shape (tools/bench/
 # hf_generate_bench.py, the image's transformers) and the device's copy
 # bandwidth. Everything it prints also goes to $OUT/device-check.txt, to be
@@ -31,11 +32,19 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 "$PYTHON" -c 'import torch;print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null
 export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 BUILD=/tmp/build-device
-cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLORCH_MODEL_ONLY=ON \
-  -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr" -DCMAKE_CXX_COMPILER_LAUNCHER= \
-  > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; exit 1; }
-cmake --build "$BUILD" -j "$JOBS" --target llama_model_test model_bench > "$OUT/build.log" 2>&1 \
-  || { grep -m 20 -B 2 -A 8 "error" "$OUT/build.log"; exit 1; }
+configure_and_build() {  # $1: ON|OFF for LLORCH_CUDA_GRAPHS
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLORCH_MODEL_ONLY=ON \
+    -DLLORCH_CUDA_GRAPHS="$1" -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$PREFIX/usr" \
+    -DCMAKE_CXX_COMPILER_LAUNCHER= > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; return 1; }
+  grep "llorch:" "$OUT/configure.log"
+  cmake --build "$BUILD" -j "$JOBS" --target llama_model_test model_bench > "$OUT/build.log" 2>&1 \
+    || { grep -m 20 -B 2 -A 8 "error" "$OUT/build.log"; return 1; }
+}
+SECONDS=0
+# Without CUDA graphs if the build with them fails (the figures still come).
+configure_and_build ON || { echo "== build with CUDA graphs failed; without them"; configure_and_build OFF; } \
+  || exit 1
+echo "build: ${SECONDS}s"
 echo "built: $(ls "$BUILD/bin")"
 
 # Random-weight models: the ones llama_model_test reads (as
@@ -60,23 +69,36 @@ if [[ " $DEVICES " == *" cuda "* ]]; then
     --untied --seed 1 --out /tmp/tinyllama-f16.gguf
 fi
 
-for dev in $DEVICES; do
-  echo "== llama_model_test on $dev"
-  LLORCH_TEST_DEVICE=$dev "$BUILD/bin/llama_model_test" --gtest_brief=1 2>&1 | tail -25
-done
+# The tests on the accelerator (the CPU's pass in CI; DeviceMatchesCpu
+# compares the two), or on the CPU in a dry run.
+TEST_DEVICE="${DEVICES##* }"
+echo "== llama_model_test on $TEST_DEVICE"
+LLORCH_TEST_DEVICE=$TEST_DEVICE timeout 240 "$BUILD/bin/llama_model_test" --gtest_brief=1 2>&1 | tail -30
 for dev in $DEVICES; do
   [[ "$dev" == cpu ]] && continue
-  echo "== model_bench on $dev, TinyLlama-shaped F16 file held in BF16 (BF16 KV cache)"
-  timeout 240 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --dtype bf16 --kv-type bf16 \
-    --batch 1,16,64 --prompt-tokens 16 --gen-tokens 64 | tee "$OUT/llorch.jsonl"
-  echo "== model_bench on $dev, the same file held in F32 (the path before BF16)"
-  timeout 120 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --dtype f32 --batch 1 \
-    --prompt-tokens 16 --gen-tokens 64
+  BENCH=("$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 16 --gen-tokens 64)
+  echo "== model_bench on $dev, TinyLlama-shaped F16 file held in BF16 (BF16 KV cache), CUDA graphs"
+  timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 | tee "$OUT/llorch.jsonl"
+  echo "== the same without CUDA graphs (every kernel launched by the host)"
+  timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 --cuda-graphs off | tee -a "$OUT/llorch.jsonl"
+  echo "== the same file held in F32 (the path before BF16), batch 1"
+  timeout 90 "${BENCH[@]}" --dtype f32 --batch 1
   echo "== transformers generate on $dev, the same shape in BF16"
-  PYTHONUNBUFFERED=1 timeout 300 "$PYTHON" "$ROOT/tools/bench/hf_generate_bench.py" \
+  PYTHONUNBUFFERED=1 timeout 240 "$PYTHON" "$ROOT/tools/bench/hf_generate_bench.py" \
     --device "$dev" --batch 1,16,64 --prompt-tokens 16 --gen-tokens 64 \
     | tee "$OUT/transformers.jsonl"
   echo "== ratios (llorch BF16 / transformers BF16; llorch's weight reads / copy bandwidth)"
   "$PYTHON" "$ROOT/tools/bench/gpu_ratios.py" "$OUT/llorch.jsonl" "$OUT/transformers.jsonl"
+  echo "== greedy tokens of job 0, graphs on vs off (same weights, same prompts)"
+  "$PYTHON" - "$OUT/llorch.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for b in sorted({r["batch"] for r in rows}):
+    on = [r["job0_tokens"] for r in rows if r["batch"] == b and r["cuda_graphs"]]
+    off = [r["job0_tokens"] for r in rows if r["batch"] == b and not r["cuda_graphs"]]
+    if on and off:
+        same = next((i for i, (x, y) in enumerate(zip(on[0], off[0])) if x != y), len(on[0]))
+        print(f"batch {b}: first {same} of {len(on[0])} tokens equal")
+PY
 done
 echo "device-check: done $(date -u)"

@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """tools/device-check.sh's summary: per batch size, llorch's model_bench
 decode tok/s against transformers' (hf_generate_bench.py) from the same run,
-and llorch's weight reads per second against the device's copy bandwidth.
+and llorch's weight reads per second against the device's copy bandwidth,
+with CUDA graphs on and off where LLORCH.jsonl has both.
 Usage: gpu_ratios.py LLORCH.jsonl TRANSFORMERS.jsonl"""
 import json
 import sys
 
 
 def main():
-    ours = {r["batch"]: r for r in map(json.loads, open(sys.argv[1]))}
+    ours = {(r.get("cuda_graphs", False), r["batch"]): r for r in map(json.loads, open(sys.argv[1]))}
     peer = {r["batch"]: r for r in map(json.loads, open(sys.argv[2]))}
-    for batch in sorted(ours):
-        o, p = ours[batch], peer.get(batch)
-        line = f"batch {batch}: llorch {o['decode_tok_s']:.1f} tok/s"
+    for graphs, batch in sorted(ours, reverse=True):
+        o, p = ours[(graphs, batch)], peer.get(batch)
+        line = (f"batch {batch}, CUDA graphs {'on' if graphs else 'off'}: "
+                f"llorch {o['decode_tok_s']:.1f} tok/s")
         if p:
             bandwidth = p["copy_bandwidth_gb_s"]
             line += (f", transformers {p['decode_tok_s']:.1f} "
@@ -20,6 +22,13 @@ def main():
                      f"{o['weight_read_gb_s']:.0f} GB/s of the copy's {bandwidth:.0f} "
                      f"({100 * o['weight_read_gb_s'] / bandwidth:.0f}%)")
         print(line)
+    for batch in sorted(peer):
+        steps = peer[batch].get("linear_only_steps_s")
+        if steps:
+            reads = peer[batch]["weight_bytes"] * steps / 1e9
+            print(f"batch {batch}: the weight products alone (cuBLAS, one CUDA graph) "
+                  f"{steps:.0f} steps/s, {reads:.0f} GB/s of weights "
+                  f"({100 * reads / peer[batch]['copy_bandwidth_gb_s']:.0f}% of the copy's)")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ the same load as llorch's
 batch size: decode tokens/s of all jobs over the generated tokens after the
 first (prefill timed apart), and the device's copy bandwidth measured in the
 same process (bytes read + written per second by a large device-to-device
-copy), the ceiling a decode step that reads every weight once can reach.
+copy), the ceiling a decode step that reads every weight once can reach,
+and on CUDA the steps per second of the model's weight products alone
+(every nn.Linear once at that batch, cuBLAS, replayed as one CUDA graph):
+what any engine built on these products can reach at best.
 
 Usage: hf_generate_bench.py [--device cuda] [--batch 1,16,64] [--prompt-tokens 16]
                             [--gen-tokens 64]
@@ -38,6 +41,36 @@ def copy_bandwidth(device):
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def linear_only_steps_per_s(model, device, batch):
+    """Steps/s of every nn.Linear's product once per step, as one CUDA graph."""
+    if not device.startswith("cuda"):
+        return None
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {w.shape[1]: torch.randn(batch, w.shape[1], device=device, dtype=w.dtype)
+              for w in weights}
+
+    def step():
+        for w in weights:
+            torch.nn.functional.linear(inputs[w.shape[1]], w)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, reps = time.perf_counter(), 50
+    for _ in range(reps):
+        graph.replay()
+    torch.cuda.synchronize()
+    return reps / (time.perf_counter() - start)
 
 
 def timed_generate(model, ids, new_tokens, device):
@@ -81,6 +114,11 @@ def main():
             prefill_s = timed_generate(model, ids, 1, args.device)
             total_s = timed_generate(model, ids, args.gen_tokens, args.device)
         decode_tok_s = batch * (args.gen_tokens - 1) / max(total_s - prefill_s, 1e-9)
+        try:
+            linear_steps = linear_only_steps_per_s(model, args.device, batch)
+        except Exception as e:  # a figure less, not the run
+            print(f"linear-only timing failed: {e}", flush=True)
+            linear_steps = None
         print(json.dumps({
             "engine": "transformers", "transformers": transformers.__version__,
             "torch": torch.__version__, "device": args.device,
@@ -88,7 +126,8 @@ def main():
             "dtype": "bf16", "batch": batch, "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens, "decode_tok_s": round(decode_tok_s, 1),
             "weight_bytes": weight_bytes, "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
-            "weight_read_gb_s": round(weight_bytes * decode_tok_s / batch / 1e9, 1)}),
+            "weight_read_gb_s": round(weight_bytes * decode_tok_s / batch / 1e9, 1),
+            "linear_only_steps_s": linear_steps and round(linear_steps, 1)}),
             flush=True)
 
 

@@ -71,6 +71,9 @@ ABSL_FLAG(std::string, dtype, "auto",
           "weights and activations on the libtorch path: auto (bf16 on cuda, f16 on mps, "
           "the CPU's own kernels over the file's types on cpu), f32, f16 or bf16 (on cpu: "
           "the libtorch path, as a GPU computes)");
+ABSL_FLAG(bool, cuda_graphs, true,
+          "on CUDA below f32, replay each decode step's kernels as a CUDA graph captured once "
+          "per batch shape (false: launch them one by one)");
 ABSL_FLAG(bool, mmap, true,
           "multiply CPU weights straight from the file's mapping where its rows are laid out "
           "as the kernels read them (fast load); false copies them (llama.cpp's --no-mmap)");
@@ -120,7 +123,7 @@ std::vector<cli::FlagSpec> LoadFlags() {
           cli::FlagSpec("gelu").Value("auto|exact|ggml"),
           cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512|amx"),
           cli::FlagSpec("kv_type").Value("auto|f32|f16|bf16|q8_0"),
-          cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "mmap"};
+          cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "cuda_graphs", "mmap"};
 }
 
 cli::Subcommand MakeSubcommand(std::string name, std::string summary, std::string usage,
@@ -194,6 +197,7 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
     return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
   }
   options.dtype = *dtype;
+  options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
   absl::StatusOr<KvType> kv_type = ParseKvTypeFor(absl::GetFlag(FLAGS_kv_type), options);
   if (!kv_type.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-type: ", kv_type.status().message()));

@@ -1,5 +1,7 @@
 #include "worker/model/kv_cache.h"
 
+#include <atomic>
+
 #include <ATen/ATen.h>
 
 #include <cstring>
@@ -113,9 +115,16 @@ void KvPool::DequantizeRow(const uint8_t* row, int64_t head_dim, float* out) {
   }
 }
 
+namespace {
+uint64_t NextPoolId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1);
+}
+}  // namespace
+
 KvPool::KvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size,
                c10::Device device, KvType type)
-    : num_blocks_(num_blocks), block_size_(block_size), type_(type) {
+    : id_(NextPoolId()), num_blocks_(num_blocks), block_size_(block_size), type_(type) {
   const auto options = at::TensorOptions().dtype(ScalarTypeOf(type)).device(device);
   const int64_t slots = num_blocks * block_size;
   keys_.reserve(config.num_layers);

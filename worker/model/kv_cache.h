@@ -57,6 +57,9 @@ class KvPool {
   int64_t num_slots() const { return num_blocks_ * block_size_; }
   KvType type() const { return type_; }
   size_t num_bytes() const;
+  // Unique in the process (never reused): names this pool's storage, which
+  // a captured decode step (DecodeGraphs) reads by address.
+  uint64_t id() const { return id_; }
 
   at::Tensor& keys(int64_t layer) { return keys_[layer]; }      // [kv_heads, num_slots, head_dim]
   at::Tensor& values(int64_t layer) { return values_[layer]; }  // [kv_heads, num_slots, head_dim]
@@ -68,6 +71,7 @@ class KvPool {
   static size_t BytesPerBlock(const ModelConfig& config, int64_t block_size, KvType type);
 
  private:
+  uint64_t id_;
   int64_t num_blocks_;
   int64_t block_size_;
   KvType type_;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/gguf/gguf.h"
 #include "worker/model/attention_cpu.h"
+#include "worker/model/device_graph.h"
 #include "worker/model/bf16_matmul.h"
 #include "worker/model/float_gemm.h"
 #include "worker/model/float_matmul.h"
@@ -263,6 +264,11 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   model->cpu_kernels_ = !libtorch_dtype.has_value();
   model->dtype_ = libtorch_dtype.value_or(at::kFloat);
   model->kv_type_ = options.kv_type;
+  const bool graphs = options.cuda_graphs && !f32 && DeviceGraph::Available(*device);
+  model->decode_pad_ = options.decode_pad >= 0 ? options.decode_pad : (graphs ? 256 : 0);
+  if (graphs && model->decode_pad_ > 0) {
+    model->graphs_ = std::make_unique<DecodeGraphs>(*device, /*max_graphs=*/64);
+  }
   model->round_activations_to_weight_type_ = options.round_activations_to_weight_type;
   if (options.ggml_variant.has_value()) {
     model->ggml_variant_ = *options.ggml_variant;
@@ -494,6 +500,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   model->rope_sin_ = sin.to(model->device_);
   return model;
 }
+
+LlamaModel::~LlamaModel() = default;
 
 std::unique_ptr<KvCache> LlamaModel::NewCache(int64_t capacity) const {
   return std::make_unique<KvCache>(config_, capacity, device_, kv_type_);
@@ -1118,61 +1126,138 @@ at::Tensor LlamaModel::AttentionScores(const at::Tensor& qg, const at::Tensor& k
 
 std::optional<LlamaModel::DecodeBatch> LlamaModel::MakeDecodeBatch(
     absl::Span<const ForwardItem> items) const {
-  if (items.size() < 2) return std::nullopt;
+  // The CPU's F32 steps take AttentionOfDecodeSteps.
+  if (device_.is_cpu() && dtype_ == at::kFloat) return std::nullopt;
+  if (items.empty() || (items.size() < 2 && decode_pad_ == 0)) return std::nullopt;
   KvPool* pool = &items[0].cache->pool();
   int64_t longest = 0;
   for (const ForwardItem& item : items) {
     if (item.tokens.size() != 1 || &item.cache->pool() != pool) return std::nullopt;
     longest = std::max(longest, item.pos + 1);
   }
-  const int64_t jobs = static_cast<int64_t>(items.size()), window = config_.sliding_window;
-  std::vector<int64_t> write_slots(jobs), read_slots(jobs * longest, 0);
-  std::vector<float> mask(jobs * longest, -std::numeric_limits<float>::infinity());
-  for (int64_t b = 0; b < jobs; ++b) {
-    const ForwardItem& item = items[b];
-    write_slots[b] = item.cache->Slot(item.pos);
-    for (int64_t t = 0; t <= item.pos; ++t) {
-      read_slots[b * longest + t] = item.cache->Slot(t);
-      if (window <= 0 || item.pos - t < window) mask[b * longest + t] = 0.0f;
-    }
-  }
-  // Copied also on the CPU: the host vectors end with this function.
-  const auto on_device = [&](auto& host, at::ScalarType type, at::IntArrayRef shape) {
-    return at::from_blob(host.data(), shape, type).to(device_, type, /*non_blocking=*/false,
-                                                      /*copy=*/true);
-  };
   DecodeBatch batch;
   batch.pool = pool;
-  batch.longest = longest;
-  batch.write_slots = on_device(write_slots, at::kLong, {jobs});
-  batch.read_slots = on_device(read_slots, at::kLong, {jobs * longest});
-  batch.mask = on_device(mask, at::kFloat, {jobs, 1, 1, longest}).to(dtype_);
+  batch.jobs = static_cast<int64_t>(items.size());
+  batch.positions =
+      decode_pad_ > 0 ? (longest + decode_pad_ - 1) / decode_pad_ * decode_pad_ : longest;
+  const int64_t jobs = batch.jobs, positions = batch.positions;
+  batch.inputs.assign(3 * jobs + jobs * positions, 0);
+  int64_t* ids = batch.inputs.data();
+  int64_t* pos = ids + jobs;
+  int64_t* write_slots = pos + jobs;
+  int64_t* read_slots = write_slots + jobs;  // [B, T]
+  for (int64_t b = 0; b < jobs; ++b) {
+    const ForwardItem& item = items[b];
+    ids[b] = item.tokens[0];
+    pos[b] = item.pos;
+    write_slots[b] = item.cache->Slot(item.pos);
+    for (int64_t t = 0; t <= item.pos; ++t) read_slots[b * positions + t] = item.cache->Slot(t);
+  }
   return batch;
 }
 
-at::Tensor LlamaModel::AttentionOfDecodeBatch(const at::Tensor& q, const at::Tensor& k,
-                                              const at::Tensor& v, int64_t layer,
-                                              const DecodeBatch& batch) const {
+at::Tensor LlamaModel::DecodeBatchLogits(const at::Tensor& inputs, KvPool* pool, int64_t jobs,
+                                         int64_t positions) const {
   const ModelConfig& c = config_;
-  const int64_t jobs = q.size(0), longest = batch.longest;
+  const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim(), head_dim = c.head_dim;
+  const at::Tensor ids = inputs.narrow(0, 0, jobs);                             // [B]
+  const at::Tensor pos = inputs.narrow(0, jobs, jobs);                          // [B]
+  const at::Tensor write_slots = inputs.narrow(0, 2 * jobs, jobs);              // [B]
+  const at::Tensor read_slots = inputs.narrow(0, 3 * jobs, jobs * positions);  // [B*T]
+  // 0 where job b sees position t (t <= its pos; the last sliding_window of
+  // them, if set), else -inf: [B, 1, 1, T], built here so that a replayed
+  // step computes it from the positions it is given.
+  const at::Tensor key_pos = at::arange(positions, inputs.options());  // [T]
+  at::Tensor hidden = key_pos.unsqueeze(0) > pos.unsqueeze(1);         // [B, T]
+  if (c.sliding_window > 0) {
+    hidden = hidden.logical_or(pos.unsqueeze(1) - key_pos.unsqueeze(0) >= c.sliding_window);
+  }
+  const at::Tensor mask = at::zeros({jobs, positions}, inputs.options().dtype(dtype_))
+                              .masked_fill(hidden, -std::numeric_limits<float>::infinity())
+                              .view({jobs, 1, 1, positions});
+  at::Tensor x = Embed(ids);                              // [B, hidden]
+  // [B, rope_dim / 2], in the activations' type once for every layer.
+  const at::Tensor cos = rope_cos_.index_select(0, pos).to(dtype_);
+  const at::Tensor sin = rope_sin_.index_select(0, pos).to(dtype_);
+  // Every row a generated token's (host flags, read by the CPU kernels only).
+  const std::vector<uint8_t> no_groups(jobs, 0), decode_rows(jobs, 1);
+  const RowKinds kinds{no_groups.data(), decode_rows.data()};
+  at::Tensor residual;  // [B, hidden], not yet added to x
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    DecoderLayer(l, &x, &residual, kinds, [&](const at::Tensor& qkv) {
+      // Query and key heads rotated together: [B, heads + kv_heads, head_dim].
+      const at::Tensor qk = Rope(
+          qkv.narrow(1, 0, q_dim + kv_dim).reshape({jobs, c.num_heads + c.num_kv_heads, head_dim}),
+          cos, sin);
+      const at::Tensor v =
+          qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({jobs, c.num_kv_heads, head_dim});
+      return AttentionOfDecodeBatch(qk.narrow(1, 0, c.num_heads),
+                                    qk.narrow(1, c.num_heads, c.num_kv_heads), v, l, pool,
+                                    write_slots, read_slots, mask);
+    });
+  }
+  if (residual.defined()) x = x + residual;
+  return Linear(Norm(x, output_norm_, output_norm_bias_), output_, kinds, output_bias_);
+}
+
+at::Tensor LlamaModel::AttentionOfDecodeBatch(const at::Tensor& q, const at::Tensor& k,
+                                              const at::Tensor& v, int64_t layer, KvPool* pool,
+                                              const at::Tensor& write_slots,
+                                              const at::Tensor& read_slots,
+                                              const at::Tensor& mask) const {
+  const ModelConfig& c = config_;
+  const int64_t jobs = q.size(0), positions = mask.size(-1);
   const int64_t kv_heads = c.num_kv_heads, group = c.num_heads / kv_heads, head_dim = c.head_dim;
-  at::Tensor& k_pool = batch.pool->keys(layer);  // [kv_heads, slots, head_dim]
-  at::Tensor& v_pool = batch.pool->values(layer);
+  at::Tensor& k_pool = pool->keys(layer);  // [kv_heads, slots, head_dim]
+  at::Tensor& v_pool = pool->values(layer);
   // k, v: [jobs, kv_heads, head_dim] -> rows of [kv_heads, slots, head_dim].
-  k_pool.index_copy_(1, batch.write_slots, k.transpose(0, 1).to(k_pool.scalar_type()));
-  v_pool.index_copy_(1, batch.write_slots, v.transpose(0, 1).to(v_pool.scalar_type()));
-  const auto gather = [&](const at::Tensor& pool) {  // [jobs, kv_heads, longest, head_dim]
-    return pool.index_select(1, batch.read_slots)
-        .view({kv_heads, jobs, longest, head_dim})
+  k_pool.index_copy_(1, write_slots, k.transpose(0, 1).to(k_pool.scalar_type()));
+  v_pool.index_copy_(1, write_slots, v.transpose(0, 1).to(v_pool.scalar_type()));
+  const auto gather = [&](const at::Tensor& pool) {  // [jobs, kv_heads, T, head_dim]
+    return pool.index_select(1, read_slots)
+        .view({kv_heads, jobs, positions, head_dim})
         .transpose(0, 1)
         .to(q.scalar_type());
   };
   const at::Tensor keys = gather(k_pool), values = gather(v_pool);
   const at::Tensor qg = q.reshape({jobs, kv_heads, group, head_dim});
-  // [jobs, kv_heads, group, longest]; positions a job does not see masked.
-  const at::Tensor scores = AttentionScores(qg, keys) + batch.mask;
+  // [jobs, kv_heads, group, T]; positions a job does not see masked.
+  const at::Tensor scores = AttentionScores(qg, keys) + mask;
   const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(values.scalar_type());
   return at::matmul(probs, values).reshape({jobs, c.q_dim()});  // [jobs, q_dim]
+}
+
+void LlamaModel::DecoderLayer(int64_t l, at::Tensor* x, at::Tensor* residual,
+                              const RowKinds& kinds,
+                              const std::function<at::Tensor(const at::Tensor& qkv)>& attend) const {
+  const ModelConfig& c = config_;
+  const Layer& layer = layers_[l];
+  // x + the last layer's FFN output, normed.
+  at::Tensor h = AddNorm(x, *residual, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
+  *residual = at::Tensor();
+  at::Tensor qkv = Linear(h, layer.wqkv, kinds, layer.qkv_bias);  // [N, q_dim + 2 * kv_dim]
+  at::Tensor attn = attend(qkv);                                  // [N, q_dim]
+  at::Tensor attn_out = Linear(attn, layer.wo, kinds, layer.wo_bias);  // [N, hidden]
+
+  // Parallel residual (phi2): the FFN reads the same normed input as
+  // attention. Otherwise it reads the normed sum.
+  at::Tensor ffn_input;  // [N, hidden]
+  if (c.parallel_residual) {
+    ffn_input = h;
+  } else {
+    ffn_input = AddNorm(x, attn_out, layer.ffn_norm, at::Tensor());  // x += attn_out
+  }
+  // [N, 2 * ffn] | [N, ffn]
+  at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in, kinds, layer.ffn_in_bias);
+  // [N, ffn]
+  at::Tensor act = c.ffn == FfnType::kSiluGated ? SiluGated(ffn_in) : Gelu(ffn_in);
+  at::Tensor ffn_out = Linear(act, layer.w_down, kinds, layer.down_bias);  // [N, hidden]
+  if (c.parallel_residual) {
+    // Below F32 in transformers' order (attention + FFN, then the residual).
+    *x = x->scalar_type() == at::kFloat ? *x + attn_out + ffn_out : attn_out + ffn_out + *x;
+  } else {
+    *residual = ffn_out;  // added by the next norm
+  }
 }
 
 absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem> items) const {
@@ -1216,6 +1301,26 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
                               item.decode ? 1 : 0);
   }
   at::NoGradGuard no_grad;
+  // The libtorch path's one-token steps over one pool: one device step
+  // (DecodeBatchLogits), replayed as a CUDA graph where graphs_ is set.
+  if (std::optional<DecodeBatch> batch = MakeDecodeBatch(items); batch.has_value()) {
+    const auto step = [&](const at::Tensor& inputs) {
+      return DecodeBatchLogits(inputs, batch->pool, batch->jobs, batch->positions);
+    };
+    at::Tensor logits;  // [B, vocab] on the device
+    if (graphs_ != nullptr) {
+      absl::StatusOr<at::Tensor> replayed = graphs_->Run(
+          {batch->pool->id(), batch->jobs, batch->positions}, batch->inputs, step);
+      if (replayed.ok()) logits = *replayed;
+    }
+    if (!logits.defined()) {
+      logits = step(at::from_blob(batch->inputs.data(),
+                                  {static_cast<int64_t>(batch->inputs.size())}, at::kLong)
+                        .to(device_, /*non_blocking=*/false, /*copy=*/true));
+    }
+    for (const ForwardItem& item : items) item.cache->set_num_tokens(item.pos + 1);
+    return logits.to(at::kCPU, at::kFloat).contiguous();
+  }
   const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N
   const int64_t kv_heads = c.num_kv_heads, head_dim = c.head_dim;
   const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();
@@ -1230,65 +1335,28 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   const RowKinds kinds{in_groups_of_4.data(), decode_rows.data()};
   // One-token steps on the CPU (a lone job's decode, continuous batching's
   // steady state): rotation, cache rows and attention on raw rows
-  // (AttentionOfDecodeSteps). Prompt chunks take Rope and Attention.
+  // (AttentionOfDecodeSteps). Prompt chunks take Rope and Attention, each
+  // item over its own cache.
   bool decode_steps = device_.is_cpu() && x.scalar_type() == at::kFloat;
   for (const ForwardItem& item : items) decode_steps &= item.tokens.size() == 1;
-  // Elsewhere (the libtorch path) one-token steps over a shared pool are
-  // attended together.
-  const std::optional<DecodeBatch> decode_batch =
-      decode_steps ? std::nullopt : MakeDecodeBatch(items);
   at::Tensor residual;  // [N, hidden], not yet added to x
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const Layer& layer = layers_[l];
-    // x + the last layer's FFN output, normed.
-    at::Tensor h = AddNorm(&x, residual, layer.attn_norm, layer.attn_norm_bias);  // [N, hidden]
-    residual = at::Tensor();
-    at::Tensor qkv = Linear(h, layer.wqkv, kinds, layer.qkv_bias);  // [N, q_dim + 2 * kv_dim]
-    // Attention is per job: each item attends over its own cache.
-    at::Tensor attn;  // [N, q_dim]
-    if (decode_steps) {
-      attn = AttentionOfDecodeSteps(qkv, cos, sin, l, items);
-    } else {
+    DecoderLayer(l, &x, &residual, kinds, [&](const at::Tensor& qkv) {
+      if (decode_steps) return AttentionOfDecodeSteps(qkv, cos, sin, l, items);
       at::Tensor q =
           Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
       at::Tensor k =
           Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
       at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, kv_heads, head_dim});
-      if (decode_batch.has_value()) {
-        attn = AttentionOfDecodeBatch(q, k, v, l, *decode_batch);
-      } else if (items.size() == 1) {
-        attn = Attention(q, k, v, l, items[0]);
-      } else {
-        std::vector<at::Tensor> parts;
-        for (size_t i = 0; i < items.size(); ++i) {
-          const int64_t n = static_cast<int64_t>(items[i].tokens.size());
-          parts.push_back(Attention(q.narrow(0, row_begin[i], n), k.narrow(0, row_begin[i], n),
-                                    v.narrow(0, row_begin[i], n), l, items[i]));
-        }
-        attn = at::cat(parts, 0);
+      if (items.size() == 1) return Attention(q, k, v, l, items[0]);
+      std::vector<at::Tensor> parts;  // [n_i, q_dim] each
+      for (size_t i = 0; i < items.size(); ++i) {
+        const int64_t n = static_cast<int64_t>(items[i].tokens.size());
+        parts.push_back(Attention(q.narrow(0, row_begin[i], n), k.narrow(0, row_begin[i], n),
+                                  v.narrow(0, row_begin[i], n), l, items[i]));
       }
-    }
-    at::Tensor attn_out = Linear(attn, layer.wo, kinds, layer.wo_bias);  // [N, hidden]
-
-    // Parallel residual (phi2): the FFN reads the same normed input as
-    // attention. Otherwise it reads the normed sum.
-    at::Tensor ffn_input;  // [N, hidden]
-    if (c.parallel_residual) {
-      ffn_input = h;
-    } else {
-      ffn_input = AddNorm(&x, attn_out, layer.ffn_norm, at::Tensor());  // x += attn_out
-    }
-    // [N, 2 * ffn] | [N, ffn]
-    at::Tensor ffn_in = Linear(ffn_input, layer.w_ffn_in, kinds, layer.ffn_in_bias);
-    // [N, ffn]
-    at::Tensor act = c.ffn == FfnType::kSiluGated ? SiluGated(ffn_in) : Gelu(ffn_in);
-    at::Tensor ffn_out = Linear(act, layer.w_down, kinds, layer.down_bias);  // [N, hidden]
-    if (c.parallel_residual) {
-      // Below F32 in transformers' order (attention + FFN, then the residual).
-      x = x.scalar_type() == at::kFloat ? x + attn_out + ffn_out : attn_out + ffn_out + x;
-    } else {
-      residual = ffn_out;  // added by the next norm
-    }
+      return at::cat(parts, 0);
+    });
   }
   if (residual.defined()) x = x + residual;
   for (const ForwardItem& item : items) {

@@ -6,6 +6,7 @@
 #define LLORCH_WORKER_MODEL_LLAMA_MODEL_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "worker/gguf/ggml_types.h"
+#include "worker/model/decode_graphs.h"
 #include "worker/model/float_matmul.h"
 #include "worker/model/ggml_ops.h"
 #include "worker/model/kquant_matmul.h"
@@ -68,6 +70,16 @@ struct LoadOptions {
   // does (quantize_activations).
   enum class Dtype { kAuto, kF32, kF16, kBF16 };
   Dtype dtype = Dtype::kAuto;
+  // CUDA, below F32: each decode step's kernels captured once per shape
+  // (jobs, positions) as a CUDA graph and replayed (DecodeGraphs), as vLLM
+  // and gpt-fast do. No effect elsewhere.
+  bool cuda_graphs = true;
+  // The libtorch path's one-token steps over a shared pool attend over their
+  // positions padded to a multiple of this (masked), so that steps' shapes
+  // repeat and a graph serves many of them; every such step, also a lone
+  // job's, takes that path. -1: 256 where CUDA graphs are used, else 0 (no
+  // padding; a lone job takes the plain path). Tests set it on the CPU.
+  int64_t decode_pad = -1;
 };
 
 // "auto", "f32", "f16" or "bf16".
@@ -115,6 +127,8 @@ class LlamaModel {
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const GgufFile& gguf,
                                                           const LoadOptions& options);
 
+  ~LlamaModel();
+
   const ModelConfig& config() const { return config_; }
   c10::Device device() const { return device_; }
   int64_t num_parameters() const { return num_parameters_; }
@@ -130,6 +144,8 @@ class LlamaModel {
   at::ScalarType dtype() const { return dtype_; }
   // Whether the CPU's own kernels multiply (else libtorch, in dtype()).
   bool cpu_kernels() const { return cpu_kernels_; }
+  // Whether decode steps are replayed as CUDA graphs (LoadOptions::cuda_graphs).
+  bool cuda_graphs() const { return graphs_ != nullptr; }
 
   // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose
   // positions [0, pos) must already hold this sequence's keys and values.
@@ -225,23 +241,33 @@ class LlamaModel {
   at::Tensor AttentionOfDecodeSteps(const at::Tensor& qkv, const at::Tensor& cos,
                                     const at::Tensor& sin, int64_t layer,
                                     absl::Span<const ForwardItem> items) const;
-  // The libtorch path's one-token steps of several jobs sharing one KV pool
-  // (the worker's): built once per forward, used by every layer.
+  // The libtorch path's one-token steps of jobs sharing one KV pool (the
+  // worker's), as the device reads them: one int64 tensor, [3B + B*T] =
+  // token ids [B] | positions [B] | each job's pool row for its new position
+  // [B] | the pool rows of job b's positions 0..T-1 [B, T] (past its own:
+  // row 0, masked). T is the longest job's positions, padded to decode_pad_.
   struct DecodeBatch {
     KvPool* pool = nullptr;
-    at::Tensor write_slots;  // [B] long: the pool row of each job's new position
-    at::Tensor read_slots;   // [B * T] long: job b's positions 0..T-1 (past its own: row 0)
-    at::Tensor mask;         // [B, 1, 1, T] in dtype(): 0 where job b sees position t, else -inf
-    int64_t longest = 0;     // T: the most positions a job attends over
+    int64_t jobs = 0;       // B
+    int64_t positions = 0;  // T
+    std::vector<int64_t> inputs;
   };
-  // For `items` when each is one token over the same pool; nullopt otherwise.
+  // For `items` when each is one token over the same pool (at least two, or
+  // one where decode_pad_ is set); nullopt otherwise.
   std::optional<DecodeBatch> MakeDecodeBatch(absl::Span<const ForwardItem> items) const;
+  // The decode batch's step on the device, from `inputs` (DecodeBatch's,
+  // there): every op a device op, shapes fixed by (B, T), so a CUDA graph can
+  // capture it. Writes the new keys and values; [B, vocab] logits.
+  at::Tensor DecodeBatchLogits(const at::Tensor& inputs, KvPool* pool, int64_t jobs,
+                               int64_t positions) const;
   // Writes the jobs' keys and values (q: [B, heads, head_dim], k, v: [B,
   // kv_heads, head_dim], rotated) with one index_copy_ each and attends for
-  // all jobs at once over one gather of their positions: [B, q_dim].
+  // all jobs at once over one gather of their positions (`read_slots` [B*T],
+  // `mask` [B, 1, 1, T]): [B, q_dim].
   at::Tensor AttentionOfDecodeBatch(const at::Tensor& q, const at::Tensor& k,
-                                    const at::Tensor& v, int64_t layer,
-                                    const DecodeBatch& batch) const;
+                                    const at::Tensor& v, int64_t layer, KvPool* pool,
+                                    const at::Tensor& write_slots, const at::Tensor& read_slots,
+                                    const at::Tensor& mask) const;
   // Scores of grouped queries against keys, scaled as this dtype's reference
   // computes them: qg [..., group, head_dim], keys [..., T, head_dim].
   at::Tensor AttentionScores(const at::Tensor& qg, const at::Tensor& keys) const;
@@ -259,6 +285,13 @@ class LlamaModel {
   // x [n, in] times the matrix, plus `bias` [out] where defined: [n, out].
   at::Tensor Linear(const at::Tensor& x, const Matrix& matrix, const RowKinds& kinds,
                     const at::Tensor& bias = at::Tensor()) const;
+  // One decoder layer: *x (the residual stream, [N, hidden]) plus the
+  // pending *residual, normed, through attention (`attend`: the fused QKV
+  // product [N, q_dim + 2 * kv_dim] to [N, q_dim]) and the FFN. Leaves the
+  // FFN's output in *residual (added by the next layer's norm) or, with a
+  // parallel residual, in *x.
+  void DecoderLayer(int64_t l, at::Tensor* x, at::Tensor* residual, const RowKinds& kinds,
+                    const std::function<at::Tensor(const at::Tensor& qkv)>& attend) const;
   // The product alone, F32 (the CPU kernels, or libtorch's in F32).
   at::Tensor Product(const at::Tensor& x, const Matrix& matrix, const RowKinds& kinds) const;
   // Linear for F32/F16/BF16 rows in `matrix.raw` (CPU).
@@ -287,6 +320,8 @@ class LlamaModel {
   std::vector<Layer> layers_;
   at::Tensor rope_cos_;     // [context, rope_dim / 2]
   at::Tensor rope_sin_;     // [context, rope_dim / 2]
+  int64_t decode_pad_ = 0;  // LoadOptions::decode_pad, resolved
+  std::unique_ptr<DecodeGraphs> graphs_;  // CUDA graphs of decode steps, or null
 };
 
 }  // namespace llorch

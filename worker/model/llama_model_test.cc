@@ -365,6 +365,86 @@ TEST_P(CacheCorrectnessTest, LibtorchDecodeBatchOverSharedPoolMatchesStepsAlone)
   }
 }
 
+// Decode steps padded to a multiple of positions (LoadOptions::decode_pad),
+// replayed as CUDA graphs on a CUDA test device (captured once per shape,
+// then replayed with other jobs' positions and tokens), give the plain
+// path's logits: lone and batched steps, crossing the padding's multiples,
+// within BF16's drift (as above), and every step's greedy token equal where
+// the plain path's best token leads clearly.
+TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
+  const int64_t n = tokens_.size(), block_size = 4, num_jobs = 3;
+  const int64_t blocks_per_job = (n + block_size - 1) / block_size;
+  auto span = absl::MakeConstSpan(tokens_);
+  auto gguf = GgufFile::Open(TestModelPath(GetParam()));
+  ASSERT_TRUE(gguf.ok());
+  const auto load = [&](int64_t decode_pad, bool cuda_graphs) {
+    LoadOptions options;
+    options.device = TestDevice();
+    options.dtype = LoadOptions::Dtype::kBF16;
+    options.kv_type = KvType::kBF16;
+    options.decode_pad = decode_pad;
+    options.cuda_graphs = cuda_graphs;
+    auto model = LlamaModel::Load(**gguf, options);
+    EXPECT_TRUE(model.ok()) << model.status();
+    return model.ok() ? std::move(*model) : nullptr;
+  };
+  std::unique_ptr<LlamaModel> plain = load(/*decode_pad=*/0, /*cuda_graphs=*/false);
+  std::unique_ptr<LlamaModel> padded = load(/*decode_pad=*/8, /*cuda_graphs=*/true);
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(padded, nullptr);
+  EXPECT_FALSE(plain->cuda_graphs());
+  EXPECT_EQ(padded->cuda_graphs(), TestDevice() == "cuda");
+  struct Jobs {
+    std::unique_ptr<KvPool> pool;
+    std::vector<std::unique_ptr<KvCache>> caches;
+  };
+  const auto start = [&](const LlamaModel& model, Jobs* jobs) {
+    jobs->pool = model.NewPool(num_jobs * blocks_per_job, block_size);
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      jobs->caches.push_back(std::make_unique<KvCache>(jobs->pool.get()));
+      for (int64_t k = 0; k < blocks_per_job; ++k) {
+        jobs->caches.back()->AppendBlock(static_cast<int32_t>(k * num_jobs + j));
+      }
+      const int64_t prompt = 2 + 3 * j;  // 2, 5, 8 positions
+      ASSERT_TRUE(model.Forward(span.subspan(0, prompt), 0, jobs->caches.back().get(), false).ok());
+    }
+  };
+  Jobs plain_jobs, padded_jobs;
+  ASSERT_NO_FATAL_FAILURE(start(*plain, &plain_jobs));
+  ASSERT_NO_FATAL_FAILURE(start(*padded, &padded_jobs));
+  const double range = full_.abs().max().item<double>();
+  int clear_leads = 0;
+  // Even steps: every job; odd steps: job 1 alone. Job 2 ends at position 23.
+  for (int step = 0; step < 16; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    std::vector<int64_t> which = {0, 1, 2};
+    if (step % 2 == 1) which = {1};
+    at::Tensor logits[2];
+    for (int m = 0; m < 2; ++m) {
+      Jobs& jobs = m == 0 ? plain_jobs : padded_jobs;
+      std::vector<ForwardItem> items;
+      for (int64_t j : which) {
+        const int64_t pos = jobs.caches[j]->num_tokens();
+        items.push_back({span.subspan(pos, 1), pos, jobs.caches[j].get(), false, true});
+      }
+      auto out = (m == 0 ? *plain : *padded).ForwardBatch(items);
+      ASSERT_TRUE(out.ok()) << out.status();
+      logits[m] = *out;
+    }
+    EXPECT_LE((logits[1] - logits[0]).abs().max().item<double>(), 0.05 * range);
+    for (int64_t r = 0; r < logits[0].size(0); ++r) {
+      const at::Tensor top = std::get<0>(logits[0][r].topk(2));
+      if ((top[0] - top[1]).item<double>() < 0.05 * range) continue;
+      ++clear_leads;
+      EXPECT_EQ(logits[1][r].argmax().item<int64_t>(), logits[0][r].argmax().item<int64_t>());
+    }
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      EXPECT_EQ(padded_jobs.caches[j]->num_tokens(), plain_jobs.caches[j]->num_tokens());
+    }
+  }
+  EXPECT_GT(clear_leads, 0);
+}
+
 // Continuous batching: jobs at different positions, some prefilling a chunk
 // and some decoding one token, in one ForwardBatch give each job's logits
 // alone.

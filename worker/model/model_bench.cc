@@ -2,14 +2,17 @@
 // `batch` jobs, their caches in one pool of blocks as the worker's, take a
 // prompt in one ForwardBatch, then greedy one-token steps, all jobs in one
 // ForwardBatch per step. Prints one JSON line per batch size (--batch 1,16:
-// one load) with tokens/s and the weight bytes read per second. Built in
+// one load) with tokens/s and the weight bytes read per second, the decode
+// rate over the steps after the first (which captures the step's CUDA graph
+// where they are used: --cuda-graphs on, the default), and job 0's first
+// tokens (greedy: the same with graphs on and off). Built in
 // every configuration, also -DLLORCH_MODEL_ONLY=ON, for tools/device-check.sh
 // on a lent GPU machine (no CLI there); on the CPU `llorch bench` measures
 // the same with the engine's settings.
 //
 //   model_bench MODEL.gguf [--device cpu|cuda] [--batch 1[,16,...]] [--prompt-tokens 16]
-//                          [--gen-tokens 64] [--kv-type f32|f16|bf16] [--threads N]
-//                          [--dtype auto|f32|f16|bf16]
+//                          [--gen-tokens 64] [--kv-type auto|f32|f16|bf16] [--threads N]
+//                          [--dtype auto|f32|f16|bf16] [--cuda-graphs on|off]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -36,8 +39,9 @@ struct Args {
   std::vector<int64_t> batches = {1};  // --batch 1,16,64: one model, one line each
   int64_t prompt_tokens = 16, gen_tokens = 64;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
-  std::string kv_type = "f32";
+  std::string kv_type = "auto";
   std::string dtype = "auto";
+  bool cuda_graphs = true;
 };
 
 bool ParseArgs(int argc, char** argv, Args* args) {
@@ -63,6 +67,10 @@ bool ParseArgs(int argc, char** argv, Args* args) {
       args->kv_type = argv[++i];
     } else if (flag == "--dtype" && has_value) {
       args->dtype = argv[++i];
+    } else if (flag == "--cuda-graphs" && has_value) {
+      const std::string value = argv[++i];
+      if (value != "on" && value != "off") return false;
+      args->cuda_graphs = value == "on";
     } else if (flag.rfind("--", 0) != 0 && args->model.empty()) {
       args->model = flag;
     } else {
@@ -70,7 +78,7 @@ bool ParseArgs(int argc, char** argv, Args* args) {
     }
   }
   return !args->model.empty() && args->threads > 0 && !args->batches.empty() &&
-         args->prompt_tokens > 0 && args->gen_tokens > 0;
+         args->prompt_tokens > 0 && args->gen_tokens > 1;
 }
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
@@ -111,7 +119,9 @@ int MeasureBatch(const LlamaModel& model, const Args& args, int64_t batch, doubl
   const double prompt_s = SecondsSince(prompt_start);
 
   std::vector<int32_t> next = Greedy(*logits);
-  const auto decode_start = std::chrono::steady_clock::now();
+  std::vector<int32_t> job0_tokens = {next[0]};
+  double first_step_s = 0;
+  auto decode_start = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < args.gen_tokens; ++step) {
     for (int64_t j = 0; j < batch; ++j) {
       items[j] = ForwardItem{absl::MakeConstSpan(&next[j], 1), args.prompt_tokens + step,
@@ -120,18 +130,28 @@ int MeasureBatch(const LlamaModel& model, const Args& args, int64_t batch, doubl
     logits = model.ForwardBatch(items);  // logits on the CPU: the step has finished
     if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
     next = Greedy(*logits);
+    job0_tokens.push_back(next[0]);
+    if (step == 0) {  // first use of the shape (a graph's capture): timed apart
+      first_step_s = SecondsSince(decode_start);
+      decode_start = std::chrono::steady_clock::now();
+    }
   }
-  const double decode_s = SecondsSince(decode_start);
-  const double steps_per_s = args.gen_tokens / decode_s;
+  const double steps_per_s = (args.gen_tokens - 1) / SecondsSince(decode_start);
+  std::string tokens;
+  for (size_t i = 0; i < job0_tokens.size() && i < 16; ++i) {
+    tokens += (i == 0 ? "" : ",") + std::to_string(job0_tokens[i]);
+  }
   std::printf(
-      "{\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"kv_type\":\"%s\",\"batch\":%lld,"
-      "\"prompt_tokens\":%lld,\"gen_tokens\":%lld,\"load_s\":%.3f,\"prompt_tok_s\":%.1f,"
-      "\"decode_tok_s\":%.1f,\"weight_bytes\":%lld,\"weight_read_gb_s\":%.1f}\n",
-      args.model.c_str(), args.device.c_str(), c10::toString(model.dtype()), args.kv_type.c_str(),
-      static_cast<long long>(batch), static_cast<long long>(args.prompt_tokens),
-      static_cast<long long>(args.gen_tokens), load_s, batch * args.prompt_tokens / prompt_s,
-      batch * steps_per_s, static_cast<long long>(model.WeightBytes()),
-      model.WeightBytes() * steps_per_s / 1e9);
+      "{\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"kv_type\":\"%s\","
+      "\"cuda_graphs\":%s,\"batch\":%lld,\"prompt_tokens\":%lld,\"gen_tokens\":%lld,"
+      "\"load_s\":%.3f,\"prompt_tok_s\":%.1f,\"first_step_s\":%.4f,\"decode_tok_s\":%.1f,"
+      "\"weight_bytes\":%lld,\"weight_read_gb_s\":%.1f,\"job0_tokens\":[%s]}\n",
+      args.model.c_str(), args.device.c_str(), c10::toString(model.dtype()), KvTypeName(model.kv_type()),
+      model.cuda_graphs() ? "true" : "false", static_cast<long long>(batch),
+      static_cast<long long>(args.prompt_tokens), static_cast<long long>(args.gen_tokens), load_s,
+      batch * args.prompt_tokens / prompt_s, first_step_s, batch * steps_per_s,
+      static_cast<long long>(model.WeightBytes()), model.WeightBytes() * steps_per_s / 1e9,
+      tokens.c_str());
   std::fflush(stdout);
   return 0;
 }
@@ -140,14 +160,15 @@ int Run(const Args& args) {
   at::set_num_threads(args.threads);  // CPU threads (OpenMP), as `llorch --threads`
   auto gguf = GgufFile::Open(args.model);
   if (!gguf.ok()) return std::fprintf(stderr, "%s\n", gguf.status().ToString().c_str()), 1;
-  absl::StatusOr<KvType> kv_type = ParseKvType(args.kv_type);
-  if (!kv_type.ok()) return std::fprintf(stderr, "%s\n", kv_type.status().ToString().c_str()), 1;
   absl::StatusOr<LoadOptions::Dtype> dtype = ParseDtype(args.dtype);
   if (!dtype.ok()) return std::fprintf(stderr, "%s\n", dtype.status().ToString().c_str()), 1;
   LoadOptions options;
   options.device = args.device;
-  options.kv_type = *kv_type;
   options.dtype = *dtype;
+  absl::StatusOr<KvType> kv_type = ParseKvTypeFor(args.kv_type, options);
+  if (!kv_type.ok()) return std::fprintf(stderr, "%s\n", kv_type.status().ToString().c_str()), 1;
+  options.kv_type = *kv_type;
+  options.cuda_graphs = args.cuda_graphs;
   const auto load_start = std::chrono::steady_clock::now();
   auto model = LlamaModel::Load(**gguf, options);
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().ToString().c_str()), 1;
@@ -175,8 +196,8 @@ int main(int argc, char** argv) {
   if (!llorch::ParseArgs(argc, argv, &args)) {
     std::fprintf(stderr,
                  "usage: model_bench MODEL.gguf [--device cpu|cuda] [--batch N[,N...]] "
-                 "[--prompt-tokens N] [--gen-tokens N] [--kv-type f32|f16|bf16] "
-                 "[--dtype auto|f32|f16|bf16] "
+                 "[--prompt-tokens N] [--gen-tokens N] [--kv-type auto|f32|f16|bf16] "
+                 "[--dtype auto|f32|f16|bf16] [--cuda-graphs on|off] "
                  "[--threads N]\n");
     return 2;
   }

@@ -1,0 +1,54 @@
+#include "worker/model/decode_graphs.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <utility>
+
+namespace llorch {
+
+absl::StatusOr<at::Tensor> DecodeGraphs::Run(const Shape& shape, absl::Span<const int64_t> host,
+                                             const Step& step) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!capture_error_.ok()) return capture_error_;
+  const at::Tensor host_inputs = at::from_blob(const_cast<int64_t*>(host.data()),
+                                               {static_cast<int64_t>(host.size())}, at::kLong);
+  auto it = graphs_.find(shape);
+  if (it != graphs_.end()) {
+    it->second.last_used = ++clock_;
+    it->second.inputs.copy_(host_inputs);  // on the stream the replay follows
+    return it->second.graph->Replay();
+  }
+  if (graphs_.size() >= max_graphs_) {
+    auto oldest = graphs_.begin();
+    for (auto g = graphs_.begin(); g != graphs_.end(); ++g) {
+      if (g->second.last_used < oldest->second.last_used) oldest = g;
+    }
+    graphs_.erase(oldest);
+  }
+  Graph graph;
+  graph.inputs = host_inputs.to(device_, /*non_blocking=*/false, /*copy=*/true);
+  const at::Tensor inputs = graph.inputs;
+  absl::StatusOr<std::unique_ptr<DeviceGraph>> captured =
+      DeviceGraph::Capture(device_, [&] { return step(inputs); });
+  if (!captured.ok()) {
+    // Not retried: the same step would fail the same way every time.
+    capture_error_ = captured.status();
+    std::fprintf(stderr, "decode steps run without CUDA graphs: %s\n",
+                 capture_error_.ToString().c_str());
+    return capture_error_;
+  }
+  graph.graph = std::move(*captured);
+  graph.last_used = ++clock_;
+  // The capture recorded the work without running it.
+  const at::Tensor& output = graph.graph->Replay();
+  graphs_.emplace(shape, std::move(graph));
+  return output;
+}
+
+size_t DecodeGraphs::num_graphs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return graphs_.size();
+}
+
+}  // namespace llorch
