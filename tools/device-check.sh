@@ -22,7 +22,7 @@ DEVICES="${DEVICES:-cpu cuda}"
 JOBS="${JOBS:-16}"
 PYTHON="${PYTHON:-python3}"
 exec > >(tee "$OUT/device-check.txt") 2>&1
-echo "device-check: $(date -u) commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+echo "device-check: $(date -u) commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
 PREFIX=/tmp/deb
 mkdir -p "$PREFIX"; for f in "$CARRY"/debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
 "$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/site "$CARRY"/wheels/*.whl \
@@ -73,7 +73,10 @@ fi
 # compares the two), or on the CPU in a dry run.
 TEST_DEVICE="${DEVICES##* }"
 echo "== llama_model_test on $TEST_DEVICE"
-LLORCH_TEST_DEVICE=$TEST_DEVICE timeout 240 "$BUILD/bin/llama_model_test" --gtest_brief=1 2>&1 | tail -30
+LLORCH_TEST_DEVICE=$TEST_DEVICE timeout 240 "$BUILD/bin/llama_model_test" --gtest_brief=1 \
+  > "$OUT/model_test.log" 2>&1
+grep -E "FAILED|Failure|Expected|actual|Which is|CUDA graphs|max \|" "$OUT/model_test.log"
+tail -4 "$OUT/model_test.log"
 for dev in $DEVICES; do
   [[ "$dev" == cpu ]] && continue
   BENCH=("$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 16 --gen-tokens 64)
@@ -81,6 +84,9 @@ for dev in $DEVICES; do
   timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 | tee "$OUT/llorch.jsonl"
   echo "== the same without CUDA graphs (every kernel launched by the host)"
   timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 --cuda-graphs off | tee -a "$OUT/llorch.jsonl"
+  echo "== long context, CUDA graphs: 960-token prompts, 64 steps (positions up to 1023: one padded shape)"
+  timeout 90 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 960 \
+    --gen-tokens 64 --dtype bf16 --batch 1,16
   echo "== the same file held in F32 (the path before BF16), batch 1"
   timeout 90 "${BENCH[@]}" --dtype f32 --batch 1
   echo "== transformers generate on $dev, the same shape in BF16"

@@ -15,22 +15,18 @@ absl::StatusOr<at::Tensor> DecodeGraphs::Run(const Shape& shape, absl::Span<cons
                                                {static_cast<int64_t>(host.size())}, at::kLong);
   auto it = graphs_.find(shape);
   if (it != graphs_.end()) {
-    it->second.last_used = ++clock_;
     it->second.inputs.copy_(host_inputs);  // on the stream the replay follows
     return it->second.graph->Replay();
   }
   if (graphs_.size() >= max_graphs_) {
-    auto oldest = graphs_.begin();
-    for (auto g = graphs_.begin(); g != graphs_.end(); ++g) {
-      if (g->second.last_used < oldest->second.last_used) oldest = g;
-    }
-    graphs_.erase(oldest);
+    graphs_.clear();
+    pool_ = DeviceGraph::NewPool();
   }
   Graph graph;
   graph.inputs = host_inputs.to(device_, /*non_blocking=*/false, /*copy=*/true);
   const at::Tensor inputs = graph.inputs;
   absl::StatusOr<std::unique_ptr<DeviceGraph>> captured =
-      DeviceGraph::Capture(device_, [&] { return step(inputs); });
+      DeviceGraph::Capture(device_, pool_, [&] { return step(inputs); });
   if (!captured.ok()) {
     // Not retried: the same step would fail the same way every time.
     capture_error_ = captured.status();
@@ -39,11 +35,15 @@ absl::StatusOr<at::Tensor> DecodeGraphs::Run(const Shape& shape, absl::Span<cons
     return capture_error_;
   }
   graph.graph = std::move(*captured);
-  graph.last_used = ++clock_;
   // The capture recorded the work without running it.
   const at::Tensor& output = graph.graph->Replay();
   graphs_.emplace(shape, std::move(graph));
   return output;
+}
+
+bool DecodeGraphs::ok() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return capture_error_.ok();
 }
 
 size_t DecodeGraphs::num_graphs() const {

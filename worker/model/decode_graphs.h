@@ -1,8 +1,11 @@
 // The libtorch path's decode steps as CUDA graphs (DeviceGraph), one per
 // shape: (pool, jobs, positions). A step's inputs travel in one int64 tensor
 // whose storage the graph reads; each replay first copies the step's host
-// inputs into it. Graphs are captured on first use of a shape and kept (the
-// least recently used dropped beyond `max_graphs`).
+// inputs into it. Graphs are captured on first use of a shape and kept, all
+// in one memory pool (one step runs at a time; its logits are read before
+// the next); beyond `max_graphs` every graph is dropped with its pool and
+// capture starts again in a fresh one (libtorch cannot reuse a pool whose
+// graphs are gone).
 #ifndef LLORCH_WORKER_MODEL_DECODE_GRAPHS_H_
 #define LLORCH_WORKER_MODEL_DECODE_GRAPHS_H_
 
@@ -30,7 +33,8 @@ class DecodeGraphs {
   // The step on the device: reads `inputs` ([host size] int64), returns logits.
   using Step = std::function<at::Tensor(const at::Tensor& inputs)>;
 
-  DecodeGraphs(c10::Device device, size_t max_graphs) : device_(device), max_graphs_(max_graphs) {}
+  DecodeGraphs(c10::Device device, size_t max_graphs)
+      : device_(device), max_graphs_(max_graphs), pool_(DeviceGraph::NewPool()) {}
 
   // Runs `step` for these inputs through the graph of `shape` (captured now
   // if new): the step's output on the device, valid until the next Run.
@@ -39,18 +43,19 @@ class DecodeGraphs {
   absl::StatusOr<at::Tensor> Run(const Shape& shape, absl::Span<const int64_t> host,
                                  const Step& step);
   size_t num_graphs() const;
+  // False once a capture has failed (every step then runs without graphs).
+  bool ok() const;
 
  private:
   struct Graph {
     at::Tensor inputs;  // [host size] int64 on the device, read by the graph
     std::unique_ptr<DeviceGraph> graph;
-    uint64_t last_used = 0;
   };
   const c10::Device device_;
   const size_t max_graphs_;
   mutable std::mutex mu_;
+  DeviceGraphPool pool_;
   std::map<Shape, Graph> graphs_;
-  uint64_t clock_ = 0;
   absl::Status capture_error_;
 };
 

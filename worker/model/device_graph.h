@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <memory>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -17,21 +18,28 @@
 
 namespace llorch {
 
+// The memory pool graphs captured with it share (their temporaries overlap):
+// one of them runs at a time, and a graph's output is valid until the next
+// replay of any of them. A pool is dropped with its last graph and never
+// handed out again.
+using DeviceGraphPool = std::pair<unsigned long long, unsigned long long>;
+
 class DeviceGraph {
  public:
   // Whether this build can capture graphs on `device` (CUDA libtorch, a
   // CUDA device).
   static bool Available(c10::Device device);
+  // A fresh pool id (libtorch's graph_pool_handle).
+  static DeviceGraphPool NewPool();
 
   // Runs `step` once on a side stream (first-use work: library handles,
   // workspaces), then captures it. `step` reads only device tensors whose
   // storage stays where it is (the replay reads the same addresses), makes
   // no host copies and no host syncs, and returns its result; running it
-  // twice must leave the same state as once. Every graph of the process
-  // shares one memory pool (their temporaries overlap): one runs at a time,
-  // and a graph's output is valid until the next replay of any graph.
+  // twice must leave the same state as once. Allocates in `pool`, which
+  // must have a live graph or be new.
   static absl::StatusOr<std::unique_ptr<DeviceGraph>> Capture(
-      c10::Device device, const std::function<at::Tensor()>& step);
+      c10::Device device, DeviceGraphPool pool, const std::function<at::Tensor()>& step);
 
   virtual ~DeviceGraph() = default;
   // Launches the captured work on the current stream; returns the tensor the

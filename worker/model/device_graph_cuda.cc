@@ -24,20 +24,17 @@ class CudaGraph : public DeviceGraph {
   at::Tensor output_;
 };
 
-// One pool for every graph: only one runs at a time (the engine's thread),
-// and each output is read before the next replay, so their temporaries may
-// share memory (vLLM captures all its batch sizes into one pool likewise).
-at::cuda::MempoolId_t SharedPool() {
-  static const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
-  return pool;
-}
-
 }  // namespace
 
 bool DeviceGraph::Available(c10::Device device) { return device.is_cuda(); }
 
+DeviceGraphPool DeviceGraph::NewPool() {
+  const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
+  return {pool.first, pool.second};
+}
+
 absl::StatusOr<std::unique_ptr<DeviceGraph>> DeviceGraph::Capture(
-    c10::Device device, const std::function<at::Tensor()>& step) {
+    c10::Device device, DeviceGraphPool pool, const std::function<at::Tensor()>& step) {
   if (!device.is_cuda()) return absl::UnimplementedError("CUDA graphs need a CUDA device");
   try {
     c10::cuda::CUDAGuard device_guard(device);
@@ -50,7 +47,7 @@ absl::StatusOr<std::unique_ptr<DeviceGraph>> DeviceGraph::Capture(
       step();  // warm-up: handles and workspaces are made outside the capture
       c10::cuda::getCurrentCUDAStream().synchronize();
       // Thread-local: other threads' CUDA calls (a server's) stay legal.
-      graph->graph_.capture_begin(SharedPool(), cudaStreamCaptureModeThreadLocal);
+      graph->graph_.capture_begin({pool.first, pool.second}, cudaStreamCaptureModeThreadLocal);
       try {
         graph->output_ = step();
       } catch (...) {

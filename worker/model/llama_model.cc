@@ -207,6 +207,17 @@ std::optional<at::ScalarType> LibtorchDtype(LoadOptions::Dtype dtype, absl::stri
   return std::nullopt;
 }
 
+// Logits as the caller gets them: F32 on the CPU. From a CUDA device through
+// pinned memory: a pageable copy ran at ~2.6 GB/s on an H200's host, half of
+// a 64-job decode step (docs/gpu-runs/2026-12-04-h200-1.txt).
+at::Tensor HostLogits(const at::Tensor& logits) {
+  if (!logits.device().is_cuda()) return logits.to(at::kCPU, at::kFloat).contiguous();
+  at::Tensor host =
+      at::empty(logits.sizes(), at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+  host.copy_(logits);  // converted on the device, then copied; waits for it
+  return host;
+}
+
 }  // namespace
 
 absl::StatusOr<LoadOptions::Dtype> ParseDtype(absl::string_view name) {
@@ -267,7 +278,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   const bool graphs = options.cuda_graphs && !f32 && DeviceGraph::Available(*device);
   model->decode_pad_ = options.decode_pad >= 0 ? options.decode_pad : (graphs ? 256 : 0);
   if (graphs && model->decode_pad_ > 0) {
-    model->graphs_ = std::make_unique<DecodeGraphs>(*device, /*max_graphs=*/64);
+    model->graphs_ = std::make_unique<DecodeGraphs>(*device, /*max_graphs=*/256);
   }
   model->round_activations_to_weight_type_ = options.round_activations_to_weight_type;
   if (options.ggml_variant.has_value()) {
@@ -1319,7 +1330,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
                         .to(device_, /*non_blocking=*/false, /*copy=*/true));
     }
     for (const ForwardItem& item : items) item.cache->set_num_tokens(item.pos + 1);
-    return logits.to(at::kCPU, at::kFloat).contiguous();
+    return HostLogits(logits);
   }
   const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N
   const int64_t kv_heads = c.num_kv_heads, head_dim = c.head_dim;
@@ -1372,7 +1383,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   at::Tensor logits =  // [outputs, vocab]
       Linear(x, output_, RowKinds{output_in_groups_of_4.data(), output_decode_rows.data()},
              output_bias_);
-  return logits.to(at::kCPU, at::kFloat).contiguous();
+  return HostLogits(logits);
 }
 
 }  // namespace llorch

@@ -145,7 +145,8 @@ class LlamaModel {
   // Whether the CPU's own kernels multiply (else libtorch, in dtype()).
   bool cpu_kernels() const { return cpu_kernels_; }
   // Whether decode steps are replayed as CUDA graphs (LoadOptions::cuda_graphs).
-  bool cuda_graphs() const { return graphs_ != nullptr; }
+  // False once a capture has failed (the steps then run without them).
+  bool cuda_graphs() const { return graphs_ != nullptr && graphs_->ok(); }
 
   // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose
   // positions [0, pos) must already hold this sequence's keys and values.

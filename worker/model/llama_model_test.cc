@@ -443,6 +443,8 @@ TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
     }
   }
   EXPECT_GT(clear_leads, 0);
+  // Still on: no capture failed (a failure falls back to launching each kernel).
+  EXPECT_EQ(padded->cuda_graphs(), TestDevice() == "cuda");
 }
 
 // Continuous batching: jobs at different positions, some prefilling a chunk
@@ -482,6 +484,7 @@ TEST_P(CacheCorrectnessTest, DeviceMatchesCpu) {
   ASSERT_TRUE(gguf.ok());
   LoadOptions cpu_options;
   cpu_options.quantize_activations = false;
+  cpu_options.gelu = LoadOptions::Gelu::kExact;  // as full_'s (LoadModel)
   auto cpu_model = LlamaModel::Load(**gguf, cpu_options);
   ASSERT_TRUE(cpu_model.ok()) << cpu_model.status();
   auto cache = (*cpu_model)->NewCache(tokens_.size());
