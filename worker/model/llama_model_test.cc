@@ -260,8 +260,9 @@ TEST(KvQ8Test, RowsRoundAsGgmlDoes) {
 // Continuous batching's steady state: more one-token steps than twice the
 // threads are attended across the threads (a job's heads on one thread,
 // 16-bit and Q8_0 caches widened on that thread's buffers); each job's
-// logits equal its step alone. To the bit with float weights, every cache
-// type; quantised ones multiplied by unrounded activations (this fixture)
+// logits equal its step alone. To the bit with float weights under the CPU
+// kernels, every cache type (elsewhere, as on a GPU's libtorch path, a batch's
+// product shapes change the summation order: within 1e-4); quantised ones multiplied by unrounded activations (this fixture)
 // differ by the 1e-7 summation-order differences between batch shapes (see
 // LoadModel), which 16-bit caches turn into flipped roundings (see
 // SixteenBitCaches): checked with an F32 cache, within 1e-4.
@@ -298,7 +299,7 @@ TEST_P(CacheCorrectnessTest, ManyDecodeStepsInOneBatchMatchStepsAlone) {
     ASSERT_EQ(batched->size(0), num_jobs);
     for (int64_t j = 0; j < num_jobs; ++j) {
       const at::Tensor row = batched->narrow(0, j, 1);
-      if (float_weights) {
+      if (float_weights && model->cpu_kernels()) {
         EXPECT_TRUE(at::equal(row, alone[j])) << "job " << j;
       } else {
         EXPECT_LE((row - alone[j]).abs().max().item<double>(), 1e-4) << "job " << j;

@@ -4,8 +4,9 @@
 // ForwardBatch per step. Prints one JSON line per batch size (--batch 1,16:
 // one load) with tokens/s and the weight bytes read per second, the decode
 // rate over the steps after the first (which captures the step's CUDA graph
-// where they are used: --cuda-graphs on, the default), and job 0's first
-// tokens (greedy: the same with graphs on and off). Built in
+// where they are used: --cuda-graphs on, the default), a step's time and the
+// part of it inside ForwardBatch (the rest: the bench's own argmax on the
+// CPU), and job 0's first tokens (greedy: the same with graphs on and off). Built in
 // every configuration, also -DLLORCH_MODEL_ONLY=ON, for tools/device-check.sh
 // on a lent GPU machine (no CLI there); on the CPU `llorch bench` measures
 // the same with the engine's settings.
@@ -120,14 +121,16 @@ int MeasureBatch(const LlamaModel& model, const Args& args, int64_t batch, doubl
 
   std::vector<int32_t> next = Greedy(*logits);
   std::vector<int32_t> job0_tokens = {next[0]};
-  double first_step_s = 0;
+  double first_step_s = 0, forward_s = 0;  // forward_s: in ForwardBatch, after the first step
   auto decode_start = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < args.gen_tokens; ++step) {
     for (int64_t j = 0; j < batch; ++j) {
       items[j] = ForwardItem{absl::MakeConstSpan(&next[j], 1), args.prompt_tokens + step,
                              caches[j].get(), /*all_logits=*/false, /*decode=*/true};
     }
+    const auto forward_start = std::chrono::steady_clock::now();
     logits = model.ForwardBatch(items);  // logits on the CPU: the step has finished
+    if (step > 0) forward_s += SecondsSince(forward_start);
     if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
     next = Greedy(*logits);
     job0_tokens.push_back(next[0]);
@@ -145,11 +148,13 @@ int MeasureBatch(const LlamaModel& model, const Args& args, int64_t batch, doubl
       "{\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"kv_type\":\"%s\","
       "\"cuda_graphs\":%s,\"batch\":%lld,\"prompt_tokens\":%lld,\"gen_tokens\":%lld,"
       "\"load_s\":%.3f,\"prompt_tok_s\":%.1f,\"first_step_s\":%.4f,\"decode_tok_s\":%.1f,"
+      "\"forward_ms\":%.3f,\"step_ms\":%.3f,"
       "\"weight_bytes\":%lld,\"weight_read_gb_s\":%.1f,\"job0_tokens\":[%s]}\n",
       args.model.c_str(), args.device.c_str(), c10::toString(model.dtype()), KvTypeName(model.kv_type()),
       model.cuda_graphs() ? "true" : "false", static_cast<long long>(batch),
       static_cast<long long>(args.prompt_tokens), static_cast<long long>(args.gen_tokens), load_s,
       batch * args.prompt_tokens / prompt_s, first_step_s, batch * steps_per_s,
+      1e3 * forward_s / (args.gen_tokens - 1), 1e3 / steps_per_s,
       static_cast<long long>(model.WeightBytes()), model.WeightBytes() * steps_per_s / 1e9,
       tokens.c_str());
   std::fflush(stdout);
