@@ -13,13 +13,15 @@
 # committed under docs/gpu-runs/.
 # Env: OUT (default /tmp/out), DEVICES ("cpu cuda"; "cpu" for a dry run
 # without a GPU), PYTHON (python3: the image's, with torch and numpy),
-# TORCH_PREFIX (default: $PYTHON's torch), JOBS (16).
+# TORCH_PREFIX (default: $PYTHON's torch), JOBS (16), QUICK (1: the tests, the
+# CUDA-graph figures and the peer only).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CARRY="$ROOT/.devcarry"
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
 DEVICES="${DEVICES:-cpu cuda}"
 JOBS="${JOBS:-16}"
+QUICK="${QUICK:-0}"
 PYTHON="${PYTHON:-python3}"
 exec > >(tee "$OUT/device-check.txt") 2>&1
 echo "device-check: $(date -u) commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
@@ -82,13 +84,15 @@ for dev in $DEVICES; do
   BENCH=("$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 16 --gen-tokens 64)
   echo "== model_bench on $dev, TinyLlama-shaped F16 file held in BF16 (BF16 KV cache), CUDA graphs"
   timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 | tee "$OUT/llorch.jsonl"
-  echo "== the same without CUDA graphs (every kernel launched by the host)"
-  timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 --cuda-graphs off | tee -a "$OUT/llorch.jsonl"
-  echo "== long context, CUDA graphs: 960-token prompts, 64 steps (positions up to 1023: one padded shape)"
-  timeout 90 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 960 \
-    --gen-tokens 64 --dtype bf16 --batch 1,16
-  echo "== the same file held in F32 (the path before BF16), batch 1"
-  timeout 90 "${BENCH[@]}" --dtype f32 --batch 1
+  if [[ "$QUICK" != 1 ]]; then
+    echo "== the same without CUDA graphs (every kernel launched by the host)"
+    timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 --cuda-graphs off | tee -a "$OUT/llorch.jsonl"
+    echo "== long context, CUDA graphs: 960-token prompts, 64 steps (positions up to 1023: one padded shape)"
+    timeout 90 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 960 \
+      --gen-tokens 64 --dtype bf16 --batch 1,16
+    echo "== the same file held in F32 (the path before BF16), batch 1"
+    timeout 90 "${BENCH[@]}" --dtype f32 --batch 1
+  fi
   echo "== transformers generate on $dev, the same shape in BF16"
   PYTHONUNBUFFERED=1 timeout 240 "$PYTHON" "$ROOT/tools/bench/hf_generate_bench.py" \
     --device "$dev" --batch 1,16,64 --prompt-tokens 16 --gen-tokens 64 \

@@ -207,14 +207,16 @@ std::optional<at::ScalarType> LibtorchDtype(LoadOptions::Dtype dtype, absl::stri
   return std::nullopt;
 }
 
-// Logits as the caller gets them: F32 on the CPU. From a CUDA device through
-// pinned memory: a pageable copy ran at ~2.6 GB/s on an H200's host, half of
-// a 64-job decode step (docs/gpu-runs/2026-12-04-h200-1.txt).
+// Logits as the caller gets them: F32 on the CPU. From a CUDA device
+// widened there and copied into pinned memory: a copy that also converts
+// goes through pageable memory (~2.6 GB/s on an H200's host, half of a
+// 64-job decode step: docs/gpu-runs/2026-12-04-h200-3.txt).
 at::Tensor HostLogits(const at::Tensor& logits) {
   if (!logits.device().is_cuda()) return logits.to(at::kCPU, at::kFloat).contiguous();
+  const at::Tensor wide = logits.to(at::kFloat).contiguous();  // on the device
   at::Tensor host =
-      at::empty(logits.sizes(), at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
-  host.copy_(logits);  // converted on the device, then copied; waits for it
+      at::empty(wide.sizes(), at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+  host.copy_(wide);  // waits for the device
   return host;
 }
 
