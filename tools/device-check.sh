@@ -24,7 +24,11 @@ JOBS="${JOBS:-16}"
 QUICK="${QUICK:-0}"
 PYTHON="${PYTHON:-python3}"
 exec > >(tee "$OUT/device-check.txt") 2>&1
-echo "device-check: $(date -u) commit $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+# The tree built (the device copy's HEAD may be older than its files):
+# `git rev-parse COMMIT^{tree}` where it was sent from names the commit.
+TREE=$(cd "$ROOT" && export GIT_INDEX_FILE=/tmp/device-check-index \
+       && git read-tree HEAD 2>/dev/null && git add -A 2>/dev/null && git write-tree 2>/dev/null)
+echo "device-check: $(date -u) tree ${TREE:-unknown}"
 PREFIX=/tmp/deb
 mkdir -p "$PREFIX"; for f in "$CARRY"/debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
 "$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/site "$CARRY"/wheels/*.whl \

@@ -1150,9 +1150,14 @@ std::optional<LlamaModel::DecodeBatch> LlamaModel::MakeDecodeBatch(
   }
   DecodeBatch batch;
   batch.pool = pool;
-  batch.jobs = static_cast<int64_t>(items.size());
-  batch.positions =
-      decode_pad_ > 0 ? (longest + decode_pad_ - 1) / decode_pad_ * decode_pad_ : longest;
+  batch.num_items = static_cast<int64_t>(items.size());
+  batch.jobs = batch.num_items;
+  batch.positions = longest;
+  if (decode_pad_ > 0) {
+    const int64_t n = batch.num_items;
+    batch.jobs = n <= 2 ? n : n <= 4 ? 4 : (n + 7) / 8 * 8;
+    batch.positions = (longest + decode_pad_ - 1) / decode_pad_ * decode_pad_;
+  }
   const int64_t jobs = batch.jobs, positions = batch.positions;
   batch.inputs.assign(3 * jobs + jobs * positions, 0);
   int64_t* ids = batch.inputs.data();
@@ -1160,7 +1165,7 @@ std::optional<LlamaModel::DecodeBatch> LlamaModel::MakeDecodeBatch(
   int64_t* write_slots = pos + jobs;
   int64_t* read_slots = write_slots + jobs;  // [B, T]
   for (int64_t b = 0; b < jobs; ++b) {
-    const ForwardItem& item = items[b];
+    const ForwardItem& item = items[b < batch.num_items ? b : 0];  // padding: job 0 again
     ids[b] = item.tokens[0];
     pos[b] = item.pos;
     write_slots[b] = item.cache->Slot(item.pos);
@@ -1332,7 +1337,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
                         .to(device_, /*non_blocking=*/false, /*copy=*/true));
     }
     for (const ForwardItem& item : items) item.cache->set_num_tokens(item.pos + 1);
-    return HostLogits(logits);
+    return HostLogits(logits.narrow(0, 0, batch->num_items));
   }
   const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N
   const int64_t kv_heads = c.num_kv_heads, head_dim = c.head_dim;

@@ -246,10 +246,14 @@ class LlamaModel {
   // worker's), as the device reads them: one int64 tensor, [3B + B*T] =
   // token ids [B] | positions [B] | each job's pool row for its new position
   // [B] | the pool rows of job b's positions 0..T-1 [B, T] (past its own:
-  // row 0, masked). T is the longest job's positions, padded to decode_pad_.
+  // row 0, masked). T is the longest job's positions, padded to decode_pad_;
+  // with decode_pad_ set B is padded too (to 4, 8, then multiples of 8: few
+  // shapes, few graphs) by copies of job 0's step, whose key and value rows
+  // are the same bits written to the same pool row.
   struct DecodeBatch {
     KvPool* pool = nullptr;
-    int64_t jobs = 0;       // B
+    int64_t jobs = 0;       // B, padded
+    int64_t num_items = 0;  // the real jobs: the first rows
     int64_t positions = 0;  // T
     std::vector<int64_t> inputs;
   };

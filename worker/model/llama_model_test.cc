@@ -376,7 +376,8 @@ TEST_P(CacheCorrectnessTest, LibtorchDecodeBatchOverSharedPoolMatchesStepsAlone)
 // within BF16's drift (as above), and every step's greedy token equal where
 // the plain path's best token leads clearly.
 TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
-  const int64_t n = tokens_.size(), block_size = 4, num_jobs = 3;
+  // 5 jobs: padded to 8 (three copies of job 0's step) where decode_pad is set.
+  const int64_t n = tokens_.size(), block_size = 4, num_jobs = 5;
   const int64_t blocks_per_job = (n + block_size - 1) / block_size;
   auto span = absl::MakeConstSpan(tokens_);
   auto gguf = GgufFile::Open(TestModelPath(GetParam()));
@@ -409,7 +410,7 @@ TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
       for (int64_t k = 0; k < blocks_per_job; ++k) {
         jobs->caches.back()->AppendBlock(static_cast<int32_t>(k * num_jobs + j));
       }
-      const int64_t prompt = 2 + 3 * j;  // 2, 5, 8 positions
+      const int64_t prompt = 2 + 3 * j;  // 2, 5, .. 14 positions
       ASSERT_TRUE(model.Forward(span.subspan(0, prompt), 0, jobs->caches.back().get(), false).ok());
     }
   };
@@ -418,10 +419,10 @@ TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
   ASSERT_NO_FATAL_FAILURE(start(*padded, &padded_jobs));
   const double range = full_.abs().max().item<double>();
   int clear_leads = 0;
-  // Even steps: every job; odd steps: job 1 alone. Job 2 ends at position 23.
+  // Even steps: every job; odd steps: job 1 alone. Job 4 ends at position 22.
   for (int step = 0; step < 16; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
-    std::vector<int64_t> which = {0, 1, 2};
+    std::vector<int64_t> which = {0, 1, 2, 3, 4};
     if (step % 2 == 1) which = {1};
     at::Tensor logits[2];
     for (int m = 0; m < 2; ++m) {
