@@ -6,7 +6,8 @@
 # CUDA (CacheCorrectnessTest.DeviceMatchesCpu compares it with the CPU;
 # Bf16TracksF32 checks the BF16 path; PaddedDecodeStepsAndCudaGraphsMatchPlainSteps
 # the graphs), and on CUDA model_bench's decode speed on a TinyLlama-shaped
-# model (BF16, the default there, with CUDA graphs and without; F32 for reference)
+# model (BF16, the default there, with CUDA graphs and without, and where a
+# step's device time goes by kernel: --profile-steps; F32 for reference)
 # against transformers' generate on the same shape (tools/bench/
 # hf_generate_bench.py, the image's transformers) and the device's copy
 # bandwidth. Everything it prints also goes to $OUT/device-check.txt, to be
@@ -87,10 +88,11 @@ for dev in $DEVICES; do
   [[ "$dev" == cpu ]] && continue
   BENCH=("$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 16 --gen-tokens 64)
   echo "== model_bench on $dev, TinyLlama-shaped F16 file held in BF16 (BF16 KV cache), CUDA graphs"
-  timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 | tee "$OUT/llorch.jsonl"
+  timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 --profile-steps 3 | tee "$OUT/llorch.jsonl"
   if [[ "$QUICK" != 1 ]]; then
     echo "== the same without CUDA graphs (every kernel launched by the host)"
-    timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 --cuda-graphs off | tee -a "$OUT/llorch.jsonl"
+    timeout 120 "${BENCH[@]}" --dtype bf16 --batch 1,16,64 --cuda-graphs off --profile-steps 3 \
+      | tee -a "$OUT/llorch.jsonl"
     echo "== long context, CUDA graphs: 960-token prompts, 64 steps (positions up to 1023: one padded shape)"
     timeout 90 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 960 \
       --gen-tokens 64 --dtype bf16 --batch 1,16

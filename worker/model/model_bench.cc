@@ -14,16 +14,31 @@
 //   model_bench MODEL.gguf [--device cpu|cuda] [--batch 1[,16,...]] [--prompt-tokens 16]
 //                          [--gen-tokens 64] [--kv-type auto|f32|f16|bf16] [--threads N]
 //                          [--dtype auto|f32|f16|bf16] [--cuda-graphs on|off]
+//                          [--profile-steps N]
+//
+// --profile-steps N (libtorch 2 with Kineto, a GPU): N decode steps after the
+// first under libtorch's profiler; prints (to stderr) the device's time a
+// step by kernel (replayed graphs' kernels too): where a step's time goes.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <torch/version.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <set>
 #include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
+
+#if TORCH_VERSION_MAJOR >= 2
+#include <torch/csrc/autograd/profiler_kineto.h>
+#define LLORCH_MODEL_BENCH_PROFILER 1
+#endif
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
@@ -43,6 +58,7 @@ struct Args {
   std::string kv_type = "auto";
   std::string dtype = "auto";
   bool cuda_graphs = true;
+  int64_t profile_steps = 0;
 };
 
 bool ParseArgs(int argc, char** argv, Args* args) {
@@ -68,6 +84,10 @@ bool ParseArgs(int argc, char** argv, Args* args) {
       args->kv_type = argv[++i];
     } else if (flag == "--dtype" && has_value) {
       args->dtype = argv[++i];
+    } else if (flag == "--profile-steps" && has_value) {
+      if (!absl::SimpleAtoi(argv[++i], &args->profile_steps) || args->profile_steps < 0) {
+        return false;
+      }
     } else if (flag == "--cuda-graphs" && has_value) {
       const std::string value = argv[++i];
       if (value != "on" && value != "off") return false;
@@ -92,12 +112,49 @@ std::vector<int32_t> Greedy(const at::Tensor& logits) {
   return std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel());
 }
 
+#ifdef LLORCH_MODEL_BENCH_PROFILER
+void StartProfiler() {
+  using torch::profiler::impl::ActivityType;
+  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
+  const std::set<ActivityType> activities = {ActivityType::CPU, ActivityType::CUDA};
+  torch::autograd::profiler::prepareProfiler(config, activities);
+  torch::autograd::profiler::enableProfiler(config, activities);
+}
+
+// Device events of the profiled steps by name: time a step, largest first.
+void PrintProfile(int64_t batch, bool graphs, int64_t steps, double wall_s) {
+  const std::unique_ptr<torch::autograd::profiler::ProfilerResult> result =
+      torch::autograd::profiler::disableProfiler();
+  std::map<std::string, std::pair<int64_t, uint64_t>> by_name;  // count, ns
+  uint64_t device_ns = 0;
+  for (const torch::autograd::profiler::KinetoEvent& event : result->events()) {
+    if (event.deviceType() != c10::DeviceType::CUDA) continue;
+    auto& [count, ns] = by_name[event.name().substr(0, 90)];
+    ++count;
+    ns += event.durationNs();
+    device_ns += event.durationNs();
+  }
+  std::vector<std::pair<uint64_t, std::string>> order;
+  for (const auto& [name, entry] : by_name) order.push_back({entry.second, name});
+  std::sort(order.rbegin(), order.rend());
+  std::fprintf(stderr, "profile: batch %lld, CUDA graphs %s, %lld steps: %.3f ms a step, device events "
+              "%.3f ms a step (%zu names)\n",
+              static_cast<long long>(batch), graphs ? "on" : "off", static_cast<long long>(steps),
+              1e3 * wall_s / steps, 1e-6 * device_ns / steps, by_name.size());
+  for (size_t i = 0; i < order.size() && i < 15; ++i) {
+    const auto& [count, ns] = by_name[order[i].second];
+    std::fprintf(stderr, "profile:   %8.3f ms %6.1fx  %s\n", 1e-6 * ns / steps,
+                static_cast<double>(count) / steps, order[i].second.c_str());
+  }
+}
+#endif
+
 // `batch` jobs over one pool of blocks, as the worker holds them (its block
 // size), each job's blocks a run of its own: the prompt in one ForwardBatch,
 // then greedy one-token steps. Prints one JSON line.
 int MeasureBatch(const LlamaModel& model, const Args& args, int64_t batch, double load_s) {
   const int64_t vocab = model.config().vocab_size;
-  const int64_t capacity = args.prompt_tokens + args.gen_tokens;
+  const int64_t capacity = args.prompt_tokens + args.gen_tokens + args.profile_steps;
   constexpr int64_t kBlockSize = 16;
   const int64_t blocks_per_job = (capacity + kBlockSize - 1) / kBlockSize;
   std::unique_ptr<KvPool> pool = model.NewPool(batch * blocks_per_job, kBlockSize);
@@ -140,6 +197,26 @@ int MeasureBatch(const LlamaModel& model, const Args& args, int64_t batch, doubl
     }
   }
   const double steps_per_s = (args.gen_tokens - 1) / SecondsSince(decode_start);
+  if (args.profile_steps > 0) {
+#ifdef LLORCH_MODEL_BENCH_PROFILER
+    // Past the timed steps: the profiler's own cost stays out of them.
+    StartProfiler();
+    const auto profile_start = std::chrono::steady_clock::now();
+    for (int64_t step = 0; step < args.profile_steps; ++step) {
+      const int64_t pos = args.prompt_tokens + args.gen_tokens + step;
+      for (int64_t j = 0; j < batch; ++j) {
+        items[j] = ForwardItem{absl::MakeConstSpan(&next[j], 1), pos, caches[j].get(),
+                               /*all_logits=*/false, /*decode=*/true};
+      }
+      logits = model.ForwardBatch(items);
+      if (!logits.ok()) return std::fprintf(stderr, "%s\n", logits.status().ToString().c_str()), 1;
+      next = Greedy(*logits);
+    }
+    PrintProfile(batch, model.cuda_graphs(), args.profile_steps, SecondsSince(profile_start));
+#else
+    std::fprintf(stderr, "--profile-steps needs libtorch 2 (its Kineto profiler)\n");
+#endif
+  }
   std::string tokens;
   for (size_t i = 0; i < job0_tokens.size() && i < 16; ++i) {
     tokens += (i == 0 ? "" : ",") + std::to_string(job0_tokens[i]);
@@ -203,7 +280,7 @@ int main(int argc, char** argv) {
                  "usage: model_bench MODEL.gguf [--device cpu|cuda] [--batch N[,N...]] "
                  "[--prompt-tokens N] [--gen-tokens N] [--kv-type auto|f32|f16|bf16] "
                  "[--dtype auto|f32|f16|bf16] [--cuda-graphs on|off] "
-                 "[--threads N]\n");
+                 "[--profile-steps N] [--threads N]\n");
     return 2;
   }
   return llorch::Run(args);
