@@ -46,9 +46,4 @@ bool DecodeGraphs::ok() const {
   return capture_error_.ok();
 }
 
-size_t DecodeGraphs::num_graphs() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return graphs_.size();
-}
-
 }  // namespace llorch

@@ -42,7 +42,6 @@ class DecodeGraphs {
   // failed capture every call returns that error.
   absl::StatusOr<at::Tensor> Run(const Shape& shape, absl::Span<const int64_t> host,
                                  const Step& step);
-  size_t num_graphs() const;
   // False once a capture has failed (every step then runs without graphs).
   bool ok() const;
 

@@ -1,9 +1,8 @@
 #include "worker/model/kv_cache.h"
 
-#include <atomic>
-
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +11,11 @@
 
 namespace llorch {
 namespace {
+
+uint64_t NextPoolId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1);
+}
 
 constexpr int64_t kQ8Block = 32;       // values per block_q8_0
 constexpr int64_t kQ8BlockBytes = 34;  // F16 scale + 32 int8
@@ -114,13 +118,6 @@ void KvPool::DequantizeRow(const uint8_t* row, int64_t head_dim, float* out) {
     for (int64_t i = 0; i < kQ8Block; ++i) out[b * kQ8Block + i] = qs[i] * d;
   }
 }
-
-namespace {
-uint64_t NextPoolId() {
-  static std::atomic<uint64_t> next{1};
-  return next.fetch_add(1);
-}
-}  // namespace
 
 KvPool::KvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size,
                c10::Device device, KvType type)
