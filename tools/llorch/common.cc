@@ -74,6 +74,9 @@ ABSL_FLAG(std::string, dtype, "auto",
 ABSL_FLAG(bool, cuda_graphs, true,
           "on CUDA below f32, replay each decode step's kernels as a CUDA graph captured once "
           "per batch shape (false: launch them one by one)");
+ABSL_FLAG(bool, cuda_kernels, true,
+          "on CUDA below f32, in builds with llorch's CUDA kernels: decode steps' products of up "
+          "to 8 jobs by llorch's matrix-vector kernel (false: cuBLAS)");
 ABSL_FLAG(bool, mmap, true,
           "multiply CPU weights straight from the file's mapping where its rows are laid out "
           "as the kernels read them (fast load); false copies them (llama.cpp's --no-mmap)");
@@ -123,7 +126,7 @@ std::vector<cli::FlagSpec> LoadFlags() {
           cli::FlagSpec("gelu").Value("auto|exact|ggml"),
           cli::FlagSpec("ggml_variant").Value("auto|avx2|avx512|amx"),
           cli::FlagSpec("kv_type").Value("auto|f32|f16|bf16|q8_0"),
-          cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "cuda_graphs", "mmap"};
+          cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "cuda_graphs", "cuda_kernels", "mmap"};
 }
 
 cli::Subcommand MakeSubcommand(std::string name, std::string summary, std::string usage,
@@ -198,6 +201,7 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
   }
   options.dtype = *dtype;
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.cuda_kernels = absl::GetFlag(FLAGS_cuda_kernels);
   absl::StatusOr<KvType> kv_type = ParseKvTypeFor(absl::GetFlag(FLAGS_kv_type), options);
   if (!kv_type.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--kv-type: ", kv_type.status().message()));

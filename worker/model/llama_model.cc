@@ -19,6 +19,7 @@
 #include "worker/model/attention_cpu.h"
 #include "worker/model/bf16_matmul.h"
 #include "worker/model/device_graph.h"
+#include "worker/model/device_kernels.h"
 #include "worker/model/float_gemm.h"
 #include "worker/model/float_matmul.h"
 #include "worker/model/ggml_ops.h"
@@ -282,6 +283,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
   if (graphs && model->decode_pad_ > 0) {
     model->graphs_ = std::make_unique<DecodeGraphs>(*device, /*max_graphs=*/256);
   }
+  model->device_kernels_ = options.cuda_kernels && !f32 && DeviceKernelsAvailable(*device);
   model->round_activations_to_weight_type_ = options.round_activations_to_weight_type;
   if (options.ggml_variant.has_value()) {
     model->ggml_variant_ = *options.ggml_variant;
@@ -536,6 +538,12 @@ at::Tensor LlamaModel::AddNorm(at::Tensor* x, const at::Tensor& delta, const at:
   const bool ggml_rms = config_.norm == NormType::kRms && x->device().is_cpu() &&
                         x->scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat;
   if (!ggml_rms) {
+    if (device_kernels_ && config_.norm == NormType::kRms &&
+        DeviceAddRmsNormSupports(*x, delta, weight) && !bias.defined()) {
+      auto [sum, normed] = DeviceAddRmsNorm(*x, delta, weight, config_.norm_eps);
+      if (delta.defined()) *x = sum;
+      return normed;  // [n, hidden], one kernel for the 8 ops below
+    }
     if (delta.defined()) *x = *x + delta;
     if (config_.norm == NormType::kLayer) {
       return at::layer_norm(*x, {x->size(1)}, weight, bias, config_.norm_eps);
@@ -678,6 +686,9 @@ at::Tensor LlamaModel::Linear(const at::Tensor& x, const Matrix& matrix, const R
   // F16/BF16 on the libtorch path: the bias added inside the product, as
   // transformers' nn.Linear (one rounding).
   if (matrix.weight.defined() && matrix.weight.scalar_type() != at::kFloat) {
+    if (device_kernels_ && DeviceLinearSupports(x, matrix.weight, bias)) {
+      return DeviceLinear(x, matrix.weight, bias);  // [n, out], n <= 8
+    }
     return at::linear(x, matrix.weight, bias);  // [n, out]
   }
   at::Tensor out = Product(x, matrix, kinds);  // [n, out]
@@ -815,6 +826,9 @@ at::Tensor LlamaModel::SiluGated(const at::Tensor& gate_up) const {
   // gate_up: [n, 2 * ffn] -> silu(gate) * up: [n, ffn]
   const int64_t n = gate_up.size(0), ffn = config_.ffn_size;
   if (!gate_up.device().is_cpu() || gate_up.scalar_type() != at::kFloat) {
+    if (device_kernels_ && DeviceSiluGatedSupports(gate_up) && gate_up.size(1) == 2 * ffn) {
+      return DeviceSiluGated(gate_up);  // one kernel for silu and the product
+    }
     return at::silu(gate_up.narrow(1, 0, ffn)) * gate_up.narrow(1, ffn, ffn);
   }
   at::Tensor input = gate_up.contiguous();

@@ -74,6 +74,11 @@ struct LoadOptions {
   // (jobs, positions) as a CUDA graph and replayed (DecodeGraphs), as vLLM
   // and gpt-fast do. No effect elsewhere.
   bool cuda_graphs = true;
+  // CUDA, below F32, in builds with llorch's CUDA kernels
+  // (-DLLORCH_CUDA_KERNELS=ON): the products of steps of at most 8 rows (a
+  // decode step's jobs) by DeviceLinear, which reads each weight byte once,
+  // instead of cuBLAS. No effect elsewhere.
+  bool cuda_kernels = true;
   // The libtorch path's one-token steps over a shared pool attend over their
   // positions padded to a multiple of this (masked), so that steps' shapes
   // repeat and a graph serves many of them; every such step, also a lone
@@ -147,6 +152,8 @@ class LlamaModel {
   // Whether decode steps are replayed as CUDA graphs (LoadOptions::cuda_graphs).
   // False once a capture has failed (the steps then run without them).
   bool cuda_graphs() const { return graphs_ != nullptr && graphs_->ok(); }
+  // Whether llorch's CUDA kernels take a step's products (LoadOptions::cuda_kernels).
+  bool cuda_kernels() const { return device_kernels_; }
 
   // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose
   // positions [0, pos) must already hold this sequence's keys and values.
@@ -327,6 +334,7 @@ class LlamaModel {
   at::Tensor rope_sin_;     // [context, rope_dim / 2]
   int64_t decode_pad_ = 0;  // LoadOptions::decode_pad, resolved
   std::unique_ptr<DecodeGraphs> graphs_;  // CUDA graphs of decode steps, or null
+  bool device_kernels_ = false;            // LoadOptions::cuda_kernels, where built
 };
 
 }  // namespace llorch

@@ -14,6 +14,7 @@
 //   model_bench MODEL.gguf [--device cpu|cuda] [--batch 1[,16,...]] [--prompt-tokens 16]
 //                          [--gen-tokens 64] [--kv-type auto|f32|f16|bf16] [--threads N]
 //                          [--dtype auto|f32|f16|bf16] [--cuda-graphs on|off]
+//                          [--cuda-kernels on|off]
 //                          [--profile-steps N]
 //
 // --profile-steps N (libtorch 2 with Kineto, a GPU): N decode steps after the
@@ -58,6 +59,7 @@ struct Args {
   std::string kv_type = "auto";
   std::string dtype = "auto";
   bool cuda_graphs = true;
+  bool cuda_kernels = true;
   int64_t profile_steps = 0;
 };
 
@@ -92,6 +94,10 @@ bool ParseArgs(int argc, char** argv, Args* args) {
       const std::string value = argv[++i];
       if (value != "on" && value != "off") return false;
       args->cuda_graphs = value == "on";
+    } else if (flag == "--cuda-kernels" && has_value) {
+      const std::string value = argv[++i];
+      if (value != "on" && value != "off") return false;
+      args->cuda_kernels = value == "on";
     } else if (flag.rfind("--", 0) != 0 && args->model.empty()) {
       args->model = flag;
     } else {
@@ -223,12 +229,13 @@ int MeasureBatch(const LlamaModel& model, const Args& args, int64_t batch, doubl
   }
   std::printf(
       "{\"model\":\"%s\",\"device\":\"%s\",\"dtype\":\"%s\",\"kv_type\":\"%s\","
-      "\"cuda_graphs\":%s,\"batch\":%lld,\"prompt_tokens\":%lld,\"gen_tokens\":%lld,"
+      "\"cuda_graphs\":%s,\"cuda_kernels\":%s,\"batch\":%lld,\"prompt_tokens\":%lld,\"gen_tokens\":%lld,"
       "\"load_s\":%.3f,\"prompt_tok_s\":%.1f,\"first_step_s\":%.4f,\"decode_tok_s\":%.1f,"
       "\"forward_ms\":%.3f,\"step_ms\":%.3f,"
       "\"weight_bytes\":%lld,\"weight_read_gb_s\":%.1f,\"job0_tokens\":[%s]}\n",
       args.model.c_str(), args.device.c_str(), c10::toString(model.dtype()), KvTypeName(model.kv_type()),
-      model.cuda_graphs() ? "true" : "false", static_cast<long long>(batch),
+      model.cuda_graphs() ? "true" : "false", model.cuda_kernels() ? "true" : "false",
+      static_cast<long long>(batch),
       static_cast<long long>(args.prompt_tokens), static_cast<long long>(args.gen_tokens), load_s,
       batch * args.prompt_tokens / prompt_s, first_step_s, batch * steps_per_s,
       1e3 * forward_s / (args.gen_tokens - 1), 1e3 / steps_per_s,
@@ -251,6 +258,7 @@ int Run(const Args& args) {
   if (!kv_type.ok()) return std::fprintf(stderr, "%s\n", kv_type.status().ToString().c_str()), 1;
   options.kv_type = *kv_type;
   options.cuda_graphs = args.cuda_graphs;
+  options.cuda_kernels = args.cuda_kernels;
   const auto load_start = std::chrono::steady_clock::now();
   auto model = LlamaModel::Load(**gguf, options);
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().ToString().c_str()), 1;
@@ -279,7 +287,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "usage: model_bench MODEL.gguf [--device cpu|cuda] [--batch N[,N...]] "
                  "[--prompt-tokens N] [--gen-tokens N] [--kv-type auto|f32|f16|bf16] "
-                 "[--dtype auto|f32|f16|bf16] [--cuda-graphs on|off] "
+                 "[--dtype auto|f32|f16|bf16] [--cuda-graphs on|off] [--cuda-kernels on|off] "
                  "[--profile-steps N] [--threads N]\n");
     return 2;
   }

@@ -89,6 +89,9 @@ ABSL_FLAG(std::string, dtype, "auto",
 ABSL_FLAG(bool, cuda_graphs, true,
           "on CUDA below f32, replay each decode step's kernels as a CUDA graph captured once "
           "per batch shape (false: launch them one by one, as vLLM's --enforce-eager)");
+ABSL_FLAG(bool, cuda_kernels, true,
+          "on CUDA below f32, in builds with llorch's CUDA kernels (-DLLORCH_CUDA_KERNELS=ON): "
+          "decode steps' products of up to 8 jobs by llorch's matrix-vector kernel (false: cuBLAS)");
 ABSL_FLAG(std::string, ggml_variant, "auto",
           "whose float order the CPU path follows: auto (LLORCH_GGML_VARIANT, else what "
           "llama.cpp's ggml picks on this CPU) | avx2 | avx512 | amx");
@@ -330,7 +333,7 @@ absl::StatusOr<GrpcServer> StartGrpcServer(const StartupOptions& options,
   return grpc_server;
 }
 
-// --device, --dtype, --cuda_graphs, --ggml_variant, --kv_type and --mmap as LoadOptions.
+// --device, --dtype, --cuda_graphs, --cuda_kernels, --ggml_variant, --kv_type and --mmap as LoadOptions.
 absl::StatusOr<LoadOptions> MakeLoadOptions(const std::string& device) {
   LoadOptions load_options;
   load_options.device = device;
@@ -343,6 +346,7 @@ absl::StatusOr<LoadOptions> MakeLoadOptions(const std::string& device) {
   }
   load_options.dtype = *dtype;
   load_options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  load_options.cuda_kernels = absl::GetFlag(FLAGS_cuda_kernels);
   load_options.map_weights = absl::GetFlag(FLAGS_mmap);
   if (const std::string variant = absl::GetFlag(FLAGS_ggml_variant); variant != "auto") {
     absl::StatusOr<GgmlVariant> parsed = ParseGgmlVariant(variant);
@@ -382,7 +386,8 @@ absl::StatusOr<ServedModel> LoadAndWarmUpModel(const StartupOptions& options,
           ? absl::StrCat("float order of ggml's ", GgmlVariantName(model.ggml_variant()),
                          " CPU library, kernels up to ", CpuIsaName(CpuKernelIsa()))
           : absl::StrCat("libtorch's products in ", c10::toString(model.dtype()),
-                         model.cuda_graphs() ? ", decode steps as CUDA graphs" : "")));
+                         model.cuda_graphs() ? ", decode steps as CUDA graphs" : "",
+                         model.cuda_kernels() ? ", llorch's CUDA kernels" : "")));
   if (absl::Status s = WarmUp(*served->model); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("warm-up failed: ", s.message()));
   }
@@ -595,7 +600,7 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("kv_admission").Value("paged|reserve"),
        cli::FlagSpec("max_batch").AtLeast(1), cli::FlagSpec("max_waiting").AtLeast(0),
        cli::FlagSpec("max_prefill_tokens").AtLeast(1), cli::FlagSpec("threads").AtLeast(0),
-       "device", cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "cuda_graphs", "ggml_variant", "mmap", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
+       "device", cli::FlagSpec("dtype").Value("auto|f32|f16|bf16"), "cuda_graphs", "cuda_kernels", "ggml_variant", "mmap", cli::FlagSpec("chat_template").Value("PATH"), "worker_id",
        cli::FlagSpec("drain_timeout").Value("DURATION"),
        cli::FlagSpec("tls_cert").Value("PATH"), cli::FlagSpec("tls_key").Value("PATH"),
        cli::FlagSpec("tls_ca").Value("PATH"), cli::FlagSpec("scheduler").Value("HOST:PORT"),
