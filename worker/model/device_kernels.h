@@ -45,6 +45,35 @@ bool DeviceSiluGatedSupports(const at::Tensor& gate_up);
 // each op rounded as libtorch's.
 at::Tensor DeviceSiluGated(const at::Tensor& gate_up);
 
+// A decode step's heads, as DeviceDecodeAttention reads them.
+struct DecodeHeads {
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t rope_dim = 0;   // the first rope_dim dimensions of each head rotate
+  bool adjacent = false;  // rotated pairs (2i, 2i + 1); else (i, i + rope_dim / 2)
+  int64_t window = 0;     // sliding window (0: none)
+};
+
+// Whether DeviceDecodeAttention takes a step of qkv: [jobs, (heads + 2
+// kv_heads) head_dim] over k_pool, v_pool: [kv_heads, slots, head_dim] with
+// `positions` columns of pool rows: 16-bit tensors of one type on one CUDA
+// device, contiguous, and the scores' shared memory within the kernel's
+// limit.
+bool DeviceDecodeAttentionSupports(const at::Tensor& qkv, const at::Tensor& k_pool,
+                                   const at::Tensor& v_pool, int64_t positions,
+                                   const DecodeHeads& heads);
+
+// A decode step's attention in two kernels: each job's query and key heads
+// rotated by cos, sin ([jobs, rope_dim / 2], the type), its key and value
+// written to pool row write_slots[job], then its query heads attending over
+// pool rows read_slots[job, 0 .. pos[job]] (int64 on the device: [jobs],
+// [jobs * positions], [jobs]) as transformers' eager attention rounds.
+// Returns [jobs, heads * head_dim].
+at::Tensor DeviceDecodeAttention(const at::Tensor& qkv, const at::Tensor& cos,
+                                 const at::Tensor& sin, at::Tensor& k_pool, at::Tensor& v_pool,
+                                 const at::Tensor& write_slots, const at::Tensor& read_slots,
+                                 const at::Tensor& pos, int64_t positions,
+                                 const DecodeHeads& heads);
+
 }  // namespace llorch
 
 #endif  // LLORCH_WORKER_MODEL_DEVICE_KERNELS_H_

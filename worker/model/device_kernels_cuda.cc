@@ -4,7 +4,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "worker/model/cuda/kernels.h"
 #include "worker/model/device_kernels.h"
@@ -105,6 +107,80 @@ at::Tensor DeviceSiluGated(const at::Tensor& gate_up) {
   Check(cuda_kernels::LaunchSiluGated(TypeOf(gate_up), gate_up.data_ptr(), out.data_ptr(), rows,
                                       ffn, StreamOf(gate_up)),
         "DeviceSiluGated");
+  return out;
+}
+
+bool DeviceDecodeAttentionSupports(const at::Tensor& qkv, const at::Tensor& k_pool,
+                                   const at::Tensor& v_pool, int64_t positions,
+                                   const DecodeHeads& heads) {
+  if (!Is16BitCuda(qkv) || !Is16BitCuda(k_pool) || !Is16BitCuda(v_pool) || qkv.dim() != 2) {
+    return false;
+  }
+  if (k_pool.scalar_type() != qkv.scalar_type() || v_pool.scalar_type() != qkv.scalar_type() ||
+      k_pool.device() != qkv.device() || v_pool.device() != qkv.device()) {
+    return false;
+  }
+  if (heads.kv_heads < 1 || heads.heads % heads.kv_heads != 0 || heads.rope_dim % 2 != 0 ||
+      heads.rope_dim > heads.head_dim || positions < 1 ||
+      qkv.size(1) != (heads.heads + 2 * heads.kv_heads) * heads.head_dim) {
+    return false;
+  }
+  const std::vector<int64_t> pool_shape = {heads.kv_heads, k_pool.size(1), heads.head_dim};
+  if (k_pool.sizes() != pool_shape || v_pool.sizes() != k_pool.sizes()) return false;
+  cuda_kernels::AttentionShape shape;
+  shape.heads = heads.heads;
+  shape.kv_heads = heads.kv_heads;
+  shape.head_dim = heads.head_dim;
+  shape.positions = positions;
+  return cuda_kernels::AttentionSharedBytes(shape) <= cuda_kernels::kMaxAttentionSharedBytes;
+}
+
+at::Tensor DeviceDecodeAttention(const at::Tensor& qkv, const at::Tensor& cos,
+                                 const at::Tensor& sin, at::Tensor& k_pool, at::Tensor& v_pool,
+                                 const at::Tensor& write_slots, const at::Tensor& read_slots,
+                                 const at::Tensor& pos, int64_t positions,
+                                 const DecodeHeads& heads) {
+  TORCH_CHECK(DeviceDecodeAttentionSupports(qkv, k_pool, v_pool, positions, heads),
+              "DeviceDecodeAttention: unsupported operands");
+  const int64_t jobs = qkv.size(0), slots = k_pool.size(1);
+  const at::Tensor c = cos.to(qkv.scalar_type()).contiguous();  // [jobs, rope_dim / 2]
+  const at::Tensor s = sin.to(qkv.scalar_type()).contiguous();
+  TORCH_CHECK(c.size(0) == jobs && c.size(1) == heads.rope_dim / 2 && c.is_cuda(),
+              "DeviceDecodeAttention: cos and sin must be [jobs, rope_dim / 2] on the device");
+  const auto device_int64 = [&](const at::Tensor& t, int64_t n, const char* what) {
+    TORCH_CHECK(t.is_cuda() && t.scalar_type() == at::kLong && t.is_contiguous() &&
+                    t.numel() == n,
+                "DeviceDecodeAttention: ", what, " must be ", n, " int64 on the device");
+    return t.data_ptr<int64_t>();
+  };
+  const int64_t* write = device_int64(write_slots, jobs, "write_slots");
+  const int64_t* read = device_int64(read_slots, jobs * positions, "read_slots");
+  const int64_t* positions_of = device_int64(pos, jobs, "pos");
+  at::Tensor q = at::empty({jobs, heads.heads, heads.head_dim}, qkv.options());
+  at::Tensor out = at::empty({jobs, heads.heads * heads.head_dim}, qkv.options());
+  cuda_kernels::RopeShape rope;
+  rope.heads = heads.heads;
+  rope.kv_heads = heads.kv_heads;
+  rope.head_dim = heads.head_dim;
+  rope.rope_dim = heads.rope_dim;
+  rope.adjacent = heads.adjacent;
+  rope.slots = slots;
+  Check(cuda_kernels::LaunchRopeAndWrite(TypeOf(qkv), qkv.data_ptr(), c.data_ptr(), s.data_ptr(),
+                                         write, q.data_ptr(), k_pool.data_ptr(),
+                                         v_pool.data_ptr(), jobs, rope, StreamOf(qkv)),
+        "DeviceDecodeAttention (RoPE and pool write)");
+  cuda_kernels::AttentionShape shape;
+  shape.heads = heads.heads;
+  shape.kv_heads = heads.kv_heads;
+  shape.head_dim = heads.head_dim;
+  shape.slots = slots;
+  shape.positions = positions;
+  shape.window = heads.window;
+  shape.sqrt_head_dim = static_cast<float>(std::sqrt(static_cast<double>(heads.head_dim)));
+  Check(cuda_kernels::LaunchDecodeAttention(TypeOf(qkv), q.data_ptr(), k_pool.data_ptr(),
+                                            v_pool.data_ptr(), read, positions_of,
+                                            out.data_ptr(), jobs, shape, StreamOf(qkv)),
+        "DeviceDecodeAttention");
   return out;
 }
 

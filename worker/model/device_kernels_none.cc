@@ -32,4 +32,15 @@ bool DeviceSiluGatedSupports(const at::Tensor&) { return false; }
 
 at::Tensor DeviceSiluGated(const at::Tensor&) { NotBuilt(); }
 
+bool DeviceDecodeAttentionSupports(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                   int64_t, const DecodeHeads&) {
+  return false;
+}
+
+at::Tensor DeviceDecodeAttention(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                 at::Tensor&, at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                 const at::Tensor&, int64_t, const DecodeHeads&) {
+  NotBuilt();
+}
+
 }  // namespace llorch

@@ -1215,8 +1215,23 @@ at::Tensor LlamaModel::DecodeBatchLogits(const at::Tensor& inputs, KvPool* pool,
   const std::vector<uint8_t> no_groups(jobs, 0), decode_rows(jobs, 1);
   const RowKinds kinds{no_groups.data(), decode_rows.data()};
   at::Tensor residual;  // [B, hidden], not yet added to x
+  // llorch's CUDA kernels: RoPE with the pool writes, then the attention, in
+  // two kernels (phi2's F32 scores keep libtorch's ops).
+  DecodeHeads heads;
+  heads.heads = c.num_heads;
+  heads.kv_heads = c.num_kv_heads;
+  heads.head_dim = head_dim;
+  heads.rope_dim = c.rope_dim;
+  heads.adjacent = c.rope_type == RopeType::kAdjacent;
+  heads.window = c.sliding_window > 0 ? c.sliding_window : 0;
+  const bool fused_attention = device_kernels_ && c.architecture != "phi2";
   for (int64_t l = 0; l < c.num_layers; ++l) {
     DecoderLayer(l, &x, &residual, kinds, [&](const at::Tensor& qkv) {
+      if (fused_attention && DeviceDecodeAttentionSupports(qkv, pool->keys(l), pool->values(l),
+                                                           positions, heads)) {
+        return DeviceDecodeAttention(qkv, cos, sin, pool->keys(l), pool->values(l),
+                                     write_slots, read_slots, pos, positions, heads);
+      }
       // Query and key heads rotated together: [B, heads + kv_heads, head_dim].
       const at::Tensor qk = Rope(
           qkv.narrow(1, 0, q_dim + kv_dim).reshape({jobs, c.num_heads + c.num_kv_heads, head_dim}),

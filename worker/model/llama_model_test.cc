@@ -452,6 +452,82 @@ TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
   EXPECT_EQ(padded->cuda_graphs(), TestDevice() == "cuda");
 }
 
+// llorch's CUDA kernels (products of up to 8 rows, fused norms and SiLU,
+// RoPE with the pool writes, decode attention) against libtorch's ops, on
+// CUDA in builds with them: the same steps, logits within the BF16 path's
+// spread and the same clear greedy picks.
+TEST_P(CacheCorrectnessTest, CudaKernelsMatchLibtorchOps) {
+  if (TestDevice() != "cuda") GTEST_SKIP() << "llorch's CUDA kernels run on CUDA only";
+  const int64_t n = tokens_.size(), block_size = 4, num_jobs = 5;
+  const int64_t blocks_per_job = (n + block_size - 1) / block_size;
+  auto span = absl::MakeConstSpan(tokens_);
+  auto gguf = GgufFile::Open(TestModelPath(GetParam()));
+  ASSERT_TRUE(gguf.ok());
+  const auto load = [&](bool kernels) {
+    LoadOptions options;
+    options.device = TestDevice();
+    options.dtype = LoadOptions::Dtype::kBF16;
+    options.kv_type = KvType::kBF16;
+    options.cuda_kernels = kernels;
+    auto model = LlamaModel::Load(**gguf, options);
+    EXPECT_TRUE(model.ok()) << model.status();
+    return model.ok() ? std::move(*model) : nullptr;
+  };
+  std::unique_ptr<LlamaModel> ops = load(false), kernels = load(true);
+  ASSERT_NE(ops, nullptr);
+  ASSERT_NE(kernels, nullptr);
+  EXPECT_FALSE(ops->cuda_kernels());
+#ifdef LLORCH_HAVE_CUDA_KERNELS
+  EXPECT_TRUE(kernels->cuda_kernels());
+#else
+  GTEST_SKIP() << "built without llorch's CUDA kernels (-DLLORCH_CUDA_KERNELS=ON)";
+#endif
+  struct Jobs {
+    std::unique_ptr<KvPool> pool;
+    std::vector<std::unique_ptr<KvCache>> caches;
+  };
+  const auto start = [&](const LlamaModel& model, Jobs* jobs) {
+    jobs->pool = model.NewPool(num_jobs * blocks_per_job, block_size);
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      jobs->caches.push_back(std::make_unique<KvCache>(jobs->pool.get()));
+      for (int64_t k = 0; k < blocks_per_job; ++k) {
+        jobs->caches.back()->AppendBlock(static_cast<int32_t>(k * num_jobs + j));
+      }
+      ASSERT_TRUE(model.Forward(span.subspan(0, 2 + 3 * j), 0, jobs->caches.back().get(), false).ok());
+    }
+  };
+  Jobs ops_jobs, kernel_jobs;
+  ASSERT_NO_FATAL_FAILURE(start(*ops, &ops_jobs));
+  ASSERT_NO_FATAL_FAILURE(start(*kernels, &kernel_jobs));
+  const double range = full_.abs().max().item<double>();
+  int clear_leads = 0;
+  for (int step = 0; step < 12; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    std::vector<int64_t> which = {0, 1, 2, 3, 4};
+    if (step % 2 == 1) which = {3};
+    at::Tensor logits[2];
+    for (int m = 0; m < 2; ++m) {
+      Jobs& jobs = m == 0 ? ops_jobs : kernel_jobs;
+      std::vector<ForwardItem> items;
+      for (int64_t j : which) {
+        const int64_t pos = jobs.caches[j]->num_tokens();
+        items.push_back({span.subspan(pos, 1), pos, jobs.caches[j].get(), false, true});
+      }
+      auto out = (m == 0 ? *ops : *kernels).ForwardBatch(items);
+      ASSERT_TRUE(out.ok()) << out.status();
+      logits[m] = *out;
+    }
+    EXPECT_LE((logits[1] - logits[0]).abs().max().item<double>(), 0.05 * range);
+    for (int64_t r = 0; r < logits[0].size(0); ++r) {
+      const at::Tensor top = std::get<0>(logits[0][r].topk(2));
+      if ((top[0] - top[1]).item<double>() < 0.05 * range) continue;
+      ++clear_leads;
+      EXPECT_EQ(logits[1][r].argmax().item<int64_t>(), logits[0][r].argmax().item<int64_t>());
+    }
+  }
+  EXPECT_GT(clear_leads, 0);
+}
+
 // Continuous batching: jobs at different positions, some prefilling a chunk
 // and some decoding one token, in one ForwardBatch give each job's logits
 // alone.

@@ -8,6 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace llorch::cuda_kernels {
@@ -34,6 +35,49 @@ cudaError_t LaunchAddRmsNorm(ElementType type, const void* x, const void* delta,
 // op rounded to the type as libtorch's at::silu and product.
 cudaError_t LaunchSiluGated(ElementType type, const void* gate_up, void* out, int64_t rows,
                             int64_t ffn, cudaStream_t stream);
+
+// A decode step's heads and the paged KV pool of one layer: keys and values
+// [kv_heads, slots, head_dim], of the activations' type.
+struct RopeShape {
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t rope_dim = 0;   // the first rope_dim dimensions of a head rotate
+  bool adjacent = false;  // pairs (2i, 2i + 1); else (i, i + rope_dim / 2)
+  int64_t slots = 0;      // rows of the pool
+};
+
+// For each of `jobs` rows of qkv: [jobs, (heads + 2 kv_heads) head_dim]
+// (queries | keys | values), cos and sin: [jobs, rope_dim / 2] (of the
+// type): q[job] = the rotated query heads ([jobs, heads, head_dim]), the
+// rotated key heads and the value heads written to pool row
+// write_slots[job] (device int64), each op rounded as LlamaModel::Rope's.
+cudaError_t LaunchRopeAndWrite(ElementType type, const void* qkv, const void* cos,
+                               const void* sin, const int64_t* write_slots, void* q,
+                               void* k_pool, void* v_pool, int64_t jobs, const RopeShape& shape,
+                               cudaStream_t stream);
+
+struct AttentionShape {
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t slots = 0;           // rows of the pool
+  int64_t positions = 0;       // columns of read_slots
+  int64_t window = 0;          // sliding window (0: none)
+  float sqrt_head_dim = 1.0f;  // scores are divided by it
+};
+
+// Shared memory one block of LaunchDecodeAttention uses, and the most it
+// may (the H100/H200's 227 KiB per block).
+size_t AttentionSharedBytes(const AttentionShape& shape);
+inline constexpr size_t kMaxAttentionSharedBytes = 227 * 1024;
+
+// out[job]: [heads * head_dim] = attention of q[job] ([jobs, heads,
+// head_dim]) over the pool rows read_slots[job, 0 .. pos[job]] (device
+// int64, [jobs, positions] and [jobs]; the last `window` of them if set):
+// scores T(T(q.k) / sqrt_head_dim), softmax in F32, probabilities rounded
+// to T, their F32 sum with the values rounded to T (transformers' eager
+// attention's roundings).
+cudaError_t LaunchDecodeAttention(ElementType type, const void* q, const void* k_pool,
+                                  const void* v_pool, const int64_t* read_slots,
+                                  const int64_t* pos, void* out, int64_t jobs,
+                                  const AttentionShape& shape, cudaStream_t stream);
 
 }  // namespace llorch::cuda_kernels
 
