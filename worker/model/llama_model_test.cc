@@ -375,11 +375,66 @@ TEST_P(CacheCorrectnessTest, LibtorchDecodeBatchOverSharedPoolMatchesStepsAlone)
 // path's logits: lone and batched steps, crossing the padding's multiples,
 // within BF16's drift (as above), and every step's greedy token equal where
 // the plain path's best token leads clearly.
+// Decode steps of the same 5 jobs (prompts of 2, 5, .. 14 tokens of
+// `tokens`, their caches in one pool of 4-token blocks) on models a and b:
+// even steps every job, odd ones `lone_job` alone. Logits within 5% of
+// `range`, the same picks where one clearly leads (at least one does), the
+// same cache lengths.
+void ExpectSameDecodeSteps(const LlamaModel& a, const LlamaModel& b,
+                           absl::Span<const int32_t> tokens, double range, int steps,
+                           int64_t lone_job) {
+  const int64_t n = tokens.size(), block_size = 4, num_jobs = 5;
+  const int64_t blocks_per_job = (n + block_size - 1) / block_size;
+  struct Jobs {
+    std::unique_ptr<KvPool> pool;
+    std::vector<std::unique_ptr<KvCache>> caches;
+  };
+  const auto start = [&](const LlamaModel& model, Jobs* jobs) {
+    jobs->pool = model.NewPool(num_jobs * blocks_per_job, block_size);
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      jobs->caches.push_back(std::make_unique<KvCache>(jobs->pool.get()));
+      for (int64_t k = 0; k < blocks_per_job; ++k) {
+        jobs->caches.back()->AppendBlock(static_cast<int32_t>(k * num_jobs + j));
+      }
+      const int64_t prompt = 2 + 3 * j;  // 2, 5, .. 14 positions
+      ASSERT_TRUE(model.Forward(tokens.subspan(0, prompt), 0, jobs->caches.back().get(), false).ok());
+    }
+  };
+  Jobs jobs[2];
+  ASSERT_NO_FATAL_FAILURE(start(a, &jobs[0]));
+  ASSERT_NO_FATAL_FAILURE(start(b, &jobs[1]));
+  int clear_leads = 0;
+  for (int step = 0; step < steps; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    std::vector<int64_t> which = {0, 1, 2, 3, 4};
+    if (step % 2 == 1) which = {lone_job};
+    at::Tensor logits[2];
+    for (int m = 0; m < 2; ++m) {
+      std::vector<ForwardItem> items;
+      for (int64_t j : which) {
+        const int64_t pos = jobs[m].caches[j]->num_tokens();
+        items.push_back({tokens.subspan(pos, 1), pos, jobs[m].caches[j].get(), false, true});
+      }
+      auto out = (m == 0 ? a : b).ForwardBatch(items);
+      ASSERT_TRUE(out.ok()) << out.status();
+      logits[m] = *out;
+    }
+    EXPECT_LE((logits[1] - logits[0]).abs().max().item<double>(), 0.05 * range);
+    for (int64_t r = 0; r < logits[0].size(0); ++r) {
+      const at::Tensor top = std::get<0>(logits[0][r].topk(2));
+      if ((top[0] - top[1]).item<double>() < 0.05 * range) continue;
+      ++clear_leads;
+      EXPECT_EQ(logits[1][r].argmax().item<int64_t>(), logits[0][r].argmax().item<int64_t>());
+    }
+    for (int64_t j = 0; j < num_jobs; ++j) {
+      EXPECT_EQ(jobs[1].caches[j]->num_tokens(), jobs[0].caches[j]->num_tokens());
+    }
+  }
+  EXPECT_GT(clear_leads, 0);
+}
+
 TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
   // 5 jobs: padded to 8 (three copies of job 0's step) where decode_pad is set.
-  const int64_t n = tokens_.size(), block_size = 4, num_jobs = 5;
-  const int64_t blocks_per_job = (n + block_size - 1) / block_size;
-  auto span = absl::MakeConstSpan(tokens_);
   auto gguf = GgufFile::Open(TestModelPath(GetParam()));
   ASSERT_TRUE(gguf.ok());
   const auto load = [&](int64_t decode_pad, bool cuda_graphs) {
@@ -399,55 +454,9 @@ TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
   ASSERT_NE(padded, nullptr);
   EXPECT_FALSE(plain->cuda_graphs());
   EXPECT_EQ(padded->cuda_graphs(), TestDevice() == "cuda");
-  struct Jobs {
-    std::unique_ptr<KvPool> pool;
-    std::vector<std::unique_ptr<KvCache>> caches;
-  };
-  const auto start = [&](const LlamaModel& model, Jobs* jobs) {
-    jobs->pool = model.NewPool(num_jobs * blocks_per_job, block_size);
-    for (int64_t j = 0; j < num_jobs; ++j) {
-      jobs->caches.push_back(std::make_unique<KvCache>(jobs->pool.get()));
-      for (int64_t k = 0; k < blocks_per_job; ++k) {
-        jobs->caches.back()->AppendBlock(static_cast<int32_t>(k * num_jobs + j));
-      }
-      const int64_t prompt = 2 + 3 * j;  // 2, 5, .. 14 positions
-      ASSERT_TRUE(model.Forward(span.subspan(0, prompt), 0, jobs->caches.back().get(), false).ok());
-    }
-  };
-  Jobs plain_jobs, padded_jobs;
-  ASSERT_NO_FATAL_FAILURE(start(*plain, &plain_jobs));
-  ASSERT_NO_FATAL_FAILURE(start(*padded, &padded_jobs));
-  const double range = full_.abs().max().item<double>();
-  int clear_leads = 0;
-  // Even steps: every job; odd steps: job 1 alone. Job 4 ends at position 22.
-  for (int step = 0; step < 16; ++step) {
-    SCOPED_TRACE("step " + std::to_string(step));
-    std::vector<int64_t> which = {0, 1, 2, 3, 4};
-    if (step % 2 == 1) which = {1};
-    at::Tensor logits[2];
-    for (int m = 0; m < 2; ++m) {
-      Jobs& jobs = m == 0 ? plain_jobs : padded_jobs;
-      std::vector<ForwardItem> items;
-      for (int64_t j : which) {
-        const int64_t pos = jobs.caches[j]->num_tokens();
-        items.push_back({span.subspan(pos, 1), pos, jobs.caches[j].get(), false, true});
-      }
-      auto out = (m == 0 ? *plain : *padded).ForwardBatch(items);
-      ASSERT_TRUE(out.ok()) << out.status();
-      logits[m] = *out;
-    }
-    EXPECT_LE((logits[1] - logits[0]).abs().max().item<double>(), 0.05 * range);
-    for (int64_t r = 0; r < logits[0].size(0); ++r) {
-      const at::Tensor top = std::get<0>(logits[0][r].topk(2));
-      if ((top[0] - top[1]).item<double>() < 0.05 * range) continue;
-      ++clear_leads;
-      EXPECT_EQ(logits[1][r].argmax().item<int64_t>(), logits[0][r].argmax().item<int64_t>());
-    }
-    for (int64_t j = 0; j < num_jobs; ++j) {
-      EXPECT_EQ(padded_jobs.caches[j]->num_tokens(), plain_jobs.caches[j]->num_tokens());
-    }
-  }
-  EXPECT_GT(clear_leads, 0);
+  // Job 4 ends at position 22.
+  ExpectSameDecodeSteps(*plain, *padded, tokens_, full_.abs().max().item<double>(), /*steps=*/16,
+                        /*lone_job=*/1);
   // Still on: no capture failed (a failure falls back to launching each kernel).
   EXPECT_EQ(padded->cuda_graphs(), TestDevice() == "cuda");
 }
@@ -458,9 +467,6 @@ TEST_P(CacheCorrectnessTest, PaddedDecodeStepsAndCudaGraphsMatchPlainSteps) {
 // spread and the same clear greedy picks.
 TEST_P(CacheCorrectnessTest, CudaKernelsMatchLibtorchOps) {
   if (TestDevice() != "cuda") GTEST_SKIP() << "llorch's CUDA kernels run on CUDA only";
-  const int64_t n = tokens_.size(), block_size = 4, num_jobs = 5;
-  const int64_t blocks_per_job = (n + block_size - 1) / block_size;
-  auto span = absl::MakeConstSpan(tokens_);
   auto gguf = GgufFile::Open(TestModelPath(GetParam()));
   ASSERT_TRUE(gguf.ok());
   const auto load = [&](bool kernels) {
@@ -482,50 +488,8 @@ TEST_P(CacheCorrectnessTest, CudaKernelsMatchLibtorchOps) {
 #else
   GTEST_SKIP() << "built without llorch's CUDA kernels (-DLLORCH_CUDA_KERNELS=ON)";
 #endif
-  struct Jobs {
-    std::unique_ptr<KvPool> pool;
-    std::vector<std::unique_ptr<KvCache>> caches;
-  };
-  const auto start = [&](const LlamaModel& model, Jobs* jobs) {
-    jobs->pool = model.NewPool(num_jobs * blocks_per_job, block_size);
-    for (int64_t j = 0; j < num_jobs; ++j) {
-      jobs->caches.push_back(std::make_unique<KvCache>(jobs->pool.get()));
-      for (int64_t k = 0; k < blocks_per_job; ++k) {
-        jobs->caches.back()->AppendBlock(static_cast<int32_t>(k * num_jobs + j));
-      }
-      ASSERT_TRUE(model.Forward(span.subspan(0, 2 + 3 * j), 0, jobs->caches.back().get(), false).ok());
-    }
-  };
-  Jobs ops_jobs, kernel_jobs;
-  ASSERT_NO_FATAL_FAILURE(start(*ops, &ops_jobs));
-  ASSERT_NO_FATAL_FAILURE(start(*kernels, &kernel_jobs));
-  const double range = full_.abs().max().item<double>();
-  int clear_leads = 0;
-  for (int step = 0; step < 12; ++step) {
-    SCOPED_TRACE("step " + std::to_string(step));
-    std::vector<int64_t> which = {0, 1, 2, 3, 4};
-    if (step % 2 == 1) which = {3};
-    at::Tensor logits[2];
-    for (int m = 0; m < 2; ++m) {
-      Jobs& jobs = m == 0 ? ops_jobs : kernel_jobs;
-      std::vector<ForwardItem> items;
-      for (int64_t j : which) {
-        const int64_t pos = jobs.caches[j]->num_tokens();
-        items.push_back({span.subspan(pos, 1), pos, jobs.caches[j].get(), false, true});
-      }
-      auto out = (m == 0 ? *ops : *kernels).ForwardBatch(items);
-      ASSERT_TRUE(out.ok()) << out.status();
-      logits[m] = *out;
-    }
-    EXPECT_LE((logits[1] - logits[0]).abs().max().item<double>(), 0.05 * range);
-    for (int64_t r = 0; r < logits[0].size(0); ++r) {
-      const at::Tensor top = std::get<0>(logits[0][r].topk(2));
-      if ((top[0] - top[1]).item<double>() < 0.05 * range) continue;
-      ++clear_leads;
-      EXPECT_EQ(logits[1][r].argmax().item<int64_t>(), logits[0][r].argmax().item<int64_t>());
-    }
-  }
-  EXPECT_GT(clear_leads, 0);
+  ExpectSameDecodeSteps(*ops, *kernels, tokens_, full_.abs().max().item<double>(), /*steps=*/12,
+                        /*lone_job=*/3);
 }
 
 // Continuous batching: jobs at different positions, some prefilling a chunk

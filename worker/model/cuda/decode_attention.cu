@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "worker/model/cuda/element.cuh"
 #include "worker/model/cuda/kernels.h"
 
 namespace llorch::cuda_kernels {
@@ -25,17 +26,6 @@ namespace {
 
 constexpr int kRopeThreads = 256;
 constexpr int kAttentionThreads = 128;
-
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
-template <typename T>
-__device__ __forceinline__ T FromFloat(float v);
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ __half FromFloat(float v) { return __float2half_rn(v); }
-template <typename T>
-__device__ __forceinline__ float Round(float v) { return ToFloat(FromFloat<T>(v)); }
 
 // One block per job b. qkv row: [q heads | k heads | v heads] x head_dim.
 template <typename T>

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "worker/model/cuda/element.cuh"
 #include "worker/model/cuda/kernels.h"
 
 namespace llorch::cuda_kernels {
@@ -18,18 +19,6 @@ namespace {
 
 constexpr int kNormThreads = 256;
 constexpr int kActThreads = 256;
-
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
-template <typename T>
-__device__ __forceinline__ T FromFloat(float v);
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ __half FromFloat(float v) { return __float2half_rn(v); }
-// Rounded to T and back: the value a T tensor holds.
-template <typename T>
-__device__ __forceinline__ float Round(float v) { return ToFloat(FromFloat<T>(v)); }
 
 // The sum over the block's threads, returned to every thread.
 __device__ float BlockSum(float v) {

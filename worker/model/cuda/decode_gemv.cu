@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "worker/model/cuda/element.cuh"
 #include "worker/model/cuda/kernels.h"
 
 namespace llorch::cuda_kernels {
@@ -47,10 +48,6 @@ __device__ __forceinline__ void Widen8(const uint4& v, __half, float out[8]) {
   }
 }
 
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
-__device__ __forceinline__ void Store(float v, __nv_bfloat16* out) { *out = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void Store(float v, __half* out) { *out = __float2half_rn(v); }
 
 // w: [n, k], x: [M, k], bias: [n] or null, y: [M, n]; k % 8 == 0, 16-byte
 // aligned rows.
@@ -89,7 +86,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   if (lane == 0) {
     const float b = bias != nullptr ? ToFloat(bias[row]) : 0.0f;
 #pragma unroll
-    for (int m = 0; m < M; ++m) Store(acc[m] + b, y + m * n + row);
+    for (int m = 0; m < M; ++m) y[m * n + row] = FromFloat<T>(acc[m] + b);
   }
 }
 
