@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 
 namespace llorch {
@@ -130,6 +131,98 @@ INSTANTIATE_TEST_SUITE_P(Shapes, DeviceFusedTest,
                          ::testing::Combine(::testing::Values(at::kBFloat16, at::kHalf),
                                             ::testing::Values<int64_t>(1, 3, 8, 64),
                                             ::testing::Values<int64_t>(64, 576, 2048, 5632)));
+
+// libtorch's ops of a decode step's attention, as LlamaModel's
+// DecodeBatchLogits runs them: RoPE (Rope), the pool writes, the gathers,
+// scores, mask, softmax and values (AttentionOfDecodeBatch).
+at::Tensor ReferenceAttention(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                              at::Tensor& k_pool, at::Tensor& v_pool,
+                              const at::Tensor& write_slots, const at::Tensor& read_slots,
+                              const at::Tensor& pos, int64_t positions, const DecodeHeads& h) {
+  const int64_t jobs = qkv.size(0), d = h.head_dim, half = h.rope_dim / 2;
+  const int64_t q_dim = h.heads * d, kv_dim = h.kv_heads * d;
+  const at::Tensor x = qkv.narrow(1, 0, q_dim + kv_dim).reshape({jobs, h.heads + h.kv_heads, d});
+  const at::Tensor c = cos.unsqueeze(1), s = sin.unsqueeze(1);  // [jobs, 1, half]
+  at::Tensor rotated;
+  if (h.adjacent) {
+    const at::Tensor pairs = x.narrow(2, 0, h.rope_dim).reshape({jobs, -1, half, 2});
+    const at::Tensor x0 = pairs.select(3, 0), x1 = pairs.select(3, 1);
+    rotated = at::stack({x0 * c - x1 * s, x0 * s + x1 * c}, 3).reshape({jobs, -1, h.rope_dim});
+  } else {
+    const at::Tensor x0 = x.narrow(2, 0, half), x1 = x.narrow(2, half, half);
+    rotated = at::cat({x0 * c - x1 * s, x0 * s + x1 * c}, 2);
+  }
+  if (h.rope_dim < d) rotated = at::cat({rotated, x.narrow(2, h.rope_dim, d - h.rope_dim)}, 2);
+  const at::Tensor q = rotated.narrow(1, 0, h.heads);
+  const at::Tensor k = rotated.narrow(1, h.heads, h.kv_heads);
+  const at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({jobs, h.kv_heads, d});
+  k_pool.index_copy_(1, write_slots, k.transpose(0, 1));
+  v_pool.index_copy_(1, write_slots, v.transpose(0, 1));
+  const auto gather = [&](const at::Tensor& pool) {  // [jobs, kv_heads, T, d]
+    return pool.index_select(1, read_slots).view({h.kv_heads, jobs, positions, d}).transpose(0, 1);
+  };
+  const at::Tensor key_pos = at::arange(positions, pos.options());
+  at::Tensor hidden = key_pos.unsqueeze(0) > pos.unsqueeze(1);  // [jobs, T]
+  if (h.window > 0) hidden = hidden.logical_or(pos.unsqueeze(1) - key_pos.unsqueeze(0) >= h.window);
+  const at::Tensor mask = at::zeros({jobs, positions}, qkv.options())
+                              .masked_fill(hidden, -std::numeric_limits<float>::infinity())
+                              .view({jobs, 1, 1, positions});
+  const at::Tensor qg = q.reshape({jobs, h.kv_heads, h.heads / h.kv_heads, d});
+  const at::Tensor scores =
+      at::matmul(qg, gather(k_pool).transpose(-1, -2)).div_(std::sqrt(static_cast<double>(d))) +
+      mask;
+  const at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(qkv.scalar_type());
+  return at::matmul(probs, gather(v_pool)).reshape({jobs, q_dim});
+}
+
+class DeviceAttentionTest
+    : public ::testing::TestWithParam<std::tuple<at::ScalarType, bool, int64_t, int64_t>> {};
+
+// Jobs at different positions over one pool, rows scattered: the pool rows
+// written bit for bit as libtorch's ops write them, the outputs within a
+// step of the type (the sums' orders differ).
+TEST_P(DeviceAttentionTest, MatchesLibtorchsOps) {
+  if (!KernelsHere()) GTEST_SKIP() << "no CUDA device or no kernels in this build";
+  const auto [type, adjacent, rope_dim, window] = GetParam();
+  DecodeHeads h;
+  h.heads = 8;
+  h.kv_heads = 2;
+  h.head_dim = 64;
+  h.rope_dim = rope_dim;
+  h.adjacent = adjacent;
+  h.window = window;
+  const int64_t jobs = 4, positions = 256, slots = jobs * positions;
+  at::manual_seed(rope_dim * 31 + window + adjacent);
+  const auto options = at::TensorOptions().device(c10::kCUDA).dtype(type);
+  const auto int64 = at::TensorOptions().device(c10::kCUDA).dtype(at::kLong);
+  const at::Tensor qkv = at::randn({jobs, (h.heads + 2 * h.kv_heads) * h.head_dim}, options);
+  const at::Tensor angles = at::rand({jobs, rope_dim / 2}, options.dtype(at::kFloat)) * 6.28;
+  const at::Tensor cos = angles.cos().to(type), sin = angles.sin().to(type);
+  at::Tensor k_pool = at::randn({h.kv_heads, slots, h.head_dim}, options);
+  at::Tensor v_pool = at::randn({h.kv_heads, slots, h.head_dim}, options);
+  at::Tensor k_ref = k_pool.clone(), v_ref = v_pool.clone();
+  const at::Tensor pos = at::tensor({0, 37, 200, 255}, int64);  // [jobs]
+  // Job j's position t in pool row perm[j * positions + t]: scattered rows.
+  const at::Tensor read_slots = at::randperm(slots, int64);  // [jobs * positions]
+  const at::Tensor write_slots =
+      read_slots.view({jobs, positions}).gather(1, pos.unsqueeze(1)).view({jobs});
+  ASSERT_TRUE(DeviceDecodeAttentionSupports(qkv, k_pool, v_pool, positions, h));
+  const at::Tensor got = DeviceDecodeAttention(qkv, cos, sin, k_pool, v_pool, write_slots,
+                                               read_slots, pos, positions, h);
+  const at::Tensor want =
+      ReferenceAttention(qkv, cos, sin, k_ref, v_ref, write_slots, read_slots, pos, positions, h);
+  EXPECT_TRUE(k_pool.equal(k_ref)) << "rotated keys in their pool rows";
+  EXPECT_TRUE(v_pool.equal(v_ref)) << "values in their pool rows";
+  const double range = want.abs().max().item<double>();
+  const double step = type == at::kBFloat16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10);
+  EXPECT_LE((got - want).abs().max().item<double>(), 2 * step * range);
+}
+
+INSTANTIATE_TEST_SUITE_P(Heads, DeviceAttentionTest,
+                         ::testing::Combine(::testing::Values(at::kBFloat16, at::kHalf),
+                                            ::testing::Bool(),               // adjacent pairs
+                                            ::testing::Values<int64_t>(64, 32),  // partial rotary
+                                            ::testing::Values<int64_t>(0, 16)));  // window
 
 }  // namespace
 }  // namespace llorch
