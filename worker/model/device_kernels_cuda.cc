@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "worker/model/cuda/kernels.h"
@@ -30,6 +32,22 @@ cuda_kernels::ElementType TypeOf(const at::Tensor& t) {
 
 cudaStream_t StreamOf(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+}
+
+// The shared memory a block may ask for on `device` (read once a device).
+size_t MaxSharedBytesPerBlock(int device) {
+  static std::mutex mutex;
+  static std::map<int, size_t> bytes_of;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto [it, added] = bytes_of.try_emplace(device, 0);
+  if (added) {
+    int value = 0;
+    if (cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) ==
+        cudaSuccess) {
+      it->second = static_cast<size_t>(value);
+    }
+  }
+  return it->second;
 }
 
 void Check(cudaError_t error, const char* what) {
@@ -132,7 +150,8 @@ bool DeviceDecodeAttentionSupports(const at::Tensor& qkv, const at::Tensor& k_po
   shape.kv_heads = heads.kv_heads;
   shape.head_dim = heads.head_dim;
   shape.positions = positions;
-  return cuda_kernels::AttentionSharedBytes(shape) <= cuda_kernels::kMaxAttentionSharedBytes;
+  return cuda_kernels::AttentionSharedBytes(shape) + cuda_kernels::kAttentionStaticSharedBytes <=
+         MaxSharedBytesPerBlock(qkv.device().index());
 }
 
 at::Tensor DeviceDecodeAttention(const at::Tensor& qkv, const at::Tensor& cos,

@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kAttentionThreads)
                           const int64_t* __restrict__ pos, T* __restrict__ out,
                           AttentionShape shape) {
   extern __shared__ float shared[];
-  __shared__ float scratch[32];
+  __shared__ float scratch[32];  // within kAttentionStaticSharedBytes
   const int64_t b = blockIdx.x / shape.kv_heads, h = blockIdx.x % shape.kv_heads;
   const int64_t head_dim = shape.head_dim, group = shape.heads / shape.kv_heads;
   const int64_t positions = shape.positions;
@@ -214,8 +214,7 @@ cudaError_t LaunchDecodeAttention(ElementType type, const void* q, const void* k
                                   const int64_t* pos, void* out, int64_t jobs,
                                   const AttentionShape& shape, cudaStream_t stream) {
   if (jobs < 1 || shape.kv_heads < 1 || shape.heads % shape.kv_heads != 0 ||
-      jobs * shape.kv_heads > 0x7FFFFFFF || shape.positions < 1 ||
-      AttentionSharedBytes(shape) > kMaxAttentionSharedBytes) {
+      jobs * shape.kv_heads > 0x7FFFFFFF || shape.positions < 1) {
     return cudaErrorInvalidValue;
   }
   return type == ElementType::kBf16

@@ -63,10 +63,12 @@ struct AttentionShape {
   float sqrt_head_dim = 1.0f;  // scores are divided by it
 };
 
-// Shared memory one block of LaunchDecodeAttention uses, and the most it
-// may (the H100/H200's 227 KiB per block).
+// Dynamic shared memory one block of LaunchDecodeAttention uses (beside
+// kAttentionStaticSharedBytes of its own); a launch fails where the device
+// allows less per block (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KiB
+// on an H100/H200, 163 KiB on an A100).
 size_t AttentionSharedBytes(const AttentionShape& shape);
-inline constexpr size_t kMaxAttentionSharedBytes = 227 * 1024;
+inline constexpr size_t kAttentionStaticSharedBytes = 1024;
 
 // out[job]: [heads * head_dim] = attention of q[job] ([jobs, heads,
 // head_dim]) over the pool rows read_slots[job, 0 .. pos[job]] (device
