@@ -158,6 +158,10 @@ for dev in $DEVICES; do
     echo "== long context, CUDA graphs: 960-token prompts, 64 steps (positions up to 1023: one padded shape)"
     timeout 90 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 960 \
       --gen-tokens 64 --dtype bf16 --batch 1,16
+    echo "== the same, libtorch's ops (--cuda-kernels off: the attention kernel's one block per job"
+    echo "   and KV head against libtorch's batched products at long contexts)"
+    timeout 90 "$BUILD/bin/model_bench" /tmp/tinyllama-f16.gguf --device "$dev" --prompt-tokens 960 \
+      --gen-tokens 64 --dtype bf16 --batch 1,16 --cuda-kernels off
     echo "== the same file held in F32 (the path before BF16), batch 1"
     timeout 90 "${BENCH[@]}" --dtype f32 --batch 1
   fi
