@@ -75,8 +75,8 @@ ABSL_FLAG(bool, cuda_graphs, true,
           "on CUDA below f32, replay each decode step's kernels as a CUDA graph captured once "
           "per batch shape (false: launch them one by one)");
 ABSL_FLAG(bool, cuda_kernels, true,
-          "on CUDA below f32, in builds with llorch's CUDA kernels: decode steps' products of up "
-          "to 8 jobs by llorch's matrix-vector kernel (false: cuBLAS)");
+          "on CUDA below f32, in builds with llorch's CUDA kernels: llorch's kernels for products "
+          "of up to 8 jobs, norms, SiLU, RoPE and decode attention (false: libtorch's ops)");
 ABSL_FLAG(bool, mmap, true,
           "multiply CPU weights straight from the file's mapping where its rows are laid out "
           "as the kernels read them (fast load); false copies them (llama.cpp's --no-mmap)");

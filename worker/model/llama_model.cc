@@ -538,8 +538,8 @@ at::Tensor LlamaModel::AddNorm(at::Tensor* x, const at::Tensor& delta, const at:
   const bool ggml_rms = config_.norm == NormType::kRms && x->device().is_cpu() &&
                         x->scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat;
   if (!ggml_rms) {
-    if (device_kernels_ && config_.norm == NormType::kRms &&
-        DeviceAddRmsNormSupports(*x, delta, weight) && !bias.defined()) {
+    if (device_kernels_ && config_.norm == NormType::kRms && !bias.defined() &&
+        DeviceAddRmsNormSupports(*x, delta, weight)) {
       auto [sum, normed] = DeviceAddRmsNorm(*x, delta, weight, config_.norm_eps);
       if (delta.defined()) *x = sum;
       return normed;  // [n, hidden], one kernel for the 8 ops below

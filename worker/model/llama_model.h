@@ -75,9 +75,10 @@ struct LoadOptions {
   // and gpt-fast do. No effect elsewhere.
   bool cuda_graphs = true;
   // CUDA, below F32, in builds with llorch's CUDA kernels
-  // (-DLLORCH_CUDA_KERNELS=ON): the products of steps of at most 8 rows (a
-  // decode step's jobs) by DeviceLinear, which reads each weight byte once,
-  // instead of cuBLAS. No effect elsewhere.
+  // (-DLLORCH_CUDA_KERNELS=ON, device_kernels.h): products of at most 8 rows
+  // (a decode step's jobs) reading each weight byte once instead of cuBLAS,
+  // the residual add + RMSNorm and the SiLU-gated product fused, a decode
+  // step's RoPE, pool writes and attention in two kernels. No effect elsewhere.
   bool cuda_kernels = true;
   // The libtorch path's one-token steps over a shared pool attend over their
   // positions padded to a multiple of this (masked), so that steps' shapes
@@ -152,7 +153,7 @@ class LlamaModel {
   // Whether decode steps are replayed as CUDA graphs (LoadOptions::cuda_graphs).
   // False once a capture has failed (the steps then run without them).
   bool cuda_graphs() const { return graphs_ != nullptr && graphs_->ok(); }
-  // Whether llorch's CUDA kernels take a step's products (LoadOptions::cuda_kernels).
+  // Whether llorch's CUDA kernels run where they apply (LoadOptions::cuda_kernels).
   bool cuda_kernels() const { return device_kernels_; }
 
   // Runs `tokens` at absolute positions [pos, pos + n) over `cache`, whose

@@ -91,7 +91,8 @@ ABSL_FLAG(bool, cuda_graphs, true,
           "per batch shape (false: launch them one by one, as vLLM's --enforce-eager)");
 ABSL_FLAG(bool, cuda_kernels, true,
           "on CUDA below f32, in builds with llorch's CUDA kernels (-DLLORCH_CUDA_KERNELS=ON): "
-          "decode steps' products of up to 8 jobs by llorch's matrix-vector kernel (false: cuBLAS)");
+          "llorch's kernels for products of up to 8 jobs, norms, SiLU, RoPE and decode attention "
+          "(false: libtorch's ops and cuBLAS)");
 ABSL_FLAG(std::string, ggml_variant, "auto",
           "whose float order the CPU path follows: auto (LLORCH_GGML_VARIANT, else what "
           "llama.cpp's ggml picks on this CPU) | avx2 | avx512 | amx");
