@@ -1,6 +1,7 @@
 // llorch's CUDA kernels (worker/model/cuda/) on libtorch's tensors and its
 // current stream.
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
@@ -56,7 +57,15 @@ void Check(cudaError_t error, const char* what) {
 
 }  // namespace
 
-bool DeviceKernelsAvailable(c10::Device device) { return device.is_cuda(); }
+bool DeviceKernelsAvailable(c10::Device device) {
+  // Built for sm_80 and sm_90 (and their PTX): Ampere or newer.
+  if (!device.is_cuda()) return false;
+  int major = 0;
+  const int index = device.has_index() ? device.index() : 0;
+  return cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index) ==
+             cudaSuccess &&
+         major >= 8;
+}
 
 bool DeviceLinearSupports(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const at::ScalarType type = weight.scalar_type();
@@ -64,7 +73,10 @@ bool DeviceLinearSupports(const at::Tensor& x, const at::Tensor& weight, const a
   if (type != at::kBFloat16 && type != at::kHalf) return false;
   if (x.scalar_type() != type || x.dim() != 2 || weight.dim() != 2) return false;
   const int64_t m = x.size(0), k = x.size(1);
-  if (m < 1 || m > cuda_kernels::kMaxGemvRows || k % 8 != 0 || weight.size(1) != k) return false;
+  if (m < 1 || m > cuda_kernels::kMaxGemvRows || k < 8 || k % 8 != 0 || weight.size(0) < 1 ||
+      weight.size(1) != k) {
+    return false;
+  }
   if (!x.is_contiguous() || !weight.is_contiguous() || !Aligned16(x) || !Aligned16(weight)) {
     return false;
   }
@@ -79,6 +91,7 @@ bool DeviceLinearSupports(const at::Tensor& x, const at::Tensor& weight, const a
 
 at::Tensor DeviceLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   TORCH_CHECK(DeviceLinearSupports(x, weight, bias), "DeviceLinear: unsupported operands");
+  const c10::cuda::CUDAGuard guard(x.device());  // launches go to the current device
   const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
   at::Tensor y = at::empty({m, n}, x.options());  // [m, n]
   Check(cuda_kernels::LaunchDecodeGemv(TypeOf(weight), weight.data_ptr(), x.data_ptr(),
@@ -102,6 +115,7 @@ bool DeviceAddRmsNormSupports(const at::Tensor& x, const at::Tensor& delta,
 std::pair<at::Tensor, at::Tensor> DeviceAddRmsNorm(const at::Tensor& x, const at::Tensor& delta,
                                                    const at::Tensor& weight, double eps) {
   TORCH_CHECK(DeviceAddRmsNormSupports(x, delta, weight), "DeviceAddRmsNorm: unsupported operands");
+  const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor sum = delta.defined() ? at::empty_like(x) : at::Tensor();  // [rows, hidden]
   at::Tensor out = at::empty_like(x);                                   // [rows, hidden]
   Check(cuda_kernels::LaunchAddRmsNorm(TypeOf(x), x.data_ptr(),
@@ -120,6 +134,7 @@ bool DeviceSiluGatedSupports(const at::Tensor& gate_up) {
 
 at::Tensor DeviceSiluGated(const at::Tensor& gate_up) {
   TORCH_CHECK(DeviceSiluGatedSupports(gate_up), "DeviceSiluGated: unsupported operand");
+  const c10::cuda::CUDAGuard guard(gate_up.device());
   const int64_t rows = gate_up.size(0), ffn = gate_up.size(1) / 2;
   at::Tensor out = at::empty({rows, ffn}, gate_up.options());  // [rows, ffn]
   Check(cuda_kernels::LaunchSiluGated(TypeOf(gate_up), gate_up.data_ptr(), out.data_ptr(), rows,
@@ -161,14 +176,17 @@ at::Tensor DeviceDecodeAttention(const at::Tensor& qkv, const at::Tensor& cos,
                                  const DecodeHeads& heads) {
   TORCH_CHECK(DeviceDecodeAttentionSupports(qkv, k_pool, v_pool, positions, heads),
               "DeviceDecodeAttention: unsupported operands");
+  const c10::cuda::CUDAGuard guard(qkv.device());
   const int64_t jobs = qkv.size(0), slots = k_pool.size(1);
   const at::Tensor c = cos.to(qkv.scalar_type()).contiguous();  // [jobs, rope_dim / 2]
   const at::Tensor s = sin.to(qkv.scalar_type()).contiguous();
-  TORCH_CHECK(c.size(0) == jobs && c.size(1) == heads.rope_dim / 2 && c.is_cuda(),
+  TORCH_CHECK(c.dim() == 2 && c.size(0) == jobs && c.size(1) == heads.rope_dim / 2 &&
+                  c.device() == qkv.device() && s.sizes() == c.sizes() &&
+                  s.device() == qkv.device(),
               "DeviceDecodeAttention: cos and sin must be [jobs, rope_dim / 2] on the device");
   const auto device_int64 = [&](const at::Tensor& t, int64_t n, const char* what) {
-    TORCH_CHECK(t.is_cuda() && t.scalar_type() == at::kLong && t.is_contiguous() &&
-                    t.numel() == n,
+    TORCH_CHECK(t.device() == qkv.device() && t.scalar_type() == at::kLong &&
+                    t.is_contiguous() && t.numel() == n,
                 "DeviceDecodeAttention: ", what, " must be ", n, " int64 on the device");
     return t.data_ptr<int64_t>();
   };

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 #include <tuple>
+#include <vector>
 
 namespace llorch {
 namespace {
@@ -103,9 +104,10 @@ TEST_P(DeviceFusedTest, AddRmsNormIsLibtorchsOps) {
   const at::Tensor weight = at::rand({hidden}, options) + 0.5;
   const double eps = 1e-5;
   const at::Tensor sum = x + delta;
+  const at::ScalarType element = type;  // (C++17 lambdas do not capture structured bindings)
   const auto norm = [&](const at::Tensor& v) {
     const at::Tensor wide = v.to(at::kFloat);
-    return weight * (wide * at::rsqrt(wide.pow(2).mean(-1, true) + eps)).to(type);
+    return weight * (wide * at::rsqrt(wide.pow(2).mean(-1, true) + eps)).to(element);
   };
   ASSERT_TRUE(DeviceAddRmsNormSupports(x, delta, weight));
   const auto [got_sum, got] = DeviceAddRmsNorm(x, delta, weight, eps);
@@ -175,24 +177,21 @@ at::Tensor ReferenceAttention(const at::Tensor& qkv, const at::Tensor& cos, cons
   return at::matmul(probs, gather(v_pool)).reshape({jobs, q_dim});
 }
 
-class DeviceAttentionTest
-    : public ::testing::TestWithParam<std::tuple<at::ScalarType, bool, int64_t, int64_t>> {};
-
-// Jobs at different positions over one pool, rows scattered: the pool rows
-// written bit for bit as libtorch's ops write them, the outputs within a
-// step of the type (the sums' orders differ).
-TEST_P(DeviceAttentionTest, MatchesLibtorchsOps) {
-  if (!KernelsHere()) GTEST_SKIP() << "no CUDA device or no kernels in this build";
-  const auto [type, adjacent, rope_dim, window] = GetParam();
+// Jobs at the positions `job_pos` over one pool, rows scattered: the pool
+// rows written bit for bit as libtorch's ops write them, the outputs within
+// a step of the type (the sums' orders differ).
+void ExpectAttentionMatches(at::ScalarType type, bool adjacent, int64_t rope_dim,
+                            int64_t window, int64_t head_dim, int64_t positions,
+                            const std::vector<int64_t>& job_pos) {
   DecodeHeads h;
   h.heads = 8;
   h.kv_heads = 2;
-  h.head_dim = 64;
+  h.head_dim = head_dim;
   h.rope_dim = rope_dim;
   h.adjacent = adjacent;
   h.window = window;
-  const int64_t jobs = 4, positions = 256, slots = jobs * positions;
-  at::manual_seed(rope_dim * 31 + window + adjacent);
+  const int64_t jobs = static_cast<int64_t>(job_pos.size()), slots = jobs * positions;
+  at::manual_seed(rope_dim * 31 + window + adjacent + head_dim + positions);
   const auto options = at::TensorOptions().device(c10::kCUDA).dtype(type);
   const auto int64 = at::TensorOptions().device(c10::kCUDA).dtype(at::kLong);
   const at::Tensor qkv = at::randn({jobs, (h.heads + 2 * h.kv_heads) * h.head_dim}, options);
@@ -201,7 +200,7 @@ TEST_P(DeviceAttentionTest, MatchesLibtorchsOps) {
   at::Tensor k_pool = at::randn({h.kv_heads, slots, h.head_dim}, options);
   at::Tensor v_pool = at::randn({h.kv_heads, slots, h.head_dim}, options);
   at::Tensor k_ref = k_pool.clone(), v_ref = v_pool.clone();
-  const at::Tensor pos = at::tensor({0, 37, 200, 255}, int64);  // [jobs]
+  const at::Tensor pos = at::tensor(job_pos, int64);  // [jobs]
   // Job j's position t in pool row perm[j * positions + t]: scattered rows.
   const at::Tensor read_slots = at::randperm(slots, int64);  // [jobs * positions]
   const at::Tensor write_slots =
@@ -216,6 +215,27 @@ TEST_P(DeviceAttentionTest, MatchesLibtorchsOps) {
   const double range = want.abs().max().item<double>();
   const double step = type == at::kBFloat16 ? std::ldexp(1.0, -7) : std::ldexp(1.0, -10);
   EXPECT_LE((got - want).abs().max().item<double>(), 2 * step * range);
+}
+
+class DeviceAttentionTest
+    : public ::testing::TestWithParam<std::tuple<at::ScalarType, bool, int64_t, int64_t>> {};
+
+TEST_P(DeviceAttentionTest, MatchesLibtorchsOps) {
+  if (!KernelsHere()) GTEST_SKIP() << "no CUDA device or no kernels in this build";
+  const auto [type, adjacent, rope_dim, window] = GetParam();
+  ExpectAttentionMatches(type, adjacent, rope_dim, window, /*head_dim=*/64, /*positions=*/256,
+                         {0, 37, 200, 255});
+}
+
+// Heads of 128 (scores times 1 / sqrt(128), not a power of two) and 4096
+// positions, whose scores need more than the default 48 KiB of shared memory.
+TEST(DeviceAttentionLongTest, WideHeadsAndLongContextsMatchLibtorchsOps) {
+  if (!KernelsHere()) GTEST_SKIP() << "no CUDA device or no kernels in this build";
+  for (const at::ScalarType type : {at::kBFloat16, at::kHalf}) {
+    SCOPED_TRACE(c10::toString(type));
+    ExpectAttentionMatches(type, /*adjacent=*/false, /*rope_dim=*/128, /*window=*/0,
+                           /*head_dim=*/128, /*positions=*/4096, {100, 4095});
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Heads, DeviceAttentionTest,

@@ -26,6 +26,7 @@ namespace {
 
 constexpr int kRopeThreads = 256;
 constexpr int kAttentionThreads = 128;
+constexpr int kAttentionWarps = kAttentionThreads / 32;
 
 // One block per job b. qkv row: [q heads | k heads | v heads] x head_dim.
 template <typename T>
@@ -89,7 +90,8 @@ __device__ float BlockReduce(float v, float* scratch) {
 }
 
 // One block per (job b, KV head h). Dynamic shared memory: the group's
-// queries in F32 (group x head_dim), then its scores (group x positions).
+// queries in F32 (group x head_dim), its scores (group x positions), then
+// each warp's partial sums of the values (kAttentionWarps x group x head_dim).
 template <typename T>
 __global__ void __launch_bounds__(kAttentionThreads)
     DecodeAttentionKernel(const T* __restrict__ q, const T* __restrict__ k_pool,
@@ -113,13 +115,23 @@ __global__ void __launch_bounds__(kAttentionThreads)
   const T* values = v_pool + h * shape.slots * head_dim;
   const int64_t* slots = read_slots + b * positions;
   __syncthreads();
-  // Scores, one thread per position: T(T(q.k) / sqrt(head_dim)).
-  for (int64_t t = first + threadIdx.x; t <= last; t += kAttentionThreads) {
+  // Scores, one warp per position (its lanes along the key row, which they
+  // read together): T(T(q.k) * (1 / sqrt(head_dim))), as libtorch divides
+  // by a scalar (times its inverse).
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float inv_sqrt_head_dim = 1.0f / shape.sqrt_head_dim;
+  for (int64_t t = first + warp; t <= last; t += kAttentionWarps) {
     const T* key = keys + slots[t] * head_dim;
     for (int64_t g = 0; g < group; ++g) {
       float dot = 0.0f;
-      for (int64_t d = 0; d < head_dim; ++d) dot = fmaf(queries[g * head_dim + d], ToFloat(key[d]), dot);
-      scores[g * positions + t] = Round<T>(Round<T>(dot) / shape.sqrt_head_dim);
+      for (int64_t d = lane; d < head_dim; d += 32) {
+        dot = fmaf(queries[g * head_dim + d], ToFloat(key[d]), dot);
+      }
+#pragma unroll
+      for (int offset = 16; offset > 0; offset /= 2) {
+        dot += __shfl_xor_sync(0xFFFFFFFFu, dot, offset);
+      }
+      if (lane == 0) scores[g * positions + t] = Round<T>(Round<T>(dot) * inv_sqrt_head_dim);
     }
   }
   __syncthreads();
@@ -144,13 +156,25 @@ __global__ void __launch_bounds__(kAttentionThreads)
     }
   }
   __syncthreads();
-  // out[g, d] = T(sum over t of p[g, t] * v_t[d]), one thread per (g, d).
+  // out[g, d] = T(sum over t of p[g, t] * v_t[d]): warp w sums the
+  // positions t = first + w (mod kAttentionWarps), its lanes along the value
+  // row; the warps' partial sums are then added in warp order.
+  float* partial = scores + group * positions;  // [kAttentionWarps, group, head_dim]
+  for (int64_t g = 0; g < group; ++g) {
+    const float* p = scores + g * positions;
+    for (int64_t d = lane; d < head_dim; d += 32) {
+      float acc = 0.0f;
+      for (int64_t t = first + warp; t <= last; t += kAttentionWarps) {
+        acc = fmaf(p[t], ToFloat(values[slots[t] * head_dim + d]), acc);
+      }
+      partial[(warp * group + g) * head_dim + d] = acc;
+    }
+  }
+  __syncthreads();
   T* out_group = out + (b * shape.heads + h * group) * head_dim;
   for (int64_t i = threadIdx.x; i < group * head_dim; i += kAttentionThreads) {
-    const int64_t g = i / head_dim, d = i % head_dim;
-    const float* p = scores + g * positions;
-    float acc = 0.0f;
-    for (int64_t t = first; t <= last; ++t) acc = fmaf(p[t], ToFloat(values[slots[t] * head_dim + d]), acc);
+    float acc = partial[i];
+    for (int w = 1; w < kAttentionWarps; ++w) acc += partial[w * group * head_dim + i];
     out_group[i] = FromFloat<T>(acc);
   }
 }
@@ -170,15 +194,20 @@ cudaError_t LaunchAttention(const void* q, const void* k_pool, const void* v_poo
                             const int64_t* read_slots, const int64_t* pos, void* out,
                             int64_t jobs, const AttentionShape& shape, cudaStream_t stream) {
   const size_t bytes = AttentionSharedBytes(shape);
-  // Past the default 48 KiB a kernel must ask for its dynamic shared memory
-  // (once per size; the warm-up before a graph's capture asks first).
-  static thread_local size_t allowed = 48 * 1024;
-  if (bytes > allowed) {
+  // Past the default 48 KiB a kernel must ask for its dynamic shared memory,
+  // on each device (once per size; the warm-up before a graph's capture asks
+  // first).
+  constexpr int kMaxDevices = 64;
+  static thread_local size_t allowed[kMaxDevices] = {};
+  int device = 0;
+  if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
+  if (device < 0 || device >= kMaxDevices) return cudaErrorInvalidDevice;
+  if (bytes > 48 * 1024 && bytes > allowed[device]) {
     const cudaError_t error = cudaFuncSetAttribute(
         DecodeAttentionKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
         static_cast<int>(bytes));
     if (error != cudaSuccess) return error;
-    allowed = bytes;
+    allowed[device] = bytes;
   }
   DecodeAttentionKernel<T><<<static_cast<unsigned>(jobs * shape.kv_heads), kAttentionThreads,
                              bytes, stream>>>(
@@ -191,7 +220,9 @@ cudaError_t LaunchAttention(const void* q, const void* k_pool, const void* v_poo
 
 size_t AttentionSharedBytes(const AttentionShape& shape) {
   const int64_t group = shape.heads / shape.kv_heads;
-  return static_cast<size_t>(group * (shape.head_dim + shape.positions)) * sizeof(float);
+  return static_cast<size_t>(group * (shape.head_dim + shape.positions) +
+                             kAttentionWarps * group * shape.head_dim) *
+         sizeof(float);
 }
 
 cudaError_t LaunchRopeAndWrite(ElementType type, const void* qkv, const void* cos,

@@ -51,10 +51,14 @@ __global__ void __launch_bounds__(kNormThreads)
     }
     squares += s * s;
   }
-  const float inv = rsqrtf(BlockSum(squares) / static_cast<float>(hidden) + eps);
-  const T* normed = delta != nullptr ? sum : x;  // this thread's own writes above
+  // Times 1 / hidden, as libtorch's mean (its reduction's factor).
+  const float inv = rsqrtf(BlockSum(squares) * (1.0f / static_cast<float>(hidden)) + eps);
   for (int64_t i = threadIdx.x; i < hidden; i += kNormThreads) {
-    const float y = Round<T>(ToFloat(normed[base + i]) * inv);
+    // The sum again rather than read back: `sum` is written by this kernel,
+    // and restrict pointers let its loads go through the read-only cache.
+    float s = ToFloat(x[base + i]);
+    if (delta != nullptr) s = Round<T>(s + ToFloat(delta[base + i]));
+    const float y = Round<T>(s * inv);
     out[base + i] = FromFloat<T>(ToFloat(weight[i]) * y);
   }
 }
