@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/cli/flags.h"
+#include "common/memory/heap_reuse.h"
 #include "common/memory/library_pages.h"
 #include "tools/llorch/common.h"
 
@@ -14,6 +15,9 @@ int main(int argc, char** argv) {
   namespace tool = llorch::tool;
   // Before any thread starts: the libraries' startup pages, ~100 MiB.
   (void)llorch::memory::ReleaseLibraryPages();
+  // A step's activations stay in the heap between ops instead of faulting in
+  // anew (heap_reuse.h); advice only, as the pages above.
+  (void)llorch::memory::KeepLargeBlocksInHeap();
   try {
     const std::vector<llorch::cli::Subcommand> subcommands = {
         tool::RunCommand(),      tool::ScoreCommand(),      tool::BenchCommand(),

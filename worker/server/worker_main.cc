@@ -36,6 +36,7 @@
 #include "common/cli/flags.h"
 #include "common/cli/termination_signals.h"
 #include "common/grpc/tls.h"
+#include "common/memory/heap_reuse.h"
 #include "common/memory/library_pages.h"
 #include "common/metrics/exposer.h"
 #include "services/worker/worker_metrics.h"
@@ -616,6 +617,9 @@ cli::CommandSpec CommandLine() {
 int main(int argc, char** argv) {
   // Before any thread starts: the libraries' startup pages, ~100 MiB.
   (void)llorch::memory::ReleaseLibraryPages();
+  // A step's activations stay in the heap between ops instead of faulting in
+  // anew (heap_reuse.h); advice only, as the pages above.
+  (void)llorch::memory::KeepLargeBlocksInHeap();
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (int code = llorch::cli::ParseFlagsForMain(llorch::CommandLine(), args); code >= 0) {
     return code;
