@@ -6,15 +6,16 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "worker/model/float_gemm_avx512.h"
-#include "worker/model/float_matmul.h"  // WidenToFloat, FloatMatmulSupports
+#include "worker/model/float_matmul.h"  // WidenToFloat, WidenRowToFloat, FloatMatmulSupports
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define LLORCH_FLOAT_GEMM_AVX2 1
 #include <immintrin.h>
+
+#include "worker/model/avx2_helpers.h"
 #endif
 
 namespace llorch {
@@ -53,26 +54,6 @@ const float* WeightRowsF32(GgmlType type, const void* weight, int64_t r0, int64_
 
 #ifdef LLORCH_FLOAT_GEMM_AVX2
 
-// Eight elements of a weight row from element i, widened exactly to F32.
-inline __m256 LoadWeight8(GgmlType type, const void* row, int64_t i) {
-  if (type == GgmlType::kF32) return _mm256_loadu_ps(static_cast<const float*>(row) + i);
-  const __m128i bits =
-      _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i));
-  if (type == GgmlType::kF16) return _mm256_cvtph_ps(bits);
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));  // BF16
-}
-
-// One element of a weight row, widened exactly to F32.
-inline float WeightAt(GgmlType type, const void* row, int64_t i) {
-  if (type == GgmlType::kF32) return static_cast<const float*>(row)[i];
-  const uint16_t bits = static_cast<const uint16_t*>(row)[i];
-  if (type == GgmlType::kF16) return _cvtsh_ss(bits);
-  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
-  float value;
-  std::memcpy(&value, &wide, 4);
-  return value;
-}
-
 // r[i] <- column i of the 8 x 8 block whose rows are r[0..7].
 inline void Transpose8x8(__m256* r) {
   __m256 t[8], u[8];
@@ -110,15 +91,19 @@ void PackPanel(GgmlType type, const void* weight, int64_t in, int64_t r0, int co
     for (int64_t k = 0; k < whole; k += 8) {
       __m256 r[8];
       for (int i = 0; i < 8; ++i) {
-        r[i] = i < live ? LoadWeight8(type, rows[i], k0 + k) : _mm256_setzero_ps();
+        r[i] = i < live ? avx2::Load8AsFloat(type, rows[i], k0 + k) : _mm256_setzero_ps();
       }
       Transpose8x8(r);
       for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (k + i) * width + c0, r[i]);
     }
-    for (int64_t k = whole; k < depth; ++k) {
-      for (int i = 0; i < 8; ++i) {
-        panel[k * width + c0 + i] = i < live ? WeightAt(type, rows[i], k0 + k) : 0.0f;
+    const int64_t tail = depth - whole;  // under 8 columns, one row at a time
+    for (int i = 0; tail > 0 && i < 8; ++i) {
+      float widened[8] = {};
+      if (i < live) {
+        const auto* row = static_cast<const uint8_t*>(rows[i]);
+        WidenRowToFloat(type, row + (k0 + whole) * ElementBytes(type), tail, widened);
       }
+      for (int64_t k = 0; k < tail; ++k) panel[(whole + k) * width + c0 + i] = widened[k];
     }
   }
 }

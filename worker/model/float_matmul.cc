@@ -63,21 +63,7 @@ float DotPortable(GgmlType type, const void* w, const float* x, int64_t in) {
 
 #ifdef LLORCH_FLOAT_MATMUL_AVX2
 
-template <GgmlType kType>
-inline __m256 Load8(const void* row, int64_t i) {
-  if constexpr (kType == GgmlType::kF32) {
-    return _mm256_loadu_ps(static_cast<const float*>(row) + i);
-  } else {
-    const __m128i bits =
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i));
-    if constexpr (kType == GgmlType::kF16) {
-      return _mm256_cvtph_ps(bits);
-    } else {
-      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
-    }
-  }
-}
-
+using avx2::Load8AsFloat;
 using avx2::HorizontalSum;  // DotPortable's lane order
 
 // One weight row against kRows activation rows (x, rows `in` apart);
@@ -88,7 +74,7 @@ void RowTimesRows(const void* w, const float* x, int64_t in, float* out, int64_t
   for (int t = 0; t < kRows; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= in; i += 16) {
-    const __m256 w0 = Load8<kType>(w, i), w1 = Load8<kType>(w, i + 8);
+    const __m256 w0 = Load8AsFloat<kType>(w, i), w1 = Load8AsFloat<kType>(w, i + 8);
     for (int t = 0; t < kRows; ++t) {
       acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * in + i), acc[t][0]);
       acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * in + i + 8), acc[t][1]);
@@ -127,8 +113,8 @@ void RowsTimesOne(const uint8_t* w, size_t row_bytes, const float* x, int64_t in
     const __m256 x0 = _mm256_loadu_ps(x + i), x1 = _mm256_loadu_ps(x + i + 8);
     for (int j = 0; j < kWeightRows; ++j) {
       const void* row = w + j * row_bytes;
-      acc[j][0] = _mm256_fmadd_ps(Load8<kType>(row, i), x0, acc[j][0]);
-      acc[j][1] = _mm256_fmadd_ps(Load8<kType>(row, i + 8), x1, acc[j][1]);
+      acc[j][0] = _mm256_fmadd_ps(Load8AsFloat<kType>(row, i), x0, acc[j][0]);
+      acc[j][1] = _mm256_fmadd_ps(Load8AsFloat<kType>(row, i + 8), x1, acc[j][1]);
     }
   }
   for (int j = 0; j < kWeightRows; ++j) {

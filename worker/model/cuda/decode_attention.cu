@@ -7,7 +7,7 @@
 //     the key and the value into the job's new pool row and the query to q.
 //  2. DecodeAttention: per job and KV head, the scores of its query heads
 //     against the positions it sees (t <= pos, the last `window` of them if
-//     set) as transformers' ops round them, T(T(q.k) / sqrt(head_dim)), a
+//     set) as transformers' ops round them, T(T(q.k) * (1 / sqrt(head_dim))), a
 //     softmax in F32, each probability rounded to T, and the F32 sum of
 //     probability times value rounded to T.
 // Only summation orders differ from libtorch's.

@@ -60,7 +60,7 @@ struct AttentionShape {
   int64_t slots = 0;           // rows of the pool
   int64_t positions = 0;       // columns of read_slots
   int64_t window = 0;          // sliding window (0: none)
-  float sqrt_head_dim = 1.0f;  // scores are divided by it
+  float sqrt_head_dim = 1.0f;  // scores are times its inverse (libtorch divides so)
 };
 
 // Dynamic shared memory one block of LaunchDecodeAttention uses (beside
@@ -73,7 +73,7 @@ inline constexpr size_t kAttentionStaticSharedBytes = 1024;
 // out[job]: [heads * head_dim] = attention of q[job] ([jobs, heads,
 // head_dim]) over the pool rows read_slots[job, 0 .. pos[job]] (device
 // int64, [jobs, positions] and [jobs]; the last `window` of them if set):
-// scores T(T(q.k) / sqrt_head_dim), softmax in F32, probabilities rounded
+// scores T(T(q.k) * (1 / sqrt_head_dim)), softmax in F32, probabilities rounded
 // to T, their F32 sum with the values rounded to T (transformers' eager
 // attention's roundings).
 cudaError_t LaunchDecodeAttention(ElementType type, const void* q, const void* k_pool,
