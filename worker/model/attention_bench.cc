@@ -62,6 +62,43 @@ void Shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"heads", "positions", "cold"});
 }
 
+// A prompt's attention for one head (GgmlAttendPromptRows, as CausalAttention's
+// tasks call it): 8 causal rows at the end of `positions` keys of a prepared
+// F16 head (SmolLM2's head_dim 64, or 128). items_per_second is (row, key) pairs.
+void BM_PromptRows(benchmark::State& state, GgmlVariant variant) {
+  const int64_t positions = state.range(0), head_dim = state.range(1);
+  constexpr int kRows = 8;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  std::vector<uint16_t> keys(positions * head_dim), values(positions * head_dim);
+  for (uint16_t& k : keys) k = static_cast<uint16_t>(0x3000 + rng() % 0x800);
+  for (uint16_t& v : values) v = static_cast<uint16_t>(0x3000 + rng() % 0x800);
+  std::vector<float> queries(kRows * head_dim);
+  for (float& q : queries) q = normal(rng);
+  GgmlPreparedKv kv;
+  GgmlPrepareKv(keys.data(), values.data(), KvElement::kF16, head_dim, positions, nullptr, 0,
+                &kv, 0, variant);
+  int64_t first[kRows], last[kRows];
+  for (int r = 0; r < kRows; ++r) first[r] = 0, last[r] = positions - kRows + r;
+  std::vector<float> scratch(kRows * positions), out(kRows * head_dim);
+  for (auto _ : state) {
+    GgmlAttendPromptRows(queries.data(), head_dim, kRows, first, last, kv, head_dim,
+                         0.125f, variant, scratch.data(), positions, out.data(), head_dim);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kRows * positions);
+}
+
+void PromptShapes(benchmark::internal::Benchmark* b) {
+  for (int64_t head_dim : {64, 128}) {
+    for (int64_t positions : {512, 4096}) b->Args({positions, head_dim});
+  }
+  b->ArgNames({"positions", "head_dim"});
+}
+
+BENCHMARK_CAPTURE(BM_PromptRows, avx512, GgmlVariant::kAvx512)->Apply(PromptShapes);
+BENCHMARK_CAPTURE(BM_PromptRows, avx2, GgmlVariant::kAvx2)->Apply(PromptShapes);
+
 BENCHMARK_CAPTURE(BM_DecodeAttention, f16_avx512, KvElement::kF16, GgmlVariant::kAvx512)
     ->Apply(Shapes);
 BENCHMARK_CAPTURE(BM_DecodeAttention, f16_avx2, KvElement::kF16, GgmlVariant::kAvx2)

@@ -33,7 +33,7 @@ void CausalAttention(const AttentionShape& shape, const float* q, int64_t n, int
       for (int64_t kv = begin; kv < end; ++kv) {
         GgmlPrepareKv(static_cast<const uint8_t*>(keys) + kv * head_bytes,
                       static_cast<const uint8_t*>(values) + kv * head_bytes, shape.element,
-                      head_dim, pos + n, shape.block_table, shape.block_size, &prepared[kv]);
+                      head_dim, pos + n, shape.block_table, shape.block_size, &prepared[kv], /*width=*/0, variant);
       }
     });
     // Tasks: kRows consecutive query rows of one head, which share its keys

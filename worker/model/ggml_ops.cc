@@ -654,6 +654,167 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 ReduceKeys16(con
   return _mm512_add_ps(_mm512_add_ps(e0, e2), _mm512_add_ps(e1, e3));
 }
 
+// Lanes l of chunk c (16 positions from c) within first..last.
+__attribute__((target("avx512f"), always_inline)) inline __mmask16 ChunkMask(int64_t c,
+                                                                             int64_t first,
+                                                                             int64_t last) {
+  const int64_t lo = std::max<int64_t>(first - c, 0), hi = std::min<int64_t>(last - c, 15);
+  if (lo > hi) return 0;
+  return static_cast<__mmask16>(((1u << (hi + 1)) - 1) & ~((1u << lo) - 1));
+}
+
+// SumValues16Rows' steps over transposed values (values_t: [blocks][head_dim]
+// [16], GgmlPreparedKv): register lane l of dimension d is lane l's sum of
+// dimension d there (keys j = l mod 16 in increasing j, one fma each), so a
+// chunk of 16 keys costs one load of 16 probabilities per row and one fma
+// per dimension, each value register shared by kRows rows (SumValues16Rows
+// loads a value row and broadcasts a probability per fma). 8 dimensions of
+// kRows <= 2 rows in registers over the chunks [c0, c1); row r's sums in
+// acc[r] ([head_dim][16]), zeroed first where fresh[r].
+// One chunk of SumValuesTransposedRows whose keys are not all visible to
+// every row: the others' lanes masked (their sums unchanged).
+template <int kRows, int kDims>
+__attribute__((target("avx512f"), always_inline)) inline void MaskedValueChunk(
+    const float* block, const float* const* probs, int64_t c, const int64_t* first,
+    const int64_t* last, __m512 (*sums)[kDims]) {
+  __mmask16 masks[kRows];
+  __m512 p[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    masks[r] = ChunkMask(c, first[r], last[r]);
+    p[r] = _mm512_maskz_loadu_ps(masks[r], probs[r] + c);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < kDims; ++i) {
+    const __m512 v = _mm512_loadu_ps(block + i * 16);
+    for (int r = 0; r < kRows; ++r) {
+      sums[r][i] = _mm512_mask3_fmadd_ps(v, p[r], sums[r][i], masks[r]);
+    }
+  }
+}
+
+// SumValues16Rows' steps over transposed values (values_t: [blocks][head_dim]
+// [16], GgmlPreparedKv): register lane l of dimension d is lane l's sum of
+// dimension d there (keys j = l mod 16 in increasing j, one fma each), so a
+// chunk of 16 keys costs one load of 16 probabilities per row and one fma
+// per dimension, each value register shared by kRows rows (SumValues16Rows
+// loads a value row and broadcasts a probability per fma). kDims dimensions
+// of kRows rows in registers over the chunks [c0, c1); row r's sums in
+// acc[r] ([head_dim][16]), zeroed first where fresh[r].
+template <int kRows, int kDims>
+__attribute__((target("avx512f"))) void SumValuesTransposedRows(
+    const float* values_t, int64_t head_dim, const int64_t* first, const int64_t* last,
+    const float* const* probs, int64_t c0, int64_t c1, const bool* fresh, float* const* acc) {
+  // Chunks [whole0, whole1) lie within every row's keys: no masks there.
+  int64_t whole0 = c0, whole1 = c1;
+  for (int r = 0; r < kRows; ++r) {
+    whole0 = std::max(whole0, (first[r] + 15) / 16 * 16);
+    whole1 = std::min(whole1, (last[r] + 1) / 16 * 16);
+  }
+  if (whole0 > whole1) whole0 = whole1 = c1;
+  for (int64_t d0 = 0; d0 < head_dim; d0 += kDims) {
+    __m512 sums[kRows][kDims];
+    for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 16
+      for (int i = 0; i < kDims; ++i) {
+        sums[r][i] = fresh[r] ? _mm512_setzero_ps() : _mm512_loadu_ps(acc[r] + (d0 + i) * 16);
+      }
+    }
+    // In increasing c (each lane's keys in order): masked, whole, masked.
+    for (int64_t c = c0; c < whole0; c += 16) {
+      MaskedValueChunk<kRows, kDims>(values_t + c * head_dim + d0 * 16, probs, c, first, last,
+                                     sums);
+    }
+    for (int64_t c = whole0; c < whole1; c += 16) {
+      const float* block = values_t + c * head_dim + d0 * 16;  // block c / 16, dimension d0
+      __m512 p[kRows];
+      for (int r = 0; r < kRows; ++r) p[r] = _mm512_loadu_ps(probs[r] + c);
+#pragma GCC unroll 16
+      for (int i = 0; i < kDims; ++i) {
+        const __m512 v = _mm512_loadu_ps(block + i * 16);
+        for (int r = 0; r < kRows; ++r) sums[r][i] = _mm512_fmadd_ps(v, p[r], sums[r][i]);
+      }
+    }
+    for (int64_t c = whole1; c < c1; c += 16) {
+      MaskedValueChunk<kRows, kDims>(values_t + c * head_dim + d0 * 16, probs, c, first, last,
+                                     sums);
+    }
+    for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 16
+      for (int i = 0; i < kDims; ++i) _mm512_storeu_ps(acc[r] + (d0 + i) * 16, sums[r][i]);
+    }
+  }
+}
+
+// GgmlAttendPromptRows' value sums and outputs for the 16-lane orders over
+// transposed values: each row's lane sums as SumValues16Rows takes them (in
+// spans of values, up to kGroup rows at a time), each
+// dimension's 16 lanes then reduced by ReduceAdd16 (ReduceKeys16, 16
+// dimensions at once). acc: count * head_dim * 16 floats.
+__attribute__((target("avx512f"))) void PromptValuesTransposed(
+    const float* values_t, int64_t head_dim, int count, const int64_t* first,
+    const int64_t* last, const float* probs, int64_t probs_stride, float* acc, float* out,
+    int64_t out_stride) {
+  // Four rows share each value register (two or eight were slower); spans
+  // of 128 KiB (L2) store and reload the sums less often than 32 KiB (L1).
+  constexpr int kGroup = 4;
+  const int64_t span = std::max<int64_t>(16, 131072 / (head_dim * int64_t{sizeof(float)}) / 16 * 16);
+  int64_t lo = first[0], hi = last[0];
+  for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
+  for (int64_t s0 = lo / 16 * 16; s0 <= hi; s0 += span) {
+    const int64_t s1 = s0 + span;
+    for (int r0 = 0; r0 < count; r0 += kGroup) {
+      // The group's rows with chunks in this span (the others wait); a
+      // row's first span zeroes its sums. Chunks of only some rows are
+      // masked out for the others.
+      int64_t first_of[kGroup], last_of[kGroup];
+      bool fresh[kGroup];
+      const float* row_probs[kGroup];
+      float* row_acc[kGroup];
+      int rows = 0;
+      int64_t c0 = s1, c1 = s0;
+      for (int r = r0; r < std::min(count, r0 + kGroup); ++r) {
+        const int64_t c_first = first[r] / 16 * 16;
+        const int64_t r_c0 = std::max(s0, c_first), r_c1 = std::min(last[r] + 1, s1);
+        if (r_c0 >= r_c1) continue;
+        c0 = std::min(c0, r_c0), c1 = std::max(c1, r_c1);
+        first_of[rows] = first[r], last_of[rows] = last[r];
+        fresh[rows] = c_first >= s0;
+        row_probs[rows] = probs + r * probs_stride;
+        row_acc[rows] = acc + r * head_dim * 16;
+        ++rows;
+      }
+      switch (rows) {
+        case 0: break;
+        case 1:
+          SumValuesTransposedRows<1, 16>(values_t, head_dim, first_of, last_of, row_probs, c0,
+                                         c1, fresh, row_acc);
+          break;
+        case 2:
+          SumValuesTransposedRows<2, 8>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
+                                        fresh, row_acc);
+          break;
+        case 3:
+          SumValuesTransposedRows<3, 4>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
+                                        fresh, row_acc);
+          break;
+        default:
+          SumValuesTransposedRows<4, 4>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
+                                        fresh, row_acc);
+          break;
+      }
+    }
+  }
+  for (int r = 0; r < count; ++r) {
+    const float* sums = acc + r * head_dim * 16;
+    for (int64_t d = 0; d < head_dim; d += 16) {
+      __m512 lanes[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) lanes[i] = _mm512_loadu_ps(sums + (d + i) * 16);
+      _mm512_storeu_ps(out + r * out_stride + d, ReduceKeys16(lanes));
+    }
+  }
+}
+
 // KeyDot's AVX-512 order with one 16-lane register per accumulator (the
 // same fmas and additions as its two 8-lane halves), for kCount query heads
 // that read the same keys (grouped-query attention). Head c's query is at
@@ -1314,7 +1475,7 @@ bool GgmlPreparedAttentionSupports(int64_t head_dim) {
 
 void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int64_t head_dim,
                    int64_t positions, const int32_t* block_table, int64_t block_size,
-                   GgmlPreparedKv* out, int width) {
+                   GgmlPreparedKv* out, int width, GgmlVariant variant) {
   if (width == 0) width = prepared_scores_avx512::Supported() ? 16 : 8;
   if (!GgmlPreparedAttentionSupports(head_dim) || (width != 8 && width != 16) ||
       (width == 16 && !prepared_scores_avx512::Supported())) {
@@ -1331,17 +1492,37 @@ void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int6
                       head_dim, to);
     }
   };
+  // Transposed values for the 16-lane orders' register loops (where the
+  // scalar loop is asked for, tests, the rows it reads).
+  const bool values_transposed = width == 16 && variant != GgmlVariant::kAvx2 &&
+                                 register_paths.load(std::memory_order_relaxed);
   out->width = width;
   out->positions = positions;
   const int64_t blocks = (positions + width - 1) / width;
   out->keys_t.assign(static_cast<size_t>(blocks * head_dim * width), 0.0f);
-  out->values.resize(static_cast<size_t>(positions * head_dim));
-  std::vector<float> key(static_cast<size_t>(head_dim));
+  if (values_transposed) {
+    out->values.clear();
+    out->values_t.assign(static_cast<size_t>(blocks * head_dim * width), 0.0f);
+  } else {
+    out->values.resize(static_cast<size_t>(positions * head_dim));
+    out->values_t.clear();
+  }
+  // [blocks][head_dim][width]: element d of position j at block j / width,
+  // row d, lane j % width.
+  const auto transpose_into = [&](const float* from, int64_t j, float* to) {
+    float* block = to + (j / width) * head_dim * width + j % width;
+    for (int64_t d = 0; d < head_dim; ++d) block[d * width] = from[d];
+  };
+  std::vector<float> widened(static_cast<size_t>(head_dim));
   for (int64_t j = 0; j < positions; ++j) {
-    widen(keys, j, key.data());
-    float* block = out->keys_t.data() + (j / width) * head_dim * width + j % width;
-    for (int64_t d = 0; d < head_dim; ++d) block[d * width] = key[d];
-    widen(values, j, out->values.data() + j * head_dim);
+    widen(keys, j, widened.data());
+    transpose_into(widened.data(), j, out->keys_t.data());
+    if (values_transposed) {
+      widen(values, j, widened.data());
+      transpose_into(widened.data(), j, out->values_t.data());
+    } else {
+      widen(values, j, out->values.data() + j * head_dim);
+    }
   }
 }
 
@@ -1365,6 +1546,18 @@ void GgmlAttendPromptRows(const float* queries, int64_t query_stride, int count,
     prepared_scores::Scores<Keys8, 8>(keys_t, queries, query_stride, count, first, last,
                                       head_dim, scale, scratch, scratch_stride,
                                       max_scores.data());
+  }
+  if (!kv.values_t.empty()) {
+    // Prepared for the 16-lane register loops (GgmlPrepareKv).
+    if (!lanes16 || !CpuHasAvx512F()) std::abort();
+    for (int r = 0; r < count; ++r) {
+      Softmax<GgmlVariant::kAvx512>(first[r], last[r], max_scores[r], scratch + r * scratch_stride);
+    }
+    thread_local std::vector<float> lane_sums;  // [count][head_dim][16]
+    lane_sums.resize(static_cast<size_t>(count * head_dim * 16));
+    PromptValuesTransposed(kv.values_t.data(), head_dim, count, first, last, scratch,
+                           scratch_stride, lane_sums.data(), out, out_stride);
+    return;
   }
   // Value rows are contiguous: with head_dim a constant the row offsets of
   // the register-blocked sums are immediates (a runtime product spilled).

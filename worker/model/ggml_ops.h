@@ -122,10 +122,13 @@ void GgmlAttendHeads(const float* query, int count, const void* keys, const void
 // Prompt attention with a KV head prepared once for all the rows that read
 // it: keys widened to F32 and transposed in blocks of `width` positions (8,
 // or 16 on CPUs with AVX-512F), so that each score's ggml sums run across
-// keys, one position per lane; values widened to F32 rows.
+// keys, one position per lane; values widened to F32 and, for the 16-lane
+// orders over width 16, transposed the same way (each lane's value sums then
+// run across positions too), else kept as rows.
 struct GgmlPreparedKv {
-  std::vector<float> keys_t;  // [blocks][head_dim][width], zero past `positions`
-  std::vector<float> values;  // [positions][head_dim]
+  std::vector<float> keys_t;    // [blocks][head_dim][width], zero past `positions`
+  std::vector<float> values;    // [positions][head_dim], or empty where values_t is set
+  std::vector<float> values_t;  // [blocks][head_dim][16], zero past `positions`
   int64_t positions = 0;
   int width = 0;
 };
@@ -133,10 +136,11 @@ struct GgmlPreparedKv {
 // that neither variant's KeyDot has a tail; built with AVX2, FMA and F16C).
 bool GgmlPreparedAttentionSupports(int64_t head_dim);
 // Prepares positions [0, positions) of one KV head (keys and values as
-// GgmlAttendRow reads them). `width` 0: the best for this CPU.
+// GgmlAttendRow reads them) for GgmlAttendPromptRows in `variant`'s order.
+// `width` 0: the best for this CPU.
 void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int64_t head_dim,
                    int64_t positions, const int32_t* block_table, int64_t block_size,
-                   GgmlPreparedKv* out, int width = 0);
+                   GgmlPreparedKv* out, int width, GgmlVariant variant);
 // GgmlAttendRow with one_token_order = false for `count` rows of one head
 // over a prepared head, the same bits as each row alone: row r's query at
 // queries + r * query_stride sees keys first[r]..last[r] (< kv.positions),

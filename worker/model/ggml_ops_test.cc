@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "common/float_bits.h"
+#include "worker/model/prepared_scores.h"
 
 namespace llorch {
 namespace {
@@ -395,7 +396,7 @@ TEST(GgmlOpsTest, SixteenBitCachesGiveTheBitsOfAnF32CacheOfTheSameValues) {
 TEST(GgmlOpsTest, PreparedHeadsGiveTheBitsOfGgmlAttendRow) {
   std::mt19937 rng(7);
   std::vector<int> widths = {8};
-  if (__builtin_cpu_supports("avx512f")) widths.push_back(16);
+  if (prepared_scores_avx512::Supported()) widths.push_back(16);  // LLORCH_MAX_CPU_ISA too
   ASSERT_TRUE(GgmlPreparedAttentionSupports(64));
   ASSERT_FALSE(GgmlPreparedAttentionSupports(80));
   for (KvElement element : {KvElement::kF32, KvElement::kF16, KvElement::kBF16}) {
@@ -424,10 +425,10 @@ TEST(GgmlOpsTest, PreparedHeadsGiveTheBitsOfGgmlAttendRow) {
       const void* values = element == KvElement::kF32 ? static_cast<const void*>(v32.data())
                                                       : static_cast<const void*>(v16.data());
       for (int width : widths) {
-        GgmlPreparedKv kv;
-        GgmlPrepareKv(keys, values, element, head_dim, kPositions, table.data(), kBlockSize, &kv,
-                      width);
         for (GgmlVariant variant : kVariants) {
+          GgmlPreparedKv kv;
+          GgmlPrepareKv(keys, values, element, head_dim, kPositions, table.data(), kBlockSize,
+                        &kv, width, variant);
           for (auto [first, last] : std::vector<std::pair<int64_t, int64_t>>{
                    {0, 0}, {0, 9}, {0, 63}, {0, 64}, {0, 199}, {37, 150}, {190, 199}}) {
             SCOPED_TRACE(::testing::Message()
@@ -461,9 +462,10 @@ TEST(GgmlOpsTest, PreparedRowsTogetherGiveTheBitsOfEachRowAlone) {
   const std::vector<float> v = RandomVector(rng, kPositions * kHeadDim, 2.0f);
   constexpr int kCount = 7;
   const std::vector<float> q = RandomVector(rng, kCount * kHeadDim, 2.0f);
-  GgmlPreparedKv kv;
-  GgmlPrepareKv(k.data(), v.data(), KvElement::kF32, kHeadDim, kPositions, nullptr, 0, &kv);
   for (GgmlVariant variant : kVariants) {
+    GgmlPreparedKv kv;
+    GgmlPrepareKv(k.data(), v.data(), KvElement::kF32, kHeadDim, kPositions, nullptr, 0, &kv,
+                  /*width=*/0, variant);
     for (int64_t window : {0, 20}) {
       int64_t first[kCount], last[kCount];
       for (int r = 0; r < kCount; ++r) {
@@ -480,6 +482,47 @@ TEST(GgmlOpsTest, PreparedRowsTogetherGiveTheBitsOfEachRowAlone) {
         for (int64_t d = 0; d < kHeadDim; ++d) {
           ASSERT_EQ(Bits(together[r * kHeadDim + d]), Bits(alone[d]))
               << GgmlVariantName(variant) << " window " << window << " row " << r << " d " << d;
+        }
+      }
+    }
+  }
+}
+
+// Long heads (value sums over several spans, rows starting in later spans
+// under a window) and many rows (the 16-lane scores take up to 16 at once,
+// the value sums 4): each row's own bits.
+TEST(GgmlOpsTest, PreparedLongHeadsGiveEachRowsBits) {
+  std::mt19937 rng(9);
+  constexpr int64_t kPositions = 1100;
+  for (int64_t head_dim : {64, 128}) {
+    const std::vector<float> k = RandomVector(rng, kPositions * head_dim, 2.0f);
+    const std::vector<float> v = RandomVector(rng, kPositions * head_dim, 2.0f);
+    for (GgmlVariant variant : kVariants) {
+      GgmlPreparedKv kv;
+      GgmlPrepareKv(k.data(), v.data(), KvElement::kF32, head_dim, kPositions, nullptr, 0, &kv,
+                    /*width=*/0, variant);
+      for (int count : {5, 16, 17}) {
+        for (int64_t window : {0, 37, 700}) {
+          const std::vector<float> q = RandomVector(rng, count * head_dim, 2.0f);
+          std::vector<int64_t> first(count), last(count);
+          for (int r = 0; r < count; ++r) {
+            last[r] = kPositions - count + r;
+            first[r] = window > 0 ? last[r] - window + 1 : 0;
+          }
+          std::vector<float> scratch(count * kPositions), together(count * head_dim);
+          GgmlAttendPromptRows(q.data(), head_dim, count, first.data(), last.data(), kv, head_dim,
+                               0.1f, variant, scratch.data(), kPositions, together.data(),
+                               head_dim);
+          for (int r = 0; r < count; ++r) {
+            std::vector<float> alone(head_dim), row_scratch(kPositions);
+            GgmlAttendRow(q.data() + r * head_dim, k.data(), v.data(), head_dim, first[r],
+                          last[r], 0.1f, false, variant, row_scratch.data(), alone.data());
+            for (int64_t d = 0; d < head_dim; ++d) {
+              ASSERT_EQ(Bits(together[r * head_dim + d]), Bits(alone[d]))
+                  << GgmlVariantName(variant) << " head_dim " << head_dim << " rows " << count
+                  << " window " << window << " row " << r << " d " << d;
+            }
+          }
         }
       }
     }
