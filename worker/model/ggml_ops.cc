@@ -382,9 +382,85 @@ float MaxOf(const float* x, int64_t n) {
 // whose other keys are masked to -inf, so contribute exact zeros): exp per
 // key, each register-wide chunk of keys (aligned on absolute position 0)
 // reduced as one register and summed in double, then scaled by 1 / sum.
+// AttendRow's register-blocked loops and Softmax's 16-lane one (tests
+// compare them with the scalar loops, which compute the same steps).
+std::atomic<bool> register_paths{true};
+
+#ifdef LLORCH_GGML_OPS_F16C
+bool CpuHasAvx512F();
+
+// ggml_v_expf of the AVX-512 library on 16 floats, as it computes them
+// (ExpAvx512's steps; scalef rounds j * 2^n once).
+__attribute__((target("avx512f"))) inline __m512 ExpAvx512x16(__m512 x) {
+  const __m512 shifter = _mm512_set1_ps(0x1.8p23f);
+  const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), shifter);
+  const __m512 n = _mm512_sub_ps(z, shifter);
+  const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                    _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+  const __m512 u = _mm512_mul_ps(b, b);
+  const __m512 j = _mm512_fmadd_ps(
+      _mm512_fmadd_ps(
+          _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+          _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+  const __m512 result = _mm512_scalef_ps(j, n);
+  const __mmask16 large = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192.0f), _CMP_GT_OQ);
+  if (large == 0) return result;
+  const __m512 limit =
+      _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ),
+                           _mm512_set1_ps(std::numeric_limits<float>::infinity()),
+                           _mm512_setzero_ps());
+  return _mm512_mask_blend_ps(large, result, limit);
+}
+
+// Softmax<kAvx512>'s steps 16 keys at a time in one register: exp, the
+// chunk's ReduceAdd16 in registers, the sum in double, then 1 / sum.
+__attribute__((target("avx512f"))) void Softmax16(int64_t first, int64_t last, float max_score,
+                                                  float* scratch) {
+  double sum = 0.0;
+  const __m512 max = _mm512_set1_ps(max_score);
+  for (int64_t c = first / 16 * 16; c <= last; c += 16) {
+    float* chunk = scratch + c;
+    float lanes[16];
+    if (c >= first && c + 15 <= last) {  // a whole chunk visible
+      const __m512 e = ExpAvx512x16(_mm512_sub_ps(_mm512_loadu_ps(chunk), max));
+      _mm512_storeu_ps(chunk, e);
+      const __m256 quarter = _mm256_add_ps(  // lanes i + (i + 8)
+          _mm512_castps512_ps256(e), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+      const __m128 eighth =
+          _mm_add_ps(_mm256_castps256_ps128(quarter), _mm256_extractf128_ps(quarter, 1));
+      const __m128 pairs = _mm_add_ps(eighth, _mm_movehl_ps(eighth, eighth));
+      sum += static_cast<double>(_mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs))));
+      continue;
+    }
+    for (int l = 0; l < 16; ++l) {
+      const int64_t j = c + l;
+      lanes[l] = 0.0f;
+      if (j < first || j > last) continue;
+      chunk[l] = ExpAvx512(chunk[l] - max_score);
+      lanes[l] = chunk[l];
+    }
+    sum += static_cast<double>(ReduceAdd16(lanes));
+  }
+  const __m512 inv_sum = _mm512_set1_ps(static_cast<float>(1.0 / sum));
+  int64_t j = first;
+  for (; j + 15 <= last; j += 16) {
+    _mm512_storeu_ps(scratch + j, _mm512_mul_ps(_mm512_loadu_ps(scratch + j), inv_sum));
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (; j <= last; ++j) scratch[j] *= inv;
+}
+#endif
+
 template <GgmlVariant V>
 void Softmax(int64_t first, int64_t last, float max_score, float* scratch) {
   constexpr int kLanes = Order<V>::kLanes;
+#ifdef LLORCH_GGML_OPS_F16C
+  if (kLanes == 16 && CpuHasAvx512F() && register_paths.load(std::memory_order_relaxed)) {
+    Softmax16(first, last, max_score, scratch);
+    return;
+  }
+#endif
   double sum = 0.0;
   for (int64_t c = first / kLanes * kLanes; c <= last; c += kLanes) {
 #if defined(__AVX2__) && defined(__FMA__)
@@ -1098,9 +1174,6 @@ bool CpuHasAvx512F() {
 }
 #endif
 
-// AttendRow's register-blocked value loops (tests compare them with the
-// scalar loop, which computes the same steps).
-std::atomic<bool> register_paths{true};
 
 // Softmax of the scores in scratch[first..last], then out = the
 // probability-weighted sum of the value rows (row(j): position j's row).
