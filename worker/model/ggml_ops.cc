@@ -586,7 +586,7 @@ template <KvElement E, class RowFn>
 void SumValues8Rows(const typename KvRows<E>::T* values, const RowFn& row, int64_t head_dim,
                     int count, const int64_t* first, const int64_t* last, const float* probs,
                     int64_t probs_stride, float* acc) {
-  const int64_t span = std::max<int64_t>(8, 32768 / (head_dim * int64_t{sizeof(float)}) / 8 * 8);
+  const int64_t span = std::max<int64_t>(8, 32768 / (head_dim * int64_t{sizeof(float)}) / 8 * 8);  // L1
   int64_t lo = first[0], hi = last[0];
   for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
   for (int64_t s0 = lo / 8 * 8; s0 <= hi; s0 += span) {
@@ -1340,6 +1340,219 @@ struct Keys8 {
   static Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 };
+// The AVX2 order's prompt attention over a width-8 prepared head (CPUs
+// without AVX-512): KeyDot's 8-lane scores (HaddReduce8) one row of a block
+// of 8 keys at a time, and the value sums (lane l: keys j = l mod 8, Hsum8)
+// over transposed values, as the AVX-512 path above does with 16.
+
+// Lanes l of the 8 positions from c within first..last, as an AVX2 mask.
+inline __m256i LaneMask8(int64_t c, int64_t first, int64_t last) {
+  const __m256i at = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(c)),
+                                      _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i from = _mm256_set1_epi32(static_cast<int32_t>(first - 1));
+  const __m256i to = _mm256_set1_epi32(static_cast<int32_t>(last + 1));
+  return _mm256_and_si256(_mm256_cmpgt_epi32(at, from), _mm256_cmpgt_epi32(to, at));
+}
+
+// KeyDot's AVX2 accumulator fold for lane l of 8 keys (their 4 chains over
+// dimensions (4 i + j) * 8 + l, fmas from zero), (0 + 2) + (1 + 3). `after`:
+// the sums computed before (compiled after them, not hoisted: see
+// prepared_scores_avx512.cc's FoldedLanes).
+template <int kSteps>
+inline __m256 FoldedLane8(const float* block, const float* query, int l, __m256 after) {
+  asm("" : "+r"(query) : "x"(after));
+  __m256 acc[4];
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) acc[j] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+  for (int i = 0; i < kSteps; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const int d = (4 * i + j) * 8 + l;
+      acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(block + d * 8), _mm256_set1_ps(query[d]), acc[j]);
+    }
+  }
+  return _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+}
+
+// HaddReduce8 of 8 keys' folded lanes, depth first: t_i = F_i + F_(i + 4),
+// then (t0 + t1) + (t2 + t3).
+template <int kSteps>
+inline __m256 BlockSums8(const float* block, const float* query) {
+  __m256 f = FoldedLane8<kSteps>(block, query, 0, _mm256_setzero_ps());
+  __m256 t0 = _mm256_add_ps(f, FoldedLane8<kSteps>(block, query, 4, f));
+  f = FoldedLane8<kSteps>(block, query, 1, t0);
+  const __m256 x = _mm256_add_ps(t0, _mm256_add_ps(f, FoldedLane8<kSteps>(block, query, 5, f)));
+  f = FoldedLane8<kSteps>(block, query, 2, x);
+  const __m256 t2 = _mm256_add_ps(f, FoldedLane8<kSteps>(block, query, 6, f));
+  f = FoldedLane8<kSteps>(block, query, 3, t2);
+  const __m256 y = _mm256_add_ps(t2, _mm256_add_ps(f, FoldedLane8<kSteps>(block, query, 7, f)));
+  return _mm256_add_ps(x, y);
+}
+
+// prepared_scores::Scores<Keys8, 8>'s results (scores and each row's
+// maximum; lanes' maxima skip a NaN as the scalar chain does).
+template <int kSteps>
+void Scores8(const float* keys_t, const float* queries, int64_t query_stride, int count,
+             const int64_t* first, const int64_t* last, int64_t head_dim, float scale,
+             float* scratch, int64_t scratch_stride, float* max_scores) {
+  int64_t lo = first[0], hi = last[0];
+  for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
+  // Row r's 8 lanes of maxima at maxima + 8 r.
+  std::vector<float> maxima(static_cast<size_t>(count) * 8,
+                            -std::numeric_limits<float>::infinity());
+  const __m256 scale_vec = _mm256_set1_ps(scale);
+  for (int64_t b = lo / 8; 8 * b <= hi; ++b) {
+    const float* block = keys_t + b * head_dim * 8;
+    for (int r = 0; r < count; ++r) {
+      if (8 * b > last[r] || 8 * b + 7 < first[r]) continue;
+      const __m256 scores =
+          _mm256_mul_ps(BlockSums8<kSteps>(block, queries + r * query_stride), scale_vec);
+      float* at = scratch + r * scratch_stride + 8 * b;
+      float* row_maxima = maxima.data() + 8 * r;
+      const __m256 row_max = _mm256_loadu_ps(row_maxima);
+      if (8 * b >= first[r] && 8 * b + 7 <= last[r]) {
+        _mm256_storeu_ps(at, scores);
+        _mm256_storeu_ps(row_maxima, _mm256_max_ps(scores, row_max));
+        continue;
+      }
+      const __m256i mask = LaneMask8(8 * b, first[r], last[r]);
+      _mm256_maskstore_ps(at, mask, scores);
+      _mm256_storeu_ps(row_maxima, _mm256_blendv_ps(row_max, _mm256_max_ps(scores, row_max),
+                                                    _mm256_castsi256_ps(mask)));
+    }
+  }
+  for (int r = 0; r < count; ++r) {
+    const float* lanes = maxima.data() + 8 * r;
+    float max = lanes[0];
+    for (int l = 1; l < 8; ++l) max = std::max(max, lanes[l]);
+    max_scores[r] = max;
+  }
+}
+
+// One chunk of SumValuesTransposedRows8 not wholly visible to every row: a
+// lane outside a row's keys keeps its sum (blended back; its probability is
+// not read).
+template <int kRows, int kDims>
+__attribute__((always_inline)) inline void MaskedValueChunk8(const float* block,
+                                                             const float* const* probs, int64_t c,
+                                                             const int64_t* first,
+                                                             const int64_t* last,
+                                                             __m256 (*sums)[kDims]) {
+  for (int r = 0; r < kRows; ++r) {
+    const __m256i mask = LaneMask8(c, first[r], last[r]);
+    const __m256 p = _mm256_maskload_ps(probs[r] + c, mask);
+    for (int i = 0; i < kDims; ++i) {
+      sums[r][i] = _mm256_blendv_ps(
+          sums[r][i], _mm256_fmadd_ps(_mm256_loadu_ps(block + i * 8), p, sums[r][i]),
+          _mm256_castsi256_ps(mask));
+    }
+  }
+}
+
+// SumValues8Rows' steps over transposed values (values_t [blocks][head_dim]
+// [8]): kDims dimensions of kRows rows in registers over the chunks [c0,
+// c1), each value register shared by the rows; row r's lane sums in acc[r]
+// ([head_dim][8]), zeroed first where fresh[r].
+template <int kRows, int kDims>
+void SumValuesTransposedRows8(const float* values_t, int64_t head_dim, const int64_t* first,
+                              const int64_t* last, const float* const* probs, int64_t c0,
+                              int64_t c1, const bool* fresh, float* const* acc) {
+  int64_t whole0 = c0, whole1 = c1;
+  for (int r = 0; r < kRows; ++r) {
+    whole0 = std::max(whole0, (first[r] + 7) / 8 * 8);
+    whole1 = std::min(whole1, (last[r] + 1) / 8 * 8);
+  }
+  if (whole0 > whole1) whole0 = whole1 = c1;
+  for (int64_t d0 = 0; d0 < head_dim; d0 += kDims) {
+    __m256 sums[kRows][kDims];
+    for (int r = 0; r < kRows; ++r) {
+      for (int i = 0; i < kDims; ++i) {
+        sums[r][i] = fresh[r] ? _mm256_setzero_ps() : _mm256_loadu_ps(acc[r] + (d0 + i) * 8);
+      }
+    }
+    // In increasing c: masked chunks, whole ones, masked ones.
+    for (int64_t c = c0; c < whole0; c += 8) {
+      MaskedValueChunk8<kRows, kDims>(values_t + c * head_dim + d0 * 8, probs, c, first, last,
+                                      sums);
+    }
+    for (int64_t c = whole0; c < whole1; c += 8) {
+      const float* block = values_t + c * head_dim + d0 * 8;  // block c / 8, dimension d0
+      __m256 p[kRows];
+      for (int r = 0; r < kRows; ++r) p[r] = _mm256_loadu_ps(probs[r] + c);
+#pragma GCC unroll 8
+      for (int i = 0; i < kDims; ++i) {
+        const __m256 v = _mm256_loadu_ps(block + i * 8);
+        for (int r = 0; r < kRows; ++r) sums[r][i] = _mm256_fmadd_ps(v, p[r], sums[r][i]);
+      }
+    }
+    for (int64_t c = whole1; c < c1; c += 8) {
+      MaskedValueChunk8<kRows, kDims>(values_t + c * head_dim + d0 * 8, probs, c, first, last,
+                                      sums);
+    }
+    for (int r = 0; r < kRows; ++r) {
+      for (int i = 0; i < kDims; ++i) _mm256_storeu_ps(acc[r] + (d0 + i) * 8, sums[r][i]);
+    }
+  }
+}
+
+// GgmlAttendPromptRows' value sums and outputs for the AVX2 order over
+// transposed width-8 values (PromptValuesTransposed's steps with 8 lanes,
+// each dimension's lanes reduced by Hsum8).
+void PromptValuesTransposed8(const float* values_t, int64_t head_dim, int count,
+                             const int64_t* first, const int64_t* last, const float* probs,
+                             int64_t probs_stride, float* acc, float* out, int64_t out_stride) {
+  constexpr int kGroup = 4;
+  const int64_t span = std::max<int64_t>(8, 32768 / (head_dim * int64_t{sizeof(float)}) / 8 * 8);  // L1
+  int64_t lo = first[0], hi = last[0];
+  for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
+  for (int64_t s0 = lo / 8 * 8; s0 <= hi; s0 += span) {
+    const int64_t s1 = s0 + span;
+    for (int r0 = 0; r0 < count; r0 += kGroup) {
+      int64_t first_of[kGroup], last_of[kGroup];
+      bool fresh[kGroup];
+      const float* row_probs[kGroup];
+      float* row_acc[kGroup];
+      int rows = 0;
+      int64_t c0 = s1, c1 = s0;
+      for (int r = r0; r < std::min(count, r0 + kGroup); ++r) {
+        const int64_t c_first = first[r] / 8 * 8;
+        const int64_t r_c0 = std::max(s0, c_first), r_c1 = std::min(last[r] + 1, s1);
+        if (r_c0 >= r_c1) continue;
+        c0 = std::min(c0, r_c0), c1 = std::max(c1, r_c1);
+        first_of[rows] = first[r], last_of[rows] = last[r];
+        fresh[rows] = c_first >= s0;
+        row_probs[rows] = probs + r * probs_stride;
+        row_acc[rows] = acc + r * head_dim * 8;
+        ++rows;
+      }
+      switch (rows) {
+        case 0: break;
+        case 1:
+          SumValuesTransposedRows8<1, 8>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
+                                         fresh, row_acc);
+          break;
+        case 2:
+          SumValuesTransposedRows8<2, 4>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
+                                         fresh, row_acc);
+          break;
+        case 3:
+          SumValuesTransposedRows8<3, 2>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
+                                         fresh, row_acc);
+          break;
+        default:
+          SumValuesTransposedRows8<4, 2>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
+                                         fresh, row_acc);
+          break;
+      }
+    }
+  }
+  for (int r = 0; r < count; ++r) {
+    const float* sums = acc + r * head_dim * 8;
+    for (int64_t d = 0; d < head_dim; ++d) out[r * out_stride + d] = Hsum8(sums + d * 8);
+  }
+}
+
 #endif  // LLORCH_GGML_OPS_F16C
 
 }  // namespace
@@ -1567,7 +1780,7 @@ void GgmlPrepareKv(const void* keys, const void* values, KvElement element, int6
   };
   // Transposed values for the 16-lane orders' register loops (where the
   // scalar loop is asked for, tests, the rows it reads).
-  const bool values_transposed = width == 16 && variant != GgmlVariant::kAvx2 &&
+  const bool values_transposed = (width == 16) == (variant != GgmlVariant::kAvx2) &&
                                  register_paths.load(std::memory_order_relaxed);
   out->width = width;
   out->positions = positions;
@@ -1615,10 +1828,28 @@ void GgmlAttendPromptRows(const float* queries, int64_t query_stride, int count,
     prepared_scores::Scores<Keys8, 16>(keys_t, queries, query_stride, count, first, last,
                                        head_dim, scale, scratch, scratch_stride,
                                        max_scores.data());
+  } else if (register_paths.load(std::memory_order_relaxed) && head_dim == 64) {
+    Scores8<2>(keys_t, queries, query_stride, count, first, last, head_dim, scale, scratch,
+               scratch_stride, max_scores.data());
+  } else if (register_paths.load(std::memory_order_relaxed) && head_dim == 128) {
+    Scores8<4>(keys_t, queries, query_stride, count, first, last, head_dim, scale, scratch,
+               scratch_stride, max_scores.data());
   } else {
     prepared_scores::Scores<Keys8, 8>(keys_t, queries, query_stride, count, first, last,
                                       head_dim, scale, scratch, scratch_stride,
                                       max_scores.data());
+  }
+  if (!kv.values_t.empty() && kv.width == 8) {
+    // Prepared for the AVX2 order's register loops (GgmlPrepareKv).
+    if (lanes16) std::abort();
+    for (int r = 0; r < count; ++r) {
+      Softmax<GgmlVariant::kAvx2>(first[r], last[r], max_scores[r], scratch + r * scratch_stride);
+    }
+    thread_local std::vector<float> lane_sums;  // [count][head_dim][8]
+    lane_sums.resize(static_cast<size_t>(count * head_dim * 8));
+    PromptValuesTransposed8(kv.values_t.data(), head_dim, count, first, last, scratch,
+                            scratch_stride, lane_sums.data(), out, out_stride);
+    return;
   }
   if (!kv.values_t.empty()) {
     // Prepared for the 16-lane register loops (GgmlPrepareKv).
