@@ -1398,9 +1398,9 @@ void Scores8(const float* keys_t, const float* queries, int64_t query_stride, in
              float* scratch, int64_t scratch_stride, float* max_scores) {
   int64_t lo = first[0], hi = last[0];
   for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
-  // Row r's 8 lanes of maxima at maxima + 8 r.
-  std::vector<float> maxima(static_cast<size_t>(count) * 8,
-                            -std::numeric_limits<float>::infinity());
+  // Row r's 8 lanes of maxima at maxima + 8 r (reused from call to call).
+  thread_local std::vector<float> maxima;
+  maxima.assign(static_cast<size_t>(count) * 8, -std::numeric_limits<float>::infinity());
   const __m256 scale_vec = _mm256_set1_ps(scale);
   for (int64_t b = lo / 8; 8 * b <= hi; ++b) {
     const float* block = keys_t + b * head_dim * 8;
