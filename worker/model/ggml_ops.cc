@@ -821,27 +821,26 @@ __attribute__((target("avx512f"))) void SumValuesTransposedRows(
   }
 }
 
-// GgmlAttendPromptRows' value sums and outputs for the 16-lane orders over
-// transposed values: each row's lane sums as SumValues16Rows takes them (in
-// spans of values, up to kGroup rows at a time), each
-// dimension's 16 lanes then reduced by ReduceAdd16 (ReduceKeys16, 16
-// dimensions at once). acc: count * head_dim * 16 floats.
-__attribute__((target("avx512f"))) void PromptValuesTransposed(
-    const float* values_t, int64_t head_dim, int count, const int64_t* first,
-    const int64_t* last, const float* probs, int64_t probs_stride, float* acc, float* out,
-    int64_t out_stride) {
-  // Four rows share each value register (two or eight were slower); spans
-  // of 128 KiB (L2) store and reload the sums less often than 32 KiB (L1).
+// The prompt's value sums over values transposed in blocks of kWidth
+// positions, row group by row group: for each span of about span_bytes of
+// values and each group of up to kGroup rows with keys in it,
+// sum_rows(rows, first, last, probs, c0, c1, fresh, acc) over those rows
+// (their chunks [c0, c1); a row's first span zeroes its sums, `fresh`;
+// chunks of only some rows are masked out for the others). Row r's lane
+// sums at acc + r * head_dim * kWidth. Four rows share each value register
+// (two or eight were slower).
+template <int kWidth, class SumRows>
+void ForEachValueSpan(int64_t head_dim, int64_t span_bytes, int count, const int64_t* first,
+                      const int64_t* last, const float* probs, int64_t probs_stride, float* acc,
+                      const SumRows& sum_rows) {
   constexpr int kGroup = 4;
-  const int64_t span = std::max<int64_t>(16, 131072 / (head_dim * int64_t{sizeof(float)}) / 16 * 16);
+  const int64_t span = std::max<int64_t>(
+      kWidth, span_bytes / (head_dim * int64_t{sizeof(float)}) / kWidth * kWidth);
   int64_t lo = first[0], hi = last[0];
   for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
-  for (int64_t s0 = lo / 16 * 16; s0 <= hi; s0 += span) {
+  for (int64_t s0 = lo / kWidth * kWidth; s0 <= hi; s0 += span) {
     const int64_t s1 = s0 + span;
     for (int r0 = 0; r0 < count; r0 += kGroup) {
-      // The group's rows with chunks in this span (the others wait); a
-      // row's first span zeroes its sums. Chunks of only some rows are
-      // masked out for the others.
       int64_t first_of[kGroup], last_of[kGroup];
       bool fresh[kGroup];
       const float* row_probs[kGroup];
@@ -849,37 +848,50 @@ __attribute__((target("avx512f"))) void PromptValuesTransposed(
       int rows = 0;
       int64_t c0 = s1, c1 = s0;
       for (int r = r0; r < std::min(count, r0 + kGroup); ++r) {
-        const int64_t c_first = first[r] / 16 * 16;
+        const int64_t c_first = first[r] / kWidth * kWidth;
         const int64_t r_c0 = std::max(s0, c_first), r_c1 = std::min(last[r] + 1, s1);
         if (r_c0 >= r_c1) continue;
         c0 = std::min(c0, r_c0), c1 = std::max(c1, r_c1);
         first_of[rows] = first[r], last_of[rows] = last[r];
         fresh[rows] = c_first >= s0;
         row_probs[rows] = probs + r * probs_stride;
-        row_acc[rows] = acc + r * head_dim * 16;
+        row_acc[rows] = acc + r * head_dim * kWidth;
         ++rows;
       }
-      switch (rows) {
-        case 0: break;
-        case 1:
-          SumValuesTransposedRows<1, 16>(values_t, head_dim, first_of, last_of, row_probs, c0,
-                                         c1, fresh, row_acc);
-          break;
-        case 2:
-          SumValuesTransposedRows<2, 8>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
-                                        fresh, row_acc);
-          break;
-        case 3:
-          SumValuesTransposedRows<3, 4>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
-                                        fresh, row_acc);
-          break;
-        default:
-          SumValuesTransposedRows<4, 4>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
-                                        fresh, row_acc);
-          break;
-      }
+      if (rows > 0) sum_rows(rows, first_of, last_of, row_probs, c0, c1, fresh, row_acc);
     }
   }
+}
+
+// GgmlAttendPromptRows' value sums and outputs for the 16-lane orders over
+// transposed values: each row's lane sums as SumValues16Rows takes them
+// (ForEachValueSpan, spans of 128 KiB: L2, fewer stores and reloads of the
+// sums than 32 KiB), each dimension's 16 lanes then reduced by ReduceAdd16
+// (ReduceKeys16, 16 dimensions at once). acc: count * head_dim * 16 floats.
+__attribute__((target("avx512f"))) void PromptValuesTransposed(
+    const float* values_t, int64_t head_dim, int count, const int64_t* first,
+    const int64_t* last, const float* probs, int64_t probs_stride, float* acc, float* out,
+    int64_t out_stride) {
+  ForEachValueSpan<16>(
+      head_dim, 131072, count, first, last, probs, probs_stride, acc,
+      [&](int rows, const int64_t* first_of, const int64_t* last_of,
+          const float* const* row_probs, int64_t c0, int64_t c1, const bool* fresh,
+          float* const* row_acc) {
+        switch (rows) {
+          case 1:
+            return SumValuesTransposedRows<1, 16>(values_t, head_dim, first_of, last_of,
+                                                  row_probs, c0, c1, fresh, row_acc);
+          case 2:
+            return SumValuesTransposedRows<2, 8>(values_t, head_dim, first_of, last_of,
+                                                 row_probs, c0, c1, fresh, row_acc);
+          case 3:
+            return SumValuesTransposedRows<3, 4>(values_t, head_dim, first_of, last_of,
+                                                 row_probs, c0, c1, fresh, row_acc);
+          default:
+            return SumValuesTransposedRows<4, 4>(values_t, head_dim, first_of, last_of,
+                                                 row_probs, c0, c1, fresh, row_acc);
+        }
+      });
   for (int r = 0; r < count; ++r) {
     const float* sums = acc + r * head_dim * 16;
     for (int64_t d = 0; d < head_dim; d += 16) {
@@ -1497,56 +1509,31 @@ void SumValuesTransposedRows8(const float* values_t, int64_t head_dim, const int
 }
 
 // GgmlAttendPromptRows' value sums and outputs for the AVX2 order over
-// transposed width-8 values (PromptValuesTransposed's steps with 8 lanes,
-// each dimension's lanes reduced by Hsum8).
+// transposed width-8 values (ForEachValueSpan with 32 KiB spans, each
+// dimension's lanes reduced by Hsum8).
 void PromptValuesTransposed8(const float* values_t, int64_t head_dim, int count,
                              const int64_t* first, const int64_t* last, const float* probs,
                              int64_t probs_stride, float* acc, float* out, int64_t out_stride) {
-  constexpr int kGroup = 4;
-  const int64_t span = std::max<int64_t>(8, 32768 / (head_dim * int64_t{sizeof(float)}) / 8 * 8);  // L1
-  int64_t lo = first[0], hi = last[0];
-  for (int r = 0; r < count; ++r) lo = std::min(lo, first[r]), hi = std::max(hi, last[r]);
-  for (int64_t s0 = lo / 8 * 8; s0 <= hi; s0 += span) {
-    const int64_t s1 = s0 + span;
-    for (int r0 = 0; r0 < count; r0 += kGroup) {
-      int64_t first_of[kGroup], last_of[kGroup];
-      bool fresh[kGroup];
-      const float* row_probs[kGroup];
-      float* row_acc[kGroup];
-      int rows = 0;
-      int64_t c0 = s1, c1 = s0;
-      for (int r = r0; r < std::min(count, r0 + kGroup); ++r) {
-        const int64_t c_first = first[r] / 8 * 8;
-        const int64_t r_c0 = std::max(s0, c_first), r_c1 = std::min(last[r] + 1, s1);
-        if (r_c0 >= r_c1) continue;
-        c0 = std::min(c0, r_c0), c1 = std::max(c1, r_c1);
-        first_of[rows] = first[r], last_of[rows] = last[r];
-        fresh[rows] = c_first >= s0;
-        row_probs[rows] = probs + r * probs_stride;
-        row_acc[rows] = acc + r * head_dim * 8;
-        ++rows;
-      }
-      switch (rows) {
-        case 0: break;
-        case 1:
-          SumValuesTransposedRows8<1, 8>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
-                                         fresh, row_acc);
-          break;
-        case 2:
-          SumValuesTransposedRows8<2, 4>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
-                                         fresh, row_acc);
-          break;
-        case 3:
-          SumValuesTransposedRows8<3, 2>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
-                                         fresh, row_acc);
-          break;
-        default:
-          SumValuesTransposedRows8<4, 2>(values_t, head_dim, first_of, last_of, row_probs, c0, c1,
-                                         fresh, row_acc);
-          break;
-      }
-    }
-  }
+  ForEachValueSpan<8>(
+      head_dim, 32768, count, first, last, probs, probs_stride, acc,
+      [&](int rows, const int64_t* first_of, const int64_t* last_of,
+          const float* const* row_probs, int64_t c0, int64_t c1, const bool* fresh,
+          float* const* row_acc) {
+        switch (rows) {
+          case 1:
+            return SumValuesTransposedRows8<1, 8>(values_t, head_dim, first_of, last_of,
+                                                  row_probs, c0, c1, fresh, row_acc);
+          case 2:
+            return SumValuesTransposedRows8<2, 4>(values_t, head_dim, first_of, last_of,
+                                                  row_probs, c0, c1, fresh, row_acc);
+          case 3:
+            return SumValuesTransposedRows8<3, 2>(values_t, head_dim, first_of, last_of,
+                                                  row_probs, c0, c1, fresh, row_acc);
+          default:
+            return SumValuesTransposedRows8<4, 2>(values_t, head_dim, first_of, last_of,
+                                                  row_probs, c0, c1, fresh, row_acc);
+        }
+      });
   for (int r = 0; r < count; ++r) {
     const float* sums = acc + r * head_dim * 8;
     for (int64_t d = 0; d < head_dim; ++d) out[r * out_stride + d] = Hsum8(sums + d * 8);
