@@ -1,15 +1,17 @@
 // llorch soak: sends --requests requests from the soak mix
 // (tools/llorch/soak_workload.h: prompt kinds and lengths, sampling
 // settings, cancels, dropped streams, deadlines) through a running
-// llorch-scheduler, --concurrency at a time, in rounds of --checkpoint_every.
-// After each round, with nothing in flight and every worker's KV cache empty,
+// llorch-scheduler, --concurrency at a time, in rounds of --checkpoint_every,
+// after --warmup_requests of the mix's largest shape. After the warm-up and
+// after each round, with nothing in flight and every worker's KV cache empty,
 // it reads the /metrics of each process named by --watch: resident memory,
 // malloc's bytes in use and open descriptors. Idle heap bytes are what a
 // per-request leak grows (resident memory also moves with fragmentation and
-// is reported beside). The last line is the summary; the exit status is
-// non-zero when a request was lost or failed, KV was left in use, or after
-// the warm-up a process's heap grew faster than --max_heap_slope KiB per
-// request or it gained more than --max_fd_growth descriptors.
+// the KV pool's first touches, and is reported beside). The last line is the
+// summary; the exit status is non-zero when a request was lost or failed, KV
+// was left in use, or after the first --warmup_fraction of requests a
+// process's heap grew faster than --max_heap_slope KiB per request or it
+// gained more than --max_fd_growth descriptors.
 #include <httplib.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -56,6 +59,9 @@ ABSL_FLAG(double, max_heap_slope, 1.0,
 ABSL_FLAG(int32_t, max_fd_growth, 8,
           "open descriptors a watched process may gain from the warm-up to the end");
 ABSL_FLAG(double, warmup_fraction, 0.25, "share of requests before the slopes are fitted");
+ABSL_FLAG(int32_t, warmup_requests, -1,
+          "requests of the mix's largest shape sent before the counted ones and the first memory "
+          "reading (-1: twice --concurrency)");
 ABSL_FLAG(std::string, memory_csv, "", "write the checkpoints' readings here (CSV)");
 ABSL_FLAG(std::string, allow_codes, "",
           "gRPC code names (comma-separated) that count as clear answers, not failures: "
@@ -234,6 +240,57 @@ void Record(const SoakCase& c, const SoakOutcome& o, const std::set<std::string>
     tally->examples.push_back(absl::StrCat(c.request.job_id(), " (", SoakActionName(c.action),
                                            "): ", verdict.label, ": ", o.message));
   }
+}
+
+// Sends the cases make(begin) .. make(end - 1) from `concurrency` clients
+// while keep_going(), passing each outcome to `record`; returns how many were
+// sent.
+int64_t SendRange(const Connection& connection, api::Scheduler::Stub& stub, int concurrency,
+                  int64_t begin, int64_t end, const std::function<SoakCase(int64_t)>& make,
+                  const std::function<bool()>& keep_going,
+                  const std::function<void(const SoakCase&, const SoakOutcome&)>& record) {
+  std::atomic<int64_t> next{begin}, sent{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < concurrency; ++i) {
+    clients.emplace_back([&] {
+      for (int64_t index; (index = next++) < end && keep_going();) {
+        const SoakCase c = make(index);
+        const SoakOutcome outcome = Send(connection, stub, c);
+        record(c, outcome);
+        ++sent;
+        // As a client would, back off before trying a server that is not there.
+        if (outcome.code == grpc::StatusCode::UNAVAILABLE) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  return sent.load();
+}
+
+// The warm-up (MakeWarmUpCase): every request must end "ok".
+absl::Status WarmUp(const Connection& connection, api::Scheduler::Stub& stub, const SoakMix& mix,
+                    int concurrency) {
+  int64_t count = absl::GetFlag(FLAGS_warmup_requests);
+  if (count < 0) count = 2 * static_cast<int64_t>(concurrency);
+  std::mutex mu;
+  std::string first_failure;
+  SendRange(
+      connection, stub, concurrency, 0, count,
+      [&](int64_t index) { return MakeWarmUpCase(mix, index); }, [] { return true; },
+      [&](const SoakCase& c, const SoakOutcome& outcome) {
+        const SoakVerdict verdict = JudgeSoak(c, outcome);
+        std::lock_guard<std::mutex> lock(mu);
+        if (verdict.label != "ok" && first_failure.empty()) {
+          first_failure = absl::StrCat(c.request.job_id(), ": ", verdict.label, " ", outcome.message);
+        }
+      });
+  if (!first_failure.empty()) {
+    return absl::UnavailableError(absl::StrCat("soak warm-up failed: ", first_failure));
+  }
+  std::fprintf(stderr, "soak: warm-up of %lld requests done\n", static_cast<long long>(count));
+  return absl::OkStatus();
 }
 
 // After a round: every worker that is up idle with its KV cache empty (the
@@ -426,27 +483,17 @@ absl::Status Soak() {
     run.checkpoints.push_back(std::move(c));
     return absl::OkStatus();
   };
+  if (absl::Status s = WarmUp(*connection, *stub, mix, concurrency); !s.ok()) return s;
   if (absl::Status s = checkpoint(); !s.ok()) return s;
   while (run.done < total && (duration <= 0 || seconds() < duration)) {
     const int64_t end = std::min(total, run.done + round);
-    std::atomic<int64_t> next{run.done}, sent{0};
-    std::vector<std::thread> clients;
-    for (int i = 0; i < concurrency; ++i) {
-      clients.emplace_back([&] {
-        for (int64_t index; (index = next++) < end && (duration <= 0 || seconds() < duration);) {
-          const SoakCase c = MakeSoakCase(mix, index);
-          const SoakOutcome outcome = Send(*connection, *stub, c);
+    run.done += SendRange(
+        *connection, *stub, concurrency, run.done, end,
+        [&](int64_t index) { return MakeSoakCase(mix, index); },
+        [&] { return duration <= 0 || seconds() < duration; },
+        [&](const SoakCase& c, const SoakOutcome& outcome) {
           Record(c, outcome, allowed_codes, &tally);
-          ++sent;
-          // As a client would, back off before trying a server that is not there.
-          if (outcome.code == grpc::StatusCode::UNAVAILABLE) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(200));
-          }
-        }
-      });
-    }
-    for (std::thread& t : clients) t.join();
-    run.done += sent.load();
+        });
     if (absl::Status s = checkpoint(); !s.ok()) return s;
     std::fprintf(stderr, "soak: %lld/%lld requests, %.1f req/s\n",
                  static_cast<long long>(run.done), static_cast<long long>(total),
@@ -478,6 +525,7 @@ cli::Subcommand SoakCommand() {
         cli::FlagSpec("watch").Value("NAME=URL"),
         cli::FlagSpec("max_heap_slope").Value("KIB").AtLeast(0),
         cli::FlagSpec("max_fd_growth").AtLeast(0),
+        cli::FlagSpec("warmup_requests").AtLeast(-1),
         cli::FlagSpec("warmup_fraction").AtLeast(0).AtMost(0.9),
         cli::FlagSpec("memory_csv").Value("FILE"),
         cli::FlagSpec("allow_codes").Value("CODE,..."),

@@ -107,6 +107,23 @@ SoakCase MakeSoakCase(const SoakMix& mix, int64_t index) {
   return c;
 }
 
+SoakCase MakeWarmUpCase(const SoakMix& mix, int64_t index) {
+  SoakCase c;
+  v1::GenerateRequest& request = c.request;
+  request.set_model(mix.model);
+  request.set_job_id(absl::StrCat("soak-", mix.seed, "-warmup-", index));
+  // Prompt indices past the mix's (its chat turns use up to 13 x index + 2).
+  request.set_text(BenchPrompt(static_cast<int>(1000000 + index), mix.max_prompt_words));
+  request.mutable_sampling()->set_temperature(0.8f);
+  request.mutable_sampling()->set_top_p(0.95f);
+  request.mutable_sampling()->set_seed(static_cast<uint64_t>(index) + 1);
+  request.set_max_tokens(mix.max_tokens);
+  request.set_ignore_eos(true);
+  request.set_logprobs(3);
+  c.action = SoakAction::kComplete;
+  return c;
+}
+
 namespace {
 
 // A stream that ended with OK must carry a Finished that agrees with it.

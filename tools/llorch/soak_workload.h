@@ -47,6 +47,15 @@ struct SoakMix {
 // to 250, inside every vocabulary); max_tokens 1 to mix.max_tokens.
 SoakCase MakeSoakCase(const SoakMix& mix, int64_t index);
 
+// Warm-up request `index` (job_id "soak-SEED-warmup-INDEX"): the mix's
+// largest shape, read to the end: the longest text prompt (its own words, so
+// no prefix-cache hit), mix.max_tokens past any end-of-sequence, sampled with
+// top-p and log-probs. Sent before the counted requests, `concurrency` at a
+// time, so that what a process sizes once to the largest step it has seen
+// (per-thread buffers, a prepared KV as long as the longest context) is sized
+// before memory is first read, not counted as growth per request.
+SoakCase MakeWarmUpCase(const SoakMix& mix, int64_t index);
+
 // What the client saw.
 struct SoakOutcome {
   grpc::StatusCode code = grpc::StatusCode::OK;
