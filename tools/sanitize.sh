@@ -62,7 +62,7 @@ CI_ASAN_TESTS=(  # raw pointers and SIMD loads that no fuzzer reaches
 )
 ASAN_TESTS=(
   "${QUICK_ASAN_TESTS[@]}"
-  llama_model_test job_test engine_test  # the model and the engine on libtorch
+  llama_model_test job_test engine_test activation_pool_test  # the model and the engine on libtorch
   # over real llorch-worker / llorch-scheduler / llorch processes
   worker_process_test scheduler_process_test hostile_grpc_test
 )

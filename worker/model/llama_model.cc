@@ -560,7 +560,7 @@ at::Tensor LlamaModel::AddNorm(at::Tensor* x, const at::Tensor& delta, const at:
   if (delta.defined() && !x->is_contiguous()) *x = x->contiguous();
   const at::Tensor input = delta.defined() ? *x : x->contiguous();
   const at::Tensor addend = delta.defined() ? delta.contiguous() : at::Tensor();
-  at::Tensor out = at::empty_like(input);  // [n, hidden]
+  at::Tensor out = NewActivation(input.sizes(), input.options());  // [n, hidden]
   const int64_t hidden = input.size(1);
   const at::Tensor w = weight.contiguous();  // [hidden], F32 as loaded
   const float* scale = w.data_ptr<float>();
@@ -615,7 +615,7 @@ at::Tensor LlamaModel::Embed(const at::Tensor& ids) const {
   const Embedding& e = token_embd_;
   if (e.table.defined()) return e.table.index_select(0, ids);  // [N, hidden]
   const int64_t n = ids.size(0);
-  at::Tensor out = at::empty({n, e.hidden}, at::kFloat);  // [N, hidden]
+  at::Tensor out = NewActivation({n, e.hidden}, at::TensorOptions(at::kFloat));  // [N, hidden]
   const int64_t* id = ids.data_ptr<int64_t>();
   const uint8_t* rows = e.raw.data_ptr<uint8_t>();
   const int64_t row_bytes = e.raw.size(1);
@@ -644,11 +644,25 @@ at::Tensor LlamaModel::FloatLinear(const at::Tensor& x, const Matrix& matrix,
                                    const uint8_t* decode) const {
   at::Tensor input = x.contiguous();  // [n, in]
   if (matrix.raw_type != GgmlType::kF32 && round_activations_to_weight_type_) {
-    // Round to nearest even, as ggml's conversions.
-    input = input.to(matrix.raw_type == GgmlType::kF16 ? at::kHalf : at::kBFloat16).to(at::kFloat);
+    // Round to nearest even, as ggml's conversions, through a row of the
+    // weight's type on the stack.
+    at::Tensor rounded = NewActivation(input.sizes(), input.options());  // [n, in]
+    const float* from = input.data_ptr<float>();
+    float* to = rounded.data_ptr<float>();
+    const int64_t count = input.numel();
+    at::parallel_for(0, count, int64_t{1} << 14, [&](int64_t begin, int64_t end) {
+      constexpr int64_t kChunk = 1024;
+      uint16_t narrow[kChunk];
+      for (int64_t i = begin; i < end; i += kChunk) {
+        const int64_t k = std::min(kChunk, end - i);
+        NarrowRowFromFloat(matrix.raw_type, from + i, k, narrow);
+        WidenRowToFloat(matrix.raw_type, narrow, k, to + i);
+      }
+    });
+    input = rounded;
   }
   const int64_t n = input.size(0);
-  at::Tensor out = at::empty({n, matrix.rows}, input.options());  // [n, out]
+  at::Tensor out = NewActivation({n, matrix.rows}, input.options());  // [n, out]
   const ParallelFor parallel_for = ChunkedParallelFor(/*min_chunk=*/1);
   const int64_t row_bytes = static_cast<int64_t>(GgmlRowBytes(matrix.raw_type, matrix.in));
   // BF16 weights meeting BF16-rounded activations: BF16 pairs (vdpbf16ps
@@ -707,7 +721,7 @@ at::Tensor LlamaModel::Product(const at::Tensor& x, const Matrix& matrix,
   if (matrix.amx) {
     // Packed by 16 (Q4_0/Q4_1/Q8_0, K-quants): llama.cpp's AMX-buffer results.
     at::Tensor input = x.contiguous();
-    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    at::Tensor out = NewActivation({input.size(0), matrix.rows}, input.options());  // [n, out]
     AmxMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
               input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
               ChunkedParallelFor(/*min_chunk=*/2, 32 * row_bytes));
@@ -716,7 +730,7 @@ at::Tensor LlamaModel::Product(const at::Tensor& x, const Matrix& matrix,
   if (matrix.interleaved && KQuantSupports(matrix.raw_type)) {
     // Q4_K, 8 rows interleaved: llama.cpp's repacked-weight results.
     at::Tensor input = x.contiguous();
-    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    at::Tensor out = NewActivation({input.size(0), matrix.rows}, input.options());  // [n, out]
     KQuantInterleavedMatmul(matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
                             input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
                             ChunkedParallelFor(/*min_chunk=*/2, 8 * row_bytes),
@@ -726,7 +740,7 @@ at::Tensor LlamaModel::Product(const at::Tensor& x, const Matrix& matrix,
   if (matrix.interleaved) {
     // Q4_0/Q8_0, 8 rows interleaved: llama.cpp's repacked-weight results.
     at::Tensor input = x.contiguous();
-    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    at::Tensor out = NewActivation({input.size(0), matrix.rows}, input.options());  // [n, out]
     InterleavedMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
                       input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
                       ChunkedParallelFor(/*min_chunk=*/4, 8 * row_bytes));
@@ -736,7 +750,7 @@ at::Tensor LlamaModel::Product(const at::Tensor& x, const Matrix& matrix,
     // K-quant blocks on the CPU: activations rounded to Q8_K, integer
     // products, in llama.cpp's order for this weight.
     at::Tensor input = x.contiguous();
-    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    at::Tensor out = NewActivation({input.size(0), matrix.rows}, input.options());  // [n, out]
     KQuantMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
                  input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
                  matrix.kquant_order,
@@ -749,7 +763,7 @@ at::Tensor LlamaModel::Product(const at::Tensor& x, const Matrix& matrix,
     // block dot products, as llama.cpp computes them; per-row results do not
     // depend on the batch size.
     at::Tensor input = x.contiguous();
-    at::Tensor out = at::empty({input.size(0), matrix.rows}, input.options());  // [n, out]
+    at::Tensor out = NewActivation({input.size(0), matrix.rows}, input.options());  // [n, out]
     QuantMatmul(matrix.raw_type, matrix.raw.data_ptr<uint8_t>(), matrix.rows, matrix.in,
                 input.data_ptr<float>(), input.size(0), out.data_ptr<float>(),
                 ChunkedParallelFor(/*min_chunk=*/32, row_bytes));
@@ -789,7 +803,7 @@ at::Tensor LlamaModel::Rope(const at::Tensor& x, const at::Tensor& cos,
     // Read in place when heads are rows of unit stride (q and k are column
     // ranges of the fused QKV product).
     const at::Tensor input = x.stride(2) == 1 ? x : x.contiguous();
-    at::Tensor out = at::empty({n, heads, head_dim}, input.options());
+    at::Tensor out = NewActivation({n, heads, head_dim}, input.options());
     at::Tensor c = cos.contiguous(), s = sin.contiguous();  // [n, half]
     const bool adjacent = config_.rope_type == RopeType::kAdjacent;
     const float* in = input.data_ptr<float>();
@@ -832,7 +846,7 @@ at::Tensor LlamaModel::SiluGated(const at::Tensor& gate_up) const {
     return at::silu(gate_up.narrow(1, 0, ffn)) * gate_up.narrow(1, ffn, ffn);
   }
   at::Tensor input = gate_up.contiguous();
-  at::Tensor out = at::empty({n, ffn}, input.options());
+  at::Tensor out = NewActivation({n, ffn}, input.options());
   at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const float* row = input.data_ptr<float>() + r * 2 * ffn;
@@ -1037,7 +1051,7 @@ at::Tensor LlamaModel::AttentionOfDecodeSteps(const at::Tensor& qkv, const at::T
   const bool adjacent = c.rope_type == RopeType::kAdjacent;
   const at::Tensor rows = qkv.contiguous();
   const at::Tensor cos_rows = cos.contiguous(), sin_rows = sin.contiguous();
-  at::Tensor out = at::empty({num_items, q_dim}, rows.options());  // [items, q_dim]
+  at::Tensor out = NewActivation({num_items, q_dim}, rows.options());  // [items, q_dim]
   const float* qkv_rows = rows.data_ptr<float>();
   const float* cos_data = cos_rows.data_ptr<float>();
   const float* sin_data = sin_rows.data_ptr<float>();
@@ -1096,7 +1110,7 @@ at::Tensor LlamaModel::Attention(const at::Tensor& q, const at::Tensor& k, const
   WriteKv(k, v, pos, &cache, k_pool, v_pool);
   if (device_.is_cpu() && q.scalar_type() == at::kFloat) {
     at::Tensor query = q.contiguous();                        // [n, heads, head_dim]
-    at::Tensor out = at::empty({n, c.q_dim()}, q.options());  // [n, q_dim]
+    at::Tensor out = NewActivation({n, c.q_dim()}, q.options());  // [n, q_dim]
     // A decode step's heads are split evenly (in at least two tasks a
     // thread), a prompt's rows (later ones see more keys) dealt out in chunks.
     AttendCpu(layer, item, query.data_ptr<float>(), n, out.data_ptr<float>(),
@@ -1419,7 +1433,13 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   at::Tensor logits =  // [outputs, vocab]
       Linear(x, output_, RowKinds{output_in_groups_of_4.data(), output_decode_rows.data()},
              output_bias_);
+  activations_.EndStep();
   return HostLogits(logits);
+}
+
+at::Tensor LlamaModel::NewActivation(at::IntArrayRef sizes, const at::TensorOptions& like) const {
+  if (!like.device().is_cpu()) return at::empty(sizes, like);
+  return activations_.Empty(sizes, c10::typeMetaToScalarType(like.dtype()));
 }
 
 }  // namespace llorch

@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "worker/gguf/ggml_types.h"
+#include "worker/model/activation_pool.h"
 #include "worker/model/decode_graphs.h"
 #include "worker/model/float_matmul.h"
 #include "worker/model/ggml_ops.h"
@@ -314,6 +315,9 @@ class LlamaModel {
   // silu(gate) * up over the fused [n, 2 * ffn] product, as ggml computes it on the CPU.
   at::Tensor SiluGated(const at::Tensor& gate_up) const;
   at::Tensor Gelu(const at::Tensor& x) const;
+  // An uninitialised activation tensor of `like`'s type and device; on the
+  // CPU from activations_.
+  at::Tensor NewActivation(at::IntArrayRef sizes, const at::TensorOptions& like) const;
 
   ModelConfig config_;
   bool ggml_gelu_ = true;
@@ -325,6 +329,9 @@ class LlamaModel {
   // every product is libtorch's, in dtype_.
   bool cpu_kernels_ = true;
   c10::Device device_;
+  // CPU steps' outputs of ops, kept for the next op and step (EndStep after
+  // each ForwardBatch).
+  mutable ActivationPool activations_;
   int64_t num_parameters_ = 0;
   Embedding token_embd_;
   at::Tensor output_norm_, output_norm_bias_;  // [hidden]
