@@ -11,7 +11,9 @@
 // heap for the next op, and the heap keeps up to `trim_threshold_bytes` of
 // free memory at its top: the process holds its peak of activations, as
 // llama.cpp holds its compute buffers. Larger blocks (weights, KV pools) are
-// still mapped and returned when freed.
+// still mapped and returned when freed. The model's own op outputs have since
+// moved to worker/model/activation_pool.h (in this heap they fragmented it);
+// the rest (libtorch's temporaries, loaders' buffers) still lands here.
 #ifndef LLORCH_COMMON_MEMORY_HEAP_REUSE_H_
 #define LLORCH_COMMON_MEMORY_HEAP_REUSE_H_
 
