@@ -61,7 +61,7 @@ ABSL_FLAG(int32_t, max_fd_growth, 8,
 ABSL_FLAG(double, warmup_fraction, 0.25, "share of requests before the slopes are fitted");
 ABSL_FLAG(int32_t, warmup_requests, -1,
           "requests of the mix's largest shape sent before the counted ones and the first memory "
-          "reading (-1: twice --concurrency)");
+          "reading (-1: with --watch twice --concurrency, at most 16; else none)");
 ABSL_FLAG(std::string, memory_csv, "", "write the checkpoints' readings here (CSV)");
 ABSL_FLAG(std::string, allow_codes, "",
           "gRPC code names (comma-separated) that count as clear answers, not failures: "
@@ -242,6 +242,20 @@ void Record(const SoakCase& c, const SoakOutcome& o, const std::set<std::string>
   }
 }
 
+// "ok 12, cancelled 3"; with `slowest`, "UNAVAILABLE 3 (slowest 0.02 s)".
+std::string Counts(const std::map<std::string, int64_t>& counts,
+                   const std::map<std::string, double>* slowest = nullptr) {
+  if (counts.empty()) return "0";
+  std::vector<std::string> parts;
+  for (const auto& [label, count] : counts) {
+    parts.push_back(absl::StrCat(label, " ", count));
+    if (slowest != nullptr && slowest->count(label) > 0) {
+      absl::StrAppend(&parts.back(), absl::StrFormat(" (slowest %.2f s)", slowest->at(label)));
+    }
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
 // Sends the cases make(begin) .. make(end - 1) from `concurrency` clients
 // while keep_going(), passing each outcome to `record`; returns how many were
 // sent.
@@ -269,27 +283,29 @@ int64_t SendRange(const Connection& connection, api::Scheduler::Stub& stub, int 
   return sent.load();
 }
 
-// The warm-up (MakeWarmUpCase): every request must end "ok".
+// The warm-up (MakeWarmUpCase), judged as the mix's requests are (a code of
+// --allow_codes is no failure) but counted apart from them. Skipped when no
+// process's memory is read (no --watch).
 absl::Status WarmUp(const Connection& connection, api::Scheduler::Stub& stub, const SoakMix& mix,
-                    int concurrency) {
+                    int concurrency, bool watching, const std::set<std::string>& allowed_codes) {
   int64_t count = absl::GetFlag(FLAGS_warmup_requests);
-  if (count < 0) count = 2 * static_cast<int64_t>(concurrency);
-  std::mutex mu;
-  std::string first_failure;
+  if (count < 0) count = watching ? std::min<int64_t>(2 * int64_t{concurrency}, 16) : 0;
+  if (count == 0) return absl::OkStatus();
+  Tally tally;
   SendRange(
       connection, stub, concurrency, 0, count,
       [&](int64_t index) { return MakeWarmUpCase(mix, index); }, [] { return true; },
       [&](const SoakCase& c, const SoakOutcome& outcome) {
-        const SoakVerdict verdict = JudgeSoak(c, outcome);
-        std::lock_guard<std::mutex> lock(mu);
-        if (verdict.label != "ok" && first_failure.empty()) {
-          first_failure = absl::StrCat(c.request.job_id(), ": ", verdict.label, " ", outcome.message);
-        }
+        Record(c, outcome, allowed_codes, &tally);
       });
-  if (!first_failure.empty()) {
-    return absl::UnavailableError(absl::StrCat("soak warm-up failed: ", first_failure));
+  std::fprintf(stderr, "soak: warm-up of %lld requests: %s; allowed codes: %s\n",
+               static_cast<long long>(count), Counts(tally.expected).c_str(),
+               Counts(tally.allowed).c_str());
+  if (!tally.failures.empty() || !tally.lost.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        "soak warm-up failed: failures ", Counts(tally.failures), "; lost ", Counts(tally.lost),
+        tally.examples.empty() ? "" : absl::StrCat("; ", tally.examples.front())));
   }
-  std::fprintf(stderr, "soak: warm-up of %lld requests done\n", static_cast<long long>(count));
   return absl::OkStatus();
 }
 
@@ -324,20 +340,6 @@ int64_t WaitKvEmpty(const Connection& connection, api::Scheduler::Stub& stub, st
     if (Clock::now() > deadline) return std::max<int64_t>(used, 1);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-}
-
-// "ok 12, cancelled 3"; with `slowest`, "UNAVAILABLE 3 (slowest 0.02 s)".
-std::string Counts(const std::map<std::string, int64_t>& counts,
-                   const std::map<std::string, double>* slowest = nullptr) {
-  if (counts.empty()) return "0";
-  std::vector<std::string> parts;
-  for (const auto& [label, count] : counts) {
-    parts.push_back(absl::StrCat(label, " ", count));
-    if (slowest != nullptr && slowest->count(label) > 0) {
-      absl::StrAppend(&parts.back(), absl::StrFormat(" (slowest %.2f s)", slowest->at(label)));
-    }
-  }
-  return absl::StrJoin(parts, ", ");
 }
 
 absl::Status WriteCsv(const std::string& path, const std::vector<Watched>& watched,
@@ -483,7 +485,11 @@ absl::Status Soak() {
     run.checkpoints.push_back(std::move(c));
     return absl::OkStatus();
   };
-  if (absl::Status s = WarmUp(*connection, *stub, mix, concurrency); !s.ok()) return s;
+  if (absl::Status s = WarmUp(*connection, *stub, mix, concurrency, !watched->empty(),
+                             allowed_codes);
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = checkpoint(); !s.ok()) return s;
   while (run.done < total && (duration <= 0 || seconds() < duration)) {
     const int64_t end = std::min(total, run.done + round);
