@@ -2,7 +2,9 @@
 // query heads that share it (GgmlAttendHeads), SmolLM2's shape (3 query heads
 // per KV head, head_dim 64) over an F16 or F32 cache, at several positions;
 // "warm": one cache, read from the L1/L2 again and again; "cold": 64 caches
-// in turn (several MiB), as a batch of jobs' layers reads them.
+// in turn (several MiB), as a batch of jobs' layers reads them; "paged": rows
+// found through a block table of 16-position blocks in reverse order, as the
+// worker's KV pool hands them out (--kv_block_size 16), else contiguous.
 // items_per_second is (head, key) pairs.
 //
 //   build/bin/attention_bench [--benchmark_filter=...]
@@ -21,22 +23,27 @@ void BM_DecodeAttention(benchmark::State& state, KvElement element, GgmlVariant 
   const int count = static_cast<int>(state.range(0));
   const int64_t positions = state.range(1);
   const int64_t copies = state.range(2) != 0 ? 64 : 1;
+  const bool paged = state.range(3) != 0;
   constexpr int64_t kHeadDim = 64;
+  constexpr int64_t kBlockSize = 16;
+  const int64_t blocks = (positions + kBlockSize - 1) / kBlockSize;
+  std::vector<int32_t> table(blocks);
+  for (int64_t b = 0; b < blocks; ++b) table[b] = static_cast<int32_t>(blocks - 1 - b);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   std::vector<float> query(count * kHeadDim);
   for (float& v : query) v = normal(rng);
   const int64_t element_bytes = element == KvElement::kF32 ? 4 : 2;
-  const int64_t cache_bytes = positions * kHeadDim * element_bytes;
+  const int64_t cache_bytes = blocks * kBlockSize * kHeadDim * element_bytes;
   std::vector<uint8_t> keys(copies * cache_bytes), values(copies * cache_bytes);
   // Small 16-bit patterns: finite halves and bfloats; as floats, random.
   if (element == KvElement::kF32) {
-    for (int64_t i = 0; i < copies * positions * kHeadDim; ++i) {
+    for (int64_t i = 0; i < copies * blocks * kBlockSize * kHeadDim; ++i) {
       reinterpret_cast<float*>(keys.data())[i] = normal(rng);
       reinterpret_cast<float*>(values.data())[i] = normal(rng);
     }
   } else {
-    for (int64_t i = 0; i < copies * positions * kHeadDim; ++i) {
+    for (int64_t i = 0; i < copies * blocks * kBlockSize * kHeadDim; ++i) {
       reinterpret_cast<uint16_t*>(keys.data())[i] = static_cast<uint16_t>(0x3000 + rng() % 0x800);
       reinterpret_cast<uint16_t*>(values.data())[i] =
           static_cast<uint16_t>(0x3000 + rng() % 0x800);
@@ -49,17 +56,20 @@ void BM_DecodeAttention(benchmark::State& state, KvElement element, GgmlVariant 
     copy = (copy + 1) % copies;
     GgmlAttendHeads(query.data(), count, keys.data() + offset, values.data() + offset, element,
                     kHeadDim, 0, positions - 1, 0.125f, /*one_token_order=*/true, variant,
-                    scratch.data(), positions, out.data());
+                    scratch.data(), positions, out.data(), paged ? table.data() : nullptr,
+                    paged ? kBlockSize : 0);
     benchmark::DoNotOptimize(out.data());
   }
   state.SetItemsProcessed(state.iterations() * count * positions);
 }
 
 void Shapes(benchmark::internal::Benchmark* b) {
-  for (int64_t cold : {0, 1}) {
-    for (int64_t positions : {40, 128, 512}) b->Args({3, positions, cold});
+  for (int64_t paged : {0, 1}) {
+    for (int64_t cold : {0, 1}) {
+      for (int64_t positions : {40, 128, 512}) b->Args({3, positions, cold, paged});
+    }
   }
-  b->ArgNames({"heads", "positions", "cold"});
+  b->ArgNames({"heads", "positions", "cold", "paged"});
 }
 
 // A prompt's attention for one head (GgmlAttendPromptRows, as CausalAttention's
