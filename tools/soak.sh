@@ -4,7 +4,7 @@
 # dropped streams, deadlines) until --requests have ended or --duration has
 # passed, samples every process's resident memory, and checks at the end that
 # no request was lost, none failed, every worker's KV cache is empty and no
-# process's memory grew by more than --max_rss_slope KiB per request after the
+# process's memory grew by more than --max-heap-slope KiB per request after the
 # warm-up. Its last line is the summary; the exit status is non-zero on any of
 # those, or when a process did not exit cleanly on SIGTERM.
 #

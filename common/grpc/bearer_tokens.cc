@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -88,5 +89,30 @@ absl::Status BearerTokens::CheckHeader(absl::string_view authorization) const {
   if (!match) return absl::UnauthenticatedError("invalid bearer token");
   return absl::OkStatus();
 }
+
+absl::StatusOr<std::string> ReadBearerToken(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read the token file ", path, ": ", std::strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();  // sets text's failbit when the file is empty: checked below
+  if (in.bad()) return absl::NotFoundError(absl::StrCat("cannot read the token file ", path));
+  const std::string token(absl::StripAsciiWhitespace(text.str()));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("the token file ", path, " is empty"));
+  }
+  for (char c : token) {
+    if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the token file ", path, " holds more than one word: a token cannot "
+                       "contain whitespace"));
+    }
+  }
+  return token;
+}
+
+std::string BearerAuthorization(absl::string_view token) { return absl::StrCat("Bearer ", token); }
 
 }  // namespace llorch

@@ -41,6 +41,15 @@ class BearerTokens {
   std::vector<std::string> tokens_;  // non-empty, none empty
 };
 
+// A client's token file (the llorch CLI's --token-file, llorch-worker's
+// --scheduler_token_file): one token, surrounding whitespace trimmed.
+// NotFound when the file cannot be read, InvalidArgument when it is empty or
+// the token holds whitespace (neither message quotes the token).
+absl::StatusOr<std::string> ReadBearerToken(const std::string& path);
+
+// "Bearer <token>": the value of a call's authorization metadata.
+std::string BearerAuthorization(absl::string_view token);
+
 }  // namespace llorch
 
 #endif  // LLORCH_COMMON_GRPC_BEARER_TOKENS_H_

@@ -48,6 +48,25 @@ TEST(BearerTokensTest, LoadErrors) {
   EXPECT_FALSE(BearerTokens::FromTokens({"", ""}).ok());
 }
 
+// A client's token file: the one token, trimmed; what a scheduler's token
+// file accepts is what the client sends.
+TEST(BearerTokensTest, ReadBearerToken) {
+  absl::StatusOr<std::string> token = ReadBearerToken(WriteFile("client", "  s3cret-1 \r\n\n"));
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_EQ(*token, "s3cret-1");
+  absl::StatusOr<BearerTokens> tokens = BearerTokens::Load(WriteFile("server", "s3cret-1\n"));
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_TRUE(tokens->CheckHeader(BearerAuthorization(*token)).ok());
+
+  absl::StatusOr<std::string> empty = ReadBearerToken(WriteFile("blank", " \n\t\n"));
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(empty.status().message(), "empty")) << empty.status();
+  EXPECT_EQ(ReadBearerToken("/nonexistent/token").status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<std::string> two = ReadBearerToken(WriteFile("two", "secret part\n"));
+  EXPECT_EQ(two.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(absl::StrContains(two.status().message(), "secret")) << two.status();
+}
+
 TEST(BearerTokensTest, CheckHeader) {
   absl::StatusOr<BearerTokens> tokens = BearerTokens::FromTokens({"s3cret", "other-token"});
   ASSERT_TRUE(tokens.ok());

@@ -1755,5 +1755,55 @@ TEST_F(SchedulerSecurityTest, BearerTokens) {
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << refused.Describe();
 }
 
+// With tokens and no --tls_ca a worker registers itself with a token of
+// its own (--scheduler_token_file); one without a token, or with a wrong
+// one, is refused and never listed, and the refusal is in its log.
+TEST_F(SchedulerSecurityTest, WorkersRegisterWithABearerToken) {
+  const std::string tokens_file = certs_->dir + "/registration-tokens";
+  std::ofstream(tokens_file) << "client-token\nworker-token\n";
+  const std::string worker_token = certs_->dir + "/worker-token";
+  std::ofstream(worker_token) << "worker-token\n";
+  const std::string wrong_token = certs_->dir + "/wrong-token";
+  std::ofstream(wrong_token) << "not-a-token\n";
+  SchedulerClientOptions client;
+  client.bearer_token = "client-token";
+  std::unique_ptr<SchedulerProcess> scheduler =
+      StartScheduler({"--auth_tokens_file", tokens_file}, client);
+  ASSERT_NE(scheduler, nullptr);
+  std::unique_ptr<WorkerProcess> with_token = StartWorker(
+      kTiny, {"--scheduler", scheduler->address(), "--scheduler_token_file", worker_token});
+  std::unique_ptr<WorkerProcess> without = StartWorker(kTiny, {"--scheduler", scheduler->address()});
+  std::unique_ptr<WorkerProcess> wrong = StartWorker(
+      kTiny, {"--scheduler", scheduler->address(), "--scheduler_token_file", wrong_token});
+  ASSERT_NE(with_token, nullptr);
+  ASSERT_NE(without, nullptr);
+  ASSERT_NE(wrong, nullptr);
+  v1::ListWorkersResponse last;
+  std::optional<double> took = WaitWorkers(
+      scheduler->stub(),
+      [&](const v1::ListWorkersResponse& response) {
+        const v1::WorkerStatus* w = FindWorker(response, *with_token);
+        return w != nullptr && w->state() == v1::WORKER_STATE_UP && w->source() == "registered";
+      },
+      seconds(10), &last);
+  ASSERT_TRUE(took.has_value()) << last.DebugString() << Tail(with_token->Log());
+  const GenerateResult ok = Generate(scheduler->stub(), Greedy(kTiny, "Hello", 4));
+  EXPECT_TRUE(ok.status.ok()) << ok.Describe();
+  for (WorkerProcess* refused : {without.get(), wrong.get()}) {
+    const auto deadline = Clock::now() + seconds(10);
+    while (!absl::StrContains(refused->Log(), "cannot register") && Clock::now() < deadline) {
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    EXPECT_TRUE(absl::StrContains(refused->Log(), "cannot register")) << Tail(refused->Log());
+    EXPECT_TRUE(absl::StrContains(refused->Log(), "bearer token")) << Tail(refused->Log());
+    EXPECT_EQ(refused->Log().find("not-a-token"), std::string::npos) << "a log quotes the token";
+  }
+  absl::StatusOr<v1::ListWorkersResponse> listed = ListWorkers(scheduler->stub());
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->workers_size(), 1) << listed->DebugString();
+  EXPECT_EQ(FindWorker(*listed, *without), nullptr);
+  EXPECT_EQ(FindWorker(*listed, *wrong), nullptr);
+}
+
 }  // namespace
 }  // namespace llorch

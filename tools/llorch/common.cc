@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/grpc/bearer_tokens.h"
 #include "common/grpc/tls.h"
 #include "worker/model/ggml_ops.h"
 #include "worker/sampling/generation_defaults.h"
@@ -351,15 +352,12 @@ std::vector<cli::FlagSpec> CallFlags() {
 
 namespace {
 
-// The token of --token-file: the file's content without surrounding whitespace.
+// The token of --token-file, its errors named by the flag.
 absl::StatusOr<std::string> ReadToken(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("--token-file: cannot read ", path));
-  std::ostringstream text;
-  text << in.rdbuf();  // sets text's failbit when the file is empty: checked below
-  std::string token(absl::StripAsciiWhitespace(text.str()));
-  if (token.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("--token-file: ", path, " is empty"));
+  absl::StatusOr<std::string> token = ReadBearerToken(path);
+  if (!token.ok()) {
+    return absl::Status(token.status().code(),
+                        absl::StrCat("--token-file: ", token.status().message()));
   }
   return token;
 }
@@ -374,7 +372,7 @@ void Connection::Prepare(grpc::ClientContext* context, double timeout_seconds) c
                         std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
   // Metadata rather than call credentials: gRPC sends those over TLS only,
   // and a token on a plaintext loopback is still worth sending.
-  if (!token.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token));
+  if (!token.empty()) context->AddMetadata("authorization", BearerAuthorization(token));
 }
 
 absl::StatusOr<Connection> Connect(const std::string& address) {

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc/bearer_tokens.h"
 
 namespace llorch {
 namespace {
@@ -101,6 +102,9 @@ void SchedulerRegistration::Round(const std::vector<Target*>& due) {
     call->target = target;
     call->context.set_deadline(std::chrono::system_clock::now() +
                                absl::ToChronoMilliseconds(options_.rpc_timeout));
+    if (!options_.token.empty()) {
+      call->context.AddMetadata("authorization", BearerAuthorization(options_.token));
+    }
     call->request.set_address(options_.advertise_address);
     call->request.set_model(options_.model);
     calls.push_back(std::move(call));

@@ -37,6 +37,9 @@ struct SchedulerRegistrationOptions {
   // For the channels to the schedulers (MakeChannelCredentials); null is
   // plaintext.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // Sent with each call as `authorization: Bearer TOKEN` (a scheduler with
+  // --auth_tokens_file and no --tls_ca asks workers for one); empty: none.
+  std::string token;
   std::function<void(const std::string&)> log;  // one line per call; may be empty
 };
 

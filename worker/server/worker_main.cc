@@ -35,6 +35,7 @@
 #include "absl/time/time.h"
 #include "common/cli/flags.h"
 #include "common/cli/termination_signals.h"
+#include "common/grpc/bearer_tokens.h"
 #include "common/grpc/tls.h"
 #include "common/memory/heap_reuse.h"
 #include "common/memory/library_pages.h"
@@ -115,6 +116,9 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(llorch::cli::StringList, scheduler, {},
           "a llorch-scheduler to register with and heartbeat to; several: repeat the flag or "
           "separate them with commas");
+ABSL_FLAG(std::string, scheduler_token_file, "",
+          "file holding a bearer token sent with every registration and heartbeat (for a "
+          "scheduler with --auth_tokens_file and no --tls_ca)");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(1),
           "how often to heartbeat each --scheduler (until a scheduler answers with its own "
           "interval)");
@@ -204,6 +208,7 @@ struct StartupOptions {
   std::vector<std::string> schedulers;
   // Set only with --scheduler.
   std::shared_ptr<grpc::ChannelCredentials> scheduler_credentials;
+  std::string scheduler_token;  // --scheduler_token_file's
 };
 
 // --model, the TLS files and the schedulers: checked before anything slow.
@@ -231,6 +236,17 @@ absl::StatusOr<StartupOptions> ParseStartupOptions() {
     if (absl::GetFlag(FLAGS_heartbeat_interval) <= absl::ZeroDuration()) {
       return absl::InvalidArgumentError("--heartbeat_interval must be positive");
     }
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_scheduler_token_file); !path.empty()) {
+    if (options.schedulers.empty()) {
+      return absl::InvalidArgumentError("--scheduler_token_file needs --scheduler");
+    }
+    absl::StatusOr<std::string> token = ReadBearerToken(path);
+    if (!token.ok()) {
+      return absl::Status(token.status().code(),
+                          absl::StrCat("--scheduler_token_file: ", token.status().message()));
+    }
+    options.scheduler_token = *std::move(token);
   }
   return options;
 }
@@ -467,11 +483,13 @@ std::unique_ptr<SchedulerRegistration> StartRegistration(const StartupOptions& o
   registration_options.model = options.served_model_name;
   registration_options.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   registration_options.credentials = options.scheduler_credentials;
+  registration_options.token = options.scheduler_token;
   registration_options.log = Log;
   Log(absl::StrCat("registering with ", absl::StrJoin(options.schedulers, ", "), " as ",
                    registration_options.advertise_address, " every ",
                    absl::FormatDuration(registration_options.heartbeat_interval),
-                   options.tls_files.ca.empty() ? " (plaintext: no --tls_ca)" : " (tls)"));
+                   options.tls_files.ca.empty() ? " (plaintext: no --tls_ca)" : " (tls)",
+                   options.scheduler_token.empty() ? "" : " with a bearer token"));
   auto registration = std::make_unique<SchedulerRegistration>(std::move(registration_options));
   registration->Start();
   return registration;
@@ -606,6 +624,7 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("drain_timeout").Value("DURATION"),
        cli::FlagSpec("tls_cert").Value("PATH"), cli::FlagSpec("tls_key").Value("PATH"),
        cli::FlagSpec("tls_ca").Value("PATH"), cli::FlagSpec("scheduler").Value("HOST:PORT"),
+       cli::FlagSpec("scheduler_token_file").Value("PATH"),
        cli::FlagSpec("heartbeat_interval").Value("DURATION"),
        cli::FlagSpec("advertise_address").Value("HOST:PORT")});
   return command;
