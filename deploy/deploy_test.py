@@ -28,7 +28,6 @@ with the programs, and the systemd units for real.
               docs/metrics.md, and the panels cover requests by outcome, TTFT, tok/s, queue
               depth, workers by state and KV used.
   flags       every --flag in compose, k8s and the units is one the programs' --help lists
-              (--http_listen may be missing while the scheduler's HTTP port is being written).
 
 Exit 77 (skipped) when systemd-analyze or promtool is missing, after the other checks pass.
 Usage: deploy_test.py LLORCH_SCHEDULER LLORCH_WORKER LLORCH_CLI MODEL.gguf
@@ -80,9 +79,6 @@ def run_tool(argv, what):
 
 # --- flags the programs know --------------------------------------------------------------------
 
-PENDING_FLAGS = {"llorch-scheduler": {"http_listen"}}  # the OpenAI-compatible HTTP port
-
-
 def help_flags(argv):
     out = subprocess.run(argv + ["--help"], capture_output=True, text=True, timeout=30).stdout
     return {m.replace("-", "_") for m in re.findall(r"^\s+--([a-z][a-z0-9_-]*)", out, re.M)}
@@ -102,15 +98,9 @@ class Flags:
             if not arg.startswith("--"):
                 continue
             name = arg[2:].split("=", 1)[0].replace("-", "_")
-            if name in self.known[program]:
-                self.checked += 1
-            elif name in PENDING_FLAGS.get(program, ()):
-                pass
-            else:
+            if name not in self.known[program]:
                 raise TestFailure(f"{where}: {program} has no flag --{name}")
-
-    def supported(self, program, name):
-        return name in self.known[program]
+            self.checked += 1
 
 
 def flag_value(argv, name):
@@ -321,11 +311,6 @@ def run_units(tmp, bins, cli, model, flags, dashboard_exprs):
         check(argv[0] == f"/usr/local/bin/{program}", f"{unit.name}: ExecStart runs {argv[0]}")
         argv[0] = bins[program]
         flags.check(program, argv, unit.path)
-    http_on = flags.supported("llorch-scheduler", "http_listen")
-    if not http_on:
-        i = next(i for i, a in enumerate(s_argv) if a.startswith("--http_listen"))
-        del s_argv[i:i + (1 if "=" in s_argv[i] else 2)]
-        print("note: this llorch-scheduler has no --http_listen yet; started without it")
     # The service's environment: the unit's and its EnvironmentFile's variables on top.
     s_proc_env = dict(os.environ, **s_env)
     w_proc_env = dict(os.environ, **w_env)
@@ -362,9 +347,8 @@ def run_units(tmp, bins, cli, model, flags, dashboard_exprs):
         check(events and events[-1].get("event") == "finished" and events[-1].get("reason") == "length"
               and events[-1].get("completion_tokens") == 8, f"unexpected stream: {out.stdout}")
         ok(f"the units' ExecStart lines serve: 8 tokens streamed through the scheduler from {served}")
-        if http_on:
-            with socket.create_connection(("127.0.0.1", http), timeout=5):
-                ok(f"the scheduler's HTTP port ({http}) accepts connections")
+        with socket.create_connection(("127.0.0.1", http), timeout=5):
+            ok(f"the scheduler's HTTP port ({http}) accepts connections")
         with PrometheusServer(tmp, [f"127.0.0.1:{sched_metrics}", f"127.0.0.1:{worker_metrics}"],
                               job="llorch") as prom:
             prom.wait_targets_up()
