@@ -136,6 +136,14 @@ absl::Status CheckUnsupported(const json& body) {
       !s.ok()) {
     return s;
   }
+  // Without tools "none" and "auto" mean plain text; "required" or a named
+  // function would demand a call (OpenAI and vLLM refuse them too).
+  const json* tool_choice = Field(body, "tool_choice");
+  if (tool_choice != nullptr && *tool_choice != "none" && *tool_choice != "auto") {
+    return InvalidParam("tool_choice",
+                        "'tool_choice' is not supported: no tool calling (only \"none\" or "
+                        "\"auto\")");
+  }
   const json* format = Field(body, "response_format");
   if (format != nullptr) {
     if (!format->is_object()) return WrongType("response_format", "an object", *format);
@@ -231,7 +239,11 @@ absl::Status ParseCommon(const json& body, OpenAiRequest* out) {
     if (usage != nullptr && !usage->is_boolean()) {
       return WrongType("stream_options.include_usage", "a boolean", *usage);
     }
-    out->include_usage = out->stream && usage != nullptr && usage->get<bool>();
+    if (!out->stream) {
+      return InvalidParam("stream_options",
+                          "'stream_options' is only allowed when 'stream' is true");
+    }
+    out->include_usage = usage != nullptr && usage->get<bool>();
   }
 
   // max_completion_tokens replaces max_tokens in OpenAI's chat API; either
@@ -448,8 +460,16 @@ class JsonPath {
   }
 
   std::string Field() const {
+    // A path as deep as the body is long ("a[0][0][0]...") would make an
+    // error body larger than the request: cut at kMaxFieldBytes.
+    constexpr size_t kMaxFieldBytes = 200;
     std::string out;
     for (const Level& level : levels_) {
+      if (out.size() > kMaxFieldBytes) {
+        out.resize(kMaxFieldBytes);
+        out += "...";
+        break;
+      }
       if (level.array) {
         if (out.empty()) break;  // a top-level array is no field
         absl::StrAppend(&out, "[", level.index, "]");
@@ -531,9 +551,13 @@ absl::StatusOr<OpenAiRequest> ParseRequest(Endpoint endpoint, absl::string_view 
         });
   } catch (const json::exception& e) {  // parse_error, and out_of_range for 1e999
     const std::string field = path.Field();
+    // nlohmann's text quotes the last token it read, which may be long.
+    constexpr size_t kMaxDetailBytes = 300;
+    std::string detail = e.what();
+    if (detail.size() > kMaxDetailBytes) detail = detail.substr(0, kMaxDetailBytes) + "...";
     const std::string message =
         absl::StrCat("The request body is not valid JSON",
-                     field.empty() ? "" : absl::StrCat(" (in '", field, "')"), ": ", e.what());
+                     field.empty() ? "" : absl::StrCat(" (in '", field, "')"), ": ", detail);
     if (field.empty()) return absl::InvalidArgumentError(message);
     return InvalidParam(field, message);
   }

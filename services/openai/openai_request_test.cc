@@ -113,11 +113,19 @@ TEST(ParseRequestTest, MaxCompletionTokensWinsOverMaxTokens) {
   EXPECT_EQ(r.max_tokens_param, "max_completion_tokens");
 }
 
-TEST(ParseRequestTest, IncludeUsageOnlyWhenStreaming) {
+// stream_options belongs to streams (OpenAI and vLLM refuse it otherwise).
+TEST(ParseRequestTest, StreamOptionsOnlyWhenStreaming) {
   const OpenAiRequest r = Parse(kCompletions, {{"model", "m"},
                                                {"prompt", "x"},
+                                               {"stream", true},
                                                {"stream_options", {{"include_usage", true}}}});
-  EXPECT_FALSE(r.include_usage);
+  EXPECT_TRUE(r.include_usage);
+  EXPECT_THAT(Refused(kCompletions,
+                      R"({"model": "m", "prompt": "x", "stream_options": {"include_usage": true}})",
+                      "stream_options"),
+              HasSubstr("only allowed when 'stream' is true"));
+  EXPECT_FALSE(Parse(kCompletions, {{"model", "m"}, {"prompt", "x"}, {"stream_options", nullptr}})
+                   .include_usage);
 }
 
 TEST(ParseRequestTest, CompletionPromptForms) {
@@ -200,6 +208,11 @@ TEST(ParseRequestTest, WrongTypesNameTheField) {
   Refused(kChat, chat(R"("n": 2)"), "n");
   Refused(kChat, chat(R"("presence_penalty": 0.5)"), "presence_penalty");
   Refused(kChat, chat(R"("tools": [{"type": "function"}])"), "tools");
+  Refused(kChat, chat(R"("tool_choice": "required")"), "tool_choice");
+  Refused(kChat, chat(R"("tool_choice": {"type": "function", "function": {"name": "f"}})"),
+          "tool_choice");
+  Parse(kChat, json::parse(chat(R"("tool_choice": "none")")));
+  Parse(kChat, json::parse(chat(R"("tool_choice": "auto", "tools": [])")));
   Refused(kChat, chat(R"("response_format": {"type": "json_object"})"), "response_format");
   Refused(kCompletions, R"({"model": "m"})", "prompt");
   Refused(kCompletions, R"({"model": "m", "prompt": 5})", "prompt");
@@ -228,6 +241,13 @@ TEST(ParseRequestTest, UnparsableValuesNameTheirField) {
   Refused(kCompletions, "{\"model\": \"m\", \"\xff\": 1}", "");
   Refused(kCompletions, R"({"model": "m", "prompt": "x"} trailing)", "");
   Refused(kCompletions, "[1, \xff]", "");
+  // A path as deep as the body: the error names its first 200 bytes.
+  const std::string deep = absl::StrCat(R"({"model": "m", "x": )", std::string(100000, '['), "y");
+  absl::StatusOr<OpenAiRequest> parsed = ParseRequest(kCompletions, deep);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_LT(parsed.status().message().size(), 1000u);
+  EXPECT_LT(ToApiError(parsed.status(), nullptr).param.size(), 300u);
+  EXPECT_THAT(ToApiError(parsed.status(), nullptr).param, ::testing::StartsWith("x[0][0]"));
 }
 
 // Over the scheduler's gRPC limit (4 MiB) a request would get gRPC's
