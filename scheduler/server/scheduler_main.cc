@@ -22,6 +22,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
@@ -85,6 +86,9 @@ ABSL_FLAG(std::string, http_listen, "",
           "OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, "
           "/health) on HOST:PORT (port 0 picks one); empty: off. TLS and bearer tokens as the "
           "gRPC port's");
+ABSL_FLAG(llorch::cli::StringList, http_cors_origins, {},
+          "origins whose browser pages may call the HTTP API from another origin (CORS), "
+          "e.g. https://app.example.com; '*' for any; empty: same origin only");
 ABSL_FLAG(int, http_threads, 64,
           "HTTP requests served at once (a streaming answer holds one thread)");
 
@@ -238,6 +242,12 @@ absl::StatusOr<std::unique_ptr<openai::HttpServer>> StartHttp(
   options.channel = server.InProcessChannel(args);
   options.tokens = tokens ? &*tokens : nullptr;
   options.threads = absl::GetFlag(FLAGS_http_threads);
+  for (const std::string& value : absl::GetFlag(FLAGS_http_cors_origins).values) {
+    for (absl::string_view origin : absl::StrSplit(value, ',')) {
+      origin = absl::StripAsciiWhitespace(origin);
+      if (!origin.empty()) options.cors_origins.emplace_back(origin);
+    }
+  }
   options.log = Log;
   // /health needs no token: it asks the core, not ListWorkers.
   options.workers_up = [&core] {
@@ -378,7 +388,8 @@ cli::CommandSpec CommandLine() {
        cli::FlagSpec("tls_ca").Value("PATH"), cli::FlagSpec("auth_tokens_file").Value("PATH"),
        cli::FlagSpec("max_stream_buffer_events").AtLeast(1),
        cli::FlagSpec("drain_timeout").Value("DURATION"),
-       cli::FlagSpec("http_listen").Value("HOST:PORT"), cli::FlagSpec("http_threads").AtLeast(1)});
+       cli::FlagSpec("http_listen").Value("HOST:PORT"), cli::FlagSpec("http_threads").AtLeast(1),
+       cli::FlagSpec("http_cors_origins").Value("ORIGIN,...")});
   return command;
 }
 

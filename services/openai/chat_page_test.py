@@ -17,6 +17,11 @@ build/testdata/tiny-f32-gqa.gguf) and a llorch-scheduler with --http_listen
   - Stop during a long answer (ignore_eos, max_tokens 4000) aborts the fetch
     and the worker's job is cancelled (`llorch workers --format json`: no
     active or dispatched job within seconds);
+  - CORS: a page of another origin (a blank page on its own port, named in
+    --http_cors_origins) streams an answer through fetch() with a JSON body
+    and an Authorization header (a preflight first), equal to the API's;
+    the same page under an origin not named (localhost for 127.0.0.1) is
+    refused by the browser;
   - with --screenshot PATH, a PNG of the page with a real answer.
 Exits 77 (skipped) when chromium is not installed, or when GET / is not the
 page yet (the route is not wired into services/openai/http_server.cc).
@@ -25,6 +30,7 @@ Usage: chat_page_test.py LLORCH_SCHEDULER LLORCH_WORKER LLORCH_CLI [MODEL.gguf]
                          [--screenshot PATH]
 """
 import base64
+import http.server
 import json
 import os
 import re
@@ -35,6 +41,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -80,6 +87,65 @@ def api_chat(http_port, body):
         headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=300) as response:
         return json.load(response)["choices"][0]["message"]["content"]
+
+
+class BlankPage(http.server.BaseHTTPRequestHandler):
+    """Another origin for the CORS checks: an empty page."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = b"<!doctype html><title>another origin</title>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+# fetch() of a streamed chat answer from the current page: "STATUS BODY", or
+# "blocked: ERROR" when the browser refuses the cross-origin call.
+FETCH = """(async () => {
+  try {
+    const r = await fetch(%s, {method: 'POST',
+        headers: {'Content-Type': 'application/json', 'Authorization': 'Bearer unused'},
+        body: JSON.stringify(%s)});
+    return r.status + ' ' + await r.text();
+  } catch (e) { return 'blocked: ' + e; }
+})()"""
+
+
+def streamed_content(sse):
+    """The concatenated deltas of an SSE chat answer."""
+    text = ""
+    for line in sse.splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line[6:]).get("choices", []):
+                text += choice.get("delta", {}).get("content") or ""
+    return text
+
+
+def check_cors(browser, page_port, http_port, name):
+    body = {"model": name, "temperature": 0, "max_tokens": 16, "stream": True,
+            "messages": [{"role": "user", "content": "Name a colour."}]}
+    reference = api_chat(http_port, dict(body, stream=False))
+    expression = FETCH % (json.dumps(f"http://127.0.0.1:{http_port}/v1/chat/completions"),
+                          json.dumps(body))
+    for host, allowed in (("127.0.0.1", True), ("localhost", False)):
+        browser.call("Page.navigate", url=f"http://{host}:{page_port}/")
+        browser.wait(f"document.readyState === 'complete' && location.hostname === '{host}'",
+                     f"the page at {host}")
+        result = browser.js(expression)
+        if allowed:
+            check(result.startswith("200 ") and result.rstrip().endswith("data: [DONE]"),
+                  f"cross-origin fetch from an allowed origin: {result[:300]!r}")
+            text = streamed_content(result[4:])
+            check(text == reference, f"cross-origin stream {text!r}, API {reference!r}")
+            print(f"CORS: http://{host}:{page_port} streamed {text!r} (= the API's)")
+        else:
+            check(result.startswith("blocked: "), f"fetch from an origin not allowed: {result[:300]!r}")
+            print(f"CORS: http://{host}:{page_port} (not allowed) refused by the browser")
 
 
 # --- Chrome DevTools Protocol over a minimal websocket client ---------------
@@ -258,12 +324,16 @@ def run(scheduler_bin, worker_bin, cli, model, screenshot, tmp):
     name = served_name(model)
     procs = Processes(tmp)
     browser = None
+    page_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BlankPage)
+    threading.Thread(target=page_server.serve_forever, daemon=True).start()
+    page_port = page_server.server_address[1]
     try:
         wport = procs.start([worker_bin, "--model", model, "--listen", "127.0.0.1:0",
                              "--metrics_port", "-1", "--threads", "1"],
                             "worker", "llorch-worker: serving")["grpc"]
         ports = procs.start([scheduler_bin, "--listen", "127.0.0.1:0", "--metrics_port", "-1",
-                             "--workers", f"127.0.0.1:{wport}", "--http_listen", "127.0.0.1:0"],
+                             "--workers", f"127.0.0.1:{wport}", "--http_listen", "127.0.0.1:0",
+                             "--http_cors_origins", f"http://127.0.0.1:{page_port}"],
                             "scheduler", "llorch-scheduler: serving", ports=("grpc", "http"))
         procs.wait_log("scheduler", rf"up \(model {re.escape(name)}\)", f"{name} up line",
                        timeout=60)
@@ -380,7 +450,9 @@ def run(scheduler_bin, worker_bin, cli, model, screenshot, tmp):
             took = wait_jobs(cli, address, worker_address, want_busy=False, timeout=5)
             check(browser.js("document.getElementById('send').disabled") is False, "Send after Stop")
             print(f"Stop after {len(partial)} characters: the job ended within {took:.1f} s")
+        check_cors(browser, page_port, ports["http"], name)
     finally:
+        page_server.shutdown()
         if browser:
             browser.close()
         codes = procs.stop_all()

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <deque>
 #include <optional>
+#include <regex>
 #include <utility>
 #include <vector>
 
@@ -451,6 +452,42 @@ void HttpServer::Route() {
     response.set_content(page.data(), page.size(), "text/html; charset=utf-8");
   });
 
+  // CORS: a cross-origin page's preflight (OPTIONS with the method it will
+  // send) is answered before routing; every answer to an allowed origin
+  // names it. Without cors_origins neither happens (OPTIONS: 405 below).
+  http.set_pre_routing_handler([this](const httplib::Request& request,
+                                      httplib::Response& response) {
+    if (request.method != "OPTIONS" || !request.has_header("Access-Control-Request-Method")) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    const std::string origin = CorsOrigin(request);
+    if (origin.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string methods;
+    if (std::regex_match(request.path, std::regex("/v1/(chat/)?completions"))) {
+      methods = "POST";
+    } else if (std::regex_match(request.path, std::regex("/v1/models(/.+)?|/health|/"))) {
+      methods = "GET, HEAD";
+    } else {
+      return httplib::Server::HandlerResponse::Unhandled;  // 404
+    }
+    response.status = 204;
+    response.set_header("Access-Control-Allow-Methods", methods);
+    // Authorization and Content-Type, and whatever else the page asks for:
+    // the API reads only the headers it knows.
+    std::string headers = request.get_header_value("Access-Control-Request-Headers");
+    response.set_header("Access-Control-Allow-Headers",
+                        headers.empty() ? "Authorization, Content-Type" : headers);
+    response.set_header("Access-Control-Max-Age", "600");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  http.set_post_routing_handler([this](const httplib::Request& request,
+                                       httplib::Response& response) {
+    if (options_.cors_origins.empty()) return;
+    response.set_header("Vary", "Origin");
+    const std::string origin = CorsOrigin(request);
+    if (!origin.empty()) response.set_header("Access-Control-Allow-Origin", origin);
+  });
+
   // A known route with another method: 405; anything else: 404.
   auto not_allowed = [](const char* allow) {
     return [allow](const httplib::Request& request, httplib::Response& response) {
@@ -506,6 +543,16 @@ void HttpServer::Route() {
         }
         Reply(response, RouteError(500, absl::StrCat("Internal error: ", what), ""));
       });
+}
+
+std::string HttpServer::CorsOrigin(const httplib::Request& request) const {
+  if (options_.cors_origins.empty() || !request.has_header("Origin")) return "";
+  const std::string origin = request.get_header_value("Origin");
+  for (const std::string& allowed : options_.cors_origins) {
+    if (allowed == "*") return "*";
+    if (allowed == origin) return origin;
+  }
+  return "";
 }
 
 bool HttpServer::Authorized(const httplib::Request& request, httplib::Response& response) const {

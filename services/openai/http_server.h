@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 #include <thread>
 
 #include <grpcpp/channel.h>
@@ -55,6 +56,11 @@ struct HttpServerOptions {
   // forwarded as the call's `authorization` metadata either way, and the
   // scheduler checks it.
   const BearerTokens* tokens = nullptr;
+  // Browser pages of these origins ("https://app.example:8443", or "*" for
+  // any) may call the API from another origin (CORS): preflight OPTIONS get
+  // 204 with the allowed methods and headers, answers carry
+  // Access-Control-Allow-Origin. Empty: no CORS headers (same origin only).
+  std::vector<std::string> cors_origins;
   // Optional: workers up, for /health (else from ListWorkers, which needs
   // a token when tokens are required).
   std::function<int()> workers_up;
@@ -102,6 +108,9 @@ class HttpServer {
   void Generate(Endpoint endpoint, const httplib::Request& request, httplib::Response& response);
   void Models(const httplib::Request& request, httplib::Response& response);
   void Health(const httplib::Request& request, httplib::Response& response);
+  // The Access-Control-Allow-Origin value for a request's Origin header:
+  // the origin itself, "*", or "" when CORS does not allow it.
+  std::string CorsOrigin(const httplib::Request& request) const;
   // 401 when tokens are required and the header has none of them.
   bool Authorized(const httplib::Request& request, httplib::Response& response) const;
 

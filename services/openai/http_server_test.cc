@@ -223,8 +223,10 @@ class HttpServerTest : public ::testing::Test {
     grpc_server_->GetHealthCheckService()->SetServingStatus("llorch.v1.Scheduler", true);
   }
 
-  void StartHttp(const BearerTokens* tokens = nullptr) {
+  void StartHttp(const BearerTokens* tokens = nullptr,
+                 std::vector<std::string> cors_origins = {}) {
     HttpServerOptions options;
+    options.cors_origins = std::move(cors_origins);
     options.listen = "127.0.0.1:0";
     options.channel = grpc_server_->InProcessChannel(grpc::ChannelArguments());
     options.tokens = tokens;
@@ -523,6 +525,69 @@ TEST_F(HttpServerTest, ClientThatHangsUpBeforeANonStreamingAnswerCancelsTheCall)
   StartHttp();
   PostAndHangUp("/v1/completions", {{"model", "slow"}, {"prompt", "x"}}, /*read_bytes=*/0);
   EXPECT_TRUE(observed_.WaitCancelled(1, 3s)) << "the Generate call was not cancelled";
+}
+
+// CORS: preflights of allowed origins are answered, answers name them;
+// other origins and servers without cors_origins get no CORS headers.
+TEST_F(HttpServerTest, CorsForAllowedOriginsOnly) {
+  StartHttp(nullptr, {"http://app.example", "http://other.example"});
+  const httplib::Headers preflight = {{"Origin", "http://app.example"},
+                                      {"Access-Control-Request-Method", "POST"},
+                                      {"Access-Control-Request-Headers", "authorization"}};
+  httplib::Result r = client_->Options("/v1/chat/completions", preflight);
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Origin"), "http://app.example");
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Methods"), "POST");
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Headers"), "authorization");
+  r = client_->Options("/v1/models", preflight);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Methods"), "GET, HEAD");
+  r = client_->Options("/v1/nowhere", preflight);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+
+  httplib::Result answer = Post("/v1/completions", {{"model", "fake"}, {"prompt", "x"}},
+                                {{"Origin", "http://other.example"}});
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 200) << answer->body;
+  EXPECT_EQ(answer->get_header_value("Access-Control-Allow-Origin"), "http://other.example");
+  EXPECT_EQ(answer->get_header_value("Vary"), "Origin");
+
+  const httplib::Headers stranger = {{"Origin", "http://evil.example"},
+                                     {"Access-Control-Request-Method", "POST"}};
+  r = client_->Options("/v1/chat/completions", stranger);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 405);
+  EXPECT_FALSE(r->has_header("Access-Control-Allow-Origin"));
+  answer = Post("/v1/completions", {{"model", "fake"}, {"prompt", "x"}},
+                {{"Origin", "http://evil.example"}});
+  ASSERT_TRUE(answer);
+  EXPECT_FALSE(answer->has_header("Access-Control-Allow-Origin"));
+}
+
+TEST_F(HttpServerTest, NoCorsWithoutOrigins) {
+  StartHttp();
+  httplib::Result r = client_->Options(
+      "/v1/chat/completions",
+      {{"Origin", "http://app.example"}, {"Access-Control-Request-Method", "POST"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 405);
+  EXPECT_FALSE(r->has_header("Access-Control-Allow-Origin"));
+  httplib::Result answer = Post("/v1/completions", {{"model", "fake"}, {"prompt", "x"}},
+                                {{"Origin", "http://app.example"}});
+  ASSERT_TRUE(answer);
+  EXPECT_FALSE(answer->has_header("Access-Control-Allow-Origin"));
+  EXPECT_FALSE(answer->has_header("Vary"));
+}
+
+TEST_F(HttpServerTest, CorsAnyOrigin) {
+  StartHttp(nullptr, {"*"});
+  httplib::Result answer = client_->Get("/v1/models", {{"Origin", "http://anywhere.example"}});
+  ASSERT_TRUE(answer);
+  EXPECT_EQ(answer->status, 200);
+  EXPECT_EQ(answer->get_header_value("Access-Control-Allow-Origin"), "*");
 }
 
 }  // namespace
