@@ -86,10 +86,11 @@ def field_value(field):
 
 
 def rewrite(base, out, drop_keys=(), set_keys=None, drop_tensors=(), replace_tensors=None,
-            alignment=None):
+            alignment=None, add_tensors=None):
     """Re-writes `base` with gguf.GGUFWriter, with keys/tensors dropped or changed.
-    set_keys: {key: (value, GGUFValueType)}; replace_tensors: {name: float32 array
-    in numpy order}; alignment: general.alignment, honoured by the layout."""
+    set_keys: {key: (value, GGUFValueType)}; replace_tensors, add_tensors: {name:
+    float32 array in numpy order}; alignment: general.alignment, honoured by the
+    layout."""
     reader = gguf.GGUFReader(base)
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
     writer = gguf.GGUFWriter(out, arch=arch)
@@ -115,6 +116,8 @@ def rewrite(base, out, drop_keys=(), set_keys=None, drop_tensors=(), replace_ten
             writer.add_tensor(t.name, np.array(t.data))
         else:
             writer.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    for name, value in (add_tensors or {}).items():
+        writer.add_tensor(name, value.astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -261,6 +264,16 @@ def fabricate(base, out_dir):
         "llama.block_count": (1 << 31, gguf.GGUFValueType.UINT32)})
     rewritten("block_count_wrong_type", set_keys={
         "llama.block_count": ("two", gguf.GGUFValueType.STRING)})
+    f32 = gguf.GGUFValueType.FLOAT32
+    rewritten("rope_freq_base_zero", set_keys={"llama.rope.freq_base": (0.0, f32)})
+    rewritten("rope_freq_base_nan", set_keys={"llama.rope.freq_base": (float("nan"), f32)})
+    rewritten("rms_epsilon_negative", set_keys={
+        "llama.attention.layer_norm_rms_epsilon": (-1e-5, f32)})
+    rewritten("rope_scaling_factor_1e-45", set_keys={
+        "llama.rope.scaling.type": ("linear", gguf.GGUFValueType.STRING),
+        "llama.rope.scaling.factor": (1e-45, f32)})
+    ffn = int(reader.fields["llama.feed_forward_length"].parts[-1][0])
+    rewritten("gated_ffn_up_bias", add_tensors={"blk.0.ffn_up.bias": np.zeros(ffn, np.float32)})
 
     # Tensor data offsets (relative to the data section, a multiple of the
     # alignment) and the bytes they name.
@@ -515,6 +528,8 @@ def fabricate_hf(out_dir):
     directory("hf_safetensors_truncated", safetensors=good[:len(good) // 2])
     directory("hf_safetensors_empty", safetensors=b"")
     directory("hf_safetensors_missing", drop=("model.safetensors",))
+    directory("hf_safetensors_q_zero_rows", safetensors=header(lambda h: h[q0].update(
+        shape=[0, HF_HIDDEN], data_offsets=[h[q0]["data_offsets"][0]] * 2)))
     return models
 
 
@@ -620,7 +635,13 @@ def main():
         hf = fabricate_hf(out_dir)
         hf_valid = hf.pop("hf_valid")
         checks = []  # (label, argv, expect, names, mentions)
-        for name, path in (("valid model", base), ("hf_valid", hf_valid)):
+        # A context of 2^28 positions is no reason for memory: nothing is
+        # sized by it until a job asks for the positions.
+        huge_context = os.path.join(out_dir, "context_2pow28.gguf")
+        rewrite(base, huge_context, set_keys={
+            "llama.context_length": (1 << 28, gguf.GGUFValueType.UINT32)})
+        for name, path in (("valid model", base), ("hf_valid", hf_valid),
+                           ("context_2pow28", huge_context)):
             for command in ("inspect", "run", "chat"):
                 checks.append((f"{name}, {command}", cli_argv(binary, command, path), "ok",
                                None, None))

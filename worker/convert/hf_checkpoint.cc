@@ -260,7 +260,7 @@ absl::StatusOr<std::unique_ptr<GgufFile>> OpenHfCheckpoint(const std::string& di
     info.data = t.data;
     info.num_bytes = t.num_bytes;
     if (permute_heads > 0) {
-      if (t.shape.empty() || t.shape[0] % (2 * permute_heads) != 0) {
+      if (t.shape.empty() || t.shape[0] == 0 || t.shape[0] % (2 * permute_heads) != 0) {
         return Invalid(dir, absl::StrCat("tensor ", hf_name, " cannot be split into ",
                                          permute_heads, " heads"));
       }

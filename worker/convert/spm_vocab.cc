@@ -85,6 +85,14 @@ absl::Status AddSentencePieceMetadata(const std::string& model_path, int64_t voc
   if (handle == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(model_path, ": ", error));
   }
+  // Padding to the embedding's rows makes one string per id: a config.json
+  // claiming 2^24 rows took 7 GB before the mismatch was found.
+  constexpr int64_t kMaxVocabSize = int64_t{1} << 20;
+  if (vocab_size > kMaxVocabSize) {
+    return absl::InvalidArgumentError(absl::StrCat(model_path, ": vocab_size ", vocab_size,
+                                                   " is implausible (more than ", kMaxVocabSize,
+                                                   ")"));
+  }
   const int64_t pieces = s.size(handle.get());
   if (vocab_size > 0 && pieces > vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(model_path, ": ", pieces,

@@ -493,30 +493,49 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& ggu
 #undef LLORCH_ASSIGN_OR_RETURN
   model->num_parameters_ = num_parameters;
 
-  // RoPE tables computed as ggml does (float, theta multiplied per pair) so
-  // that positions far into the context round the same way as llama.cpp.
-  const int64_t half = c.rope_dim / 2;
-  at::Tensor cos = at::empty({c.context_length, half}, at::kFloat);
-  at::Tensor sin = at::empty({c.context_length, half}, at::kFloat);
-  const float theta_scale = std::pow(c.rope_freq_base, -2.0f / static_cast<float>(c.rope_dim));
-  float* cos_data = cos.data_ptr<float>();
-  float* sin_data = sin.data_ptr<float>();
-  for (int64_t p = 0; p < c.context_length; ++p) {
-    float theta = static_cast<float>(p);
-    for (int64_t i = 0; i < half; ++i) {
-      const float factor = c.rope_freq_factors.empty() ? 1.0f : c.rope_freq_factors[i];
-      const float angle = c.rope_freq_scale * theta / factor;
-      cos_data[p * half + i] = std::cos(angle);
-      sin_data[p * half + i] = std::sin(angle);
-      theta *= theta_scale;
-    }
+  // A device step (a replayed CUDA graph among them) looks its rows up in
+  // tables of the whole context; the CPU computes a step's rows as it goes
+  // (RopeRows; a table of a 1M-token context is 512 MiB at rope_dim 128).
+  if (!model->device_.is_cpu()) {
+    std::vector<int64_t> every(static_cast<size_t>(c.context_length));
+    for (int64_t p = 0; p < c.context_length; ++p) every[p] = p;
+    auto [cos, sin] = RopeAngles(c, every);
+    model->rope_cos_ = cos.to(model->device_);
+    model->rope_sin_ = sin.to(model->device_);
   }
-  model->rope_cos_ = cos.to(model->device_);
-  model->rope_sin_ = sin.to(model->device_);
   return model;
 }
 
+std::pair<at::Tensor, at::Tensor> RopeAngles(const ModelConfig& c,
+                                             absl::Span<const int64_t> positions) {
+  // As ggml computes them (float, theta multiplied per pair), so that
+  // positions far into the context round the same way as llama.cpp.
+  const int64_t half = c.rope_dim / 2, n = static_cast<int64_t>(positions.size());
+  at::Tensor cos = at::empty({n, half}, at::kFloat);  // [n, rope_dim / 2]
+  at::Tensor sin = at::empty({n, half}, at::kFloat);
+  const float theta_scale = std::pow(c.rope_freq_base, -2.0f / static_cast<float>(c.rope_dim));
+  float* cos_data = cos.data_ptr<float>();
+  float* sin_data = sin.data_ptr<float>();
+  for (int64_t r = 0; r < n; ++r) {
+    float theta = static_cast<float>(positions[r]);
+    for (int64_t i = 0; i < half; ++i) {
+      const float factor = c.rope_freq_factors.empty() ? 1.0f : c.rope_freq_factors[i];
+      const float angle = c.rope_freq_scale * theta / factor;
+      cos_data[r * half + i] = std::cos(angle);
+      sin_data[r * half + i] = std::sin(angle);
+      theta *= theta_scale;
+    }
+  }
+  return {cos, sin};
+}
+
 LlamaModel::~LlamaModel() = default;
+
+std::pair<at::Tensor, at::Tensor> LlamaModel::RopeRows(const at::Tensor& pos) const {
+  if (rope_cos_.defined()) return {rope_cos_.index_select(0, pos), rope_sin_.index_select(0, pos)};
+  const at::Tensor host = pos.to(at::kCPU, at::kLong).contiguous();
+  return RopeAngles(config_, absl::MakeConstSpan(host.data_ptr<int64_t>(), host.numel()));
+}
 
 std::unique_ptr<KvCache> LlamaModel::NewCache(int64_t capacity) const {
   return std::make_unique<KvCache>(config_, capacity, device_, kv_type_);
@@ -1223,8 +1242,8 @@ at::Tensor LlamaModel::DecodeBatchLogits(const at::Tensor& inputs, KvPool* pool,
                               .view({jobs, 1, 1, positions});
   at::Tensor x = Embed(ids);                              // [B, hidden]
   // [B, rope_dim / 2], in the activations' type once for every layer.
-  const at::Tensor cos = rope_cos_.index_select(0, pos).to(dtype_);
-  const at::Tensor sin = rope_sin_.index_select(0, pos).to(dtype_);
+  const auto [cos_rows, sin_rows] = RopeRows(pos);
+  const at::Tensor cos = cos_rows.to(dtype_), sin = sin_rows.to(dtype_);
   // Every row a generated token's (host flags, read by the CPU kernels only).
   const std::vector<uint8_t> no_groups(jobs, 0), decode_rows(jobs, 1);
   const RowKinds kinds{no_groups.data(), decode_rows.data()};
@@ -1390,8 +1409,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   at::Tensor ids = at::from_blob(all_tokens.data(), {rows}, at::kInt).to(at::kLong).to(device_);
   at::Tensor pos = at::from_blob(positions.data(), {rows}, long_cpu).to(device_);
   at::Tensor x = Embed(ids);  // [N, hidden]
-  at::Tensor cos = rope_cos_.index_select(0, pos);  // [N, rope_dim / 2]
-  at::Tensor sin = rope_sin_.index_select(0, pos);
+  auto [cos, sin] = RopeRows(pos);  // [N, rope_dim / 2] each
 
   const RowKinds kinds{in_groups_of_4.data(), decode_rows.data()};
   // One-token steps on the CPU (a lone job's decode, continuous batching's

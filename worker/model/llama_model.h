@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -123,6 +124,11 @@ struct ForwardItem {
   // recomputed) give what their one-token steps gave.
   bool decode = false;
 };
+
+// cos and sin of RoPE's angles for each position ([positions, rope_dim / 2],
+// F32, on the CPU), as ggml computes them.
+std::pair<at::Tensor, at::Tensor> RopeAngles(const ModelConfig& config,
+                                             absl::Span<const int64_t> positions);
 
 class LlamaModel {
  public:
@@ -318,6 +324,9 @@ class LlamaModel {
   // An uninitialised activation tensor of `like`'s type and device; on the
   // CPU from activations_.
   at::Tensor NewActivation(at::IntArrayRef sizes, const at::TensorOptions& like) const;
+  // cos and sin of the positions `pos` ([n], on device_): rows of the tables
+  // off the CPU, RopeAngles on it. [n, rope_dim / 2] each.
+  std::pair<at::Tensor, at::Tensor> RopeRows(const at::Tensor& pos) const;
 
   ModelConfig config_;
   bool ggml_gelu_ = true;
@@ -338,7 +347,7 @@ class LlamaModel {
   Matrix output_;           // [vocab, hidden]; when tied, its raw rows are token_embd_'s
   at::Tensor output_bias_;  // [vocab] (phi2)
   std::vector<Layer> layers_;
-  at::Tensor rope_cos_;     // [context, rope_dim / 2]
+  at::Tensor rope_cos_;     // [context, rope_dim / 2], off the CPU only (RopeRows)
   at::Tensor rope_sin_;     // [context, rope_dim / 2]
   int64_t decode_pad_ = 0;  // LoadOptions::decode_pad, resolved
   std::unique_ptr<DecodeGraphs> graphs_;  // CUDA graphs of decode steps, or null

@@ -192,10 +192,18 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   }
   if (auto base = gguf.GetFloat(p + "rope.freq_base"); base.ok()) {
     config.rope_freq_base = static_cast<float>(*base);
+    if (!std::isfinite(config.rope_freq_base) || config.rope_freq_base <= 1.0f) {
+      return Invalid(gguf, absl::StrCat(p, "rope.freq_base ", *base,
+                                        " must be a finite number above 1"));
+    }
   }
   if (auto type = gguf.GetString(p + "rope.scaling.type"); type.ok() && *type == "linear") {
     if (auto factor = gguf.GetFloat(p + "rope.scaling.factor"); factor.ok() && *factor > 0) {
       config.rope_freq_scale = static_cast<float>(1.0 / *factor);
+      if (!std::isfinite(config.rope_freq_scale) || config.rope_freq_scale <= 0.0f) {
+        return Invalid(gguf, absl::StrCat(p, "rope.scaling.factor ", *factor,
+                                          " gives no finite frequency scale"));
+      }
     }
   }
   const std::string eps_key = config.norm == NormType::kRms
@@ -203,6 +211,9 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
                                   : p + "attention.layer_norm_epsilon";
   if (auto eps = gguf.GetFloat(eps_key); eps.ok()) {
     config.norm_eps = static_cast<float>(*eps);
+    if (!std::isfinite(config.norm_eps) || config.norm_eps < 0.0f) {
+      return Invalid(gguf, absl::StrCat(eps_key, " ", *eps, " must be finite and >= 0"));
+    }
   } else {
     return Invalid(gguf, absl::StrCat("missing required key ", eps_key));
   }
@@ -273,6 +284,18 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
     }
     if (!t.qkv_bias.empty()) {
       if (absl::Status s = ExpectStackedVector(gguf, t.qkv_bias, qkv_rows); !s.ok()) return s;
+    }
+    // A gated FFN's gate and up rows are one product here, with no bias
+    // (transformers' mlp_bias would add one to each half): refused rather
+    // than added to the wrong rows or dropped.
+    if (config.ffn == FfnType::kSiluGated) {
+      for (const char* name : {"ffn_up.bias", "ffn_gate.bias"}) {
+        const std::string bias = absl::StrCat("blk.", l, ".", name);
+        if (gguf.FindTensor(bias) != nullptr) {
+          return Invalid(gguf, absl::StrCat("tensor ", bias,
+                                            ": biases on a gated FFN are not supported"));
+        }
+      }
     }
     for (const auto& [bias, n] : std::vector<std::pair<std::string, int64_t>>{
              {t.attn_norm_bias, h}, {t.attn_output_bias, h},
