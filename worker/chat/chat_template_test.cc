@@ -1,5 +1,6 @@
 #include "worker/chat/chat_template.h"
 
+#include <chrono>
 #include <ctime>
 #include <string>
 #include <thread>
@@ -84,6 +85,28 @@ TEST(ChatTemplateTest, OtherRenderErrorsAreInvalidArgument) {
   ASSERT_FALSE(text.ok());
   EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(text.status().message(), HasSubstr("chat template: "));
+}
+
+// A model's template cannot take the worker down: a huge padding is an
+// error (a failed allocation would abort the process), and so is a render
+// past its instruction budget (it would hold the request for ever).
+TEST(ChatTemplateTest, TemplatesCannotExhaustTheProcess) {
+  for (const char* source :
+       {"{{ messages[0]['content'] | center(100000000000) }}",
+        "{{ messages | tojson(indent=100000000000) }}",
+        "{% for i in range(10000) %}{% for j in range(10000) %}{% for k in range(10000) %}"
+        "{% endfor %}{% endfor %}{% endfor %}"}) {
+    SCOPED_TRACE(source);
+    ChatTemplate t = MustCreate(source);
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<std::string> text = t.Render({{"user", "hi"}}, false);
+    ASSERT_FALSE(text.ok());
+    EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  }
+  EXPECT_EQ(MustRender(MustCreate("{{ messages[0]['content'] | center(6) }}"), {{"user", "ab"}},
+                       false),
+            "  ab  ");
 }
 
 TEST(ChatTemplateTest, BosAndEosTokens) {

@@ -211,9 +211,20 @@ fn string_filter(value: &Value) -> Value {
     }
 }
 
+/// Widths and indents a template may ask for: a larger one is an error, not
+/// an allocation the process cannot survive (Rust aborts when one fails).
+const MAX_PADDING: i64 = 1 << 16;
+
 /// Jinja2's `center(value, width=80)`.
-fn center_filter(value: &Value, width: Option<i64>) -> Value {
-    Value::from(pyfmt::py_center(&pyfmt::py_str(value), width.unwrap_or(80)))
+fn center_filter(value: &Value, width: Option<i64>) -> Result<Value, Error> {
+    let width = width.unwrap_or(80);
+    if width > MAX_PADDING {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("center width {width} is over {MAX_PADDING}"),
+        ));
+    }
+    Ok(Value::from(pyfmt::py_center(&pyfmt::py_str(value), width)))
 }
 
 /// Jinja2's `truncate(s, length=255, killwords=False, end='...',
@@ -321,6 +332,12 @@ fn tojson_filter(value: &Value, args: Rest<ValueOrKwargs>) -> Result<Value, Erro
             Some(v.as_str().unwrap_or_default().to_string())
         }
         Some(v) => match v.as_i64() {
+            Some(n) if n > MAX_PADDING => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("indent {n} is over {MAX_PADDING}"),
+                ))
+            }
             Some(n) => Some(" ".repeat(n.max(0) as usize)),
             None => {
                 return Err(Error::new(
@@ -413,6 +430,8 @@ fn rewrite_generation_tags(source: &str) -> String {
     out
 }
 
+const RENDER_FUEL: u64 = 20_000_000;
+
 fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
     // Jinja2 builtins minijinja lacks: cycler, joiner, striptags,
@@ -438,6 +457,11 @@ fn new_environment() -> Environment<'static> {
     env.set_auto_escape_callback(|_| AutoEscape::None);
     // Short error messages (no source dumps), also in debug builds.
     env.set_debug(false);
+    // Instructions one render may run: a conversation of the 1024 messages a
+    // request may hold takes a few hundred thousand in the templates models
+    // ship; a template that loops for ever stops with an error in a second
+    // or so.
+    env.set_fuel(Some(RENDER_FUEL));
     env.set_unknown_method_callback(py_method);
     // {{ x }} prints Python's str(x): None, True, 1e-05, ['a', 1], {'k': 'v'}.
     env.set_formatter(|out, _state, value| {
@@ -768,6 +792,23 @@ mod tests {
             render_str("{{ none is iterable }}{{ x is iterable }}{{ 's' is iterable }}{{ u is iterable }}{{ 1 is iterable }}", ctx).1,
             "FalseTrueTrueTrueFalse"
         );
+    }
+
+    #[test]
+    fn templates_cannot_exhaust_the_process() {
+        let ctx = serde_json::json!({"m": [1]});
+        for source in [
+            "{{ 'x' | center(100000000000) }}",
+            "{{ m | tojson(indent=100000000000) }}",
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% for k in range(10000) %}\
+             {% endfor %}{% endfor %}{% endfor %}",
+        ] {
+            let start = std::time::Instant::now();
+            let (code, msg) = render_str(source, ctx.clone());
+            assert_eq!(code, LLORCH_CHAT_TEMPLATE_RENDER_ERROR, "{source}: {msg}");
+            assert!(start.elapsed().as_secs() < 20, "{source}: {:?}", start.elapsed());
+        }
+        assert_eq!(render_str("{{ 'ab' | center(6) }}", ctx.clone()).1, "  ab  ");
     }
 
     #[test]
