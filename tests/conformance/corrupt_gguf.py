@@ -272,6 +272,16 @@ def fabricate(base, out_dir):
     rewritten("rope_scaling_factor_1e-45", set_keys={
         "llama.rope.scaling.type": ("linear", gguf.GGUFValueType.STRING),
         "llama.rope.scaling.factor": (1e-45, f32)})
+    rewritten("rope_freq_base_string", set_keys={
+        "llama.rope.freq_base": ("10000", gguf.GGUFValueType.STRING)})
+    rewritten("rms_epsilon_string", set_keys={
+        "llama.attention.layer_norm_rms_epsilon": ("1e-5", gguf.GGUFValueType.STRING)})
+    rows_of = {t.name: int(t.data.shape[0]) for t in reader.tensors}  # numpy order: rows first
+    q_rows, k_rows = rows_of["blk.0.attn_q.weight"], rows_of["blk.0.attn_k.weight"]
+    if q_rows > 16:  # Q narrower and K wider by the same rows: the right total
+        rewritten("q_narrower_k_wider", replace_tensors={
+            "blk.0.attn_q.weight": np.zeros((q_rows - 16, hidden), np.float32),
+            "blk.0.attn_k.weight": np.zeros((k_rows + 16, hidden), np.float32)})
     ffn = int(reader.fields["llama.feed_forward_length"].parts[-1][0])
     rewritten("gated_ffn_up_bias", add_tensors={"blk.0.ffn_up.bias": np.zeros(ffn, np.float32)})
 

@@ -59,10 +59,22 @@ absl::Status ExpectTensor(const GgufFile& gguf, const std::string& name,
 }
 
 // Matrices stacked by rows: each {in, rows_i}, rows summing to `rows`.
-absl::Status ExpectStacked(const GgufFile& gguf, const std::vector<std::string>& names, int64_t in,
-                           int64_t rows) {
+// The rows of each of `names` stacked in one product: `parts` (Q, K, V; gate,
+// up) where there is a tensor per part, else their sum in one fused tensor.
+std::vector<int64_t> PartRows(const std::vector<std::string>& names,
+                              const std::vector<int64_t>& parts) {
+  if (names.size() == parts.size()) return parts;
   int64_t total = 0;
-  for (const std::string& name : names) {
+  for (const int64_t rows : parts) total += rows;
+  return {total};
+}
+
+absl::Status ExpectStacked(const GgufFile& gguf, const std::vector<std::string>& names, int64_t in,
+                           const std::vector<int64_t>& part_rows) {
+  int64_t total = 0, rows = 0;
+  for (const int64_t r : part_rows) rows += r;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
     const GgufTensorInfo* info = gguf.FindTensor(name);
     if (info == nullptr) return Invalid(gguf, absl::StrCat("missing tensor ", name));
     if (info->shape.size() != 2 || info->shape[0] != in) {
@@ -71,6 +83,12 @@ absl::Status ExpectStacked(const GgufFile& gguf, const std::vector<std::string>&
                                         ", ...] from the metadata"));
     }
     if (absl::Status s = CheckType(gguf, *info); !s.ok()) return s;
+    // Each part its own rows: a Q narrower and a K wider than the metadata
+    // says would add up and be split at the wrong row.
+    if (part_rows.size() == names.size() && info->shape[1] != part_rows[i]) {
+      return Invalid(gguf, absl::StrCat("tensor ", name, " has ", info->shape[1],
+                                        " rows, expected ", part_rows[i], " from the metadata"));
+    }
     total += info->shape[1];
   }
   if (total != rows) {
@@ -82,13 +100,19 @@ absl::Status ExpectStacked(const GgufFile& gguf, const std::vector<std::string>&
 
 // Vectors stacked: lengths summing to `length`.
 absl::Status ExpectStackedVector(const GgufFile& gguf, const std::vector<std::string>& names,
-                                 int64_t length) {
-  int64_t total = 0;
-  for (const std::string& name : names) {
+                                 const std::vector<int64_t>& part_lengths) {
+  int64_t total = 0, length = 0;
+  for (const int64_t n : part_lengths) length += n;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string& name = names[i];
     const GgufTensorInfo* info = gguf.FindTensor(name);
     if (info == nullptr) return Invalid(gguf, absl::StrCat("missing tensor ", name));
     if (info->shape.size() != 1) return Invalid(gguf, absl::StrCat("tensor ", name, " is not 1-D"));
     if (absl::Status s = CheckType(gguf, *info); !s.ok()) return s;
+    if (part_lengths.size() == names.size() && info->shape[0] != part_lengths[i]) {
+      return Invalid(gguf, absl::StrCat("tensor ", name, " has ", info->shape[0],
+                                        " elements, expected ", part_lengths[i]));
+    }
     total += info->shape[0];
   }
   if (total != length) {
@@ -190,6 +214,13 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
                                       " must be even and at most the head size ",
                                       config.head_dim));
   }
+  // An optional number present with another type is an error, not its default.
+  for (const std::string& key : {p + "rope.freq_base", p + "rope.scaling.factor"}) {
+    if (gguf.Find(key) == nullptr) continue;
+    if (absl::StatusOr<double> value = gguf.GetFloat(key); !value.ok()) {
+      return Invalid(gguf, absl::StrCat(key, " is not a number"));
+    }
+  }
   if (auto base = gguf.GetFloat(p + "rope.freq_base"); base.ok()) {
     config.rope_freq_base = static_cast<float>(*base);
     if (!std::isfinite(config.rope_freq_base) || config.rope_freq_base <= 1.0f) {
@@ -209,6 +240,9 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   const std::string eps_key = config.norm == NormType::kRms
                                   ? p + "attention.layer_norm_rms_epsilon"
                                   : p + "attention.layer_norm_epsilon";
+  if (gguf.Find(eps_key) != nullptr && !gguf.GetFloat(eps_key).ok()) {
+    return Invalid(gguf, absl::StrCat(eps_key, " is not a number"));
+  }
   if (auto eps = gguf.GetFloat(eps_key); eps.ok()) {
     config.norm_eps = static_cast<float>(*eps);
     if (!std::isfinite(config.norm_eps) || config.norm_eps < 0.0f) {
@@ -266,16 +300,18 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
     const int64_t n = std::string(bias) == "output.bias" ? config.vocab_size : h;
     if (absl::Status s = ExpectTensor(gguf, bias, {n}); !s.ok()) return s;
   }
-  const int64_t ffn_rows = config.ffn == FfnType::kSiluGated ? 2 * config.ffn_size : config.ffn_size;
+  const std::vector<int64_t> ffn_parts =
+      config.ffn == FfnType::kSiluGated ? std::vector<int64_t>{config.ffn_size, config.ffn_size}
+                                        : std::vector<int64_t>{config.ffn_size};
+  const std::vector<int64_t> qkv_parts = {config.q_dim(), config.kv_dim(), config.kv_dim()};
   for (int64_t l = 0; l < config.num_layers; ++l) {
     const LayerTensors t = LayerTensorsOf(config, gguf, l);
-    const int64_t qkv_rows = config.q_dim() + 2 * config.kv_dim();
     for (absl::Status s : {
              ExpectTensor(gguf, t.attn_norm, {h}),
-             ExpectStacked(gguf, t.qkv, h, qkv_rows),
-             ExpectStacked(gguf, {t.attn_output}, config.q_dim(), h),
-             ExpectStacked(gguf, t.ffn_in, h, ffn_rows),
-             ExpectStacked(gguf, {t.ffn_down}, config.ffn_size, h),
+             ExpectStacked(gguf, t.qkv, h, PartRows(t.qkv, qkv_parts)),
+             ExpectStacked(gguf, {t.attn_output}, config.q_dim(), {h}),
+             ExpectStacked(gguf, t.ffn_in, h, PartRows(t.ffn_in, ffn_parts)),
+             ExpectStacked(gguf, {t.ffn_down}, config.ffn_size, {h}),
          }) {
       if (!s.ok()) return s;
     }
@@ -283,7 +319,10 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
       if (absl::Status s = ExpectTensor(gguf, t.ffn_norm, {h}); !s.ok()) return s;
     }
     if (!t.qkv_bias.empty()) {
-      if (absl::Status s = ExpectStackedVector(gguf, t.qkv_bias, qkv_rows); !s.ok()) return s;
+      if (absl::Status s = ExpectStackedVector(gguf, t.qkv_bias, PartRows(t.qkv_bias, qkv_parts));
+          !s.ok()) {
+        return s;
+      }
     }
     // A gated FFN's gate and up rows are one product here, with no bias
     // (transformers' mlp_bias would add one to each half): refused rather
