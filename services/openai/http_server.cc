@@ -452,20 +452,25 @@ void HttpServer::Route() {
     response.set_content(page.data(), page.size(), "text/html; charset=utf-8");
   });
 
+  // The routes by method, for the 405s below and CORS preflights.
+  static constexpr const char* kPostRoutes = "/v1/(chat/)?completions";
+  static constexpr const char* kGetRoutes = "/v1/models(/.+)?|/health|/";
+
   // CORS: a cross-origin page's preflight (OPTIONS with the method it will
   // send) is answered before routing; every answer to an allowed origin
   // names it. Without cors_origins neither happens (OPTIONS: 405 below).
   http.set_pre_routing_handler([this](const httplib::Request& request,
                                       httplib::Response& response) {
+    static const std::regex post_routes(kPostRoutes), get_routes(kGetRoutes);
     if (request.method != "OPTIONS" || !request.has_header("Access-Control-Request-Method")) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
     const std::string origin = CorsOrigin(request);
     if (origin.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string methods;
-    if (std::regex_match(request.path, std::regex("/v1/(chat/)?completions"))) {
+    if (std::regex_match(request.path, post_routes)) {
       methods = "POST";
-    } else if (std::regex_match(request.path, std::regex("/v1/models(/.+)?|/health|/"))) {
+    } else if (std::regex_match(request.path, get_routes)) {
       methods = "GET, HEAD";
     } else {
       return httplib::Server::HandlerResponse::Unhandled;  // 404
@@ -498,8 +503,6 @@ void HttpServer::Route() {
       response.set_header("Allow", allow);
     };
   };
-  const char* kPostRoutes = "/v1/(chat/)?completions";
-  const char* kGetRoutes = "/v1/models(/.+)?|/health|/";
   http.Get(kPostRoutes, not_allowed("POST"));
   http.Post(kGetRoutes, not_allowed("GET, HEAD"));
   for (const auto& [pattern, allow] :
