@@ -1,6 +1,7 @@
 #include "worker/model/model_config.h"
 
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -122,6 +123,16 @@ absl::Status ExpectStackedVector(const GgufFile& gguf, const std::vector<std::st
   return absl::OkStatus();
 }
 
+// A numeric key that may be absent: nullopt then; present with another
+// type it is an error, not its default.
+absl::StatusOr<std::optional<double>> OptionalNumber(const GgufFile& gguf,
+                                                     const std::string& key) {
+  if (gguf.Find(key) == nullptr) return std::nullopt;
+  absl::StatusOr<double> value = gguf.GetFloat(key);
+  if (!value.ok()) return Invalid(gguf, absl::StrCat(key, " is not a number"));
+  return *value;
+}
+
 std::string IfPresent(const GgufFile& gguf, const std::string& name) {
   return gguf.FindTensor(name) != nullptr ? name : "";
 }
@@ -214,25 +225,22 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
                                       " must be even and at most the head size ",
                                       config.head_dim));
   }
-  // An optional number present with another type is an error, not its default.
-  for (const std::string& key : {p + "rope.freq_base", p + "rope.scaling.factor"}) {
-    if (gguf.Find(key) == nullptr) continue;
-    if (absl::StatusOr<double> value = gguf.GetFloat(key); !value.ok()) {
-      return Invalid(gguf, absl::StrCat(key, " is not a number"));
-    }
-  }
-  if (auto base = gguf.GetFloat(p + "rope.freq_base"); base.ok()) {
-    config.rope_freq_base = static_cast<float>(*base);
+  absl::StatusOr<std::optional<double>> base = OptionalNumber(gguf, p + "rope.freq_base");
+  if (!base.ok()) return base.status();
+  if (base->has_value()) {
+    config.rope_freq_base = static_cast<float>(**base);
     if (!std::isfinite(config.rope_freq_base) || config.rope_freq_base <= 1.0f) {
-      return Invalid(gguf, absl::StrCat(p, "rope.freq_base ", *base,
+      return Invalid(gguf, absl::StrCat(p, "rope.freq_base ", **base,
                                         " must be a finite number above 1"));
     }
   }
+  absl::StatusOr<std::optional<double>> factor = OptionalNumber(gguf, p + "rope.scaling.factor");
+  if (!factor.ok()) return factor.status();
   if (auto type = gguf.GetString(p + "rope.scaling.type"); type.ok() && *type == "linear") {
-    if (auto factor = gguf.GetFloat(p + "rope.scaling.factor"); factor.ok() && *factor > 0) {
-      config.rope_freq_scale = static_cast<float>(1.0 / *factor);
+    if (factor->has_value() && **factor > 0) {
+      config.rope_freq_scale = static_cast<float>(1.0 / **factor);
       if (!std::isfinite(config.rope_freq_scale) || config.rope_freq_scale <= 0.0f) {
-        return Invalid(gguf, absl::StrCat(p, "rope.scaling.factor ", *factor,
+        return Invalid(gguf, absl::StrCat(p, "rope.scaling.factor ", **factor,
                                           " gives no finite frequency scale"));
       }
     }
@@ -240,16 +248,12 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   const std::string eps_key = config.norm == NormType::kRms
                                   ? p + "attention.layer_norm_rms_epsilon"
                                   : p + "attention.layer_norm_epsilon";
-  if (gguf.Find(eps_key) != nullptr && !gguf.GetFloat(eps_key).ok()) {
-    return Invalid(gguf, absl::StrCat(eps_key, " is not a number"));
-  }
-  if (auto eps = gguf.GetFloat(eps_key); eps.ok()) {
-    config.norm_eps = static_cast<float>(*eps);
-    if (!std::isfinite(config.norm_eps) || config.norm_eps < 0.0f) {
-      return Invalid(gguf, absl::StrCat(eps_key, " ", *eps, " must be finite and >= 0"));
-    }
-  } else {
-    return Invalid(gguf, absl::StrCat("missing required key ", eps_key));
+  absl::StatusOr<std::optional<double>> eps = OptionalNumber(gguf, eps_key);
+  if (!eps.ok()) return eps.status();
+  if (!eps->has_value()) return Invalid(gguf, absl::StrCat("missing required key ", eps_key));
+  config.norm_eps = static_cast<float>(**eps);
+  if (!std::isfinite(config.norm_eps) || config.norm_eps < 0.0f) {
+    return Invalid(gguf, absl::StrCat(eps_key, " ", **eps, " must be finite and >= 0"));
   }
   if (gguf.Find(p + "attention.sliding_window") != nullptr && a != "phi3") {
     // (llama.cpp ignores phi3's window for contexts up to it; so do we.)
