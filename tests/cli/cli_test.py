@@ -357,8 +357,12 @@ with ServingWorker() as w:
     check(p.stdout == "cancel requested: no-such-job\n", "`llorch cancel JOB_ID --worker`: the id as argument")
 
     rc, rest, err = interrupted_generate(w.address)
-    check(rc == -signal.SIGINT and "interrupted" in err and not rest,
-          f"Ctrl-C during generate: the call cancelled, then died of SIGINT (rc {rc}, {err.strip()!r})")
+    # Tokens already in the pipe when the signal lands may follow; no
+    # `finished` line does, and the generation stops far short of its 2000.
+    check(rc == -signal.SIGINT and "interrupted" in err
+          and all(e["event"] == "token" for e in rest) and len(rest) < 100,
+          f"Ctrl-C during generate: the call cancelled, then died of SIGINT (rc {rc}, "
+          f"{err.strip()!r}, {len(rest)} lines after the second token)")
     check(run("health", "--worker", w.address).stdout == "SERVING\n", "the worker serves on after the cancel")
 
     # bench-serve: a row per level in the table and the CSV, progress on
