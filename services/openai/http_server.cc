@@ -32,6 +32,10 @@
 namespace llorch::openai {
 namespace {
 
+// The routes by method, for the 405s and CORS preflights.
+constexpr const char* kPostRoutes = "/v1/(chat/)?completions";
+constexpr const char* kGetRoutes = "/v1/models(/.+)?|/health|/";
+
 using json = nlohmann::json;
 
 constexpr char kJson[] = "application/json";
@@ -429,6 +433,13 @@ void HttpServer::Stop(std::chrono::milliseconds grace) {
 }
 
 void HttpServer::Route() {
+  RouteApi();
+  RouteCors();
+  RouteRefusals();
+  RouteErrors();
+}
+
+void HttpServer::RouteApi() {
   httplib::Server& http = *server_;
   http.Post("/v1/chat/completions",
             [this](const httplib::Request& request, httplib::Response& response) {
@@ -451,14 +462,13 @@ void HttpServer::Route() {
     const std::string_view page = openai::ChatPageHtml();
     response.set_content(page.data(), page.size(), "text/html; charset=utf-8");
   });
+}
 
-  // The routes by method, for the 405s below and CORS preflights.
-  static constexpr const char* kPostRoutes = "/v1/(chat/)?completions";
-  static constexpr const char* kGetRoutes = "/v1/models(/.+)?|/health|/";
-
-  // CORS: a cross-origin page's preflight (OPTIONS with the method it will
-  // send) is answered before routing; every answer to an allowed origin
-  // names it. Without cors_origins neither happens (OPTIONS: 405 below).
+// A cross-origin page's preflight (OPTIONS with the method it will send) is
+// answered before routing; every answer to an allowed origin names it.
+// Without cors_origins neither happens (OPTIONS: 405, RouteRefusals).
+void HttpServer::RouteCors() {
+  httplib::Server& http = *server_;
   http.set_pre_routing_handler([this](const httplib::Request& request,
                                       httplib::Response& response) {
     static const std::regex post_routes(kPostRoutes), get_routes(kGetRoutes);
@@ -492,8 +502,11 @@ void HttpServer::Route() {
     const std::string origin = CorsOrigin(request);
     if (!origin.empty()) response.set_header("Access-Control-Allow-Origin", origin);
   });
+}
 
-  // A known route with another method: 405; anything else: 404.
+// A known route with another method: 405; anything else: 404.
+void HttpServer::RouteRefusals() {
+  httplib::Server& http = *server_;
   auto not_allowed = [](const char* allow) {
     return [allow](const httplib::Request& request, httplib::Response& response) {
       Reply(response, RouteError(405,
@@ -522,7 +535,10 @@ void HttpServer::Route() {
   http.Patch(".*", not_found);
   http.Delete(".*", not_found);
   http.Options(".*", not_found);
+}
 
+void HttpServer::RouteErrors() {
+  httplib::Server& http = *server_;
   // httplib's own refusals (a body over the limit, a bad request line)
   // come with an empty body: give them an OpenAI one.
   http.set_error_handler([this](const httplib::Request& /*request*/, httplib::Response& response) {

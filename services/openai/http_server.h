@@ -103,7 +103,13 @@ class HttpServer {
 
  private:
   explicit HttpServer(HttpServerOptions options);
+  // Installs every handler: the API's routes, CORS, the 405/404 answers,
+  // then httplib's own refusals and exceptions as OpenAI errors.
   void Route();
+  void RouteApi();
+  void RouteCors();
+  void RouteRefusals();
+  void RouteErrors();
 
   void Generate(Endpoint endpoint, const httplib::Request& request, httplib::Response& response);
   void Models(const httplib::Request& request, httplib::Response& response);

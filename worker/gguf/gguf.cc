@@ -273,6 +273,234 @@ absl::Status ReadValue(Cursor& cursor, GgufValueType type, absl::string_view key
 
 std::string Quoted(absl::string_view key) { return absl::StrCat("'", key, "'"); }
 
+// What the fixed-size header announces after the magic and version.
+struct HeaderCounts {
+  uint64_t tensors = 0;
+  uint64_t metadata = 0;
+};
+
+absl::Status CheckVersion(const std::string& path, uint32_t version) {
+  if (version == 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": GGUF version 1 is not supported (only versions 2 and 3); "
+              "re-convert the model with a current llama.cpp"));
+  }
+  if (version != 2 && version != 3) {
+    // A big-endian file reads as a byte-swapped small version.
+    const bool big_endian = (version & 0xffff) == 0 && version != 0;
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": unsupported GGUF version ", version,
+        big_endian ? " (a big-endian GGUF file?)" : "", "; only 2 and 3 are supported"));
+  }
+  return absl::OkStatus();
+}
+
+// Magic, version, tensor count and metadata count.
+absl::Status ReadHeader(Cursor& cursor, const std::string& path, uint32_t* version,
+                        HeaderCounts* counts) {
+  uint32_t magic{};
+  absl::Status status = cursor.Scalar("magic", &magic);
+  if (!status.ok()) return status;
+  if (magic != kGgufMagic) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a GGUF file (bad magic)"));
+  }
+  status = cursor.Scalar("version", version);
+  if (!status.ok()) return status;
+  status = CheckVersion(path, *version);
+  if (!status.ok()) return status;
+  status = cursor.Scalar("tensor count", &counts->tensors);
+  if (!status.ok()) return status;
+  return cursor.Scalar("metadata count", &counts->metadata);
+}
+
+// `count` key-value pairs into `metadata`; keys must be unique.
+absl::Status ReadMetadata(Cursor& cursor, uint64_t count,
+                          std::map<std::string, GgufValue>* metadata) {
+  // key length + value type + at least one value byte
+  absl::Status status = cursor.CheckCount("metadata count", count, 8 + 4 + 1);
+  if (!status.ok()) return status;
+  for (uint64_t k = 0; k < count; ++k) {
+    std::string key;
+    status = cursor.String(absl::StrCat("key of metadata entry ", k), &key);
+    if (!status.ok()) return status;
+    uint32_t type{};
+    status = cursor.Scalar(absl::StrCat("value type of ", Quoted(key)), &type);
+    if (!status.ok()) return status;
+    if (!IsKnownValueType(type)) {
+      return cursor.Corrupt(
+          absl::StrCat("metadata ", Quoted(key), " has unknown value type ", type));
+    }
+    GgufValue value;
+    status = ReadValue(cursor, static_cast<GgufValueType>(type), key, 0, &value);
+    if (!status.ok()) return status;
+    if (!metadata->emplace(key, std::move(value)).second) {
+      return cursor.Corrupt(absl::StrCat("duplicate metadata key ", Quoted(key)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// general.alignment, or the default where the file has none.
+absl::StatusOr<size_t> AlignmentOf(const std::string& path,
+                                   const std::map<std::string, GgufValue>& metadata) {
+  auto it = metadata.find("general.alignment");
+  if (it == metadata.end()) return kDefaultAlignment;
+  int64_t value;
+  if (!IntegerValue(it->second, &value) || value <= 0 || value > (1 << 30) ||
+      (value & (value - 1)) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": general.alignment must be a positive power-of-two integer"));
+  }
+  return static_cast<size_t>(value);
+}
+
+// A tensor's dimensions into `shape`, and the product of them, which must
+// fit in int64.
+absl::Status ReadTensorShape(Cursor& cursor, const std::string& what,
+                             std::vector<int64_t>* shape, int64_t* num_elements) {
+  uint32_t n_dims{};
+  absl::Status status = cursor.Scalar(absl::StrCat("dimension count of ", what), &n_dims);
+  if (!status.ok()) return status;
+  if (n_dims > kMaxDims) {
+    return cursor.Corrupt(absl::StrCat(what, " has ", n_dims,
+                                       " dimensions; at most ", kMaxDims, " are allowed"));
+  }
+  shape->resize(n_dims);
+  *num_elements = 1;
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    uint64_t dim{};
+    status = cursor.Scalar(absl::StrCat("shape of ", what), &dim);
+    if (!status.ok()) return status;
+    if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+        (dim != 0 && *num_elements > std::numeric_limits<int64_t>::max() /
+                                         static_cast<int64_t>(dim))) {
+      return cursor.Corrupt(absl::StrCat(what, " has an implausible shape"));
+    }
+    (*shape)[d] = static_cast<int64_t>(dim);
+    *num_elements *= static_cast<int64_t>(dim);
+  }
+  return absl::OkStatus();
+}
+
+// info->num_bytes from its type and `num_elements`: rows must be whole blocks.
+absl::Status SizeTensorData(const Cursor& cursor, const std::string& what,
+                            int64_t num_elements, GgufTensorInfo* info) {
+  const int64_t block_size = GgmlBlockSize(info->type);
+  const int64_t row_length = info->shape.empty() ? 1 : info->shape[0];
+  if (row_length % block_size != 0) {
+    return cursor.Corrupt(absl::StrCat(
+        what, " of type ", GgmlTypeName(info->type), " has rows of ", row_length,
+        " elements, not a multiple of the block size ", block_size));
+  }
+  const uint64_t num_blocks = static_cast<uint64_t>(num_elements / block_size);
+  if (num_blocks > kImplausibleBytes / GgmlBlockBytes(info->type)) {
+    return cursor.Corrupt(absl::StrCat(what, " has an implausible size"));
+  }
+  info->num_bytes = static_cast<size_t>(num_blocks * GgmlBlockBytes(info->type));
+  return absl::OkStatus();
+}
+
+// Entry `index` of the tensor table: name, shape, type and data offset.
+absl::Status ReadTensorInfo(Cursor& cursor, uint64_t index, size_t alignment,
+                            GgufTensorInfo* info) {
+  absl::Status status = cursor.String(absl::StrCat("name of tensor ", index), &info->name);
+  if (!status.ok()) return status;
+  const std::string what = absl::StrCat("tensor ", Quoted(info->name));
+  int64_t num_elements = 1;
+  status = ReadTensorShape(cursor, what, &info->shape, &num_elements);
+  if (!status.ok()) return status;
+  uint32_t type{};
+  status = cursor.Scalar(absl::StrCat("type of ", what), &type);
+  if (!status.ok()) return status;
+  info->type = static_cast<GgmlType>(type);
+  if (!GgmlTypeKnown(info->type)) {
+    return cursor.Corrupt(absl::StrCat(what, " has unknown ggml type ", type));
+  }
+  status = cursor.Scalar(absl::StrCat("data offset of ", what), &info->offset);
+  if (!status.ok()) return status;
+  status = SizeTensorData(cursor, what, num_elements, info);
+  if (!status.ok()) return status;
+  if (info->offset % alignment != 0) {
+    return cursor.Corrupt(absl::StrCat(what, " has data offset ", info->offset,
+                                       ", not a multiple of the alignment ", alignment));
+  }
+  return absl::OkStatus();
+}
+
+// The tensor table: `count` entries into `tensors`, indexed by (unique) name.
+absl::Status ReadTensorInfos(Cursor& cursor, uint64_t count, size_t alignment,
+                             std::vector<GgufTensorInfo>* tensors,
+                             std::map<std::string, size_t, std::less<>>* index) {
+  // name length + n_dims + type + offset
+  absl::Status status = cursor.CheckCount("tensor count", count, 8 + 4 + 4 + 8);
+  if (!status.ok()) return status;
+  tensors->resize(static_cast<size_t>(count));
+  for (uint64_t t = 0; t < count; ++t) {
+    GgufTensorInfo& info = (*tensors)[t];
+    status = ReadTensorInfo(cursor, t, alignment, &info);
+    if (!status.ok()) return status;
+    if (!index->emplace(info.name, static_cast<size_t>(t)).second) {
+      return cursor.Corrupt(absl::StrCat("duplicate tensor name ", Quoted(info.name)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The file's mapping, `size` bytes from `map`, whose data section starts at
+// `data_offset`.
+struct MappedFile {
+  const std::string& path;
+  const uint8_t* map;
+  size_t size;
+  size_t data_offset;
+};
+
+// Points each tensor at its data, which must lie inside the file.
+absl::Status LocateTensorData(const MappedFile& file, std::vector<GgufTensorInfo>* tensors) {
+  for (GgufTensorInfo& info : *tensors) {
+    if (info.offset > kImplausibleBytes) {  // data_offset + offset could wrap
+      return absl::DataLossError(absl::StrCat(
+          file.path, ": truncated or corrupt file: tensor ", Quoted(info.name),
+          " has data offset ", info.offset, ", past the end of the file (", file.size,
+          " bytes)"));
+    }
+    const uint64_t begin = file.data_offset + info.offset;
+    if (begin + info.num_bytes > file.size) {
+      return absl::DataLossError(absl::StrCat(
+          file.path, ": truncated file: data of tensor ", Quoted(info.name), " (",
+          info.num_bytes, " bytes at offset ", begin, ") extends past the end of the file (",
+          file.size, " bytes)"));
+    }
+    info.data = file.map + begin;
+  }
+  return absl::OkStatus();
+}
+
+// Each tensor's bytes are its own: llama.cpp lays them out one after the
+// other, and two tensors sharing bytes is a corrupt tensor table.
+absl::Status CheckTensorsDisjoint(const std::string& path,
+                                  const std::vector<GgufTensorInfo>& tensors) {
+  std::vector<const GgufTensorInfo*> by_offset;
+  by_offset.reserve(tensors.size());
+  for (const GgufTensorInfo& info : tensors) {
+    if (info.num_bytes > 0) by_offset.push_back(&info);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const GgufTensorInfo& before = *by_offset[i - 1];
+    const GgufTensorInfo& after = *by_offset[i];
+    if (after.offset < before.offset + before.num_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": the data of tensors ", Quoted(before.name), " (bytes ", before.offset, " to ",
+          before.offset + before.num_bytes, " of the data section) and ", Quoted(after.name),
+          " (from byte ", after.offset, ") overlap"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int64_t GgufTensorInfo::num_elements() const {
@@ -379,165 +607,23 @@ GgufFile::~GgufFile() {
 
 absl::Status GgufFile::Parse() {
   Cursor cursor(path_, map_, map_size_);
-  uint32_t magic{};
-  absl::Status status = cursor.Scalar("magic", &magic);
+  HeaderCounts counts;
+  absl::Status status = ReadHeader(cursor, path_, &version_, &counts);
   if (!status.ok()) return status;
-  if (magic != kGgufMagic) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": not a GGUF file (bad magic)"));
-  }
-  status = cursor.Scalar("version", &version_);
+  status = ReadMetadata(cursor, counts.metadata, &metadata_);
   if (!status.ok()) return status;
-  if (version_ == 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path_, ": GGUF version 1 is not supported (only versions 2 and 3); "
-               "re-convert the model with a current llama.cpp"));
-  }
-  if (version_ != 2 && version_ != 3) {
-    // A big-endian file reads as a byte-swapped small version.
-    const bool big_endian = (version_ & 0xffff) == 0 && version_ != 0;
-    return absl::InvalidArgumentError(absl::StrCat(
-        path_, ": unsupported GGUF version ", version_,
-        big_endian ? " (a big-endian GGUF file?)" : "", "; only 2 and 3 are supported"));
-  }
-  uint64_t tensor_count = 0, kv_count = 0;
-  status = cursor.Scalar("tensor count", &tensor_count);
+  // Before the tensor table: each tensor's offset must be a multiple of it.
+  absl::StatusOr<size_t> alignment = AlignmentOf(path_, metadata_);
+  if (!alignment.ok()) return alignment.status();
+  alignment_ = *alignment;
+  status = ReadTensorInfos(cursor, counts.tensors, alignment_, &tensors_, &tensor_index_);
   if (!status.ok()) return status;
-  status = cursor.Scalar("metadata count", &kv_count);
-  if (!status.ok()) return status;
-  // key length + value type + at least one value byte
-  status = cursor.CheckCount("metadata count", kv_count, 8 + 4 + 1);
-  if (!status.ok()) return status;
-
-  for (uint64_t k = 0; k < kv_count; ++k) {
-    std::string key;
-    status = cursor.String(absl::StrCat("key of metadata entry ", k), &key);
-    if (!status.ok()) return status;
-    uint32_t type{};
-    status = cursor.Scalar(absl::StrCat("value type of ", Quoted(key)), &type);
-    if (!status.ok()) return status;
-    if (!IsKnownValueType(type)) {
-      return cursor.Corrupt(
-          absl::StrCat("metadata ", Quoted(key), " has unknown value type ", type));
-    }
-    GgufValue value;
-    status = ReadValue(cursor, static_cast<GgufValueType>(type), key, 0, &value);
-    if (!status.ok()) return status;
-    if (!metadata_.emplace(key, std::move(value)).second) {
-      return cursor.Corrupt(absl::StrCat("duplicate metadata key ", Quoted(key)));
-    }
-  }
-
-  if (const GgufValue* alignment = Find("general.alignment")) {
-    int64_t value;
-    if (!IntegerValue(*alignment, &value) || value <= 0 || value > (1 << 30) ||
-        (value & (value - 1)) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path_, ": general.alignment must be a positive power-of-two integer"));
-    }
-    alignment_ = static_cast<size_t>(value);
-  } else {
-    alignment_ = kDefaultAlignment;
-  }
-
-  // name length + n_dims + type + offset
-  status = cursor.CheckCount("tensor count", tensor_count, 8 + 4 + 4 + 8);
-  if (!status.ok()) return status;
-  tensors_.resize(static_cast<size_t>(tensor_count));
-  for (uint64_t t = 0; t < tensor_count; ++t) {
-    GgufTensorInfo& info = tensors_[t];
-    status = cursor.String(absl::StrCat("name of tensor ", t), &info.name);
-    if (!status.ok()) return status;
-    const std::string what = absl::StrCat("tensor ", Quoted(info.name));
-    uint32_t n_dims{};
-    status = cursor.Scalar(absl::StrCat("dimension count of ", what), &n_dims);
-    if (!status.ok()) return status;
-    if (n_dims > kMaxDims) {
-      return cursor.Corrupt(absl::StrCat(what, " has ", n_dims,
-                                         " dimensions; at most ", kMaxDims, " are allowed"));
-    }
-    info.shape.resize(n_dims);
-    int64_t num_elements = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      uint64_t dim{};
-      status = cursor.Scalar(absl::StrCat("shape of ", what), &dim);
-      if (!status.ok()) return status;
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          (dim != 0 && num_elements > std::numeric_limits<int64_t>::max() /
-                                          static_cast<int64_t>(dim))) {
-        return cursor.Corrupt(absl::StrCat(what, " has an implausible shape"));
-      }
-      info.shape[d] = static_cast<int64_t>(dim);
-      num_elements *= static_cast<int64_t>(dim);
-    }
-    uint32_t type{};
-    status = cursor.Scalar(absl::StrCat("type of ", what), &type);
-    if (!status.ok()) return status;
-    info.type = static_cast<GgmlType>(type);
-    if (!GgmlTypeKnown(info.type)) {
-      return cursor.Corrupt(absl::StrCat(what, " has unknown ggml type ", type));
-    }
-    status = cursor.Scalar(absl::StrCat("data offset of ", what), &info.offset);
-    if (!status.ok()) return status;
-
-    const int64_t block_size = GgmlBlockSize(info.type);
-    const int64_t row_length = n_dims == 0 ? 1 : info.shape[0];
-    if (row_length % block_size != 0) {
-      return cursor.Corrupt(absl::StrCat(
-          what, " of type ", GgmlTypeName(info.type), " has rows of ", row_length,
-          " elements, not a multiple of the block size ", block_size));
-    }
-    const uint64_t num_blocks = static_cast<uint64_t>(num_elements / block_size);
-    if (num_blocks > kImplausibleBytes / GgmlBlockBytes(info.type)) {
-      return cursor.Corrupt(absl::StrCat(what, " has an implausible size"));
-    }
-    info.num_bytes = static_cast<size_t>(num_blocks * GgmlBlockBytes(info.type));
-    if (info.offset % alignment_ != 0) {
-      return cursor.Corrupt(absl::StrCat(what, " has data offset ", info.offset,
-                                         ", not a multiple of the alignment ", alignment_));
-    }
-    if (!tensor_index_.emplace(info.name, static_cast<size_t>(t)).second) {
-      return cursor.Corrupt(absl::StrCat("duplicate tensor name ", Quoted(info.name)));
-    }
-  }
 
   const size_t header_end = cursor.offset();
   data_offset_ = (header_end + alignment_ - 1) / alignment_ * alignment_;
-  for (GgufTensorInfo& info : tensors_) {
-    if (info.offset > kImplausibleBytes) {  // data_offset_ + offset could wrap
-      return absl::DataLossError(absl::StrCat(
-          path_, ": truncated or corrupt file: tensor ", Quoted(info.name), " has data offset ",
-          info.offset, ", past the end of the file (", map_size_, " bytes)"));
-    }
-    const uint64_t begin = data_offset_ + info.offset;
-    if (begin + info.num_bytes > map_size_) {
-      return absl::DataLossError(absl::StrCat(
-          path_, ": truncated file: data of tensor ", Quoted(info.name), " (",
-          info.num_bytes, " bytes at offset ", begin, ") extends past the end of the file (",
-          map_size_, " bytes)"));
-    }
-    info.data = map_ + begin;
-  }
-  // Each tensor's bytes are its own: llama.cpp lays them out one after the
-  // other, and two tensors sharing bytes is a corrupt tensor table.
-  std::vector<const GgufTensorInfo*> by_offset;
-  by_offset.reserve(tensors_.size());
-  for (const GgufTensorInfo& info : tensors_) {
-    if (info.num_bytes > 0) by_offset.push_back(&info);
-  }
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    const GgufTensorInfo& before = *by_offset[i - 1];
-    const GgufTensorInfo& after = *by_offset[i];
-    if (after.offset < before.offset + before.num_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path_, ": the data of tensors ", Quoted(before.name), " (bytes ", before.offset, " to ",
-          before.offset + before.num_bytes, " of the data section) and ", Quoted(after.name),
-          " (from byte ", after.offset, ") overlap"));
-    }
-  }
-  return absl::OkStatus();
+  status = LocateTensorData({path_, map_, map_size_, data_offset_}, &tensors_);
+  if (!status.ok()) return status;
+  return CheckTensorsDisjoint(path_, tensors_);
 }
 
 const GgufValue* GgufFile::Find(absl::string_view key) const {

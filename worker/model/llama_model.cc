@@ -66,59 +66,6 @@ ParallelFor ChunkedParallelFor(int64_t min_chunk, int64_t unit_bytes = 0) {
   };
 }
 
-// Dequantises a GGUF tensor into a float tensor of torch shape `shape`
-// (ggml shape reversed: a {in, out} matrix becomes [out, in]).
-absl::StatusOr<at::Tensor> LoadTensor(const GgufFile& gguf, const std::string& name) {
-  const GgufTensorInfo* info = gguf.FindTensor(name);
-  if (info == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat(gguf.path(), ": missing tensor ", name));
-  }
-  std::vector<int64_t> shape(info->shape.rbegin(), info->shape.rend());  // [out, in]
-  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
-  absl::Status status =
-      DequantizeToF32(info->type, info->data, info->num_elements(), out.data_ptr<float>());
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(gguf.path(), ": tensor ", name, ": ", status.message()));
-  }
-  return out;
-}
-
-// The per-block offsets m of a Q4_1/Q5_1 matrix as floats [out, in / 32]
-// (both block layouts start with f16 d, f16 m).
-at::Tensor LoadBlockOffsets(const GgufTensorInfo& info) {
-  const int64_t num_blocks = info.num_elements() / 32;
-  const size_t block_bytes = GgmlBlockBytes(info.type);
-  at::Tensor m = at::empty({info.shape[1], info.shape[0] / 32}, at::kFloat);
-  float* out = m.data_ptr<float>();
-  for (int64_t b = 0; b < num_blocks; ++b) {
-    uint16_t bits;
-    std::memcpy(&bits, info.data + b * block_bytes + 2, sizeof(bits));
-    out[b] = static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
-  }
-  return m;
-}
-
-ActivationQuant ActivationQuantFor(GgmlType type) {
-  switch (type) {
-    case GgmlType::kQ4_0:
-    case GgmlType::kQ5_0:
-    case GgmlType::kQ8_0:
-      return ActivationQuant::kQ8_0;
-    case GgmlType::kQ4_1:
-    case GgmlType::kQ5_1:
-      return ActivationQuant::kQ8_1;
-    case GgmlType::kQ2_K:
-    case GgmlType::kQ3_K:
-    case GgmlType::kQ4_K:
-    case GgmlType::kQ5_K:
-    case GgmlType::kQ6_K:
-      return ActivationQuant::kQ8_K;
-    default:
-      return ActivationQuant::kNone;
-  }
-}
-
 // Rounds x [n, in] (in a multiple of 32) in place to ggml's Q8_0/Q8_1 grid,
 // as quantize_row_q8_0/q8_1 do: per block of 32, d = amax / 127,
 // q = nearbyint(x * 127 / amax), x' = q * f16(d). For Q8_1 also returns
@@ -154,60 +101,6 @@ void QuantizeActivationsQ8KInPlace(at::Tensor& x) {
   blocks.copy_(q * d);
 }
 
-absl::StatusOr<c10::Device> ParseDevice(const std::string& device) {
-  if (device == "cpu") return c10::Device(c10::kCPU);
-  if (device == "cuda") {
-    if (!at::hasCUDA()) {
-      return absl::FailedPreconditionError("device cuda requested but this libtorch has no CUDA "
-                                           "support or no GPU is visible");
-    }
-    return c10::Device(c10::kCUDA, 0);
-  }
-  if (device == "mps") {
-    if (!at::hasMPS()) {
-      return absl::FailedPreconditionError(
-          "device mps requested but this libtorch has no MPS support");
-    }
-    return c10::Device(c10::kMPS);
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown device '", device, "' (expected cpu, cuda or mps)"));
-}
-
-// The named tensors as one [rows, row_bytes] matrix straight over the GGUF's
-// data, holding its owner (no copy: the page cache's pages are the weights),
-// where they lie back to back in the order given; undefined otherwise.
-at::Tensor MappedRows(const GgufFile& gguf, const std::vector<std::string>& names, int64_t rows,
-                      int64_t row_bytes) {
-  std::shared_ptr<const void> owner = gguf.data_owner();
-  const GgufTensorInfo* first = gguf.FindTensor(names[0]);
-  if (owner == nullptr || first->data == nullptr) return at::Tensor();
-  const uint8_t* end = first->data;
-  for (const std::string& name : names) {
-    const GgufTensorInfo* info = gguf.FindTensor(name);
-    if (info->data != end) return at::Tensor();
-    end += info->num_bytes;
-  }
-  if (end - first->data != rows * row_bytes) return at::Tensor();
-  return at::from_blob(
-      const_cast<uint8_t*>(first->data), {rows, row_bytes},
-      [owner](void*) mutable { owner.reset(); }, at::TensorOptions().dtype(at::kByte));
-}
-
-// The libtorch path's element type for `dtype` on a device named as
-// LoadOptions::device names it; nullopt where the CPU's own kernels run.
-std::optional<at::ScalarType> LibtorchDtype(LoadOptions::Dtype dtype, absl::string_view device) {
-  switch (dtype) {
-    case LoadOptions::Dtype::kF32: return at::kFloat;
-    case LoadOptions::Dtype::kF16: return at::kHalf;
-    case LoadOptions::Dtype::kBF16: return at::kBFloat16;
-    case LoadOptions::Dtype::kAuto: break;
-  }
-  if (device == "cuda") return at::kBFloat16;
-  if (device == "mps") return at::kHalf;
-  return std::nullopt;
-}
-
 // Logits as the caller gets them: F32 on the CPU. From a CUDA device
 // widened there and copied into pinned memory: a copy that also converts
 // goes through pageable memory (~2.6 GB/s on an H200's host, half of a
@@ -222,289 +115,6 @@ at::Tensor HostLogits(const at::Tensor& logits) {
 }
 
 }  // namespace
-
-absl::StatusOr<LoadOptions::Dtype> ParseDtype(absl::string_view name) {
-  if (name == "auto") return LoadOptions::Dtype::kAuto;
-  if (name == "f32") return LoadOptions::Dtype::kF32;
-  if (name == "f16") return LoadOptions::Dtype::kF16;
-  if (name == "bf16") return LoadOptions::Dtype::kBF16;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype '", name, "' (expected auto, f32, f16 or bf16)"));
-}
-
-KvType DefaultKvType(const LoadOptions& options) {
-  switch (LibtorchDtype(options.dtype, options.device).value_or(at::kFloat)) {
-    case at::kHalf: return KvType::kF16;
-    case at::kBFloat16: return KvType::kBF16;
-    default: return KvType::kF32;
-  }
-}
-
-absl::StatusOr<KvType> ParseKvTypeFor(absl::string_view name, const LoadOptions& options) {
-  if (name == "auto") return DefaultKvType(options);
-  if (absl::StatusOr<KvType> type = ParseKvType(name); type.ok()) return type;
-  return absl::InvalidArgumentError(
-      absl::StrCat("KV cache type must be auto, f32, f16, bf16 or q8_0, got '", name, "'"));
-}
-
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const GgufFile& gguf,
-                                                             const LoadOptions& options) {
-  absl::StatusOr<ModelConfig> config = ModelConfigFromGguf(gguf);
-  if (!config.ok()) return config.status();
-  absl::StatusOr<c10::Device> device = ParseDevice(options.device);
-  if (!device.ok()) return device.status();
-  if (absl::Status kv = CheckKvType(options.kv_type, config->head_dim, *device); !kv.ok()) {
-    return kv;
-  }
-  if (absl::StatusOr<CpuIsa> isa = MaxCpuIsaFromEnvironment(); !isa.ok()) return isa.status();
-
-  const std::optional<at::ScalarType> libtorch_dtype =
-      LibtorchDtype(options.dtype, options.device);
-  if (libtorch_dtype.has_value() && options.kv_type == KvType::kQ8_0) {
-    return absl::InvalidArgumentError(
-        "a q8_0 KV cache needs the CPU kernels (dtype auto on the CPU)");
-  }
-  if (libtorch_dtype == at::kHalf && device->is_cpu()) {
-    return absl::InvalidArgumentError(
-        "dtype f16 needs a GPU: libtorch's CPU matrix products have no F16 (use bf16 or f32)");
-  }
-  // Below F32 the libtorch path computes as transformers does: no ggml roundings.
-  const bool f32 = !libtorch_dtype.has_value() || *libtorch_dtype == at::kFloat;
-
-  std::unique_ptr<LlamaModel> model(new LlamaModel());
-  model->config_ = *config;
-  model->ggml_gelu_ = options.gelu != LoadOptions::Gelu::kExact && f32;
-  model->device_ = *device;
-  model->cpu_kernels_ = !libtorch_dtype.has_value();
-  model->dtype_ = libtorch_dtype.value_or(at::kFloat);
-  model->kv_type_ = options.kv_type;
-  const bool graphs = options.cuda_graphs && !f32 && DeviceGraph::Available(*device);
-  model->decode_pad_ = options.decode_pad >= 0 ? options.decode_pad : (graphs ? 256 : 0);
-  if (graphs && model->decode_pad_ > 0) {
-    model->graphs_ = std::make_unique<DecodeGraphs>(*device, /*max_graphs=*/256);
-  }
-  model->device_kernels_ = options.cuda_kernels && !f32 && DeviceKernelsAvailable(*device);
-  model->round_activations_to_weight_type_ = options.round_activations_to_weight_type;
-  if (options.ggml_variant.has_value()) {
-    model->ggml_variant_ = *options.ggml_variant;
-  } else {
-    absl::StatusOr<GgmlVariant> variant = GgmlVariantFromEnvironment();
-    if (!variant.ok()) return variant.status();
-    model->ggml_variant_ = *variant;
-  }
-  const ModelConfig& c = model->config_;
-
-  int64_t num_parameters = 0;
-  auto load = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
-    absl::StatusOr<at::Tensor> t = LoadTensor(gguf, name);
-    if (t.ok()) {
-      num_parameters += t->numel();
-      gguf.ReleasePages(*gguf.FindTensor(name));
-    }
-    return t;
-  };
-#define LLORCH_ASSIGN_OR_RETURN(lhs, expr) \
-  {                                        \
-    auto _result = (expr);                 \
-    if (!_result.ok()) return _result.status(); \
-    lhs = std::move(*_result).to(model->device_, model->dtype_); \
-  }
-  // One weight matrix from the named GGUF tensors stacked by rows (fused
-  // q/k/v and gate/up: one product instead of three or two per step, which
-  // matters for small models where per-call overhead is a large part of a
-  // decode step).
-  auto load_matrix = [&](const std::vector<std::string>& names) -> absl::StatusOr<Matrix> {
-    Matrix matrix;
-    const GgufTensorInfo* first = gguf.FindTensor(names[0]);
-    bool same_type = true;
-    for (const std::string& name : names) same_type &= gguf.FindTensor(name)->type == first->type;
-    const ActivationQuant quant = options.quantize_activations && same_type && f32
-                                      ? ActivationQuantFor(first->type)
-                                      : ActivationQuant::kNone;
-    const bool cpu_quant_kernel =
-        quant != ActivationQuant::kNone && same_type &&
-        (QuantMatmulSupports(first->type) || KQuantSupports(first->type));
-    const bool cpu_float_kernel =
-        quant == ActivationQuant::kNone && same_type && FloatMatmulSupports(first->type);
-    if (model->cpu_kernels_ && (cpu_quant_kernel || cpu_float_kernel)) {
-      // CPU: keep the rows as the file holds them (ggml blocks, or F32/F16/
-      // BF16 in their own type) and multiply them directly.
-      int64_t rows = 0;
-      // Q4_0/Q8_0/Q4_K tensors of whole groups of 8 rows are interleaved by
-      // 8, as llama.cpp repacks each such tensor (and computes Q4_0 and Q4_K
-      // in its repacked kernels' orders).
-      bool interleave = cpu_quant_kernel;
-      bool kquant_repacked = true;
-      // Where llama.cpp uses its AMX buffer, Q4_0/Q4_1/Q8_0/Q4_K/Q5_K/Q6_K
-      // tensors of whole groups of 32 rows are packed by 16 and computed in
-      // its AMX order.
-      bool amx = cpu_quant_kernel && model->ggml_variant_ == GgmlVariant::kAmx;
-      for (const std::string& name : names) {
-        const GgufTensorInfo* info = gguf.FindTensor(name);
-        rows += info->shape[1];
-        interleave &= InterleavedMatmulSupports(info->type, info->shape[1], info->shape[0]) ||
-                      KQuantInterleaveSupports(info->type, info->shape[1], info->shape[0]);
-        kquant_repacked &= KQuantOrderFor(info->type, info->shape[1]) == KQuantOrder::kRepacked;
-        amx &= AmxMatmulSupports(info->type, info->shape[1], info->shape[0]);
-      }
-      interleave &= !amx;
-      matrix.kquant_order = kquant_repacked ? KQuantOrder::kRepacked : KQuantOrder::kVecDot;
-      const bool kquant_interleave = interleave && KQuantSupports(first->type);
-      const int64_t row_bytes =
-          amx ? static_cast<int64_t>(AmxPackedBytes(first->type, 32, first->shape[0]) / 32)
-          : kquant_interleave
-              ? static_cast<int64_t>(KQuantInterleavedBytes(1, first->shape[0]))
-              : static_cast<int64_t>(GgmlRowBytes(first->type, first->shape[0]));
-      // Rows as the file holds them are multiplied where they lie; packed
-      // or interleaved ones are copied and the file's pages dropped.
-      if (options.map_weights && !amx && !interleave) {
-        matrix.raw = MappedRows(gguf, names, rows, row_bytes);
-      }
-      const bool mapped = matrix.raw.defined();
-      if (!mapped) matrix.raw = at::empty({rows, row_bytes}, at::kByte);
-      uint8_t* dst = matrix.raw.data_ptr<uint8_t>();
-      for (const std::string& name : names) {
-        const GgufTensorInfo* info = gguf.FindTensor(name);
-        num_parameters += info->num_elements();
-        if (mapped) continue;
-        const auto* src = static_cast<const uint8_t*>(info->data);
-        if (amx) {
-          PackAmxRows(info->type, src, info->shape[1], info->shape[0], dst);
-        } else if (kquant_interleave) {
-          InterleaveKQuantRows(src, info->shape[1], info->shape[0], dst);
-        } else if (interleave) {
-          InterleaveRows(info->type, src, info->shape[1], info->shape[0], dst);
-        } else {
-          std::memcpy(dst, src, info->num_bytes);
-        }
-        dst += info->shape[1] * row_bytes;
-        gguf.ReleasePages(*info);
-      }
-      matrix.interleaved = interleave;
-      matrix.amx = amx;
-      matrix.raw_type = first->type;
-      matrix.rows = rows;
-      matrix.in = first->shape[0];
-      matrix.quant = quant;
-      return matrix;
-    }
-    std::vector<at::Tensor> parts;
-    for (const std::string& name : names) {
-      absl::StatusOr<at::Tensor> part = load(name);
-      if (!part.ok()) return part.status();
-      parts.push_back(*part);
-    }
-    matrix.weight = (parts.size() == 1 ? parts[0] : at::cat(parts, 0))
-                        .contiguous()
-                        .to(model->device_, model->dtype_);
-    matrix.quant = quant;
-    if (quant == ActivationQuant::kQ8_1) {
-      std::vector<at::Tensor> offsets;
-      for (const std::string& name : names) {
-        offsets.push_back(LoadBlockOffsets(*gguf.FindTensor(name)));
-        gguf.ReleasePages(*gguf.FindTensor(name));
-      }
-      matrix.block_offsets = at::cat(offsets, 0).contiguous().to(model->device_);
-    }
-    return matrix;
-  };
-  // An optional vector: undefined when `name` is empty.
-  auto load_optional = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
-    if (name.empty()) return at::Tensor();
-    return load(name);
-  };
-  auto load_stacked = [&](const std::vector<std::string>& names) -> absl::StatusOr<at::Tensor> {
-    if (names.empty()) return at::Tensor();
-    std::vector<at::Tensor> parts;
-    for (const std::string& name : names) {
-      absl::StatusOr<at::Tensor> part = load(name);
-      if (!part.ok()) return part.status();
-      parts.push_back(*part);
-    }
-    return at::cat(parts, 0);
-  };
-#define LLORCH_ASSIGN_OPTIONAL_OR_RETURN(lhs, expr)            \
-  {                                                            \
-    auto _result = (expr);                                     \
-    if (!_result.ok()) return _result.status();                \
-    if (_result->defined()) lhs = std::move(*_result).to(model->device_, model->dtype_); \
-  }
-  LLORCH_ASSIGN_OR_RETURN(model->output_norm_, load("output_norm.weight"));
-  LLORCH_ASSIGN_OPTIONAL_OR_RETURN(model->output_norm_bias_,
-                                   load_optional(gguf.FindTensor("output_norm.bias") ? "output_norm.bias" : ""));
-  LLORCH_ASSIGN_OPTIONAL_OR_RETURN(model->output_bias_,
-                                   load_optional(gguf.FindTensor("output.bias") ? "output.bias" : ""));
-  // The LM head, then the embedding (counted once when the two are tied).
-  const int64_t before_output = num_parameters;
-  absl::StatusOr<Matrix> output =
-      load_matrix({c.tied_embeddings ? "token_embd.weight" : "output.weight"});
-  if (!output.ok()) return output.status();
-  model->output_ = std::move(*output);
-  if (c.tied_embeddings) num_parameters = before_output;
-  const GgufTensorInfo& embd = *gguf.FindTensor("token_embd.weight");
-  Embedding& embedding = model->token_embd_;
-  embedding.type = embd.type;
-  embedding.hidden = embd.shape[0];
-  if (model->cpu_kernels_ && embd.type != GgmlType::kF32 && GgmlCanDequantize(embd.type)) {
-    const Matrix& head = model->output_;
-    if (c.tied_embeddings && head.raw.defined() && head.raw_type == embd.type) {
-      embedding.raw = head.raw;  // the same rows: held once
-      embedding.interleaved = head.interleaved;
-      embedding.amx = head.amx;
-    } else {
-      embedding.raw = at::empty({embd.shape[1], static_cast<int64_t>(embd.num_bytes / embd.shape[1])},
-                                at::kByte);
-      std::memcpy(embedding.raw.data_ptr<uint8_t>(), embd.data, embd.num_bytes);
-      gguf.ReleasePages(embd);
-    }
-    num_parameters += embd.num_elements();
-  } else if (c.tied_embeddings && model->output_.weight.defined()) {
-    embedding.table = model->output_.weight;  // the same F32 table: held once
-    num_parameters += embd.num_elements();
-  } else if (c.tied_embeddings && model->output_.raw.defined() &&
-             model->output_.raw_type == GgmlType::kF32) {
-    embedding.table = model->output_.raw.view(at::kFloat);  // [vocab, hidden], held once
-    num_parameters += embd.num_elements();
-  } else {
-    LLORCH_ASSIGN_OR_RETURN(embedding.table, load("token_embd.weight"));
-  }
-  model->layers_.resize(c.num_layers);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    const LayerTensors t = LayerTensorsOf(c, gguf, l);
-    Layer& layer = model->layers_[l];
-    LLORCH_ASSIGN_OR_RETURN(layer.attn_norm, load(t.attn_norm));
-    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.attn_norm_bias, load_optional(t.attn_norm_bias));
-    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.ffn_norm, load_optional(t.ffn_norm));
-    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.qkv_bias, load_stacked(t.qkv_bias));
-    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.wo_bias, load_optional(t.attn_output_bias));
-    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.ffn_in_bias, load_optional(t.ffn_in_bias));
-    LLORCH_ASSIGN_OPTIONAL_OR_RETURN(layer.down_bias, load_optional(t.ffn_down_bias));
-    absl::StatusOr<Matrix> m;
-    if (!(m = load_matrix(t.qkv)).ok()) return m.status();
-    layer.wqkv = std::move(*m);
-    if (!(m = load_matrix({t.attn_output})).ok()) return m.status();
-    layer.wo = std::move(*m);
-    if (!(m = load_matrix(t.ffn_in)).ok()) return m.status();
-    layer.w_ffn_in = std::move(*m);
-    if (!(m = load_matrix({t.ffn_down})).ok()) return m.status();
-    layer.w_down = std::move(*m);
-  }
-#undef LLORCH_ASSIGN_OPTIONAL_OR_RETURN
-#undef LLORCH_ASSIGN_OR_RETURN
-  model->num_parameters_ = num_parameters;
-
-  // A device step (a replayed CUDA graph among them) looks its rows up in
-  // tables of the whole context; the CPU computes a step's rows as it goes
-  // (RopeRows; a table of a 1M-token context is 512 MiB at rope_dim 128).
-  if (!model->device_.is_cpu()) {
-    std::vector<int64_t> every(static_cast<size_t>(c.context_length));
-    for (int64_t p = 0; p < c.context_length; ++p) every[p] = p;
-    auto [cos, sin] = RopeAngles(c, every);
-    model->rope_cos_ = cos.to(model->device_);
-    model->rope_sin_ = sin.to(model->device_);
-  }
-  return model;
-}
 
 std::pair<at::Tensor, at::Tensor> RopeAngles(const ModelConfig& c,
                                              absl::Span<const int64_t> positions) {
@@ -1340,78 +950,123 @@ void LlamaModel::DecoderLayer(int64_t l, at::Tensor* x, at::Tensor* residual,
   }
 }
 
-absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem> items) const {
-  const ModelConfig& c = config_;
-  if (items.empty()) return absl::InvalidArgumentError("forward: empty batch");
-  std::vector<int32_t> all_tokens;     // every item's tokens, concatenated: N rows
-  std::vector<int64_t> positions;      // absolute position of each row
-  std::vector<int64_t> output_rows;    // rows whose logits are returned
-  std::vector<int64_t> row_begin;      // first row of each item
+namespace {
+
+// Where a batch's items lie in its N rows, and how llama.cpp would have
+// multiplied each row.
+struct BatchRows {
+  std::vector<int32_t> tokens;       // every item's tokens, concatenated: N rows
+  std::vector<int64_t> positions;    // absolute position of each row
+  std::vector<int64_t> output_rows;  // rows whose logits are returned
+  std::vector<int64_t> item_begin;   // first row of each item
   // Rows llama.cpp would multiply in groups of 4 (its repacked Q4_K gemm):
   // per sequence, all but the last n % 4 rows of a call; the same for the
   // rows whose logits are computed. Generated tokens never are: each was one
   // row of its own step, also when several are recomputed together.
   std::vector<uint8_t> in_groups_of_4, output_in_groups_of_4;
+  std::vector<uint8_t> decode, output_decode;  // generated-token rows
+};
+
+BatchRows LayOutRows(absl::Span<const ForwardItem> items) {
+  BatchRows rows;
   auto mark_groups = [](int64_t n, bool decode, std::vector<uint8_t>* flags) {
     for (int64_t j = 0; j < n; ++j) flags->push_back(!decode && j < n - n % 4);
   };
-  std::vector<uint8_t> decode_rows, output_decode_rows;  // generated-token rows
+  for (const ForwardItem& item : items) {
+    const int64_t n = static_cast<int64_t>(item.tokens.size());
+    const int64_t begin = static_cast<int64_t>(rows.tokens.size());
+    rows.item_begin.push_back(begin);
+    rows.tokens.insert(rows.tokens.end(), item.tokens.begin(), item.tokens.end());
+    for (int64_t j = 0; j < n; ++j) rows.positions.push_back(item.pos + j);
+    if (item.all_logits) {
+      for (int64_t j = 0; j < n; ++j) rows.output_rows.push_back(begin + j);
+    } else {
+      rows.output_rows.push_back(begin + n - 1);
+    }
+    const int64_t outputs = item.all_logits ? n : 1;
+    mark_groups(n, item.decode, &rows.in_groups_of_4);
+    mark_groups(outputs, item.decode, &rows.output_in_groups_of_4);
+    rows.decode.insert(rows.decode.end(), n, item.decode ? 1 : 0);
+    rows.output_decode.insert(rows.output_decode.end(), outputs, item.decode ? 1 : 0);
+  }
+  return rows;
+}
+
+}  // namespace
+
+absl::Status LlamaModel::ValidateBatch(absl::Span<const ForwardItem> items) const {
+  if (items.empty()) return absl::InvalidArgumentError("forward: empty batch");
   for (size_t i = 0; i < items.size(); ++i) {
-    const ForwardItem& item = items[i];
-    if (absl::Status s = Validate(item); !s.ok()) return s;
+    if (absl::Status s = Validate(items[i]); !s.ok()) return s;
     for (size_t j = 0; j < i; ++j) {
-      if (items[j].cache == item.cache) {
+      if (items[j].cache == items[i].cache) {
         return absl::InvalidArgumentError("forward: one cache appears twice in a batch");
       }
     }
-    const int64_t n = static_cast<int64_t>(item.tokens.size());
-    const int64_t begin = static_cast<int64_t>(all_tokens.size());
-    row_begin.push_back(begin);
-    all_tokens.insert(all_tokens.end(), item.tokens.begin(), item.tokens.end());
-    for (int64_t j = 0; j < n; ++j) positions.push_back(item.pos + j);
-    if (item.all_logits) {
-      for (int64_t j = 0; j < n; ++j) output_rows.push_back(begin + j);
-    } else {
-      output_rows.push_back(begin + n - 1);
-    }
-    mark_groups(n, item.decode, &in_groups_of_4);
-    mark_groups(item.all_logits ? n : 1, item.decode, &output_in_groups_of_4);
-    decode_rows.insert(decode_rows.end(), n, item.decode ? 1 : 0);
-    output_decode_rows.insert(output_decode_rows.end(), item.all_logits ? n : 1,
-                              item.decode ? 1 : 0);
   }
+  return absl::OkStatus();
+}
+
+at::Tensor LlamaModel::RunDecodeBatch(DecodeBatch& batch,
+                                      absl::Span<const ForwardItem> items) const {
+  const auto step = [&](const at::Tensor& inputs) {
+    return DecodeBatchLogits(inputs, batch.pool, batch.jobs, batch.positions);
+  };
+  at::Tensor logits;  // [B, vocab] on the device
+  if (graphs_ != nullptr) {
+    absl::StatusOr<at::Tensor> replayed =
+        graphs_->Run({batch.pool->id(), batch.jobs, batch.positions}, batch.inputs, step);
+    if (replayed.ok()) logits = *replayed;
+  }
+  if (!logits.defined()) {
+    logits = step(at::from_blob(batch.inputs.data(),
+                                {static_cast<int64_t>(batch.inputs.size())}, at::kLong)
+                      .to(device_, /*non_blocking=*/false, /*copy=*/true));
+  }
+  for (const ForwardItem& item : items) item.cache->set_num_tokens(item.pos + 1);
+  return HostLogits(logits.narrow(0, 0, batch.num_items));
+}
+
+at::Tensor LlamaModel::AttentionOfItems(const at::Tensor& qkv, const at::Tensor& cos,
+                                        const at::Tensor& sin, int64_t layer,
+                                        absl::Span<const ForwardItem> items,
+                                        absl::Span<const int64_t> item_begin) const {
+  const ModelConfig& c = config_;
+  const int64_t rows = qkv.size(0), head_dim = c.head_dim;
+  const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();
+  at::Tensor q = Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
+  at::Tensor k =
+      Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, c.num_kv_heads, head_dim}), cos, sin);
+  at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, c.num_kv_heads, head_dim});
+  if (items.size() == 1) return Attention(q, k, v, layer, items[0]);
+  std::vector<at::Tensor> parts;  // [n_i, q_dim] each
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(items[i].tokens.size());
+    parts.push_back(Attention(q.narrow(0, item_begin[i], n), k.narrow(0, item_begin[i], n),
+                              v.narrow(0, item_begin[i], n), layer, items[i]));
+  }
+  return at::cat(parts, 0);
+}
+
+absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem> items) const {
+  if (absl::Status s = ValidateBatch(items); !s.ok()) return s;
+  BatchRows batch_rows = LayOutRows(items);
   at::NoGradGuard no_grad;
   // The libtorch path's one-token steps over one pool: one device step
   // (DecodeBatchLogits), replayed as a CUDA graph where graphs_ is set.
   if (std::optional<DecodeBatch> batch = MakeDecodeBatch(items); batch.has_value()) {
-    const auto step = [&](const at::Tensor& inputs) {
-      return DecodeBatchLogits(inputs, batch->pool, batch->jobs, batch->positions);
-    };
-    at::Tensor logits;  // [B, vocab] on the device
-    if (graphs_ != nullptr) {
-      absl::StatusOr<at::Tensor> replayed = graphs_->Run(
-          {batch->pool->id(), batch->jobs, batch->positions}, batch->inputs, step);
-      if (replayed.ok()) logits = *replayed;
-    }
-    if (!logits.defined()) {
-      logits = step(at::from_blob(batch->inputs.data(),
-                                  {static_cast<int64_t>(batch->inputs.size())}, at::kLong)
-                        .to(device_, /*non_blocking=*/false, /*copy=*/true));
-    }
-    for (const ForwardItem& item : items) item.cache->set_num_tokens(item.pos + 1);
-    return HostLogits(logits.narrow(0, 0, batch->num_items));
+    return RunDecodeBatch(*batch, items);
   }
-  const int64_t rows = static_cast<int64_t>(all_tokens.size());  // N
-  const int64_t kv_heads = c.num_kv_heads, head_dim = c.head_dim;
-  const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();
+  const int64_t rows = static_cast<int64_t>(batch_rows.tokens.size());  // N
   const auto long_cpu = at::TensorOptions().dtype(at::kLong);
 
-  at::Tensor ids = at::from_blob(all_tokens.data(), {rows}, at::kInt).to(at::kLong).to(device_);
-  at::Tensor pos = at::from_blob(positions.data(), {rows}, long_cpu).to(device_);
+  at::Tensor ids =
+      at::from_blob(batch_rows.tokens.data(), {rows}, at::kInt).to(at::kLong).to(device_);
+  at::Tensor pos = at::from_blob(batch_rows.positions.data(), {rows}, long_cpu).to(device_);
   at::Tensor x = Embed(ids);  // [N, hidden]
   auto [cos, sin] = RopeRows(pos);  // [N, rope_dim / 2] each
 
-  const RowKinds kinds{in_groups_of_4.data(), decode_rows.data()};
+  const RowKinds kinds{batch_rows.in_groups_of_4.data(), batch_rows.decode.data()};
   // One-token steps on the CPU (a lone job's decode, continuous batching's
   // steady state): rotation, cache rows and attention on raw rows
   // (AttentionOfDecodeSteps). Prompt chunks take Rope and Attention, each
@@ -1419,22 +1074,10 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   bool decode_steps = device_.is_cpu() && x.scalar_type() == at::kFloat;
   for (const ForwardItem& item : items) decode_steps &= item.tokens.size() == 1;
   at::Tensor residual;  // [N, hidden], not yet added to x
-  for (int64_t l = 0; l < c.num_layers; ++l) {
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
     DecoderLayer(l, &x, &residual, kinds, [&](const at::Tensor& qkv) {
       if (decode_steps) return AttentionOfDecodeSteps(qkv, cos, sin, l, items);
-      at::Tensor q =
-          Rope(qkv.narrow(1, 0, q_dim).reshape({rows, c.num_heads, head_dim}), cos, sin);
-      at::Tensor k =
-          Rope(qkv.narrow(1, q_dim, kv_dim).reshape({rows, kv_heads, head_dim}), cos, sin);
-      at::Tensor v = qkv.narrow(1, q_dim + kv_dim, kv_dim).reshape({rows, kv_heads, head_dim});
-      if (items.size() == 1) return Attention(q, k, v, l, items[0]);
-      std::vector<at::Tensor> parts;  // [n_i, q_dim] each
-      for (size_t i = 0; i < items.size(); ++i) {
-        const int64_t n = static_cast<int64_t>(items[i].tokens.size());
-        parts.push_back(Attention(q.narrow(0, row_begin[i], n), k.narrow(0, row_begin[i], n),
-                                  v.narrow(0, row_begin[i], n), l, items[i]));
-      }
-      return at::cat(parts, 0);
+      return AttentionOfItems(qkv, cos, sin, l, items, batch_rows.item_begin);
     });
   }
   if (residual.defined()) x = x + residual;
@@ -1442,6 +1085,7 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
     item.cache->set_num_tokens(item.pos + static_cast<int64_t>(item.tokens.size()));
   }
 
+  std::vector<int64_t>& output_rows = batch_rows.output_rows;
   if (static_cast<int64_t>(output_rows.size()) != rows) {
     at::Tensor keep = at::from_blob(output_rows.data(), {static_cast<int64_t>(output_rows.size())},
                                     long_cpu).to(device_);
@@ -1449,7 +1093,8 @@ absl::StatusOr<at::Tensor> LlamaModel::ForwardBatch(absl::Span<const ForwardItem
   }
   x = Norm(x, output_norm_, output_norm_bias_);
   at::Tensor logits =  // [outputs, vocab]
-      Linear(x, output_, RowKinds{output_in_groups_of_4.data(), output_decode_rows.data()},
+      Linear(x, output_,
+             RowKinds{batch_rows.output_in_groups_of_4.data(), batch_rows.output_decode.data()},
              output_bias_);
   activations_.EndStep();
   return HostLogits(logits);

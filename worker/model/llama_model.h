@@ -185,6 +185,8 @@ class LlamaModel {
   std::unique_ptr<KvPool> NewPool(int64_t num_blocks, int64_t block_size) const;
 
  private:
+  class Loader;  // llama_model_load.cc
+
   // A weight matrix [out, in] and the activation rounding its file type implies.
   struct Matrix {
     at::Tensor weight;
@@ -238,6 +240,8 @@ class LlamaModel {
   // The rows of `ids` ([N] int64 on the device): [N, hidden] F32.
   at::Tensor Embed(const at::Tensor& ids) const;
   absl::Status Validate(const ForwardItem& item) const;
+  // Every item valid, and no cache twice.
+  absl::Status ValidateBatch(absl::Span<const ForwardItem> items) const;
   // Writes the item's keys/values for `layer` and attends: [n, hidden].
   at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                        int64_t layer, const ForwardItem& item) const;
@@ -248,6 +252,12 @@ class LlamaModel {
   // buffers.
   void AttendCpu(int64_t layer, const ForwardItem& item, const float* query, int64_t n,
                  float* out, const ParallelFor& parallel_for, int64_t min_tasks = 1) const;
+  // Rotates the fused QKV product's q and k rows (qkv: [N, q_dim + 2 *
+  // kv_dim], items' rows from item_begin on) and attends each item over its
+  // own cache: [N, q_dim].
+  at::Tensor AttentionOfItems(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                              int64_t layer, absl::Span<const ForwardItem> items,
+                              absl::Span<const int64_t> item_begin) const;
   // CPU, one generated token per item: each item's query and key rotated
   // (qkv: [items, q_dim + 2 * kv_dim] unrotated; cos, sin: [items, rope_dim /
   // 2]), its keys/values written, then attended, on raw rows. Enough items
@@ -280,6 +290,9 @@ class LlamaModel {
   // capture it. Writes the new keys and values; [B, vocab] logits.
   at::Tensor DecodeBatchLogits(const at::Tensor& inputs, KvPool* pool, int64_t jobs,
                                int64_t positions) const;
+  // The decode batch's logits for `items`, [items, vocab] on the CPU: the
+  // step replayed as a CUDA graph where graphs_ has it, else run.
+  at::Tensor RunDecodeBatch(DecodeBatch& batch, absl::Span<const ForwardItem> items) const;
   // Writes the jobs' keys and values (q: [B, heads, head_dim], k, v: [B,
   // kv_heads, head_dim], rotated) with one index_copy_ each and attends for
   // all jobs at once over one gather of their positions (`read_slots` [B*T],

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -167,69 +168,93 @@ LayerTensors LayerTensorsOf(const ModelConfig& config, const GgufFile& gguf, int
   return t;
 }
 
-absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
-  ModelConfig config;
+namespace {
+
+// RequiredInt into `out`.
+absl::Status ReadRequiredInt(const GgufFile& gguf, const std::string& key, int64_t* out) {
+  absl::StatusOr<int64_t> value = RequiredInt(gguf, key);
+  if (!value.ok()) return value.status();
+  *out = *value;
+  return absl::OkStatus();
+}
+
+// An integer key that may be absent (`out` then keeps its default); present,
+// it is checked as a required one.
+absl::Status ReadOptionalInt(const GgufFile& gguf, const std::string& key, int64_t* out) {
+  if (gguf.Find(key) == nullptr) return absl::OkStatus();
+  return ReadRequiredInt(gguf, key, out);
+}
+
+// general.architecture and the variant it implies; general.name.
+absl::Status ReadArchitecture(const GgufFile& gguf, ModelConfig* config) {
   absl::StatusOr<std::string> arch = gguf.GetString("general.architecture");
   if (!arch.ok()) return Invalid(gguf, "missing required key general.architecture");
-  config.architecture = *arch;
-  const std::string& a = config.architecture;
+  config->architecture = *arch;
+  const std::string& a = config->architecture;
   if (a == "llama") {
     // Defaults above.
   } else if (a == "qwen2" || a == "phi3") {
-    config.rope_type = RopeType::kHalves;
+    config->rope_type = RopeType::kHalves;
   } else if (a == "phi2") {
-    config.rope_type = RopeType::kHalves;
-    config.norm = NormType::kLayer;
-    config.ffn = FfnType::kGelu;
-    config.parallel_residual = true;
+    config->rope_type = RopeType::kHalves;
+    config->norm = NormType::kLayer;
+    config->ffn = FfnType::kGelu;
+    config->parallel_residual = true;
   } else {
     return Invalid(gguf, absl::StrCat("unsupported architecture '", a,
                                       "' (supported: ", kSupportedArchitectures, ")"));
   }
-  if (auto name = gguf.GetString("general.name"); name.ok()) config.name = *name;
-  const std::string p = a + ".";
+  if (auto name = gguf.GetString("general.name"); name.ok()) config->name = *name;
+  return absl::OkStatus();
+}
 
-  absl::StatusOr<int64_t> v;
-  if (!(v = RequiredInt(gguf, p + "block_count")).ok()) return v.status();
-  config.num_layers = *v;
-  if (!(v = RequiredInt(gguf, p + "embedding_length")).ok()) return v.status();
-  config.hidden_size = *v;
-  if (!(v = RequiredInt(gguf, p + "feed_forward_length")).ok()) return v.status();
-  config.ffn_size = *v;
-  if (!(v = RequiredInt(gguf, p + "attention.head_count")).ok()) return v.status();
-  config.num_heads = *v;
-  if (!(v = RequiredInt(gguf, p + "context_length")).ok()) return v.status();
-  config.context_length = *v;
-  config.num_kv_heads = config.num_heads;
-  if (gguf.Find(p + "attention.head_count_kv") != nullptr) {
-    if (!(v = RequiredInt(gguf, p + "attention.head_count_kv")).ok()) return v.status();
-    config.num_kv_heads = *v;
+// Layer count, widths, heads and context; `p` is the "<arch>." key prefix.
+absl::Status ReadSizes(const GgufFile& gguf, const std::string& p, ModelConfig* config) {
+  const std::pair<const char*, int64_t*> required[] = {
+      {"block_count", &config->num_layers},
+      {"embedding_length", &config->hidden_size},
+      {"feed_forward_length", &config->ffn_size},
+      {"attention.head_count", &config->num_heads},
+      {"context_length", &config->context_length},
+  };
+  for (const auto& [key, field] : required) {
+    if (absl::Status s = ReadRequiredInt(gguf, p + key, field); !s.ok()) return s;
   }
-  if (config.hidden_size % config.num_heads != 0) {
-    return Invalid(gguf, absl::StrCat(p, "embedding_length ", config.hidden_size,
-                                      " is not a multiple of head_count ", config.num_heads));
+  config->num_kv_heads = config->num_heads;
+  if (absl::Status s = ReadOptionalInt(gguf, p + "attention.head_count_kv", &config->num_kv_heads);
+      !s.ok()) {
+    return s;
   }
-  if (config.num_heads % config.num_kv_heads != 0) {
-    return Invalid(gguf, absl::StrCat(p, "attention.head_count ", config.num_heads,
+  if (config->hidden_size % config->num_heads != 0) {
+    return Invalid(gguf, absl::StrCat(p, "embedding_length ", config->hidden_size,
+                                      " is not a multiple of head_count ", config->num_heads));
+  }
+  if (config->num_heads % config->num_kv_heads != 0) {
+    return Invalid(gguf, absl::StrCat(p, "attention.head_count ", config->num_heads,
                                       " is not a multiple of head_count_kv ",
-                                      config.num_kv_heads));
+                                      config->num_kv_heads));
   }
-  config.head_dim = config.hidden_size / config.num_heads;
-  config.rope_dim = config.head_dim;
-  if (gguf.Find(p + "rope.dimension_count") != nullptr) {
-    if (!(v = RequiredInt(gguf, p + "rope.dimension_count")).ok()) return v.status();
-    config.rope_dim = *v;
+  config->head_dim = config->hidden_size / config->num_heads;
+  return absl::OkStatus();
+}
+
+// Rotated dimensions, frequency base and linear scaling.
+absl::Status ReadRope(const GgufFile& gguf, const std::string& p, ModelConfig* config) {
+  config->rope_dim = config->head_dim;
+  if (absl::Status s = ReadOptionalInt(gguf, p + "rope.dimension_count", &config->rope_dim);
+      !s.ok()) {
+    return s;
   }
-  if (config.rope_dim > config.head_dim || config.rope_dim % 2 != 0) {
-    return Invalid(gguf, absl::StrCat(p, "rope.dimension_count ", config.rope_dim,
+  if (config->rope_dim > config->head_dim || config->rope_dim % 2 != 0) {
+    return Invalid(gguf, absl::StrCat(p, "rope.dimension_count ", config->rope_dim,
                                       " must be even and at most the head size ",
-                                      config.head_dim));
+                                      config->head_dim));
   }
   absl::StatusOr<std::optional<double>> base = OptionalNumber(gguf, p + "rope.freq_base");
   if (!base.ok()) return base.status();
   if (base->has_value()) {
-    config.rope_freq_base = static_cast<float>(**base);
-    if (!std::isfinite(config.rope_freq_base) || config.rope_freq_base <= 1.0f) {
+    config->rope_freq_base = static_cast<float>(**base);
+    if (!std::isfinite(config->rope_freq_base) || config->rope_freq_base <= 1.0f) {
       return Invalid(gguf, absl::StrCat(p, "rope.freq_base ", **base,
                                         " must be a finite number above 1"));
     }
@@ -238,114 +263,172 @@ absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
   if (!factor.ok()) return factor.status();
   if (auto type = gguf.GetString(p + "rope.scaling.type"); type.ok() && *type == "linear") {
     if (factor->has_value() && **factor > 0) {
-      config.rope_freq_scale = static_cast<float>(1.0 / **factor);
-      if (!std::isfinite(config.rope_freq_scale) || config.rope_freq_scale <= 0.0f) {
+      config->rope_freq_scale = static_cast<float>(1.0 / **factor);
+      if (!std::isfinite(config->rope_freq_scale) || config->rope_freq_scale <= 0.0f) {
         return Invalid(gguf, absl::StrCat(p, "rope.scaling.factor ", **factor,
                                           " gives no finite frequency scale"));
       }
     }
   }
-  const std::string eps_key = config.norm == NormType::kRms
+  return absl::OkStatus();
+}
+
+// The norm's epsilon, under the key of its kind (RMS or layer norm).
+absl::Status ReadNormEpsilon(const GgufFile& gguf, const std::string& p, ModelConfig* config) {
+  const std::string eps_key = config->norm == NormType::kRms
                                   ? p + "attention.layer_norm_rms_epsilon"
                                   : p + "attention.layer_norm_epsilon";
   absl::StatusOr<std::optional<double>> eps = OptionalNumber(gguf, eps_key);
   if (!eps.ok()) return eps.status();
   if (!eps->has_value()) return Invalid(gguf, absl::StrCat("missing required key ", eps_key));
-  config.norm_eps = static_cast<float>(**eps);
-  if (!std::isfinite(config.norm_eps) || config.norm_eps < 0.0f) {
+  config->norm_eps = static_cast<float>(**eps);
+  if (!std::isfinite(config->norm_eps) || config->norm_eps < 0.0f) {
     return Invalid(gguf, absl::StrCat(eps_key, " ", **eps, " must be finite and >= 0"));
   }
-  if (gguf.Find(p + "attention.sliding_window") != nullptr && a != "phi3") {
-    // (llama.cpp ignores phi3's window for contexts up to it; so do we.)
-    if (!(v = RequiredInt(gguf, p + "attention.sliding_window")).ok()) return v.status();
-    config.sliding_window = *v;
-  }
+  return absl::OkStatus();
+}
 
-  // The vocabulary size is the embedding's row count (<arch>.vocab_size is
-  // optional and must agree when present).
+absl::Status ReadSlidingWindow(const GgufFile& gguf, const std::string& p, ModelConfig* config) {
+  // (llama.cpp ignores phi3's window for contexts up to it; so do we.)
+  if (config->architecture == "phi3") return absl::OkStatus();
+  return ReadOptionalInt(gguf, p + "attention.sliding_window", &config->sliding_window);
+}
+
+// The vocabulary size is the embedding's row count (<arch>.vocab_size is
+// optional and must agree when present).
+absl::Status ReadVocabSize(const GgufFile& gguf, const std::string& p, ModelConfig* config) {
   const GgufTensorInfo* embd = gguf.FindTensor("token_embd.weight");
   if (embd == nullptr) return Invalid(gguf, "missing tensor token_embd.weight");
   if (embd->shape.size() != 2) return Invalid(gguf, "tensor token_embd.weight is not 2-D");
-  config.vocab_size = embd->shape[1];
-  if (gguf.Find(p + "vocab_size") != nullptr) {
-    if (!(v = RequiredInt(gguf, p + "vocab_size")).ok()) return v.status();
-    if (*v != config.vocab_size) {
-      return Invalid(gguf, absl::StrCat(p, "vocab_size ", *v,
-                                        " disagrees with token_embd.weight rows ",
-                                        config.vocab_size));
-    }
+  config->vocab_size = embd->shape[1];
+  int64_t declared = config->vocab_size;
+  if (absl::Status s = ReadOptionalInt(gguf, p + "vocab_size", &declared); !s.ok()) return s;
+  if (declared != config->vocab_size) {
+    return Invalid(gguf, absl::StrCat(p, "vocab_size ", declared,
+                                      " disagrees with token_embd.weight rows ",
+                                      config->vocab_size));
   }
+  return absl::OkStatus();
+}
 
-  if (const GgufTensorInfo* freqs = gguf.FindTensor("rope_freqs.weight"); freqs != nullptr) {
-    if (absl::Status s = ExpectTensor(gguf, "rope_freqs.weight", {config.rope_dim / 2}); !s.ok()) {
-      return s;
-    }
-    config.rope_freq_factors.resize(config.rope_dim / 2);
-    if (absl::Status s = DequantizeToF32(freqs->type, freqs->data, freqs->num_elements(),
-                                         config.rope_freq_factors.data());
-        !s.ok()) {
-      return Invalid(gguf, absl::StrCat("tensor rope_freqs.weight: ", s.message()));
-    }
+// Llama 3's per-pair frequency factors, when the file has them.
+absl::Status ReadRopeFreqFactors(const GgufFile& gguf, ModelConfig* config) {
+  const GgufTensorInfo* freqs = gguf.FindTensor("rope_freqs.weight");
+  if (freqs == nullptr) return absl::OkStatus();
+  if (absl::Status s = ExpectTensor(gguf, "rope_freqs.weight", {config->rope_dim / 2}); !s.ok()) {
+    return s;
   }
+  config->rope_freq_factors.resize(config->rope_dim / 2);
+  if (absl::Status s = DequantizeToF32(freqs->type, freqs->data, freqs->num_elements(),
+                                       config->rope_freq_factors.data());
+      !s.ok()) {
+    return Invalid(gguf, absl::StrCat("tensor rope_freqs.weight: ", s.message()));
+  }
+  return absl::OkStatus();
+}
 
-  const int64_t h = config.hidden_size;
-  if (absl::Status s = ExpectTensor(gguf, "token_embd.weight", {h, config.vocab_size}); !s.ok()) {
+// The tensors outside the layers: embedding, final norm, LM head (absent:
+// tied to the embedding) and their optional biases.
+absl::Status CheckEmbeddingAndOutput(const GgufFile& gguf, ModelConfig* config) {
+  const int64_t h = config->hidden_size;
+  if (absl::Status s = ExpectTensor(gguf, "token_embd.weight", {h, config->vocab_size}); !s.ok()) {
     return s;
   }
   if (absl::Status s = ExpectTensor(gguf, "output_norm.weight", {h}); !s.ok()) return s;
-  config.tied_embeddings = gguf.FindTensor("output.weight") == nullptr;
-  if (!config.tied_embeddings) {
-    if (absl::Status s = ExpectTensor(gguf, "output.weight", {h, config.vocab_size}); !s.ok()) {
+  config->tied_embeddings = gguf.FindTensor("output.weight") == nullptr;
+  if (!config->tied_embeddings) {
+    if (absl::Status s = ExpectTensor(gguf, "output.weight", {h, config->vocab_size}); !s.ok()) {
       return s;
     }
   }
   for (const char* bias : {"output_norm.bias", "output.bias"}) {
     if (gguf.FindTensor(bias) == nullptr) continue;
-    const int64_t n = std::string(bias) == "output.bias" ? config.vocab_size : h;
+    const int64_t n = std::string(bias) == "output.bias" ? config->vocab_size : h;
     if (absl::Status s = ExpectTensor(gguf, bias, {n}); !s.ok()) return s;
   }
-  const std::vector<int64_t> ffn_parts =
-      config.ffn == FfnType::kSiluGated ? std::vector<int64_t>{config.ffn_size, config.ffn_size}
-                                        : std::vector<int64_t>{config.ffn_size};
-  const std::vector<int64_t> qkv_parts = {config.q_dim(), config.kv_dim(), config.kv_dim()};
+  return absl::OkStatus();
+}
+
+// The rows of each part of a layer's stacked products.
+struct LayerPartRows {
+  std::vector<int64_t> qkv;     // q, k, v
+  std::vector<int64_t> ffn_in;  // gate, up (gated) or up (GELU)
+};
+
+LayerPartRows LayerPartRowsOf(const ModelConfig& config) {
+  LayerPartRows parts;
+  parts.qkv = {config.q_dim(), config.kv_dim(), config.kv_dim()};
+  parts.ffn_in = config.ffn == FfnType::kSiluGated
+                     ? std::vector<int64_t>{config.ffn_size, config.ffn_size}
+                     : std::vector<int64_t>{config.ffn_size};
+  return parts;
+}
+
+// A gated FFN's gate and up rows are one product here, with no bias
+// (transformers' mlp_bias would add one to each half): refused rather
+// than added to the wrong rows or dropped.
+absl::Status RefuseGatedFfnBiases(const GgufFile& gguf, int64_t layer) {
+  for (const char* name : {"ffn_up.bias", "ffn_gate.bias"}) {
+    const std::string bias = absl::StrCat("blk.", layer, ".", name);
+    if (gguf.FindTensor(bias) != nullptr) {
+      return Invalid(gguf, absl::StrCat("tensor ", bias,
+                                        ": biases on a gated FFN are not supported"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLayerTensors(const GgufFile& gguf, const ModelConfig& config,
+                               const LayerPartRows& parts, int64_t layer) {
+  const int64_t h = config.hidden_size;
+  const LayerTensors t = LayerTensorsOf(config, gguf, layer);
+  for (absl::Status s : {
+           ExpectTensor(gguf, t.attn_norm, {h}),
+           ExpectStacked(gguf, t.qkv, h, PartRows(t.qkv, parts.qkv)),
+           ExpectStacked(gguf, {t.attn_output}, config.q_dim(), {h}),
+           ExpectStacked(gguf, t.ffn_in, h, PartRows(t.ffn_in, parts.ffn_in)),
+           ExpectStacked(gguf, {t.ffn_down}, config.ffn_size, {h}),
+       }) {
+    if (!s.ok()) return s;
+  }
+  if (!t.ffn_norm.empty()) {
+    if (absl::Status s = ExpectTensor(gguf, t.ffn_norm, {h}); !s.ok()) return s;
+  }
+  if (!t.qkv_bias.empty()) {
+    if (absl::Status s = ExpectStackedVector(gguf, t.qkv_bias, PartRows(t.qkv_bias, parts.qkv));
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (config.ffn == FfnType::kSiluGated) {
+    if (absl::Status s = RefuseGatedFfnBiases(gguf, layer); !s.ok()) return s;
+  }
+  for (const auto& [bias, n] : std::vector<std::pair<std::string, int64_t>>{
+           {t.attn_norm_bias, h}, {t.attn_output_bias, h},
+           {t.ffn_in_bias, config.ffn_size}, {t.ffn_down_bias, h}}) {
+    if (bias.empty()) continue;
+    if (absl::Status s = ExpectTensor(gguf, bias, {n}); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> ModelConfigFromGguf(const GgufFile& gguf) {
+  ModelConfig config;
+  if (absl::Status s = ReadArchitecture(gguf, &config); !s.ok()) return s;
+  const std::string p = config.architecture + ".";
+  // In this order: it decides which error a file with several problems gets.
+  if (absl::Status s = ReadSizes(gguf, p, &config); !s.ok()) return s;
+  if (absl::Status s = ReadRope(gguf, p, &config); !s.ok()) return s;
+  if (absl::Status s = ReadNormEpsilon(gguf, p, &config); !s.ok()) return s;
+  if (absl::Status s = ReadSlidingWindow(gguf, p, &config); !s.ok()) return s;
+  if (absl::Status s = ReadVocabSize(gguf, p, &config); !s.ok()) return s;
+  if (absl::Status s = ReadRopeFreqFactors(gguf, &config); !s.ok()) return s;
+  if (absl::Status s = CheckEmbeddingAndOutput(gguf, &config); !s.ok()) return s;
+  const LayerPartRows parts = LayerPartRowsOf(config);
   for (int64_t l = 0; l < config.num_layers; ++l) {
-    const LayerTensors t = LayerTensorsOf(config, gguf, l);
-    for (absl::Status s : {
-             ExpectTensor(gguf, t.attn_norm, {h}),
-             ExpectStacked(gguf, t.qkv, h, PartRows(t.qkv, qkv_parts)),
-             ExpectStacked(gguf, {t.attn_output}, config.q_dim(), {h}),
-             ExpectStacked(gguf, t.ffn_in, h, PartRows(t.ffn_in, ffn_parts)),
-             ExpectStacked(gguf, {t.ffn_down}, config.ffn_size, {h}),
-         }) {
-      if (!s.ok()) return s;
-    }
-    if (!t.ffn_norm.empty()) {
-      if (absl::Status s = ExpectTensor(gguf, t.ffn_norm, {h}); !s.ok()) return s;
-    }
-    if (!t.qkv_bias.empty()) {
-      if (absl::Status s = ExpectStackedVector(gguf, t.qkv_bias, PartRows(t.qkv_bias, qkv_parts));
-          !s.ok()) {
-        return s;
-      }
-    }
-    // A gated FFN's gate and up rows are one product here, with no bias
-    // (transformers' mlp_bias would add one to each half): refused rather
-    // than added to the wrong rows or dropped.
-    if (config.ffn == FfnType::kSiluGated) {
-      for (const char* name : {"ffn_up.bias", "ffn_gate.bias"}) {
-        const std::string bias = absl::StrCat("blk.", l, ".", name);
-        if (gguf.FindTensor(bias) != nullptr) {
-          return Invalid(gguf, absl::StrCat("tensor ", bias,
-                                            ": biases on a gated FFN are not supported"));
-        }
-      }
-    }
-    for (const auto& [bias, n] : std::vector<std::pair<std::string, int64_t>>{
-             {t.attn_norm_bias, h}, {t.attn_output_bias, h},
-             {t.ffn_in_bias, config.ffn_size}, {t.ffn_down_bias, h}}) {
-      if (bias.empty()) continue;
-      if (absl::Status s = ExpectTensor(gguf, bias, {n}); !s.ok()) return s;
-    }
+    if (absl::Status s = CheckLayerTensors(gguf, config, parts, l); !s.ok()) return s;
   }
   return config;
 }
