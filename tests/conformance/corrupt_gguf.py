@@ -458,6 +458,13 @@ def hf_files(vocab_size):
             "model.safetensors": weights}
 
 
+# What the one error line of these variants must also name.
+REFUSAL_MENTIONS = {
+    "hf_config_llama3_rope_equal_factors": "high_freq_factor",
+    "hf_tokenizer_merges_not_a_list": "merges",
+}
+
+
 def fabricate_hf(out_dir):
     """Writes the valid Hugging Face directory ("hf_valid") and its corrupt
     variants; returns {name: directory}, the valid one first."""
@@ -506,6 +513,14 @@ def fabricate_hf(out_dir):
         hidden_size=1 << 31, num_attention_heads=1, num_key_value_heads=1,
         rope_scaling={"rope_type": "llama3", "factor": 8.0}))
     directory("hf_config_vocab_2pow40", config(vocab_size=1 << 40))
+    # The blend between llama3's factors divides by high - low.
+    directory("hf_config_llama3_rope_equal_factors", config(rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0,
+        "original_max_position_embeddings": 64}))
+    tokenizer = json.loads(valid["tokenizer.json"])
+    tokenizer["model"]["merges"] = "h i"
+    directory("hf_tokenizer_merges_not_a_list",
+              {"tokenizer.json": json.dumps(tokenizer, ensure_ascii=False).encode()})
     directory("hf_tokenizer_bad_json", {"tokenizer.json": valid["tokenizer.json"][:-1]})
     directory("hf_tokenizer_not_an_object", {"tokenizer.json": b"[]"})
     directory("hf_tokenizer_config_bad_json",
@@ -659,7 +674,7 @@ def main():
         for name, path in refused.items():
             for command in ("inspect", "run"):
                 checks.append((f"{name}, {command}", cli_argv(binary, command, path), "refuse",
-                               path, None))
+                               path, REFUSAL_MENTIONS.get(name)))
         # A template that does not compile leaves text prompts working; chat
         # is refused, naming the model and its template.
         templates = dict(fabricate_template_variants(base, out_dir),

@@ -172,11 +172,21 @@ absl::Status ReadSlidingWindow(const ConfigJson& config, HfConfig* h) {
 
 // llama3 rope scaling: a factor per rotated pair of dimensions (rope_factor
 // for long wavelengths, 1 for short ones, a blend between), from the
-// rope_theta, rope_dim and rope_factor already read.
-std::vector<float> Llama3RopeFreqFactors(const json& rope_scaling, const HfConfig& h) {
+// rope_theta, rope_dim and rope_factor already read. The blend divides by
+// high - low: factors that would give infinities are refused.
+absl::StatusOr<std::vector<float>> Llama3RopeFreqFactors(const ConfigJson& config,
+                                                         const json& rope_scaling,
+                                                         const HfConfig& h) {
   const json& r = rope_scaling;
   const double low = r.value("low_freq_factor", 1.0), high = r.value("high_freq_factor", 4.0);
   const double old_context = r.value("original_max_position_embeddings", 8192.0);
+  if (!(low > 0 && high > low && std::isfinite(high) && old_context >= 1 &&
+        std::isfinite(old_context))) {
+    return Invalid(config.dir, absl::StrCat("config.json: llama3 rope_scaling needs 0 < "
+                                            "low_freq_factor < high_freq_factor and "
+                                            "original_max_position_embeddings >= 1, got ",
+                                            low, ", ", high, ", ", old_context));
+  }
   const double low_wavelen = old_context / low, high_wavelen = old_context / high;
   std::vector<float> factors;
   for (int64_t i = 0; i < h.rope_dim; i += 2) {
@@ -206,7 +216,9 @@ absl::Status ReadRopeScaling(const ConfigJson& config, HfConfig* h) {
     h->rope_scaling_type = "linear";
   } else if (type == "llama3" && h->rope_factor > 0) {
     h->rope_scaling_type = "llama3";
-    h->rope_freq_factors = Llama3RopeFreqFactors(r, *h);
+    absl::StatusOr<std::vector<float>> factors = Llama3RopeFreqFactors(config, r, *h);
+    if (!factors.ok()) return factors.status();
+    h->rope_freq_factors = *std::move(factors);
   } else {
     return Invalid(config.dir, absl::StrCat("rope_scaling type '", type,
                                             "' is not supported (supported: linear, llama3)"));

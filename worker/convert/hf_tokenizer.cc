@@ -143,6 +143,9 @@ absl::Status CheckBpeModel(const std::string& where, json& tokenizer) {
       !model["vocab"].is_object() || !model.contains("merges")) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": only BPE models are supported"));
   }
+  if (!model["merges"].is_array()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": model.merges is not a list"));
+  }
   return absl::OkStatus();
 }
 

@@ -60,7 +60,6 @@ absl::Status ExpectTensor(const GgufFile& gguf, const std::string& name,
   return CheckType(gguf, *info);
 }
 
-// Matrices stacked by rows: each {in, rows_i}, rows summing to `rows`.
 // The rows of each of `names` stacked in one product: `parts` (Q, K, V; gate,
 // up) where there is a tensor per part, else their sum in one fused tensor.
 std::vector<int64_t> PartRows(const std::vector<std::string>& names,
@@ -71,6 +70,8 @@ std::vector<int64_t> PartRows(const std::vector<std::string>& names,
   return {total};
 }
 
+// Matrices stacked by rows: each {in, rows_i}, rows summing to those of
+// `part_rows` (one entry per tensor, or the fused tensor's total).
 absl::Status ExpectStacked(const GgufFile& gguf, const std::vector<std::string>& names, int64_t in,
                            const std::vector<int64_t>& part_rows) {
   int64_t total = 0, rows = 0;
