@@ -229,6 +229,50 @@ void Prepare(grpc::ClientContext* context, const httplib::Request& request,
   }
 }
 
+// --http_listen split into the host to bind (brackets of an IPv6 address
+// removed; empty: every IPv4 address) and its port.
+struct ListenAddress {
+  std::string host;
+  int port = -1;
+};
+
+absl::StatusOr<ListenAddress> ParseListen(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  ListenAddress address;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &address.port) ||
+      address.port < 0 || address.port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--http_listen: '", listen, "' is not HOST:PORT"));
+  }
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty()) host = "0.0.0.0";
+  address.host = std::move(host);
+  return address;
+}
+
+// The thread pool, socket options and body limit, before any route.
+void ConfigureHttplibServer(const HttpServerOptions& options, httplib::Server& http) {
+  const int threads = std::max(1, options.threads);
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // Not httplib's default SO_REUSEPORT: a second process could bind the
+  // same port and take half the connections. A bounded send buffer (accepted
+  // sockets inherit it): a client that stops reading blocks our writes after
+  // ~128 KiB instead of the kernel's autotuned megabytes, so httplib's write
+  // timeout cuts it off and its job is cancelled (token streams need far
+  // less).
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    int send_buffer = 64 << 10;
+    setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof(send_buffer));
+  });
+  http.set_tcp_nodelay(true);  // one token per chunk, sent at once
+  http.set_payload_max_length(options.max_body_bytes);
+}
+
 // One streaming answer: the content provider's state. Each call writes one
 // event's chunks (flushed: one HTTP chunk per token).
 class SseAnswer {
@@ -318,6 +362,86 @@ class SseAnswer {
   std::optional<v1::Finished> finished_;
 };
 
+// One completion request's Generate call, and what its answer needs.
+struct Completion {
+  OpenAiRequest request;
+  std::unique_ptr<GenerateStream> call;
+  int socket = -1;  // the client's connection (ConnectionSocket)
+  std::chrono::milliseconds poll{0};
+  int64_t created = 0;         // the answer's `created`
+  v1::GenerateResponse first;  // the job's Started event
+};
+
+// Waits for the job's start into completion.first. Until the job starts
+// (queued, prefilling) the answer is not committed: an error gets its own
+// HTTP status. False when the response got one.
+bool AwaitStarted(Completion& completion, httplib::Response& response) {
+  GenerateStream::Next next;
+  while ((next = completion.call->Wait(completion.poll, &completion.first)) ==
+         GenerateStream::Next::kTimeout) {
+    if (ClientGone(completion.socket)) {  // ~GenerateStream cancels; nobody reads this
+      ReplyStatus(response, absl::CancelledError("the client went away"), nullptr);
+      return false;
+    }
+  }
+  if (next == GenerateStream::Next::kDone || !completion.first.has_started()) {
+    const grpc::Status status = completion.call->status();
+    ReplyStatus(response,
+                status.ok() ? absl::InternalError("the stream ended before Started")
+                            : FromGrpcStatus(status),
+                &completion.request);
+    return false;
+  }
+  return true;
+}
+
+// stream: true. Server-sent events, written by httplib's content provider
+// after the handler returns; the answer holds `active` until its end.
+void AnswerStreaming(Completion completion, std::shared_ptr<void> active,
+                     httplib::Response& response) {
+  auto answer = std::make_shared<SseAnswer>(std::move(completion.request),
+                                            std::move(completion.call), std::move(completion.first),
+                                            completion.created, completion.poll, std::move(active));
+  response.set_header("Cache-Control", "no-cache");
+  response.set_header("X-Accel-Buffering", "no");
+  response.set_chunked_content_provider(
+      "text/event-stream",
+      [answer](size_t /*offset*/, httplib::DataSink& sink) { return answer->Provide(sink); },
+      [answer](bool /*success*/) { answer->Released(); });
+}
+
+// stream: false. One JSON answer once the job has finished.
+void AnswerWhole(Completion& completion, httplib::Response& response) {
+  const v1::Started& started = completion.first.started();
+  ResponseBuilder builder(completion.request,
+                          ResponseBuilder::ResponseId(completion.request.endpoint,
+                                                      started.job_id()),
+                          completion.created, started.cached_prompt_tokens());
+  std::optional<v1::Finished> finished;
+  v1::GenerateResponse event;
+  for (;;) {
+    const GenerateStream::Next next = completion.call->Wait(completion.poll, &event);
+    // Looked at after every event too: tokens may come faster than `poll`.
+    if (ClientGone(completion.socket)) {
+      ReplyStatus(response, absl::CancelledError("the client went away"), nullptr);
+      return;
+    }
+    if (next == GenerateStream::Next::kTimeout) continue;
+    if (next == GenerateStream::Next::kDone) break;
+    if (event.has_token()) builder.Add(event.token());
+    if (event.has_finished()) finished = event.finished();
+  }
+  const grpc::Status status = completion.call->status();
+  if (!status.ok() || !finished) {
+    ReplyStatus(response,
+                status.ok() ? absl::InternalError("the stream ended without Finished")
+                            : FromGrpcStatus(status),
+                &completion.request);
+    return;
+  }
+  response.set_content(Dump(builder.Response(*finished)), kJson);
+}
+
 }  // namespace
 
 class HttpServer::Active {
@@ -348,72 +472,54 @@ HttpServer::HttpServer(HttpServerOptions options)
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options) {
   if (options.channel == nullptr) return absl::InvalidArgumentError("HttpServer needs a channel");
-  const std::string listen = options.listen;
-  const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
-      port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--http_listen: '", listen, "' is not HOST:PORT"));
-  }
-  std::string host = listen.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (host.empty()) host = "0.0.0.0";
+  absl::StatusOr<ListenAddress> address = ParseListen(options.listen);
+  if (!address.ok()) return address.status();
   if (options.tls_cert.empty() != options.tls_key.empty()) {
     return absl::InvalidArgumentError("HTTPS needs both a certificate and its key");
   }
 
   std::unique_ptr<HttpServer> server(new HttpServer(std::move(options)));
-  HttpServer& self = *server;
-  if (!self.options_.tls_cert.empty()) {
-    auto tls = std::make_unique<httplib::SSLServer>(self.options_.tls_cert.c_str(),
-                                                    self.options_.tls_key.c_str());
+  if (absl::Status s = server->CreateHttplibServer(); !s.ok()) return s;
+  ConfigureHttplibServer(server->options_, *server->server_);
+  server->Route();
+  if (absl::Status s = server->Listen(address->host, address->port); !s.ok()) return s;
+  return server;
+}
+
+absl::Status HttpServer::CreateHttplibServer() {
+  if (!options_.tls_cert.empty()) {
+    auto tls = std::make_unique<httplib::SSLServer>(options_.tls_cert.c_str(),
+                                                    options_.tls_key.c_str());
     if (!tls->is_valid()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "HTTPS: cannot load the certificate ", self.options_.tls_cert, " and key ",
-          self.options_.tls_key));
+          "HTTPS: cannot load the certificate ", options_.tls_cert, " and key ",
+          options_.tls_key));
     }
-    self.server_ = std::move(tls);
-    self.tls_ = true;
+    server_ = std::move(tls);
+    tls_ = true;
   } else {
-    self.server_ = std::make_unique<httplib::Server>();
+    server_ = std::make_unique<httplib::Server>();
   }
-  httplib::Server& http = *self.server_;
-  const int threads = std::max(1, self.options_.threads);
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  // Not httplib's default SO_REUSEPORT: a second process could bind the
-  // same port and take half the connections. A bounded send buffer (accepted
-  // sockets inherit it): a client that stops reading blocks our writes after
-  // ~128 KiB instead of the kernel's autotuned megabytes, so httplib's write
-  // timeout cuts it off and its job is cancelled (token streams need far
-  // less).
-  http.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-    int send_buffer = 64 << 10;
-    setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof(send_buffer));
-  });
-  http.set_tcp_nodelay(true);  // one token per chunk, sent at once
-  http.set_payload_max_length(self.options_.max_body_bytes);
-  self.Route();
+  return absl::OkStatus();
+}
 
+absl::Status HttpServer::Listen(const std::string& host, int port) {
+  httplib::Server& http = *server_;
   const int bound = port == 0 ? http.bind_to_any_port(host)
                               : (http.bind_to_port(host, port) ? port : -1);
   if (bound < 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", HostPort(host, port)));
   }
-  self.port_ = bound;
-  self.listener_ = std::thread([&self] {
-    self.server_->listen_after_bind();
-    self.listener_done_ = true;
+  port_ = bound;
+  listener_ = std::thread([this] {
+    server_->listen_after_bind();
+    listener_done_ = true;
   });
   // stop() does nothing until the accept loop runs.
-  while (!http.is_running() && !self.listener_done_) {
+  while (!http.is_running() && !listener_done_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  return server;
+  return absl::OkStatus();
 }
 
 HttpServer::~HttpServer() { Stop(std::chrono::milliseconds(0)); }
@@ -603,67 +709,19 @@ void HttpServer::Generate(Endpoint endpoint, const httplib::Request& request,
     return;
   }
 
-  auto call =
+  Completion completion;
+  completion.call =
       std::make_unique<GenerateStream>(stub_.get(), parsed->generate, Authorization(request));
-  const int socket = ConnectionSocket(request);
-  const std::chrono::milliseconds poll = options_.disconnect_poll;
-  // Until the job starts (queued, prefilling) the answer is not committed:
-  // an error gets its own HTTP status.
-  v1::GenerateResponse first;
-  GenerateStream::Next next;
-  while ((next = call->Wait(poll, &first)) == GenerateStream::Next::kTimeout) {
-    if (ClientGone(socket)) {  // ~GenerateStream cancels; nobody reads this
-      ReplyStatus(response, absl::CancelledError("the client went away"), nullptr);
-      return;
-    }
+  completion.socket = ConnectionSocket(request);
+  completion.poll = options_.disconnect_poll;
+  completion.created = created;
+  completion.request = *std::move(parsed);
+  if (!AwaitStarted(completion, response)) return;
+  if (completion.request.stream) {
+    AnswerStreaming(std::move(completion), active, response);
+  } else {
+    AnswerWhole(completion, response);
   }
-  if (next == GenerateStream::Next::kDone || !first.has_started()) {
-    const grpc::Status status = call->status();
-    ReplyStatus(response,
-                status.ok() ? absl::InternalError("the stream ended before Started")
-                            : FromGrpcStatus(status),
-                &*parsed);
-    return;
-  }
-
-  if (parsed->stream) {
-    auto answer = std::make_shared<SseAnswer>(*std::move(parsed), std::move(call), std::move(first),
-                                              created, poll, active);
-    response.set_header("Cache-Control", "no-cache");
-    response.set_header("X-Accel-Buffering", "no");
-    response.set_chunked_content_provider(
-        "text/event-stream",
-        [answer](size_t /*offset*/, httplib::DataSink& sink) { return answer->Provide(sink); },
-        [answer](bool /*success*/) { answer->Released(); });
-    return;
-  }
-
-  ResponseBuilder builder(*parsed,
-                          ResponseBuilder::ResponseId(endpoint, first.started().job_id()), created,
-                          first.started().cached_prompt_tokens());
-  std::optional<v1::Finished> finished;
-  v1::GenerateResponse event;
-  for (;;) {
-    next = call->Wait(poll, &event);
-    // Looked at after every event too: tokens may come faster than `poll`.
-    if (ClientGone(socket)) {
-      ReplyStatus(response, absl::CancelledError("the client went away"), nullptr);
-      return;
-    }
-    if (next == GenerateStream::Next::kTimeout) continue;
-    if (next == GenerateStream::Next::kDone) break;
-    if (event.has_token()) builder.Add(event.token());
-    if (event.has_finished()) finished = event.finished();
-  }
-  const grpc::Status status = call->status();
-  if (!status.ok() || !finished) {
-    ReplyStatus(response,
-                status.ok() ? absl::InternalError("the stream ended without Finished")
-                            : FromGrpcStatus(status),
-                &*parsed);
-    return;
-  }
-  response.set_content(Dump(builder.Response(*finished)), kJson);
 }
 
 void HttpServer::Models(const httplib::Request& request, httplib::Response& response) {

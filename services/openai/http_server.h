@@ -30,6 +30,7 @@
 
 #include <grpcpp/channel.h>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/grpc/bearer_tokens.h"
 #include "llorch/v1/scheduler.grpc.pb.h"
@@ -103,6 +104,12 @@ class HttpServer {
 
  private:
   explicit HttpServer(HttpServerOptions options);
+  // server_: HTTPS when a certificate is given. InvalidArgument when its
+  // files do not load.
+  absl::Status CreateHttplibServer();
+  // Binds (port 0: a free one) and runs the accept loop on listener_.
+  // Unavailable when the address is taken.
+  absl::Status Listen(const std::string& host, int port);
   // Installs every handler: the API's routes, CORS, the 405/404 answers,
   // then httplib's own refusals and exceptions as OpenAI errors.
   void Route();

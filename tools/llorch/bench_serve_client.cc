@@ -157,6 +157,58 @@ class SchedulerClient : public BenchClient {
   const std::string model_;
 };
 
+// One /v1/completions answer as it arrives: its HTTP status, then its body
+// (SSE events when 200). The clock starts as the request goes out.
+struct CompletionStream {
+  TokenClock clock;
+  int status = 0;
+  std::string error_body;  // a non-200 answer
+  bool finished = false;   // a choice came with its finish_reason
+  bool done = false;       // [DONE] came
+  std::optional<int> usage_tokens;
+  SseParser sse;
+};
+
+// One SSE event's data: a chunk with a token, a finish_reason or usage, an
+// error event, or [DONE].
+void ReadCompletionEvent(const std::string& data, CompletionStream* stream) {
+  if (data == "[DONE]") {
+    stream->done = true;
+    return;
+  }
+  RequestRecord& r = stream->clock.record();
+  const json chunk = json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (chunk.is_discarded() || !chunk.is_object()) return;
+  if (const auto e = chunk.find("error"); e != chunk.end()) {
+    if (r.error.empty()) {
+      r.error = "STREAM_ERROR";
+      r.message = e->is_object() ? e->value("message", e->dump()) : e->dump();
+    }
+    return;
+  }
+  if (const auto c = chunk.find("choices"); c != chunk.end() && c->is_array() && !c->empty()) {
+    const json& choice = (*c)[0];
+    const auto reason = choice.find("finish_reason");
+    if (reason == choice.end() || reason->is_null()) {
+      stream->clock.Token();
+    } else {
+      stream->finished = true;
+    }
+  }
+  if (const auto u = chunk.find("usage"); u != chunk.end() && u->is_object()) {
+    if (u->contains("completion_tokens")) stream->usage_tokens = u->value("completion_tokens", 0);
+    if (u->contains("prompt_tokens")) r.prompt_tokens = u->value("prompt_tokens", -1);
+  }
+}
+
+// A non-200 answer's message: its OpenAI error's, else the body's start.
+std::string HttpErrorMessage(const std::string& body) {
+  const json e = json::parse(body, nullptr, false);
+  return e.is_object() && e.contains("error") && e["error"].is_object()
+             ? e["error"].value("message", body)
+             : body.substr(0, 200);
+}
+
 // An OpenAI-compatible server's streamed /v1/completions. One keep-alive
 // connection per slot (httplib's client is not for concurrent requests).
 class OpenAiClient : public BenchClient {
@@ -182,6 +234,44 @@ class OpenAiClient : public BenchClient {
   RequestRecord Attempt(int slot, const std::string& prompt, const RequestShape& shape,
                         bool* reused) {
     httplib::Client& http = Http(slot, shape, reused);
+    httplib::Request request = CompletionRequest(prompt, shape);
+    CompletionStream stream;
+    RequestRecord& r = stream.clock.record();
+    auto on_data = [&stream](const std::string& data) { ReadCompletionEvent(data, &stream); };
+    request.response_handler = [&](const httplib::Response& response) {
+      stream.status = response.status;
+      return true;
+    };
+    request.content_receiver = [&](const char* data, size_t length, uint64_t, uint64_t) {
+      if (stream.status != 200) {
+        stream.error_body.append(data, length);
+      } else {
+        stream.sse.Feed(absl::string_view(data, length), on_data);
+      }
+      return true;
+    };
+    httplib::Response response;
+    httplib::Error error = httplib::Error::Success;
+    const bool sent = http.send(request, response, error);
+    if (!sent || error != httplib::Error::Success) {
+      r.error = stream.status == 0 ? "HTTP_CONNECTION" : "HTTP_READ";
+      r.message = absl::StrCat(origin_, ": ", httplib::to_string(error));
+      // The connection is in an unknown state: a new one next time.
+      std::lock_guard<std::mutex> lock(mu_);
+      clients_[slot].reset();
+    } else if (stream.status != 200) {
+      r.error = absl::StrCat("HTTP_", stream.status);
+      r.message = HttpErrorMessage(stream.error_body);
+    } else if (r.error.empty() && !stream.finished) {
+      r.error = "INCOMPLETE";
+      r.message = stream.done ? "no finish_reason before [DONE]" : "the stream ended early";
+    }
+    r.completion_tokens = stream.usage_tokens.value_or(stream.clock.count());
+    return Finish(stream.clock, shape);
+  }
+
+  // A streamed /v1/completions request: greedy, EOS ignored, usage at the end.
+  httplib::Request CompletionRequest(const std::string& prompt, const RequestShape& shape) const {
     const json body = {{"model", model_},
                        {"prompt", prompt},
                        {"max_tokens", shape.max_tokens},
@@ -195,75 +285,7 @@ class OpenAiClient : public BenchClient {
     request.headers = {{"Content-Type", "application/json"}, {"Accept", "text/event-stream"}};
     if (!token_.empty()) request.headers.emplace("Authorization", absl::StrCat("Bearer ", token_));
     request.body = Dump(body);
-
-    TokenClock clock;
-    RequestRecord& r = clock.record();
-    int status = 0;
-    std::string error_body;  // a non-200 answer
-    bool finished = false, done = false;
-    std::optional<int> usage_tokens;
-    SseParser sse;
-    auto on_data = [&](const std::string& data) {
-      if (data == "[DONE]") {
-        done = true;
-        return;
-      }
-      const json chunk = json::parse(data, nullptr, /*allow_exceptions=*/false);
-      if (chunk.is_discarded() || !chunk.is_object()) return;
-      if (const auto e = chunk.find("error"); e != chunk.end()) {
-        if (r.error.empty()) {
-          r.error = "STREAM_ERROR";
-          r.message = e->is_object() ? e->value("message", e->dump()) : e->dump();
-        }
-        return;
-      }
-      if (const auto c = chunk.find("choices"); c != chunk.end() && c->is_array() && !c->empty()) {
-        const json& choice = (*c)[0];
-        const auto reason = choice.find("finish_reason");
-        if (reason == choice.end() || reason->is_null()) {
-          clock.Token();
-        } else {
-          finished = true;
-        }
-      }
-      if (const auto u = chunk.find("usage"); u != chunk.end() && u->is_object()) {
-        if (u->contains("completion_tokens")) usage_tokens = u->value("completion_tokens", 0);
-        if (u->contains("prompt_tokens")) r.prompt_tokens = u->value("prompt_tokens", -1);
-      }
-    };
-    request.response_handler = [&](const httplib::Response& response) {
-      status = response.status;
-      return true;
-    };
-    request.content_receiver = [&](const char* data, size_t length, uint64_t, uint64_t) {
-      if (status != 200) {
-        error_body.append(data, length);
-      } else {
-        sse.Feed(absl::string_view(data, length), on_data);
-      }
-      return true;
-    };
-    httplib::Response response;
-    httplib::Error error = httplib::Error::Success;
-    const bool sent = http.send(request, response, error);
-    if (!sent || error != httplib::Error::Success) {
-      r.error = status == 0 ? "HTTP_CONNECTION" : "HTTP_READ";
-      r.message = absl::StrCat(origin_, ": ", httplib::to_string(error));
-      // The connection is in an unknown state: a new one next time.
-      std::lock_guard<std::mutex> lock(mu_);
-      clients_[slot].reset();
-    } else if (status != 200) {
-      r.error = absl::StrCat("HTTP_", status);
-      const json e = json::parse(error_body, nullptr, false);
-      r.message = e.is_object() && e.contains("error") && e["error"].is_object()
-                      ? e["error"].value("message", error_body)
-                      : error_body.substr(0, 200);
-    } else if (r.error.empty() && !finished) {
-      r.error = "INCOMPLETE";
-      r.message = done ? "no finish_reason before [DONE]" : "the stream ended early";
-    }
-    r.completion_tokens = usage_tokens.value_or(clock.count());
-    return Finish(clock, shape);
+    return request;
   }
 
   // The slot's client; `reused`: it has served a request before.

@@ -190,37 +190,50 @@ std::string ErrorNotes(const std::vector<RequestRecord>& records) {
   return out;
 }
 
-absl::Status BenchServe() {
-  // Flags first: every usage error before any call.
-  const std::string worker = absl::GetFlag(FLAGS_worker);
-  const std::string scheduler = absl::GetFlag(FLAGS_scheduler);
-  const std::string openai = absl::GetFlag(FLAGS_openai);
-  if (!worker.empty() + !scheduler.empty() + !openai.empty() != 1) {
-    return absl::InvalidArgumentError("give exactly one of --worker, --scheduler and --openai");
-  }
-  const std::string model = absl::GetFlag(FLAGS_bench_serve_model);
-  if (worker.empty() && model.empty()) {
-    return absl::InvalidArgumentError("--model is required with --scheduler and --openai");
-  }
-  if (!worker.empty() && !model.empty()) {
-    return absl::InvalidArgumentError("--model is for --scheduler and --openai: a worker serves one model");
-  }
+// The run as the flags describe it, checked.
+struct BenchPlan {
+  std::string worker, scheduler, openai;  // the target: exactly one is set
+  std::string model;                      // with --scheduler and --openai
+  std::vector<int32_t> levels;            // --concurrency
+  int requests = 0;                       // per level
+  int prompt_words = 0;
+  RequestShape shape;
+  std::string plot;
+  std::vector<std::vector<LevelSummary>> compared;  // --compare's series
+};
+
+// The target to load: its name in the report and its client.
+struct BenchTarget {
+  std::string name;
+  std::unique_ptr<BenchClient> client;
+};
+
+// Every level's summary and every request it sent.
+struct BenchResults {
+  std::vector<LevelSummary> summaries;
+  std::vector<RequestRecord> all;
+};
+
+// --concurrency: levels from 1 to `requests`.
+absl::StatusOr<std::vector<int32_t>> ReadLevels(int requests) {
   absl::StatusOr<std::vector<int32_t>> levels =
       ParseIds(absl::GetFlag(FLAGS_concurrency), "--concurrency");
   if (!levels.ok()) return levels.status();
   if (levels->empty()) return absl::InvalidArgumentError("--concurrency: no level given");
-  const int requests = absl::GetFlag(FLAGS_requests);
   for (int32_t n : *levels) {
-    if (n < 1) return absl::InvalidArgumentError(absl::StrCat("--concurrency: ", n, " is not >= 1"));
+    if (n < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--concurrency: ", n, " is not >= 1"));
+    }
     if (n > requests) {
-      return absl::InvalidArgumentError(absl::StrCat("--concurrency: level ", n, " is above --requests ",
-                                                     requests, " (requests per level)"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--concurrency: level ", n, " is above --requests ", requests, " (requests per level)"));
     }
   }
-  const std::string plot = absl::GetFlag(FLAGS_plot);
-  if (!plot.empty()) {
-    if (absl::Status s = CheckGnuplot(); !s.ok()) return s;
-  }
+  return levels;
+}
+
+// --compare's CSV files: their series, in order.
+absl::StatusOr<std::vector<std::vector<LevelSummary>>> ReadCompared() {
   std::vector<std::vector<LevelSummary>> compared;
   for (absl::string_view path :
        absl::StrSplit(absl::GetFlag(FLAGS_compare), ',', absl::SkipWhitespace())) {
@@ -228,71 +241,143 @@ absl::Status BenchServe() {
     if (!series.ok()) return series.status();
     compared.insert(compared.end(), series->begin(), series->end());
   }
-  RequestShape shape;
-  shape.max_tokens = absl::GetFlag(FLAGS_bench_serve_max_tokens);
-  shape.timeout_seconds = absl::GetFlag(FLAGS_bench_serve_timeout);
-  const int prompt_words = absl::GetFlag(FLAGS_bench_serve_prompt_tokens);
-  const int max_level = *std::max_element(levels->begin(), levels->end());
+  return compared;
+}
 
-  std::string target;
+// Flags first: every usage error before any call.
+absl::StatusOr<BenchPlan> ReadPlan() {
+  BenchPlan plan;
+  plan.worker = absl::GetFlag(FLAGS_worker);
+  plan.scheduler = absl::GetFlag(FLAGS_scheduler);
+  plan.openai = absl::GetFlag(FLAGS_openai);
+  if (!plan.worker.empty() + !plan.scheduler.empty() + !plan.openai.empty() != 1) {
+    return absl::InvalidArgumentError("give exactly one of --worker, --scheduler and --openai");
+  }
+  plan.model = absl::GetFlag(FLAGS_bench_serve_model);
+  if (plan.worker.empty() && plan.model.empty()) {
+    return absl::InvalidArgumentError("--model is required with --scheduler and --openai");
+  }
+  if (!plan.worker.empty() && !plan.model.empty()) {
+    return absl::InvalidArgumentError(
+        "--model is for --scheduler and --openai: a worker serves one model");
+  }
+  plan.requests = absl::GetFlag(FLAGS_requests);
+  absl::StatusOr<std::vector<int32_t>> levels = ReadLevels(plan.requests);
+  if (!levels.ok()) return levels.status();
+  plan.levels = *std::move(levels);
+  plan.plot = absl::GetFlag(FLAGS_plot);
+  if (!plan.plot.empty()) {
+    if (absl::Status s = CheckGnuplot(); !s.ok()) return s;
+  }
+  absl::StatusOr<std::vector<std::vector<LevelSummary>>> compared = ReadCompared();
+  if (!compared.ok()) return compared.status();
+  plan.compared = *std::move(compared);
+  plan.shape.max_tokens = absl::GetFlag(FLAGS_bench_serve_max_tokens);
+  plan.shape.timeout_seconds = absl::GetFlag(FLAGS_bench_serve_timeout);
+  plan.prompt_words = absl::GetFlag(FLAGS_bench_serve_prompt_tokens);
+  return plan;
+}
+
+// The client of the one target given (an OpenAI one keeps a connection for
+// each request in flight at the highest level).
+absl::StatusOr<BenchTarget> ConnectTarget(const BenchPlan& plan) {
+  const int max_level = *std::max_element(plan.levels.begin(), plan.levels.end());
+  BenchTarget target;
   absl::StatusOr<std::unique_ptr<BenchClient>> client;
-  if (!worker.empty()) {
-    target = absl::StrCat("llorch-worker ", worker);
-    client = MakeWorkerClient(worker);
-  } else if (!scheduler.empty()) {
-    target = absl::StrCat("llorch-scheduler ", scheduler);
-    client = MakeSchedulerClient(scheduler, model);
+  if (!plan.worker.empty()) {
+    target.name = absl::StrCat("llorch-worker ", plan.worker);
+    client = MakeWorkerClient(plan.worker);
+  } else if (!plan.scheduler.empty()) {
+    target.name = absl::StrCat("llorch-scheduler ", plan.scheduler);
+    client = MakeSchedulerClient(plan.scheduler, plan.model);
   } else {
-    target = absl::StrCat("OpenAI API ", openai);
-    client = MakeOpenAiClient(openai, model, max_level);
+    target.name = absl::StrCat("OpenAI API ", plan.openai);
+    client = MakeOpenAiClient(plan.openai, plan.model, max_level);
   }
   if (!client.ok()) return client.status();
-  const std::string label = absl::GetFlag(FLAGS_label).empty() ? target : absl::GetFlag(FLAGS_label);
+  target.client = *std::move(client);
+  return target;
+}
 
-  int prompt_index = absl::GetFlag(FLAGS_first_prompt);
+// --warmup requests one by one, not counted; `prompt_index` moves past them.
+absl::Status WarmUp(const BenchTarget& target, const BenchPlan& plan, int* prompt_index) {
   for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) {
-    RequestRecord r = (*client)->Send(0, BenchPrompt(prompt_index++, prompt_words), shape);
+    RequestRecord r =
+        target.client->Send(0, BenchPrompt((*prompt_index)++, plan.prompt_words), plan.shape);
     if (!r.ok) {
-      return absl::UnavailableError(absl::StrCat(target, ": warm-up request failed: ", r.error,
+      return absl::UnavailableError(absl::StrCat(target.name, ": warm-up request failed: ", r.error,
                                                  r.message.empty() ? "" : ": ", r.message));
     }
   }
+  return absl::OkStatus();
+}
 
-  std::vector<LevelSummary> summaries;
-  std::vector<RequestRecord> all;
-  for (int concurrency : *levels) {
-    summaries.push_back(RunLevel(**client, label, concurrency, requests, prompt_index, shape,
-                                 prompt_words, &all));
-    prompt_index += requests;
+// Each level in turn, each with its own prompts from `prompt_index` on.
+BenchResults RunLevels(BenchClient& client, const std::string& label, const BenchPlan& plan,
+                       int prompt_index) {
+  BenchResults results;
+  for (int concurrency : plan.levels) {
+    results.summaries.push_back(RunLevel(client, label, concurrency, plan.requests, prompt_index,
+                                         plan.shape, plan.prompt_words, &results.all));
+    prompt_index += plan.requests;
   }
+  return results;
+}
 
+// The tables on stdout: the levels, the errors' first messages, and the
+// ratios against each --compare series.
+void PrintReport(const BenchPlan& plan, const std::string& label, const std::string& target,
+                 const BenchResults& results) {
   std::cout << "bench-serve: " << label << (label == target ? "" : absl::StrCat(" (", target, ")"))
-            << (model.empty() ? "" : absl::StrCat(", model ", model)) << "; prompts of "
-            << prompt_words << " words, " << shape.max_tokens
-            << " tokens generated per request (greedy, EOS ignored), " << requests
+            << (plan.model.empty() ? "" : absl::StrCat(", model ", plan.model)) << "; prompts of "
+            << plan.prompt_words << " words, " << plan.shape.max_tokens
+            << " tokens generated per request (greedy, EOS ignored), " << plan.requests
             << " requests per level\n\n"
-            << LevelTable(summaries);
-  if (std::string notes = ErrorNotes(all); !notes.empty()) std::cout << "\nerrors:\n" << notes;
-  for (const std::vector<LevelSummary>& other : compared) {
+            << LevelTable(results.summaries);
+  if (std::string notes = ErrorNotes(results.all); !notes.empty()) {
+    std::cout << "\nerrors:\n" << notes;
+  }
+  for (const std::vector<LevelSummary>& other : plan.compared) {
     if (other.empty()) continue;
     std::cout << "\n" << label << " / " << other[0].label << ":\n\n"
-              << CompareTable(summaries, other);
+              << CompareTable(results.summaries, other);
   }
   std::cout << std::flush;
+}
 
+// --csv and --plot (with the --compare series).
+absl::Status WriteFiles(const BenchPlan& plan, const std::vector<LevelSummary>& summaries) {
   if (const std::string csv = absl::GetFlag(FLAGS_csv); !csv.empty()) {
     if (absl::Status s = WriteCsv(csv, summaries); !s.ok()) return s;
   }
-  if (!plot.empty()) {
+  if (!plan.plot.empty()) {
     std::vector<std::vector<LevelSummary>> series = {summaries};
-    series.insert(series.end(), compared.begin(), compared.end());
+    series.insert(series.end(), plan.compared.begin(), plan.compared.end());
     const std::string title = absl::StrFormat(
         "llorch bench-serve: %d-word prompts, %d tokens per request, %d requests per level",
-        prompt_words, shape.max_tokens, requests);
-    if (absl::Status s = Plot(plot, title, series); !s.ok()) return s;
+        plan.prompt_words, plan.shape.max_tokens, plan.requests);
+    if (absl::Status s = Plot(plan.plot, title, series); !s.ok()) return s;
   }
-  if (std::all_of(all.begin(), all.end(), [](const RequestRecord& r) { return !r.ok; })) {
-    return absl::UnavailableError(absl::StrCat(target, ": every request failed"));
+  return absl::OkStatus();
+}
+
+absl::Status BenchServe() {
+  absl::StatusOr<BenchPlan> plan = ReadPlan();
+  if (!plan.ok()) return plan.status();
+  absl::StatusOr<BenchTarget> target = ConnectTarget(*plan);
+  if (!target.ok()) return target.status();
+  const std::string label =
+      absl::GetFlag(FLAGS_label).empty() ? target->name : absl::GetFlag(FLAGS_label);
+
+  int prompt_index = absl::GetFlag(FLAGS_first_prompt);
+  if (absl::Status s = WarmUp(*target, *plan, &prompt_index); !s.ok()) return s;
+  const BenchResults results = RunLevels(*target->client, label, *plan, prompt_index);
+
+  PrintReport(*plan, label, target->name, results);
+  if (absl::Status s = WriteFiles(*plan, results.summaries); !s.ok()) return s;
+  if (std::all_of(results.all.begin(), results.all.end(),
+                  [](const RequestRecord& r) { return !r.ok; })) {
+    return absl::UnavailableError(absl::StrCat(target->name, ": every request failed"));
   }
   return absl::OkStatus();
 }
