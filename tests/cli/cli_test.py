@@ -394,8 +394,10 @@ os.unlink(EMPTY.name)
 
 
 class FakeOpenAi(http.server.BaseHTTPRequestHandler):
-    """Streams max_tokens one-token chunks, a final chunk with usage, [DONE]."""
+    """Streams max_tokens one-token chunks, a final chunk with usage, [DONE]
+    (with bad_usage, a usage whose completion_tokens is a string)."""
     bodies = []
+    bad_usage = False
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -411,7 +413,8 @@ class FakeOpenAi(http.server.BaseHTTPRequestHandler):
             self.wfile.write(event[7:])
             self.wfile.flush()
         final = {"choices": [{"text": "", "index": 0, "finish_reason": "length"}],
-                 "usage": {"prompt_tokens": 6, "completion_tokens": body["max_tokens"]}}
+                 "usage": {"prompt_tokens": 6, "completion_tokens":
+                           "many" if FakeOpenAi.bad_usage else body["max_tokens"]}}
         self.wfile.write(f": comment\ndata: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
 
     def log_message(self, *args):
@@ -433,6 +436,11 @@ check(path == "/v1/completions" and body["stream"] is True and body["ignore_eos"
 check(len(rows) == 2 and all(r["ok"] == "2" and r["completion_tokens"] == "6" and r["prompt_tokens"] == "6.0"
                              for r in rows),
       "bench-serve --openai: SSE chunks parsed, usage read, no errors")
+# A field of an unexpected type fails that request (here the warm-up), not the bench.
+FakeOpenAi.bad_usage = True
+usage_error(["bench-serve", "--openai", f"http://127.0.0.1:{fake.server_address[1]}/v1", "--model", "fake",
+             "--concurrency", "1", "--requests", "1", "--max-tokens", "2"],
+            "warm-up request failed: BAD_EVENT")
 fake.shutdown()
 os.unlink(fake_csv)
 

@@ -169,16 +169,9 @@ struct CompletionStream {
   SseParser sse;
 };
 
-// One SSE event's data: a chunk with a token, a finish_reason or usage, an
-// error event, or [DONE].
-void ReadCompletionEvent(const std::string& data, CompletionStream* stream) {
-  if (data == "[DONE]") {
-    stream->done = true;
-    return;
-  }
+// A parsed chunk: a token, a finish_reason or usage, or an error event.
+void ReadCompletionChunk(const json& chunk, CompletionStream* stream) {
   RequestRecord& r = stream->clock.record();
-  const json chunk = json::parse(data, nullptr, /*allow_exceptions=*/false);
-  if (chunk.is_discarded() || !chunk.is_object()) return;
   if (const auto e = chunk.find("error"); e != chunk.end()) {
     if (r.error.empty()) {
       r.error = "STREAM_ERROR";
@@ -201,12 +194,33 @@ void ReadCompletionEvent(const std::string& data, CompletionStream* stream) {
   }
 }
 
+// One SSE event's data: a chunk, or [DONE].
+void ReadCompletionEvent(const std::string& data, CompletionStream* stream) {
+  if (data == "[DONE]") {
+    stream->done = true;
+    return;
+  }
+  RequestRecord& r = stream->clock.record();
+  const json chunk = json::parse(data, nullptr, /*allow_exceptions=*/false);
+  if (chunk.is_discarded() || !chunk.is_object()) return;
+  try {  // value() throws on a field of another type: a failed request, not the bench
+    ReadCompletionChunk(chunk, stream);
+  } catch (const json::exception& e) {
+    if (r.error.empty()) {
+      r.error = "BAD_EVENT";
+      r.message = absl::StrCat("an event the bench cannot read: ", e.what());
+    }
+  }
+}
+
 // A non-200 answer's message: its OpenAI error's, else the body's start.
 std::string HttpErrorMessage(const std::string& body) {
   const json e = json::parse(body, nullptr, false);
-  return e.is_object() && e.contains("error") && e["error"].is_object()
-             ? e["error"].value("message", body)
-             : body.substr(0, 200);
+  if (e.is_object() && e.contains("error") && e["error"].is_object()) {
+    const json message = e["error"].value("message", json());
+    if (message.is_string()) return message.get<std::string>();
+  }
+  return body.substr(0, 200);
 }
 
 // An OpenAI-compatible server's streamed /v1/completions. One keep-alive
