@@ -9,7 +9,7 @@
 # OpenSSL, nlohmann-json and pkgconf (Debian 12's, unpacked there into a
 # prefix; their own dependencies are glibc, libstdc++ and zlib alone), and
 # the chat-template library that cargo built here (the image has no cargo).
-# Pass .devcarry as `carry` to the device run (about 50 MiB of its 64).
+# Pass .devcarry as `carry` to the device run (about 43 MiB of its 64).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/tools/env.sh"
