@@ -273,32 +273,86 @@ absl::StatusOr<std::unique_ptr<openai::HttpServer>> StartHttp(
   return http;
 }
 
+// What Run takes from the flags, all checked before anything starts.
+struct SchedulerConfig {
+  std::vector<std::string> worker_entries;
+  scheduler::CoreOptions core_options;
+  TlsFiles public_tls;
+  std::shared_ptr<grpc::ServerCredentials> server_credentials;
+  std::optional<BearerTokens> tokens;  // --auth_tokens_file
+};
+
+// Registering workers may present a certificate (mutual TLS); clients
+// need none.
+ClientCerts PublicClientCerts(const TlsFiles& public_tls) {
+  return public_tls.ca.empty() ? ClientCerts::kNone : ClientCerts::kVerifyIfPresented;
+}
+
+// The first error of --workers, the core's flags, then the public TLS files;
+// the tokens file is read only when those are valid.
+absl::StatusOr<SchedulerConfig> SchedulerConfigFromFlags() {
+  absl::StatusOr<std::vector<std::string>> entries = WorkerEntries();
+  absl::StatusOr<scheduler::CoreOptions> core_options = CoreOptionsFromFlags();
+  const TlsFiles public_tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
+                            absl::GetFlag(FLAGS_tls_ca)};
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials =
+      MakeServerCredentials(public_tls, PublicClientCerts(public_tls));
+  if (!entries.ok()) return entries.status();
+  if (!core_options.ok()) return core_options.status();
+  if (!server_credentials.ok()) return server_credentials.status();
+  SchedulerConfig config{std::move(*entries), std::move(*core_options), public_tls,
+                         std::move(*server_credentials), std::nullopt};
+  if (!absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
+    absl::StatusOr<BearerTokens> loaded = BearerTokens::Load(absl::GetFlag(FLAGS_auth_tokens_file));
+    if (!loaded.ok()) return loaded.status();
+    config.tokens = std::move(*loaded);
+  }
+  return config;
+}
+
+SchedulerServiceOptions ServiceOptions(const SchedulerConfig& config,
+                                       scheduler::SchedulerCore& core,
+                                       SchedulerMetrics& scheduler_metrics) {
+  SchedulerServiceOptions service_options;
+  service_options.core = &core;
+  service_options.metrics = &scheduler_metrics;
+  service_options.tokens = config.tokens ? &*config.tokens : nullptr;
+  service_options.workers_use_client_certs = !config.public_tls.ca.empty();
+  service_options.max_buffered_events =
+      static_cast<size_t>(absl::GetFlag(FLAGS_max_stream_buffer_events));
+  return service_options;
+}
+
+// The gRPC server on --listen with health and reflection; null (logged) when
+// it cannot listen.
+std::unique_ptr<grpc::Server> StartGrpc(const SchedulerConfig& config, SchedulerService& service) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, config.server_credentials, &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    Log(absl::StrCat("cannot listen on ", listen));
+    return nullptr;
+  }
+  const std::optional<BearerTokens>& tokens = config.tokens;
+  Log(absl::StrCat("grpc listening on port ", port, " (",
+                   DescribeServerTls(config.public_tls, PublicClientCerts(config.public_tls)),
+                   tokens ? absl::StrCat(", ", tokens->size(), " bearer tokens") : "", ")"));
+  return server;
+}
+
 int Run() {
   if (absl::Status s = cli::CatchTerminationSignals(); !s.ok()) {
     Log(std::string(s.message()));
     return 2;
   }
-  absl::StatusOr<std::vector<std::string>> entries = WorkerEntries();
-  absl::StatusOr<scheduler::CoreOptions> core_options = CoreOptionsFromFlags();
-  const TlsFiles public_tls{absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
-                            absl::GetFlag(FLAGS_tls_ca)};
-  // Registering workers may present a certificate (mutual TLS); clients
-  // need none.
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> server_credentials =
-      MakeServerCredentials(public_tls, public_tls.ca.empty() ? ClientCerts::kNone
-                                                             : ClientCerts::kVerifyIfPresented);
-  std::optional<BearerTokens> tokens;
-  absl::Status status = !entries.ok()              ? entries.status()
-                        : !core_options.ok()       ? core_options.status()
-                        : !server_credentials.ok() ? server_credentials.status()
-                                                   : absl::OkStatus();
-  if (status.ok() && !absl::GetFlag(FLAGS_auth_tokens_file).empty()) {
-    absl::StatusOr<BearerTokens> loaded = BearerTokens::Load(absl::GetFlag(FLAGS_auth_tokens_file));
-    if (loaded.ok()) tokens = std::move(*loaded);
-    status = loaded.status();
-  }
-  if (!status.ok()) {
-    Log(std::string(status.message()));
+  absl::StatusOr<SchedulerConfig> config = SchedulerConfigFromFlags();
+  if (!config.ok()) {
+    Log(std::string(config.status().message()));
     return 2;
   }
 
@@ -309,38 +363,16 @@ int Run() {
     return 2;
   }
   SchedulerMetrics scheduler_metrics(*registry, kVersion, Log);
-  core_options->observer = &scheduler_metrics;
-  scheduler::SchedulerCore core(*core_options);
-  core.AddWorkerEntries(*entries);
+  config->core_options.observer = &scheduler_metrics;
+  scheduler::SchedulerCore core(config->core_options);
+  core.AddWorkerEntries(config->worker_entries);
   core.Start();
+  SchedulerService service(ServiceOptions(*config, core, scheduler_metrics));
 
-  SchedulerServiceOptions service_options;
-  service_options.core = &core;
-  service_options.metrics = &scheduler_metrics;
-  service_options.tokens = tokens ? &*tokens : nullptr;
-  service_options.workers_use_client_certs = !public_tls.ca.empty();
-  service_options.max_buffered_events =
-      static_cast<size_t>(absl::GetFlag(FLAGS_max_stream_buffer_events));
-  SchedulerService service(service_options);
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  const std::string listen = absl::GetFlag(FLAGS_listen);
-  builder.AddListeningPort(listen, *server_credentials, &port);
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    Log(absl::StrCat("cannot listen on ", listen));
-    return 2;
-  }
-  Log(absl::StrCat("grpc listening on port ", port, " (",
-                   DescribeServerTls(public_tls, public_tls.ca.empty()
-                                                     ? ClientCerts::kNone
-                                                     : ClientCerts::kVerifyIfPresented),
-                   tokens ? absl::StrCat(", ", tokens->size(), " bearer tokens") : "", ")"));
-  absl::StatusOr<std::unique_ptr<openai::HttpServer>> http = StartHttp(*server, core, tokens);
+  std::unique_ptr<grpc::Server> server = StartGrpc(*config, service);
+  if (server == nullptr) return 2;
+  absl::StatusOr<std::unique_ptr<openai::HttpServer>> http =
+      StartHttp(*server, core, config->tokens);
   if (!http.ok()) {
     Log(absl::StrCat("http: ", http.status().message()));
     return 2;
@@ -349,8 +381,8 @@ int Run() {
   server->GetHealthCheckService()->SetServingStatus(true);
   server->GetHealthCheckService()->SetServingStatus(kServiceName, true);
   scheduler_metrics.SetServing(true);
-  Log(absl::StrCat("serving (", entries->size(), " --workers entries, max queue ",
-                   core_options->max_queue, " per model)"));
+  Log(absl::StrCat("serving (", config->worker_entries.size(), " --workers entries, max queue ",
+                   config->core_options.max_queue, " per model)"));
 
   ServeUntilSignal(*server, scheduler_metrics, http->get());
   server->Wait();

@@ -58,6 +58,49 @@ absl::Status InvalidField(const char* field, const char* requirement,
       "sampling parameter ", field, " must be ", requirement, ", got ", value));
 }
 
+// Every (logit, id), NaN logits masked.
+void CollectAll(const float* logits, int32_t vocab_size,
+                std::vector<Candidate>& candidates) {
+  candidates.resize(vocab_size);
+  for (int32_t i = 0; i < vocab_size; ++i) {
+    candidates[i] = {Sanitize(logits[i]), i};
+  }
+}
+
+// The (logit, id) whose probability is at least min_p times the largest;
+// empty when no logit reaches the threshold (the max is +-inf).
+void CollectAboveMinP(const float* logits, int32_t vocab_size, float min_p,
+                      std::vector<Candidate>& candidates) {
+  float max_logit = -std::numeric_limits<float>::infinity();
+  for (int32_t i = 0; i < vocab_size; ++i) {
+    max_logit = std::max(max_logit, Sanitize(logits[i]));
+  }
+  const double threshold = max_logit + std::log(double{min_p});
+  candidates.clear();
+  for (int32_t i = 0; i < vocab_size; ++i) {
+    if (logits[i] >= threshold) candidates.emplace_back(logits[i], i);
+  }
+}
+
+double MaxCandidateLogit(const std::vector<Candidate>& candidates) {
+  double max_logit = -std::numeric_limits<double>::infinity();
+  for (const Candidate& c : candidates) {
+    max_logit = std::max<double>(max_logit, c.first);
+  }
+  return max_logit;
+}
+
+// prob / max_prob = exp(logit - max_logit) >= min_p, in logit space; the
+// max candidate always survives since min_p <= 1.
+void RemoveBelowMinP(std::vector<Candidate>& candidates, double max_logit,
+                     float min_p) {
+  const double threshold = max_logit + std::log(double{min_p});
+  auto below = [&](const Candidate& c) { return c.first < threshold; };
+  candidates.erase(
+      std::remove_if(candidates.begin(), candidates.end(), below),
+      candidates.end());
+}
+
 }  // namespace
 
 absl::Status ValidateSamplingParams(const SamplingParams& params) {
@@ -168,17 +211,7 @@ size_t Sampler::NucleusSize(double max_logit) {
   return hi;  // rounding: everything up to hi
 }
 
-int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
-                        const std::vector<int32_t>& history) {
-  if (vocab_size <= 0) return -1;
-  const float* logits = ApplyRepetitionPenalty(raw_logits, vocab_size, history);
-  if (params_.temperature == 0.0f) return ArgmaxLogit(logits, vocab_size);
-
-  // Filter chain in llama.cpp's default order: top-k, top-p, min-p on the
-  // untempered logits, then temperature, then the draw. Temperature therefore
-  // changes only the shape of the final distribution, never which tokens
-  // survive the filters (Hugging Face instead scales first, so its top-p/min-p
-  // sets depend on the temperature).
+bool Sampler::CollectCandidates(const float* logits, int32_t vocab_size) {
   // No filter needs the survivors in order: they are selected by heap or
   // nth_element, never by sorting the whole vocabulary.
   const bool top_k_active =
@@ -188,52 +221,20 @@ int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
   } else if (!top_k_active && params_.top_p == 1.0f && params_.min_p > 0.0f) {
     // min-p alone is a logit threshold relative to the maximum: apply it
     // while collecting, so the draw sees only the survivors.
-    float max_logit = -std::numeric_limits<float>::infinity();
-    for (int32_t i = 0; i < vocab_size; ++i) {
-      max_logit = std::max(max_logit, Sanitize(logits[i]));
-    }
-    const double threshold = max_logit + std::log(double{params_.min_p});
-    scratch_.clear();
-    for (int32_t i = 0; i < vocab_size; ++i) {
-      if (logits[i] >= threshold) scratch_.emplace_back(logits[i], i);
-    }
-    if (scratch_.empty()) return ArgmaxLogit(logits, vocab_size);  // max is +-inf
+    CollectAboveMinP(logits, vocab_size, params_.min_p, scratch_);
+    if (scratch_.empty()) return false;  // max is +-inf
   } else {
-    scratch_.resize(vocab_size);
-    for (int32_t i = 0; i < vocab_size; ++i) {
-      scratch_[i] = {Sanitize(logits[i]), i};
-    }
+    CollectAll(logits, vocab_size, scratch_);
     if (top_k_active) {
       std::nth_element(scratch_.begin(), scratch_.begin() + params_.top_k,
                        scratch_.end(), Better);
       scratch_.resize(params_.top_k);
     }
   }
+  return true;
+}
 
-  double max_logit = -std::numeric_limits<double>::infinity();
-  for (const Candidate& c : scratch_) {
-    max_logit = std::max<double>(max_logit, c.first);
-  }
-  if (std::isinf(max_logit)) {
-    // All candidates masked (-inf), or an infinite logit takes all the mass:
-    // the best candidate is the only sensible answer.
-    return std::min_element(scratch_.begin(), scratch_.end(), Better)->second;
-  }
-
-  if (params_.top_p < 1.0f) {
-    scratch_.resize(NucleusSize(max_logit));
-  }
-
-  if (params_.min_p > 0.0f) {
-    // prob / max_prob = exp(logit - max_logit) >= min_p, in logit space; the
-    // max candidate always survives since min_p <= 1.
-    const double threshold = max_logit + std::log(double{params_.min_p});
-    auto below = [&](const Candidate& c) { return c.first < threshold; };
-    scratch_.erase(std::remove_if(scratch_.begin(), scratch_.end(), below),
-                   scratch_.end());
-  }
-
-  // Draw from softmax(logit / T) over the survivors.
+int32_t Sampler::DrawFromSurvivors(double max_logit) {
   const double inv_temperature = 1.0 / params_.temperature;
   double total = 0.0;
   weights_.resize(scratch_.size());
@@ -253,6 +254,35 @@ int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
     if (Better(scratch_[i], scratch_[best])) best = i;
   }
   return scratch_[best].second;
+}
+
+int32_t Sampler::Sample(const float* raw_logits, int32_t vocab_size,
+                        const std::vector<int32_t>& history) {
+  if (vocab_size <= 0) return -1;
+  const float* logits = ApplyRepetitionPenalty(raw_logits, vocab_size, history);
+  if (params_.temperature == 0.0f) return ArgmaxLogit(logits, vocab_size);
+
+  // Filter chain in llama.cpp's default order: top-k, top-p, min-p on the
+  // untempered logits, then temperature, then the draw. Temperature therefore
+  // changes only the shape of the final distribution, never which tokens
+  // survive the filters (Hugging Face instead scales first, so its top-p/min-p
+  // sets depend on the temperature).
+  if (!CollectCandidates(logits, vocab_size)) {
+    return ArgmaxLogit(logits, vocab_size);
+  }
+  const double max_logit = MaxCandidateLogit(scratch_);
+  if (std::isinf(max_logit)) {
+    // All candidates masked (-inf), or an infinite logit takes all the mass:
+    // the best candidate is the only sensible answer.
+    return std::min_element(scratch_.begin(), scratch_.end(), Better)->second;
+  }
+  if (params_.top_p < 1.0f) {
+    scratch_.resize(NucleusSize(max_logit));
+  }
+  if (params_.min_p > 0.0f) {
+    RemoveBelowMinP(scratch_, max_logit, params_.min_p);
+  }
+  return DrawFromSurvivors(max_logit);
 }
 
 namespace {

@@ -60,6 +60,13 @@ class Sampler {
   // Number of candidates top-p keeps; reorders scratch_ so that they come
   // first. max_logit: the largest logit in scratch_.
   size_t NucleusSize(double max_logit);
+  // Fills scratch_ with the candidates top-p and min-p start from: top-k
+  // applied, and min-p too when it is the only filter. False when none is
+  // left (min-p alone and the max logit is +-inf).
+  bool CollectCandidates(const float* logits, int32_t vocab_size);
+  // Draws from softmax(logit / T) over scratch_ with rng_. max_logit: the
+  // largest logit in scratch_.
+  int32_t DrawFromSurvivors(double max_logit);
 
   SamplingParams params_;
   std::mt19937_64 rng_;

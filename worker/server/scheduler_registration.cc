@@ -87,15 +87,18 @@ void SchedulerRegistration::Run() {
   }
 }
 
-void SchedulerRegistration::Round(const std::vector<Target*>& due) {
-  struct Call {
-    Target* target;
-    Clock::time_point sent;
-    grpc::ClientContext context;
-    v1::RegisterWorkerRequest request;
-    v1::RegisterWorkerResponse response;
-    grpc::Status status;
-  };
+// One RegisterWorker call of a round and its outcome.
+struct SchedulerRegistration::Call {
+  Target* target;
+  Clock::time_point sent;
+  grpc::ClientContext context;
+  v1::RegisterWorkerRequest request;
+  v1::RegisterWorkerResponse response;
+  grpc::Status status;
+};
+
+std::vector<std::unique_ptr<SchedulerRegistration::Call>> SchedulerRegistration::MakeCalls(
+    const std::vector<Target*>& due) const {
   std::vector<std::unique_ptr<Call>> calls;
   for (Target* target : due) {
     auto call = std::make_unique<Call>();
@@ -109,13 +112,10 @@ void SchedulerRegistration::Round(const std::vector<Target*>& due) {
     call->request.set_model(options_.model);
     calls.push_back(std::move(call));
   }
-  {
-    // Registered before the calls start, so Stop can cancel them (a
-    // context cancelled before its call cancels the call as it starts).
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return;
-    for (auto& call : calls) in_flight_.push_back(&call->context);
-  }
+  return calls;
+}
+
+bool SchedulerRegistration::SendAndWait(const std::vector<std::unique_ptr<Call>>& calls) {
   size_t done = 0;  // guarded by mu_
   for (auto& call : calls) {
     Call* c = call.get();
@@ -129,38 +129,55 @@ void SchedulerRegistration::Round(const std::vector<Target*>& due) {
                                                cv_.notify_all();
                                              });
   }
-  bool stopping = false;
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return done == calls.size(); });
-    in_flight_.clear();
-    stopping = stopping_;
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return done == calls.size(); });
+  in_flight_.clear();
+  return stopping_;
+}
+
+void SchedulerRegistration::OnRegistered(Target& target,
+                                         const v1::RegisterWorkerResponse& response) {
+  const double seconds = response.heartbeat_interval_seconds();
+  target.interval = seconds > 0
+                        ? std::clamp(absl::Seconds(seconds), kMinInterval, kMaxInterval)
+                        : std::clamp(options_.heartbeat_interval, kMinInterval, kMaxInterval);
+  const std::string as =
+      response.address().empty() ? options_.advertise_address : response.address();
+  if (target.state != State::kRegistered || as != target.registered_as) {
+    Log(absl::StrCat("registered with ", target.address, " as ", as, " (heartbeat every ",
+                     absl::FormatDuration(target.interval), ")"));
   }
+  target.state = State::kRegistered;
+  target.registered_as = as;
+}
+
+void SchedulerRegistration::OnFailed(Target& target, const grpc::Status& status) {
+  target.interval = std::clamp(options_.heartbeat_interval, kMinInterval, kMaxInterval);
+  if (target.state == State::kRegistered) {
+    Log(absl::StrCat("lost scheduler ", target.address, ": ", Reason(status)));
+  } else if (target.state == State::kNever) {
+    Log(absl::StrCat("cannot register with scheduler ", target.address, ": ", Reason(status),
+                     " (retrying every ", absl::FormatDuration(target.interval), ")"));
+  }
+  target.state = State::kDown;
+}
+
+void SchedulerRegistration::Round(const std::vector<Target*>& due) {
+  std::vector<std::unique_ptr<Call>> calls = MakeCalls(due);
+  {
+    // Registered before the calls start, so Stop can cancel them (a
+    // context cancelled before its call cancels the call as it starts).
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    for (auto& call : calls) in_flight_.push_back(&call->context);
+  }
+  const bool stopping = SendAndWait(calls);
   for (auto& call : calls) {
     Target& target = *call->target;
     if (call->status.ok()) {
-      const double seconds = call->response.heartbeat_interval_seconds();
-      target.interval = seconds > 0
-                            ? std::clamp(absl::Seconds(seconds), kMinInterval, kMaxInterval)
-                            : std::clamp(options_.heartbeat_interval, kMinInterval, kMaxInterval);
-      const std::string as = call->response.address().empty() ? options_.advertise_address
-                                                               : call->response.address();
-      if (target.state != State::kRegistered || as != target.registered_as) {
-        Log(absl::StrCat("registered with ", target.address, " as ", as, " (heartbeat every ",
-                         absl::FormatDuration(target.interval), ")"));
-      }
-      target.state = State::kRegistered;
-      target.registered_as = as;
+      OnRegistered(target, call->response);
     } else if (!stopping) {
-      target.interval = std::clamp(options_.heartbeat_interval, kMinInterval, kMaxInterval);
-      if (target.state == State::kRegistered) {
-        Log(absl::StrCat("lost scheduler ", target.address, ": ", Reason(call->status)));
-      } else if (target.state == State::kNever) {
-        Log(absl::StrCat("cannot register with scheduler ", target.address, ": ",
-                         Reason(call->status), " (retrying every ",
-                         absl::FormatDuration(target.interval), ")"));
-      }
-      target.state = State::kDown;
+      OnFailed(target, call->status);  // after Stop, failures are our own cancellations
     }
     target.next = call->sent + absl::ToChronoNanoseconds(target.interval);
   }

@@ -66,9 +66,19 @@ class SchedulerRegistration {
     std::chrono::steady_clock::time_point next;  // when the next heartbeat is due
   };
 
+  struct Call;  // scheduler_registration.cc
+
   void Run();
   // Heartbeats to `due` in parallel; returns when every call has ended.
   void Round(const std::vector<Target*>& due);
+  // One call per target, with deadline, token and request filled in.
+  std::vector<std::unique_ptr<Call>> MakeCalls(const std::vector<Target*>& due) const;
+  // Starts `calls` (already in in_flight_), waits for all of them, clears
+  // in_flight_ and returns whether Stop was called meanwhile.
+  bool SendAndWait(const std::vector<std::unique_ptr<Call>>& calls);
+  // Update `target` after a successful or failed heartbeat, logging changes.
+  void OnRegistered(Target& target, const v1::RegisterWorkerResponse& response);
+  void OnFailed(Target& target, const grpc::Status& status);
   void Log(const std::string& line) const;
 
   const SchedulerRegistrationOptions options_;
