@@ -24,7 +24,7 @@ hyper-parameters; tensor data offsets past the end of the file, data running
 past it, overlapping tensors, offsets off the alignment, bad general.alignment;
 absurd dimensions (2^40, 5 or 2^32-1 of them, products past int64) and counts
 (tensor_count, kv_count 2^40 and 2^60); a metadata array, string, key and
-array element declaring 2^40 bytes. A chat template that is not Jinja: the
+array element declaring 2^40 bytes; a named pipe. A chat template that is not Jinja: the
 model still inspects and runs plain prompts, `run --chat` is refused naming
 the template.
 
@@ -33,8 +33,8 @@ tokenizer_config.json and model.safetensors.index.json; config values of the
 wrong type or absurd size (2^40 layers, a 2^31-wide llama3-scaled model);
 SafeTensors with a header that is not JSON, a header length past the file,
 data_offsets past the data, reversed or overlapping, an unknown dtype, a shape
-that contradicts the byte range or overflows, truncated or empty files; a
-broken chat template in tokenizer_config.json.
+that contradicts the byte range or overflows, truncated or empty files, a
+named pipe; a broken chat template in tokenizer_config.json.
 
 No giant allocation: every command runs with its address space limited to
 AS_LIMIT (4 GiB; a healthy `llorch run` of the valid models peaks near 1 GiB
@@ -352,6 +352,10 @@ def fabricate(base, out_dir):
     write("string_length_2pow40", patched(original, ("<Q", kvs["general.name"]["value"],
                                                      1 << 40)))
     write("key_length_2pow40", patched(original, ("<Q", kvs["general.name"]["at"], 1 << 40)))
+    # A named pipe is refused at once, not waited on for a writer.
+    fifo = os.path.join(out_dir, "fifo.gguf")
+    os.mkfifo(fifo)
+    models["fifo"] = fifo
     return models
 
 
@@ -460,6 +464,8 @@ def hf_files(vocab_size):
 
 # What the one error line of these variants must also name.
 REFUSAL_MENTIONS = {
+    "fifo": "not a regular file",
+    "hf_safetensors_fifo": "not a regular file",
     "hf_config_llama3_rope_equal_factors": "high_freq_factor",
     "hf_tokenizer_merges_not_a_list": "merges",
 }
@@ -555,6 +561,8 @@ def fabricate_hf(out_dir):
     directory("hf_safetensors_missing", drop=("model.safetensors",))
     directory("hf_safetensors_q_zero_rows", safetensors=header(lambda h: h[q0].update(
         shape=[0, HF_HIDDEN], data_offsets=[h[q0]["data_offsets"][0]] * 2)))
+    directory("hf_safetensors_fifo", drop=("model.safetensors",))
+    os.mkfifo(os.path.join(models["hf_safetensors_fifo"], "model.safetensors"))
     return models
 
 
@@ -690,7 +698,7 @@ def main():
                          "tensors_overlap", "dim_2pow40", "kv_count_2pow40",
                          "array_length_2pow40", "hf_config_bad_json", "hf_config_layers_2pow40",
                          "hf_tokenizer_bad_json", "hf_safetensors_header_length_2pow63",
-                         "hf_safetensors_overlap"):
+                         "hf_safetensors_overlap", "fifo"):
                 checks.append((f"{name}, worker", worker_argv(worker, refused[name]), "worker",
                                refused[name], None))
             template_file = os.path.join(out_dir, "bad_template.jinja")

@@ -512,7 +512,9 @@ int64_t GgufTensorInfo::num_elements() const {
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
   std::unique_ptr<GgufFile> file(new GgufFile());
   file->path_ = path;
-  file->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO opens at once and is refused below, where a plain
+  // open would wait for a writer forever (regular files ignore the flag).
+  file->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (file->fd_ < 0) {
     const int error = errno;
     const std::string message = absl::StrCat(path, ": cannot open: ", std::strerror(error));

@@ -22,11 +22,13 @@ absl::Status Invalid(const std::string& path, const std::string& message) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", message));
 }
 
-// open(2) failed with `error`: NotFound when the file is absent, else
-// PermissionDenied.
+// open(2) failed with `error`: NotFound when the file is absent,
+// PermissionDenied when it may not be read, else InvalidArgument.
 absl::Status OpenError(const std::string& path, int error) {
   const std::string message = absl::StrCat(path, ": ", std::strerror(error));
-  return error == ENOENT ? absl::NotFoundError(message) : absl::PermissionDeniedError(message);
+  if (error == ENOENT) return absl::NotFoundError(message);
+  if (error == EACCES || error == EPERM) return absl::PermissionDeniedError(message);
+  return absl::InvalidArgumentError(message);
 }
 
 // The bytes after the header, which the tensors' data_offsets index.
@@ -216,10 +218,13 @@ int64_t SafeTensor::num_elements() const {
 absl::StatusOr<std::unique_ptr<SafeTensorsFile>> SafeTensorsFile::Open(const std::string& path) {
   std::unique_ptr<SafeTensorsFile> file(new SafeTensorsFile());
   file->path_ = path;
-  file->fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO opens at once and is refused below, where a plain
+  // open would wait for a writer forever (regular files ignore the flag).
+  file->fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (file->fd_ < 0) return OpenError(path, errno);
   struct stat st;
   if (fstat(file->fd_, &st) != 0) return Invalid(path, "cannot stat");
+  if (!S_ISREG(st.st_mode)) return Invalid(path, "not a regular file");
   file->map_size_ = static_cast<size_t>(st.st_size);
   if (file->map_size_ < 8) {
     return absl::DataLossError(absl::StrCat(path, ": truncated (", file->map_size_, " bytes)"));
